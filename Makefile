@@ -1,0 +1,40 @@
+# Ventanilla: the two commands of the README are the contract.
+#   make demo   runs the four Pacific Alliance access points and exchanges documents on every link
+#   make test   runs every test
+# Both install what a fresh Debian machine lacks first (idempotent).
+
+SHELL := /bin/bash
+BUILD_PKGS := pkg-config libxml2-dev libclang-dev libssl-dev
+TEST_PKGS  := xmlsec1 postgresql
+CARGO ?= cargo
+# Two cores: keep the test harness parallel but bounded.
+TEST_THREADS ?= 2
+
+.PHONY: demo test deps test-deps build lint fmt clean
+
+deps:
+	@missing=""; for p in $(BUILD_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then echo "installing:$$missing"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi
+
+test-deps: deps
+	@missing=""; for p in $(TEST_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then echo "installing:$$missing"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi
+
+build: deps
+	$(CARGO) build --release --locked
+
+demo: build
+	./target/release/ventanilla demo --work target/demo
+
+test: test-deps
+	$(CARGO) test --locked -- --test-threads=$(TEST_THREADS)
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --all-targets --locked -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+clean:
+	rm -rf target

@@ -1,0 +1,405 @@
+//! Reading a SOAP 1.2 envelope with `eb:Messaging`, in the decision order of docs/as4.md §4.2.
+
+use super::error::{EbmsCode, EbmsError};
+use super::model::*;
+use super::ns;
+use super::tree::{self, Element, Limits, XmlError};
+
+/// What the receiver learns from the SOAP envelope.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Envelope {
+    pub messaging: Messaging,
+    pub body_id: Option<String>,
+    /// Element children of the SOAP Body (eDelivery sends an empty Body).
+    pub body_children: usize,
+    /// Whether a `wsse:Security` header for us is present.
+    pub has_security_header: bool,
+}
+
+/// Why an envelope was refused. `MustUnderstand` is a SOAP fault of its own, not an ebMS error.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EnvelopeError {
+    #[error("header block {0} must be understood but is not processed here")]
+    MustUnderstand(String),
+    #[error(transparent)]
+    Ebms(#[from] EbmsError),
+}
+
+fn invalid(detail: impl Into<String>) -> EbmsError {
+    EbmsError::new(EbmsCode::InvalidHeader, detail)
+}
+
+fn inconsistent(detail: impl Into<String>) -> EbmsError {
+    EbmsError::new(EbmsCode::ValueInconsistent, detail)
+}
+
+pub fn read_envelope(bytes: &[u8], limits: Limits) -> Result<Envelope, EnvelopeError> {
+    let root = tree::parse(bytes, limits).map_err(|e| match e {
+        XmlError::LimitExceeded { .. } => invalid(format!("SOAP envelope refused: {e}")),
+        _ => invalid(format!("SOAP envelope is not acceptable XML: {e}")),
+    })?;
+    if root.is(ns::SOAP11, "Envelope") {
+        return Err(invalid("SOAP 1.1 envelope: AS4 requires SOAP 1.2").into());
+    }
+    if !root.is(ns::SOAP12, "Envelope") {
+        return Err(invalid(format!(
+            "root element {{{}}}{} is not a SOAP 1.2 Envelope",
+            root.ns, root.local
+        ))
+        .into());
+    }
+    let header = root
+        .child(ns::SOAP12, "Header")
+        .ok_or_else(|| invalid("SOAP envelope has no Header"))?;
+    let body = root
+        .child(ns::SOAP12, "Body")
+        .ok_or_else(|| invalid("SOAP envelope has no Body"))?;
+
+    let mut messaging_blocks = Vec::new();
+    let mut has_security_header = false;
+    for block in &header.children {
+        let understood = block.is(ns::EB, "Messaging") || block.is(ns::WSSE, "Security");
+        let targeted_at_us = match block.attr(ns::SOAP12, "role") {
+            None => true,
+            Some(role) => {
+                role == "http://www.w3.org/2003/05/soap-envelope/role/ultimateReceiver"
+                    || role == "http://www.w3.org/2003/05/soap-envelope/role/next"
+            }
+        };
+        if block.is(ns::EB, "Messaging") {
+            messaging_blocks.push(block);
+        } else if block.is(ns::WSSE, "Security") && targeted_at_us {
+            has_security_header = true;
+        }
+        let must_understand = matches!(
+            block.attr(ns::SOAP12, "mustUnderstand").map(str::trim),
+            Some("true") | Some("1")
+        );
+        if must_understand && targeted_at_us && !understood {
+            return Err(EnvelopeError::MustUnderstand(format!(
+                "{{{}}}{}",
+                block.ns, block.local
+            )));
+        }
+    }
+    let messaging = match messaging_blocks.as_slice() {
+        [one] => read_messaging(one)?,
+        [] => return Err(invalid("no eb:Messaging header").into()),
+        _ => return Err(invalid("more than one eb:Messaging header").into()),
+    };
+    Ok(Envelope {
+        messaging,
+        body_id: body.attr(ns::WSU, "Id").map(str::to_owned),
+        body_children: body.children.len(),
+        has_security_header,
+    })
+}
+
+fn read_messaging(el: &Element) -> Result<Messaging, EbmsError> {
+    let id = el
+        .attr(ns::WSU, "Id")
+        .or_else(|| el.attr("", "id"))
+        .map(str::to_owned);
+    let users: Vec<&Element> = el.children_named(ns::EB, "UserMessage").collect();
+    if users.len() > 1 {
+        let first_id = users
+            .first()
+            .and_then(|u| u.child(ns::EB, "MessageInfo"))
+            .and_then(|i| i.child(ns::EB, "MessageId"))
+            .map(|m| m.trimmed_text().to_owned());
+        return Err(inconsistent(format!(
+            "{} eb:UserMessage elements; at most one is allowed",
+            users.len()
+        ))
+        .with_ref(first_id.as_deref()));
+    }
+    let user_message = users.first().map(|u| read_user_message(u)).transpose()?;
+    let mut signals: Vec<SignalMessage> = Vec::new();
+    for s in el.children_named(ns::EB, "SignalMessage") {
+        let signal = read_signal(s)?;
+        let same_kind = signals
+            .iter()
+            .any(|o| std::mem::discriminant(&o.signal) == std::mem::discriminant(&signal.signal));
+        if same_kind {
+            return Err(inconsistent(
+                "two signal messages of the same type in one eb:Messaging",
+            ));
+        }
+        signals.push(signal);
+    }
+    if user_message.is_none() && signals.is_empty() {
+        return Err(invalid(
+            "eb:Messaging holds neither a UserMessage nor a SignalMessage",
+        ));
+    }
+    Ok(Messaging {
+        id,
+        user_message,
+        signals,
+    })
+}
+
+fn required<'a>(parent: &'a Element, local: &str, context: &str) -> Result<&'a Element, EbmsError> {
+    parent
+        .child(ns::EB, local)
+        .ok_or_else(|| invalid(format!("{context} has no eb:{local}")))
+}
+
+fn required_text(parent: &Element, local: &str, context: &str) -> Result<String, EbmsError> {
+    let value = required(parent, local, context)?.trimmed_text();
+    if value.is_empty() {
+        return Err(invalid(format!("eb:{local} in {context} is empty")));
+    }
+    Ok(value.to_owned())
+}
+
+fn optional_attr(el: &Element, name: &str) -> Option<String> {
+    el.attr("", name)
+        .map(|v| v.trim().to_owned())
+        .filter(|v| !v.is_empty())
+}
+
+/// A value without `@type` must be a URI (ebMS Core 5.2.2): a scheme followed by a colon.
+fn looks_like_uri(value: &str) -> bool {
+    let Some((scheme, rest)) = value.split_once(':') else {
+        return false;
+    };
+    !rest.is_empty()
+        && scheme
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic())
+        && scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+}
+
+fn read_message_info(el: &Element, context: &str) -> Result<MessageInfo, EbmsError> {
+    let info = required(el, "MessageInfo", context)?;
+    let message_id = required_text(info, "MessageId", "eb:MessageInfo")?;
+    let timestamp = required_text(info, "Timestamp", "eb:MessageInfo")
+        .map_err(|e| e.with_ref(Some(&message_id)))?;
+    if !valid_timestamp(&timestamp) {
+        return Err(
+            invalid(format!("eb:Timestamp '{timestamp}' is not an xs:dateTime"))
+                .with_ref(Some(&message_id)),
+        );
+    }
+    let ref_to_message_id = info
+        .child(ns::EB, "RefToMessageId")
+        .map(|r| r.trimmed_text().to_owned())
+        .filter(|r| !r.is_empty());
+    Ok(MessageInfo {
+        timestamp,
+        message_id,
+        ref_to_message_id,
+    })
+}
+
+/// xs:dateTime, UTC "Z" optional and offsets accepted (phase4 sends +02:00).
+fn valid_timestamp(value: &str) -> bool {
+    use time::format_description::well_known::Rfc3339;
+    if time::OffsetDateTime::parse(value, &Rfc3339).is_ok() {
+        return true;
+    }
+    let with_zone = format!("{value}Z");
+    time::OffsetDateTime::parse(&with_zone, &Rfc3339).is_ok()
+}
+
+fn read_party(party_info: &Element, local: &str) -> Result<Party, EbmsError> {
+    let context = format!("eb:{local}");
+    let el = required(party_info, local, "eb:PartyInfo")?;
+    let mut ids = Vec::new();
+    for id in el.children_named(ns::EB, "PartyId") {
+        let value = id.trimmed_text();
+        if value.is_empty() {
+            return Err(invalid(format!("empty eb:PartyId in {context}")));
+        }
+        let kind = optional_attr(id, "type");
+        if kind.is_none() && !looks_like_uri(value) {
+            return Err(inconsistent(format!(
+                "eb:PartyId '{value}' in {context} has no @type and is not a URI"
+            )));
+        }
+        ids.push(PartyId {
+            value: value.to_owned(),
+            kind,
+        });
+    }
+    if ids.is_empty() {
+        return Err(invalid(format!("{context} has no eb:PartyId")));
+    }
+    let role = required_text(el, "Role", &context)?;
+    Ok(Party { ids, role })
+}
+
+fn read_properties(container: &Element, context: &str) -> Result<Vec<Property>, EbmsError> {
+    let mut properties = Vec::new();
+    for p in container.children_named(ns::EB, "Property") {
+        let name = optional_attr(p, "name")
+            .ok_or_else(|| invalid(format!("eb:Property without @name in {context}")))?;
+        properties.push(Property {
+            name,
+            kind: optional_attr(p, "type"),
+            value: p.trimmed_text().to_owned(),
+        });
+    }
+    if properties.is_empty() {
+        return Err(invalid(format!(
+            "{context} must hold at least one eb:Property"
+        )));
+    }
+    Ok(properties)
+}
+
+fn read_user_message(el: &Element) -> Result<UserMessage, EbmsError> {
+    let info = read_message_info(el, "eb:UserMessage")?;
+    let id = info.message_id.clone();
+    let with_id = |e: EbmsError| e.with_ref(Some(&id));
+    let party_info = required(el, "PartyInfo", "eb:UserMessage").map_err(with_id)?;
+    let from = read_party(party_info, "From").map_err(with_id)?;
+    let to = read_party(party_info, "To").map_err(with_id)?;
+    let collab = required(el, "CollaborationInfo", "eb:UserMessage").map_err(with_id)?;
+    let service_el = required(collab, "Service", "eb:CollaborationInfo").map_err(with_id)?;
+    let service = Service {
+        value: service_el.trimmed_text().to_owned(),
+        kind: optional_attr(service_el, "type"),
+    };
+    if service.value.is_empty() {
+        return Err(with_id(invalid("eb:Service is empty")));
+    }
+    if service.kind.is_none() && !looks_like_uri(&service.value) {
+        return Err(with_id(inconsistent(format!(
+            "eb:Service '{}' has no @type and is not a URI",
+            service.value
+        ))));
+    }
+    let action = required_text(collab, "Action", "eb:CollaborationInfo").map_err(with_id)?;
+    let conversation_id =
+        required_text(collab, "ConversationId", "eb:CollaborationInfo").map_err(with_id)?;
+    let agreement = match collab.child(ns::EB, "AgreementRef") {
+        None => None,
+        Some(a) => {
+            let agreement = AgreementRef {
+                value: a.trimmed_text().to_owned(),
+                kind: optional_attr(a, "type"),
+                pmode: optional_attr(a, "pmode"),
+            };
+            if agreement.kind.is_none() && !looks_like_uri(&agreement.value) {
+                return Err(with_id(inconsistent(format!(
+                    "eb:AgreementRef '{}' has no @type and is not a URI",
+                    agreement.value
+                ))));
+            }
+            Some(agreement)
+        }
+    };
+    let properties = match el.child(ns::EB, "MessageProperties") {
+        Some(mp) => read_properties(mp, "eb:MessageProperties").map_err(with_id)?,
+        None => Vec::new(),
+    };
+    let mut parts = Vec::new();
+    if let Some(payload_info) = el.child(ns::EB, "PayloadInfo") {
+        for part in payload_info.children_named(ns::EB, "PartInfo") {
+            let href = optional_attr(part, "href");
+            let properties = match part.child(ns::EB, "PartProperties") {
+                Some(pp) => read_properties(pp, "eb:PartProperties").map_err(with_id)?,
+                None => Vec::new(),
+            };
+            parts.push(PartInfo { href, properties });
+        }
+        if parts.is_empty() {
+            return Err(with_id(invalid(
+                "eb:PayloadInfo must hold at least one eb:PartInfo",
+            )));
+        }
+    }
+    Ok(UserMessage {
+        mpc: optional_attr(el, "mpc"),
+        info,
+        from,
+        to,
+        agreement,
+        service,
+        action,
+        conversation_id,
+        properties,
+        parts,
+    })
+}
+
+fn read_signal(el: &Element) -> Result<SignalMessage, EbmsError> {
+    let info = read_message_info(el, "eb:SignalMessage")?;
+    let signal = if let Some(receipt) = el.child(ns::EB, "Receipt") {
+        let nrr_references = receipt
+            .children_named(ns::EBBP, "NonRepudiationInformation")
+            .flat_map(|nri| nri.children_named(ns::EBBP, "MessagePartNRInformation"))
+            .flat_map(|part| part.children_named(ns::DS, "Reference"))
+            .filter_map(|r| r.attr("", "URI").map(str::to_owned))
+            .collect();
+        Signal::Receipt { nrr_references }
+    } else if let Some(pull) = el.child(ns::EB, "PullRequest") {
+        Signal::PullRequest {
+            mpc: pull
+                .attr("", "mpc")
+                .map(str::to_owned)
+                .unwrap_or_else(|| ns::DEFAULT_MPC.to_owned()),
+        }
+    } else {
+        let errors: Vec<ErrorDetail> = el
+            .children_named(ns::EB, "Error")
+            .map(|e| ErrorDetail {
+                code: e
+                    .attr("", "errorCode")
+                    .unwrap_or_default()
+                    .trim()
+                    .to_owned(),
+                severity: e
+                    .attr("", "severity")
+                    .unwrap_or("failure")
+                    .trim()
+                    .to_owned(),
+                category: optional_attr(e, "category"),
+                origin: optional_attr(e, "origin"),
+                short_description: optional_attr(e, "shortDescription"),
+                ref_to_message_in_error: optional_attr(e, "refToMessageInError"),
+                description: e
+                    .child(ns::EB, "Description")
+                    .map(|d| d.trimmed_text().to_owned()),
+                detail: e
+                    .child(ns::EB, "ErrorDetail")
+                    .map(|d| d.trimmed_text().to_owned()),
+            })
+            .collect();
+        if errors.is_empty() {
+            return Err(
+                invalid("eb:SignalMessage holds no Receipt, Error or PullRequest")
+                    .with_ref(Some(&info.message_id)),
+            );
+        }
+        Signal::Errors(errors)
+    };
+    Ok(SignalMessage { info, signal })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uri_detection() {
+        assert!(looks_like_uri("urn:pacific-alliance:ephyto"));
+        assert!(looks_like_uri("http://x"));
+        assert!(!looks_like_uri("CL-SAG"));
+        assert!(!looks_like_uri("1:2"));
+        assert!(!looks_like_uri("urn:"));
+    }
+
+    #[test]
+    fn timestamps() {
+        assert!(valid_timestamp("2026-05-01T12:00:00.000Z"));
+        assert!(valid_timestamp("2016-12-21T11:01:16.795+01:00"));
+        assert!(valid_timestamp("2016-12-21T11:01:16.795"));
+        assert!(!valid_timestamp("yesterday"));
+    }
+}

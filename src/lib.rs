@@ -1,0 +1,7 @@
+//! Ventanilla: an AS4 access point for customs and trade single windows.
+//!
+//! Protocol core (sans-I/O): [`ebms`], [`mime`], [`pmode`]. Runtime: [`store`], [`msh`],
+//! [`transport`], [`backend`]. Core modules never import runtime modules.
+
+pub mod ebms;
+pub mod util;

@@ -1,0 +1,96 @@
+//! Small helpers shared by core and runtime.
+
+use sha2::{Digest, Sha256};
+
+/// A short, stable hex digest (first 16 hex digits of SHA-256), for derived ids.
+pub fn short_hash(bytes: &[u8]) -> String {
+    let digest = Sha256::digest(bytes);
+    hex::encode(&digest[..8])
+}
+
+/// The current time as an xs:dateTime in UTC with milliseconds, as AS4 senders emit it.
+pub fn timestamp_now() -> String {
+    format_timestamp(time::OffsetDateTime::now_utc())
+}
+
+pub fn format_timestamp(t: time::OffsetDateTime) -> String {
+    let t = t.to_offset(time::UtcOffset::UTC);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.millisecond()
+    )
+}
+
+/// A new globally unique RFC 2822 msg-id (no angle brackets).
+pub fn new_message_id(host: &str) -> String {
+    format!("{}@{}", uuid::Uuid::new_v4(), host)
+}
+
+/// Parses human sizes: "20MiB", "512KiB", "1GiB", "1000" (bytes), "10MB".
+pub fn parse_size(value: &str) -> Option<u64> {
+    let v = value.trim();
+    let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
+    let (num, unit) = v.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    let mult: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "KB" | "kB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        _ => return None,
+    };
+    n.checked_mul(mult)
+}
+
+/// Parses human durations: "30s", "5m", "1h", "30d", "250ms".
+pub fn parse_duration(value: &str) -> Option<std::time::Duration> {
+    let v = value.trim();
+    let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
+    let (num, unit) = v.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    let secs = match unit {
+        "ms" => return Some(std::time::Duration::from_millis(n)),
+        "s" => n,
+        "m" => n.checked_mul(60)?,
+        "h" => n.checked_mul(3600)?,
+        "d" => n.checked_mul(86_400)?,
+        _ => return None,
+    };
+    Some(std::time::Duration::from_secs(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_durations() {
+        assert_eq!(parse_size("20MiB"), Some(20 << 20));
+        assert_eq!(parse_size("7"), Some(7));
+        assert_eq!(parse_size("2 parsecs"), None);
+        assert_eq!(
+            parse_duration("5m"),
+            Some(std::time::Duration::from_secs(300))
+        );
+        assert_eq!(
+            parse_duration("250ms"),
+            Some(std::time::Duration::from_millis(250))
+        );
+        assert_eq!(parse_duration("1y"), None);
+    }
+
+    #[test]
+    fn timestamp_shape() {
+        let t = time::macros::datetime!(2026-05-01 12:00:00.5 UTC);
+        assert_eq!(format_timestamp(t), "2026-05-01T12:00:00.500Z");
+    }
+}
