@@ -4,4 +4,5 @@
 //! [`transport`], [`backend`]. Core modules never import runtime modules.
 
 pub mod ebms;
+pub mod mime;
 pub mod util;
