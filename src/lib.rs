@@ -5,4 +5,5 @@
 
 pub mod ebms;
 pub mod mime;
+pub mod pmode;
 pub mod util;

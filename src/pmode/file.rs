@@ -1,0 +1,77 @@
+//! The P-Mode file format: one symmetric TOML file per bilateral link (see README, "P-Mode files").
+
+use serde::Deserialize;
+use toml::Spanned;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkFile {
+    pub id: Spanned<String>,
+    pub profile: Spanned<String>,
+    pub agreement: Option<Spanned<String>>,
+    pub agreement_type: Option<String>,
+    #[serde(default)]
+    pub party: Vec<Spanned<PartyFile>>,
+    #[serde(default)]
+    pub leg: Vec<Spanned<LegFile>>,
+    #[serde(default)]
+    pub reliability: Option<ReliabilityFile>,
+    #[serde(default)]
+    pub transport: Option<TransportFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PartyFile {
+    pub id: Spanned<String>,
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    /// ISO 3166 alpha-2 country of the single window.
+    pub country: Option<Spanned<String>>,
+    pub endpoint: Spanned<String>,
+    /// PEM file of the TLS client certificate this party presents (when client auth is on).
+    pub tls_cert: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LegFile {
+    pub name: Spanned<String>,
+    pub service: Spanned<String>,
+    pub service_type: Option<String>,
+    pub action: Spanned<String>,
+    /// The payload handler for the leading document ("ephyto", "origin", "edifact", or none).
+    pub document: Option<String>,
+    pub mpc: Option<String>,
+    #[serde(default)]
+    pub compression: bool,
+    pub max_payload: Option<Spanned<String>>,
+    /// Party id allowed to send on this leg; absent means both directions.
+    pub from: Option<Spanned<String>>,
+    #[serde(default)]
+    pub properties: PropertiesFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PropertiesFile {
+    #[serde(default)]
+    pub required: Vec<String>,
+    #[serde(default)]
+    pub allowed: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReliabilityFile {
+    pub retry: Option<Spanned<Vec<String>>>,
+    pub duplicate_window: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransportFile {
+    #[serde(default)]
+    pub tls_client_auth: bool,
+    pub timeout: Option<Spanned<String>>,
+}

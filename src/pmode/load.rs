@@ -1,0 +1,355 @@
+//! Loading and validating P-Mode files; every error names file, line and key.
+
+use super::file::*;
+use super::model::*;
+use crate::util::{parse_duration, parse_size};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use toml::Spanned;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PmodeError {
+    pub file: PathBuf,
+    pub line: usize,
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for PmodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}: {}: {}", self.file.display(), self.line, self.key, self.message)
+    }
+}
+
+impl std::error::Error for PmodeError {}
+
+/// Collects errors for one file, turning byte spans into line numbers.
+struct Reporter<'a> {
+    file: &'a Path,
+    text: &'a str,
+    errors: Vec<PmodeError>,
+}
+
+impl Reporter<'_> {
+    fn line_of(&self, offset: usize) -> usize {
+        self.text.as_bytes()[..offset.min(self.text.len())].iter().filter(|&&b| b == b'\n').count() + 1
+    }
+
+    fn at(&mut self, span: std::ops::Range<usize>, key: impl Into<String>, message: impl Into<String>) {
+        let line = self.line_of(span.start);
+        self.errors.push(PmodeError { file: self.file.to_owned(), line, key: key.into(), message: message.into() });
+    }
+}
+
+fn looks_like_uri(value: &str) -> bool {
+    value.split_once(':').is_some_and(|(scheme, rest)| {
+        !rest.is_empty()
+            && scheme.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+            && scheme.chars().all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+    })
+}
+
+/// Parses and validates one P-Mode file's text. `path` is used for messages and to resolve
+/// relative certificate paths.
+pub fn parse_link(path: &Path, text: &str) -> Result<Link, Vec<PmodeError>> {
+    let mut r = Reporter { file: path, text, errors: Vec::new() };
+    let raw: LinkFile = match toml::from_str(text) {
+        Ok(raw) => raw,
+        Err(e) => {
+            let span = e.span().unwrap_or(0..0);
+            let message = e.message().to_owned();
+            let key = message
+                .split('`')
+                .nth(1)
+                .filter(|_| message.contains("unknown field") || message.contains("missing field"))
+                .unwrap_or("(syntax)")
+                .to_owned();
+            r.at(span, key, message);
+            return Err(r.errors);
+        }
+    };
+    let link = validate(&mut r, path, raw);
+    if r.errors.is_empty() { link.ok_or(r.errors) } else { Err(r.errors) }
+}
+
+fn non_empty(r: &mut Reporter<'_>, value: &Spanned<String>, key: &str) -> Option<String> {
+    let v = value.get_ref().trim();
+    if v.is_empty() {
+        r.at(value.span(), key, "must not be empty");
+        None
+    } else {
+        Some(v.to_owned())
+    }
+}
+
+fn duration(r: &mut Reporter<'_>, value: &Spanned<String>, key: &str) -> Option<Duration> {
+    let d = parse_duration(value.get_ref());
+    if d.is_none() {
+        r.at(value.span(), key, format!("'{}' is not a duration (use e.g. 30s, 5m, 1h, 30d)", value.get_ref()));
+    }
+    d
+}
+
+fn validate(r: &mut Reporter<'_>, path: &Path, raw: LinkFile) -> Option<Link> {
+    let id = non_empty(r, &raw.id, "id");
+    let profile = match Profile::parse(raw.profile.get_ref()) {
+        Some(p) => Some(p),
+        None => {
+            r.at(
+                raw.profile.span(),
+                "profile",
+                format!("'{}' is not a profile (edelivery-1.15, edelivery-2.0, none)", raw.profile.get_ref()),
+            );
+            None
+        }
+    };
+    if matches!(profile, Some(Profile::Edelivery115 | Profile::Edelivery20)) {
+        r.at(
+            raw.profile.span(),
+            "profile",
+            format!("'{}' needs WS-Security, which this build does not implement yet; only 'none' is usable", raw.profile.get_ref()),
+        );
+    }
+    if let Some(a) = &raw.agreement {
+        if raw.agreement_type.is_none() && !looks_like_uri(a.get_ref()) {
+            r.at(a.span(), "agreement", "without agreement_type the agreement must be a URI");
+        }
+    }
+    let base = path.parent().unwrap_or(Path::new("."));
+    let mut parties = Vec::new();
+    if raw.party.len() != 2 {
+        let span = raw.party.first().map(|p| p.span()).unwrap_or(0..0);
+        r.at(span, "party", format!("a link has exactly two [[party]] tables, found {}", raw.party.len()));
+    }
+    for (i, p) in raw.party.iter().enumerate() {
+        let p = p.get_ref();
+        let key = |k: &str| format!("party[{i}].{k}");
+        let Some(pid) = non_empty(r, &p.id, &key("id")) else { continue };
+        if p.kind.is_none() && !looks_like_uri(&pid) {
+            r.at(p.id.span(), key("id"), "without a type the party id must be a URI");
+        }
+        if let Some(c) = &p.country {
+            let v = c.get_ref();
+            if v.len() != 2 || !v.chars().all(|ch| ch.is_ascii_uppercase()) {
+                r.at(c.span(), key("country"), format!("'{v}' is not an ISO 3166 alpha-2 code"));
+            }
+        }
+        let endpoint = p.endpoint.get_ref();
+        if !endpoint.starts_with("https://") {
+            r.at(p.endpoint.span(), key("endpoint"), format!("'{endpoint}' is not an https:// URL"));
+        } else if endpoint.parse::<http::Uri>().is_err() {
+            r.at(p.endpoint.span(), key("endpoint"), format!("'{endpoint}' is not a valid URL"));
+        }
+        parties.push(Party {
+            id: pid,
+            kind: p.kind.clone(),
+            country: p.country.as_ref().map(|c| c.get_ref().clone()),
+            endpoint: endpoint.clone(),
+            tls_cert: p.tls_cert.as_ref().map(|c| base.join(c)),
+        });
+    }
+    if parties.len() == 2 && parties[0].id == parties[1].id {
+        r.at(raw.party[1].get_ref().id.span(), "party[1].id", "both parties have the same id");
+    }
+    let mut legs: Vec<Leg> = Vec::new();
+    if raw.leg.is_empty() {
+        r.at(0..0, "leg", "a link needs at least one [[leg]]");
+    }
+    for (i, l) in raw.leg.iter().enumerate() {
+        let span = l.span();
+        let l = l.get_ref();
+        let key = |k: &str| format!("leg[{i}].{k}");
+        let (Some(name), Some(service), Some(action)) =
+            (non_empty(r, &l.name, &key("name")), non_empty(r, &l.service, &key("service")), non_empty(r, &l.action, &key("action")))
+        else {
+            continue;
+        };
+        if l.service_type.is_none() && !looks_like_uri(&service) {
+            r.at(l.service.span(), key("service"), "without service_type the service must be a URI");
+        }
+        if legs.iter().any(|o| o.name == name) {
+            r.at(l.name.span(), key("name"), format!("leg name '{name}' is used twice"));
+        }
+        if legs.iter().any(|o| o.service == service && o.action == action) {
+            r.at(span.clone(), key("action"), format!("service '{service}' with action '{action}' is already a leg of this link"));
+        }
+        let max_payload = match &l.max_payload {
+            None => DEFAULT_MAX_PAYLOAD,
+            Some(v) => parse_size(v.get_ref()).unwrap_or_else(|| {
+                r.at(v.span(), key("max_payload"), format!("'{}' is not a size (use e.g. 20MiB)", v.get_ref()));
+                0
+            }),
+        };
+        if let Some(from) = &l.from {
+            if !parties.iter().any(|p| &p.id == from.get_ref()) {
+                r.at(from.span(), key("from"), format!("'{}' is not one of the link's parties", from.get_ref()));
+            }
+        }
+        if let Some(doc) = &l.document {
+            if !KNOWN_DOCUMENTS.contains(&doc.as_str()) {
+                r.at(span.clone(), key("document"), format!("'{doc}' is not a document type ({})", KNOWN_DOCUMENTS.join(", ")));
+            }
+        }
+        legs.push(Leg {
+            name,
+            service,
+            service_type: l.service_type.clone(),
+            action,
+            document: l.document.clone(),
+            mpc: l.mpc.clone(),
+            compression: l.compression,
+            max_payload,
+            from: l.from.as_ref().map(|f| f.get_ref().clone()),
+            required_properties: l.properties.required.clone(),
+            allowed_properties: l.properties.allowed.clone(),
+        });
+    }
+    let mut retry: Vec<Duration> = DEFAULT_RETRY.iter().map(|s| Duration::from_secs(*s)).collect();
+    let mut duplicate_window = DEFAULT_DUPLICATE_WINDOW;
+    if let Some(rel) = &raw.reliability {
+        if let Some(list) = &rel.retry {
+            let parsed: Vec<Option<Duration>> = list.get_ref().iter().map(|v| parse_duration(v)).collect();
+            if let Some(bad) = list.get_ref().iter().zip(&parsed).find(|(_, d)| d.is_none()) {
+                r.at(list.span(), "reliability.retry", format!("'{}' is not a duration (use e.g. 1m, 5m, 1h)", bad.0));
+            }
+            retry = parsed.into_iter().flatten().collect();
+        }
+        if let Some(w) = &rel.duplicate_window {
+            duplicate_window = duration(r, w, "reliability.duplicate_window").unwrap_or(duplicate_window);
+        }
+    }
+    let mut timeout = DEFAULT_TIMEOUT;
+    let mut tls_client_auth = false;
+    if let Some(t) = &raw.transport {
+        tls_client_auth = t.tls_client_auth;
+        if let Some(v) = &t.timeout {
+            timeout = duration(r, v, "transport.timeout").unwrap_or(timeout);
+        }
+        if tls_client_auth {
+            for (i, p) in parties.iter().enumerate() {
+                if p.tls_cert.is_none() {
+                    r.at(0..0, format!("party[{i}].tls_cert"), "transport.tls_client_auth needs each party's tls_cert");
+                }
+            }
+        }
+    }
+    let parties: [Party; 2] = parties.try_into().ok()?;
+    Some(Link {
+        id: id?,
+        file: path.to_owned(),
+        profile: profile?,
+        agreement: raw.agreement.map(|a| a.into_inner()),
+        agreement_type: raw.agreement_type,
+        parties,
+        legs,
+        retry,
+        duplicate_window,
+        tls_client_auth,
+        timeout,
+    })
+}
+
+/// Document types a leg may name; each has a payload handler.
+pub const KNOWN_DOCUMENTS: [&str; 3] = ["ephyto", "origin", "edifact"];
+
+/// Reads every `*.toml` file of `dir` (or the single file `dir`), sorted by name.
+pub fn read_files(path: &Path) -> std::io::Result<Vec<(PathBuf, String)>> {
+    let mut files = Vec::new();
+    if path.is_dir() {
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(path)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+            .collect();
+        entries.sort();
+        for p in entries {
+            let text = std::fs::read_to_string(&p)?;
+            files.push((p, text));
+        }
+    } else {
+        files.push((path.to_owned(), std::fs::read_to_string(path)?));
+    }
+    Ok(files)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub const GOOD: &str = r#"
+id = "cl-pe"
+profile = "none"
+agreement = "urn:pacific-alliance:as4:agreement:cl-pe"
+
+[[party]]
+id = "CL-SAG"
+type = "urn:oasis:names:tc:ebcore:partyid-type:unregistered:pacific-alliance"
+country = "CL"
+endpoint = "https://as4.cl.example/as4"
+
+[[party]]
+id = "PE-SENASA"
+type = "urn:oasis:names:tc:ebcore:partyid-type:unregistered:pacific-alliance"
+country = "PE"
+endpoint = "https://as4.pe.example/as4"
+
+[[leg]]
+name = "ephyto"
+service = "urn:pacific-alliance:service:ephyto"
+action = "SPSCertificate"
+document = "ephyto"
+
+[[leg]]
+name = "origin"
+service = "urn:pacific-alliance:service:origin"
+action = "CertificateOfOrigin"
+compression = true
+max_payload = "5MiB"
+
+[reliability]
+retry = ["1m", "5m"]
+duplicate_window = "30d"
+"#;
+
+    #[test]
+    fn parses_a_good_file() {
+        let link = parse_link(Path::new("cl-pe.toml"), GOOD).unwrap();
+        assert_eq!(link.id, "cl-pe");
+        assert_eq!(link.partner_of("CL-SAG").unwrap().id, "PE-SENASA");
+        assert_eq!(link.legs[1].max_payload, 5 << 20);
+        assert_eq!(link.retry, vec![Duration::from_secs(60), Duration::from_secs(300)]);
+    }
+
+    #[test]
+    fn errors_name_line_and_key() {
+        let bad = GOOD.replace(r#"retry = ["1m", "5m"]"#, r#"retry = ["1m", "soon"]"#);
+        let errs = parse_link(Path::new("cl-pe.toml"), &bad).unwrap_err();
+        assert_eq!(errs.len(), 1);
+        let line = bad.lines().position(|l| l.contains("soon")).unwrap() + 1;
+        assert_eq!(errs[0].to_string(), format!("cl-pe.toml:{line}: reliability.retry: 'soon' is not a duration (use e.g. 1m, 5m, 1h)"));
+
+        let bad = GOOD.replace("https://as4.pe.example/as4", "http://as4.pe.example/as4");
+        let errs = parse_link(Path::new("x.toml"), &bad).unwrap_err();
+        assert_eq!(errs[0].key, "party[1].endpoint");
+        assert_eq!(errs[0].line, bad.lines().position(|l| l.contains("http://as4.pe")).unwrap() + 1);
+
+        let bad = GOOD.replace("compression = true", "compresion = true");
+        let errs = parse_link(Path::new("x.toml"), &bad).unwrap_err();
+        assert_eq!(errs[0].key, "compresion");
+        assert_eq!(errs[0].line, bad.lines().position(|l| l.contains("compresion")).unwrap() + 1);
+
+        let errs = parse_link(Path::new("x.toml"), "id = [").unwrap_err();
+        assert_eq!(errs[0].key, "(syntax)");
+    }
+
+    #[test]
+    fn refuses_duplicate_legs_and_bad_profile() {
+        let bad = GOOD.replace("action = \"CertificateOfOrigin\"", "action = \"SPSCertificate\"").replace(
+            "service = \"urn:pacific-alliance:service:origin\"",
+            "service = \"urn:pacific-alliance:service:ephyto\"",
+        );
+        assert!(parse_link(Path::new("x.toml"), &bad).unwrap_err().iter().any(|e| e.key == "leg[1].action"));
+        let bad = GOOD.replace("profile = \"none\"", "profile = \"as2\"");
+        assert_eq!(parse_link(Path::new("x.toml"), &bad).unwrap_err()[0].key, "profile");
+    }
+}

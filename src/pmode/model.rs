@@ -1,0 +1,102 @@
+//! Validated P-Modes: what the message service handler works with.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Profile {
+    /// Unsigned and unencrypted: for tests only, refused unless the access point allows it.
+    None,
+    Edelivery115,
+    Edelivery20,
+}
+
+impl Profile {
+    pub fn parse(value: &str) -> Option<Profile> {
+        match value {
+            "none" => Some(Profile::None),
+            "edelivery-1.15" => Some(Profile::Edelivery115),
+            "edelivery-2.0" => Some(Profile::Edelivery20),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Profile::None => "none",
+            Profile::Edelivery115 => "edelivery-1.15",
+            Profile::Edelivery20 => "edelivery-2.0",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Party {
+    pub id: String,
+    pub kind: Option<String>,
+    pub country: Option<String>,
+    pub endpoint: String,
+    pub tls_cert: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Leg {
+    pub name: String,
+    pub service: String,
+    pub service_type: Option<String>,
+    pub action: String,
+    pub document: Option<String>,
+    pub mpc: Option<String>,
+    pub compression: bool,
+    pub max_payload: u64,
+    pub from: Option<String>,
+    pub required_properties: Vec<String>,
+    pub allowed_properties: Vec<String>,
+}
+
+impl Leg {
+    pub fn may_send(&self, party_id: &str) -> bool {
+        self.from.as_deref().is_none_or(|f| f == party_id)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Link {
+    pub id: String,
+    pub file: PathBuf,
+    pub profile: Profile,
+    pub agreement: Option<String>,
+    pub agreement_type: Option<String>,
+    pub parties: [Party; 2],
+    pub legs: Vec<Leg>,
+    pub retry: Vec<Duration>,
+    pub duplicate_window: Duration,
+    pub tls_client_auth: bool,
+    pub timeout: Duration,
+}
+
+impl Link {
+    pub fn party(&self, id: &str) -> Option<&Party> {
+        self.parties.iter().find(|p| p.id == id)
+    }
+
+    /// The other party of the link, seen from `me`.
+    pub fn partner_of(&self, me: &str) -> Option<&Party> {
+        if self.parties[0].id == me {
+            Some(&self.parties[1])
+        } else if self.parties[1].id == me {
+            Some(&self.parties[0])
+        } else {
+            None
+        }
+    }
+
+    pub fn leg(&self, name: &str) -> Option<&Leg> {
+        self.legs.iter().find(|l| l.name == name)
+    }
+}
+
+pub const DEFAULT_RETRY: [u64; 5] = [60, 300, 900, 3600, 14_400];
+pub const DEFAULT_DUPLICATE_WINDOW: Duration = Duration::from_secs(30 * 86_400);
+pub const DEFAULT_MAX_PAYLOAD: u64 = 20 << 20;
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
