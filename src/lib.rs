@@ -6,4 +6,5 @@
 pub mod ebms;
 pub mod mime;
 pub mod pmode;
+pub mod store;
 pub mod util;

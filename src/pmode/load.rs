@@ -18,7 +18,14 @@ pub struct PmodeError {
 
 impl fmt::Display for PmodeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}: {}: {}", self.file.display(), self.line, self.key, self.message)
+        write!(
+            f,
+            "{}:{}: {}: {}",
+            self.file.display(),
+            self.line,
+            self.key,
+            self.message
+        )
     }
 }
 
@@ -33,27 +40,50 @@ struct Reporter<'a> {
 
 impl Reporter<'_> {
     fn line_of(&self, offset: usize) -> usize {
-        self.text.as_bytes()[..offset.min(self.text.len())].iter().filter(|&&b| b == b'\n').count() + 1
+        self.text.as_bytes()[..offset.min(self.text.len())]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count()
+            + 1
     }
 
-    fn at(&mut self, span: std::ops::Range<usize>, key: impl Into<String>, message: impl Into<String>) {
+    fn at(
+        &mut self,
+        span: std::ops::Range<usize>,
+        key: impl Into<String>,
+        message: impl Into<String>,
+    ) {
         let line = self.line_of(span.start);
-        self.errors.push(PmodeError { file: self.file.to_owned(), line, key: key.into(), message: message.into() });
+        self.errors.push(PmodeError {
+            file: self.file.to_owned(),
+            line,
+            key: key.into(),
+            message: message.into(),
+        });
     }
 }
 
 fn looks_like_uri(value: &str) -> bool {
     value.split_once(':').is_some_and(|(scheme, rest)| {
         !rest.is_empty()
-            && scheme.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
-            && scheme.chars().all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+            && scheme
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic())
+            && scheme
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
     })
 }
 
 /// Parses and validates one P-Mode file's text. `path` is used for messages and to resolve
 /// relative certificate paths.
 pub fn parse_link(path: &Path, text: &str) -> Result<Link, Vec<PmodeError>> {
-    let mut r = Reporter { file: path, text, errors: Vec::new() };
+    let mut r = Reporter {
+        file: path,
+        text,
+        errors: Vec::new(),
+    };
     let raw: LinkFile = match toml::from_str(text) {
         Ok(raw) => raw,
         Err(e) => {
@@ -70,7 +100,11 @@ pub fn parse_link(path: &Path, text: &str) -> Result<Link, Vec<PmodeError>> {
         }
     };
     let link = validate(&mut r, path, raw);
-    if r.errors.is_empty() { link.ok_or(r.errors) } else { Err(r.errors) }
+    if r.errors.is_empty() {
+        link.ok_or(r.errors)
+    } else {
+        Err(r.errors)
+    }
 }
 
 fn non_empty(r: &mut Reporter<'_>, value: &Spanned<String>, key: &str) -> Option<String> {
@@ -86,7 +120,14 @@ fn non_empty(r: &mut Reporter<'_>, value: &Spanned<String>, key: &str) -> Option
 fn duration(r: &mut Reporter<'_>, value: &Spanned<String>, key: &str) -> Option<Duration> {
     let d = parse_duration(value.get_ref());
     if d.is_none() {
-        r.at(value.span(), key, format!("'{}' is not a duration (use e.g. 30s, 5m, 1h, 30d)", value.get_ref()));
+        r.at(
+            value.span(),
+            key,
+            format!(
+                "'{}' is not a duration (use e.g. 30s, 5m, 1h, 30d)",
+                value.get_ref()
+            ),
+        );
     }
     d
 }
@@ -99,7 +140,10 @@ fn validate(r: &mut Reporter<'_>, path: &Path, raw: LinkFile) -> Option<Link> {
             r.at(
                 raw.profile.span(),
                 "profile",
-                format!("'{}' is not a profile (edelivery-1.15, edelivery-2.0, none)", raw.profile.get_ref()),
+                format!(
+                    "'{}' is not a profile (edelivery-1.15, edelivery-2.0, none)",
+                    raw.profile.get_ref()
+                ),
             );
             None
         }
@@ -113,33 +157,62 @@ fn validate(r: &mut Reporter<'_>, path: &Path, raw: LinkFile) -> Option<Link> {
     }
     if let Some(a) = &raw.agreement {
         if raw.agreement_type.is_none() && !looks_like_uri(a.get_ref()) {
-            r.at(a.span(), "agreement", "without agreement_type the agreement must be a URI");
+            r.at(
+                a.span(),
+                "agreement",
+                "without agreement_type the agreement must be a URI",
+            );
         }
     }
     let base = path.parent().unwrap_or(Path::new("."));
     let mut parties = Vec::new();
     if raw.party.len() != 2 {
         let span = raw.party.first().map(|p| p.span()).unwrap_or(0..0);
-        r.at(span, "party", format!("a link has exactly two [[party]] tables, found {}", raw.party.len()));
+        r.at(
+            span,
+            "party",
+            format!(
+                "a link has exactly two [[party]] tables, found {}",
+                raw.party.len()
+            ),
+        );
     }
     for (i, p) in raw.party.iter().enumerate() {
         let p = p.get_ref();
         let key = |k: &str| format!("party[{i}].{k}");
-        let Some(pid) = non_empty(r, &p.id, &key("id")) else { continue };
+        let Some(pid) = non_empty(r, &p.id, &key("id")) else {
+            continue;
+        };
         if p.kind.is_none() && !looks_like_uri(&pid) {
-            r.at(p.id.span(), key("id"), "without a type the party id must be a URI");
+            r.at(
+                p.id.span(),
+                key("id"),
+                "without a type the party id must be a URI",
+            );
         }
         if let Some(c) = &p.country {
             let v = c.get_ref();
             if v.len() != 2 || !v.chars().all(|ch| ch.is_ascii_uppercase()) {
-                r.at(c.span(), key("country"), format!("'{v}' is not an ISO 3166 alpha-2 code"));
+                r.at(
+                    c.span(),
+                    key("country"),
+                    format!("'{v}' is not an ISO 3166 alpha-2 code"),
+                );
             }
         }
         let endpoint = p.endpoint.get_ref();
         if !endpoint.starts_with("https://") {
-            r.at(p.endpoint.span(), key("endpoint"), format!("'{endpoint}' is not an https:// URL"));
+            r.at(
+                p.endpoint.span(),
+                key("endpoint"),
+                format!("'{endpoint}' is not an https:// URL"),
+            );
         } else if endpoint.parse::<http::Uri>().is_err() {
-            r.at(p.endpoint.span(), key("endpoint"), format!("'{endpoint}' is not a valid URL"));
+            r.at(
+                p.endpoint.span(),
+                key("endpoint"),
+                format!("'{endpoint}' is not a valid URL"),
+            );
         }
         parties.push(Party {
             id: pid,
@@ -150,7 +223,11 @@ fn validate(r: &mut Reporter<'_>, path: &Path, raw: LinkFile) -> Option<Link> {
         });
     }
     if parties.len() == 2 && parties[0].id == parties[1].id {
-        r.at(raw.party[1].get_ref().id.span(), "party[1].id", "both parties have the same id");
+        r.at(
+            raw.party[1].get_ref().id.span(),
+            "party[1].id",
+            "both parties have the same id",
+        );
     }
     let mut legs: Vec<Leg> = Vec::new();
     if raw.leg.is_empty() {
@@ -160,35 +237,67 @@ fn validate(r: &mut Reporter<'_>, path: &Path, raw: LinkFile) -> Option<Link> {
         let span = l.span();
         let l = l.get_ref();
         let key = |k: &str| format!("leg[{i}].{k}");
-        let (Some(name), Some(service), Some(action)) =
-            (non_empty(r, &l.name, &key("name")), non_empty(r, &l.service, &key("service")), non_empty(r, &l.action, &key("action")))
-        else {
+        let (Some(name), Some(service), Some(action)) = (
+            non_empty(r, &l.name, &key("name")),
+            non_empty(r, &l.service, &key("service")),
+            non_empty(r, &l.action, &key("action")),
+        ) else {
             continue;
         };
         if l.service_type.is_none() && !looks_like_uri(&service) {
-            r.at(l.service.span(), key("service"), "without service_type the service must be a URI");
+            r.at(
+                l.service.span(),
+                key("service"),
+                "without service_type the service must be a URI",
+            );
         }
         if legs.iter().any(|o| o.name == name) {
-            r.at(l.name.span(), key("name"), format!("leg name '{name}' is used twice"));
+            r.at(
+                l.name.span(),
+                key("name"),
+                format!("leg name '{name}' is used twice"),
+            );
         }
-        if legs.iter().any(|o| o.service == service && o.action == action) {
-            r.at(span.clone(), key("action"), format!("service '{service}' with action '{action}' is already a leg of this link"));
+        if legs
+            .iter()
+            .any(|o| o.service == service && o.action == action)
+        {
+            r.at(
+                span.clone(),
+                key("action"),
+                format!("service '{service}' with action '{action}' is already a leg of this link"),
+            );
         }
         let max_payload = match &l.max_payload {
             None => DEFAULT_MAX_PAYLOAD,
             Some(v) => parse_size(v.get_ref()).unwrap_or_else(|| {
-                r.at(v.span(), key("max_payload"), format!("'{}' is not a size (use e.g. 20MiB)", v.get_ref()));
+                r.at(
+                    v.span(),
+                    key("max_payload"),
+                    format!("'{}' is not a size (use e.g. 20MiB)", v.get_ref()),
+                );
                 0
             }),
         };
         if let Some(from) = &l.from {
             if !parties.iter().any(|p| &p.id == from.get_ref()) {
-                r.at(from.span(), key("from"), format!("'{}' is not one of the link's parties", from.get_ref()));
+                r.at(
+                    from.span(),
+                    key("from"),
+                    format!("'{}' is not one of the link's parties", from.get_ref()),
+                );
             }
         }
         if let Some(doc) = &l.document {
             if !KNOWN_DOCUMENTS.contains(&doc.as_str()) {
-                r.at(span.clone(), key("document"), format!("'{doc}' is not a document type ({})", KNOWN_DOCUMENTS.join(", ")));
+                r.at(
+                    span.clone(),
+                    key("document"),
+                    format!(
+                        "'{doc}' is not a document type ({})",
+                        KNOWN_DOCUMENTS.join(", ")
+                    ),
+                );
             }
         }
         legs.push(Leg {
@@ -205,18 +314,32 @@ fn validate(r: &mut Reporter<'_>, path: &Path, raw: LinkFile) -> Option<Link> {
             allowed_properties: l.properties.allowed.clone(),
         });
     }
-    let mut retry: Vec<Duration> = DEFAULT_RETRY.iter().map(|s| Duration::from_secs(*s)).collect();
+    let mut retry: Vec<Duration> = DEFAULT_RETRY
+        .iter()
+        .map(|s| Duration::from_secs(*s))
+        .collect();
     let mut duplicate_window = DEFAULT_DUPLICATE_WINDOW;
     if let Some(rel) = &raw.reliability {
         if let Some(list) = &rel.retry {
-            let parsed: Vec<Option<Duration>> = list.get_ref().iter().map(|v| parse_duration(v)).collect();
-            if let Some(bad) = list.get_ref().iter().zip(&parsed).find(|(_, d)| d.is_none()) {
-                r.at(list.span(), "reliability.retry", format!("'{}' is not a duration (use e.g. 1m, 5m, 1h)", bad.0));
+            let parsed: Vec<Option<Duration>> =
+                list.get_ref().iter().map(|v| parse_duration(v)).collect();
+            if let Some(bad) = list
+                .get_ref()
+                .iter()
+                .zip(&parsed)
+                .find(|(_, d)| d.is_none())
+            {
+                r.at(
+                    list.span(),
+                    "reliability.retry",
+                    format!("'{}' is not a duration (use e.g. 1m, 5m, 1h)", bad.0),
+                );
             }
             retry = parsed.into_iter().flatten().collect();
         }
         if let Some(w) = &rel.duplicate_window {
-            duplicate_window = duration(r, w, "reliability.duplicate_window").unwrap_or(duplicate_window);
+            duplicate_window =
+                duration(r, w, "reliability.duplicate_window").unwrap_or(duplicate_window);
         }
     }
     let mut timeout = DEFAULT_TIMEOUT;
@@ -229,7 +352,11 @@ fn validate(r: &mut Reporter<'_>, path: &Path, raw: LinkFile) -> Option<Link> {
         if tls_client_auth {
             for (i, p) in parties.iter().enumerate() {
                 if p.tls_cert.is_none() {
-                    r.at(0..0, format!("party[{i}].tls_cert"), "transport.tls_client_auth needs each party's tls_cert");
+                    r.at(
+                        0..0,
+                        format!("party[{i}].tls_cert"),
+                        "transport.tls_client_auth needs each party's tls_cert",
+                    );
                 }
             }
         }
@@ -317,7 +444,10 @@ duplicate_window = "30d"
         assert_eq!(link.id, "cl-pe");
         assert_eq!(link.partner_of("CL-SAG").unwrap().id, "PE-SENASA");
         assert_eq!(link.legs[1].max_payload, 5 << 20);
-        assert_eq!(link.retry, vec![Duration::from_secs(60), Duration::from_secs(300)]);
+        assert_eq!(
+            link.retry,
+            vec![Duration::from_secs(60), Duration::from_secs(300)]
+        );
     }
 
     #[test]
@@ -326,17 +456,31 @@ duplicate_window = "30d"
         let errs = parse_link(Path::new("cl-pe.toml"), &bad).unwrap_err();
         assert_eq!(errs.len(), 1);
         let line = bad.lines().position(|l| l.contains("soon")).unwrap() + 1;
-        assert_eq!(errs[0].to_string(), format!("cl-pe.toml:{line}: reliability.retry: 'soon' is not a duration (use e.g. 1m, 5m, 1h)"));
+        assert_eq!(
+            errs[0].to_string(),
+            format!(
+                "cl-pe.toml:{line}: reliability.retry: 'soon' is not a duration (use e.g. 1m, 5m, 1h)"
+            )
+        );
 
         let bad = GOOD.replace("https://as4.pe.example/as4", "http://as4.pe.example/as4");
         let errs = parse_link(Path::new("x.toml"), &bad).unwrap_err();
         assert_eq!(errs[0].key, "party[1].endpoint");
-        assert_eq!(errs[0].line, bad.lines().position(|l| l.contains("http://as4.pe")).unwrap() + 1);
+        assert_eq!(
+            errs[0].line,
+            bad.lines()
+                .position(|l| l.contains("http://as4.pe"))
+                .unwrap()
+                + 1
+        );
 
         let bad = GOOD.replace("compression = true", "compresion = true");
         let errs = parse_link(Path::new("x.toml"), &bad).unwrap_err();
         assert_eq!(errs[0].key, "compresion");
-        assert_eq!(errs[0].line, bad.lines().position(|l| l.contains("compresion")).unwrap() + 1);
+        assert_eq!(
+            errs[0].line,
+            bad.lines().position(|l| l.contains("compresion")).unwrap() + 1
+        );
 
         let errs = parse_link(Path::new("x.toml"), "id = [").unwrap_err();
         assert_eq!(errs[0].key, "(syntax)");
@@ -344,12 +488,25 @@ duplicate_window = "30d"
 
     #[test]
     fn refuses_duplicate_legs_and_bad_profile() {
-        let bad = GOOD.replace("action = \"CertificateOfOrigin\"", "action = \"SPSCertificate\"").replace(
-            "service = \"urn:pacific-alliance:service:origin\"",
-            "service = \"urn:pacific-alliance:service:ephyto\"",
+        let bad = GOOD
+            .replace(
+                "action = \"CertificateOfOrigin\"",
+                "action = \"SPSCertificate\"",
+            )
+            .replace(
+                "service = \"urn:pacific-alliance:service:origin\"",
+                "service = \"urn:pacific-alliance:service:ephyto\"",
+            );
+        assert!(
+            parse_link(Path::new("x.toml"), &bad)
+                .unwrap_err()
+                .iter()
+                .any(|e| e.key == "leg[1].action")
         );
-        assert!(parse_link(Path::new("x.toml"), &bad).unwrap_err().iter().any(|e| e.key == "leg[1].action"));
         let bad = GOOD.replace("profile = \"none\"", "profile = \"as2\"");
-        assert_eq!(parse_link(Path::new("x.toml"), &bad).unwrap_err()[0].key, "profile");
+        assert_eq!(
+            parse_link(Path::new("x.toml"), &bad).unwrap_err()[0].key,
+            "profile"
+        );
     }
 }

@@ -3,7 +3,7 @@
 
 use super::load::PmodeError;
 use super::model::*;
-use crate::ebms::{ns, EbmsCode, EbmsError, UserMessage};
+use crate::ebms::{EbmsCode, EbmsError, UserMessage, ns};
 use std::sync::Arc;
 
 #[derive(Debug, Clone, Default)]
@@ -31,14 +31,25 @@ impl PmodeSet {
         let mut errors = Vec::new();
         for (i, a) in links.iter().enumerate() {
             for b in &links[..i] {
-                let err = |key: &str, message: String| PmodeError { file: a.file.clone(), line: 1, key: key.into(), message };
+                let err = |key: &str, message: String| PmodeError {
+                    file: a.file.clone(),
+                    line: 1,
+                    key: key.into(),
+                    message,
+                };
                 if a.id == b.id {
-                    errors.push(err("id", format!("id '{}' is also used by {}", a.id, b.file.display())));
+                    errors.push(err(
+                        "id",
+                        format!("id '{}' is also used by {}", a.id, b.file.display()),
+                    ));
                 }
                 let same_pair = a.parties.iter().all(|p| b.party(&p.id).is_some());
                 if same_pair && a.agreement == b.agreement {
                     for leg in &a.legs {
-                        if b.legs.iter().any(|o| o.service == leg.service && o.action == leg.action) {
+                        if b.legs
+                            .iter()
+                            .any(|o| o.service == leg.service && o.action == leg.action)
+                        {
                             errors.push(err(
                                 "leg",
                                 format!(
@@ -54,7 +65,9 @@ impl PmodeSet {
             }
         }
         if errors.is_empty() {
-            Ok(PmodeSet { links: links.into_iter().map(Arc::new).collect() })
+            Ok(PmodeSet {
+                links: links.into_iter().map(Arc::new).collect(),
+            })
         } else {
             Err(errors)
         }
@@ -70,18 +83,35 @@ impl PmodeSet {
     }
 
     /// The link and leg to send `leg_name` to `partner` on.
-    pub fn outbound(&self, me: &str, partner: &str, leg_name: &str) -> Result<(Arc<Link>, usize), String> {
+    pub fn outbound(
+        &self,
+        me: &str,
+        partner: &str,
+        leg_name: &str,
+    ) -> Result<(Arc<Link>, usize), String> {
         let link = self
             .links_of(me)
-            .find(|l| l.party(partner).is_some() && l.partner_of(me).is_some_and(|p| p.id == partner))
+            .find(|l| {
+                l.party(partner).is_some() && l.partner_of(me).is_some_and(|p| p.id == partner)
+            })
             .ok_or_else(|| format!("no P-Mode links {me} with partner '{partner}'"))?;
         let index = link
             .legs
             .iter()
             .position(|l| l.name == leg_name || l.action == leg_name)
-            .ok_or_else(|| format!("P-Mode {} ({}) has no leg '{leg_name}'", link.id, link.file.display()))?;
+            .ok_or_else(|| {
+                format!(
+                    "P-Mode {} ({}) has no leg '{leg_name}'",
+                    link.id,
+                    link.file.display()
+                )
+            })?;
         if !link.legs[index].may_send(me) {
-            return Err(format!("P-Mode {} leg '{leg_name}' may only be sent by {}", link.id, link.legs[index].from.as_deref().unwrap_or("?")));
+            return Err(format!(
+                "P-Mode {} leg '{leg_name}' may only be sent by {}",
+                link.id,
+                link.legs[index].from.as_deref().unwrap_or("?")
+            ));
         }
         Ok((link.clone(), index))
     }
@@ -93,27 +123,51 @@ impl PmodeSet {
         let to_us = um.to.ids.iter().find(|p| p.value == me);
         if to_us.is_none() {
             let to: Vec<&str> = um.to.ids.iter().map(|p| p.value.as_str()).collect();
-            return fail(EbmsCode::ValueNotRecognized, format!("eb:To party {to:?} is not this access point ({me})"));
+            return fail(
+                EbmsCode::ValueNotRecognized,
+                format!("eb:To party {to:?} is not this access point ({me})"),
+            );
         }
         let mine: Vec<&Arc<Link>> = self.links_of(me).collect();
         let with_sender: Vec<&Arc<Link>> = mine
             .iter()
             .copied()
-            .filter(|l| um.from.ids.iter().any(|p| l.partner_of(me).is_some_and(|partner| partner.id == p.value)))
+            .filter(|l| {
+                um.from.ids.iter().any(|p| {
+                    l.partner_of(me)
+                        .is_some_and(|partner| partner.id == p.value)
+                })
+            })
             .collect();
         if with_sender.is_empty() {
             let from: Vec<&str> = um.from.ids.iter().map(|p| p.value.as_str()).collect();
-            return fail(EbmsCode::ValueNotRecognized, format!("eb:From party {from:?} is not a partner of {me} in any P-Mode"));
+            return fail(
+                EbmsCode::ValueNotRecognized,
+                format!("eb:From party {from:?} is not a partner of {me} in any P-Mode"),
+            );
         }
         let is_test = um.service.value == ns::TEST_SERVICE && um.action == ns::TEST_ACTION;
         if !is_test {
-            if !mine.iter().any(|l| l.legs.iter().any(|leg| leg.service == um.service.value)) {
-                return fail(EbmsCode::ValueNotRecognized, format!("eb:Service '{}' is not in any P-Mode", um.service.value));
-            }
-            if !mine.iter().any(|l| l.legs.iter().any(|leg| leg.service == um.service.value && leg.action == um.action)) {
+            if !mine
+                .iter()
+                .any(|l| l.legs.iter().any(|leg| leg.service == um.service.value))
+            {
                 return fail(
                     EbmsCode::ValueNotRecognized,
-                    format!("eb:Action '{}' is not a leg of service '{}' in any P-Mode", um.action, um.service.value),
+                    format!("eb:Service '{}' is not in any P-Mode", um.service.value),
+                );
+            }
+            if !mine.iter().any(|l| {
+                l.legs
+                    .iter()
+                    .any(|leg| leg.service == um.service.value && leg.action == um.action)
+            }) {
+                return fail(
+                    EbmsCode::ValueNotRecognized,
+                    format!(
+                        "eb:Action '{}' is not a leg of service '{}' in any P-Mode",
+                        um.action, um.service.value
+                    ),
                 );
             }
         }
@@ -121,7 +175,10 @@ impl PmodeSet {
         let mut matches = Vec::new();
         let mut reasons = Vec::new();
         for link in with_sender {
-            let partner = link.partner_of(me).map(|p| p.id.as_str()).unwrap_or_default();
+            let partner = link
+                .partner_of(me)
+                .map(|p| p.id.as_str())
+                .unwrap_or_default();
             let mismatch = |what: String| format!("{} ({}): {what}", link.id, link.file.display());
             if let Some(reason) = party_mismatch(link, me, partner, um) {
                 reasons.push(mismatch(reason));
@@ -132,7 +189,10 @@ impl PmodeSet {
                 continue;
             }
             if is_test {
-                matches.push(Matched { link: link.clone(), leg: None });
+                matches.push(Matched {
+                    link: link.clone(),
+                    leg: None,
+                });
                 continue;
             }
             for (i, leg) in link.legs.iter().enumerate() {
@@ -140,22 +200,46 @@ impl PmodeSet {
                     continue;
                 }
                 if leg.service_type != um.service.kind {
-                    reasons.push(mismatch(format!("leg '{}' expects service type {:?}, got {:?}", leg.name, leg.service_type, um.service.kind)));
-                } else if leg.mpc.as_deref().unwrap_or(ns::DEFAULT_MPC) != um.mpc.as_deref().unwrap_or(ns::DEFAULT_MPC) {
-                    reasons.push(mismatch(format!("leg '{}' uses another MPC than {:?}", leg.name, um.mpc)));
+                    reasons.push(mismatch(format!(
+                        "leg '{}' expects service type {:?}, got {:?}",
+                        leg.name, leg.service_type, um.service.kind
+                    )));
+                } else if leg.mpc.as_deref().unwrap_or(ns::DEFAULT_MPC)
+                    != um.mpc.as_deref().unwrap_or(ns::DEFAULT_MPC)
+                {
+                    reasons.push(mismatch(format!(
+                        "leg '{}' uses another MPC than {:?}",
+                        leg.name, um.mpc
+                    )));
                 } else if !leg.may_send(partner) {
-                    reasons.push(mismatch(format!("leg '{}' may not be sent by {partner}", leg.name)));
+                    reasons.push(mismatch(format!(
+                        "leg '{}' may not be sent by {partner}",
+                        leg.name
+                    )));
                 } else {
-                    matches.push(Matched { link: link.clone(), leg: Some(i) });
+                    matches.push(Matched {
+                        link: link.clone(),
+                        leg: Some(i),
+                    });
                 }
             }
         }
         match matches.len() {
             1 => Ok(matches.remove(0)),
-            0 => fail(EbmsCode::ProcessingModeMismatch, format!("no P-Mode leg matches: {}", reasons.join("; "))),
+            0 => fail(
+                EbmsCode::ProcessingModeMismatch,
+                format!("no P-Mode leg matches: {}", reasons.join("; ")),
+            ),
             n => fail(
                 EbmsCode::ProcessingModeMismatch,
-                format!("{n} P-Mode legs match: {}", matches.iter().map(|m| m.link.id.as_str()).collect::<Vec<_>>().join(", ")),
+                format!(
+                    "{n} P-Mode legs match: {}",
+                    matches
+                        .iter()
+                        .map(|m| m.link.id.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
             ),
         }
     }
@@ -163,18 +247,28 @@ impl PmodeSet {
 
 fn party_mismatch(link: &Link, me: &str, partner: &str, um: &UserMessage) -> Option<String> {
     let expect = |party: &Party, ids: &[crate::ebms::PartyId]| {
-        ids.iter().any(|p| p.value == party.id && p.kind == party.kind)
+        ids.iter()
+            .any(|p| p.value == party.id && p.kind == party.kind)
     };
     let me_party = link.party(me)?;
     let partner_party = link.party(partner)?;
     if !expect(me_party, &um.to.ids) {
-        return Some(format!("eb:To party type differs from the P-Mode's {:?}", me_party.kind));
+        return Some(format!(
+            "eb:To party type differs from the P-Mode's {:?}",
+            me_party.kind
+        ));
     }
     if !expect(partner_party, &um.from.ids) {
-        return Some(format!("eb:From party type differs from the P-Mode's {:?}", partner_party.kind));
+        return Some(format!(
+            "eb:From party type differs from the P-Mode's {:?}",
+            partner_party.kind
+        ));
     }
     if um.from.role != ns::ROLE_INITIATOR || um.to.role != ns::ROLE_RESPONDER {
-        return Some(format!("roles {} -> {} are not the AS4 initiator -> responder", um.from.role, um.to.role));
+        return Some(format!(
+            "roles {} -> {} are not the AS4 initiator -> responder",
+            um.from.role, um.to.role
+        ));
     }
     None
 }
@@ -189,7 +283,11 @@ fn agreement_mismatch(link: &Link, um: &UserMessage) -> Option<String> {
     match (&link.agreement, theirs) {
         (None, None) => None,
         (Some(ours), Some(a)) if *ours == a.value && link.agreement_type == a.kind => None,
-        (ours, a) => Some(format!("agreement {:?} expected, got {:?}", ours, a.map(|a| &a.value))),
+        (ours, a) => Some(format!(
+            "agreement {:?} expected, got {:?}",
+            ours,
+            a.map(|a| &a.value)
+        )),
     }
 }
 
@@ -197,7 +295,7 @@ fn agreement_mismatch(link: &Link, um: &UserMessage) -> Option<String> {
 mod tests {
     use super::super::load::{parse_link, tests::GOOD};
     use super::*;
-    use crate::ebms::{MessageInfo, Party as EbParty, PartyId, Service, AgreementRef};
+    use crate::ebms::{AgreementRef, MessageInfo, Party as EbParty, PartyId, Service};
     use std::path::Path;
 
     fn set() -> PmodeSet {
@@ -205,13 +303,37 @@ mod tests {
     }
 
     fn message() -> UserMessage {
-        let kind = Some("urn:oasis:names:tc:ebcore:partyid-type:unregistered:pacific-alliance".to_owned());
+        let kind =
+            Some("urn:oasis:names:tc:ebcore:partyid-type:unregistered:pacific-alliance".to_owned());
         UserMessage {
-            info: MessageInfo { timestamp: "2026-01-01T00:00:00Z".into(), message_id: "m@x".into(), ref_to_message_id: None },
-            from: EbParty { ids: vec![PartyId { value: "CL-SAG".into(), kind: kind.clone() }], role: ns::ROLE_INITIATOR.into() },
-            to: EbParty { ids: vec![PartyId { value: "PE-SENASA".into(), kind }], role: ns::ROLE_RESPONDER.into() },
-            agreement: Some(AgreementRef { value: "urn:pacific-alliance:as4:agreement:cl-pe".into(), kind: None, pmode: None }),
-            service: Service { value: "urn:pacific-alliance:service:ephyto".into(), kind: None },
+            info: MessageInfo {
+                timestamp: "2026-01-01T00:00:00Z".into(),
+                message_id: "m@x".into(),
+                ref_to_message_id: None,
+            },
+            from: EbParty {
+                ids: vec![PartyId {
+                    value: "CL-SAG".into(),
+                    kind: kind.clone(),
+                }],
+                role: ns::ROLE_INITIATOR.into(),
+            },
+            to: EbParty {
+                ids: vec![PartyId {
+                    value: "PE-SENASA".into(),
+                    kind,
+                }],
+                role: ns::ROLE_RESPONDER.into(),
+            },
+            agreement: Some(AgreementRef {
+                value: "urn:pacific-alliance:as4:agreement:cl-pe".into(),
+                kind: None,
+                pmode: None,
+            }),
+            service: Service {
+                value: "urn:pacific-alliance:service:ephyto".into(),
+                kind: None,
+            },
             action: "SPSCertificate".into(),
             conversation_id: "c".into(),
             ..Default::default()
@@ -229,11 +351,20 @@ mod tests {
         let s = set();
         let mut um = message();
         um.action = "Nope".into();
-        assert_eq!(s.match_incoming("PE-SENASA", &um).unwrap_err().code, EbmsCode::ValueNotRecognized);
+        assert_eq!(
+            s.match_incoming("PE-SENASA", &um).unwrap_err().code,
+            EbmsCode::ValueNotRecognized
+        );
         let mut um = message();
         um.from.ids[0].value = "MX-SENASICA".into();
-        assert_eq!(s.match_incoming("PE-SENASA", &um).unwrap_err().code, EbmsCode::ValueNotRecognized);
-        assert_eq!(s.match_incoming("CO-ICA", &message()).unwrap_err().code, EbmsCode::ValueNotRecognized);
+        assert_eq!(
+            s.match_incoming("PE-SENASA", &um).unwrap_err().code,
+            EbmsCode::ValueNotRecognized
+        );
+        assert_eq!(
+            s.match_incoming("CO-ICA", &message()).unwrap_err().code,
+            EbmsCode::ValueNotRecognized
+        );
         let mut um = message();
         um.agreement = None;
         let err = s.match_incoming("PE-SENASA", &um).unwrap_err();
@@ -245,8 +376,15 @@ mod tests {
     #[test]
     fn overlapping_files_are_refused() {
         let a = parse_link(Path::new("a.toml"), GOOD).unwrap();
-        let b = parse_link(Path::new("b.toml"), &GOOD.replace("id = \"cl-pe\"", "id = \"cl-pe-2\"")).unwrap();
+        let b = parse_link(
+            Path::new("b.toml"),
+            &GOOD.replace("id = \"cl-pe\"", "id = \"cl-pe-2\""),
+        )
+        .unwrap();
         let errs = PmodeSet::build(vec![a, b]).unwrap_err();
-        assert!(errs.iter().any(|e| e.key == "leg" && e.to_string().contains("a.toml")));
+        assert!(
+            errs.iter()
+                .any(|e| e.key == "leg" && e.to_string().contains("a.toml"))
+        );
     }
 }

@@ -1,0 +1,91 @@
+//! Payload files: written as they stream in, fsync'ed before the row that names them commits.
+
+use crate::mime::PartSink;
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use tokio::io::AsyncWriteExt;
+
+/// Streams received MIME parts into files under `dir`, hashing as it goes.
+pub struct FileSink {
+    dir: PathBuf,
+    current: Option<(tokio::fs::File, Sha256)>,
+    max_part_bytes: u64,
+    written: u64,
+    pub parts: Vec<SunkPart>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SunkPart {
+    pub content_id: String,
+    pub content_type: String,
+    pub path: PathBuf,
+    pub size: u64,
+    pub sha256: String,
+}
+
+impl FileSink {
+    pub fn new(dir: PathBuf, max_part_bytes: u64) -> Self {
+        FileSink {
+            dir,
+            current: None,
+            max_part_bytes,
+            written: 0,
+            parts: Vec::new(),
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+#[async_trait::async_trait]
+impl PartSink for FileSink {
+    async fn begin(&mut self, content_id: &str, content_type: &str) -> std::io::Result<()> {
+        tokio::fs::create_dir_all(&self.dir).await?;
+        let path = self.dir.join(format!("part-{}", self.parts.len() + 1));
+        let file = tokio::fs::File::create(&path).await?;
+        self.current = Some((file, Sha256::new()));
+        self.written = 0;
+        self.parts.push(SunkPart {
+            content_id: content_id.to_owned(),
+            content_type: content_type.to_owned(),
+            path,
+            size: 0,
+            sha256: String::new(),
+        });
+        Ok(())
+    }
+
+    async fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.written += bytes.len() as u64;
+        if self.written > self.max_part_bytes {
+            return Err(std::io::Error::other(format!(
+                "part exceeds the limit of {} bytes",
+                self.max_part_bytes
+            )));
+        }
+        if let Some((file, hasher)) = self.current.as_mut() {
+            hasher.update(bytes);
+            file.write_all(bytes).await?;
+        }
+        Ok(())
+    }
+
+    async fn finish(&mut self) -> std::io::Result<()> {
+        if let Some((mut file, hasher)) = self.current.take() {
+            file.flush().await?;
+            file.sync_all().await?;
+            if let Some(part) = self.parts.last_mut() {
+                part.size = self.written;
+                part.sha256 = hex::encode(hasher.finalize());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Makes a directory entry durable (after files were created or renamed in it).
+pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}

@@ -1,0 +1,195 @@
+//! The durable message store (runtime): one trait, SQLite by default.
+//!
+//! Rule: a message is on disk (payload files fsync'ed, row committed with synchronous=FULL)
+//! before anyone is told it was accepted: the backend on submit, the partner by a receipt.
+
+pub mod files;
+pub mod sqlite;
+
+use serde::Serialize;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    Outbound,
+    Inbound,
+}
+
+impl Direction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Outbound => "outbound",
+            Direction::Inbound => "inbound",
+        }
+    }
+}
+
+/// Message states. Outbound: submitted → sending → (waiting_retry → sending)* → acknowledged |
+/// failed. Inbound: delivered (in the backend inbox) → acknowledged (the backend took it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    Submitted,
+    Sending,
+    WaitingRetry,
+    Acknowledged,
+    Failed,
+    Delivered,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Submitted => "submitted",
+            State::Sending => "sending",
+            State::WaitingRetry => "waiting_retry",
+            State::Acknowledged => "acknowledged",
+            State::Failed => "failed",
+            State::Delivered => "delivered",
+        }
+    }
+
+    pub fn parse(value: &str) -> Option<State> {
+        [
+            State::Submitted,
+            State::Sending,
+            State::WaitingRetry,
+            State::Acknowledged,
+            State::Failed,
+            State::Delivered,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == value)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StoredPayload {
+    pub content_id: String,
+    pub mime_type: String,
+    #[serde(skip)]
+    pub path: std::path::PathBuf,
+    pub size: u64,
+    pub sha256: String,
+    pub filename: Option<String>,
+}
+
+/// What is written when a message is accepted.
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    pub direction: Direction,
+    pub message_id: String,
+    pub conversation_id: String,
+    pub pmode: String,
+    pub leg: String,
+    pub partner: String,
+    pub service: String,
+    pub action: String,
+    pub state: State,
+    /// The SOAP envelope as sent (outbound) or received (inbound).
+    pub envelope: Vec<u8>,
+    /// Inbound: the receipt we answered with, so a duplicate gets the same receipt.
+    pub response: Option<Vec<u8>>,
+    pub payloads: Vec<StoredPayload>,
+    pub next_attempt_at: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct HistoryEntry {
+    pub at: String,
+    pub state: String,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct MessageRecord {
+    #[serde(skip)]
+    pub row: i64,
+    pub direction: Direction,
+    pub message_id: String,
+    pub conversation_id: String,
+    pub pmode: String,
+    pub leg: String,
+    pub partner: String,
+    pub service: String,
+    pub action: String,
+    pub state: State,
+    pub attempts: u32,
+    pub next_attempt_at: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+    pub error: Option<String>,
+    pub payloads: Vec<StoredPayload>,
+    pub history: Vec<HistoryEntry>,
+    #[serde(skip)]
+    pub envelope: Vec<u8>,
+    #[serde(skip)]
+    pub response: Option<Vec<u8>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store database error: {0}")]
+    Database(#[from] rusqlite::Error),
+    #[error("store file error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("store task failed: {0}")]
+    Task(String),
+    #[error("message {0} not found")]
+    NotFound(String),
+}
+
+/// The outcome of storing an inbound message.
+#[derive(Debug)]
+pub enum Inserted {
+    New(i64),
+    /// Already received: the stored response (receipt) to answer with again.
+    Duplicate {
+        response: Option<Vec<u8>>,
+    },
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    pub direction: Option<Direction>,
+    pub state: Option<State>,
+    pub limit: usize,
+}
+
+#[async_trait::async_trait]
+pub trait MessageStore: Send + Sync {
+    /// Stores a new message with its payload files; for inbound, a MessageId already present
+    /// is a duplicate and nothing is written.
+    async fn insert(&self, message: NewMessage) -> Result<Inserted, StoreError>;
+    /// Leases due outbound messages (submitted or waiting_retry, next attempt reached) by
+    /// moving them to `sending`.
+    async fn claim_due(&self, now_ms: i64, limit: usize) -> Result<Vec<MessageRecord>, StoreError>;
+    /// Sets a new state with a history entry; `next_attempt_at` and `error` as given.
+    async fn transition(
+        &self,
+        row: i64,
+        state: State,
+        detail: &str,
+        next_attempt_at: Option<i64>,
+        error: Option<&str>,
+        response: Option<&[u8]>,
+    ) -> Result<(), StoreError>;
+    async fn get(
+        &self,
+        direction: Direction,
+        message_id: &str,
+    ) -> Result<MessageRecord, StoreError>;
+    async fn list(&self, filter: ListFilter) -> Result<Vec<MessageRecord>, StoreError>;
+    /// After a crash, messages left in `sending` go back to waiting_retry, due now.
+    async fn recover(&self, now_ms: i64) -> Result<usize, StoreError>;
+}
+
+pub fn now_ms() -> i64 {
+    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+pub fn format_ms(ms: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
+        .map(crate::util::format_timestamp)
+        .unwrap_or_default()
+}

@@ -1,0 +1,435 @@
+//! The SQLite message store: WAL, synchronous=FULL, one connection behind a mutex, every
+//! call on the blocking pool.
+
+use super::*;
+use rusqlite::{Connection, OptionalExtension, params};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS messages (
+    row             INTEGER PRIMARY KEY,
+    direction       TEXT NOT NULL,
+    message_id      TEXT NOT NULL,
+    conversation_id TEXT NOT NULL,
+    pmode           TEXT NOT NULL,
+    leg             TEXT NOT NULL,
+    partner         TEXT NOT NULL,
+    service         TEXT NOT NULL,
+    action          TEXT NOT NULL,
+    state           TEXT NOT NULL,
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at INTEGER,
+    created_at      INTEGER NOT NULL,
+    updated_at      INTEGER NOT NULL,
+    error           TEXT,
+    envelope        BLOB NOT NULL,
+    response        BLOB,
+    UNIQUE (direction, message_id)
+);
+CREATE INDEX IF NOT EXISTS messages_due ON messages (state, next_attempt_at);
+CREATE TABLE IF NOT EXISTS payloads (
+    message_row INTEGER NOT NULL REFERENCES messages(row) ON DELETE CASCADE,
+    idx         INTEGER NOT NULL,
+    content_id  TEXT NOT NULL,
+    mime_type   TEXT NOT NULL,
+    path        TEXT NOT NULL,
+    size        INTEGER NOT NULL,
+    sha256      TEXT NOT NULL,
+    filename    TEXT,
+    PRIMARY KEY (message_row, idx)
+);
+CREATE TABLE IF NOT EXISTS history (
+    message_row INTEGER NOT NULL REFERENCES messages(row) ON DELETE CASCADE,
+    at          INTEGER NOT NULL,
+    state       TEXT NOT NULL,
+    detail      TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS history_row ON history (message_row);
+"#;
+
+#[derive(Clone)]
+pub struct SqliteStore {
+    conn: Arc<Mutex<Connection>>,
+}
+
+impl SqliteStore {
+    pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        let conn = Connection::open(path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.busy_timeout(std::time::Duration::from_secs(30))?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(SqliteStore {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    async fn with<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut guard = conn
+                .lock()
+                .map_err(|_| StoreError::Task("store mutex poisoned".into()))?;
+            f(&mut guard)
+        })
+        .await
+        .map_err(|e| StoreError::Task(e.to_string()))?
+    }
+}
+
+fn direction_of(value: &str) -> Direction {
+    if value == "inbound" {
+        Direction::Inbound
+    } else {
+        Direction::Outbound
+    }
+}
+
+fn load(conn: &Connection, row: i64) -> Result<MessageRecord, StoreError> {
+    let mut record = conn.query_row(
+        "SELECT row, direction, message_id, conversation_id, pmode, leg, partner, service, action, state, attempts,
+                next_attempt_at, created_at, updated_at, error, envelope, response
+         FROM messages WHERE row = ?1",
+        params![row],
+        |r| {
+            Ok(MessageRecord {
+                row: r.get(0)?,
+                direction: direction_of(&r.get::<_, String>(1)?),
+                message_id: r.get(2)?,
+                conversation_id: r.get(3)?,
+                pmode: r.get(4)?,
+                leg: r.get(5)?,
+                partner: r.get(6)?,
+                service: r.get(7)?,
+                action: r.get(8)?,
+                state: State::parse(&r.get::<_, String>(9)?).unwrap_or(State::Failed),
+                attempts: r.get(10)?,
+                next_attempt_at: r.get::<_, Option<i64>>(11)?.map(format_ms),
+                created_at: format_ms(r.get(12)?),
+                updated_at: format_ms(r.get(13)?),
+                error: r.get(14)?,
+                envelope: r.get(15)?,
+                response: r.get(16)?,
+                payloads: Vec::new(),
+                history: Vec::new(),
+            })
+        },
+    )?;
+    let mut stmt = conn.prepare_cached(
+        "SELECT content_id, mime_type, path, size, sha256, filename FROM payloads WHERE message_row = ?1 ORDER BY idx",
+    )?;
+    record.payloads = stmt
+        .query_map(params![row], |r| {
+            Ok(StoredPayload {
+                content_id: r.get(0)?,
+                mime_type: r.get(1)?,
+                path: std::path::PathBuf::from(r.get::<_, String>(2)?),
+                size: r.get::<_, i64>(3)? as u64,
+                sha256: r.get(4)?,
+                filename: r.get(5)?,
+            })
+        })?
+        .collect::<Result<_, _>>()?;
+    let mut stmt = conn.prepare_cached(
+        "SELECT at, state, detail FROM history WHERE message_row = ?1 ORDER BY rowid",
+    )?;
+    record.history = stmt
+        .query_map(params![row], |r| {
+            Ok(HistoryEntry {
+                at: format_ms(r.get(0)?),
+                state: r.get(1)?,
+                detail: r.get(2)?,
+            })
+        })?
+        .collect::<Result<_, _>>()?;
+    Ok(record)
+}
+
+#[async_trait::async_trait]
+impl MessageStore for SqliteStore {
+    async fn insert(&self, m: NewMessage) -> Result<Inserted, StoreError> {
+        self.with(move |conn| {
+            let tx = conn.transaction()?;
+            let existing: Option<(i64, Option<Vec<u8>>)> = tx
+                .query_row(
+                    "SELECT row, response FROM messages WHERE direction = ?1 AND message_id = ?2",
+                    params![m.direction.as_str(), m.message_id],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            if let Some((row, response)) = existing {
+                if m.direction == Direction::Inbound {
+                    tx.execute(
+                        "INSERT INTO history (message_row, at, state, detail) VALUES (?1, ?2, (SELECT state FROM messages WHERE row = ?1), 'duplicate received; answered with the stored receipt')",
+                        params![row, now_ms()],
+                    )?;
+                    tx.commit()?;
+                }
+                return Ok(Inserted::Duplicate { response });
+            }
+            let now = now_ms();
+            tx.execute(
+                "INSERT INTO messages (direction, message_id, conversation_id, pmode, leg, partner, service, action, state,
+                                       next_attempt_at, created_at, updated_at, envelope, response)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11, ?12, ?13)",
+                params![
+                    m.direction.as_str(),
+                    m.message_id,
+                    m.conversation_id,
+                    m.pmode,
+                    m.leg,
+                    m.partner,
+                    m.service,
+                    m.action,
+                    m.state.as_str(),
+                    m.next_attempt_at,
+                    now,
+                    m.envelope,
+                    m.response,
+                ],
+            )?;
+            let row = tx.last_insert_rowid();
+            for (idx, p) in m.payloads.iter().enumerate() {
+                tx.execute(
+                    "INSERT INTO payloads (message_row, idx, content_id, mime_type, path, size, sha256, filename)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                    params![row, idx as i64, p.content_id, p.mime_type, p.path.to_string_lossy(), p.size as i64, p.sha256, p.filename],
+                )?;
+            }
+            let detail = match m.direction {
+                Direction::Outbound => "accepted from the backend",
+                Direction::Inbound => "received from the partner and persisted; receipt sent",
+            };
+            tx.execute(
+                "INSERT INTO history (message_row, at, state, detail) VALUES (?1, ?2, ?3, ?4)",
+                params![row, now, m.state.as_str(), detail],
+            )?;
+            tx.commit()?;
+            Ok(Inserted::New(row))
+        })
+        .await
+    }
+
+    async fn claim_due(&self, now_ms: i64, limit: usize) -> Result<Vec<MessageRecord>, StoreError> {
+        self.with(move |conn| {
+            let tx = conn.transaction()?;
+            let rows: Vec<i64> = {
+                let mut stmt = tx.prepare_cached(
+                    "SELECT row FROM messages WHERE direction = 'outbound' AND state IN ('submitted', 'waiting_retry')
+                     AND (next_attempt_at IS NULL OR next_attempt_at <= ?1) ORDER BY next_attempt_at, row LIMIT ?2",
+                )?;
+                stmt.query_map(params![now_ms, limit as i64], |r| r.get(0))?.collect::<Result<_, _>>()?
+            };
+            for row in &rows {
+                tx.execute(
+                    "UPDATE messages SET state = 'sending', attempts = attempts + 1, updated_at = ?2 WHERE row = ?1",
+                    params![row, now_ms],
+                )?;
+                tx.execute(
+                    "INSERT INTO history (message_row, at, state, detail)
+                     VALUES (?1, ?2, 'sending', 'attempt ' || (SELECT attempts FROM messages WHERE row = ?1))",
+                    params![row, now_ms],
+                )?;
+            }
+            let records = rows.iter().map(|row| load(&tx, *row)).collect::<Result<Vec<_>, _>>()?;
+            tx.commit()?;
+            Ok(records)
+        })
+        .await
+    }
+
+    async fn transition(
+        &self,
+        row: i64,
+        state: State,
+        detail: &str,
+        next_attempt_at: Option<i64>,
+        error: Option<&str>,
+        response: Option<&[u8]>,
+    ) -> Result<(), StoreError> {
+        let detail = detail.to_owned();
+        let error = error.map(str::to_owned);
+        let response = response.map(<[u8]>::to_vec);
+        self.with(move |conn| {
+            let tx = conn.transaction()?;
+            let now = now_ms();
+            let changed = tx.execute(
+                "UPDATE messages SET state = ?2, next_attempt_at = ?3, error = COALESCE(?4, error),
+                        response = COALESCE(?5, response), updated_at = ?6 WHERE row = ?1",
+                params![row, state.as_str(), next_attempt_at, error, response, now],
+            )?;
+            if changed == 0 {
+                return Err(StoreError::NotFound(format!("row {row}")));
+            }
+            tx.execute(
+                "INSERT INTO history (message_row, at, state, detail) VALUES (?1, ?2, ?3, ?4)",
+                params![row, now, state.as_str(), detail],
+            )?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get(
+        &self,
+        direction: Direction,
+        message_id: &str,
+    ) -> Result<MessageRecord, StoreError> {
+        let message_id = message_id.to_owned();
+        self.with(move |conn| {
+            let row: Option<i64> = conn
+                .query_row(
+                    "SELECT row FROM messages WHERE direction = ?1 AND message_id = ?2",
+                    params![direction.as_str(), message_id],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let row = row.ok_or_else(|| StoreError::NotFound(message_id.clone()))?;
+            load(conn, row)
+        })
+        .await
+    }
+
+    async fn list(&self, filter: ListFilter) -> Result<Vec<MessageRecord>, StoreError> {
+        self.with(move |conn| {
+            let limit = if filter.limit == 0 { 100 } else { filter.limit.min(10_000) };
+            let rows: Vec<i64> = {
+                let mut stmt = conn.prepare_cached(
+                    "SELECT row FROM messages WHERE (?1 IS NULL OR direction = ?1) AND (?2 IS NULL OR state = ?2)
+                     ORDER BY row DESC LIMIT ?3",
+                )?;
+                stmt.query_map(
+                    params![filter.direction.map(Direction::as_str), filter.state.map(State::as_str), limit as i64],
+                    |r| r.get(0),
+                )?
+                .collect::<Result<_, _>>()?
+            };
+            rows.iter().map(|row| load(conn, *row)).collect()
+        })
+        .await
+    }
+
+    async fn recover(&self, now_ms: i64) -> Result<usize, StoreError> {
+        self.with(move |conn| {
+            let tx = conn.transaction()?;
+            tx.execute(
+                "INSERT INTO history (message_row, at, state, detail)
+                 SELECT row, ?1, 'waiting_retry', 'interrupted while sending (restart); will resend' FROM messages
+                 WHERE direction = 'outbound' AND state = 'sending'",
+                params![now_ms],
+            )?;
+            let n = tx.execute(
+                "UPDATE messages SET state = 'waiting_retry', next_attempt_at = ?1, updated_at = ?1
+                 WHERE direction = 'outbound' AND state = 'sending'",
+                params![now_ms],
+            )?;
+            tx.commit()?;
+            Ok(n)
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(direction: Direction, id: &str) -> NewMessage {
+        NewMessage {
+            direction,
+            message_id: id.into(),
+            conversation_id: "c".into(),
+            pmode: "cl-pe".into(),
+            leg: "ephyto".into(),
+            partner: "PE".into(),
+            service: "s".into(),
+            action: "a".into(),
+            state: if direction == Direction::Inbound {
+                State::Delivered
+            } else {
+                State::Submitted
+            },
+            envelope: b"<env/>".to_vec(),
+            response: Some(b"<receipt/>".to_vec()),
+            payloads: vec![StoredPayload {
+                content_id: "p@x".into(),
+                mime_type: "application/xml".into(),
+                path: "/tmp/p".into(),
+                size: 3,
+                sha256: "ab".into(),
+                filename: Some("doc.xml".into()),
+            }],
+            next_attempt_at: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn lifecycle_duplicates_and_recovery() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("s.db")).unwrap();
+        assert!(matches!(
+            store
+                .insert(message(Direction::Inbound, "m1"))
+                .await
+                .unwrap(),
+            Inserted::New(_)
+        ));
+        match store
+            .insert(message(Direction::Inbound, "m1"))
+            .await
+            .unwrap()
+        {
+            Inserted::Duplicate { response } => assert_eq!(response.unwrap(), b"<receipt/>"),
+            other => panic!("{other:?}"),
+        }
+        store
+            .insert(message(Direction::Outbound, "m1"))
+            .await
+            .unwrap();
+        let claimed = store.claim_due(now_ms(), 10).await.unwrap();
+        assert_eq!(claimed.len(), 1);
+        assert_eq!(claimed[0].state, State::Sending);
+        assert_eq!(claimed[0].payloads[0].filename.as_deref(), Some("doc.xml"));
+        assert!(
+            store.claim_due(now_ms(), 10).await.unwrap().is_empty(),
+            "leased once"
+        );
+        assert_eq!(store.recover(now_ms()).await.unwrap(), 1);
+        let again = store.claim_due(now_ms(), 10).await.unwrap();
+        assert_eq!(again[0].attempts, 2);
+        store
+            .transition(
+                again[0].row,
+                State::Acknowledged,
+                "receipt",
+                None,
+                None,
+                Some(b"r"),
+            )
+            .await
+            .unwrap();
+        let record = store.get(Direction::Outbound, "m1").await.unwrap();
+        assert_eq!(record.state, State::Acknowledged);
+        assert_eq!(record.history.len(), 5);
+        let inbox = store
+            .list(ListFilter {
+                direction: Some(Direction::Inbound),
+                state: Some(State::Delivered),
+                limit: 0,
+            })
+            .await
+            .unwrap();
+        assert_eq!(inbox.len(), 1);
+        assert!(matches!(
+            store.get(Direction::Inbound, "nope").await,
+            Err(StoreError::NotFound(_))
+        ));
+    }
+}
