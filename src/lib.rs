@@ -3,8 +3,14 @@
 //! Protocol core (sans-I/O): [`ebms`], [`mime`], [`pmode`]. Runtime: [`store`], [`msh`],
 //! [`transport`], [`backend`]. Core modules never import runtime modules.
 
+pub mod backend;
+pub mod config;
 pub mod ebms;
 pub mod mime;
+pub mod msh;
+pub mod node;
+pub mod pki;
 pub mod pmode;
 pub mod store;
+pub mod transport;
 pub mod util;

@@ -1,0 +1,373 @@
+//! REST API: submit, status and history, the queue, the inbox, payload download, acknowledge.
+//! Every route but `/health` and the OpenAPI document needs `Authorization: Bearer <token>`.
+
+use crate::msh::AccessPoint;
+use crate::msh::outbound::{Submission, SubmitError, new_content_id, submit};
+use crate::store::files::sync_dir;
+use crate::store::{Direction, ListFilter, MessageRecord, State, StoreError, StoredPayload};
+use axum::extract::{DefaultBodyLimit, Multipart, Path, Query, Request, State as AxState};
+use axum::http::{StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+use tokio::io::AsyncWriteExt;
+
+#[derive(Clone)]
+struct Api {
+    ap: Arc<AccessPoint>,
+    token: Arc<String>,
+}
+
+pub fn router(ap: Arc<AccessPoint>, token: String) -> Router {
+    let api = Api {
+        ap,
+        token: Arc::new(token),
+    };
+    let protected = Router::new()
+        .route("/api/v1/messages", post(submit_message).get(list_messages))
+        .route("/api/v1/messages/{id}", get(get_message))
+        .route("/api/v1/inbox", get(inbox))
+        .route("/api/v1/inbox/{id}", get(get_received))
+        .route("/api/v1/inbox/{id}/payloads/{index}", get(download_payload))
+        .route("/api/v1/inbox/{id}/ack", post(acknowledge))
+        .layer(axum::middleware::from_fn_with_state(
+            api.clone(),
+            require_token,
+        ))
+        .layer(DefaultBodyLimit::disable());
+    Router::new()
+        .route("/health", get(|| async { "ok" }))
+        .route(
+            "/api/v1/openapi.json",
+            get(|| async { Json(super::openapi::document()) }),
+        )
+        .merge(protected)
+        .with_state(api)
+}
+
+/// A JSON error body that says what went wrong and what to do.
+#[derive(Debug)]
+struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(serde_json::json!({ "error": self.1 }))).into_response()
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound(id) => {
+                ApiError(StatusCode::NOT_FOUND, format!("message {id} not found"))
+            }
+            other => {
+                tracing::error!(error = %other, "store error in the backend API");
+                ApiError(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the message store is unavailable; retry later".into(),
+                )
+            }
+        }
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn require_token(AxState(api): AxState<Api>, request: Request, next: Next) -> Response {
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if constant_time_eq(presented.as_bytes(), api.token.as_bytes()) {
+        next.run(request).await
+    } else {
+        ApiError(
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong bearer token".into(),
+        )
+        .into_response()
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubmitMetadata {
+    /// The partner's party id.
+    pub to: String,
+    /// The leg name (or action) in the P-Mode of the link.
+    pub leg: String,
+    pub conversation_id: Option<String>,
+    #[serde(default)]
+    pub properties: std::collections::BTreeMap<String, String>,
+}
+
+/// `POST /api/v1/messages`: multipart/form-data with a `metadata` JSON part and one or more
+/// `payload` parts. Payloads stream to disk; 202 once the message is durable.
+async fn submit_message(
+    AxState(api): AxState<Api>,
+    mut form: Multipart,
+) -> Result<Response, ApiError> {
+    let bad = |m: String| ApiError(StatusCode::BAD_REQUEST, m);
+    let dir = api
+        .ap
+        .config
+        .data_dir
+        .join("outbound")
+        .join(uuid::Uuid::new_v4().to_string());
+    let cleanup = scopeguard(dir.clone());
+    let mut metadata: Option<SubmitMetadata> = None;
+    let mut payloads: Vec<StoredPayload> = Vec::new();
+    while let Some(mut field) = form
+        .next_field()
+        .await
+        .map_err(|e| bad(format!("malformed multipart body: {e}")))?
+    {
+        match field.name() {
+            Some("metadata") => {
+                let text = field
+                    .text()
+                    .await
+                    .map_err(|e| bad(format!("metadata: {e}")))?;
+                metadata =
+                    Some(serde_json::from_str(&text).map_err(|e| bad(format!("metadata: {e}")))?);
+            }
+            Some("payload") => {
+                tokio::fs::create_dir_all(&dir)
+                    .await
+                    .map_err(|e| internal(&e))?;
+                let index = payloads.len();
+                let path = dir.join(format!("part-{}", index + 1));
+                let mime_type = field
+                    .content_type()
+                    .unwrap_or("application/octet-stream")
+                    .to_owned();
+                let filename = field.file_name().map(str::to_owned);
+                let mut file = tokio::fs::File::create(&path)
+                    .await
+                    .map_err(|e| internal(&e))?;
+                let mut hasher = Sha256::new();
+                let mut size = 0u64;
+                while let Some(chunk) = field
+                    .chunk()
+                    .await
+                    .map_err(|e| bad(format!("payload: {e}")))?
+                {
+                    hasher.update(&chunk);
+                    size += chunk.len() as u64;
+                    file.write_all(&chunk).await.map_err(|e| internal(&e))?;
+                }
+                file.sync_all().await.map_err(|e| internal(&e))?;
+                payloads.push(StoredPayload {
+                    content_id: new_content_id(&api.ap, index),
+                    mime_type,
+                    path,
+                    size,
+                    sha256: hex::encode(hasher.finalize()),
+                    filename,
+                });
+            }
+            other => {
+                return Err(bad(format!(
+                    "unexpected form field {other:?}: send 'metadata' and 'payload' parts"
+                )));
+            }
+        }
+    }
+    let metadata = metadata.ok_or_else(|| bad("the 'metadata' part is missing".into()))?;
+    if payloads.is_empty() {
+        return Err(bad("at least one 'payload' part is needed".into()));
+    }
+    if dir.exists() {
+        sync_dir(&dir).map_err(|e| internal(&e))?;
+    }
+    let submission = Submission {
+        to: metadata.to,
+        leg: metadata.leg,
+        conversation_id: metadata.conversation_id,
+        properties: metadata.properties.into_iter().collect(),
+        payloads,
+    };
+    match submit(&api.ap, submission).await {
+        Ok(record) => {
+            cleanup.keep();
+            Ok((StatusCode::ACCEPTED, Json(record)).into_response())
+        }
+        Err(SubmitError::Refused(m)) => Err(ApiError(StatusCode::UNPROCESSABLE_ENTITY, m)),
+        Err(SubmitError::Store(e)) => Err(e.into()),
+    }
+}
+
+fn internal(e: &dyn std::fmt::Display) -> ApiError {
+    tracing::error!(error = %e, "cannot stage a submitted payload");
+    ApiError(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "cannot store the payload; retry later".into(),
+    )
+}
+
+/// Removes a staging folder unless told to keep it.
+struct Cleanup(Option<std::path::PathBuf>);
+
+impl Cleanup {
+    fn keep(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        if let Some(dir) = self.0.take() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+fn scopeguard(dir: std::path::PathBuf) -> Cleanup {
+    Cleanup(Some(dir))
+}
+
+#[derive(Debug, Deserialize)]
+struct ListQuery {
+    direction: Option<String>,
+    state: Option<String>,
+    limit: Option<usize>,
+}
+
+fn parse_filter(q: &ListQuery) -> Result<ListFilter, ApiError> {
+    let direction = match q.direction.as_deref() {
+        None => None,
+        Some("outbound") => Some(Direction::Outbound),
+        Some("inbound") => Some(Direction::Inbound),
+        Some(other) => {
+            return Err(ApiError(
+                StatusCode::BAD_REQUEST,
+                format!("direction '{other}' is not inbound or outbound"),
+            ));
+        }
+    };
+    let state = match q.state.as_deref() {
+        None => None,
+        Some(s) => Some(
+            State::parse(s)
+                .ok_or_else(|| ApiError(StatusCode::BAD_REQUEST, format!("unknown state '{s}'")))?,
+        ),
+    };
+    Ok(ListFilter {
+        direction,
+        state,
+        limit: q.limit.unwrap_or(100),
+    })
+}
+
+/// `GET /api/v1/messages?direction=&state=&limit=`: the queue, with each next attempt.
+async fn list_messages(
+    AxState(api): AxState<Api>,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<Vec<MessageRecord>>, ApiError> {
+    Ok(Json(api.ap.store.list(parse_filter(&q)?).await?))
+}
+
+/// `GET /api/v1/messages/{id}`: an outbound message's status and history.
+async fn get_message(
+    AxState(api): AxState<Api>,
+    Path(id): Path<String>,
+) -> Result<Json<MessageRecord>, ApiError> {
+    Ok(Json(api.ap.store.get(Direction::Outbound, &id).await?))
+}
+
+#[derive(Debug, Deserialize)]
+struct InboxQuery {
+    /// Include messages the backend already acknowledged.
+    #[serde(default)]
+    all: bool,
+    limit: Option<usize>,
+}
+
+/// `GET /api/v1/inbox`: received messages not yet acknowledged by the backend.
+async fn inbox(
+    AxState(api): AxState<Api>,
+    Query(q): Query<InboxQuery>,
+) -> Result<Json<Vec<MessageRecord>>, ApiError> {
+    let filter = ListFilter {
+        direction: Some(Direction::Inbound),
+        state: if q.all { None } else { Some(State::Delivered) },
+        limit: q.limit.unwrap_or(100),
+    };
+    Ok(Json(api.ap.store.list(filter).await?))
+}
+
+async fn get_received(
+    AxState(api): AxState<Api>,
+    Path(id): Path<String>,
+) -> Result<Json<MessageRecord>, ApiError> {
+    Ok(Json(api.ap.store.get(Direction::Inbound, &id).await?))
+}
+
+/// `GET /api/v1/inbox/{id}/payloads/{index}`: streams a received payload (index from 1).
+async fn download_payload(
+    AxState(api): AxState<Api>,
+    Path((id, index)): Path<(String, usize)>,
+) -> Result<Response, ApiError> {
+    let record = api.ap.store.get(Direction::Inbound, &id).await?;
+    let payload = index
+        .checked_sub(1)
+        .and_then(|i| record.payloads.get(i))
+        .ok_or_else(|| {
+            ApiError(
+                StatusCode::NOT_FOUND,
+                format!("message {id} has {} payloads", record.payloads.len()),
+            )
+        })?;
+    let file = tokio::fs::File::open(&payload.path)
+        .await
+        .map_err(|e| internal(&e))?;
+    let body =
+        axum::body::Body::from_stream(tokio_util::io::ReaderStream::with_capacity(file, 64 * 1024));
+    Ok((
+        [
+            (header::CONTENT_TYPE, payload.mime_type.clone()),
+            (header::CONTENT_LENGTH, payload.size.to_string()),
+            (
+                header::HeaderName::from_static("x-content-id"),
+                payload.content_id.clone(),
+            ),
+            (
+                header::HeaderName::from_static("x-sha256"),
+                payload.sha256.clone(),
+            ),
+        ],
+        body,
+    )
+        .into_response())
+}
+
+/// `POST /api/v1/inbox/{id}/ack`: the backend has taken the message; it leaves the inbox.
+async fn acknowledge(
+    AxState(api): AxState<Api>,
+    Path(id): Path<String>,
+) -> Result<Json<MessageRecord>, ApiError> {
+    let record = api.ap.store.get(Direction::Inbound, &id).await?;
+    if record.state == State::Delivered {
+        api.ap
+            .store
+            .transition(
+                record.row,
+                State::Acknowledged,
+                "acknowledged by the backend",
+                None,
+                None,
+                None,
+            )
+            .await?;
+    }
+    Ok(Json(api.ap.store.get(Direction::Inbound, &id).await?))
+}

@@ -1,0 +1,6 @@
+//! The national system's interface to its access point (runtime): REST under `/api/v1`.
+
+pub mod api;
+pub mod openapi;
+
+pub use api::router;

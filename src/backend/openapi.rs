@@ -1,0 +1,76 @@
+//! The OpenAPI 3.1 description of the backend API, served at `/api/v1/openapi.json`.
+
+use serde_json::{Value, json};
+
+pub fn document() -> Value {
+    let record = json!({ "$ref": "#/components/schemas/Message" });
+    let id_param = json!({ "name": "id", "in": "path", "required": true, "schema": { "type": "string" }, "description": "ebMS MessageId" });
+    let error = json!({ "description": "error", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } });
+    json!({
+        "openapi": "3.1.0",
+        "info": { "title": "Ventanilla backend API", "version": env!("CARGO_PKG_VERSION"),
+                  "description": "How a national single window submits documents to its AS4 access point and collects what partners sent." },
+        "security": [{ "bearer": [] }],
+        "paths": {
+            "/api/v1/messages": {
+                "post": {
+                    "summary": "Submit a message to a partner",
+                    "requestBody": { "required": true, "content": { "multipart/form-data": { "schema": {
+                        "type": "object", "required": ["metadata", "payload"],
+                        "properties": {
+                            "metadata": { "$ref": "#/components/schemas/SubmitMetadata" },
+                            "payload": { "type": "array", "items": { "type": "string", "format": "binary" } }
+                        } } } } },
+                    "responses": { "202": { "description": "accepted and durable; it will be sent", "content": { "application/json": { "schema": record } } },
+                                   "400": error, "401": error, "422": error, "503": error }
+                },
+                "get": {
+                    "summary": "List messages (the outbound queue with next attempts, or received messages)",
+                    "parameters": [
+                        { "name": "direction", "in": "query", "schema": { "enum": ["outbound", "inbound"] } },
+                        { "name": "state", "in": "query", "schema": { "$ref": "#/components/schemas/State" } },
+                        { "name": "limit", "in": "query", "schema": { "type": "integer", "default": 100 } }
+                    ],
+                    "responses": { "200": { "description": "messages, newest first", "content": { "application/json": { "schema": { "type": "array", "items": record } } } }, "401": error }
+                }
+            },
+            "/api/v1/messages/{id}": { "get": { "summary": "Status and history of a submitted message", "parameters": [id_param],
+                "responses": { "200": { "description": "the message", "content": { "application/json": { "schema": record } } }, "404": error, "401": error } } },
+            "/api/v1/inbox": { "get": { "summary": "Received messages not yet acknowledged",
+                "parameters": [ { "name": "all", "in": "query", "schema": { "type": "boolean" } }, { "name": "limit", "in": "query", "schema": { "type": "integer" } } ],
+                "responses": { "200": { "description": "received messages", "content": { "application/json": { "schema": { "type": "array", "items": record } } } }, "401": error } } },
+            "/api/v1/inbox/{id}": { "get": { "summary": "A received message", "parameters": [id_param],
+                "responses": { "200": { "description": "the message", "content": { "application/json": { "schema": record } } }, "404": error, "401": error } } },
+            "/api/v1/inbox/{id}/payloads/{index}": { "get": { "summary": "Download a received payload (index from 1)",
+                "parameters": [id_param, { "name": "index", "in": "path", "required": true, "schema": { "type": "integer", "minimum": 1 } }],
+                "responses": { "200": { "description": "the payload bytes, as received", "content": { "*/*": { "schema": { "type": "string", "format": "binary" } } } }, "404": error, "401": error } } },
+            "/api/v1/inbox/{id}/ack": { "post": { "summary": "Acknowledge a received message (it leaves the inbox)", "parameters": [id_param],
+                "responses": { "200": { "description": "the message, acknowledged", "content": { "application/json": { "schema": record } } }, "404": error, "401": error } } }
+        },
+        "components": {
+            "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer" } },
+            "schemas": {
+                "State": { "enum": ["submitted", "sending", "waiting_retry", "acknowledged", "failed", "delivered"] },
+                "Error": { "type": "object", "properties": { "error": { "type": "string" } } },
+                "SubmitMetadata": { "type": "object", "required": ["to", "leg"], "properties": {
+                    "to": { "type": "string", "description": "partner party id" },
+                    "leg": { "type": "string", "description": "leg name or action in the link's P-Mode" },
+                    "conversation_id": { "type": "string" },
+                    "properties": { "type": "object", "additionalProperties": { "type": "string" } } } },
+                "Payload": { "type": "object", "properties": {
+                    "content_id": { "type": "string" }, "mime_type": { "type": "string" }, "size": { "type": "integer" },
+                    "sha256": { "type": "string" }, "filename": { "type": ["string", "null"] } } },
+                "Message": { "type": "object", "properties": {
+                    "direction": { "enum": ["outbound", "inbound"] }, "message_id": { "type": "string" },
+                    "conversation_id": { "type": "string" }, "pmode": { "type": "string" }, "leg": { "type": "string" },
+                    "partner": { "type": "string" }, "service": { "type": "string" }, "action": { "type": "string" },
+                    "state": { "$ref": "#/components/schemas/State" }, "attempts": { "type": "integer" },
+                    "next_attempt_at": { "type": ["string", "null"] }, "created_at": { "type": "string" },
+                    "updated_at": { "type": "string" }, "error": { "type": ["string", "null"] },
+                    "payloads": { "type": "array", "items": { "$ref": "#/components/schemas/Payload" } },
+                    "history": { "type": "array", "items": { "type": "object", "properties": {
+                        "at": { "type": "string" }, "state": { "type": "string" }, "detail": { "type": "string" } } } } } }
+            }
+        }
+    })
+}

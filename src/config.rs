@@ -1,0 +1,183 @@
+//! The access point's own configuration file (TOML). Paths are relative to the file.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// This access point's party id; it finds itself in the P-Mode files by it.
+    pub party_id: String,
+    /// The right-hand side of the MessageIds it generates.
+    #[serde(default = "default_host")]
+    pub host: String,
+    pub data_dir: PathBuf,
+    pub pmodes: PathBuf,
+    /// Allow links with `profile = "none"` (unsigned, unencrypted). For tests only.
+    #[serde(default)]
+    pub allow_insecure_profile: bool,
+    /// How often the P-Mode folder is checked for changes.
+    #[serde(default = "default_reload")]
+    pub pmode_reload: String,
+    pub as4: As4Config,
+    pub backend: BackendConfig,
+    /// Endpoint overrides by partner party id (e.g. a test environment's addresses).
+    #[serde(default)]
+    pub endpoints: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct As4Config {
+    pub listen: SocketAddr,
+    #[serde(default = "default_path")]
+    pub path: String,
+    /// TLS server certificate chain and key (PEM).
+    pub tls_cert: PathBuf,
+    pub tls_key: PathBuf,
+    /// CA certificates (PEM) trusted for partners' TLS server and client certificates.
+    pub trust: PathBuf,
+    /// Largest accepted request body.
+    #[serde(default = "default_max_message")]
+    pub max_message: String,
+    /// How many outbound messages are sent at once.
+    #[serde(default = "default_concurrency")]
+    pub send_concurrency: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendConfig {
+    pub listen: SocketAddr,
+    /// The API token: inline (tests), from a file, or from an environment variable.
+    pub token: Option<String>,
+    pub token_file: Option<PathBuf>,
+    pub token_env: Option<String>,
+}
+
+fn default_host() -> String {
+    "ventanilla.local".into()
+}
+fn default_path() -> String {
+    "/as4".into()
+}
+fn default_reload() -> String {
+    "2s".into()
+}
+fn default_max_message() -> String {
+    "256MiB".into()
+}
+fn default_concurrency() -> usize {
+    16
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{file}: cannot read: {source}")]
+    Read {
+        file: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{file}:{line}: {message}")]
+    Parse {
+        file: PathBuf,
+        line: usize,
+        message: String,
+    },
+    #[error("{file}: {key}: {message}")]
+    Invalid {
+        file: PathBuf,
+        key: String,
+        message: String,
+    },
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            file: path.into(),
+            source,
+        })?;
+        let mut config: Config = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            file: path.into(),
+            line: e
+                .span()
+                .map(|s| text[..s.start].matches('\n').count() + 1)
+                .unwrap_or(0),
+            message: e.message().to_owned(),
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        config.resolve(base);
+        config.validate(path)?;
+        Ok(config)
+    }
+
+    /// Makes every relative path relative to `base`.
+    pub fn resolve(&mut self, base: &Path) {
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        fix(&mut self.data_dir);
+        fix(&mut self.pmodes);
+        fix(&mut self.as4.tls_cert);
+        fix(&mut self.as4.tls_key);
+        fix(&mut self.as4.trust);
+        if let Some(p) = self.backend.token_file.as_mut() {
+            fix(p);
+        }
+    }
+
+    fn validate(&self, file: &Path) -> Result<(), ConfigError> {
+        let invalid = |key: &str, message: String| ConfigError::Invalid {
+            file: file.into(),
+            key: key.into(),
+            message,
+        };
+        if crate::util::parse_size(&self.as4.max_message).is_none() {
+            return Err(invalid(
+                "as4.max_message",
+                format!("'{}' is not a size", self.as4.max_message),
+            ));
+        }
+        if crate::util::parse_duration(&self.pmode_reload).is_none() {
+            return Err(invalid(
+                "pmode_reload",
+                format!("'{}' is not a duration", self.pmode_reload),
+            ));
+        }
+        self.api_token().map_err(|m| invalid("backend.token", m))?;
+        Ok(())
+    }
+
+    pub fn max_message_bytes(&self) -> u64 {
+        crate::util::parse_size(&self.as4.max_message).unwrap_or(256 << 20)
+    }
+
+    pub fn reload_interval(&self) -> std::time::Duration {
+        crate::util::parse_duration(&self.pmode_reload).unwrap_or(std::time::Duration::from_secs(2))
+    }
+
+    /// The backend API token; exactly one source must be set and the token not be short.
+    pub fn api_token(&self) -> Result<String, String> {
+        let b = &self.backend;
+        let token = match (&b.token, &b.token_file, &b.token_env) {
+            (Some(t), None, None) => t.clone(),
+            (None, Some(f), None) => std::fs::read_to_string(f)
+                .map_err(|e| format!("cannot read token_file {}: {e}", f.display()))?
+                .trim()
+                .to_owned(),
+            (None, None, Some(v)) => {
+                std::env::var(v).map_err(|_| format!("environment variable {v} is not set"))?
+            }
+            _ => return Err("set exactly one of token, token_file, token_env".into()),
+        };
+        if token.len() < 16 {
+            return Err("the token must be at least 16 characters".into());
+        }
+        Ok(token)
+    }
+}

@@ -1,0 +1,485 @@
+//! The inbound pipeline: read MIME → parse header → match P-Mode → authorize partner →
+//! check payloads → detect duplicate and persist → answer with a receipt or an error.
+//! (Decrypt, verify and decompress join with the security and reliability features.)
+
+use super::AccessPoint;
+use crate::ebms::read::{Envelope, EnvelopeError, read_envelope};
+use crate::ebms::tree::Limits as XmlLimits;
+use crate::ebms::{EbmsCode, EbmsError, MessageInfo, Signal, UserMessage, write};
+use crate::mime::{self, Packaging};
+use crate::pmode::{Matched, Profile};
+use crate::store::files::{FileSink, SunkPart, sync_dir};
+use crate::store::{Direction, Inserted, NewMessage, State, StoredPayload};
+use crate::transport::PeerCertificates;
+use bytes::Bytes;
+use futures_util::Stream;
+use std::path::PathBuf;
+use std::sync::Arc;
+use tracing::Instrument;
+
+/// What goes back on the HTTP response.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    fn soap(status: u16, xml: String) -> Reply {
+        Reply {
+            status,
+            body: xml.into_bytes(),
+        }
+    }
+}
+
+/// A temporary folder for the parts of one request, removed unless the message is kept.
+struct Staging {
+    dir: PathBuf,
+    keep: bool,
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        if !self.keep {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+enum Rejection {
+    Ebms(EbmsError),
+    MustUnderstand(String),
+}
+
+impl From<EbmsError> for Rejection {
+    fn from(e: EbmsError) -> Self {
+        Rejection::Ebms(e)
+    }
+}
+
+impl From<EnvelopeError> for Rejection {
+    fn from(e: EnvelopeError) -> Self {
+        match e {
+            EnvelopeError::MustUnderstand(h) => Rejection::MustUnderstand(h),
+            EnvelopeError::Ebms(e) => Rejection::Ebms(e),
+        }
+    }
+}
+
+pub async fn receive<S, E>(
+    ap: Arc<AccessPoint>,
+    peer: PeerCertificates,
+    content_type: Option<String>,
+    body: S,
+) -> Reply
+where
+    S: Stream<Item = Result<Bytes, E>> + Send + Unpin + 'static,
+    E: Into<Box<dyn std::error::Error + Send + Sync>> + std::fmt::Display + 'static,
+{
+    let span = tracing::info_span!(
+        "inbound",
+        message_id = tracing::field::Empty,
+        partner = tracing::field::Empty,
+        pmode = tracing::field::Empty
+    );
+    async move {
+        let mut staging = Staging { dir: ap.tmp_dir().join(uuid::Uuid::new_v4().to_string()), keep: false };
+        match process(&ap, &peer, content_type.as_deref(), body, &mut staging).await {
+            Ok(reply) => reply,
+            Err(Rejection::MustUnderstand(header)) => {
+                tracing::warn!(header, "refused: mustUnderstand header not processed");
+                Reply::soap(400, write::must_understand_fault(&header))
+            }
+            Err(Rejection::Ebms(error)) => {
+                tracing::warn!(code = error.code.code(), detail = %error.detail, "refused with an ebMS error");
+                error_reply(&ap, error)
+            }
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+fn error_reply(ap: &AccessPoint, error: EbmsError) -> Reply {
+    let info = MessageInfo {
+        timestamp: crate::util::timestamp_now(),
+        message_id: crate::util::new_message_id(&ap.config.host),
+        ref_to_message_id: error.ref_to_message_id.clone(),
+    };
+    let status = match error.code.severity() {
+        crate::ebms::error::Severity::Warning => 200,
+        _ if error.code.is_receiver_fault() => 500,
+        _ => 400,
+    };
+    Reply::soap(status, write::error_envelope(&info, &[error]))
+}
+
+async fn process<S, E>(
+    ap: &Arc<AccessPoint>,
+    peer: &PeerCertificates,
+    content_type: Option<&str>,
+    body: S,
+    staging: &mut Staging,
+) -> Result<Reply, Rejection>
+where
+    S: Stream<Item = Result<Bytes, E>> + Send + Unpin + 'static,
+    E: Into<Box<dyn std::error::Error + Send + Sync>> + std::fmt::Display + 'static,
+{
+    let (envelope_bytes, parts) = read_mime(ap, content_type, body, staging).await?;
+    let envelope = parse_header(&envelope_bytes)?;
+    let Some(um) = envelope.messaging.user_message.clone() else {
+        return Ok(handle_signals(&envelope));
+    };
+    let span = tracing::Span::current();
+    span.record("message_id", um.info.message_id.as_str());
+    let matched = match_pmode(ap, &um)?;
+    span.record("pmode", matched.link.id.as_str());
+    if let Some(partner) = matched.link.partner_of(ap.me()) {
+        span.record("partner", partner.id.as_str());
+    }
+    authorize_partner(ap, peer, &matched, &um, &envelope)?;
+    let payloads = check_payloads(&matched, &um, &envelope, &parts)?;
+    if matched.leg.is_none() {
+        tracing::info!("test service message answered with a receipt, not delivered");
+        return Ok(Reply::soap(200, receipt(ap, &um)));
+    }
+    persist_and_answer(ap, &matched, &um, envelope_bytes, payloads, staging).await
+}
+
+/// Step: read MIME. Payload parts stream to the staging folder.
+async fn read_mime<S, E>(
+    ap: &AccessPoint,
+    content_type: Option<&str>,
+    body: S,
+    staging: &Staging,
+) -> Result<(Vec<u8>, Vec<SunkPart>), Rejection>
+where
+    S: Stream<Item = Result<Bytes, E>> + Send + Unpin + 'static,
+    E: Into<Box<dyn std::error::Error + Send + Sync>> + std::fmt::Display + 'static,
+{
+    let max_total = ap.config.max_message_bytes();
+    let limits = mime::Limits {
+        max_total_bytes: max_total,
+        ..mime::Limits::default()
+    };
+    match mime::parse_packaging(content_type)? {
+        Packaging::Soap => {
+            use futures_util::StreamExt;
+            let mut bytes = Vec::new();
+            let mut body = body;
+            while let Some(chunk) = body.next().await {
+                let chunk = chunk.map_err(|e| {
+                    EbmsError::new(
+                        EbmsCode::MimeInconsistency,
+                        format!("reading the body: {e}"),
+                    )
+                })?;
+                if bytes.len() + chunk.len() > limits.max_envelope_bytes {
+                    return Err(EbmsError::new(
+                        EbmsCode::MimeInconsistency,
+                        "SOAP envelope too large",
+                    )
+                    .into());
+                }
+                bytes.extend_from_slice(&chunk);
+            }
+            Ok((bytes, Vec::new()))
+        }
+        Packaging::Multipart { boundary, start } => {
+            let mut sink = FileSink::new(staging.dir.clone(), max_total);
+            let multipart =
+                mime::read_multipart(body, &boundary, start.as_deref(), limits, &mut sink).await?;
+            debug_assert_eq!(multipart.parts.len(), sink.parts.len());
+            Ok((multipart.envelope, sink.parts))
+        }
+    }
+}
+
+/// Step: parse the SOAP header (eb:Messaging).
+fn parse_header(bytes: &[u8]) -> Result<Envelope, Rejection> {
+    Ok(read_envelope(bytes, XmlLimits::default())?)
+}
+
+/// Signals pushed to us without a user message: unsolicited receipts and errors are logged;
+/// pulling is not offered on any P-Mode yet.
+fn handle_signals(envelope: &Envelope) -> Reply {
+    for s in &envelope.messaging.signals {
+        match &s.signal {
+            Signal::PullRequest { mpc } => {
+                let error = EbmsError::new(
+                    EbmsCode::ValueNotRecognized,
+                    format!("no P-Mode offers pulling from MPC {mpc}"),
+                )
+                .with_ref(Some(&s.info.message_id));
+                let info = MessageInfo {
+                    timestamp: crate::util::timestamp_now(),
+                    message_id: crate::util::new_message_id("ventanilla.local"),
+                    ref_to_message_id: Some(s.info.message_id.clone()),
+                };
+                return Reply::soap(400, write::error_envelope(&info, &[error]));
+            }
+            other => {
+                tracing::info!(signal = ?other, ref_to = ?s.info.ref_to_message_id, "unsolicited signal received and ignored")
+            }
+        }
+    }
+    Reply {
+        status: 200,
+        body: Vec::new(),
+    }
+}
+
+/// Step: match the header to exactly one P-Mode leg.
+fn match_pmode(ap: &AccessPoint, um: &UserMessage) -> Result<Matched, Rejection> {
+    Ok(ap.pmodes().match_incoming(ap.me(), um)?)
+}
+
+/// Step: authorize the partner: the link's security profile, and its TLS client certificate
+/// when the link requires client authentication.
+fn authorize_partner(
+    ap: &AccessPoint,
+    peer: &PeerCertificates,
+    matched: &Matched,
+    um: &UserMessage,
+    envelope: &Envelope,
+) -> Result<(), Rejection> {
+    let id = Some(um.info.message_id.as_str());
+    let link = &matched.link;
+    match link.profile {
+        Profile::None if !ap.config.allow_insecure_profile => {
+            return Err(EbmsError::new(
+                EbmsCode::PolicyNoncompliance,
+                format!(
+                    "P-Mode {} has profile 'none', which this access point does not allow",
+                    link.id
+                ),
+            )
+            .with_ref(id)
+            .into());
+        }
+        Profile::None => {
+            if envelope.has_security_header {
+                tracing::debug!("wsse:Security present on a 'none' link; not processed");
+            }
+        }
+        Profile::Edelivery115 | Profile::Edelivery20 => {
+            return Err(EbmsError::new(
+                EbmsCode::PolicyNoncompliance,
+                format!(
+                    "P-Mode {} requires {}, which this build cannot verify",
+                    link.id,
+                    link.profile.as_str()
+                ),
+            )
+            .with_ref(id)
+            .into());
+        }
+    }
+    if link.tls_client_auth {
+        let partner = link
+            .partner_of(ap.me())
+            .ok_or_else(|| EbmsError::new(EbmsCode::ProcessingModeMismatch, "no partner"))?;
+        let expected = partner
+            .tls_cert
+            .as_deref()
+            .map(crate::transport::tls::load_certs)
+            .transpose()
+            .map_err(|e| {
+                EbmsError::new(
+                    EbmsCode::Other,
+                    format!("cannot load the partner's TLS certificate: {e}"),
+                )
+                .with_ref(id)
+            })?
+            .unwrap_or_default();
+        let presented = peer.0.first();
+        if presented.is_none() || expected.first() != presented {
+            return Err(EbmsError::new(
+                EbmsCode::FailedAuthentication,
+                format!("P-Mode {} requires TLS client authentication as {}; the connection did not present its certificate", link.id, partner.id),
+            )
+            .with_ref(id)
+            .into());
+        }
+    }
+    Ok(())
+}
+
+/// Step: check PayloadInfo against the MIME parts and the leg.
+fn check_payloads(
+    matched: &Matched,
+    um: &UserMessage,
+    envelope: &Envelope,
+    parts: &[SunkPart],
+) -> Result<Vec<StoredPayload>, Rejection> {
+    let id = Some(um.info.message_id.as_str());
+    let err = |code, detail: String| Rejection::Ebms(EbmsError::new(code, detail).with_ref(id));
+    let mut payloads = Vec::new();
+    for part_info in &um.parts {
+        let Some(cid) = part_info.content_id() else {
+            return Err(match part_info.href.as_deref() {
+                None | Some("") if envelope.body_children > 0 => err(
+                    EbmsCode::FeatureNotSupportedInconsistency,
+                    "payloads in the SOAP Body are not supported; send them as MIME parts".into(),
+                ),
+                Some(h) if h.starts_with('#') => err(
+                    EbmsCode::FeatureNotSupportedInconsistency,
+                    format!(
+                        "payload {h} in the SOAP Body is not supported; send it as a MIME part"
+                    ),
+                ),
+                other => err(
+                    EbmsCode::ExternalPayloadError,
+                    format!("PartInfo href {other:?} is not a cid: reference"),
+                ),
+            });
+        };
+        let part = parts.iter().find(|p| p.content_id == cid).ok_or_else(|| {
+            err(
+                EbmsCode::ExternalPayloadError,
+                format!("PartInfo cid:{cid} matches no MIME part"),
+            )
+        })?;
+        if part_info.property("CompressionType").is_some() {
+            return Err(err(
+                EbmsCode::DecompressionFailure,
+                format!(
+                    "part cid:{cid} is compressed; compression is not enabled on this access point"
+                ),
+            ));
+        }
+        if let Some(leg) = matched.leg() {
+            if part.size > leg.max_payload {
+                return Err(err(
+                    EbmsCode::ValueInconsistent,
+                    format!(
+                        "part cid:{cid} has {} bytes; P-Mode {} leg '{}' allows {}",
+                        part.size, matched.link.id, leg.name, leg.max_payload
+                    ),
+                ));
+            }
+        }
+        let mime_type = part_info
+            .property("MimeType")
+            .map(str::to_owned)
+            .unwrap_or_else(|| part.content_type.clone());
+        payloads.push(StoredPayload {
+            content_id: cid.to_owned(),
+            mime_type,
+            path: part.path.clone(),
+            size: part.size,
+            sha256: part.sha256.clone(),
+            filename: None,
+        });
+    }
+    if let Some(extra) = parts.iter().find(|p| {
+        !um.parts
+            .iter()
+            .any(|pi| pi.content_id() == Some(&p.content_id))
+    }) {
+        return Err(err(
+            EbmsCode::ExternalPayloadError,
+            format!(
+                "MIME part <{}> is not referenced by any PartInfo",
+                extra.content_id
+            ),
+        ));
+    }
+    if let Some(leg) = matched.leg() {
+        for required in &leg.required_properties {
+            if !um.properties.iter().any(|p| &p.name == required) {
+                return Err(err(
+                    EbmsCode::ProcessingModeMismatch,
+                    format!(
+                        "required message property '{required}' is missing (P-Mode {} leg '{}')",
+                        matched.link.id, leg.name
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(payloads)
+}
+
+fn receipt(ap: &AccessPoint, um: &UserMessage) -> String {
+    let info = MessageInfo {
+        timestamp: crate::util::timestamp_now(),
+        message_id: crate::util::new_message_id(&ap.config.host),
+        ref_to_message_id: Some(um.info.message_id.clone()),
+    };
+    write::receipt_envelope(&info, um)
+}
+
+/// Step: detect a duplicate, persist, and answer. The receipt is stored with the message in
+/// one transaction, so a duplicate gets the very same receipt and is not delivered twice.
+async fn persist_and_answer(
+    ap: &AccessPoint,
+    matched: &Matched,
+    um: &UserMessage,
+    envelope: Vec<u8>,
+    mut payloads: Vec<StoredPayload>,
+    staging: &mut Staging,
+) -> Result<Reply, Rejection> {
+    let id = Some(um.info.message_id.as_str());
+    let failure = |what: &str, e: &dyn std::fmt::Display| {
+        tracing::error!(error = %e, "{what}");
+        Rejection::Ebms(
+            EbmsError::new(
+                EbmsCode::DeliveryFailure,
+                format!("{what}; try again later"),
+            )
+            .with_ref(id),
+        )
+    };
+    let inbound_root = ap.config.data_dir.join("inbound");
+    let final_dir = inbound_root.join(uuid::Uuid::new_v4().to_string());
+    if !payloads.is_empty() {
+        std::fs::create_dir_all(&inbound_root)
+            .map_err(|e| failure("cannot create the inbound folder", &e))?;
+        std::fs::rename(&staging.dir, &final_dir)
+            .map_err(|e| failure("cannot move received payloads", &e))?;
+        sync_dir(&inbound_root).map_err(|e| failure("cannot sync the inbound folder", &e))?;
+        staging.dir = final_dir.clone();
+        for p in &mut payloads {
+            if let Some(name) = p.path.file_name() {
+                p.path = final_dir.join(name);
+            }
+        }
+    }
+    let receipt = receipt(ap, um);
+    let leg = matched.leg().map(|l| l.name.clone()).unwrap_or_default();
+    let partner = matched
+        .link
+        .partner_of(ap.me())
+        .map(|p| p.id.clone())
+        .unwrap_or_default();
+    let message = NewMessage {
+        direction: Direction::Inbound,
+        message_id: um.info.message_id.clone(),
+        conversation_id: um.conversation_id.clone(),
+        pmode: matched.link.id.clone(),
+        leg,
+        partner,
+        service: um.service.value.clone(),
+        action: um.action.clone(),
+        state: State::Delivered,
+        envelope,
+        response: Some(receipt.clone().into_bytes()),
+        payloads,
+        next_attempt_at: None,
+    };
+    match ap.store.insert(message).await {
+        Ok(Inserted::New(_)) => {
+            staging.keep = true;
+            tracing::info!("received, persisted and delivered to the backend inbox");
+            Ok(Reply::soap(200, receipt))
+        }
+        Ok(Inserted::Duplicate { response }) => {
+            tracing::info!("duplicate: answered with the stored receipt, not delivered again");
+            let body = response.unwrap_or_else(|| receipt.into_bytes());
+            Ok(Reply { status: 200, body })
+        }
+        Err(e) => Err(failure("cannot persist the message", &e)),
+    }
+}

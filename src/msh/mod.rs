@@ -1,0 +1,62 @@
+//! The message service handler (runtime): the outbound and inbound pipelines as named steps.
+
+pub mod inbound;
+pub mod outbound;
+pub mod pmode_watch;
+
+use crate::config::Config;
+use crate::pmode::PmodeSet;
+use crate::store::MessageStore;
+use crate::transport::As4Client;
+use std::sync::{Arc, RwLock};
+use tokio::sync::Notify;
+
+/// One running access point: its configuration, store, P-Modes and HTTPS client.
+pub struct AccessPoint {
+    pub config: Config,
+    pub store: Arc<dyn MessageStore>,
+    pmodes: RwLock<Arc<PmodeSet>>,
+    pub client: As4Client,
+    /// Wakes the sender when a message is submitted.
+    pub outbox: Notify,
+}
+
+impl AccessPoint {
+    pub fn new(config: Config, store: Arc<dyn MessageStore>, pmodes: PmodeSet) -> Arc<AccessPoint> {
+        Arc::new(AccessPoint {
+            config,
+            store,
+            pmodes: RwLock::new(Arc::new(pmodes)),
+            client: As4Client::default(),
+            outbox: Notify::new(),
+        })
+    }
+
+    /// The P-Modes in force now (a cheap snapshot; reloads swap the whole set).
+    pub fn pmodes(&self) -> Arc<PmodeSet> {
+        self.pmodes.read().map(|p| p.clone()).unwrap_or_default()
+    }
+
+    pub fn replace_pmodes(&self, set: PmodeSet) {
+        if let Ok(mut guard) = self.pmodes.write() {
+            *guard = Arc::new(set);
+        }
+    }
+
+    pub fn me(&self) -> &str {
+        &self.config.party_id
+    }
+
+    /// The partner's endpoint: the config's override, else the P-Mode's.
+    pub fn endpoint_of<'a>(&'a self, party: &'a crate::pmode::Party) -> &'a str {
+        self.config
+            .endpoints
+            .get(&party.id)
+            .map(String::as_str)
+            .unwrap_or(&party.endpoint)
+    }
+
+    pub fn tmp_dir(&self) -> std::path::PathBuf {
+        self.config.data_dir.join("tmp")
+    }
+}

@@ -1,0 +1,511 @@
+//! The outbound pipeline: submit → match P-Mode → persist → (sign, encrypt: security
+//! feature) → package → POST → check receipt → done | retry | fail.
+
+use super::AccessPoint;
+use crate::ebms::read::read_envelope;
+use crate::ebms::tree::Limits as XmlLimits;
+use crate::ebms::{
+    AgreementRef, MessageInfo, PartInfo, Party, PartyId, Property, Service, Signal, UserMessage,
+    ns, write,
+};
+use crate::mime::{self, Packaging};
+use crate::pmode::Profile;
+use crate::store::{
+    Direction, MessageRecord, NewMessage, State, StoreError, StoredPayload, now_ms,
+};
+use crate::transport::{BodyStream, SendError, TlsIdentity};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use std::sync::Arc;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+/// What the backend asks to send. Payload files are already on disk (fsync'ed).
+#[derive(Debug, Clone)]
+pub struct Submission {
+    pub to: String,
+    pub leg: String,
+    pub conversation_id: Option<String>,
+    pub properties: Vec<(String, String)>,
+    pub payloads: Vec<StoredPayload>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    #[error("{0}")]
+    Refused(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Builds the user message for a submission: everything the wire needs, fixed once so that
+/// every retry sends the identical message.
+pub fn build_user_message(
+    ap: &AccessPoint,
+    sub: &Submission,
+) -> Result<(UserMessage, String, String), SubmitError> {
+    let refuse = |m: String| SubmitError::Refused(m);
+    let pmodes = ap.pmodes();
+    let (link, leg_index) = pmodes
+        .outbound(ap.me(), &sub.to, &sub.leg)
+        .map_err(refuse)?;
+    let leg = &link.legs[leg_index];
+    if link.profile == Profile::None && !ap.config.allow_insecure_profile {
+        return Err(refuse(format!(
+            "P-Mode {} has profile 'none', which this access point does not allow",
+            link.id
+        )));
+    }
+    if matches!(link.profile, Profile::Edelivery115 | Profile::Edelivery20) {
+        return Err(refuse(format!(
+            "P-Mode {} requires {}, which this build cannot produce",
+            link.id,
+            link.profile.as_str()
+        )));
+    }
+    if sub.payloads.is_empty() {
+        return Err(refuse("a message needs at least one payload".into()));
+    }
+    for p in &sub.payloads {
+        if p.size > leg.max_payload {
+            return Err(refuse(format!(
+                "payload {} has {} bytes; P-Mode {} leg '{}' allows {}",
+                p.filename.as_deref().unwrap_or(&p.content_id),
+                p.size,
+                link.id,
+                leg.name,
+                leg.max_payload
+            )));
+        }
+    }
+    for required in &leg.required_properties {
+        if !sub.properties.iter().any(|(n, _)| n == required) {
+            return Err(refuse(format!(
+                "P-Mode {} leg '{}' requires the message property '{required}'",
+                link.id, leg.name
+            )));
+        }
+    }
+    if !leg.allowed_properties.is_empty() {
+        if let Some((n, _)) = sub.properties.iter().find(|(n, _)| {
+            !leg.allowed_properties.contains(n) && !leg.required_properties.contains(n)
+        }) {
+            return Err(refuse(format!(
+                "P-Mode {} leg '{}' does not allow the message property '{n}'",
+                link.id, leg.name
+            )));
+        }
+    }
+    let me = link
+        .party(ap.me())
+        .ok_or_else(|| refuse("this access point is not a party of the link".into()))?;
+    let partner = link
+        .partner_of(ap.me())
+        .ok_or_else(|| refuse("no partner".into()))?;
+    let message_id = crate::util::new_message_id(&ap.config.host);
+    let um = UserMessage {
+        mpc: leg.mpc.clone(),
+        info: MessageInfo {
+            timestamp: crate::util::timestamp_now(),
+            message_id: message_id.clone(),
+            ref_to_message_id: None,
+        },
+        from: Party {
+            ids: vec![PartyId {
+                value: me.id.clone(),
+                kind: me.kind.clone(),
+            }],
+            role: ns::ROLE_INITIATOR.into(),
+        },
+        to: Party {
+            ids: vec![PartyId {
+                value: partner.id.clone(),
+                kind: partner.kind.clone(),
+            }],
+            role: ns::ROLE_RESPONDER.into(),
+        },
+        agreement: link.agreement.as_ref().map(|a| AgreementRef {
+            value: a.clone(),
+            kind: link.agreement_type.clone(),
+            pmode: Some(link.id.clone()),
+        }),
+        service: Service {
+            value: leg.service.clone(),
+            kind: leg.service_type.clone(),
+        },
+        action: leg.action.clone(),
+        conversation_id: sub
+            .conversation_id
+            .clone()
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+        properties: sub
+            .properties
+            .iter()
+            .map(|(n, v)| Property {
+                name: n.clone(),
+                kind: None,
+                value: v.clone(),
+            })
+            .collect(),
+        parts: sub
+            .payloads
+            .iter()
+            .map(|p| PartInfo {
+                href: Some(format!("cid:{}", p.content_id)),
+                properties: vec![Property {
+                    name: "MimeType".into(),
+                    kind: None,
+                    value: p.mime_type.clone(),
+                }],
+            })
+            .collect(),
+    };
+    Ok((um, link.id.clone(), leg.name.clone()))
+}
+
+/// Accepts a submission: after this returns, the message is on disk and will be sent.
+pub async fn submit(ap: &AccessPoint, sub: Submission) -> Result<MessageRecord, SubmitError> {
+    let (um, pmode, leg) = build_user_message(ap, &sub)?;
+    let envelope = write::user_message_envelope(&um).into_bytes();
+    let message = NewMessage {
+        direction: Direction::Outbound,
+        message_id: um.info.message_id.clone(),
+        conversation_id: um.conversation_id.clone(),
+        pmode,
+        leg,
+        partner: sub.to.clone(),
+        service: um.service.value.clone(),
+        action: um.action.clone(),
+        state: State::Submitted,
+        envelope,
+        response: None,
+        payloads: sub.payloads,
+        next_attempt_at: Some(now_ms()),
+    };
+    ap.store.insert(message).await?;
+    tracing::info!(message_id = %um.info.message_id, partner = %sub.to, "submitted by the backend");
+    ap.outbox.notify_one();
+    Ok(ap
+        .store
+        .get(Direction::Outbound, &um.info.message_id)
+        .await?)
+}
+
+/// Content-IDs for the payload parts of a new message.
+pub fn new_content_id(ap: &AccessPoint, index: usize) -> String {
+    format!(
+        "part{}.{}@{}",
+        index + 1,
+        uuid::Uuid::new_v4().simple(),
+        ap.config.host
+    )
+}
+
+/// The sender: leases due messages and sends them, bounded by `send_concurrency`.
+pub async fn run_sender(ap: Arc<AccessPoint>, shutdown: CancellationToken) {
+    match ap.store.recover(now_ms()).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(
+            count = n,
+            "messages interrupted while sending will be resent"
+        ),
+        Err(e) => tracing::error!(error = %e, "cannot recover interrupted messages"),
+    }
+    let permits = Arc::new(Semaphore::new(ap.config.as4.send_concurrency.max(1)));
+    loop {
+        let free = permits.available_permits();
+        let due = if free == 0 {
+            Vec::new()
+        } else {
+            match ap.store.claim_due(now_ms(), free).await {
+                Ok(d) => d,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot read the outbox");
+                    Vec::new()
+                }
+            }
+        };
+        let idle = due.is_empty();
+        for record in due {
+            let Ok(permit) = permits.clone().acquire_owned().await else {
+                return;
+            };
+            let ap = ap.clone();
+            let span = tracing::info_span!("outbound", message_id = %record.message_id, partner = %record.partner, pmode = %record.pmode);
+            tokio::spawn(
+                async move {
+                    send_one(&ap, record).await;
+                    drop(permit);
+                    ap.outbox.notify_one();
+                }
+                .instrument(span),
+            );
+        }
+        if idle {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = ap.outbox.notified() => {}
+                _ = tokio::time::sleep(std::time::Duration::from_millis(500)) => {}
+            }
+        } else if shutdown.is_cancelled() {
+            return;
+        }
+    }
+}
+
+/// What the partner's answer means for the message.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Receipt,
+    /// An ebMS error of severity failure: not retried.
+    Refused(String),
+    /// No usable answer: retried on the schedule.
+    NoReceipt(String),
+}
+
+async fn send_one(ap: &AccessPoint, record: MessageRecord) {
+    let outcome = match attempt(ap, &record).await {
+        Ok((outcome, body)) => (outcome, Some(body)),
+        Err(e) => (Outcome::NoReceipt(e.to_string()), None),
+    };
+    let result = match outcome {
+        (Outcome::Receipt, body) => {
+            tracing::info!(attempt = record.attempts, "receipt received");
+            ap.store
+                .transition(
+                    record.row,
+                    State::Acknowledged,
+                    "receipt received",
+                    None,
+                    None,
+                    body.as_deref(),
+                )
+                .await
+        }
+        (Outcome::Refused(reason), body) => {
+            tracing::warn!(reason, "refused by the partner");
+            ap.store
+                .transition(
+                    record.row,
+                    State::Failed,
+                    &format!("refused by the partner: {reason}"),
+                    None,
+                    Some(&reason),
+                    body.as_deref(),
+                )
+                .await
+        }
+        (Outcome::NoReceipt(reason), _) => {
+            let schedule = ap
+                .pmodes()
+                .links()
+                .iter()
+                .find(|l| l.id == record.pmode)
+                .map(|l| l.retry.clone())
+                .unwrap_or_default();
+            match schedule.get(record.attempts.saturating_sub(1) as usize) {
+                Some(wait) => {
+                    let next = now_ms() + wait.as_millis() as i64;
+                    tracing::warn!(reason, retry_in = ?wait, "no receipt; will retry");
+                    ap.store
+                        .transition(
+                            record.row,
+                            State::WaitingRetry,
+                            &format!("no receipt: {reason}"),
+                            Some(next),
+                            Some(&reason),
+                            None,
+                        )
+                        .await
+                }
+                None => {
+                    let error = format!(
+                        "EBMS:0301 MissingReceipt: no receipt after {} attempts; last: {reason}",
+                        record.attempts
+                    );
+                    tracing::error!("{error}");
+                    ap.store
+                        .transition(record.row, State::Failed, &error, None, Some(&error), None)
+                        .await
+                }
+            }
+        }
+    };
+    if let Err(e) = result {
+        tracing::error!(error = %e, "cannot record the outcome; the message will be resent after a restart");
+    }
+}
+
+/// One attempt: package, POST, interpret the answer.
+async fn attempt(
+    ap: &AccessPoint,
+    record: &MessageRecord,
+) -> Result<(Outcome, Vec<u8>), SendError> {
+    let pmodes = ap.pmodes();
+    let link = pmodes
+        .links()
+        .iter()
+        .find(|l| l.id == record.pmode)
+        .cloned()
+        .ok_or_else(|| {
+            SendError::Connection(format!("P-Mode {} is no longer loaded", record.pmode))
+        })?;
+    let partner = link
+        .partner_of(ap.me())
+        .ok_or_else(|| SendError::Connection("no partner in the P-Mode".into()))?;
+    let url = ap.endpoint_of(partner).to_owned();
+    let identity = TlsIdentity {
+        trust: ap.config.as4.trust.clone(),
+        client_cert: link.tls_client_auth.then(|| {
+            (
+                ap.config.as4.tls_cert.clone(),
+                ap.config.as4.tls_key.clone(),
+            )
+        }),
+    };
+    let boundary = mime::writer::new_boundary();
+    let root_id = format!(
+        "root.{}@{}",
+        crate::util::short_hash(record.message_id.as_bytes()),
+        ap.config.host
+    );
+    let content_type = mime::writer::content_type(&boundary, &root_id);
+    let body = package(
+        &boundary,
+        &root_id,
+        record.envelope.clone(),
+        &record.payloads,
+    );
+    let response = ap
+        .client
+        .post(&identity, &url, &content_type, body, link.timeout)
+        .await?;
+    let outcome = interpret(
+        &record.message_id,
+        response.status,
+        response.content_type.as_deref(),
+        &response.body,
+    )
+    .await;
+    Ok((outcome, response.body.to_vec()))
+}
+
+/// Step: package. The envelope and each payload file stream as MIME parts.
+pub fn package(
+    boundary: &str,
+    root_id: &str,
+    envelope: Vec<u8>,
+    payloads: &[StoredPayload],
+) -> BodyStream {
+    let mut pieces: Vec<BodyStream> = Vec::new();
+    let head = mime::writer::part_head(
+        boundary,
+        "application/soap+xml; charset=UTF-8",
+        root_id,
+        true,
+    );
+    pieces.push(Box::pin(futures_util::stream::iter([
+        Ok(Bytes::from(head)),
+        Ok(Bytes::from(envelope)),
+    ])));
+    for p in payloads {
+        let head = mime::writer::part_head(boundary, &p.mime_type, &p.content_id, false);
+        pieces.push(Box::pin(futures_util::stream::once(async move {
+            Ok(Bytes::from(head))
+        })));
+        let path = p.path.clone();
+        let file = futures_util::stream::once(async move { tokio::fs::File::open(path).await })
+            .map(|opened| match opened {
+                Ok(f) => tokio_util::io::ReaderStream::with_capacity(f, 64 * 1024).boxed(),
+                Err(e) => futures_util::stream::once(async move { Err(e) }).boxed(),
+            })
+            .flatten();
+        pieces.push(Box::pin(file));
+    }
+    let closing = mime::writer::closing(boundary);
+    pieces.push(Box::pin(futures_util::stream::once(async move {
+        Ok(Bytes::from(closing))
+    })));
+    Box::pin(futures_util::stream::iter(pieces).flatten())
+}
+
+/// Step: check receipt. Any HTTP status may carry a signal; parse the body regardless.
+pub async fn interpret(
+    message_id: &str,
+    status: u16,
+    content_type: Option<&str>,
+    body: &Bytes,
+) -> Outcome {
+    let envelope = match mime::parse_packaging(content_type) {
+        Ok(Packaging::Soap) => body.to_vec(),
+        Ok(Packaging::Multipart { boundary, start }) => {
+            let mut sink = mime::MemorySink::default();
+            let stream = futures_util::stream::iter([Ok::<_, std::io::Error>(body.clone())]);
+            match mime::read_multipart(
+                stream,
+                &boundary,
+                start.as_deref(),
+                mime::Limits::default(),
+                &mut sink,
+            )
+            .await
+            {
+                Ok(m) => m.envelope,
+                Err(e) => {
+                    return Outcome::NoReceipt(format!(
+                        "HTTP {status}, unreadable response: {}",
+                        e.detail
+                    ));
+                }
+            }
+        }
+        Err(_) if body.is_empty() => {
+            return Outcome::NoReceipt(format!("HTTP {status} with an empty body"));
+        }
+        Err(e) => {
+            return Outcome::NoReceipt(format!("HTTP {status}, unusable response: {}", e.detail));
+        }
+    };
+    let parsed = match read_envelope(&envelope, XmlLimits::default()) {
+        Ok(p) => p,
+        Err(e) => {
+            return Outcome::NoReceipt(format!(
+                "HTTP {status}, response is not an ebMS signal: {e}"
+            ));
+        }
+    };
+    for signal in &parsed.messaging.signals {
+        let refers_to_us = signal.info.ref_to_message_id.as_deref() == Some(message_id);
+        match &signal.signal {
+            Signal::Receipt { .. } if refers_to_us => return Outcome::Receipt,
+            Signal::Errors(errors) => {
+                let failures: Vec<String> = errors
+                    .iter()
+                    .filter(|e| e.is_failure())
+                    .filter(|e| {
+                        refers_to_us
+                            || e.ref_to_message_in_error
+                                .as_deref()
+                                .is_none_or(|r| r == message_id)
+                    })
+                    .map(|e| {
+                        format!(
+                            "{} {}",
+                            e.code,
+                            e.detail
+                                .as_deref()
+                                .or(e.short_description.as_deref())
+                                .unwrap_or("")
+                        )
+                    })
+                    .collect();
+                if !failures.is_empty() {
+                    return Outcome::Refused(failures.join("; "));
+                }
+            }
+            _ => {}
+        }
+    }
+    Outcome::NoReceipt(format!("HTTP {status} without a receipt for {message_id}"))
+}

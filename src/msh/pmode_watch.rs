@@ -1,0 +1,147 @@
+//! Hot reload of the P-Mode folder: a file added, changed or removed takes effect without a
+//! restart. A broken file is reported and its previous version kept (or, if new, left out).
+
+use super::AccessPoint;
+use crate::pmode::{Link, PmodeSet, parse_link, read_files};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+/// The files last seen and the links in force, by file.
+#[derive(Default)]
+pub struct Watcher {
+    seen: BTreeMap<PathBuf, String>,
+    active: BTreeMap<PathBuf, Link>,
+}
+
+impl Watcher {
+    /// Starts from the links loaded at start-up.
+    pub fn new(initial: &PmodeSet) -> Self {
+        let mut w = Watcher::default();
+        for link in initial.links() {
+            w.active.insert(link.file.clone(), (**link).clone());
+            if let Ok(text) = std::fs::read_to_string(&link.file) {
+                w.seen.insert(link.file.clone(), text);
+            }
+        }
+        w
+    }
+
+    /// Re-reads the folder; returns a new set when something changed and is valid.
+    pub fn poll(&mut self, dir: &std::path::Path) -> Option<PmodeSet> {
+        let files = match read_files(dir) {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::error!(dir = %dir.display(), error = %e, "cannot read the P-Mode folder; keeping the P-Modes in force");
+                return None;
+            }
+        };
+        let now: BTreeMap<PathBuf, String> = files.into_iter().collect();
+        if now == self.seen {
+            return None;
+        }
+        let mut next = self.active.clone();
+        next.retain(|path, _| now.contains_key(path));
+        for (path, text) in &now {
+            if self.seen.get(path) == Some(text) {
+                continue;
+            }
+            match parse_link(path, text) {
+                Ok(link) => {
+                    tracing::info!(file = %path.display(), pmode = %link.id, "P-Mode loaded");
+                    next.insert(path.clone(), link);
+                }
+                Err(errors) => {
+                    for e in errors {
+                        tracing::error!("{e}; the previous version of this file stays in force");
+                    }
+                }
+            }
+        }
+        for path in self.active.keys().filter(|p| !now.contains_key(*p)) {
+            tracing::info!(file = %path.display(), "P-Mode file removed");
+        }
+        self.seen = now;
+        match PmodeSet::build(next.values().cloned().collect()) {
+            Ok(set) => {
+                self.active = next;
+                Some(set)
+            }
+            Err(errors) => {
+                for e in errors {
+                    tracing::error!("{e}; the P-Modes in force are kept");
+                }
+                None
+            }
+        }
+    }
+}
+
+pub async fn run(ap: Arc<AccessPoint>, shutdown: CancellationToken) {
+    let mut watcher = Watcher::new(&ap.pmodes());
+    let mut tick = tokio::time::interval(ap.config.reload_interval());
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let dir = ap.config.pmodes.clone();
+        if let Some(set) = watcher.poll(&dir) {
+            ap.replace_pmodes(set);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LINK: &str = r#"
+id = "a-b"
+profile = "none"
+[[party]]
+id = "A"
+type = "urn:t"
+endpoint = "https://a.example/as4"
+[[party]]
+id = "B"
+type = "urn:t"
+endpoint = "https://b.example/as4"
+[[leg]]
+name = "doc"
+service = "urn:s"
+action = "Send"
+"#;
+
+    #[test]
+    fn added_changed_broken_and_removed_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = Watcher::default();
+        assert!(w.poll(dir.path()).is_none() || w.active.is_empty());
+        std::fs::write(dir.path().join("a-b.toml"), LINK).unwrap();
+        let set = w.poll(dir.path()).expect("new file loads");
+        assert_eq!(set.links().len(), 1);
+        assert!(w.poll(dir.path()).is_none(), "nothing changed");
+        std::fs::write(
+            dir.path().join("a-b.toml"),
+            LINK.replace("action = \"Send\"", "action = "),
+        )
+        .unwrap();
+        let set = w
+            .poll(dir.path())
+            .expect("set rebuilt with the old version kept");
+        assert_eq!(set.links()[0].legs[0].action, "Send");
+        std::fs::write(
+            dir.path().join("a-b.toml"),
+            LINK.replace("\"Send\"", "\"Deliver\""),
+        )
+        .unwrap();
+        assert_eq!(
+            w.poll(dir.path()).unwrap().links()[0].legs[0].action,
+            "Deliver"
+        );
+        std::fs::remove_file(dir.path().join("a-b.toml")).unwrap();
+        assert!(w.poll(dir.path()).unwrap().links().is_empty());
+    }
+}

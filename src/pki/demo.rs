@@ -1,0 +1,153 @@
+//! A demo PKI for tests and `make demo`: one root CA and, per access point, a TLS
+//! certificate valid for localhost and 127.0.0.1 (server and client use). Test-only.
+
+use openssl::asn1::Asn1Time;
+use openssl::bn::{BigNum, MsbOption};
+use openssl::ec::{EcGroup, EcKey};
+use openssl::hash::MessageDigest;
+use openssl::nid::Nid;
+use openssl::pkey::{PKey, Private};
+use openssl::x509::extension::{
+    BasicConstraints, ExtendedKeyUsage, KeyUsage, SubjectAlternativeName, SubjectKeyIdentifier,
+};
+use openssl::x509::{X509, X509Name};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PkiError {
+    #[error("openssl: {0}")]
+    Openssl(#[from] openssl::error::ErrorStack),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+pub struct Authority {
+    cert: X509,
+    key: PKey<Private>,
+}
+
+fn ec_key() -> Result<PKey<Private>, PkiError> {
+    let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1)?;
+    Ok(PKey::from_ec_key(EcKey::generate(&group)?)?)
+}
+
+fn name(common_name: &str) -> Result<X509Name, PkiError> {
+    let mut n = X509Name::builder()?;
+    n.append_entry_by_nid(Nid::ORGANIZATIONNAME, "Ventanilla demo PKI (test only)")?;
+    n.append_entry_by_nid(Nid::COMMONNAME, common_name)?;
+    Ok(n.build())
+}
+
+fn serial() -> Result<openssl::asn1::Asn1Integer, PkiError> {
+    let mut bn = BigNum::new()?;
+    bn.rand(127, MsbOption::MAYBE_ZERO, false)?;
+    Ok(bn.to_asn1_integer()?)
+}
+
+impl Authority {
+    pub fn new(common_name: &str) -> Result<Authority, PkiError> {
+        let key = ec_key()?;
+        let mut b = X509::builder()?;
+        b.set_version(2)?;
+        let serial = serial()?;
+        b.set_serial_number(&serial)?;
+        let n = name(common_name)?;
+        b.set_subject_name(&n)?;
+        b.set_issuer_name(&n)?;
+        b.set_pubkey(&key)?;
+        let not_before = Asn1Time::days_from_now(0)?;
+        b.set_not_before(&not_before)?;
+        let not_after = Asn1Time::days_from_now(3650)?;
+        b.set_not_after(&not_after)?;
+        b.append_extension(BasicConstraints::new().critical().ca().build()?)?;
+        b.append_extension(
+            KeyUsage::new()
+                .critical()
+                .key_cert_sign()
+                .crl_sign()
+                .build()?,
+        )?;
+        let ski = SubjectKeyIdentifier::new().build(&b.x509v3_context(None, None))?;
+        b.append_extension(ski)?;
+        b.sign(&key, MessageDigest::sha256())?;
+        Ok(Authority {
+            cert: b.build(),
+            key,
+        })
+    }
+
+    /// A TLS certificate for `common_name`, valid for localhost and 127.0.0.1.
+    pub fn issue_tls(&self, common_name: &str) -> Result<(X509, PKey<Private>), PkiError> {
+        let key = ec_key()?;
+        let mut b = X509::builder()?;
+        b.set_version(2)?;
+        let serial = serial()?;
+        b.set_serial_number(&serial)?;
+        let subject = name(common_name)?;
+        b.set_subject_name(&subject)?;
+        b.set_issuer_name(self.cert.subject_name())?;
+        b.set_pubkey(&key)?;
+        let not_before = Asn1Time::days_from_now(0)?;
+        b.set_not_before(&not_before)?;
+        let not_after = Asn1Time::days_from_now(825)?;
+        b.set_not_after(&not_after)?;
+        b.append_extension(BasicConstraints::new().build()?)?;
+        b.append_extension(
+            KeyUsage::new()
+                .critical()
+                .digital_signature()
+                .key_agreement()
+                .build()?,
+        )?;
+        b.append_extension(
+            ExtendedKeyUsage::new()
+                .server_auth()
+                .client_auth()
+                .build()?,
+        )?;
+        let san = SubjectAlternativeName::new()
+            .dns("localhost")
+            .ip("127.0.0.1")
+            .build(&b.x509v3_context(Some(&self.cert), None))?;
+        b.append_extension(san)?;
+        b.sign(&self.key, MessageDigest::sha256())?;
+        Ok((b.build(), key))
+    }
+
+    pub fn cert_pem(&self) -> Result<Vec<u8>, PkiError> {
+        Ok(self.cert.to_pem()?)
+    }
+}
+
+fn write(path: &Path, bytes: &[u8]) -> Result<(), PkiError> {
+    std::fs::write(path, bytes).map_err(|source| PkiError::Io {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// Writes `ca.pem` and, for each name, `<name>-tls.pem` and `<name>-tls.key` into `dir`.
+pub fn write_demo_pki(dir: &Path, names: &[&str]) -> Result<(), PkiError> {
+    std::fs::create_dir_all(dir).map_err(|source| PkiError::Io {
+        path: dir.to_owned(),
+        source,
+    })?;
+    let ca = Authority::new("Ventanilla demo root CA")?;
+    write(&dir.join("ca.pem"), &ca.cert_pem()?)?;
+    for n in names {
+        let (cert, key) = ca.issue_tls(&format!("{n} access point"))?;
+        write(&dir.join(format!("{n}-tls.pem")), &cert.to_pem()?)?;
+        write(
+            &dir.join(format!("{n}-tls.key")),
+            &key.private_key_to_pem_pkcs8()?,
+        )?;
+    }
+    write(
+        &dir.join("README.txt"),
+        b"Generated by `ventanilla certs demo`: a throw-away test PKI. Never use these keys in production.\n",
+    )?;
+    Ok(())
+}

@@ -1,0 +1,3 @@
+//! Keys and certificates. For now: the demo/test PKI generator (`ventanilla certs demo`).
+
+pub mod demo;

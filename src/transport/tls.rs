@@ -1,0 +1,90 @@
+//! rustls configurations (ring provider) for the AS4 server and client.
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use std::path::Path;
+use std::sync::Arc;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("{file}: {message}")]
+    File { file: String, message: String },
+    #[error("TLS configuration: {0}")]
+    Config(String),
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let file_err = |message: String| TlsError::File {
+        file: path.display().to_string(),
+        message,
+    };
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+        .map_err(|e| file_err(e.to_string()))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| file_err(e.to_string()))?;
+    if certs.is_empty() {
+        return Err(file_err("no PEM certificate found".into()));
+    }
+    Ok(certs)
+}
+
+pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    PrivateKeyDer::from_pem_file(path).map_err(|e| TlsError::File {
+        file: path.display().to_string(),
+        message: e.to_string(),
+    })
+}
+
+fn roots(trust: &Path) -> Result<Arc<rustls::RootCertStore>, TlsError> {
+    let mut store = rustls::RootCertStore::empty();
+    for cert in load_certs(trust)? {
+        store
+            .add(cert)
+            .map_err(|e| TlsError::Config(e.to_string()))?;
+    }
+    Ok(Arc::new(store))
+}
+
+/// The server asks for a client certificate but does not require one: links that require
+/// client authentication are enforced per P-Mode once the partner is known.
+pub fn server_config(
+    cert: &Path,
+    key: &Path,
+    trust: &Path,
+) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let verifier =
+        rustls::server::WebPkiClientVerifier::builder_with_provider(roots(trust)?, provider())
+            .allow_unauthenticated()
+            .build()
+            .map_err(|e| TlsError::Config(e.to_string()))?;
+    let mut config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Config(e.to_string()))?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(load_certs(cert)?, load_key(key)?)
+        .map_err(|e| TlsError::Config(e.to_string()))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// TLS 1.2 and 1.3 only (rustls has nothing older); a client certificate when given.
+pub fn client_config(
+    trust: &Path,
+    client_auth: Option<(&Path, &Path)>,
+) -> Result<rustls::ClientConfig, TlsError> {
+    let builder = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Config(e.to_string()))?
+        .with_root_certificates(roots(trust)?);
+    let config = match client_auth {
+        Some((cert, key)) => builder
+            .with_client_auth_cert(load_certs(cert)?, load_key(key)?)
+            .map_err(|e| TlsError::Config(e.to_string()))?,
+        None => builder.with_no_client_auth(),
+    };
+    Ok(config)
+}
