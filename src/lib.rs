@@ -5,6 +5,7 @@
 
 pub mod backend;
 pub mod config;
+pub mod demo;
 pub mod ebms;
 pub mod mime;
 pub mod msh;

@@ -1,1 +1,243 @@
-fn main() {}
+//! The `ventanilla` command line.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use ventanilla::backend::client::{ApiClient, Upload};
+use ventanilla::config::Config;
+
+#[derive(Parser)]
+#[command(
+    name = "ventanilla",
+    version,
+    about = "AS4 access point for customs and trade single windows"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run an access point.
+    Serve {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Submit a document through a running access point's backend API, or (with
+    /// --dry-run) print the AS4 envelope that would be sent.
+    Send {
+        /// Backend API base URL, e.g. http://127.0.0.1:8080
+        #[arg(long, required_unless_present = "dry_run")]
+        api: Option<String>,
+        /// Name of the environment variable holding the API token.
+        #[arg(long, default_value = "VENTANILLA_TOKEN")]
+        token_env: String,
+        /// Partner party id, e.g. PE-VUCE.
+        #[arg(long)]
+        to: String,
+        /// Leg name (or action) in the link's P-Mode, e.g. ephyto.
+        #[arg(long)]
+        leg: String,
+        #[arg(long)]
+        conversation_id: Option<String>,
+        /// Message property NAME=VALUE (repeatable).
+        #[arg(long = "property", value_parser = parse_property)]
+        properties: Vec<(String, String)>,
+        /// MIME type of the payloads.
+        #[arg(long, default_value = "application/xml")]
+        mime_type: String,
+        /// Print the envelope instead of sending; needs --config for the P-Modes.
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// P-Mode files.
+    Pmode {
+        #[command(subcommand)]
+        command: PmodeCommand,
+    },
+    /// Certificates.
+    Certs {
+        #[command(subcommand)]
+        command: CertsCommand,
+    },
+    /// Start the four Pacific Alliance access points on loopback and exchange documents on
+    /// every link; exits 0 only if every exchange succeeded.
+    Demo {
+        #[arg(long, default_value = "target/demo")]
+        work: PathBuf,
+        #[arg(long, default_value = "pmodes")]
+        pmodes: PathBuf,
+        #[arg(long, default_value = "samples")]
+        samples: PathBuf,
+        /// Leave the access points running and print their URLs.
+        #[arg(long)]
+        keep_running: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum PmodeCommand {
+    /// Validate a P-Mode file or folder; errors print as file:line: key: message.
+    Check { path: PathBuf },
+}
+
+#[derive(Subcommand)]
+enum CertsCommand {
+    /// Make a throw-away demo PKI (root CA and TLS certificates), for tests and the demo.
+    Demo {
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, value_delimiter = ',', default_value = "cl,co,mx,pe")]
+        names: Vec<String>,
+    },
+}
+
+fn parse_property(value: &str) -> Result<(String, String), String> {
+    value
+        .split_once('=')
+        .map(|(n, v)| (n.to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("'{value}' is not NAME=VALUE"))
+}
+
+fn init_logging(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve { config } => {
+            init_logging("info");
+            let config = Config::load(&config)?;
+            let node = ventanilla::node::Node::start(config).await?;
+            tokio::signal::ctrl_c().await?;
+            tracing::info!("stopping");
+            node.stop().await;
+        }
+        Command::Pmode {
+            command: PmodeCommand::Check { path },
+        } => match ventanilla::pmode::load_path(&path) {
+            Ok(set) => {
+                for link in set.links() {
+                    let parties: Vec<&str> = link.parties.iter().map(|p| p.id.as_str()).collect();
+                    let legs: Vec<&str> = link.legs.iter().map(|l| l.name.as_str()).collect();
+                    println!(
+                        "{}: ok: {} ({}) {} legs {}",
+                        link.file.display(),
+                        link.id,
+                        link.profile.as_str(),
+                        parties.join(" <-> "),
+                        legs.join(", ")
+                    );
+                }
+            }
+            Err(errors) => {
+                for e in &errors {
+                    eprintln!("{e}");
+                }
+                std::process::exit(1);
+            }
+        },
+        Command::Certs {
+            command: CertsCommand::Demo { out, names },
+        } => {
+            let names: Vec<&str> = names.iter().map(String::as_str).collect();
+            ventanilla::pki::demo::write_demo_pki(&out, &names)?;
+            println!("demo PKI written to {}", out.display());
+        }
+        Command::Demo {
+            work,
+            pmodes,
+            samples,
+            keep_running,
+        } => {
+            init_logging("warn");
+            let ok = ventanilla::demo::run(&work, &pmodes, &samples, keep_running)
+                .await
+                .map_err(|e| anyhow::anyhow!(e))?;
+            if !ok {
+                std::process::exit(1);
+            }
+        }
+        Command::Send {
+            api,
+            token_env,
+            to,
+            leg,
+            conversation_id,
+            properties,
+            mime_type,
+            dry_run,
+            config,
+            files,
+        } => {
+            if dry_run {
+                let config = config.context("--dry-run needs --config to find the P-Modes")?;
+                let config = Config::load(&config)?;
+                let pmodes = ventanilla::pmode::load_path(&config.pmodes).map_err(|e| {
+                    anyhow::anyhow!(
+                        e.iter()
+                            .map(ToString::to_string)
+                            .collect::<Vec<_>>()
+                            .join("\n")
+                    )
+                })?;
+                let store = std::sync::Arc::new(ventanilla::store::sqlite::SqliteStore::open(
+                    std::path::Path::new(":memory:"),
+                )?);
+                let ap = ventanilla::msh::AccessPoint::new(config, store, pmodes);
+                let mut payloads = Vec::new();
+                for (i, f) in files.iter().enumerate() {
+                    let meta = std::fs::metadata(f)
+                        .with_context(|| format!("cannot read {}", f.display()))?;
+                    payloads.push(ventanilla::store::StoredPayload {
+                        content_id: ventanilla::msh::outbound::new_content_id(&ap, i),
+                        mime_type: mime_type.clone(),
+                        path: f.clone(),
+                        size: meta.len(),
+                        sha256: String::new(),
+                        filename: None,
+                    });
+                }
+                let sub = ventanilla::msh::outbound::Submission {
+                    to,
+                    leg,
+                    conversation_id,
+                    properties,
+                    payloads,
+                };
+                let (um, _, _) = ventanilla::msh::outbound::build_user_message(&ap, &sub)?;
+                println!("{}", ventanilla::ebms::write::user_message_envelope(&um));
+                return Ok(());
+            }
+            let token = std::env::var(&token_env)
+                .with_context(|| format!("set the API token in ${token_env}"))?;
+            let client = ApiClient::new(api.as_deref().unwrap_or_default(), &token);
+            let uploads: Vec<Upload> = files
+                .iter()
+                .map(|f| Upload {
+                    path: f,
+                    mime_type: &mime_type,
+                })
+                .collect();
+            let mut metadata = serde_json::json!({ "to": to, "leg": leg, "properties": properties.into_iter().collect::<std::collections::BTreeMap<_, _>>() });
+            if let Some(c) = conversation_id {
+                metadata["conversation_id"] = c.into();
+            }
+            let record = client.submit(&metadata, &uploads).await?;
+            println!("{}", serde_json::to_string_pretty(&record)?);
+        }
+    }
+    Ok(())
+}

@@ -1,6 +1,7 @@
 //! The national system's interface to its access point (runtime): REST under `/api/v1`.
 
 pub mod api;
+pub mod client;
 pub mod openapi;
 
 pub use api::router;

@@ -1,0 +1,351 @@
+//! `ventanilla demo`: the four Pacific Alliance access points on loopback, exchanging an
+//! ePhyto and a certificate of origin on each of the six links through the backend API.
+
+use crate::backend::client::{ApiClient, Upload};
+use crate::config::{As4Config, BackendConfig, Config};
+use crate::node::Node;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+
+/// The four access points: short code and party id.
+pub const COUNTRIES: [(&str, &str); 4] = [
+    ("cl", "CL-SICEX"),
+    ("co", "CO-VUCE"),
+    ("mx", "MX-VUCEM"),
+    ("pe", "PE-VUCE"),
+];
+
+/// Anything that stops the demo from starting (certificates, ports, configuration).
+pub type DemoError = Box<dyn std::error::Error + Send + Sync>;
+
+pub struct Running {
+    pub code: String,
+    pub party: String,
+    pub node: Node,
+    pub api: ApiClient,
+}
+
+/// Generates the demo PKI and configs under `work`, and starts one access point per
+/// `(code, party)` on free loopback ports, all loading the P-Modes in `pmodes`.
+pub async fn launch(
+    work: &Path,
+    pmodes: &Path,
+    countries: &[(&str, &str)],
+) -> Result<Vec<Running>, DemoError> {
+    let certs = work.join("certs");
+    let codes: Vec<&str> = countries.iter().map(|(c, _)| *c).collect();
+    crate::pki::demo::write_demo_pki(&certs, &codes)?;
+    let mut listeners = Vec::new();
+    for _ in countries {
+        listeners.push((
+            TcpListener::bind("127.0.0.1:0").await?,
+            TcpListener::bind("127.0.0.1:0").await?,
+        ));
+    }
+    let endpoints: BTreeMap<String, String> = countries
+        .iter()
+        .zip(&listeners)
+        .map(|((_, party), (as4, _))| {
+            Ok::<_, std::io::Error>((
+                party.to_string(),
+                format!("https://127.0.0.1:{}/as4", as4.local_addr()?.port()),
+            ))
+        })
+        .collect::<Result<_, _>>()?;
+    let mut running = Vec::new();
+    for ((code, party), (as4, backend)) in countries.iter().zip(listeners) {
+        let token = format!("demo-token-{code}-{}", uuid::Uuid::new_v4().simple());
+        let config = Config {
+            party_id: party.to_string(),
+            host: format!("ap.{code}.demo"),
+            data_dir: work.join(code).join("data"),
+            pmodes: pmodes.to_owned(),
+            allow_insecure_profile: true,
+            pmode_reload: "1s".into(),
+            as4: As4Config {
+                listen: as4.local_addr()?,
+                path: "/as4".into(),
+                tls_cert: certs.join(format!("{code}-tls.pem")),
+                tls_key: certs.join(format!("{code}-tls.key")),
+                trust: certs.join("ca.pem"),
+                max_message: "256MiB".into(),
+                send_concurrency: 16,
+            },
+            backend: BackendConfig {
+                listen: backend.local_addr()?,
+                token: Some(token.clone()),
+                token_file: None,
+                token_env: None,
+            },
+            endpoints: endpoints
+                .iter()
+                .filter(|(p, _)| p.as_str() != *party)
+                .map(|(p, e)| (p.clone(), e.clone()))
+                .collect(),
+        };
+        let node = Node::start_with(config, as4, backend).await?;
+        let api = ApiClient::new(&format!("http://{}", node.backend_addr), &token);
+        running.push(Running {
+            code: code.to_string(),
+            party: party.to_string(),
+            node,
+            api,
+        });
+    }
+    Ok(running)
+}
+
+#[derive(Debug, Clone)]
+pub struct Exchange {
+    pub message_id: String,
+    pub from: String,
+    pub to: String,
+    pub document: String,
+    pub profile: String,
+    pub state: String,
+    pub round_trip_ms: u128,
+    pub identical: bool,
+    pub problem: Option<String>,
+}
+
+impl Exchange {
+    pub fn ok(&self) -> bool {
+        self.state == "acknowledged" && self.identical && self.problem.is_none()
+    }
+}
+
+/// The sample document to send on `leg` from `from` to `to` (country codes).
+fn sample_for(samples: &Path, leg: &str, from: &str, to: &str) -> PathBuf {
+    match leg {
+        "ephyto" => {
+            let own = samples.join("ephyto/own");
+            let prefix = format!("ephyto_{}-{}_", from.to_uppercase(), to.to_uppercase());
+            std::fs::read_dir(&own)
+                .ok()
+                .and_then(|d| {
+                    d.filter_map(Result::ok).map(|e| e.path()).find(|p| {
+                        p.file_name()
+                            .is_some_and(|n| n.to_string_lossy().starts_with(&prefix))
+                    })
+                })
+                .unwrap_or_else(|| own.join("ephyto_CL-MX_851_issued.xml"))
+        }
+        _ => samples.join("origin/cod_v1.8.3_A35_CL-AR_stage4_complete.xml"),
+    }
+}
+
+/// Sends one document from `sender` to `receiver` through the backend API and follows it
+/// until the receipt, then checks the receiver's inbox holds the identical bytes.
+pub async fn exchange(
+    sender: &Running,
+    receiver: &Running,
+    leg: &str,
+    document: &Path,
+    timeout: Duration,
+) -> Exchange {
+    let profile = sender
+        .node
+        .ap
+        .pmodes()
+        .outbound(&sender.party, &receiver.party, leg)
+        .map(|(l, _)| l.profile.as_str().to_owned())
+        .unwrap_or_else(|_| "?".into());
+    let mut result = Exchange {
+        message_id: String::new(),
+        from: sender.code.to_uppercase(),
+        to: receiver.code.to_uppercase(),
+        document: leg.to_owned(),
+        profile,
+        state: "not sent".into(),
+        round_trip_ms: 0,
+        identical: false,
+        problem: None,
+    };
+    let started = Instant::now();
+    let metadata = serde_json::json!({ "to": receiver.party, "leg": leg, "properties": { "originalSender": sender.party, "finalRecipient": receiver.party } });
+    let submitted = match sender
+        .api
+        .submit(
+            &metadata,
+            &[Upload {
+                path: document,
+                mime_type: "application/xml",
+            }],
+        )
+        .await
+    {
+        Ok(v) => v,
+        Err(e) => {
+            result.problem = Some(format!("submit failed: {e}"));
+            return result;
+        }
+    };
+    result.message_id = submitted["message_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    loop {
+        match sender.api.status(&result.message_id).await {
+            Ok(s) => {
+                result.state = s["state"].as_str().unwrap_or("?").to_owned();
+                if matches!(result.state.as_str(), "acknowledged" | "failed") {
+                    if result.state == "failed" {
+                        result.problem = s["error"].as_str().map(str::to_owned);
+                    }
+                    break;
+                }
+            }
+            Err(e) => {
+                result.problem = Some(format!("status failed: {e}"));
+                return result;
+            }
+        }
+        if started.elapsed() > timeout {
+            result.problem = Some(format!("no receipt within {timeout:?}"));
+            return result;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    result.round_trip_ms = started.elapsed().as_millis();
+    if result.state != "acknowledged" {
+        return result;
+    }
+    let expected = tokio::fs::read(document).await.unwrap_or_default();
+    match receiver.api.download(&result.message_id, 1).await {
+        Ok(bytes) => {
+            result.identical = bytes.as_ref() == expected.as_slice();
+            if !result.identical {
+                result.problem = Some("received payload differs from the one sent".into());
+            } else if let Err(e) = receiver.api.acknowledge(&result.message_id).await {
+                result.problem = Some(format!("inbox acknowledge failed: {e}"));
+            }
+        }
+        Err(e) => result.problem = Some(format!("not in the receiver's inbox: {e}")),
+    }
+    result
+}
+
+pub fn print_table(exchanges: &[Exchange]) {
+    println!(
+        "{:<3} {:<52} {:<9} {:<9} {:<15} {:<13} {:>8}",
+        "#", "message id", "from → to", "document", "profile", "state", "rtt ms"
+    );
+    for (i, e) in exchanges.iter().enumerate() {
+        let state = if e.ok() {
+            e.state.clone()
+        } else {
+            format!("{} ✗", e.state)
+        };
+        println!(
+            "{:<3} {:<52} {:<9} {:<9} {:<15} {:<13} {:>8}",
+            i + 1,
+            e.message_id,
+            format!("{} → {}", e.from, e.to),
+            e.document,
+            e.profile,
+            state,
+            e.round_trip_ms
+        );
+        if let Some(p) = &e.problem {
+            println!("    problem: {p}");
+        }
+    }
+}
+
+/// The whole demo; true when every exchange succeeded.
+pub async fn run(
+    work: &Path,
+    pmodes: &Path,
+    samples: &Path,
+    keep_running: bool,
+) -> Result<bool, DemoError> {
+    if work.exists() {
+        std::fs::remove_dir_all(work)?;
+    }
+    std::fs::create_dir_all(work)?;
+    let running = launch(work, pmodes, &COUNTRIES).await?;
+    println!("Four access points on loopback (HTTPS AS4 endpoint, backend API):");
+    for r in &running {
+        println!(
+            "  {} {:<9} https://{}/as4   http://{}/api/v1",
+            r.code.to_uppercase(),
+            r.party,
+            r.node.as4_addr,
+            r.node.backend_addr
+        );
+    }
+    let by_party: BTreeMap<&str, &Running> =
+        running.iter().map(|r| (r.party.as_str(), r)).collect();
+    let links = running[0].node.ap.pmodes().links().to_vec();
+    let mut jobs = Vec::new();
+    for link in &links {
+        let (Some(a), Some(b)) = (
+            by_party.get(link.parties[0].id.as_str()),
+            by_party.get(link.parties[1].id.as_str()),
+        ) else {
+            continue;
+        };
+        for (i, leg) in link.legs.iter().enumerate() {
+            // Alternate directions so both sides of every link send.
+            let (from, to) = if i % 2 == 0 { (*a, *b) } else { (*b, *a) };
+            let doc = sample_for(samples, &leg.name, &from.code, &to.code);
+            jobs.push((from, to, leg.name.clone(), doc));
+        }
+    }
+    println!(
+        "\nSending {} documents on {} links...\n",
+        jobs.len(),
+        links.len()
+    );
+    let futures = jobs
+        .iter()
+        .map(|(from, to, leg, doc)| exchange(from, to, leg, doc, Duration::from_secs(60)));
+    let exchanges = futures_util::future::join_all(futures).await;
+    print_table(&exchanges);
+    let ok = exchanges.iter().filter(|e| e.ok()).count();
+    println!(
+        "\ndemo: {ok} of {} exchanges succeeded (receipt received, payload byte-identical in the receiving inbox)",
+        exchanges.len()
+    );
+    let all_ok = ok == exchanges.len() && !exchanges.is_empty();
+    if keep_running {
+        println!(
+            "\nThe access points keep running; the API tokens are in the configs under {}. Ctrl-C stops them.",
+            work.display()
+        );
+        for r in &running {
+            let config = toml_config(&r.node.ap.config);
+            std::fs::write(work.join(format!("{}.toml", r.code)), config)?;
+        }
+        tokio::signal::ctrl_c().await?;
+    }
+    for r in running {
+        r.node.stop().await;
+    }
+    Ok(all_ok)
+}
+
+/// A config file equivalent to a running node's config (for `--keep-running`).
+fn toml_config(c: &Config) -> String {
+    let endpoints: String = c
+        .endpoints
+        .iter()
+        .map(|(p, e)| format!("\"{p}\" = \"{e}\"\n"))
+        .collect();
+    format!(
+        "party_id = \"{}\"\nhost = \"{}\"\ndata_dir = \"{}\"\npmodes = \"{}\"\nallow_insecure_profile = {}\n\n[as4]\nlisten = \"{}\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\ntrust = \"{}\"\n\n[backend]\nlisten = \"{}\"\ntoken = \"{}\"\n\n[endpoints]\n{endpoints}",
+        c.party_id,
+        c.host,
+        c.data_dir.display(),
+        c.pmodes.display(),
+        c.allow_insecure_profile,
+        c.as4.listen,
+        c.as4.tls_cert.display(),
+        c.as4.tls_key.display(),
+        c.as4.trust.display(),
+        c.backend.listen,
+        c.backend.token.as_deref().unwrap_or_default(),
+    )
+}
