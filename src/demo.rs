@@ -34,6 +34,16 @@ pub async fn launch(
     pmodes: &Path,
     countries: &[(&str, &str)],
 ) -> Result<Vec<Running>, DemoError> {
+    launch_with(work, pmodes, countries, "256MiB").await
+}
+
+/// [`launch`] with a given request size limit (tests use a small one).
+pub async fn launch_with(
+    work: &Path,
+    pmodes: &Path,
+    countries: &[(&str, &str)],
+    max_message: &str,
+) -> Result<Vec<Running>, DemoError> {
     let certs = work.join("certs");
     let codes: Vec<&str> = countries.iter().map(|(c, _)| *c).collect();
     crate::pki::demo::write_demo_pki(&certs, &codes)?;
@@ -70,7 +80,7 @@ pub async fn launch(
                 tls_cert: certs.join(format!("{code}-tls.pem")),
                 tls_key: certs.join(format!("{code}-tls.key")),
                 trust: certs.join("ca.pem"),
-                max_message: "256MiB".into(),
+                max_message: max_message.into(),
                 send_concurrency: 16,
             },
             backend: BackendConfig {

@@ -131,6 +131,11 @@ impl ApiClient {
         .await
     }
 
+    /// GET any API path returning JSON (e.g. `/api/v1/openapi.json`).
+    pub async fn get_json(&self, path: &str) -> Result<Value, ClientError> {
+        self.json("GET", path, None, Bytes::new()).await
+    }
+
     pub async fn status(&self, message_id: &str) -> Result<Value, ClientError> {
         self.json(
             "GET",

@@ -1,0 +1,186 @@
+//! Shared helpers: access points on loopback, raw AS4 posts, user messages to tamper with.
+#![allow(dead_code)]
+
+use bytes::Bytes;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use ventanilla::demo::{Running, launch_with};
+use ventanilla::ebms::*;
+use ventanilla::transport::{As4Client, TlsIdentity};
+
+pub const PARTY_TYPE: &str = "urn:oasis:names:tc:ebcore:partyid-type:unregistered:pacific-alliance";
+
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub nodes: Vec<Running>,
+}
+
+impl Cluster {
+    /// Starts access points for the given (code, party) pairs on a copy of the shipped P-Modes.
+    pub async fn start(countries: &[(&str, &str)]) -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        let pmodes = dir.path().join("pmodes");
+        std::fs::create_dir_all(&pmodes).unwrap();
+        for entry in std::fs::read_dir(repo().join("pmodes")).unwrap() {
+            let path = entry.unwrap().path();
+            std::fs::copy(&path, pmodes.join(path.file_name().unwrap())).unwrap();
+        }
+        let nodes = launch_with(dir.path(), &pmodes, countries, "8MiB")
+            .await
+            .unwrap();
+        Cluster { dir, nodes }
+    }
+
+    pub fn node(&self, code: &str) -> &Running {
+        self.nodes.iter().find(|n| n.code == code).unwrap()
+    }
+
+    pub fn pmodes_dir(&self) -> PathBuf {
+        self.dir.path().join("pmodes")
+    }
+
+    pub fn ca(&self) -> PathBuf {
+        self.dir.path().join("certs/ca.pem")
+    }
+
+    /// POSTs raw bytes to a node's AS4 endpoint over HTTPS.
+    pub async fn post_raw(&self, code: &str, content_type: &str, body: Vec<u8>) -> (u16, String) {
+        let client = As4Client::default();
+        let identity = TlsIdentity {
+            trust: self.ca(),
+            client_cert: None,
+        };
+        let url = format!(
+            "https://127.0.0.1:{}/as4",
+            self.node(code).node.as4_addr.port()
+        );
+        let stream: ventanilla::transport::BodyStream =
+            Box::pin(futures_util::stream::iter([Ok(Bytes::from(body))]));
+        let response = client
+            .post(
+                &identity,
+                &url,
+                content_type,
+                stream,
+                Duration::from_secs(30),
+            )
+            .await
+            .unwrap();
+        (
+            response.status,
+            String::from_utf8_lossy(&response.body).into_owned(),
+        )
+    }
+
+    pub async fn stop(self) {
+        for n in self.nodes {
+            n.node.stop().await;
+        }
+    }
+}
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn sample(rel: &str) -> PathBuf {
+    repo().join("samples").join(rel)
+}
+
+/// A valid ePhyto user message from CL to PE with one payload part `cid:doc@test`.
+pub fn user_message(message_id: &str) -> UserMessage {
+    UserMessage {
+        mpc: None,
+        info: MessageInfo {
+            timestamp: "2026-11-26T10:00:00.000Z".into(),
+            message_id: message_id.into(),
+            ref_to_message_id: None,
+        },
+        from: Party {
+            ids: vec![PartyId {
+                value: "CL-SICEX".into(),
+                kind: Some(PARTY_TYPE.into()),
+            }],
+            role: ns::ROLE_INITIATOR.into(),
+        },
+        to: Party {
+            ids: vec![PartyId {
+                value: "PE-VUCE".into(),
+                kind: Some(PARTY_TYPE.into()),
+            }],
+            role: ns::ROLE_RESPONDER.into(),
+        },
+        agreement: Some(AgreementRef {
+            value: "urn:pacific-alliance:as4:agreement:cl-pe".into(),
+            kind: None,
+            pmode: None,
+        }),
+        service: Service {
+            value: "urn:pacific-alliance:as4:service:ephyto".into(),
+            kind: None,
+        },
+        action: "SPSCertificate".into(),
+        conversation_id: "conv-test".into(),
+        properties: vec![],
+        parts: vec![PartInfo {
+            href: Some("cid:doc@test".into()),
+            properties: vec![Property {
+                name: "MimeType".into(),
+                kind: None,
+                value: "application/xml".into(),
+            }],
+        }],
+    }
+}
+
+pub const BOUNDARY: &str = "----=_Part_test";
+
+pub fn multipart_content_type() -> String {
+    format!(
+        r#"multipart/related; type="application/soap+xml"; boundary="{BOUNDARY}"; start="<root@test>""#
+    )
+}
+
+/// A SwA body: the envelope as root `root@test`, then (content-id, bytes) parts.
+pub fn multipart(envelope: &str, parts: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut body = format!("--{BOUNDARY}\r\nContent-Type: application/soap+xml; charset=UTF-8\r\nContent-ID: <root@test>\r\n\r\n{envelope}").into_bytes();
+    for (cid, bytes) in parts {
+        body.extend(
+            format!(
+                "\r\n--{BOUNDARY}\r\nContent-Type: application/xml\r\nContent-ID: <{cid}>\r\n\r\n"
+            )
+            .bytes(),
+        );
+        body.extend_from_slice(bytes);
+    }
+    body.extend(format!("\r\n--{BOUNDARY}--\r\n").bytes());
+    body
+}
+
+/// Reads the ebMS error code out of an error signal.
+pub fn error_code(response: &str) -> Option<String> {
+    let env = read::read_envelope(response.as_bytes(), tree::Limits::default()).ok()?;
+    env.messaging.signals.iter().find_map(|s| match &s.signal {
+        Signal::Errors(errors) => errors.first().map(|e| e.code.clone()),
+        _ => None,
+    })
+}
+
+pub fn is_receipt_for(response: &str, message_id: &str) -> bool {
+    read::read_envelope(response.as_bytes(), tree::Limits::default())
+        .map(|env| {
+            env.messaging.signals.iter().any(|s| {
+                matches!(s.signal, Signal::Receipt { .. })
+                    && s.info.ref_to_message_id.as_deref() == Some(message_id)
+            })
+        })
+        .unwrap_or(false)
+}
+
+pub async fn inbox_len(node: &Running) -> usize {
+    node.api.inbox().await.unwrap().as_array().unwrap().len()
+}
+
+pub fn read(path: &Path) -> Vec<u8> {
+    std::fs::read(path).unwrap()
+}
