@@ -37,14 +37,13 @@ pub fn parse_packaging(content_type: Option<&str>) -> Result<Packaging, EbmsErro
                 .map(|b| b.as_str().to_owned())
                 .filter(|b| !b.is_empty() && b.len() <= 200)
                 .ok_or_else(|| mime_error("multipart/related without a usable boundary"))?;
-            if let Some(kind) = parsed.get_param("type") {
-                if !kind.as_str().eq_ignore_ascii_case("application/soap+xml") {
+            if let Some(kind) = parsed.get_param("type")
+                && !kind.as_str().eq_ignore_ascii_case("application/soap+xml") {
                     return Err(mime_error(format!(
                         "multipart/related type is '{}', AS4 requires application/soap+xml",
                         kind.as_str()
                     )));
                 }
-            }
             let start = parsed
                 .get_param("start")
                 .map(|s| strip_brackets(s.as_str()).to_owned());

@@ -349,8 +349,8 @@ fn check_payloads(
                 ),
             ));
         }
-        if let Some(leg) = matched.leg() {
-            if part.size > leg.max_payload {
+        if let Some(leg) = matched.leg()
+            && part.size > leg.max_payload {
                 return Err(err(
                     EbmsCode::ValueInconsistent,
                     format!(
@@ -359,7 +359,6 @@ fn check_payloads(
                     ),
                 ));
             }
-        }
         let mime_type = part_info
             .property("MimeType")
             .map(str::to_owned)

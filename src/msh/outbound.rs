@@ -87,8 +87,8 @@ pub fn build_user_message(
             )));
         }
     }
-    if !leg.allowed_properties.is_empty() {
-        if let Some((n, _)) = sub.properties.iter().find(|(n, _)| {
+    if !leg.allowed_properties.is_empty()
+        && let Some((n, _)) = sub.properties.iter().find(|(n, _)| {
             !leg.allowed_properties.contains(n) && !leg.required_properties.contains(n)
         }) {
             return Err(refuse(format!(
@@ -96,7 +96,6 @@ pub fn build_user_message(
                 link.id, leg.name
             )));
         }
-    }
     let me = link
         .party(ap.me())
         .ok_or_else(|| refuse("this access point is not a party of the link".into()))?;

@@ -155,15 +155,14 @@ fn validate(r: &mut Reporter<'_>, path: &Path, raw: LinkFile) -> Option<Link> {
             format!("'{}' needs WS-Security, which this build does not implement yet; only 'none' is usable", raw.profile.get_ref()),
         );
     }
-    if let Some(a) = &raw.agreement {
-        if raw.agreement_type.is_none() && !looks_like_uri(a.get_ref()) {
+    if let Some(a) = &raw.agreement
+        && raw.agreement_type.is_none() && !looks_like_uri(a.get_ref()) {
             r.at(
                 a.span(),
                 "agreement",
                 "without agreement_type the agreement must be a URI",
             );
         }
-    }
     let base = path.parent().unwrap_or(Path::new("."));
     let mut parties = Vec::new();
     if raw.party.len() != 2 {
@@ -279,17 +278,16 @@ fn validate(r: &mut Reporter<'_>, path: &Path, raw: LinkFile) -> Option<Link> {
                 0
             }),
         };
-        if let Some(from) = &l.from {
-            if !parties.iter().any(|p| &p.id == from.get_ref()) {
+        if let Some(from) = &l.from
+            && !parties.iter().any(|p| &p.id == from.get_ref()) {
                 r.at(
                     from.span(),
                     key("from"),
                     format!("'{}' is not one of the link's parties", from.get_ref()),
                 );
             }
-        }
-        if let Some(doc) = &l.document {
-            if !KNOWN_DOCUMENTS.contains(&doc.as_str()) {
+        if let Some(doc) = &l.document
+            && !KNOWN_DOCUMENTS.contains(&doc.as_str()) {
                 r.at(
                     span.clone(),
                     key("document"),
@@ -299,7 +297,6 @@ fn validate(r: &mut Reporter<'_>, path: &Path, raw: LinkFile) -> Option<Link> {
                     ),
                 );
             }
-        }
         legs.push(Leg {
             name,
             service,

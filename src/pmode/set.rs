@@ -275,11 +275,10 @@ fn party_mismatch(link: &Link, me: &str, partner: &str, um: &UserMessage) -> Opt
 
 fn agreement_mismatch(link: &Link, um: &UserMessage) -> Option<String> {
     let theirs = um.agreement.as_ref();
-    if let Some(pmode) = theirs.and_then(|a| a.pmode.as_deref()) {
-        if pmode != link.id {
+    if let Some(pmode) = theirs.and_then(|a| a.pmode.as_deref())
+        && pmode != link.id {
             return Some(format!("AgreementRef/@pmode '{pmode}' is not this P-Mode"));
         }
-    }
     match (&link.agreement, theirs) {
         (None, None) => None,
         (Some(ours), Some(a)) if *ours == a.value && link.agreement_type == a.kind => None,
