@@ -26,6 +26,47 @@ pub struct Config {
     /// Endpoint overrides by partner party id (e.g. a test environment's addresses).
     #[serde(default)]
     pub endpoints: BTreeMap<String, String>,
+    /// This access point's message keys, per profile. The first entry of a profile signs and
+    /// is what partners encrypt to; every entry is tried for decryption (key rollover).
+    #[serde(default)]
+    pub keys: Vec<KeyConfig>,
+    #[serde(default)]
+    pub security: SecurityConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyConfig {
+    /// edelivery-1.15 (RSA keys) or edelivery-2.0 (Ed25519 signing, X25519 encryption).
+    pub profile: String,
+    pub sign: KeyPair,
+    pub enc: KeyPair,
+}
+
+/// A private key and its certificate: PEM files, or one PKCS#12 file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyPair {
+    pub key: Option<PathBuf>,
+    pub cert: Option<PathBuf>,
+    pub pkcs12: Option<PathBuf>,
+    /// Name of the environment variable holding the password (PKCS#12 or encrypted PEM).
+    pub password_env: Option<String>,
+    pub password_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct SecurityConfig {
+    /// CA certificates (PEM) trusted for partners' message signing certificates; defaults to
+    /// `as4.trust`.
+    pub truststore: Option<PathBuf>,
+    /// CRL files (PEM or DER) checked for every certificate of a partner's chain.
+    #[serde(default)]
+    pub crls: Vec<PathBuf>,
+    /// When revocation status is unknown: fail-closed (default), fail-open, or off.
+    #[serde(default)]
+    pub revocation: crate::pki::trust::RevocationPolicy,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -127,6 +168,19 @@ impl Config {
         fix(&mut self.as4.tls_key);
         fix(&mut self.as4.trust);
         if let Some(p) = self.backend.token_file.as_mut() {
+            fix(p);
+        }
+        for k in &mut self.keys {
+            for pair in [&mut k.sign, &mut k.enc] {
+                for p in [&mut pair.key, &mut pair.cert, &mut pair.pkcs12, &mut pair.password_file].into_iter().flatten() {
+                    fix(p);
+                }
+            }
+        }
+        if let Some(p) = self.security.truststore.as_mut() {
+            fix(p);
+        }
+        for p in &mut self.security.crls {
             fix(p);
         }
     }

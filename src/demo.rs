@@ -94,6 +94,8 @@ pub async fn launch_with(
                 .filter(|(p, _)| p.as_str() != *party)
                 .map(|(p, e)| (p.clone(), e.clone()))
                 .collect(),
+            keys: Vec::new(),
+            security: Default::default(),
         };
         let node = Node::start_with(config, as4, backend).await?;
         let api = ApiClient::new(&format!("http://{}", node.backend_addr), &token);

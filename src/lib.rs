@@ -15,3 +15,4 @@ pub mod pmode;
 pub mod store;
 pub mod transport;
 pub mod util;
+pub mod wss;

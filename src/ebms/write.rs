@@ -20,10 +20,33 @@ pub fn element_ids(message_id: &str) -> (String, String) {
     (format!("_msg-{digest}"), format!("_body-{digest}"))
 }
 
+/// The parts of an envelope except its `wsse:Security` header, so that the security layer
+/// can build the header (which must sign the other parts) and then the whole envelope.
+#[derive(Debug, Clone)]
+pub struct EnvelopeBuilder {
+    pub messaging_id: String,
+    pub body_id: String,
+    pub messaging_inner: String,
+    pub body_inner: String,
+}
+
+impl EnvelopeBuilder {
+    /// The envelope with `security` (a complete `wsse:Security` element, or "") first in the
+    /// Header.
+    pub fn build(&self, security: &str) -> String {
+        envelope_with(security, &self.messaging_id, &self.body_id, &self.messaging_inner, &self.body_inner)
+    }
+}
+
 fn envelope(messaging_id: &str, body_id: &str, messaging_inner: &str, body_inner: &str) -> String {
-    let mut out = String::with_capacity(messaging_inner.len() + body_inner.len() + 600);
+    envelope_with("", messaging_id, body_id, messaging_inner, body_inner)
+}
+
+fn envelope_with(security: &str, messaging_id: &str, body_id: &str, messaging_inner: &str, body_inner: &str) -> String {
+    let mut out = String::with_capacity(security.len() + messaging_inner.len() + body_inner.len() + 600);
     out.push_str(ENVELOPE_OPEN);
     out.push_str("<S12:Header>");
+    out.push_str(security);
     let _ = write!(
         out,
         r#"<eb:Messaging S12:mustUnderstand="true" wsu:Id="{}">"#,
@@ -123,8 +146,22 @@ pub fn user_message_xml(um: &UserMessage) -> String {
 
 /// A complete envelope for a user message (Body empty, payloads travel as MIME parts).
 pub fn user_message_envelope(um: &UserMessage) -> String {
+    user_message_builder(um).build("")
+}
+
+pub fn user_message_builder(um: &UserMessage) -> EnvelopeBuilder {
     let (messaging_id, body_id) = element_ids(&um.info.message_id);
-    envelope(&messaging_id, &body_id, &user_message_xml(um), "")
+    EnvelopeBuilder { messaging_id, body_id, messaging_inner: user_message_xml(um), body_inner: String::new() }
+}
+
+/// A receipt whose `eb:Receipt` holds `content` (for NRR: the ebbp:NonRepudiationInformation).
+pub fn receipt_builder(info: &MessageInfo, content: &str) -> EnvelopeBuilder {
+    let mut inner = String::with_capacity(content.len() + 500);
+    inner.push_str("<eb:SignalMessage>");
+    message_info(&mut inner, info);
+    let _ = write!(inner, "<eb:Receipt>{content}</eb:Receipt></eb:SignalMessage>");
+    let (messaging_id, body_id) = element_ids(&info.message_id);
+    EnvelopeBuilder { messaging_id, body_id, messaging_inner: inner, body_inner: String::new() }
 }
 
 /// A reception-awareness receipt for an unsigned exchange: it carries a copy of the received
@@ -146,6 +183,10 @@ pub fn receipt_envelope(info: &MessageInfo, received: &UserMessage) -> String {
 
 /// An error signal; failures also carry a SOAP 1.2 Fault in the Body (ebMS Core §6.6).
 pub fn error_envelope(info: &MessageInfo, errors: &[EbmsError]) -> String {
+    error_builder(info, errors).build("")
+}
+
+pub fn error_builder(info: &MessageInfo, errors: &[EbmsError]) -> EnvelopeBuilder {
     let mut inner = String::with_capacity(1000);
     inner.push_str("<eb:SignalMessage>");
     message_info(&mut inner, info);
@@ -184,12 +225,7 @@ pub fn error_envelope(info: &MessageInfo, errors: &[EbmsError]) -> String {
             soap_fault(code, &format!("{}: {}", e.code, e.detail))
         });
     let (messaging_id, body_id) = element_ids(&info.message_id);
-    envelope(
-        &messaging_id,
-        &body_id,
-        &inner,
-        fault.as_deref().unwrap_or(""),
-    )
+    EnvelopeBuilder { messaging_id, body_id, messaging_inner: inner, body_inner: fault.unwrap_or_default() }
 }
 
 fn soap_fault(code: &str, reason: &str) -> String {
@@ -211,8 +247,16 @@ pub fn must_understand_fault(header: &str) -> String {
     )
 }
 
+/// A sample user message for tests elsewhere in the crate.
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests_support {
+    pub(crate) fn sample() -> super::UserMessage {
+        super::tests::sample()
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
     use super::super::read::{Envelope, read_envelope};
     use super::super::tree::Limits;
     use super::*;

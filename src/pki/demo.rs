@@ -6,7 +6,8 @@ use openssl::bn::{BigNum, MsbOption};
 use openssl::ec::{EcGroup, EcKey};
 use openssl::hash::MessageDigest;
 use openssl::nid::Nid;
-use openssl::pkey::{PKey, Private};
+use openssl::pkey::{HasPublic, PKey, Private};
+use openssl::rsa::Rsa;
 use openssl::x509::extension::{
     BasicConstraints, ExtendedKeyUsage, KeyUsage, SubjectAlternativeName, SubjectKeyIdentifier,
 };
@@ -22,6 +23,19 @@ pub enum PkiError {
         path: PathBuf,
         source: std::io::Error,
     },
+}
+
+/// What a certificate is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Usage {
+    Tls,
+    Signing,
+    KeyTransport,
+    KeyAgreement,
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
 
 pub struct Authority {
@@ -82,6 +96,18 @@ impl Authority {
     /// A TLS certificate for `common_name`, valid for localhost and 127.0.0.1.
     pub fn issue_tls(&self, common_name: &str) -> Result<(X509, PKey<Private>), PkiError> {
         let key = ec_key()?;
+        let cert = self.issue(common_name, &key, Usage::Tls, 825)?;
+        Ok((cert, key))
+    }
+
+    /// A certificate for `key` (any algorithm, including X25519, which cannot sign itself).
+    pub fn issue(&self, common_name: &str, key: &PKey<impl HasPublic>, usage: Usage, days: i64) -> Result<X509, PkiError> {
+        self.issue_between(common_name, key, usage, -1, days)
+    }
+
+    /// A certificate valid from `from_days` to `to_days` relative to now (tests make
+    /// expired ones with negative values).
+    pub fn issue_between(&self, common_name: &str, key: &PKey<impl HasPublic>, usage: Usage, from_days: i64, to_days: i64) -> Result<X509, PkiError> {
         let mut b = X509::builder()?;
         b.set_version(2)?;
         let serial = serial()?;
@@ -89,32 +115,31 @@ impl Authority {
         let subject = name(common_name)?;
         b.set_subject_name(&subject)?;
         b.set_issuer_name(self.cert.subject_name())?;
-        b.set_pubkey(&key)?;
-        let not_before = Asn1Time::days_from_now(0)?;
+        b.set_pubkey(key)?;
+        let not_before = Asn1Time::from_unix(now() + from_days * 86_400)?;
         b.set_not_before(&not_before)?;
-        let not_after = Asn1Time::days_from_now(825)?;
+        let not_after = Asn1Time::from_unix(now() + to_days * 86_400)?;
         b.set_not_after(&not_after)?;
         b.append_extension(BasicConstraints::new().build()?)?;
-        b.append_extension(
-            KeyUsage::new()
-                .critical()
-                .digital_signature()
-                .key_agreement()
-                .build()?,
-        )?;
-        b.append_extension(
-            ExtendedKeyUsage::new()
-                .server_auth()
-                .client_auth()
-                .build()?,
-        )?;
-        let san = SubjectAlternativeName::new()
-            .dns("localhost")
-            .ip("127.0.0.1")
-            .build(&b.x509v3_context(Some(&self.cert), None))?;
-        b.append_extension(san)?;
+        match usage {
+            Usage::Tls => {
+                b.append_extension(KeyUsage::new().critical().digital_signature().key_agreement().build()?)?;
+                b.append_extension(ExtendedKeyUsage::new().server_auth().client_auth().build()?)?;
+                let san = SubjectAlternativeName::new().dns("localhost").ip("127.0.0.1").build(&b.x509v3_context(Some(&self.cert), None))?;
+                b.append_extension(san)?;
+            }
+            Usage::Signing => b.append_extension(KeyUsage::new().critical().digital_signature().non_repudiation().build()?)?,
+            Usage::KeyTransport => b.append_extension(KeyUsage::new().critical().key_encipherment().build()?)?,
+            Usage::KeyAgreement => b.append_extension(KeyUsage::new().critical().key_agreement().build()?)?,
+        }
+        let ski = SubjectKeyIdentifier::new().build(&b.x509v3_context(Some(&self.cert), None))?;
+        b.append_extension(ski)?;
         b.sign(&self.key, MessageDigest::sha256())?;
-        Ok((b.build(), key))
+        Ok(b.build())
+    }
+
+    pub fn key_pem(&self) -> Result<Vec<u8>, PkiError> {
+        Ok(self.key.private_key_to_pem_pkcs8()?)
     }
 
     pub fn cert_pem(&self) -> Result<Vec<u8>, PkiError> {
@@ -129,25 +154,37 @@ fn write(path: &Path, bytes: &[u8]) -> Result<(), PkiError> {
     })
 }
 
-/// Writes `ca.pem` and, for each name, `<name>-tls.pem` and `<name>-tls.key` into `dir`.
+/// The files of one access point in a demo PKI folder, by country code.
+pub fn file(dir: &Path, name: &str, what: &str) -> PathBuf {
+    dir.join(format!("{name}-{what}"))
+}
+
+/// Writes the demo PKI into `dir`: `ca.pem`/`ca.key`, and for each name the TLS certificate
+/// (`-tls`), RSA-2048 and Ed25519 signing certificates (`-sign-rsa`, `-sign-ed25519`), an RSA
+/// key-transport and an X25519 key-agreement certificate (`-enc-rsa`, `-enc-x25519`), each as
+/// `.pem` (certificate) and `.key` (PKCS#8 private key).
 pub fn write_demo_pki(dir: &Path, names: &[&str]) -> Result<(), PkiError> {
-    std::fs::create_dir_all(dir).map_err(|source| PkiError::Io {
-        path: dir.to_owned(),
-        source,
-    })?;
+    std::fs::create_dir_all(dir).map_err(|source| PkiError::Io { path: dir.to_owned(), source })?;
     let ca = Authority::new("Ventanilla demo root CA")?;
     write(&dir.join("ca.pem"), &ca.cert_pem()?)?;
+    write(&dir.join("ca.key"), &ca.key_pem()?)?;
     for n in names {
-        let (cert, key) = ca.issue_tls(&format!("{n} access point"))?;
-        write(&dir.join(format!("{n}-tls.pem")), &cert.to_pem()?)?;
-        write(
-            &dir.join(format!("{n}-tls.key")),
-            &key.private_key_to_pem_pkcs8()?,
-        )?;
+        let keys: [(&str, PKey<Private>, Usage); 5] = [
+            ("tls", ec_key()?, Usage::Tls),
+            ("sign-rsa", PKey::from_rsa(Rsa::generate(2048)?)?, Usage::Signing),
+            ("enc-rsa", PKey::from_rsa(Rsa::generate(2048)?)?, Usage::KeyTransport),
+            ("sign-ed25519", PKey::generate_ed25519()?, Usage::Signing),
+            ("enc-x25519", PKey::generate_x25519()?, Usage::KeyAgreement),
+        ];
+        for (what, key, usage) in keys {
+            let cert = ca.issue(&format!("{} {what}", n.to_uppercase()), &key, usage, 3650)?;
+            write(&file(dir, n, &format!("{what}.pem")), &cert.to_pem()?)?;
+            write(&file(dir, n, &format!("{what}.key")), &key.private_key_to_pem_pkcs8()?)?;
+        }
     }
     write(
         &dir.join("README.txt"),
-        b"Generated by `ventanilla certs demo`: a throw-away test PKI. Never use these keys in production.\n",
+        b"TEST ONLY. Generated by `ventanilla certs demo`: a throw-away demo PKI for tests and `make demo`.\nNever use these keys for real messages.\n",
     )?;
     Ok(())
 }

@@ -18,6 +18,15 @@ pub struct LinkFile {
     pub reliability: Option<ReliabilityFile>,
     #[serde(default)]
     pub transport: Option<TransportFile>,
+    #[serde(default)]
+    pub security: Option<SecurityFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecurityFile {
+    /// How our signing certificate is referenced: bst (default), ski or issuer-serial.
+    pub token_reference: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -31,6 +40,13 @@ pub struct PartyFile {
     pub endpoint: Spanned<String>,
     /// PEM file of the TLS client certificate this party presents (when client auth is on).
     pub tls_cert: Option<String>,
+    /// The party's message signing certificate (RSA for edelivery-1.15, Ed25519 for 2.0).
+    pub sign_cert: Option<Spanned<String>>,
+    /// Its encryption certificate (RSA key transport for 1.15, X25519 key agreement for 2.0).
+    pub enc_cert: Option<Spanned<String>>,
+    /// The certificates it rolls over to: accepted alongside the current ones.
+    pub next_sign_cert: Option<Spanned<String>>,
+    pub next_enc_cert: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

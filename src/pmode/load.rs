@@ -148,13 +148,6 @@ fn validate(r: &mut Reporter<'_>, path: &Path, raw: LinkFile) -> Option<Link> {
             None
         }
     };
-    if matches!(profile, Some(Profile::Edelivery115 | Profile::Edelivery20)) {
-        r.at(
-            raw.profile.span(),
-            "profile",
-            format!("'{}' needs WS-Security, which this build does not implement yet; only 'none' is usable", raw.profile.get_ref()),
-        );
-    }
     if let Some(a) = &raw.agreement
         && raw.agreement_type.is_none() && !looks_like_uri(a.get_ref()) {
             r.at(
@@ -213,12 +206,36 @@ fn validate(r: &mut Reporter<'_>, path: &Path, raw: LinkFile) -> Option<Link> {
                 format!("'{endpoint}' is not a valid URL"),
             );
         }
+        let mut cert = |value: &Option<Spanned<String>>, what: &str, sign: bool| -> Option<Vec<u8>> {
+            let v = value.as_ref()?;
+            match certificate(base, v.get_ref(), profile, sign) {
+                Ok(der) => Some(der),
+                Err(message) => {
+                    r.at(v.span(), key(what), message);
+                    None
+                }
+            }
+        };
+        let sign_cert = cert(&p.sign_cert, "sign_cert", true);
+        let next_sign_cert = cert(&p.next_sign_cert, "next_sign_cert", true);
+        let enc_cert = cert(&p.enc_cert, "enc_cert", false);
+        let next_enc_cert = cert(&p.next_enc_cert, "next_enc_cert", false);
+        if profile.is_some_and(Profile::is_secure) {
+            for (value, what) in [(&p.sign_cert, "sign_cert"), (&p.enc_cert, "enc_cert")] {
+                if value.is_none() {
+                    r.at(p.id.span(), key(what), format!("profile '{}' needs each party's {what}", raw.profile.get_ref()));
+                }
+            }
+        }
         parties.push(Party {
             id: pid,
             kind: p.kind.clone(),
             country: p.country.as_ref().map(|c| c.get_ref().clone()),
             endpoint: endpoint.clone(),
             tls_cert: p.tls_cert.as_ref().map(|c| base.join(c)),
+            sign_certs: sign_cert.into_iter().chain(next_sign_cert).collect(),
+            enc_cert,
+            next_enc_cert,
         });
     }
     if parties.len() == 2 && parties[0].id == parties[1].id {
@@ -358,6 +375,18 @@ fn validate(r: &mut Reporter<'_>, path: &Path, raw: LinkFile) -> Option<Link> {
             }
         }
     }
+    let token_reference = match raw.security.as_ref().and_then(|s| s.token_reference.as_ref()) {
+        None => TokenReference::Bst,
+        Some(v) => match v.get_ref().as_str() {
+            "bst" => TokenReference::Bst,
+            "ski" => TokenReference::Ski,
+            "issuer-serial" => TokenReference::IssuerSerial,
+            other => {
+                r.at(v.span(), "security.token_reference", format!("'{other}' is not bst, ski or issuer-serial"));
+                TokenReference::Bst
+            }
+        },
+    };
     let parties: [Party; 2] = parties.try_into().ok()?;
     Some(Link {
         id: id?,
@@ -371,7 +400,29 @@ fn validate(r: &mut Reporter<'_>, path: &Path, raw: LinkFile) -> Option<Link> {
         duplicate_window,
         tls_client_auth,
         timeout,
+        token_reference,
     })
+}
+
+/// Loads a partner certificate and checks its key fits the profile.
+fn certificate(base: &Path, file: &str, profile: Option<Profile>, sign: bool) -> Result<Vec<u8>, String> {
+    use crate::pki::keys::{kind_of, load_cert, KeyKind};
+    let path = base.join(file);
+    let cert = load_cert(&path).map_err(|e| e.to_string())?;
+    let key = cert.public_key().map_err(|e| format!("{}: no usable public key: {e}", path.display()))?;
+    let kind = kind_of(&key);
+    let expected = match (profile, sign) {
+        (Some(Profile::Edelivery115), _) => Some(KeyKind::Rsa),
+        (Some(Profile::Edelivery20), true) => Some(KeyKind::Ed25519),
+        (Some(Profile::Edelivery20), false) => Some(KeyKind::X25519),
+        _ => None,
+    };
+    if let Some(expected) = expected {
+        if kind != expected {
+            return Err(format!("{}: a {kind:?} key; profile '{}' needs {expected:?}", path.display(), profile.map(Profile::as_str).unwrap_or_default()));
+        }
+    }
+    cert.to_der().map_err(|e| e.to_string())
 }
 
 /// Document types a leg may name; each has a payload handler.

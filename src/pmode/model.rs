@@ -12,6 +12,11 @@ pub enum Profile {
 }
 
 impl Profile {
+    /// Whether messages on this profile are signed and encrypted.
+    pub fn is_secure(self) -> bool {
+        self != Profile::None
+    }
+
     pub fn parse(value: &str) -> Option<Profile> {
         match value {
             "none" => Some(Profile::None),
@@ -37,6 +42,12 @@ pub struct Party {
     pub country: Option<String>,
     pub endpoint: String,
     pub tls_cert: Option<PathBuf>,
+    /// DER of the signing certificates accepted from this party: current first, then next.
+    pub sign_certs: Vec<Vec<u8>>,
+    /// DER of the encryption certificate messages to this party are encrypted for, and the
+    /// one it rolls over to.
+    pub enc_cert: Option<Vec<u8>>,
+    pub next_enc_cert: Option<Vec<u8>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,6 +84,18 @@ pub struct Link {
     pub duplicate_window: Duration,
     pub tls_client_auth: bool,
     pub timeout: Duration,
+    pub token_reference: TokenReference,
+}
+
+/// How a signature's KeyInfo points at the signing certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenReference {
+    /// A wsse:BinarySecurityToken in the header, referenced by id (the most common form).
+    Bst,
+    /// wsse:KeyIdentifier with the certificate's Subject Key Identifier.
+    Ski,
+    /// ds:X509Data/ds:X509IssuerSerial.
+    IssuerSerial,
 }
 
 impl Link {

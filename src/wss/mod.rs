@@ -1,0 +1,12 @@
+//! WS-Security for AS4 (protocol core): exclusive c14n through libxml2, XML Signature with
+//! the SwA attachment transforms, XML Encryption of attachments, the eDelivery profiles, and
+//! non-repudiation receipts.
+
+pub mod digest;
+pub mod keyinfo;
+pub mod ns;
+pub mod sign;
+pub mod verify;
+pub mod xml;
+#[cfg(test)]
+mod tests;

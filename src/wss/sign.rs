@@ -1,0 +1,142 @@
+//! XML Signature of an AS4 envelope: one detached `ds:Signature` in `wsse:Security` over
+//! eb:Messaging, the Body and every attachment (docs/as4.md §2.3).
+
+use super::digest::{attachment_digest, b64, DigestError};
+use super::keyinfo::write_key_info;
+use super::ns;
+use super::xml::{child, Xml, XmlError};
+use crate::ebms::write::EnvelopeBuilder;
+use crate::pki::keys::{kind_of, KeyKind};
+use crate::pmode::model::TokenReference;
+use openssl::pkey::{PKey, Private};
+use openssl::x509::X509;
+use sha2::{Digest, Sha256};
+use std::path::Path;
+
+/// A private key with its certificate.
+#[derive(Clone)]
+pub struct Credential {
+    pub key: PKey<Private>,
+    pub cert: X509,
+}
+
+impl std::fmt::Debug for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print key material.
+        write!(f, "Credential({})", crate::pki::trust::subject_of(&self.cert))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SignError {
+    #[error("XML: {0}")]
+    Xml(#[from] XmlError),
+    #[error("attachment {cid}: {source}")]
+    Attachment { cid: String, source: DigestError },
+    #[error("crypto: {0}")]
+    Crypto(#[from] openssl::error::ErrorStack),
+    #[error("signing keys of type {0:?} are not supported")]
+    KeyType(KeyKind),
+    #[error("the envelope lost its {0}")]
+    Structure(&'static str),
+}
+
+/// An attachment as signed: its Content-ID, the Content-Type that selects its transform
+/// (the type before encryption), and the file with its (possibly compressed) bytes.
+pub struct SignedPart<'a> {
+    pub content_id: &'a str,
+    pub content_type: &'a str,
+    pub path: &'a Path,
+}
+
+pub fn signature_method(key: &PKey<Private>) -> Result<&'static str, SignError> {
+    match kind_of(key) {
+        KeyKind::Rsa => Ok(ns::RSA_SHA256),
+        KeyKind::Ed25519 => Ok(ns::ED25519),
+        other => Err(SignError::KeyType(other)),
+    }
+}
+
+pub fn sign_bytes(key: &PKey<Private>, data: &[u8]) -> Result<Vec<u8>, SignError> {
+    match kind_of(key) {
+        KeyKind::Rsa => {
+            let mut signer = openssl::sign::Signer::new(openssl::hash::MessageDigest::sha256(), key)?;
+            signer.update(data)?;
+            Ok(signer.sign_to_vec()?)
+        }
+        KeyKind::Ed25519 => {
+            let mut signer = openssl::sign::Signer::new_without_digest(key)?;
+            Ok(signer.sign_oneshot_to_vec(data)?)
+        }
+        other => Err(SignError::KeyType(other)),
+    }
+}
+
+pub const SECURITY_OPEN: &str = concat!(
+    r#"<wsse:Security S12:mustUnderstand="true""#,
+    r#" xmlns:wsse="http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd""#,
+    r#" xmlns:wsse11="http://docs.oasis-open.org/wss/oasis-wss-wssecurity-secext-1.1.xsd""#,
+    r#" xmlns:ds="http://www.w3.org/2000/09/xmldsig#""#,
+    r#" xmlns:xenc="http://www.w3.org/2001/04/xmlenc#""#,
+    r#" xmlns:xenc11="http://www.w3.org/2009/xmlenc11#""#,
+    r#" xmlns:dsig11="http://www.w3.org/2009/xmldsig11#""#,
+    r#" xmlns:dsig-more="http://www.w3.org/2021/04/xmldsig-more#">"#,
+);
+
+const PLACEHOLDER: &str = "\u{0}SIGNATURE-VALUE\u{0}";
+
+fn reference(uri: &str, transform: &str, digest: &[u8]) -> String {
+    format!(
+        r#"<ds:Reference URI="{uri}"><ds:Transforms><ds:Transform Algorithm="{transform}"/></ds:Transforms><ds:DigestMethod Algorithm="{}"/><ds:DigestValue>{}</ds:DigestValue></ds:Reference>"#,
+        ns::SHA256,
+        b64(digest)
+    )
+}
+
+/// Signs the envelope: returns it complete, with `wsse:Security` holding `before_signature`
+/// (the encryption elements, which receivers process first), the token and the signature.
+pub fn sign_envelope(
+    envelope: &EnvelopeBuilder,
+    credential: &Credential,
+    token: TokenReference,
+    parts: &[SignedPart<'_>],
+    before_signature: &str,
+) -> Result<String, SignError> {
+    let method = signature_method(&credential.key)?;
+    let unsigned = Xml::parse(envelope.build("").as_bytes())?;
+    let mut references = String::new();
+    for id in [&envelope.messaging_id, &envelope.body_id] {
+        let nodes = unsigned.elements_with_id(id);
+        let node = nodes.first().ok_or(SignError::Structure("signature target"))?;
+        let digest = Sha256::digest(unsigned.c14n_subtree(node, &[])?);
+        references.push_str(&reference(&format!("#{id}"), ns::EXC_C14N, &digest));
+    }
+    for part in parts {
+        let digest = attachment_digest(part.content_type, part.path)
+            .map_err(|source| SignError::Attachment { cid: part.content_id.to_owned(), source })?;
+        references.push_str(&reference(&format!("cid:{}", part.content_id), ns::ATTACHMENT_CONTENT_SIGNATURE, &digest));
+    }
+    let signed_info = format!(
+        r#"<ds:SignedInfo><ds:CanonicalizationMethod Algorithm="{}"/><ds:SignatureMethod Algorithm="{method}"/>{references}</ds:SignedInfo>"#,
+        ns::EXC_C14N
+    );
+    let suffix = crate::util::short_hash(envelope.messaging_id.as_bytes());
+    let (bst, key_info) = write_key_info(&credential.cert, token, &format!("X509-{suffix}"))?;
+    let security = format!(
+        r#"{SECURITY_OPEN}{before_signature}{}<ds:Signature Id="SIG-{suffix}">{signed_info}<ds:SignatureValue>{PLACEHOLDER}</ds:SignatureValue>{key_info}</ds:Signature></wsse:Security>"#,
+        bst.unwrap_or_default()
+    );
+    let full = envelope.build(&security).replace(PLACEHOLDER, "");
+    let parsed = Xml::parse(full.as_bytes())?;
+    let signed_info_node = find_signed_info(&parsed).ok_or(SignError::Structure("ds:SignedInfo"))?;
+    let value = sign_bytes(&credential.key, &parsed.c14n_subtree(&signed_info_node, &[])?)?;
+    Ok(envelope.build(&security.replace(PLACEHOLDER, &b64(&value))))
+}
+
+fn find_signed_info(xml: &Xml) -> Option<libxml::tree::Node> {
+    let root = xml.root()?;
+    let header = child(&root, ns::SOAP12, "Header")?;
+    let security = child(&header, ns::WSSE, "Security")?;
+    let signature = child(&security, ns::DS, "Signature")?;
+    child(&signature, ns::DS, "SignedInfo")
+}

@@ -1,0 +1,125 @@
+//! Round trips and attacks on signing and verification.
+
+use super::keyinfo::KeyReference;
+use super::sign::{sign_envelope, Credential, SignedPart};
+use super::verify::{verify_envelope, PartToVerify};
+use super::xml::Xml;
+use super::ns;
+use crate::ebms::write::user_message_builder;
+use crate::ebms::{EbmsCode, EbmsError};
+use crate::pki::demo::{Authority, Usage};
+use crate::pmode::model::TokenReference;
+use openssl::pkey::PKey;
+use openssl::x509::X509;
+
+pub(crate) fn credential(ca: &Authority, ed25519: bool) -> Credential {
+    let key = if ed25519 { PKey::generate_ed25519().unwrap() } else { PKey::from_rsa(openssl::rsa::Rsa::generate(2048).unwrap()).unwrap() };
+    let cert = ca.issue("signer", &key, Usage::Signing, 30).unwrap();
+    Credential { key, cert }
+}
+
+fn resolver(cert: X509) -> impl Fn(&KeyReference) -> Result<X509, EbmsError> {
+    move |r| if r.matches(&cert) { Ok(cert.clone()) } else { Err(EbmsError::new(EbmsCode::FailedAuthentication, "unknown signer")) }
+}
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    xml_part: std::path::PathBuf,
+    bin_part: std::path::PathBuf,
+}
+
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let xml_part = dir.path().join("doc.xml");
+    let bin_part = dir.path().join("doc.bin");
+    std::fs::write(&xml_part, "<?xml version=\"1.0\"?>\n<cert xmlns=\"urn:x\" b='1' a='2'>Año é</cert>").unwrap();
+    std::fs::write(&bin_part, (0..5000u32).map(|i| (i % 256) as u8).collect::<Vec<_>>()).unwrap();
+    Fixture { _dir: dir, xml_part, bin_part }
+}
+
+fn sign(f: &Fixture, cred: &Credential, token: TokenReference) -> String {
+    let um = crate::ebms::write::tests_support::sample();
+    let parts = [
+        SignedPart { content_id: "part1@ap.cl.example", content_type: "application/xml", path: &f.xml_part },
+        SignedPart { content_id: "part2@ap.cl.example", content_type: "application/octet-stream", path: &f.bin_part },
+    ];
+    sign_envelope(&user_message_builder(&um), cred, token, &parts, "").unwrap()
+}
+
+fn verify(f: &Fixture, envelope: &str, cert: &X509, method: &str) -> Result<super::verify::VerifiedSignature, EbmsError> {
+    let xml = Xml::parse(envelope.as_bytes()).unwrap();
+    let parts = [
+        PartToVerify { content_id: "part1@ap.cl.example", content_type: "application/xml", path: &f.xml_part },
+        PartToVerify { content_id: "part2@ap.cl.example", content_type: "application/octet-stream", path: &f.bin_part },
+    ];
+    verify_envelope(&xml, &parts, method, &resolver(cert.clone()))
+}
+
+#[test]
+fn rsa_and_ed25519_round_trip_with_every_token_reference() {
+    let ca = Authority::new("test CA").unwrap();
+    let f = fixture();
+    for (ed, method) in [(false, ns::RSA_SHA256), (true, ns::ED25519)] {
+        let cred = credential(&ca, ed);
+        for token in [TokenReference::Bst, TokenReference::Ski, TokenReference::IssuerSerial] {
+            let env = sign(&f, &cred, token);
+            let verified = verify(&f, &env, &cred.cert, method).unwrap_or_else(|e| panic!("{token:?} {method}: {e}"));
+            assert_eq!(verified.references.len(), 4);
+            assert!(verified.references[0].uri.starts_with("#_msg-"));
+        }
+    }
+}
+
+#[test]
+fn tampering_is_detected() {
+    let ca = Authority::new("test CA").unwrap();
+    let f = fixture();
+    let cred = credential(&ca, false);
+    let env = sign(&f, &cred, TokenReference::Bst);
+    let code = |e: Result<_, EbmsError>| e.map(|_| ()).unwrap_err().code;
+
+    // A changed header value: digest mismatch.
+    let changed = env.replace("conv-1", "conv-2");
+    assert_eq!(code(verify(&f, &changed, &cred.cert, ns::RSA_SHA256)), EbmsCode::FailedAuthentication);
+    // A changed attachment.
+    std::fs::write(&f.bin_part, b"other bytes").unwrap();
+    assert_eq!(code(verify(&f, &env, &cred.cert, ns::RSA_SHA256)), EbmsCode::FailedAuthentication);
+    let f = fixture();
+    // A weaker or other algorithm than the profile's.
+    assert_eq!(code(verify(&f, &env, &cred.cert, ns::ED25519)), EbmsCode::PolicyNoncompliance);
+    let sha1 = env.replacen(ns::SHA256, "http://www.w3.org/2000/09/xmldsig#sha1", 1);
+    assert_eq!(code(verify(&f, &sha1, &cred.cert, ns::RSA_SHA256)), EbmsCode::PolicyNoncompliance);
+    // Another signer.
+    let other = credential(&ca, false);
+    assert_eq!(code(verify(&f, &env, &other.cert, ns::RSA_SHA256)), EbmsCode::FailedAuthentication);
+    // Unsigned.
+    let unsigned = user_message_builder(&crate::ebms::write::tests_support::sample()).build("");
+    assert_eq!(code(verify(&f, &unsigned, &cred.cert, ns::RSA_SHA256)), EbmsCode::PolicyNoncompliance);
+}
+
+#[test]
+fn signature_wrapping_is_refused() {
+    let ca = Authority::new("test CA").unwrap();
+    let f = fixture();
+    let cred = credential(&ca, false);
+    let env = sign(&f, &cred, TokenReference::Bst);
+    // Move the signed eb:Messaging into the Body under a wrapper and put an attacker's
+    // Messaging (with the same Id) in the header.
+    let start = env.find("<eb:Messaging").unwrap();
+    let end = env.find("</eb:Messaging>").unwrap() + "</eb:Messaging>".len();
+    let original = &env[start..end];
+    let forged = original.replace("PE-SENASA", "MX-VUCEM");
+    let wrapped = format!("{}{}{}", &env[..start], forged, &env[end..]).replace("</S12:Body>", &format!("<w:Wrap xmlns:w=\"urn:w\">{original}</w:Wrap></S12:Body>"));
+    let err = verify(&f, &wrapped, &cred.cert, ns::RSA_SHA256).unwrap_err();
+    assert_eq!(err.code, EbmsCode::FailedAuthentication, "{}", err.detail);
+    // A signature that leaves out an attachment.
+    let xml = Xml::parse(env.as_bytes()).unwrap();
+    let extra = [
+        PartToVerify { content_id: "part1@ap.cl.example", content_type: "application/xml", path: &f.xml_part },
+        PartToVerify { content_id: "part2@ap.cl.example", content_type: "application/octet-stream", path: &f.bin_part },
+        PartToVerify { content_id: "part3@ap.cl.example", content_type: "application/octet-stream", path: &f.bin_part },
+    ];
+    let err = verify_envelope(&xml, &extra, ns::RSA_SHA256, &resolver(cred.cert.clone())).unwrap_err();
+    assert_eq!(err.code, EbmsCode::PolicyNoncompliance);
+    assert!(err.detail.contains("part3"), "{}", err.detail);
+}

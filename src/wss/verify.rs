@@ -1,0 +1,187 @@
+//! Verification of an AS4 envelope's signature, strict about what must be covered: the one
+//! eb:Messaging header, the Body and every attachment, each reference resolving to exactly
+//! one element (no signature wrapping), with the profile's algorithms only.
+
+use super::digest::{attachment_digest, unb64};
+use super::keyinfo::{read_key_info, KeyReference};
+use super::ns;
+use super::xml::{child, children, is, Xml};
+use crate::ebms::{EbmsCode, EbmsError};
+use crate::pki::keys::{kind_of, KeyKind};
+use libxml::tree::Node;
+use openssl::x509::X509;
+use sha2::{Digest, Sha256};
+use std::path::Path;
+
+/// An attachment as received (decrypted): the type that selects its transform and its file.
+pub struct PartToVerify<'a> {
+    pub content_id: &'a str,
+    pub content_type: &'a str,
+    pub path: &'a Path,
+}
+
+#[derive(Debug, Clone)]
+pub struct VerifiedReference {
+    pub uri: String,
+    pub digest_value: String,
+    /// The ds:Reference element, canonicalized, for an NRR receipt.
+    pub xml: Vec<u8>,
+}
+
+#[derive(Debug, Clone)]
+pub struct VerifiedSignature {
+    pub signer: X509,
+    /// Further certificates the token carried (a PKIPath), for chain building.
+    pub intermediates: Vec<X509>,
+    pub references: Vec<VerifiedReference>,
+}
+
+fn policy(detail: impl Into<String>) -> EbmsError {
+    EbmsError::new(EbmsCode::PolicyNoncompliance, detail)
+}
+
+fn auth(detail: impl Into<String>) -> EbmsError {
+    EbmsError::new(EbmsCode::FailedAuthentication, detail)
+}
+
+/// The `wsse:Security` header addressed to us (no role, or the ultimate receiver).
+pub fn security_header(xml: &Xml) -> Option<Node> {
+    let root = xml.root()?;
+    let header = child(&root, ns::SOAP12, "Header")?;
+    children(&header, ns::WSSE, "Security").into_iter().find(|s| {
+        let role = s.get_property_ns("role", ns::SOAP12);
+        role.is_none() || role.as_deref() == Some("http://www.w3.org/2003/05/soap-envelope/role/ultimateReceiver")
+    })
+}
+
+fn count_elements(node: &Node, ns_uri: &str, local: &str) -> usize {
+    let own = usize::from(is(node, ns_uri, local));
+    own + node.get_child_elements().iter().map(|c| count_elements(c, ns_uri, local)).sum::<usize>()
+}
+
+fn inclusive_prefixes(transform_or_method: &Node) -> Vec<String> {
+    child(transform_or_method, ns::EC, "InclusiveNamespaces")
+        .and_then(|i| i.get_property_no_ns("PrefixList"))
+        .map(|l| l.split_whitespace().map(|p| if p == "#default" { String::new() } else { p.to_owned() }).collect())
+        .unwrap_or_default()
+}
+
+/// Verifies the signature. `expected_method` is the profile's SignatureMethod URI;
+/// `resolve` turns the KeyInfo into the certificate to verify with (and refuses
+/// certificates not bound to the partner).
+pub fn verify_envelope(
+    xml: &Xml,
+    parts: &[PartToVerify<'_>],
+    expected_method: &str,
+    resolve: &dyn Fn(&KeyReference) -> Result<X509, EbmsError>,
+) -> Result<VerifiedSignature, EbmsError> {
+    let root = xml.root().ok_or_else(|| policy("empty envelope"))?;
+    let header = child(&root, ns::SOAP12, "Header").ok_or_else(|| policy("no SOAP Header"))?;
+    let body = child(&root, ns::SOAP12, "Body").ok_or_else(|| policy("no SOAP Body"))?;
+    let security = security_header(xml).ok_or_else(|| policy("the message is not signed: no wsse:Security header"))?;
+    let signatures = children(&security, ns::DS, "Signature");
+    let [signature] = signatures.as_slice() else {
+        return Err(policy(format!("wsse:Security holds {} ds:Signature elements; exactly one is required", signatures.len())));
+    };
+    let messaging_headers = children(&header, ns::EB, "Messaging");
+    let [messaging] = messaging_headers.as_slice() else { return Err(policy("not exactly one eb:Messaging header")) };
+    if count_elements(&root, ns::EB, "Messaging") != 1 {
+        return Err(auth("a second eb:Messaging element appears in the envelope (signature wrapping)"));
+    }
+    let signed_info = child(signature, ns::DS, "SignedInfo").ok_or_else(|| policy("ds:Signature has no SignedInfo"))?;
+    let c14n = child(&signed_info, ns::DS, "CanonicalizationMethod").ok_or_else(|| policy("no CanonicalizationMethod"))?;
+    if c14n.get_property_no_ns("Algorithm").as_deref() != Some(ns::EXC_C14N) {
+        return Err(policy(format!("CanonicalizationMethod {:?} is not exclusive c14n", c14n.get_property_no_ns("Algorithm"))));
+    }
+    let method = child(&signed_info, ns::DS, "SignatureMethod").and_then(|m| m.get_property_no_ns("Algorithm")).unwrap_or_default();
+    if method != expected_method {
+        return Err(policy(format!("SignatureMethod '{method}' is not the profile's {expected_method}")));
+    }
+
+    let mut references = Vec::new();
+    let mut covered_messaging = false;
+    let mut covered_body = false;
+    let mut covered_parts = vec![false; parts.len()];
+    for reference in children(&signed_info, ns::DS, "Reference") {
+        let uri = reference.get_property_no_ns("URI").unwrap_or_default();
+        let digest_method = child(&reference, ns::DS, "DigestMethod").and_then(|d| d.get_property_no_ns("Algorithm")).unwrap_or_default();
+        if digest_method != ns::SHA256 {
+            return Err(policy(format!("reference {uri}: DigestMethod '{digest_method}' is not SHA-256")));
+        }
+        let digest_value = child(&reference, ns::DS, "DigestValue").map(|d| d.get_content()).unwrap_or_default();
+        let expected = unb64(&digest_value).ok_or_else(|| auth(format!("reference {uri}: DigestValue is not base64")))?;
+        let transforms: Vec<Node> = child(&reference, ns::DS, "Transforms").map(|t| children(&t, ns::DS, "Transform")).unwrap_or_default();
+        let actual = if let Some(id) = uri.strip_prefix('#') {
+            let [transform] = transforms.as_slice() else {
+                return Err(policy(format!("reference {uri}: exactly one transform (exclusive c14n) is required")));
+            };
+            if transform.get_property_no_ns("Algorithm").as_deref() != Some(ns::EXC_C14N) {
+                return Err(policy(format!("reference {uri}: transform is not exclusive c14n")));
+            }
+            let targets = xml.elements_with_id(id);
+            let [target] = targets.as_slice() else {
+                return Err(auth(format!("reference {uri} resolves to {} elements (signature wrapping?)", targets.len())));
+            };
+            if target.node_ptr() == messaging.node_ptr() {
+                covered_messaging = true;
+            }
+            if target.node_ptr() == body.node_ptr() {
+                covered_body = true;
+            }
+            let canonical = xml.c14n_subtree(target, &inclusive_prefixes(transform)).map_err(|e| auth(format!("reference {uri}: {e}")))?;
+            Sha256::digest(canonical).to_vec()
+        } else if let Some(cid) = uri.strip_prefix("cid:") {
+            let algorithms: Vec<String> = transforms.iter().filter_map(|t| t.get_property_no_ns("Algorithm")).collect();
+            if algorithms != [ns::ATTACHMENT_CONTENT_SIGNATURE] {
+                return Err(policy(format!("reference {uri}: transform must be Attachment-Content-Signature-Transform, not {algorithms:?}")));
+            }
+            let index = parts.iter().position(|p| p.content_id == cid).ok_or_else(|| auth(format!("reference {uri}: no such MIME part")))?;
+            covered_parts[index] = true;
+            let part = &parts[index];
+            attachment_digest(part.content_type, part.path).map_err(|e| auth(format!("reference {uri}: {e}")))?
+        } else {
+            return Err(policy(format!("reference URI '{uri}' is neither #id nor cid:")));
+        };
+        if actual != expected {
+            return Err(auth(format!("digest mismatch for reference {uri}")));
+        }
+        let xml_copy = xml.c14n_subtree(&reference, &[]).map_err(|e| auth(e.to_string()))?;
+        references.push(VerifiedReference { uri, digest_value: digest_value.split_whitespace().collect(), xml: xml_copy });
+    }
+    if !covered_messaging {
+        return Err(policy("the signature does not cover eb:Messaging"));
+    }
+    if !covered_body {
+        return Err(policy("the signature does not cover the SOAP Body"));
+    }
+    if let Some(i) = covered_parts.iter().position(|c| !c) {
+        return Err(policy(format!("the signature does not cover attachment cid:{}", parts[i].content_id)));
+    }
+
+    let key_info = child(signature, ns::DS, "KeyInfo").ok_or_else(|| auth("ds:Signature has no KeyInfo"))?;
+    let key_ref = read_key_info(xml, &key_info, &security).map_err(auth)?;
+    let intermediates = match &key_ref {
+        KeyReference::Certificate(chain) => chain.iter().skip(1).cloned().collect(),
+        _ => Vec::new(),
+    };
+    let signer = resolve(&key_ref)?;
+    let value = child(signature, ns::DS, "SignatureValue").map(|v| v.get_content()).and_then(|v| unb64(&v)).ok_or_else(|| auth("SignatureValue missing or not base64"))?;
+    let canonical = xml.c14n_subtree(&signed_info, &inclusive_prefixes(&c14n)).map_err(|e| auth(e.to_string()))?;
+    if !verify_bytes(&signer, &canonical, &value) {
+        return Err(auth("the signature value does not verify with the signer's certificate"));
+    }
+    Ok(VerifiedSignature { signer, intermediates, references })
+}
+
+pub fn verify_bytes(cert: &X509, data: &[u8], signature: &[u8]) -> bool {
+    let Ok(key) = cert.public_key() else { return false };
+    let result = match kind_of(&key) {
+        KeyKind::Rsa => openssl::sign::Verifier::new(openssl::hash::MessageDigest::sha256(), &key).and_then(|mut v| {
+            v.update(data)?;
+            v.verify(signature)
+        }),
+        KeyKind::Ed25519 => openssl::sign::Verifier::new_without_digest(&key).and_then(|mut v| v.verify_oneshot(signature, data)),
+        _ => return false,
+    };
+    result.unwrap_or(false)
+}

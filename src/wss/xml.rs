@@ -1,0 +1,207 @@
+//! Signed XML through libxml2: strict parsing (no recovery, no network, no DTD) and exclusive
+//! c14n by raw `xmlC14NDocDumpMemory` (the `libxml` crate's own c14n corrupts multi-byte
+//! UTF-8 across its 4 KB chunks, docs/crates.md §1.3). The bytes that arrive are parsed once
+//! and canonicalized from that tree; they are never re-serialized before being checked.
+
+use libxml::bindings;
+use libxml::parser::{Parser, ParserOptions};
+use libxml::tree::{Document, Node, NodeType};
+use libxml::xpath::Context;
+use std::ffi::CString;
+use std::sync::Once;
+
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum XmlError {
+    #[error("XML is not well-formed: {0}")]
+    Parse(String),
+    #[error("XML document type declarations are not accepted")]
+    Doctype,
+    #[error("canonicalization failed: {0}")]
+    C14n(String),
+    #[error("XML exceeds {0} bytes")]
+    TooLarge(usize),
+}
+
+static INIT: Once = Once::new();
+
+fn init() {
+    // SAFETY: xmlInitParser is idempotent and must run before threads use libxml2.
+    INIT.call_once(|| unsafe { bindings::xmlInitParser() });
+}
+
+pub struct Xml {
+    doc: Document,
+}
+
+/// Hard cap on what libxml2 is asked to parse (envelopes are small; XML payloads are
+/// bounded by the leg's max_payload before they get here).
+pub const MAX_XML_BYTES: usize = 256 << 20;
+
+impl Xml {
+    pub fn parse(bytes: &[u8]) -> Result<Xml, XmlError> {
+        init();
+        if bytes.len() > MAX_XML_BYTES {
+            return Err(XmlError::TooLarge(MAX_XML_BYTES));
+        }
+        let options = ParserOptions { recover: false, no_net: true, no_def_dtd: true, huge: false, ..ParserOptions::default() };
+        let doc = Parser::default().parse_string_with_options(bytes, options).map_err(|e| XmlError::Parse(format!("{e:?}")))?;
+        // SAFETY: doc_ptr is a valid document owned by `doc`.
+        let has_dtd = unsafe { !(*doc.doc_ptr()).intSubset.is_null() };
+        if has_dtd {
+            return Err(XmlError::Doctype);
+        }
+        Ok(Xml { doc })
+    }
+
+    pub fn root(&self) -> Option<Node> {
+        self.doc.get_root_element()
+    }
+
+    pub fn document(&self) -> &Document {
+        &self.doc
+    }
+
+    /// Every element whose `wsu:Id`, `Id` or `id` equals `id`. Signature references must
+    /// resolve to exactly one; a second element with the same Id is a wrapping attempt.
+    pub fn elements_with_id(&self, id: &str) -> Vec<Node> {
+        let mut found = Vec::new();
+        if let Some(root) = self.root() {
+            collect_ids(&root, id, &mut found);
+        }
+        found
+    }
+
+    /// Exclusive XML canonicalization (without comments) of `node` and its subtree.
+    pub fn c14n_subtree(&self, node: &Node, inclusive_prefixes: &[String]) -> Result<Vec<u8>, XmlError> {
+        let ctx = Context::new(&self.doc).map_err(|_| XmlError::C14n("no XPath context".into()))?;
+        let set = ctx
+            .node_evaluate("(.//. | .//@* | .//namespace::*)", node)
+            .map_err(|_| XmlError::C14n("cannot select the subtree".into()))?;
+        // SAFETY: `set.ptr` is a live XPath object of this document; its nodeset stays valid
+        // while `set` lives.
+        let nodes = unsafe { (*set.ptr).nodesetval };
+        self.dump(nodes, inclusive_prefixes)
+    }
+
+    /// Exclusive canonicalization of the whole document (XML attachments).
+    pub fn c14n_document(&self) -> Result<Vec<u8>, XmlError> {
+        self.dump(std::ptr::null_mut(), &[])
+    }
+
+    fn dump(&self, nodes: bindings::xmlNodeSetPtr, inclusive_prefixes: &[String]) -> Result<Vec<u8>, XmlError> {
+        let prefixes: Vec<CString> = inclusive_prefixes
+            .iter()
+            .map(|p| CString::new(p.as_str()).map_err(|_| XmlError::C14n("NUL in a prefix".into())))
+            .collect::<Result<_, _>>()?;
+        let mut prefix_ptrs: Vec<*mut bindings::xmlChar> = prefixes.iter().map(|p| p.as_ptr() as *mut bindings::xmlChar).collect();
+        prefix_ptrs.push(std::ptr::null_mut());
+        let prefix_arg = if inclusive_prefixes.is_empty() { std::ptr::null_mut() } else { prefix_ptrs.as_mut_ptr() };
+        let mut out: *mut bindings::xmlChar = std::ptr::null_mut();
+        // SAFETY: all pointers are valid for the call; libxml2 allocates `out`, freed below.
+        let len = unsafe {
+            bindings::xmlC14NDocDumpMemory(
+                self.doc.doc_ptr(),
+                nodes,
+                1, // XML_C14N_EXCLUSIVE_1_0
+                prefix_arg,
+                0,
+                &mut out,
+            )
+        };
+        if len < 0 || out.is_null() {
+            return Err(XmlError::C14n("libxml2 could not canonicalize".into()));
+        }
+        // SAFETY: libxml2 returned `len` bytes at `out`.
+        let bytes = unsafe { std::slice::from_raw_parts(out as *const u8, len as usize).to_vec() };
+        // SAFETY: `out` was allocated by libxml2's allocator.
+        unsafe {
+            if let Some(free) = bindings::xmlFree {
+                free(out as *mut std::ffi::c_void);
+            }
+        }
+        Ok(bytes)
+    }
+}
+
+fn collect_ids(node: &Node, id: &str, found: &mut Vec<Node>) {
+    if node.get_type() == Some(NodeType::ElementNode) {
+        let matches = node.get_property_ns("Id", super::ns::WSU).as_deref() == Some(id)
+            || node.get_property_no_ns("Id").as_deref() == Some(id)
+            || node.get_property_no_ns("id").as_deref() == Some(id);
+        if matches {
+            found.push(node.clone());
+        }
+        for child in node.get_child_elements() {
+            collect_ids(&child, id, found);
+        }
+    }
+}
+
+/// Namespace URI and local name of an element.
+pub fn qname(node: &Node) -> (String, String) {
+    (node.get_namespace().map(|n| n.get_href()).unwrap_or_default(), node.get_name())
+}
+
+pub fn is(node: &Node, ns: &str, local: &str) -> bool {
+    let (n, l) = qname(node);
+    n == ns && l == local
+}
+
+pub fn child(node: &Node, ns: &str, local: &str) -> Option<Node> {
+    node.get_child_elements().into_iter().find(|c| is(c, ns, local))
+}
+
+pub fn children(node: &Node, ns: &str, local: &str) -> Vec<Node> {
+    node.get_child_elements().into_iter().filter(|c| is(c, ns, local)).collect()
+}
+
+/// Text content with whitespace removed (base64 values are often wrapped).
+pub fn compact_text(node: &Node) -> String {
+    node.get_content().chars().filter(|c| !c.is_whitespace()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const WSU: &str = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-utility-1.0.xsd";
+
+    #[test]
+    fn exclusive_c14n_of_a_subtree() {
+        let doc = format!(
+            r#"<S12:Envelope xmlns:S12="urn:s" xmlns:wsu="{WSU}" xmlns:unused="urn:u"><S12:Header><eb:Messaging xmlns:eb="urn:eb" wsu:Id="m1"   b="2" a="1"><eb:X/><!-- c --></eb:Messaging></S12:Header></S12:Envelope>"#
+        );
+        let xml = Xml::parse(doc.as_bytes()).unwrap();
+        let nodes = xml.elements_with_id("m1");
+        assert_eq!(nodes.len(), 1);
+        let c14n = String::from_utf8(xml.c14n_subtree(&nodes[0], &[]).unwrap()).unwrap();
+        assert_eq!(c14n, format!(r#"<eb:Messaging xmlns:eb="urn:eb" xmlns:wsu="{WSU}" a="1" b="2" wsu:Id="m1"><eb:X></eb:X></eb:Messaging>"#));
+        let with_prefix = String::from_utf8(xml.c14n_subtree(&nodes[0], &["S12".into()]).unwrap()).unwrap();
+        assert!(with_prefix.starts_with(r#"<eb:Messaging xmlns:S12="urn:s" xmlns:eb="urn:eb""#), "{with_prefix}");
+    }
+
+    #[test]
+    fn multibyte_text_survives_large_c14n() {
+        let text = "é€😀".repeat(40_000);
+        let doc = format!(r#"<r xmlns:wsu="{WSU}"><p wsu:Id="x">{text}</p></r>"#);
+        let xml = Xml::parse(doc.as_bytes()).unwrap();
+        let node = &xml.elements_with_id("x")[0];
+        let c14n = String::from_utf8(xml.c14n_subtree(node, &[]).unwrap()).unwrap();
+        assert!(c14n.contains(&text));
+        assert!(!c14n.contains('\u{FFFD}'));
+    }
+
+    #[test]
+    fn strict_parsing() {
+        assert!(matches!(Xml::parse(b"<a><b></a>"), Err(XmlError::Parse(_))));
+        assert_eq!(Xml::parse(b"<?xml version='1.0'?><!DOCTYPE a [<!ENTITY e 'x'>]><a>&e;</a>").err(), Some(XmlError::Doctype));
+        assert!(Xml::parse(b"<a>&undefined;</a>").is_err());
+    }
+
+    #[test]
+    fn duplicate_ids_are_all_found() {
+        let doc = format!(r#"<r xmlns:wsu="{WSU}"><a wsu:Id="x"/><b Id="x"/><c id="y"/></r>"#);
+        let xml = Xml::parse(doc.as_bytes()).unwrap();
+        assert_eq!(xml.elements_with_id("x").len(), 2);
+    }
+}
