@@ -2,6 +2,7 @@
 //! the SwA attachment transforms, XML Encryption of attachments, the eDelivery profiles, and
 //! non-repudiation receipts.
 
+pub mod cipher;
 pub mod digest;
 pub mod keyinfo;
 pub mod ns;

@@ -123,3 +123,34 @@ fn signature_wrapping_is_refused() {
     assert_eq!(err.code, EbmsCode::PolicyNoncompliance);
     assert!(err.detail.contains("part3"), "{}", err.detail);
 }
+
+/// Debian's xmlsec1 (an independent implementation) verifies an RSA-signed envelope of ours.
+/// xmlsec1 1.2 cannot resolve `cid:` references or WS-Security token references, so the
+/// envelope has no attachments and the key is given on the command line.
+#[test]
+fn xmlsec1_verifies_our_rsa_signature() {
+    let ca = Authority::new("test CA").unwrap();
+    let cred = credential(&ca, false);
+    let dir = tempfile::tempdir().unwrap();
+    let mut um = crate::ebms::write::tests_support::sample();
+    um.parts.clear();
+    let signed = sign_envelope(&user_message_builder(&um), &cred, TokenReference::Bst, &[], "").unwrap();
+    let envelope = dir.path().join("signed.xml");
+    let cert = dir.path().join("signer.pem");
+    std::fs::write(&envelope, &signed).unwrap();
+    std::fs::write(&cert, cred.cert.to_pem().unwrap()).unwrap();
+    let run = |file: &std::path::Path| {
+        std::process::Command::new("xmlsec1")
+            .args(["--verify", "--pubkey-cert-pem"])
+            .arg(&cert)
+            .args(["--id-attr:Id", &format!("{}:Messaging", ns::EB), "--id-attr:Id", &format!("{}:Body", ns::SOAP12)])
+            .arg(file)
+            .output()
+            .expect("xmlsec1 is installed by `make test`")
+    };
+    let out = run(&envelope);
+    assert!(out.status.success(), "xmlsec1 refused our signature: {}", String::from_utf8_lossy(&out.stderr));
+    let tampered = dir.path().join("tampered.xml");
+    std::fs::write(&tampered, signed.replace("conv-1", "conv-9")).unwrap();
+    assert!(!run(&tampered).status.success(), "xmlsec1 must refuse a tampered envelope");
+}
