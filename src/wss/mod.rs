@@ -3,7 +3,9 @@
 //! non-repudiation receipts.
 
 pub mod cipher;
+pub mod decrypt;
 pub mod digest;
+pub mod encrypt;
 pub mod keyinfo;
 pub mod ns;
 pub mod sign;
