@@ -117,36 +117,19 @@ fn default_concurrency() -> usize {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{file}: cannot read: {source}")]
-    Read {
-        file: PathBuf,
-        source: std::io::Error,
-    },
+    Read { file: PathBuf, source: std::io::Error },
     #[error("{file}:{line}: {message}")]
-    Parse {
-        file: PathBuf,
-        line: usize,
-        message: String,
-    },
+    Parse { file: PathBuf, line: usize, message: String },
     #[error("{file}: {key}: {message}")]
-    Invalid {
-        file: PathBuf,
-        key: String,
-        message: String,
-    },
+    Invalid { file: PathBuf, key: String, message: String },
 }
 
 impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            file: path.into(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { file: path.into(), source })?;
         let mut config: Config = toml::from_str(&text).map_err(|e| ConfigError::Parse {
             file: path.into(),
-            line: e
-                .span()
-                .map(|s| text[..s.start].matches('\n').count() + 1)
-                .unwrap_or(0),
+            line: e.span().map(|s| text[..s.start].matches('\n').count() + 1).unwrap_or(0),
             message: e.message().to_owned(),
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
@@ -172,7 +155,9 @@ impl Config {
         }
         for k in &mut self.keys {
             for pair in [&mut k.sign, &mut k.enc] {
-                for p in [&mut pair.key, &mut pair.cert, &mut pair.pkcs12, &mut pair.password_file].into_iter().flatten() {
+                for p in
+                    [&mut pair.key, &mut pair.cert, &mut pair.pkcs12, &mut pair.password_file].into_iter().flatten()
+                {
                     fix(p);
                 }
             }
@@ -186,22 +171,12 @@ impl Config {
     }
 
     fn validate(&self, file: &Path) -> Result<(), ConfigError> {
-        let invalid = |key: &str, message: String| ConfigError::Invalid {
-            file: file.into(),
-            key: key.into(),
-            message,
-        };
+        let invalid = |key: &str, message: String| ConfigError::Invalid { file: file.into(), key: key.into(), message };
         if crate::util::parse_size(&self.as4.max_message).is_none() {
-            return Err(invalid(
-                "as4.max_message",
-                format!("'{}' is not a size", self.as4.max_message),
-            ));
+            return Err(invalid("as4.max_message", format!("'{}' is not a size", self.as4.max_message)));
         }
         if crate::util::parse_duration(&self.pmode_reload).is_none() {
-            return Err(invalid(
-                "pmode_reload",
-                format!("'{}' is not a duration", self.pmode_reload),
-            ));
+            return Err(invalid("pmode_reload", format!("'{}' is not a duration", self.pmode_reload)));
         }
         self.api_token().map_err(|m| invalid("backend.token", m))?;
         Ok(())
@@ -224,9 +199,7 @@ impl Config {
                 .map_err(|e| format!("cannot read token_file {}: {e}", f.display()))?
                 .trim()
                 .to_owned(),
-            (None, None, Some(v)) => {
-                std::env::var(v).map_err(|_| format!("environment variable {v} is not set"))?
-            }
+            (None, None, Some(v)) => std::env::var(v).map_err(|_| format!("environment variable {v} is not set"))?,
             _ => return Err("set exactly one of token, token_file, token_env".into()),
         };
         if token.len() < 16 {

@@ -10,12 +10,7 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 
 /// The four access points: short code and party id.
-pub const COUNTRIES: [(&str, &str); 4] = [
-    ("cl", "CL-SICEX"),
-    ("co", "CO-VUCE"),
-    ("mx", "MX-VUCEM"),
-    ("pe", "PE-VUCE"),
-];
+pub const COUNTRIES: [(&str, &str); 4] = [("cl", "CL-SICEX"), ("co", "CO-VUCE"), ("mx", "MX-VUCEM"), ("pe", "PE-VUCE")];
 
 /// Anything that stops the demo from starting (certificates, ports, configuration).
 pub type DemoError = Box<dyn std::error::Error + Send + Sync>;
@@ -29,11 +24,7 @@ pub struct Running {
 
 /// Generates the demo PKI and configs under `work`, and starts one access point per
 /// `(code, party)` on free loopback ports, all loading the P-Modes in `pmodes`.
-pub async fn launch(
-    work: &Path,
-    pmodes: &Path,
-    countries: &[(&str, &str)],
-) -> Result<Vec<Running>, DemoError> {
+pub async fn launch(work: &Path, pmodes: &Path, countries: &[(&str, &str)]) -> Result<Vec<Running>, DemoError> {
     launch_with(work, pmodes, countries, "256MiB").await
 }
 
@@ -49,19 +40,13 @@ pub async fn launch_with(
     crate::pki::demo::write_demo_pki(&certs, &codes)?;
     let mut listeners = Vec::new();
     for _ in countries {
-        listeners.push((
-            TcpListener::bind("127.0.0.1:0").await?,
-            TcpListener::bind("127.0.0.1:0").await?,
-        ));
+        listeners.push((TcpListener::bind("127.0.0.1:0").await?, TcpListener::bind("127.0.0.1:0").await?));
     }
     let endpoints: BTreeMap<String, String> = countries
         .iter()
         .zip(&listeners)
         .map(|((_, party), (as4, _))| {
-            Ok::<_, std::io::Error>((
-                party.to_string(),
-                format!("https://127.0.0.1:{}/as4", as4.local_addr()?.port()),
-            ))
+            Ok::<_, std::io::Error>((party.to_string(), format!("https://127.0.0.1:{}/as4", as4.local_addr()?.port())))
         })
         .collect::<Result<_, _>>()?;
     let mut running = Vec::new();
@@ -99,12 +84,7 @@ pub async fn launch_with(
         };
         let node = Node::start_with(config, as4, backend).await?;
         let api = ApiClient::new(&format!("http://{}", node.backend_addr), &token);
-        running.push(Running {
-            code: code.to_string(),
-            party: party.to_string(),
-            node,
-            api,
-        });
+        running.push(Running { code: code.to_string(), party: party.to_string(), node, api });
     }
     Ok(running)
 }
@@ -137,10 +117,9 @@ fn sample_for(samples: &Path, leg: &str, from: &str, to: &str) -> PathBuf {
             std::fs::read_dir(&own)
                 .ok()
                 .and_then(|d| {
-                    d.filter_map(Result::ok).map(|e| e.path()).find(|p| {
-                        p.file_name()
-                            .is_some_and(|n| n.to_string_lossy().starts_with(&prefix))
-                    })
+                    d.filter_map(Result::ok)
+                        .map(|e| e.path())
+                        .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(&prefix)))
                 })
                 .unwrap_or_else(|| own.join("ephyto_CL-MX_851_issued.xml"))
         }
@@ -150,13 +129,7 @@ fn sample_for(samples: &Path, leg: &str, from: &str, to: &str) -> PathBuf {
 
 /// Sends one document from `sender` to `receiver` through the backend API and follows it
 /// until the receipt, then checks the receiver's inbox holds the identical bytes.
-pub async fn exchange(
-    sender: &Running,
-    receiver: &Running,
-    leg: &str,
-    document: &Path,
-    timeout: Duration,
-) -> Exchange {
+pub async fn exchange(sender: &Running, receiver: &Running, leg: &str, document: &Path, timeout: Duration) -> Exchange {
     let profile = sender
         .node
         .ap
@@ -177,16 +150,7 @@ pub async fn exchange(
     };
     let started = Instant::now();
     let metadata = serde_json::json!({ "to": receiver.party, "leg": leg, "properties": { "originalSender": sender.party, "finalRecipient": receiver.party } });
-    let submitted = match sender
-        .api
-        .submit(
-            &metadata,
-            &[Upload {
-                path: document,
-                mime_type: "application/xml",
-            }],
-        )
-        .await
+    let submitted = match sender.api.submit(&metadata, &[Upload { path: document, mime_type: "application/xml" }]).await
     {
         Ok(v) => v,
         Err(e) => {
@@ -194,10 +158,7 @@ pub async fn exchange(
             return result;
         }
     };
-    result.message_id = submitted["message_id"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
+    result.message_id = submitted["message_id"].as_str().unwrap_or_default().to_owned();
     loop {
         match sender.api.status(&result.message_id).await {
             Ok(s) => {
@@ -245,11 +206,7 @@ pub fn print_table(exchanges: &[Exchange]) {
         "#", "message id", "from → to", "document", "profile", "state", "rtt ms"
     );
     for (i, e) in exchanges.iter().enumerate() {
-        let state = if e.ok() {
-            e.state.clone()
-        } else {
-            format!("{} ✗", e.state)
-        };
+        let state = if e.ok() { e.state.clone() } else { format!("{} ✗", e.state) };
         println!(
             "{:<3} {:<52} {:<9} {:<9} {:<15} {:<13} {:>8}",
             i + 1,
@@ -267,12 +224,7 @@ pub fn print_table(exchanges: &[Exchange]) {
 }
 
 /// The whole demo; true when every exchange succeeded.
-pub async fn run(
-    work: &Path,
-    pmodes: &Path,
-    samples: &Path,
-    keep_running: bool,
-) -> Result<bool, DemoError> {
+pub async fn run(work: &Path, pmodes: &Path, samples: &Path, keep_running: bool) -> Result<bool, DemoError> {
     if work.exists() {
         std::fs::remove_dir_all(work)?;
     }
@@ -288,15 +240,12 @@ pub async fn run(
             r.node.backend_addr
         );
     }
-    let by_party: BTreeMap<&str, &Running> =
-        running.iter().map(|r| (r.party.as_str(), r)).collect();
+    let by_party: BTreeMap<&str, &Running> = running.iter().map(|r| (r.party.as_str(), r)).collect();
     let links = running[0].node.ap.pmodes().links().to_vec();
     let mut jobs = Vec::new();
     for link in &links {
-        let (Some(a), Some(b)) = (
-            by_party.get(link.parties[0].id.as_str()),
-            by_party.get(link.parties[1].id.as_str()),
-        ) else {
+        let (Some(a), Some(b)) = (by_party.get(link.parties[0].id.as_str()), by_party.get(link.parties[1].id.as_str()))
+        else {
             continue;
         };
         for (i, leg) in link.legs.iter().enumerate() {
@@ -306,14 +255,8 @@ pub async fn run(
             jobs.push((from, to, leg.name.clone(), doc));
         }
     }
-    println!(
-        "\nSending {} documents on {} links...\n",
-        jobs.len(),
-        links.len()
-    );
-    let futures = jobs
-        .iter()
-        .map(|(from, to, leg, doc)| exchange(from, to, leg, doc, Duration::from_secs(60)));
+    println!("\nSending {} documents on {} links...\n", jobs.len(), links.len());
+    let futures = jobs.iter().map(|(from, to, leg, doc)| exchange(from, to, leg, doc, Duration::from_secs(60)));
     let exchanges = futures_util::future::join_all(futures).await;
     print_table(&exchanges);
     let ok = exchanges.iter().filter(|e| e.ok()).count();
@@ -341,11 +284,7 @@ pub async fn run(
 
 /// A config file equivalent to a running node's config (for `--keep-running`).
 fn toml_config(c: &Config) -> String {
-    let endpoints: String = c
-        .endpoints
-        .iter()
-        .map(|(p, e)| format!("\"{p}\" = \"{e}\"\n"))
-        .collect();
+    let endpoints: String = c.endpoints.iter().map(|(p, e)| format!("\"{p}\" = \"{e}\"\n")).collect();
     format!(
         "party_id = \"{}\"\nhost = \"{}\"\ndata_dir = \"{}\"\npmodes = \"{}\"\nallow_insecure_profile = {}\n\n[as4]\nlisten = \"{}\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\ntrust = \"{}\"\n\n[backend]\nlisten = \"{}\"\ntoken = \"{}\"\n\n[endpoints]\n{endpoints}",
         c.party_id,

@@ -7,11 +7,7 @@ use ventanilla::backend::client::{ApiClient, Upload};
 use ventanilla::config::Config;
 
 #[derive(Parser)]
-#[command(
-    name = "ventanilla",
-    version,
-    about = "AS4 access point for customs and trade single windows"
-)]
+#[command(name = "ventanilla", version, about = "AS4 access point for customs and trade single windows")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -107,10 +103,7 @@ fn parse_property(value: &str) -> Result<(String, String), String> {
 fn init_logging(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
 }
 
 #[tokio::main]
@@ -125,9 +118,7 @@ async fn main() -> anyhow::Result<()> {
             tracing::info!("stopping");
             node.stop().await;
         }
-        Command::Pmode {
-            command: PmodeCommand::Check { path },
-        } => match ventanilla::pmode::load_path(&path) {
+        Command::Pmode { command: PmodeCommand::Check { path } } => match ventanilla::pmode::load_path(&path) {
             Ok(set) => {
                 for link in set.links() {
                     let parties: Vec<&str> = link.parties.iter().map(|p| p.id.as_str()).collect();
@@ -149,58 +140,34 @@ async fn main() -> anyhow::Result<()> {
                 std::process::exit(1);
             }
         },
-        Command::Certs {
-            command: CertsCommand::Demo { out, names },
-        } => {
+        Command::Certs { command: CertsCommand::Demo { out, names } } => {
             let names: Vec<&str> = names.iter().map(String::as_str).collect();
             ventanilla::pki::demo::write_demo_pki(&out, &names)?;
             println!("demo PKI written to {}", out.display());
         }
-        Command::Demo {
-            work,
-            pmodes,
-            samples,
-            keep_running,
-        } => {
+        Command::Demo { work, pmodes, samples, keep_running } => {
             init_logging("warn");
-            let ok = ventanilla::demo::run(&work, &pmodes, &samples, keep_running)
-                .await
-                .map_err(|e| anyhow::anyhow!(e))?;
+            let ok =
+                ventanilla::demo::run(&work, &pmodes, &samples, keep_running).await.map_err(|e| anyhow::anyhow!(e))?;
             if !ok {
                 std::process::exit(1);
             }
         }
-        Command::Send {
-            api,
-            token_env,
-            to,
-            leg,
-            conversation_id,
-            properties,
-            mime_type,
-            dry_run,
-            config,
-            files,
-        } => {
+        Command::Send { api, token_env, to, leg, conversation_id, properties, mime_type, dry_run, config, files } => {
             if dry_run {
                 let config = config.context("--dry-run needs --config to find the P-Modes")?;
                 let config = Config::load(&config)?;
-                let pmodes = ventanilla::pmode::load_path(&config.pmodes).map_err(|e| {
-                    anyhow::anyhow!(
-                        e.iter()
-                            .map(ToString::to_string)
-                            .collect::<Vec<_>>()
-                            .join("\n")
-                    )
-                })?;
-                let store = std::sync::Arc::new(ventanilla::store::sqlite::SqliteStore::open(
-                    std::path::Path::new(":memory:"),
-                )?);
-                let ap = ventanilla::msh::AccessPoint::new(config, store, pmodes);
+                let pmodes = ventanilla::pmode::load_path(&config.pmodes)
+                    .map_err(|e| anyhow::anyhow!(e.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")))?;
+                let store = std::sync::Arc::new(ventanilla::store::sqlite::SqliteStore::open(std::path::Path::new(
+                    ":memory:",
+                ))?);
+                let security =
+                    ventanilla::msh::security::SecurityContext::load(&config).map_err(|e| anyhow::anyhow!(e))?;
+                let ap = ventanilla::msh::AccessPoint::new(config, store, pmodes, security);
                 let mut payloads = Vec::new();
                 for (i, f) in files.iter().enumerate() {
-                    let meta = std::fs::metadata(f)
-                        .with_context(|| format!("cannot read {}", f.display()))?;
+                    let meta = std::fs::metadata(f).with_context(|| format!("cannot read {}", f.display()))?;
                     payloads.push(ventanilla::store::StoredPayload {
                         content_id: ventanilla::msh::outbound::new_content_id(&ap, i),
                         mime_type: mime_type.clone(),
@@ -210,27 +177,14 @@ async fn main() -> anyhow::Result<()> {
                         filename: None,
                     });
                 }
-                let sub = ventanilla::msh::outbound::Submission {
-                    to,
-                    leg,
-                    conversation_id,
-                    properties,
-                    payloads,
-                };
+                let sub = ventanilla::msh::outbound::Submission { to, leg, conversation_id, properties, payloads };
                 let (um, _, _) = ventanilla::msh::outbound::build_user_message(&ap, &sub)?;
                 println!("{}", ventanilla::ebms::write::user_message_envelope(&um));
                 return Ok(());
             }
-            let token = std::env::var(&token_env)
-                .with_context(|| format!("set the API token in ${token_env}"))?;
+            let token = std::env::var(&token_env).with_context(|| format!("set the API token in ${token_env}"))?;
             let client = ApiClient::new(api.as_deref().unwrap_or_default(), &token);
-            let uploads: Vec<Upload> = files
-                .iter()
-                .map(|f| Upload {
-                    path: f,
-                    mime_type: &mime_type,
-                })
-                .collect();
+            let uploads: Vec<Upload> = files.iter().map(|f| Upload { path: f, mime_type: &mime_type }).collect();
             let mut metadata = serde_json::json!({ "to": to, "leg": leg, "properties": properties.into_iter().collect::<std::collections::BTreeMap<_, _>>() });
             if let Some(c) = conversation_id {
                 metadata["conversation_id"] = c.into();

@@ -24,10 +24,7 @@ pub enum StartError {
     #[error(transparent)]
     Tls(#[from] crate::transport::tls::TlsError),
     #[error("{what}: {source}")]
-    Io {
-        what: String,
-        source: std::io::Error,
-    },
+    Io { what: String, source: std::io::Error },
     #[error("{0}")]
     Config(String),
 }
@@ -46,10 +43,7 @@ impl Node {
         let bind = |addr: SocketAddr| async move {
             TcpListener::bind(addr)
                 .await
-                .map_err(|source| StartError::Io {
-                    what: format!("cannot listen on {addr}"),
-                    source,
-                })
+                .map_err(|source| StartError::Io { what: format!("cannot listen on {addr}"), source })
         };
         let as4 = bind(config.as4.listen).await?;
         let backend = bind(config.backend.listen).await?;
@@ -57,19 +51,9 @@ impl Node {
     }
 
     /// Starts on listeners bound by the caller (the demo and tests pick free ports first).
-    pub async fn start_with(
-        config: Config,
-        as4: TcpListener,
-        backend: TcpListener,
-    ) -> Result<Node, StartError> {
+    pub async fn start_with(config: Config, as4: TcpListener, backend: TcpListener) -> Result<Node, StartError> {
         let pmodes = crate::pmode::load_path(&config.pmodes).map_err(|errors| {
-            StartError::Pmodes(
-                errors
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join("\n"),
-            )
+            StartError::Pmodes(errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))
         })?;
         if pmodes.links_of(&config.party_id).next().is_none() {
             tracing::warn!(party = %config.party_id, dir = %config.pmodes.display(), "no P-Mode names this access point's party id");
@@ -77,34 +61,27 @@ impl Node {
         let token = config.api_token().map_err(StartError::Config)?;
         for dir in ["tmp", "inbound", "outbound"] {
             let path = config.data_dir.join(dir);
-            std::fs::create_dir_all(&path).map_err(|source| StartError::Io {
-                what: format!("cannot create {}", path.display()),
-                source,
-            })?;
+            std::fs::create_dir_all(&path)
+                .map_err(|source| StartError::Io { what: format!("cannot create {}", path.display()), source })?;
         }
         // Staged parts of requests cut short by a crash are garbage: the sender never got a receipt.
         let _ = std::fs::remove_dir_all(config.data_dir.join("tmp"));
         let _ = std::fs::create_dir_all(config.data_dir.join("tmp"));
         let store = Arc::new(SqliteStore::open(&config.data_dir.join("messages.db"))?);
-        let tls = crate::transport::tls::server_config(
-            &config.as4.tls_cert,
-            &config.as4.tls_key,
-            &config.as4.trust,
-        )?;
+        let tls = crate::transport::tls::server_config(&config.as4.tls_cert, &config.as4.tls_key, &config.as4.trust)?;
+        let security = crate::msh::security::SecurityContext::load(&config).map_err(StartError::Config)?;
+        for link in pmodes.links_of(&config.party_id) {
+            if link.profile.is_secure() && security.for_profile(link.profile).is_none() {
+                tracing::warn!(pmode = %link.id, profile = link.profile.as_str(), "no [[keys]] entry for this profile: the link cannot exchange messages");
+            }
+        }
         let as4_path = config.as4.path.clone();
-        let ap = AccessPoint::new(config, store, pmodes);
+        let ap = AccessPoint::new(config, store, pmodes, security);
         let shutdown = CancellationToken::new();
-        let as4_addr = as4.local_addr().map_err(|source| StartError::Io {
-            what: "AS4 listener".into(),
-            source,
-        })?;
-        let backend_addr = backend.local_addr().map_err(|source| StartError::Io {
-            what: "backend listener".into(),
-            source,
-        })?;
-        let as4_router = Router::new()
-            .route(&as4_path, post(receive_as4))
-            .with_state(ap.clone());
+        let as4_addr = as4.local_addr().map_err(|source| StartError::Io { what: "AS4 listener".into(), source })?;
+        let backend_addr =
+            backend.local_addr().map_err(|source| StartError::Io { what: "backend listener".into(), source })?;
+        let as4_router = Router::new().route(&as4_path, post(receive_as4)).with_state(ap.clone());
         let backend_router = crate::backend::router(ap.clone(), token);
         let tasks = vec![
             tokio::spawn(serve_tls(as4, tls, as4_router, shutdown.clone())),
@@ -113,13 +90,7 @@ impl Node {
             tokio::spawn(pmode_watch::run(ap.clone(), shutdown.clone())),
         ];
         tracing::info!(party = %ap.me(), %as4_addr, %backend_addr, "access point started");
-        Ok(Node {
-            ap,
-            as4_addr,
-            backend_addr,
-            shutdown,
-            tasks,
-        })
+        Ok(Node { ap, as4_addr, backend_addr, shutdown, tasks })
     }
 
     pub async fn stop(self) {
@@ -131,30 +102,15 @@ impl Node {
 }
 
 async fn receive_as4(State(ap): State<Arc<AccessPoint>>, request: Request) -> Response {
-    let peer = request
-        .extensions()
-        .get::<PeerCertificates>()
-        .cloned()
-        .unwrap_or_default();
-    let content_type = request
-        .headers()
-        .get(axum::http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
+    let peer = request.extensions().get::<PeerCertificates>().cloned().unwrap_or_default();
+    let content_type =
+        request.headers().get(axum::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
     let body = request.into_body().into_data_stream();
     let reply = inbound::receive(ap, peer, content_type, body).await;
-    let status = axum::http::StatusCode::from_u16(reply.status)
-        .unwrap_or(axum::http::StatusCode::INTERNAL_SERVER_ERROR);
+    let status =
+        axum::http::StatusCode::from_u16(reply.status).unwrap_or(axum::http::StatusCode::INTERNAL_SERVER_ERROR);
     if reply.body.is_empty() {
         return status.into_response();
     }
-    (
-        status,
-        [(
-            axum::http::header::CONTENT_TYPE,
-            "application/soap+xml; charset=UTF-8",
-        )],
-        reply.body,
-    )
-        .into_response()
+    (status, [(axum::http::header::CONTENT_TYPE, "application/soap+xml; charset=UTF-8")], reply.body).into_response()
 }

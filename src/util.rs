@@ -77,14 +77,8 @@ mod tests {
         assert_eq!(parse_size("20MiB"), Some(20 << 20));
         assert_eq!(parse_size("7"), Some(7));
         assert_eq!(parse_size("2 parsecs"), None);
-        assert_eq!(
-            parse_duration("5m"),
-            Some(std::time::Duration::from_secs(300))
-        );
-        assert_eq!(
-            parse_duration("250ms"),
-            Some(std::time::Duration::from_millis(250))
-        );
+        assert_eq!(parse_duration("5m"), Some(std::time::Duration::from_secs(300)));
+        assert_eq!(parse_duration("250ms"), Some(std::time::Duration::from_millis(250)));
         assert_eq!(parse_duration("1y"), None);
     }
 

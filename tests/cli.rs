@@ -8,19 +8,8 @@ fn ventanilla() -> Command {
 
 #[test]
 fn pmode_check_accepts_the_shipped_links() {
-    let out = ventanilla()
-        .args([
-            "pmode",
-            "check",
-            concat!(env!("CARGO_MANIFEST_DIR"), "/pmodes"),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = ventanilla().args(["pmode", "check", concat!(env!("CARGO_MANIFEST_DIR"), "/pmodes")]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let stdout = String::from_utf8_lossy(&out.stdout);
     for link in ["cl-co", "cl-mx", "cl-pe", "co-mx", "co-pe", "mx-pe"] {
         assert!(stdout.contains(&format!("ok: {link} ")), "{stdout}");
@@ -30,27 +19,19 @@ fn pmode_check_accepts_the_shipped_links() {
 #[test]
 fn pmode_check_reports_file_line_and_key() {
     let dir = tempfile::tempdir().unwrap();
-    let good =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/pmodes/cl-pe.toml")).unwrap();
+    let good = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/pmodes/cl-pe.toml")).unwrap();
     let bad = good.replace(
         "retry            = [\"1m\", \"5m\", \"15m\", \"1h\", \"4h\"]",
         "retry            = [\"1m\", \"often\"]",
     );
     let file = dir.path().join("cl-pe.toml");
     std::fs::write(&file, &bad).unwrap();
-    let out = ventanilla()
-        .args(["pmode", "check"])
-        .arg(&file)
-        .output()
-        .unwrap();
+    let out = ventanilla().args(["pmode", "check"]).arg(&file).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let line = bad.lines().position(|l| l.contains("often")).unwrap() + 1;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains(&format!(
-            "{}:{line}: reliability.retry: 'often' is not a duration",
-            file.display()
-        )),
+        stderr.contains(&format!("{}:{line}: reliability.retry: 'often' is not a duration", file.display())),
         "{stderr}"
     );
 }
@@ -67,33 +48,17 @@ fn send_dry_run_prints_the_envelope() {
         ),
     )
     .unwrap();
-    let doc = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/samples/ephyto/own/ephyto_CL-MX_851_issued.xml"
-    );
+    let doc = concat!(env!("CARGO_MANIFEST_DIR"), "/samples/ephyto/own/ephyto_CL-MX_851_issued.xml");
     let out = ventanilla()
-        .args([
-            "send",
-            "--dry-run",
-            "--to",
-            "MX-VUCEM",
-            "--leg",
-            "ephyto",
-            "--config",
-        ])
+        .args(["send", "--dry-run", "--to", "MX-VUCEM", "--leg", "ephyto", "--config"])
         .arg(&config)
         .arg(doc)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
-        stdout.contains("<eb:Action>SPSCertificate</eb:Action>")
-            && stdout.contains(">MX-VUCEM</eb:PartyId>"),
+        stdout.contains("<eb:Action>SPSCertificate</eb:Action>") && stdout.contains(">MX-VUCEM</eb:PartyId>"),
         "{stdout}"
     );
 }

@@ -1,11 +1,12 @@
 //! The phase4 sample messages (Apache-2.0, conformance/samples/phase4) as parser golden tests.
 
-use ventanilla::ebms::read::{read_envelope, EnvelopeError};
+use ventanilla::ebms::read::{EnvelopeError, read_envelope};
 use ventanilla::ebms::tree::Limits;
 use ventanilla::ebms::{EbmsCode, Signal};
 
 fn load(rel: &str) -> Vec<u8> {
-    std::fs::read(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("conformance/samples/phase4").join(rel)).unwrap()
+    std::fs::read(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("conformance/samples/phase4").join(rel))
+        .unwrap()
 }
 
 const TESTFILES: &str = "phase4-test/src/test/resources/testfiles/";
@@ -47,8 +48,13 @@ fn pull_request_sample() {
 
 #[test]
 fn error_samples_are_read_leniently() {
-    for (file, code) in [("ErrorMessage.xml", "EBMS:0001"), ("ErrorMessageNoRefToMessageID.xml", ""), ("ErrorMessageWithFault.xml", "EBMS:0103")] {
-        let env = read_envelope(&load(&format!("{TESTFILES}{file}")), Limits::default()).unwrap_or_else(|e| panic!("{file}: {e}"));
+    for (file, code) in [
+        ("ErrorMessage.xml", "EBMS:0001"),
+        ("ErrorMessageNoRefToMessageID.xml", ""),
+        ("ErrorMessageWithFault.xml", "EBMS:0103"),
+    ] {
+        let env = read_envelope(&load(&format!("{TESTFILES}{file}")), Limits::default())
+            .unwrap_or_else(|e| panic!("{file}: {e}"));
         let Signal::Errors(errors) = &env.messaging.signals[0].signal else { panic!("{file}: not an error signal") };
         if !code.is_empty() {
             assert_eq!(errors[0].code, code, "{file}");

@@ -23,10 +23,7 @@ struct Api {
 }
 
 pub fn router(ap: Arc<AccessPoint>, token: String) -> Router {
-    let api = Api {
-        ap,
-        token: Arc::new(token),
-    };
+    let api = Api { ap, token: Arc::new(token) };
     let protected = Router::new()
         .route("/api/v1/messages", post(submit_message).get(list_messages))
         .route("/api/v1/messages/{id}", get(get_message))
@@ -34,17 +31,11 @@ pub fn router(ap: Arc<AccessPoint>, token: String) -> Router {
         .route("/api/v1/inbox/{id}", get(get_received))
         .route("/api/v1/inbox/{id}/payloads/{index}", get(download_payload))
         .route("/api/v1/inbox/{id}/ack", post(acknowledge))
-        .layer(axum::middleware::from_fn_with_state(
-            api.clone(),
-            require_token,
-        ))
+        .layer(axum::middleware::from_fn_with_state(api.clone(), require_token))
         .layer(DefaultBodyLimit::disable());
     Router::new()
         .route("/health", get(|| async { "ok" }))
-        .route(
-            "/api/v1/openapi.json",
-            get(|| async { Json(super::openapi::document()) }),
-        )
+        .route("/api/v1/openapi.json", get(|| async { Json(super::openapi::document()) }))
         .merge(protected)
         .with_state(api)
 }
@@ -62,15 +53,10 @@ impl IntoResponse for ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::NotFound(id) => {
-                ApiError(StatusCode::NOT_FOUND, format!("message {id} not found"))
-            }
+            StoreError::NotFound(id) => ApiError(StatusCode::NOT_FOUND, format!("message {id} not found")),
             other => {
                 tracing::error!(error = %other, "store error in the backend API");
-                ApiError(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "the message store is unavailable; retry later".into(),
-                )
+                ApiError(StatusCode::SERVICE_UNAVAILABLE, "the message store is unavailable; retry later".into())
             }
         }
     }
@@ -90,11 +76,7 @@ async fn require_token(AxState(api): AxState<Api>, request: Request, next: Next)
     if constant_time_eq(presented.as_bytes(), api.token.as_bytes()) {
         next.run(request).await
     } else {
-        ApiError(
-            StatusCode::UNAUTHORIZED,
-            "missing or wrong bearer token".into(),
-        )
-        .into_response()
+        ApiError(StatusCode::UNAUTHORIZED, "missing or wrong bearer token".into()).into_response()
     }
 }
 
@@ -112,55 +94,28 @@ pub struct SubmitMetadata {
 
 /// `POST /api/v1/messages`: multipart/form-data with a `metadata` JSON part and one or more
 /// `payload` parts. Payloads stream to disk; 202 once the message is durable.
-async fn submit_message(
-    AxState(api): AxState<Api>,
-    mut form: Multipart,
-) -> Result<Response, ApiError> {
+async fn submit_message(AxState(api): AxState<Api>, mut form: Multipart) -> Result<Response, ApiError> {
     let bad = |m: String| ApiError(StatusCode::BAD_REQUEST, m);
-    let dir = api
-        .ap
-        .config
-        .data_dir
-        .join("outbound")
-        .join(uuid::Uuid::new_v4().to_string());
+    let dir = api.ap.config.data_dir.join("outbound").join(uuid::Uuid::new_v4().to_string());
     let cleanup = scopeguard(dir.clone());
     let mut metadata: Option<SubmitMetadata> = None;
     let mut payloads: Vec<StoredPayload> = Vec::new();
-    while let Some(mut field) = form
-        .next_field()
-        .await
-        .map_err(|e| bad(format!("malformed multipart body: {e}")))?
-    {
+    while let Some(mut field) = form.next_field().await.map_err(|e| bad(format!("malformed multipart body: {e}")))? {
         match field.name() {
             Some("metadata") => {
-                let text = field
-                    .text()
-                    .await
-                    .map_err(|e| bad(format!("metadata: {e}")))?;
-                metadata =
-                    Some(serde_json::from_str(&text).map_err(|e| bad(format!("metadata: {e}")))?);
+                let text = field.text().await.map_err(|e| bad(format!("metadata: {e}")))?;
+                metadata = Some(serde_json::from_str(&text).map_err(|e| bad(format!("metadata: {e}")))?);
             }
             Some("payload") => {
-                tokio::fs::create_dir_all(&dir)
-                    .await
-                    .map_err(|e| internal(&e))?;
+                tokio::fs::create_dir_all(&dir).await.map_err(|e| internal(&e))?;
                 let index = payloads.len();
                 let path = dir.join(format!("part-{}", index + 1));
-                let mime_type = field
-                    .content_type()
-                    .unwrap_or("application/octet-stream")
-                    .to_owned();
+                let mime_type = field.content_type().unwrap_or("application/octet-stream").to_owned();
                 let filename = field.file_name().map(str::to_owned);
-                let mut file = tokio::fs::File::create(&path)
-                    .await
-                    .map_err(|e| internal(&e))?;
+                let mut file = tokio::fs::File::create(&path).await.map_err(|e| internal(&e))?;
                 let mut hasher = Sha256::new();
                 let mut size = 0u64;
-                while let Some(chunk) = field
-                    .chunk()
-                    .await
-                    .map_err(|e| bad(format!("payload: {e}")))?
-                {
+                while let Some(chunk) = field.chunk().await.map_err(|e| bad(format!("payload: {e}")))? {
                     hasher.update(&chunk);
                     size += chunk.len() as u64;
                     file.write_all(&chunk).await.map_err(|e| internal(&e))?;
@@ -176,9 +131,7 @@ async fn submit_message(
                 });
             }
             other => {
-                return Err(bad(format!(
-                    "unexpected form field {other:?}: send 'metadata' and 'payload' parts"
-                )));
+                return Err(bad(format!("unexpected form field {other:?}: send 'metadata' and 'payload' parts")));
             }
         }
     }
@@ -208,10 +161,7 @@ async fn submit_message(
 
 fn internal(e: &dyn std::fmt::Display) -> ApiError {
     tracing::error!(error = %e, "cannot stage a submitted payload");
-    ApiError(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "cannot store the payload; retry later".into(),
-    )
+    ApiError(StatusCode::SERVICE_UNAVAILABLE, "cannot store the payload; retry later".into())
 }
 
 /// Removes a staging folder unless told to keep it.
@@ -248,24 +198,16 @@ fn parse_filter(q: &ListQuery) -> Result<ListFilter, ApiError> {
         Some("outbound") => Some(Direction::Outbound),
         Some("inbound") => Some(Direction::Inbound),
         Some(other) => {
-            return Err(ApiError(
-                StatusCode::BAD_REQUEST,
-                format!("direction '{other}' is not inbound or outbound"),
-            ));
+            return Err(ApiError(StatusCode::BAD_REQUEST, format!("direction '{other}' is not inbound or outbound")));
         }
     };
     let state = match q.state.as_deref() {
         None => None,
-        Some(s) => Some(
-            State::parse(s)
-                .ok_or_else(|| ApiError(StatusCode::BAD_REQUEST, format!("unknown state '{s}'")))?,
-        ),
+        Some(s) => {
+            Some(State::parse(s).ok_or_else(|| ApiError(StatusCode::BAD_REQUEST, format!("unknown state '{s}'")))?)
+        }
     };
-    Ok(ListFilter {
-        direction,
-        state,
-        limit: q.limit.unwrap_or(100),
-    })
+    Ok(ListFilter { direction, state, limit: q.limit.unwrap_or(100) })
 }
 
 /// `GET /api/v1/messages?direction=&state=&limit=`: the queue, with each next attempt.
@@ -277,10 +219,7 @@ async fn list_messages(
 }
 
 /// `GET /api/v1/messages/{id}`: an outbound message's status and history.
-async fn get_message(
-    AxState(api): AxState<Api>,
-    Path(id): Path<String>,
-) -> Result<Json<MessageRecord>, ApiError> {
+async fn get_message(AxState(api): AxState<Api>, Path(id): Path<String>) -> Result<Json<MessageRecord>, ApiError> {
     Ok(Json(api.ap.store.get(Direction::Outbound, &id).await?))
 }
 
@@ -293,10 +232,7 @@ struct InboxQuery {
 }
 
 /// `GET /api/v1/inbox`: received messages not yet acknowledged by the backend.
-async fn inbox(
-    AxState(api): AxState<Api>,
-    Query(q): Query<InboxQuery>,
-) -> Result<Json<Vec<MessageRecord>>, ApiError> {
+async fn inbox(AxState(api): AxState<Api>, Query(q): Query<InboxQuery>) -> Result<Json<Vec<MessageRecord>>, ApiError> {
     let filter = ListFilter {
         direction: Some(Direction::Inbound),
         state: if q.all { None } else { Some(State::Delivered) },
@@ -305,10 +241,7 @@ async fn inbox(
     Ok(Json(api.ap.store.list(filter).await?))
 }
 
-async fn get_received(
-    AxState(api): AxState<Api>,
-    Path(id): Path<String>,
-) -> Result<Json<MessageRecord>, ApiError> {
+async fn get_received(AxState(api): AxState<Api>, Path(id): Path<String>) -> Result<Json<MessageRecord>, ApiError> {
     Ok(Json(api.ap.store.get(Direction::Inbound, &id).await?))
 }
 
@@ -318,32 +251,17 @@ async fn download_payload(
     Path((id, index)): Path<(String, usize)>,
 ) -> Result<Response, ApiError> {
     let record = api.ap.store.get(Direction::Inbound, &id).await?;
-    let payload = index
-        .checked_sub(1)
-        .and_then(|i| record.payloads.get(i))
-        .ok_or_else(|| {
-            ApiError(
-                StatusCode::NOT_FOUND,
-                format!("message {id} has {} payloads", record.payloads.len()),
-            )
-        })?;
-    let file = tokio::fs::File::open(&payload.path)
-        .await
-        .map_err(|e| internal(&e))?;
-    let body =
-        axum::body::Body::from_stream(tokio_util::io::ReaderStream::with_capacity(file, 64 * 1024));
+    let payload = index.checked_sub(1).and_then(|i| record.payloads.get(i)).ok_or_else(|| {
+        ApiError(StatusCode::NOT_FOUND, format!("message {id} has {} payloads", record.payloads.len()))
+    })?;
+    let file = tokio::fs::File::open(&payload.path).await.map_err(|e| internal(&e))?;
+    let body = axum::body::Body::from_stream(tokio_util::io::ReaderStream::with_capacity(file, 64 * 1024));
     Ok((
         [
             (header::CONTENT_TYPE, payload.mime_type.clone()),
             (header::CONTENT_LENGTH, payload.size.to_string()),
-            (
-                header::HeaderName::from_static("x-content-id"),
-                payload.content_id.clone(),
-            ),
-            (
-                header::HeaderName::from_static("x-sha256"),
-                payload.sha256.clone(),
-            ),
+            (header::HeaderName::from_static("x-content-id"), payload.content_id.clone()),
+            (header::HeaderName::from_static("x-sha256"), payload.sha256.clone()),
         ],
         body,
     )
@@ -351,22 +269,12 @@ async fn download_payload(
 }
 
 /// `POST /api/v1/inbox/{id}/ack`: the backend has taken the message; it leaves the inbox.
-async fn acknowledge(
-    AxState(api): AxState<Api>,
-    Path(id): Path<String>,
-) -> Result<Json<MessageRecord>, ApiError> {
+async fn acknowledge(AxState(api): AxState<Api>, Path(id): Path<String>) -> Result<Json<MessageRecord>, ApiError> {
     let record = api.ap.store.get(Direction::Inbound, &id).await?;
     if record.state == State::Delivered {
         api.ap
             .store
-            .transition(
-                record.row,
-                State::Acknowledged,
-                "acknowledged by the backend",
-                None,
-                None,
-                None,
-            )
+            .transition(record.row, State::Acknowledged, "acknowledged by the backend", None, None, None)
             .await?;
     }
     Ok(Json(api.ap.store.get(Direction::Inbound, &id).await?))

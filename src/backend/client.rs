@@ -14,10 +14,7 @@ pub enum ClientError {
     #[error("backend API answered {status}: {body}")]
     Status { status: u16, body: String },
     #[error("cannot read {path}: {source}")]
-    File {
-        path: String,
-        source: std::io::Error,
-    },
+    File { path: String, source: std::io::Error },
     #[error("backend API sent invalid JSON: {0}")]
     Json(#[from] serde_json::Error),
 }
@@ -58,21 +55,10 @@ impl ApiClient {
         if let Some(ct) = content_type {
             req = req.header("Content-Type", ct);
         }
-        let req = req
-            .body(Full::new(body))
-            .map_err(|e| ClientError::Connection(e.to_string()))?;
-        let resp = self
-            .http
-            .request(req)
-            .await
-            .map_err(|e| ClientError::Connection(e.to_string()))?;
+        let req = req.body(Full::new(body)).map_err(|e| ClientError::Connection(e.to_string()))?;
+        let resp = self.http.request(req).await.map_err(|e| ClientError::Connection(e.to_string()))?;
         let status = resp.status().as_u16();
-        let body = resp
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| ClientError::Connection(e.to_string()))?
-            .to_bytes();
+        let body = resp.into_body().collect().await.map_err(|e| ClientError::Connection(e.to_string()))?.to_bytes();
         Ok((status, body))
     }
 
@@ -85,20 +71,13 @@ impl ApiClient {
     ) -> Result<Value, ClientError> {
         let (status, body) = self.call(method, path, content_type, body).await?;
         if !(200..300).contains(&status) {
-            return Err(ClientError::Status {
-                status,
-                body: String::from_utf8_lossy(&body).into_owned(),
-            });
+            return Err(ClientError::Status { status, body: String::from_utf8_lossy(&body).into_owned() });
         }
         Ok(serde_json::from_slice(&body)?)
     }
 
     /// Submits a message; returns the message record (with its `message_id`).
-    pub async fn submit(
-        &self,
-        metadata: &Value,
-        uploads: &[Upload<'_>],
-    ) -> Result<Value, ClientError> {
+    pub async fn submit(&self, metadata: &Value, uploads: &[Upload<'_>]) -> Result<Value, ClientError> {
         let boundary = format!("ventanilla-{}", uuid::Uuid::new_v4().simple());
         let mut body = Vec::new();
         body.extend(format!("--{boundary}\r\nContent-Disposition: form-data; name=\"metadata\"\r\nContent-Type: application/json\r\n\r\n").bytes());
@@ -106,15 +85,8 @@ impl ApiClient {
         for u in uploads {
             let bytes = tokio::fs::read(u.path)
                 .await
-                .map_err(|source| ClientError::File {
-                    path: u.path.display().to_string(),
-                    source,
-                })?;
-            let name = u
-                .path
-                .file_name()
-                .map(|n| n.to_string_lossy().replace('"', ""))
-                .unwrap_or_default();
+                .map_err(|source| ClientError::File { path: u.path.display().to_string(), source })?;
+            let name = u.path.file_name().map(|n| n.to_string_lossy().replace('"', "")).unwrap_or_default();
             body.extend(
                 format!("\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"payload\"; filename=\"{name}\"\r\nContent-Type: {}\r\n\r\n", u.mime_type)
                     .bytes(),
@@ -122,13 +94,8 @@ impl ApiClient {
             body.extend(bytes);
         }
         body.extend(format!("\r\n--{boundary}--\r\n").bytes());
-        self.json(
-            "POST",
-            "/api/v1/messages",
-            Some(&format!("multipart/form-data; boundary={boundary}")),
-            body.into(),
-        )
-        .await
+        self.json("POST", "/api/v1/messages", Some(&format!("multipart/form-data; boundary={boundary}")), body.into())
+            .await
     }
 
     /// GET any API path returning JSON (e.g. `/api/v1/openapi.json`).
@@ -137,13 +104,7 @@ impl ApiClient {
     }
 
     pub async fn status(&self, message_id: &str) -> Result<Value, ClientError> {
-        self.json(
-            "GET",
-            &format!("/api/v1/messages/{}", encode(message_id)),
-            None,
-            Bytes::new(),
-        )
-        .await
+        self.json("GET", &format!("/api/v1/messages/{}", encode(message_id)), None, Bytes::new()).await
     }
 
     pub async fn inbox(&self) -> Result<Value, ClientError> {
@@ -151,41 +112,21 @@ impl ApiClient {
     }
 
     pub async fn received(&self, message_id: &str) -> Result<Value, ClientError> {
-        self.json(
-            "GET",
-            &format!("/api/v1/inbox/{}", encode(message_id)),
-            None,
-            Bytes::new(),
-        )
-        .await
+        self.json("GET", &format!("/api/v1/inbox/{}", encode(message_id)), None, Bytes::new()).await
     }
 
     pub async fn download(&self, message_id: &str, index: usize) -> Result<Bytes, ClientError> {
         let (status, body) = self
-            .call(
-                "GET",
-                &format!("/api/v1/inbox/{}/payloads/{index}", encode(message_id)),
-                None,
-                Bytes::new(),
-            )
+            .call("GET", &format!("/api/v1/inbox/{}/payloads/{index}", encode(message_id)), None, Bytes::new())
             .await?;
         if status != 200 {
-            return Err(ClientError::Status {
-                status,
-                body: String::from_utf8_lossy(&body).into_owned(),
-            });
+            return Err(ClientError::Status { status, body: String::from_utf8_lossy(&body).into_owned() });
         }
         Ok(body)
     }
 
     pub async fn acknowledge(&self, message_id: &str) -> Result<Value, ClientError> {
-        self.json(
-            "POST",
-            &format!("/api/v1/inbox/{}/ack", encode(message_id)),
-            None,
-            Bytes::new(),
-        )
-        .await
+        self.json("POST", &format!("/api/v1/inbox/{}/ack", encode(message_id)), None, Bytes::new()).await
     }
 }
 
@@ -194,9 +135,7 @@ fn encode(value: &str) -> String {
     value
         .bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b'@' => {
-                (b as char).to_string()
-            }
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b'@' => (b as char).to_string(),
             other => format!("%{other:02X}"),
         })
         .collect()

@@ -64,133 +64,31 @@ impl EbmsCode {
     ];
 
     /// (code, shortDescription, severity, category, origin)
-    fn row(
-        self,
-    ) -> (
-        &'static str,
-        &'static str,
-        Severity,
-        &'static str,
-        &'static str,
-    ) {
+    fn row(self) -> (&'static str, &'static str, Severity, &'static str, &'static str) {
         use EbmsCode::*;
         use Severity::*;
         match self {
-            ValueNotRecognized => (
-                "EBMS:0001",
-                "ValueNotRecognized",
-                Failure,
-                "Content",
-                "ebMS",
-            ),
-            FeatureNotSupported => (
-                "EBMS:0002",
-                "FeatureNotSupported",
-                Warning,
-                "Content",
-                "ebMS",
-            ),
+            ValueNotRecognized => ("EBMS:0001", "ValueNotRecognized", Failure, "Content", "ebMS"),
+            FeatureNotSupported => ("EBMS:0002", "FeatureNotSupported", Warning, "Content", "ebMS"),
             ValueInconsistent => ("EBMS:0003", "ValueInconsistent", Failure, "Content", "ebMS"),
             Other => ("EBMS:0004", "Other", Failure, "Content", "ebMS"),
-            ConnectionFailure => (
-                "EBMS:0005",
-                "ConnectionFailure",
-                Failure,
-                "Communication",
-                "ebMS",
-            ),
-            EmptyMessagePartitionChannel => (
-                "EBMS:0006",
-                "EmptyMessagePartitionChannel",
-                Warning,
-                "Communication",
-                "ebMS",
-            ),
-            MimeInconsistency => (
-                "EBMS:0007",
-                "MimeInconsistency",
-                Failure,
-                "Unpackaging",
-                "ebMS",
-            ),
-            FeatureNotSupportedInconsistency => (
-                "EBMS:0008",
-                "FeatureNotSupported",
-                Failure,
-                "Unpackaging",
-                "ebMS",
-            ),
+            ConnectionFailure => ("EBMS:0005", "ConnectionFailure", Failure, "Communication", "ebMS"),
+            EmptyMessagePartitionChannel => {
+                ("EBMS:0006", "EmptyMessagePartitionChannel", Warning, "Communication", "ebMS")
+            }
+            MimeInconsistency => ("EBMS:0007", "MimeInconsistency", Failure, "Unpackaging", "ebMS"),
+            FeatureNotSupportedInconsistency => ("EBMS:0008", "FeatureNotSupported", Failure, "Unpackaging", "ebMS"),
             InvalidHeader => ("EBMS:0009", "InvalidHeader", Failure, "Unpackaging", "ebMS"),
-            ProcessingModeMismatch => (
-                "EBMS:0010",
-                "ProcessingModeMismatch",
-                Failure,
-                "Processing",
-                "ebMS",
-            ),
-            ExternalPayloadError => (
-                "EBMS:0011",
-                "ExternalPayloadError",
-                Failure,
-                "Content",
-                "ebMS",
-            ),
-            FailedAuthentication => (
-                "EBMS:0101",
-                "FailedAuthentication",
-                Failure,
-                "Processing",
-                "security",
-            ),
-            FailedDecryption => (
-                "EBMS:0102",
-                "FailedDecryption",
-                Failure,
-                "Processing",
-                "security",
-            ),
-            PolicyNoncompliance => (
-                "EBMS:0103",
-                "PolicyNoncompliance",
-                Failure,
-                "Processing",
-                "security",
-            ),
-            DysfunctionalReliability => (
-                "EBMS:0201",
-                "DysfunctionalReliability",
-                Failure,
-                "Processing",
-                "reliability",
-            ),
-            DeliveryFailure => (
-                "EBMS:0202",
-                "DeliveryFailure",
-                Failure,
-                "Communication",
-                "reliability",
-            ),
-            MissingReceipt => (
-                "EBMS:0301",
-                "MissingReceipt",
-                Failure,
-                "Communication",
-                "ebMS",
-            ),
-            InvalidReceipt => (
-                "EBMS:0302",
-                "InvalidReceipt",
-                Failure,
-                "Communication",
-                "ebMS",
-            ),
-            DecompressionFailure => (
-                "EBMS:0303",
-                "DecompressionFailure",
-                Failure,
-                "Communication",
-                "ebMS",
-            ),
+            ProcessingModeMismatch => ("EBMS:0010", "ProcessingModeMismatch", Failure, "Processing", "ebMS"),
+            ExternalPayloadError => ("EBMS:0011", "ExternalPayloadError", Failure, "Content", "ebMS"),
+            FailedAuthentication => ("EBMS:0101", "FailedAuthentication", Failure, "Processing", "security"),
+            FailedDecryption => ("EBMS:0102", "FailedDecryption", Failure, "Processing", "security"),
+            PolicyNoncompliance => ("EBMS:0103", "PolicyNoncompliance", Failure, "Processing", "security"),
+            DysfunctionalReliability => ("EBMS:0201", "DysfunctionalReliability", Failure, "Processing", "reliability"),
+            DeliveryFailure => ("EBMS:0202", "DeliveryFailure", Failure, "Communication", "reliability"),
+            MissingReceipt => ("EBMS:0301", "MissingReceipt", Failure, "Communication", "ebMS"),
+            InvalidReceipt => ("EBMS:0302", "InvalidReceipt", Failure, "Communication", "ebMS"),
+            DecompressionFailure => ("EBMS:0303", "DecompressionFailure", Failure, "Communication", "ebMS"),
         }
     }
 
@@ -217,10 +115,7 @@ impl EbmsCode {
     /// The SOAP 1.2 fault code that accompanies a failure: the sender's fault for what it
     /// sent wrong, the receiver's for what we could not do (docs/as4.md §4.3).
     pub fn is_receiver_fault(self) -> bool {
-        matches!(
-            self,
-            EbmsCode::DeliveryFailure | EbmsCode::Other | EbmsCode::DysfunctionalReliability
-        )
+        matches!(self, EbmsCode::DeliveryFailure | EbmsCode::Other | EbmsCode::DysfunctionalReliability)
     }
 }
 
@@ -243,11 +138,7 @@ pub struct EbmsError {
 
 impl EbmsError {
     pub fn new(code: EbmsCode, detail: impl Into<String>) -> Self {
-        EbmsError {
-            code,
-            detail: detail.into(),
-            ref_to_message_id: None,
-        }
+        EbmsError { code, detail: detail.into(), ref_to_message_id: None }
     }
 
     pub fn with_ref(mut self, message_id: Option<&str>) -> Self {
@@ -267,10 +158,7 @@ mod tests {
         for code in EbmsCode::ALL {
             assert_eq!(EbmsCode::from_code(code.code()), Some(code));
         }
-        assert_eq!(
-            EbmsCode::EmptyMessagePartitionChannel.severity(),
-            Severity::Warning
-        );
+        assert_eq!(EbmsCode::EmptyMessagePartitionChannel.severity(), Severity::Warning);
         assert_eq!(EbmsCode::PolicyNoncompliance.origin(), "security");
     }
 }

@@ -43,10 +43,7 @@ pub struct PartInfo {
 
 impl PartInfo {
     pub fn property(&self, name: &str) -> Option<&str> {
-        self.properties
-            .iter()
-            .find(|p| p.name == name)
-            .map(|p| p.value.as_str())
+        self.properties.iter().find(|p| p.name == name).map(|p| p.value.as_str())
     }
 
     /// The Content-ID this part refers to, without `cid:`.

@@ -42,18 +42,10 @@ pub fn read_envelope(bytes: &[u8], limits: Limits) -> Result<Envelope, EnvelopeE
         return Err(invalid("SOAP 1.1 envelope: AS4 requires SOAP 1.2").into());
     }
     if !root.is(ns::SOAP12, "Envelope") {
-        return Err(invalid(format!(
-            "root element {{{}}}{} is not a SOAP 1.2 Envelope",
-            root.ns, root.local
-        ))
-        .into());
+        return Err(invalid(format!("root element {{{}}}{} is not a SOAP 1.2 Envelope", root.ns, root.local)).into());
     }
-    let header = root
-        .child(ns::SOAP12, "Header")
-        .ok_or_else(|| invalid("SOAP envelope has no Header"))?;
-    let body = root
-        .child(ns::SOAP12, "Body")
-        .ok_or_else(|| invalid("SOAP envelope has no Body"))?;
+    let header = root.child(ns::SOAP12, "Header").ok_or_else(|| invalid("SOAP envelope has no Header"))?;
+    let body = root.child(ns::SOAP12, "Body").ok_or_else(|| invalid("SOAP envelope has no Body"))?;
 
     let mut messaging_blocks = Vec::new();
     let mut has_security_header = false;
@@ -71,15 +63,10 @@ pub fn read_envelope(bytes: &[u8], limits: Limits) -> Result<Envelope, EnvelopeE
         } else if block.is(ns::WSSE, "Security") && targeted_at_us {
             has_security_header = true;
         }
-        let must_understand = matches!(
-            block.attr(ns::SOAP12, "mustUnderstand").map(str::trim),
-            Some("true") | Some("1")
-        );
+        let must_understand =
+            matches!(block.attr(ns::SOAP12, "mustUnderstand").map(str::trim), Some("true") | Some("1"));
         if must_understand && targeted_at_us && !understood {
-            return Err(EnvelopeError::MustUnderstand(format!(
-                "{{{}}}{}",
-                block.ns, block.local
-            )));
+            return Err(EnvelopeError::MustUnderstand(format!("{{{}}}{}", block.ns, block.local)));
         }
     }
     let messaging = match messaging_blocks.as_slice() {
@@ -96,10 +83,7 @@ pub fn read_envelope(bytes: &[u8], limits: Limits) -> Result<Envelope, EnvelopeE
 }
 
 fn read_messaging(el: &Element) -> Result<Messaging, EbmsError> {
-    let id = el
-        .attr(ns::WSU, "Id")
-        .or_else(|| el.attr("", "id"))
-        .map(str::to_owned);
+    let id = el.attr(ns::WSU, "Id").or_else(|| el.attr("", "id")).map(str::to_owned);
     let users: Vec<&Element> = el.children_named(ns::EB, "UserMessage").collect();
     if users.len() > 1 {
         let first_id = users
@@ -107,42 +91,28 @@ fn read_messaging(el: &Element) -> Result<Messaging, EbmsError> {
             .and_then(|u| u.child(ns::EB, "MessageInfo"))
             .and_then(|i| i.child(ns::EB, "MessageId"))
             .map(|m| m.trimmed_text().to_owned());
-        return Err(inconsistent(format!(
-            "{} eb:UserMessage elements; at most one is allowed",
-            users.len()
-        ))
-        .with_ref(first_id.as_deref()));
+        return Err(inconsistent(format!("{} eb:UserMessage elements; at most one is allowed", users.len()))
+            .with_ref(first_id.as_deref()));
     }
     let user_message = users.first().map(|u| read_user_message(u)).transpose()?;
     let mut signals: Vec<SignalMessage> = Vec::new();
     for s in el.children_named(ns::EB, "SignalMessage") {
         let signal = read_signal(s)?;
-        let same_kind = signals
-            .iter()
-            .any(|o| std::mem::discriminant(&o.signal) == std::mem::discriminant(&signal.signal));
+        let same_kind =
+            signals.iter().any(|o| std::mem::discriminant(&o.signal) == std::mem::discriminant(&signal.signal));
         if same_kind {
-            return Err(inconsistent(
-                "two signal messages of the same type in one eb:Messaging",
-            ));
+            return Err(inconsistent("two signal messages of the same type in one eb:Messaging"));
         }
         signals.push(signal);
     }
     if user_message.is_none() && signals.is_empty() {
-        return Err(invalid(
-            "eb:Messaging holds neither a UserMessage nor a SignalMessage",
-        ));
+        return Err(invalid("eb:Messaging holds neither a UserMessage nor a SignalMessage"));
     }
-    Ok(Messaging {
-        id,
-        user_message,
-        signals,
-    })
+    Ok(Messaging { id, user_message, signals })
 }
 
 fn required<'a>(parent: &'a Element, local: &str, context: &str) -> Result<&'a Element, EbmsError> {
-    parent
-        .child(ns::EB, local)
-        .ok_or_else(|| invalid(format!("{context} has no eb:{local}")))
+    parent.child(ns::EB, local).ok_or_else(|| invalid(format!("{context} has no eb:{local}")))
 }
 
 fn required_text(parent: &Element, local: &str, context: &str) -> Result<String, EbmsError> {
@@ -154,9 +124,7 @@ fn required_text(parent: &Element, local: &str, context: &str) -> Result<String,
 }
 
 fn optional_attr(el: &Element, name: &str) -> Option<String> {
-    el.attr("", name)
-        .map(|v| v.trim().to_owned())
-        .filter(|v| !v.is_empty())
+    el.attr("", name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
 }
 
 /// A value without `@type` must be a URI (ebMS Core 5.2.2): a scheme followed by a colon.
@@ -165,35 +133,20 @@ fn looks_like_uri(value: &str) -> bool {
         return false;
     };
     !rest.is_empty()
-        && scheme
-            .chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_alphabetic())
-        && scheme
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+        && scheme.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+        && scheme.chars().all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
 }
 
 fn read_message_info(el: &Element, context: &str) -> Result<MessageInfo, EbmsError> {
     let info = required(el, "MessageInfo", context)?;
     let message_id = required_text(info, "MessageId", "eb:MessageInfo")?;
-    let timestamp = required_text(info, "Timestamp", "eb:MessageInfo")
-        .map_err(|e| e.with_ref(Some(&message_id)))?;
+    let timestamp = required_text(info, "Timestamp", "eb:MessageInfo").map_err(|e| e.with_ref(Some(&message_id)))?;
     if !valid_timestamp(&timestamp) {
-        return Err(
-            invalid(format!("eb:Timestamp '{timestamp}' is not an xs:dateTime"))
-                .with_ref(Some(&message_id)),
-        );
+        return Err(invalid(format!("eb:Timestamp '{timestamp}' is not an xs:dateTime")).with_ref(Some(&message_id)));
     }
-    let ref_to_message_id = info
-        .child(ns::EB, "RefToMessageId")
-        .map(|r| r.trimmed_text().to_owned())
-        .filter(|r| !r.is_empty());
-    Ok(MessageInfo {
-        timestamp,
-        message_id,
-        ref_to_message_id,
-    })
+    let ref_to_message_id =
+        info.child(ns::EB, "RefToMessageId").map(|r| r.trimmed_text().to_owned()).filter(|r| !r.is_empty());
+    Ok(MessageInfo { timestamp, message_id, ref_to_message_id })
 }
 
 /// xs:dateTime, UTC "Z" optional and offsets accepted (phase4 sends +02:00).
@@ -217,14 +170,9 @@ fn read_party(party_info: &Element, local: &str) -> Result<Party, EbmsError> {
         }
         let kind = optional_attr(id, "type");
         if kind.is_none() && !looks_like_uri(value) {
-            return Err(inconsistent(format!(
-                "eb:PartyId '{value}' in {context} has no @type and is not a URI"
-            )));
+            return Err(inconsistent(format!("eb:PartyId '{value}' in {context} has no @type and is not a URI")));
         }
-        ids.push(PartyId {
-            value: value.to_owned(),
-            kind,
-        });
+        ids.push(PartyId { value: value.to_owned(), kind });
     }
     if ids.is_empty() {
         return Err(invalid(format!("{context} has no eb:PartyId")));
@@ -236,18 +184,12 @@ fn read_party(party_info: &Element, local: &str) -> Result<Party, EbmsError> {
 fn read_properties(container: &Element, context: &str) -> Result<Vec<Property>, EbmsError> {
     let mut properties = Vec::new();
     for p in container.children_named(ns::EB, "Property") {
-        let name = optional_attr(p, "name")
-            .ok_or_else(|| invalid(format!("eb:Property without @name in {context}")))?;
-        properties.push(Property {
-            name,
-            kind: optional_attr(p, "type"),
-            value: p.trimmed_text().to_owned(),
-        });
+        let name =
+            optional_attr(p, "name").ok_or_else(|| invalid(format!("eb:Property without @name in {context}")))?;
+        properties.push(Property { name, kind: optional_attr(p, "type"), value: p.trimmed_text().to_owned() });
     }
     if properties.is_empty() {
-        return Err(invalid(format!(
-            "{context} must hold at least one eb:Property"
-        )));
+        return Err(invalid(format!("{context} must hold at least one eb:Property")));
     }
     Ok(properties)
 }
@@ -261,22 +203,15 @@ fn read_user_message(el: &Element) -> Result<UserMessage, EbmsError> {
     let to = read_party(party_info, "To").map_err(with_id)?;
     let collab = required(el, "CollaborationInfo", "eb:UserMessage").map_err(with_id)?;
     let service_el = required(collab, "Service", "eb:CollaborationInfo").map_err(with_id)?;
-    let service = Service {
-        value: service_el.trimmed_text().to_owned(),
-        kind: optional_attr(service_el, "type"),
-    };
+    let service = Service { value: service_el.trimmed_text().to_owned(), kind: optional_attr(service_el, "type") };
     if service.value.is_empty() {
         return Err(with_id(invalid("eb:Service is empty")));
     }
     if service.kind.is_none() && !looks_like_uri(&service.value) {
-        return Err(with_id(inconsistent(format!(
-            "eb:Service '{}' has no @type and is not a URI",
-            service.value
-        ))));
+        return Err(with_id(inconsistent(format!("eb:Service '{}' has no @type and is not a URI", service.value))));
     }
     let action = required_text(collab, "Action", "eb:CollaborationInfo").map_err(with_id)?;
-    let conversation_id =
-        required_text(collab, "ConversationId", "eb:CollaborationInfo").map_err(with_id)?;
+    let conversation_id = required_text(collab, "ConversationId", "eb:CollaborationInfo").map_err(with_id)?;
     let agreement = match collab.child(ns::EB, "AgreementRef") {
         None => None,
         Some(a) => {
@@ -309,9 +244,7 @@ fn read_user_message(el: &Element) -> Result<UserMessage, EbmsError> {
             parts.push(PartInfo { href, properties });
         }
         if parts.is_empty() {
-            return Err(with_id(invalid(
-                "eb:PayloadInfo must hold at least one eb:PartInfo",
-            )));
+            return Err(with_id(invalid("eb:PayloadInfo must hold at least one eb:PartInfo")));
         }
     }
     Ok(UserMessage {
@@ -340,41 +273,25 @@ fn read_signal(el: &Element) -> Result<SignalMessage, EbmsError> {
         Signal::Receipt { nrr_references }
     } else if let Some(pull) = el.child(ns::EB, "PullRequest") {
         Signal::PullRequest {
-            mpc: pull
-                .attr("", "mpc")
-                .map(str::to_owned)
-                .unwrap_or_else(|| ns::DEFAULT_MPC.to_owned()),
+            mpc: pull.attr("", "mpc").map(str::to_owned).unwrap_or_else(|| ns::DEFAULT_MPC.to_owned()),
         }
     } else {
         let errors: Vec<ErrorDetail> = el
             .children_named(ns::EB, "Error")
             .map(|e| ErrorDetail {
-                code: e
-                    .attr("", "errorCode")
-                    .unwrap_or_default()
-                    .trim()
-                    .to_owned(),
-                severity: e
-                    .attr("", "severity")
-                    .unwrap_or("failure")
-                    .trim()
-                    .to_owned(),
+                code: e.attr("", "errorCode").unwrap_or_default().trim().to_owned(),
+                severity: e.attr("", "severity").unwrap_or("failure").trim().to_owned(),
                 category: optional_attr(e, "category"),
                 origin: optional_attr(e, "origin"),
                 short_description: optional_attr(e, "shortDescription"),
                 ref_to_message_in_error: optional_attr(e, "refToMessageInError"),
-                description: e
-                    .child(ns::EB, "Description")
-                    .map(|d| d.trimmed_text().to_owned()),
-                detail: e
-                    .child(ns::EB, "ErrorDetail")
-                    .map(|d| d.trimmed_text().to_owned()),
+                description: e.child(ns::EB, "Description").map(|d| d.trimmed_text().to_owned()),
+                detail: e.child(ns::EB, "ErrorDetail").map(|d| d.trimmed_text().to_owned()),
             })
             .collect();
         if errors.is_empty() {
             return Err(
-                invalid("eb:SignalMessage holds no Receipt, Error or PullRequest")
-                    .with_ref(Some(&info.message_id)),
+                invalid("eb:SignalMessage holds no Receipt, Error or PullRequest").with_ref(Some(&info.message_id))
             );
         }
         Signal::Errors(errors)

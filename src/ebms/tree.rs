@@ -19,11 +19,7 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits {
-            max_bytes: 4 << 20,
-            max_depth: 64,
-            max_elements: 20_000,
-        }
+        Limits { max_bytes: 4 << 20, max_depth: 64, max_elements: 20_000 }
     }
 }
 
@@ -63,21 +59,14 @@ impl Element {
 
     /// An attribute by namespace ("" for unqualified) and local name.
     pub fn attr(&self, ns: &str, local: &str) -> Option<&str> {
-        self.attrs
-            .iter()
-            .find(|a| a.ns == ns && a.local == local)
-            .map(|a| a.value.as_str())
+        self.attrs.iter().find(|a| a.ns == ns && a.local == local).map(|a| a.value.as_str())
     }
 
     pub fn child(&self, ns: &str, local: &str) -> Option<&Element> {
         self.children.iter().find(|c| c.is(ns, local))
     }
 
-    pub fn children_named<'a>(
-        &'a self,
-        ns: &'a str,
-        local: &'a str,
-    ) -> impl Iterator<Item = &'a Element> + 'a {
+    pub fn children_named<'a>(&'a self, ns: &'a str, local: &'a str) -> impl Iterator<Item = &'a Element> + 'a {
         self.children.iter().filter(move |c| c.is(ns, local))
     }
 
@@ -103,13 +92,8 @@ pub fn parse(bytes: &[u8], limits: Limits) -> Result<Element, XmlError> {
     let mut buf = Vec::new();
     loop {
         let position = reader.buffer_position();
-        let bad = |e: &dyn std::fmt::Display| XmlError::NotWellFormed {
-            position,
-            reason: e.to_string(),
-        };
-        let (resolved, event) = reader
-            .read_resolved_event_into(&mut buf)
-            .map_err(|e| bad(&e))?;
+        let bad = |e: &dyn std::fmt::Display| XmlError::NotWellFormed { position, reason: e.to_string() };
+        let (resolved, event) = reader.read_resolved_event_into(&mut buf).map_err(|e| bad(&e))?;
         match event {
             Event::Start(ref start) | Event::Empty(ref start) => {
                 if root.is_some() {
@@ -117,16 +101,13 @@ pub fn parse(bytes: &[u8], limits: Limits) -> Result<Element, XmlError> {
                 }
                 elements += 1;
                 if elements > limits.max_elements {
-                    return Err(XmlError::LimitExceeded {
-                        limit: "element count",
-                    });
+                    return Err(XmlError::LimitExceeded { limit: "element count" });
                 }
                 if stack.len() >= limits.max_depth {
                     return Err(XmlError::LimitExceeded { limit: "depth" });
                 }
                 let ns = namespace_of(&resolved).map_err(|e| bad(&e))?;
-                let local =
-                    String::from_utf8(start.local_name().as_ref().to_vec()).map_err(|e| bad(&e))?;
+                let local = String::from_utf8(start.local_name().as_ref().to_vec()).map_err(|e| bad(&e))?;
                 let mut attrs = Vec::new();
                 for attr in start.attributes() {
                     let attr = attr.map_err(|e| bad(&e))?;
@@ -136,23 +117,14 @@ pub fn parse(bytes: &[u8], limits: Limits) -> Result<Element, XmlError> {
                     }
                     let (res, local_name) = reader.resolver().resolve_attribute(key);
                     let ns = namespace_of(&res).map_err(|e| bad(&e))?;
-                    let value = attr
-                        .decode_and_unescape_value(reader.decoder())
-                        .map_err(|e| bad(&e))?;
+                    let value = attr.decode_and_unescape_value(reader.decoder()).map_err(|e| bad(&e))?;
                     attrs.push(Attribute {
                         ns,
-                        local: String::from_utf8(local_name.as_ref().to_vec())
-                            .map_err(|e| bad(&e))?,
+                        local: String::from_utf8(local_name.as_ref().to_vec()).map_err(|e| bad(&e))?,
                         value: value.into_owned(),
                     });
                 }
-                let element = Element {
-                    ns,
-                    local,
-                    attrs,
-                    children: Vec::new(),
-                    text: String::new(),
-                };
+                let element = Element { ns, local, attrs, children: Vec::new(), text: String::new() };
                 if matches!(event, Event::Empty(_)) {
                     attach(&mut stack, &mut root, element);
                 } else {
@@ -184,8 +156,7 @@ pub fn parse(bytes: &[u8], limits: Limits) -> Result<Element, XmlError> {
                 push_text(&mut stack, &decoded, position)?;
             }
             Event::CData(data) => {
-                let value =
-                    String::from_utf8(data.into_inner().into_owned()).map_err(|e| bad(&e))?;
+                let value = String::from_utf8(data.into_inner().into_owned()).map_err(|e| bad(&e))?;
                 push_text(&mut stack, &value, position)?;
             }
             Event::DocType(_) => return Err(XmlError::DoctypeRefused),
@@ -210,10 +181,7 @@ fn push_text(stack: &mut [Element], value: &str, position: u64) -> Result<(), Xm
             Ok(())
         }
         None if value.trim().is_empty() => Ok(()),
-        None => Err(XmlError::NotWellFormed {
-            position,
-            reason: "text outside the root element".into(),
-        }),
+        None => Err(XmlError::NotWellFormed { position, reason: "text outside the root element".into() }),
     }
 }
 
@@ -226,14 +194,11 @@ fn attach(stack: &mut [Element], root: &mut Option<Element>, element: Element) {
 
 fn namespace_of(resolved: &ResolveResult<'_>) -> Result<String, String> {
     match resolved {
-        ResolveResult::Bound(ns) => {
-            String::from_utf8(ns.as_ref().to_vec()).map_err(|e| e.to_string())
-        }
+        ResolveResult::Bound(ns) => String::from_utf8(ns.as_ref().to_vec()).map_err(|e| e.to_string()),
         ResolveResult::Unbound => Ok(String::new()),
-        ResolveResult::Unknown(prefix) => Err(format!(
-            "undeclared namespace prefix '{}'",
-            String::from_utf8_lossy(prefix)
-        )),
+        ResolveResult::Unknown(prefix) => {
+            Err(format!("undeclared namespace prefix '{}'", String::from_utf8_lossy(prefix)))
+        }
     }
 }
 
@@ -248,8 +213,7 @@ mod tests {
 
     #[test]
     fn resolves_namespaces_and_attributes() {
-        let doc =
-            br#"<a:r xmlns:a="urn:a" xmlns:b="urn:b" b:x="1" y="2"><a:c>t&amp;u&#233;</a:c></a:r>"#;
+        let doc = br#"<a:r xmlns:a="urn:a" xmlns:b="urn:b" b:x="1" y="2"><a:c>t&amp;u&#233;</a:c></a:r>"#;
         let root = parse(doc, Limits::default()).unwrap();
         assert!(root.is("urn:a", "r"));
         assert_eq!(root.attr("urn:b", "x"), Some("1"));
@@ -261,19 +225,13 @@ mod tests {
     fn refuses_doctype_and_unknown_entities() {
         let doc = b"<?xml version='1.0'?><!DOCTYPE r [<!ENTITY e 'x'>]><r>&e;</r>";
         assert_eq!(parse(doc, Limits::default()), Err(XmlError::DoctypeRefused));
-        assert!(matches!(
-            parse(b"<r>&e;</r>", Limits::default()),
-            Err(XmlError::NotWellFormed { .. })
-        ));
+        assert!(matches!(parse(b"<r>&e;</r>", Limits::default()), Err(XmlError::NotWellFormed { .. })));
     }
 
     #[test]
     fn enforces_depth_and_mismatched_tags() {
         let deep = "<a>".repeat(100) + &"</a>".repeat(100);
-        assert_eq!(
-            parse(deep.as_bytes(), Limits::default()),
-            Err(XmlError::LimitExceeded { limit: "depth" })
-        );
+        assert_eq!(parse(deep.as_bytes(), Limits::default()), Err(XmlError::LimitExceeded { limit: "depth" }));
         assert!(parse(b"<a><b></a></b>", Limits::default()).is_err());
         assert!(parse(b"<a>", Limits::default()).is_err());
         assert!(parse(b"<a/><b/>", Limits::default()).is_err());

@@ -47,11 +47,7 @@ fn envelope_with(security: &str, messaging_id: &str, body_id: &str, messaging_in
     out.push_str(ENVELOPE_OPEN);
     out.push_str("<S12:Header>");
     out.push_str(security);
-    let _ = write!(
-        out,
-        r#"<eb:Messaging S12:mustUnderstand="true" wsu:Id="{}">"#,
-        escape(messaging_id)
-    );
+    let _ = write!(out, r#"<eb:Messaging S12:mustUnderstand="true" wsu:Id="{}">"#, escape(messaging_id));
     out.push_str(messaging_inner);
     out.push_str("</eb:Messaging></S12:Header>");
     let _ = write!(out, r#"<S12:Body wsu:Id="{}">"#, escape(body_id));
@@ -200,11 +196,7 @@ pub fn error_builder(info: &MessageInfo, errors: &[EbmsError]) -> EnvelopeBuilde
             e.code.origin(),
             e.code.short_description()
         );
-        opt_attr(
-            &mut inner,
-            "refToMessageInError",
-            e.ref_to_message_id.as_deref(),
-        );
+        opt_attr(&mut inner, "refToMessageInError", e.ref_to_message_id.as_deref());
         let _ = write!(
             inner,
             r#"><eb:Description xml:lang="en">{}</eb:Description><eb:ErrorDetail>{}</eb:ErrorDetail></eb:Error>"#,
@@ -213,17 +205,10 @@ pub fn error_builder(info: &MessageInfo, errors: &[EbmsError]) -> EnvelopeBuilde
         );
     }
     inner.push_str("</eb:SignalMessage>");
-    let fault = errors
-        .iter()
-        .find(|e| e.code.severity() == super::error::Severity::Failure)
-        .map(|e| {
-            let code = if e.code.is_receiver_fault() {
-                "S12:Receiver"
-            } else {
-                "S12:Sender"
-            };
-            soap_fault(code, &format!("{}: {}", e.code, e.detail))
-        });
+    let fault = errors.iter().find(|e| e.code.severity() == super::error::Severity::Failure).map(|e| {
+        let code = if e.code.is_receiver_fault() { "S12:Receiver" } else { "S12:Sender" };
+        soap_fault(code, &format!("{}: {}", e.code, e.detail))
+    });
     let (messaging_id, body_id) = element_ids(&info.message_id);
     EnvelopeBuilder { messaging_id, body_id, messaging_inner: inner, body_inner: fault.unwrap_or_default() }
 }
@@ -240,10 +225,7 @@ pub fn must_understand_fault(header: &str) -> String {
     format!(
         r#"<?xml version="1.0" encoding="UTF-8"?><S12:Envelope xmlns:S12="{}"><S12:Body>{}</S12:Body></S12:Envelope>"#,
         ns::SOAP12,
-        soap_fault(
-            "S12:MustUnderstand",
-            &format!("header block {header} was not understood")
-        )
+        soap_fault("S12:MustUnderstand", &format!("header block {header} was not understood"))
     )
 }
 
@@ -271,17 +253,11 @@ pub(crate) mod tests {
                 ref_to_message_id: None,
             },
             from: Party {
-                ids: vec![PartyId {
-                    value: "CL-SAG".into(),
-                    kind: Some("urn:x:unregistered".into()),
-                }],
+                ids: vec![PartyId { value: "CL-SAG".into(), kind: Some("urn:x:unregistered".into()) }],
                 role: ns::ROLE_INITIATOR.into(),
             },
             to: Party {
-                ids: vec![PartyId {
-                    value: "PE-SENASA".into(),
-                    kind: Some("urn:x:unregistered".into()),
-                }],
+                ids: vec![PartyId { value: "PE-SENASA".into(), kind: Some("urn:x:unregistered".into()) }],
                 role: ns::ROLE_RESPONDER.into(),
             },
             agreement: Some(AgreementRef {
@@ -289,24 +265,13 @@ pub(crate) mod tests {
                 kind: None,
                 pmode: Some("cl-pe".into()),
             }),
-            service: Service {
-                value: "urn:pa:service:ephyto".into(),
-                kind: None,
-            },
+            service: Service { value: "urn:pa:service:ephyto".into(), kind: None },
             action: "IPPC-ePhyto & <SPS>".into(),
             conversation_id: "conv-1".into(),
-            properties: vec![Property {
-                name: "originalSender".into(),
-                kind: Some("t".into()),
-                value: "CL".into(),
-            }],
+            properties: vec![Property { name: "originalSender".into(), kind: Some("t".into()), value: "CL".into() }],
             parts: vec![PartInfo {
                 href: Some("cid:part1@ap.cl.example".into()),
-                properties: vec![Property {
-                    name: "MimeType".into(),
-                    kind: None,
-                    value: "application/xml".into(),
-                }],
+                properties: vec![Property { name: "MimeType".into(), kind: None, value: "application/xml".into() }],
             }],
         }
     }
@@ -315,12 +280,8 @@ pub(crate) mod tests {
     fn user_message_round_trips() {
         let um = sample();
         let xml = user_message_envelope(&um);
-        let Envelope {
-            messaging,
-            body_id,
-            body_children,
-            ..
-        } = read_envelope(xml.as_bytes(), Limits::default()).unwrap();
+        let Envelope { messaging, body_id, body_children, .. } =
+            read_envelope(xml.as_bytes(), Limits::default()).unwrap();
         assert_eq!(messaging.user_message.unwrap(), um);
         assert_eq!(body_id, Some(element_ids(&um.info.message_id).1));
         assert_eq!(body_children, 0);
@@ -358,9 +319,6 @@ pub(crate) mod tests {
         };
         let xml = receipt_envelope(&info, &sample());
         let env = read_envelope(xml.as_bytes(), Limits::default()).unwrap();
-        assert!(matches!(
-            env.messaging.signals[0].signal,
-            Signal::Receipt { .. }
-        ));
+        assert!(matches!(env.messaging.signals[0].signal, Signal::Receipt { .. }));
     }
 }

@@ -10,8 +10,7 @@ pub struct Base64Decoder {
 
 impl Base64Decoder {
     pub fn decode_chunk(&mut self, chunk: &[u8]) -> Result<Vec<u8>, base64::DecodeError> {
-        self.pending
-            .extend(chunk.iter().copied().filter(|b| !b.is_ascii_whitespace()));
+        self.pending.extend(chunk.iter().copied().filter(|b| !b.is_ascii_whitespace()));
         let usable = self.pending.len() / 4 * 4;
         let out = base64::engine::general_purpose::STANDARD.decode(&self.pending[..usable])?;
         self.pending.drain(..usable);

@@ -18,10 +18,8 @@ mod tests {
         body: Vec<u8>,
         chunk: usize,
     ) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Send + Unpin {
-        let chunks: Vec<Result<Bytes, std::io::Error>> = body
-            .chunks(chunk.max(1))
-            .map(|c| Ok(Bytes::copy_from_slice(c)))
-            .collect();
+        let chunks: Vec<Result<Bytes, std::io::Error>> =
+            body.chunks(chunk.max(1)).map(|c| Ok(Bytes::copy_from_slice(c))).collect();
         futures_util::stream::iter(chunks)
     }
 
@@ -43,14 +41,7 @@ mod tests {
         chunk: usize,
     ) -> Result<(Multipart, MemorySink), crate::ebms::EbmsError> {
         let mut sink = MemorySink::default();
-        let m = read_multipart(
-            stream(body, chunk),
-            boundary,
-            start,
-            Limits::default(),
-            &mut sink,
-        )
-        .await?;
+        let m = read_multipart(stream(body, chunk), boundary, start, Limits::default(), &mut sink).await?;
         Ok((m, sink))
     }
 
@@ -63,9 +54,7 @@ mod tests {
             ("application/xml", "p2@x", b"<doc/>"),
         ]);
         for chunk in [1, 7, 64, 100_000] {
-            let (m, sink) = read(&boundary, Some("root@x"), body.clone(), chunk)
-                .await
-                .unwrap();
+            let (m, sink) = read(&boundary, Some("root@x"), body.clone(), chunk).await.unwrap();
             assert_eq!(m.envelope, b"<env/>");
             assert_eq!(m.parts.len(), 2);
             assert_eq!(sink.parts[0], ("p1@x".to_owned(), payload.clone()));
@@ -76,9 +65,7 @@ mod tests {
     #[tokio::test]
     async fn start_pointing_nowhere_and_wrong_root_type() {
         let (boundary, body) = build(&[("application/soap+xml", "root@x", b"<env/>")]);
-        let err = read(&boundary, Some("other@x"), body, 10)
-            .await
-            .unwrap_err();
+        let err = read(&boundary, Some("other@x"), body, 10).await.unwrap_err();
         assert_eq!(err.code, EbmsCode::MimeInconsistency);
         let (boundary, body) = build(&[("text/plain", "root@x", b"<env/>")]);
         let err = read(&boundary, None, body, 10).await.unwrap_err();
@@ -87,41 +74,29 @@ mod tests {
 
     #[tokio::test]
     async fn truncated_and_garbage_bodies() {
-        let (boundary, body) = build(&[
-            ("application/soap+xml", "root@x", b"<env/>"),
-            ("a/b", "p@x", b"12345"),
-        ]);
+        let (boundary, body) = build(&[("application/soap+xml", "root@x", b"<env/>"), ("a/b", "p@x", b"12345")]);
         let cut = body[..body.len() - 20].to_vec();
+        assert_eq!(read(&boundary, None, cut, 10).await.unwrap_err().code, EbmsCode::MimeInconsistency);
         assert_eq!(
-            read(&boundary, None, cut, 10).await.unwrap_err().code,
-            EbmsCode::MimeInconsistency
-        );
-        assert_eq!(
-            read("b", None, b"no boundary here".to_vec(), 3)
-                .await
-                .unwrap_err()
-                .code,
+            read("b", None, b"no boundary here".to_vec(), 3).await.unwrap_err().code,
             EbmsCode::MimeInconsistency
         );
     }
 
     #[tokio::test]
     async fn duplicate_content_ids() {
-        let (boundary, body) = build(&[
-            ("application/soap+xml", "root@x", b"<e/>"),
-            ("a/b", "p@x", b"1"),
-            ("a/b", "p@x", b"2"),
-        ]);
-        assert_eq!(
-            read(&boundary, None, body, 10).await.unwrap_err().code,
-            EbmsCode::ValueInconsistent
-        );
+        let (boundary, body) =
+            build(&[("application/soap+xml", "root@x", b"<e/>"), ("a/b", "p@x", b"1"), ("a/b", "p@x", b"2")]);
+        assert_eq!(read(&boundary, None, body, 10).await.unwrap_err().code, EbmsCode::ValueInconsistent);
     }
 
     #[tokio::test]
     async fn phase4_sample_with_base64_part_and_bare_content_id() {
         // The sample is stored with LF line ends; on the wire MIME uses CRLF.
-        let raw = include_str!("../../conformance/samples/phase4/phase4-test/src/test/resources/testfiles/WrongCompression.mime").replace('\n', "\r\n");
+        let raw = include_str!(
+            "../../conformance/samples/phase4/phase4-test/src/test/resources/testfiles/WrongCompression.mime"
+        )
+        .replace('\n', "\r\n");
         let raw = raw.as_bytes();
         let split = raw
             .windows(4)
@@ -129,19 +104,9 @@ mod tests {
             .map(|p| (p, 4))
             .or_else(|| raw.windows(2).position(|w| w == b"\n\n").map(|p| (p, 2)))
             .unwrap();
-        let (head, body) = (
-            String::from_utf8_lossy(&raw[..split.0]).to_string(),
-            raw[split.0 + split.1..].to_vec(),
-        );
-        let ct = head
-            .split("Content-Type:")
-            .nth(1)
-            .unwrap()
-            .replace(['\r', '\n', '\t'], " ");
-        let Packaging::Multipart { boundary, start } = parse_packaging(Some(ct.trim())).unwrap()
-        else {
-            panic!()
-        };
+        let (head, body) = (String::from_utf8_lossy(&raw[..split.0]).to_string(), raw[split.0 + split.1..].to_vec());
+        let ct = head.split("Content-Type:").nth(1).unwrap().replace(['\r', '\n', '\t'], " ");
+        let Packaging::Multipart { boundary, start } = parse_packaging(Some(ct.trim())).unwrap() else { panic!() };
         let (m, sink) = read(&boundary, start.as_deref(), body, 512).await.unwrap();
         assert!(String::from_utf8_lossy(&m.envelope).contains("eb:Messaging"));
         assert_eq!(m.parts.len(), 1);

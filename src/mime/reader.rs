@@ -17,11 +17,7 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits {
-            max_total_bytes: 64 << 20,
-            max_parts: 64,
-            max_envelope_bytes: 2 << 20,
-        }
+        Limits { max_total_bytes: 64 << 20, max_parts: 64, max_envelope_bytes: 2 << 20 }
     }
 }
 
@@ -53,10 +49,7 @@ fn mime_error(detail: impl Into<String>) -> EbmsError {
 }
 
 fn io_error(e: std::io::Error) -> EbmsError {
-    EbmsError::new(
-        EbmsCode::DeliveryFailure,
-        format!("cannot store a received part: {e}"),
-    )
+    EbmsError::new(EbmsCode::DeliveryFailure, format!("cannot store a received part: {e}"))
 }
 
 enum Transfer {
@@ -75,8 +68,8 @@ where
     S: Stream<Item = Result<Bytes, E>> + Send + Unpin + 'static,
     E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
 {
-    let constraints = multer::Constraints::new()
-        .size_limit(multer::SizeLimit::new().whole_stream(limits.max_total_bytes));
+    let constraints =
+        multer::Constraints::new().size_limit(multer::SizeLimit::new().whole_stream(limits.max_total_bytes));
     let mut multipart = multer::Multipart::with_constraints(body, boundary, constraints);
     let mut envelope: Option<Vec<u8>> = None;
     let mut parts: Vec<ReceivedPart> = Vec::new();
@@ -89,32 +82,17 @@ where
         };
         index += 1;
         if index > limits.max_parts {
-            return Err(mime_error(format!(
-                "more than {} MIME parts",
-                limits.max_parts
-            )));
+            return Err(mime_error(format!("more than {} MIME parts", limits.max_parts)));
         }
         let headers = field.headers();
-        let header = |name: &str| {
-            headers
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::trim)
-                .map(str::to_owned)
-        };
-        let content_type =
-            header("content-type").unwrap_or_else(|| "application/octet-stream".to_owned());
+        let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim).map(str::to_owned);
+        let content_type = header("content-type").unwrap_or_else(|| "application/octet-stream".to_owned());
         let content_id = header("content-id").map(|c| strip_brackets(&c).to_owned());
-        let transfer = match header("content-transfer-encoding")
-            .map(|t| t.to_ascii_lowercase())
-            .as_deref()
-        {
+        let transfer = match header("content-transfer-encoding").map(|t| t.to_ascii_lowercase()).as_deref() {
             None | Some("binary") | Some("8bit") | Some("7bit") => Transfer::Identity,
             Some("base64") => Transfer::Base64(Base64Decoder::default()),
             Some(other) => {
-                return Err(mime_error(format!(
-                    "Content-Transfer-Encoding '{other}' is not supported"
-                )));
+                return Err(mime_error(format!("Content-Transfer-Encoding '{other}' is not supported")));
             }
         };
         let is_root = match start {
@@ -133,10 +111,7 @@ where
             while let Some(chunk) = field.chunk().await.map_err(multer_error)? {
                 let decoded = decode(&mut transfer, &chunk)?;
                 if bytes.len() + decoded.len() > limits.max_envelope_bytes {
-                    return Err(mime_error(format!(
-                        "SOAP envelope exceeds {} bytes",
-                        limits.max_envelope_bytes
-                    )));
+                    return Err(mime_error(format!("SOAP envelope exceeds {} bytes", limits.max_envelope_bytes)));
                 }
                 bytes.extend_from_slice(&decoded);
             }
@@ -144,17 +119,11 @@ where
             envelope = Some(bytes);
             continue;
         }
-        let content_id =
-            content_id.ok_or_else(|| mime_error(format!("MIME part {index} has no Content-ID")))?;
+        let content_id = content_id.ok_or_else(|| mime_error(format!("MIME part {index} has no Content-ID")))?;
         if parts.iter().any(|p| p.content_id == content_id) {
-            return Err(EbmsError::new(
-                EbmsCode::ValueInconsistent,
-                format!("duplicate Content-ID <{content_id}>"),
-            ));
+            return Err(EbmsError::new(EbmsCode::ValueInconsistent, format!("duplicate Content-ID <{content_id}>")));
         }
-        sink.begin(&content_id, &content_type)
-            .await
-            .map_err(io_error)?;
+        sink.begin(&content_id, &content_type).await.map_err(io_error)?;
         let mut size = 0u64;
         let mut transfer = transfer;
         while let Some(chunk) = field.chunk().await.map_err(multer_error)? {
@@ -166,11 +135,7 @@ where
         size += tail.len() as u64;
         sink.write(&tail).await.map_err(io_error)?;
         sink.finish().await.map_err(io_error)?;
-        parts.push(ReceivedPart {
-            content_id,
-            content_type,
-            size,
-        });
+        parts.push(ReceivedPart { content_id, content_type, size });
     }
     let envelope = envelope.ok_or_else(|| match start {
         Some(s) => mime_error(format!("the start parameter <{s}> matches no MIME part")),
@@ -179,10 +144,7 @@ where
     Ok(Multipart { envelope, parts })
 }
 
-fn decode<'a>(
-    transfer: &mut Transfer,
-    chunk: &'a [u8],
-) -> Result<std::borrow::Cow<'a, [u8]>, EbmsError> {
+fn decode<'a>(transfer: &mut Transfer, chunk: &'a [u8]) -> Result<std::borrow::Cow<'a, [u8]>, EbmsError> {
     match transfer {
         Transfer::Identity => Ok(std::borrow::Cow::Borrowed(chunk)),
         Transfer::Base64(d) => d
@@ -195,17 +157,13 @@ fn decode<'a>(
 fn finish(transfer: Transfer) -> Result<Vec<u8>, EbmsError> {
     match transfer {
         Transfer::Identity => Ok(Vec::new()),
-        Transfer::Base64(d) => d
-            .finish()
-            .map_err(|e| mime_error(format!("invalid base64 part content: {e}"))),
+        Transfer::Base64(d) => d.finish().map_err(|e| mime_error(format!("invalid base64 part content: {e}"))),
     }
 }
 
 fn multer_error(e: multer::Error) -> EbmsError {
     match e {
-        multer::Error::StreamSizeExceeded { limit } => {
-            mime_error(format!("message body exceeds {limit} bytes"))
-        }
+        multer::Error::StreamSizeExceeded { limit } => mime_error(format!("message body exceeds {limit} bytes")),
         other => mime_error(format!("malformed multipart body: {other}")),
     }
 }

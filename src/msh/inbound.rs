@@ -26,10 +26,7 @@ pub struct Reply {
 
 impl Reply {
     fn soap(status: u16, xml: String) -> Reply {
-        Reply {
-            status,
-            body: xml.into_bytes(),
-        }
+        Reply { status, body: xml.into_bytes() }
     }
 }
 
@@ -67,12 +64,7 @@ impl From<EnvelopeError> for Rejection {
     }
 }
 
-pub async fn receive<S, E>(
-    ap: Arc<AccessPoint>,
-    peer: PeerCertificates,
-    content_type: Option<String>,
-    body: S,
-) -> Reply
+pub async fn receive<S, E>(ap: Arc<AccessPoint>, peer: PeerCertificates, content_type: Option<String>, body: S) -> Reply
 where
     S: Stream<Item = Result<Bytes, E>> + Send + Unpin + 'static,
     E: Into<Box<dyn std::error::Error + Send + Sync>> + std::fmt::Display + 'static,
@@ -159,28 +151,17 @@ where
     E: Into<Box<dyn std::error::Error + Send + Sync>> + std::fmt::Display + 'static,
 {
     let max_total = ap.config.max_message_bytes();
-    let limits = mime::Limits {
-        max_total_bytes: max_total,
-        ..mime::Limits::default()
-    };
+    let limits = mime::Limits { max_total_bytes: max_total, ..mime::Limits::default() };
     match mime::parse_packaging(content_type)? {
         Packaging::Soap => {
             use futures_util::StreamExt;
             let mut bytes = Vec::new();
             let mut body = body;
             while let Some(chunk) = body.next().await {
-                let chunk = chunk.map_err(|e| {
-                    EbmsError::new(
-                        EbmsCode::MimeInconsistency,
-                        format!("reading the body: {e}"),
-                    )
-                })?;
+                let chunk =
+                    chunk.map_err(|e| EbmsError::new(EbmsCode::MimeInconsistency, format!("reading the body: {e}")))?;
                 if bytes.len() + chunk.len() > limits.max_envelope_bytes {
-                    return Err(EbmsError::new(
-                        EbmsCode::MimeInconsistency,
-                        "SOAP envelope too large",
-                    )
-                    .into());
+                    return Err(EbmsError::new(EbmsCode::MimeInconsistency, "SOAP envelope too large").into());
                 }
                 bytes.extend_from_slice(&chunk);
             }
@@ -188,8 +169,7 @@ where
         }
         Packaging::Multipart { boundary, start } => {
             let mut sink = FileSink::new(staging.dir.clone(), max_total);
-            let multipart =
-                mime::read_multipart(body, &boundary, start.as_deref(), limits, &mut sink).await?;
+            let multipart = mime::read_multipart(body, &boundary, start.as_deref(), limits, &mut sink).await?;
             debug_assert_eq!(multipart.parts.len(), sink.parts.len());
             Ok((multipart.envelope, sink.parts))
         }
@@ -207,11 +187,9 @@ fn handle_signals(envelope: &Envelope) -> Reply {
     for s in &envelope.messaging.signals {
         match &s.signal {
             Signal::PullRequest { mpc } => {
-                let error = EbmsError::new(
-                    EbmsCode::ValueNotRecognized,
-                    format!("no P-Mode offers pulling from MPC {mpc}"),
-                )
-                .with_ref(Some(&s.info.message_id));
+                let error =
+                    EbmsError::new(EbmsCode::ValueNotRecognized, format!("no P-Mode offers pulling from MPC {mpc}"))
+                        .with_ref(Some(&s.info.message_id));
                 let info = MessageInfo {
                     timestamp: crate::util::timestamp_now(),
                     message_id: crate::util::new_message_id("ventanilla.local"),
@@ -224,10 +202,7 @@ fn handle_signals(envelope: &Envelope) -> Reply {
             }
         }
     }
-    Reply {
-        status: 200,
-        body: Vec::new(),
-    }
+    Reply { status: 200, body: Vec::new() }
 }
 
 /// Step: match the header to exactly one P-Mode leg.
@@ -250,10 +225,7 @@ fn authorize_partner(
         Profile::None if !ap.config.allow_insecure_profile => {
             return Err(EbmsError::new(
                 EbmsCode::PolicyNoncompliance,
-                format!(
-                    "P-Mode {} has profile 'none', which this access point does not allow",
-                    link.id
-                ),
+                format!("P-Mode {} has profile 'none', which this access point does not allow", link.id),
             )
             .with_ref(id)
             .into());
@@ -266,31 +238,22 @@ fn authorize_partner(
         Profile::Edelivery115 | Profile::Edelivery20 => {
             return Err(EbmsError::new(
                 EbmsCode::PolicyNoncompliance,
-                format!(
-                    "P-Mode {} requires {}, which this build cannot verify",
-                    link.id,
-                    link.profile.as_str()
-                ),
+                format!("P-Mode {} requires {}, which this build cannot verify", link.id, link.profile.as_str()),
             )
             .with_ref(id)
             .into());
         }
     }
     if link.tls_client_auth {
-        let partner = link
-            .partner_of(ap.me())
-            .ok_or_else(|| EbmsError::new(EbmsCode::ProcessingModeMismatch, "no partner"))?;
+        let partner =
+            link.partner_of(ap.me()).ok_or_else(|| EbmsError::new(EbmsCode::ProcessingModeMismatch, "no partner"))?;
         let expected = partner
             .tls_cert
             .as_deref()
             .map(crate::transport::tls::load_certs)
             .transpose()
             .map_err(|e| {
-                EbmsError::new(
-                    EbmsCode::Other,
-                    format!("cannot load the partner's TLS certificate: {e}"),
-                )
-                .with_ref(id)
+                EbmsError::new(EbmsCode::Other, format!("cannot load the partner's TLS certificate: {e}")).with_ref(id)
             })?
             .unwrap_or_default();
         let presented = peer.0.first();
@@ -325,44 +288,35 @@ fn check_payloads(
                 ),
                 Some(h) if h.starts_with('#') => err(
                     EbmsCode::FeatureNotSupportedInconsistency,
-                    format!(
-                        "payload {h} in the SOAP Body is not supported; send it as a MIME part"
-                    ),
+                    format!("payload {h} in the SOAP Body is not supported; send it as a MIME part"),
                 ),
-                other => err(
-                    EbmsCode::ExternalPayloadError,
-                    format!("PartInfo href {other:?} is not a cid: reference"),
-                ),
+                other => {
+                    err(EbmsCode::ExternalPayloadError, format!("PartInfo href {other:?} is not a cid: reference"))
+                }
             });
         };
-        let part = parts.iter().find(|p| p.content_id == cid).ok_or_else(|| {
-            err(
-                EbmsCode::ExternalPayloadError,
-                format!("PartInfo cid:{cid} matches no MIME part"),
-            )
-        })?;
+        let part = parts
+            .iter()
+            .find(|p| p.content_id == cid)
+            .ok_or_else(|| err(EbmsCode::ExternalPayloadError, format!("PartInfo cid:{cid} matches no MIME part")))?;
         if part_info.property("CompressionType").is_some() {
             return Err(err(
                 EbmsCode::DecompressionFailure,
-                format!(
-                    "part cid:{cid} is compressed; compression is not enabled on this access point"
-                ),
+                format!("part cid:{cid} is compressed; compression is not enabled on this access point"),
             ));
         }
         if let Some(leg) = matched.leg()
-            && part.size > leg.max_payload {
-                return Err(err(
-                    EbmsCode::ValueInconsistent,
-                    format!(
-                        "part cid:{cid} has {} bytes; P-Mode {} leg '{}' allows {}",
-                        part.size, matched.link.id, leg.name, leg.max_payload
-                    ),
-                ));
-            }
-        let mime_type = part_info
-            .property("MimeType")
-            .map(str::to_owned)
-            .unwrap_or_else(|| part.content_type.clone());
+            && part.size > leg.max_payload
+        {
+            return Err(err(
+                EbmsCode::ValueInconsistent,
+                format!(
+                    "part cid:{cid} has {} bytes; P-Mode {} leg '{}' allows {}",
+                    part.size, matched.link.id, leg.name, leg.max_payload
+                ),
+            ));
+        }
+        let mime_type = part_info.property("MimeType").map(str::to_owned).unwrap_or_else(|| part.content_type.clone());
         payloads.push(StoredPayload {
             content_id: cid.to_owned(),
             mime_type,
@@ -372,17 +326,10 @@ fn check_payloads(
             filename: None,
         });
     }
-    if let Some(extra) = parts.iter().find(|p| {
-        !um.parts
-            .iter()
-            .any(|pi| pi.content_id() == Some(&p.content_id))
-    }) {
+    if let Some(extra) = parts.iter().find(|p| !um.parts.iter().any(|pi| pi.content_id() == Some(&p.content_id))) {
         return Err(err(
             EbmsCode::ExternalPayloadError,
-            format!(
-                "MIME part <{}> is not referenced by any PartInfo",
-                extra.content_id
-            ),
+            format!("MIME part <{}> is not referenced by any PartInfo", extra.content_id),
         ));
     }
     if let Some(leg) = matched.leg() {
@@ -423,21 +370,13 @@ async fn persist_and_answer(
     let id = Some(um.info.message_id.as_str());
     let failure = |what: &str, e: &dyn std::fmt::Display| {
         tracing::error!(error = %e, "{what}");
-        Rejection::Ebms(
-            EbmsError::new(
-                EbmsCode::DeliveryFailure,
-                format!("{what}; try again later"),
-            )
-            .with_ref(id),
-        )
+        Rejection::Ebms(EbmsError::new(EbmsCode::DeliveryFailure, format!("{what}; try again later")).with_ref(id))
     };
     let inbound_root = ap.config.data_dir.join("inbound");
     let final_dir = inbound_root.join(uuid::Uuid::new_v4().to_string());
     if !payloads.is_empty() {
-        std::fs::create_dir_all(&inbound_root)
-            .map_err(|e| failure("cannot create the inbound folder", &e))?;
-        std::fs::rename(&staging.dir, &final_dir)
-            .map_err(|e| failure("cannot move received payloads", &e))?;
+        std::fs::create_dir_all(&inbound_root).map_err(|e| failure("cannot create the inbound folder", &e))?;
+        std::fs::rename(&staging.dir, &final_dir).map_err(|e| failure("cannot move received payloads", &e))?;
         sync_dir(&inbound_root).map_err(|e| failure("cannot sync the inbound folder", &e))?;
         staging.dir = final_dir.clone();
         for p in &mut payloads {
@@ -448,11 +387,7 @@ async fn persist_and_answer(
     }
     let receipt = receipt(ap, um);
     let leg = matched.leg().map(|l| l.name.clone()).unwrap_or_default();
-    let partner = matched
-        .link
-        .partner_of(ap.me())
-        .map(|p| p.id.clone())
-        .unwrap_or_default();
+    let partner = matched.link.partner_of(ap.me()).map(|p| p.id.clone()).unwrap_or_default();
     let message = NewMessage {
         direction: Direction::Inbound,
         message_id: um.info.message_id.clone(),

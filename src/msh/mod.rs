@@ -3,6 +3,7 @@
 pub mod inbound;
 pub mod outbound;
 pub mod pmode_watch;
+pub mod security;
 
 use crate::config::Config;
 use crate::pmode::PmodeSet;
@@ -19,16 +20,23 @@ pub struct AccessPoint {
     pub client: As4Client,
     /// Wakes the sender when a message is submitted.
     pub outbox: Notify,
+    pub security: Arc<security::SecurityContext>,
 }
 
 impl AccessPoint {
-    pub fn new(config: Config, store: Arc<dyn MessageStore>, pmodes: PmodeSet) -> Arc<AccessPoint> {
+    pub fn new(
+        config: Config,
+        store: Arc<dyn MessageStore>,
+        pmodes: PmodeSet,
+        security: security::SecurityContext,
+    ) -> Arc<AccessPoint> {
         Arc::new(AccessPoint {
             config,
             store,
             pmodes: RwLock::new(Arc::new(pmodes)),
             client: As4Client::default(),
             outbox: Notify::new(),
+            security: Arc::new(security),
         })
     }
 
@@ -49,11 +57,7 @@ impl AccessPoint {
 
     /// The partner's endpoint: the config's override, else the P-Mode's.
     pub fn endpoint_of<'a>(&'a self, party: &'a crate::pmode::Party) -> &'a str {
-        self.config
-            .endpoints
-            .get(&party.id)
-            .map(String::as_str)
-            .unwrap_or(&party.endpoint)
+        self.config.endpoints.get(&party.id).map(String::as_str).unwrap_or(&party.endpoint)
     }
 
     pub fn tmp_dir(&self) -> std::path::PathBuf {

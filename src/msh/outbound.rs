@@ -5,14 +5,11 @@ use super::AccessPoint;
 use crate::ebms::read::read_envelope;
 use crate::ebms::tree::Limits as XmlLimits;
 use crate::ebms::{
-    AgreementRef, MessageInfo, PartInfo, Party, PartyId, Property, Service, Signal, UserMessage,
-    ns, write,
+    AgreementRef, MessageInfo, PartInfo, Party, PartyId, Property, Service, Signal, UserMessage, ns, write,
 };
 use crate::mime::{self, Packaging};
 use crate::pmode::Profile;
-use crate::store::{
-    Direction, MessageRecord, NewMessage, State, StoreError, StoredPayload, now_ms,
-};
+use crate::store::{Direction, MessageRecord, NewMessage, State, StoreError, StoredPayload, now_ms};
 use crate::transport::{BodyStream, SendError, TlsIdentity};
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -41,21 +38,13 @@ pub enum SubmitError {
 
 /// Builds the user message for a submission: everything the wire needs, fixed once so that
 /// every retry sends the identical message.
-pub fn build_user_message(
-    ap: &AccessPoint,
-    sub: &Submission,
-) -> Result<(UserMessage, String, String), SubmitError> {
+pub fn build_user_message(ap: &AccessPoint, sub: &Submission) -> Result<(UserMessage, String, String), SubmitError> {
     let refuse = |m: String| SubmitError::Refused(m);
     let pmodes = ap.pmodes();
-    let (link, leg_index) = pmodes
-        .outbound(ap.me(), &sub.to, &sub.leg)
-        .map_err(refuse)?;
+    let (link, leg_index) = pmodes.outbound(ap.me(), &sub.to, &sub.leg).map_err(refuse)?;
     let leg = &link.legs[leg_index];
     if link.profile == Profile::None && !ap.config.allow_insecure_profile {
-        return Err(refuse(format!(
-            "P-Mode {} has profile 'none', which this access point does not allow",
-            link.id
-        )));
+        return Err(refuse(format!("P-Mode {} has profile 'none', which this access point does not allow", link.id)));
     }
     if matches!(link.profile, Profile::Edelivery115 | Profile::Edelivery20) {
         return Err(refuse(format!(
@@ -88,20 +77,15 @@ pub fn build_user_message(
         }
     }
     if !leg.allowed_properties.is_empty()
-        && let Some((n, _)) = sub.properties.iter().find(|(n, _)| {
-            !leg.allowed_properties.contains(n) && !leg.required_properties.contains(n)
-        }) {
-            return Err(refuse(format!(
-                "P-Mode {} leg '{}' does not allow the message property '{n}'",
-                link.id, leg.name
-            )));
-        }
-    let me = link
-        .party(ap.me())
-        .ok_or_else(|| refuse("this access point is not a party of the link".into()))?;
-    let partner = link
-        .partner_of(ap.me())
-        .ok_or_else(|| refuse("no partner".into()))?;
+        && let Some((n, _)) = sub
+            .properties
+            .iter()
+            .find(|(n, _)| !leg.allowed_properties.contains(n) && !leg.required_properties.contains(n))
+    {
+        return Err(refuse(format!("P-Mode {} leg '{}' does not allow the message property '{n}'", link.id, leg.name)));
+    }
+    let me = link.party(ap.me()).ok_or_else(|| refuse("this access point is not a party of the link".into()))?;
+    let partner = link.partner_of(ap.me()).ok_or_else(|| refuse("no partner".into()))?;
     let message_id = crate::util::new_message_id(&ap.config.host);
     let um = UserMessage {
         mpc: leg.mpc.clone(),
@@ -111,17 +95,11 @@ pub fn build_user_message(
             ref_to_message_id: None,
         },
         from: Party {
-            ids: vec![PartyId {
-                value: me.id.clone(),
-                kind: me.kind.clone(),
-            }],
+            ids: vec![PartyId { value: me.id.clone(), kind: me.kind.clone() }],
             role: ns::ROLE_INITIATOR.into(),
         },
         to: Party {
-            ids: vec![PartyId {
-                value: partner.id.clone(),
-                kind: partner.kind.clone(),
-            }],
+            ids: vec![PartyId { value: partner.id.clone(), kind: partner.kind.clone() }],
             role: ns::ROLE_RESPONDER.into(),
         },
         agreement: link.agreement.as_ref().map(|a| AgreementRef {
@@ -129,44 +107,98 @@ pub fn build_user_message(
             kind: link.agreement_type.clone(),
             pmode: Some(link.id.clone()),
         }),
-        service: Service {
-            value: leg.service.clone(),
-            kind: leg.service_type.clone(),
-        },
+        service: Service { value: leg.service.clone(), kind: leg.service_type.clone() },
         action: leg.action.clone(),
-        conversation_id: sub
-            .conversation_id
-            .clone()
-            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+        conversation_id: sub.conversation_id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
         properties: sub
             .properties
             .iter()
-            .map(|(n, v)| Property {
-                name: n.clone(),
-                kind: None,
-                value: v.clone(),
-            })
+            .map(|(n, v)| Property { name: n.clone(), kind: None, value: v.clone() })
             .collect(),
         parts: sub
             .payloads
             .iter()
             .map(|p| PartInfo {
                 href: Some(format!("cid:{}", p.content_id)),
-                properties: vec![Property {
-                    name: "MimeType".into(),
-                    kind: None,
-                    value: p.mime_type.clone(),
-                }],
+                properties: vec![Property { name: "MimeType".into(), kind: None, value: p.mime_type.clone() }],
             })
             .collect(),
     };
     Ok((um, link.id.clone(), leg.name.clone()))
 }
 
+/// Step: sign and encrypt, once, so that every retry sends the identical message. The
+/// payload rows then name the ciphertext files; the plaintext stays beside them.
+fn protect(
+    security: &super::security::SecurityContext,
+    link: &crate::pmode::Link,
+    me: &str,
+    um: &UserMessage,
+    payloads: Vec<StoredPayload>,
+) -> Result<(Vec<u8>, Vec<StoredPayload>), SubmitError> {
+    use crate::wss::encrypt::{PartToEncrypt, encrypt_parts};
+    use crate::wss::sign::{SignedPart, sign_envelope};
+    let refuse = |m: String| SubmitError::Refused(m);
+    let builder = write::user_message_builder(um);
+    if !link.profile.is_secure() {
+        return Ok((builder.build("").into_bytes(), payloads));
+    }
+    let keys =
+        security.for_profile(link.profile).ok_or_else(|| refuse(format!("no keys for {}", link.profile.as_str())))?;
+    let partner = link.partner_of(me).ok_or_else(|| refuse("no partner".into()))?;
+    let enc_cert = partner
+        .enc_cert
+        .as_deref()
+        .and_then(|der| openssl::x509::X509::from_der(der).ok())
+        .ok_or_else(|| refuse(format!("P-Mode {} has no encryption certificate for {}", link.id, partner.id)))?;
+    let ciphertexts: Vec<std::path::PathBuf> = payloads.iter().map(|p| p.path.with_extension("enc")).collect();
+    let to_encrypt: Vec<PartToEncrypt> = payloads
+        .iter()
+        .zip(&ciphertexts)
+        .map(|(p, c)| PartToEncrypt {
+            content_id: &p.content_id,
+            content_type: &p.mime_type,
+            plaintext: &p.path,
+            ciphertext: c.clone(),
+        })
+        .collect();
+    let suffix = crate::util::short_hash(um.info.message_id.as_bytes());
+    let encryption = encrypt_parts(&to_encrypt, &enc_cert, link.token_reference, &suffix)
+        .map_err(|e| refuse(format!("cannot encrypt: {e}")))?;
+    let to_sign: Vec<SignedPart> = payloads
+        .iter()
+        .map(|p| SignedPart { content_id: &p.content_id, content_type: &p.mime_type, path: &p.path })
+        .collect();
+    let envelope = sign_envelope(&builder, &keys.sign, link.token_reference, &to_sign, &encryption)
+        .map_err(|e| refuse(format!("cannot sign: {e}")))?;
+    let wire = payloads
+        .into_iter()
+        .zip(ciphertexts)
+        .map(|(p, c)| {
+            let size = std::fs::metadata(&c).map(|m| m.len()).unwrap_or(p.size);
+            StoredPayload { path: c, size, ..p }
+        })
+        .collect();
+    Ok((envelope.into_bytes(), wire))
+}
+
 /// Accepts a submission: after this returns, the message is on disk and will be sent.
 pub async fn submit(ap: &AccessPoint, sub: Submission) -> Result<MessageRecord, SubmitError> {
     let (um, pmode, leg) = build_user_message(ap, &sub)?;
-    let envelope = write::user_message_envelope(&um).into_bytes();
+    let link = ap
+        .pmodes()
+        .links()
+        .iter()
+        .find(|l| l.id == pmode)
+        .cloned()
+        .ok_or_else(|| SubmitError::Refused(format!("P-Mode {pmode} was unloaded")))?;
+    let security = ap.security.clone();
+    let me = ap.me().to_owned();
+    let um_for_protect = um.clone();
+    let (envelope, payloads) =
+        tokio::task::spawn_blocking(move || protect(&security, &link, &me, &um_for_protect, sub.payloads))
+            .await
+            .map_err(|e| SubmitError::Refused(format!("signing task failed: {e}")))??;
     let message = NewMessage {
         direction: Direction::Outbound,
         message_id: um.info.message_id.clone(),
@@ -179,36 +211,25 @@ pub async fn submit(ap: &AccessPoint, sub: Submission) -> Result<MessageRecord, 
         state: State::Submitted,
         envelope,
         response: None,
-        payloads: sub.payloads,
+        payloads,
         next_attempt_at: Some(now_ms()),
     };
     ap.store.insert(message).await?;
     tracing::info!(message_id = %um.info.message_id, partner = %sub.to, "submitted by the backend");
     ap.outbox.notify_one();
-    Ok(ap
-        .store
-        .get(Direction::Outbound, &um.info.message_id)
-        .await?)
+    Ok(ap.store.get(Direction::Outbound, &um.info.message_id).await?)
 }
 
 /// Content-IDs for the payload parts of a new message.
 pub fn new_content_id(ap: &AccessPoint, index: usize) -> String {
-    format!(
-        "part{}.{}@{}",
-        index + 1,
-        uuid::Uuid::new_v4().simple(),
-        ap.config.host
-    )
+    format!("part{}.{}@{}", index + 1, uuid::Uuid::new_v4().simple(), ap.config.host)
 }
 
 /// The sender: leases due messages and sends them, bounded by `send_concurrency`.
 pub async fn run_sender(ap: Arc<AccessPoint>, shutdown: CancellationToken) {
     match ap.store.recover(now_ms()).await {
         Ok(0) => {}
-        Ok(n) => tracing::info!(
-            count = n,
-            "messages interrupted while sending will be resent"
-        ),
+        Ok(n) => tracing::info!(count = n, "messages interrupted while sending will be resent"),
         Err(e) => tracing::error!(error = %e, "cannot recover interrupted messages"),
     }
     let permits = Arc::new(Semaphore::new(ap.config.as4.send_concurrency.max(1)));
@@ -271,16 +292,7 @@ async fn send_one(ap: &AccessPoint, record: MessageRecord) {
     let result = match outcome {
         (Outcome::Receipt, body) => {
             tracing::info!(attempt = record.attempts, "receipt received");
-            ap.store
-                .transition(
-                    record.row,
-                    State::Acknowledged,
-                    "receipt received",
-                    None,
-                    None,
-                    body.as_deref(),
-                )
-                .await
+            ap.store.transition(record.row, State::Acknowledged, "receipt received", None, None, body.as_deref()).await
         }
         (Outcome::Refused(reason), body) => {
             tracing::warn!(reason, "refused by the partner");
@@ -296,13 +308,8 @@ async fn send_one(ap: &AccessPoint, record: MessageRecord) {
                 .await
         }
         (Outcome::NoReceipt(reason), _) => {
-            let schedule = ap
-                .pmodes()
-                .links()
-                .iter()
-                .find(|l| l.id == record.pmode)
-                .map(|l| l.retry.clone())
-                .unwrap_or_default();
+            let schedule =
+                ap.pmodes().links().iter().find(|l| l.id == record.pmode).map(|l| l.retry.clone()).unwrap_or_default();
             match schedule.get(record.attempts.saturating_sub(1) as usize) {
                 Some(wait) => {
                     let next = now_ms() + wait.as_millis() as i64;
@@ -324,9 +331,7 @@ async fn send_one(ap: &AccessPoint, record: MessageRecord) {
                         record.attempts
                     );
                     tracing::error!("{error}");
-                    ap.store
-                        .transition(record.row, State::Failed, &error, None, Some(&error), None)
-                        .await
+                    ap.store.transition(record.row, State::Failed, &error, None, Some(&error), None).await
                 }
             }
         }
@@ -337,57 +342,63 @@ async fn send_one(ap: &AccessPoint, record: MessageRecord) {
 }
 
 /// One attempt: package, POST, interpret the answer.
-async fn attempt(
-    ap: &AccessPoint,
-    record: &MessageRecord,
-) -> Result<(Outcome, Vec<u8>), SendError> {
+async fn attempt(ap: &AccessPoint, record: &MessageRecord) -> Result<(Outcome, Vec<u8>), SendError> {
     let pmodes = ap.pmodes();
     let link = pmodes
         .links()
         .iter()
         .find(|l| l.id == record.pmode)
         .cloned()
-        .ok_or_else(|| {
-            SendError::Connection(format!("P-Mode {} is no longer loaded", record.pmode))
-        })?;
-    let partner = link
-        .partner_of(ap.me())
-        .ok_or_else(|| SendError::Connection("no partner in the P-Mode".into()))?;
+        .ok_or_else(|| SendError::Connection(format!("P-Mode {} is no longer loaded", record.pmode)))?;
+    let partner = link.partner_of(ap.me()).ok_or_else(|| SendError::Connection("no partner in the P-Mode".into()))?;
     let url = ap.endpoint_of(partner).to_owned();
     let identity = TlsIdentity {
         trust: ap.config.as4.trust.clone(),
-        client_cert: link.tls_client_auth.then(|| {
-            (
-                ap.config.as4.tls_cert.clone(),
-                ap.config.as4.tls_key.clone(),
-            )
-        }),
+        client_cert: link.tls_client_auth.then(|| (ap.config.as4.tls_cert.clone(), ap.config.as4.tls_key.clone())),
     };
     let boundary = mime::writer::new_boundary();
-    let root_id = format!(
-        "root.{}@{}",
-        crate::util::short_hash(record.message_id.as_bytes()),
-        ap.config.host
-    );
+    let root_id = format!("root.{}@{}", crate::util::short_hash(record.message_id.as_bytes()), ap.config.host);
     let content_type = mime::writer::content_type(&boundary, &root_id);
-    let body = package(
-        &boundary,
-        &root_id,
-        record.envelope.clone(),
-        &record.payloads,
-    );
-    let response = ap
-        .client
-        .post(&identity, &url, &content_type, body, link.timeout)
-        .await?;
-    let outcome = interpret(
-        &record.message_id,
-        response.status,
-        response.content_type.as_deref(),
-        &response.body,
-    )
-    .await;
+    let body = package(&boundary, &root_id, record.envelope.clone(), &record.payloads, link.profile.is_secure());
+    let response = ap.client.post(&identity, &url, &content_type, body, link.timeout).await?;
+    let (outcome, envelope) =
+        interpret(&record.message_id, response.status, response.content_type.as_deref(), &response.body).await;
+    let outcome = match (outcome, envelope) {
+        (outcome @ (Outcome::Receipt | Outcome::Refused(_)), Some(envelope)) if link.profile.is_secure() => {
+            let is_receipt = outcome == Outcome::Receipt;
+            match check_signal(ap, &link, partner, &envelope, &record.envelope, is_receipt) {
+                Ok(()) => outcome,
+                Err(reason) if is_receipt => Outcome::NoReceipt(format!("EBMS:0302 InvalidReceipt: {reason}")),
+                Err(reason) => Outcome::NoReceipt(format!(
+                    "an error signal that fails its security check is not trusted: {reason}"
+                )),
+            }
+        }
+        (outcome, _) => outcome,
+    };
     Ok((outcome, response.body.to_vec()))
+}
+
+/// Step: check receipt. On a signing link a receipt or error counts only if the partner
+/// signed it; a receipt must also acknowledge every part we signed, with the same digests.
+fn check_signal(
+    ap: &AccessPoint,
+    link: &crate::pmode::Link,
+    partner: &crate::pmode::Party,
+    envelope: &[u8],
+    sent: &[u8],
+    is_receipt: bool,
+) -> Result<(), String> {
+    use crate::wss::xml::Xml;
+    let suite = crate::wss::profile::suite(link.profile).ok_or("no suite")?;
+    let xml = Xml::parse(envelope).map_err(|e| e.to_string())?;
+    crate::wss::verify::verify_envelope(&xml, &[], suite.signature_method, &|r| ap.security.partner_signer(partner, r))
+        .map_err(|e| format!("{}: {}", e.code, e.detail))?;
+    if is_receipt {
+        let ours = Xml::parse(sent).map_err(|e| e.to_string())?;
+        crate::wss::receipt::check_nrr(&xml, &crate::wss::receipt::signed_references(&ours))?;
+    }
+    Ok(())
 }
 
 /// Step: package. The envelope and each payload file stream as MIME parts.
@@ -396,23 +407,15 @@ pub fn package(
     root_id: &str,
     envelope: Vec<u8>,
     payloads: &[StoredPayload],
+    encrypted: bool,
 ) -> BodyStream {
     let mut pieces: Vec<BodyStream> = Vec::new();
-    let head = mime::writer::part_head(
-        boundary,
-        "application/soap+xml; charset=UTF-8",
-        root_id,
-        true,
-    );
-    pieces.push(Box::pin(futures_util::stream::iter([
-        Ok(Bytes::from(head)),
-        Ok(Bytes::from(envelope)),
-    ])));
+    let head = mime::writer::part_head(boundary, "application/soap+xml; charset=UTF-8", root_id, true);
+    pieces.push(Box::pin(futures_util::stream::iter([Ok(Bytes::from(head)), Ok(Bytes::from(envelope))])));
     for p in payloads {
-        let head = mime::writer::part_head(boundary, &p.mime_type, &p.content_id, false);
-        pieces.push(Box::pin(futures_util::stream::once(async move {
-            Ok(Bytes::from(head))
-        })));
+        let part_type = if encrypted { "application/octet-stream" } else { p.mime_type.as_str() };
+        let head = mime::writer::part_head(boundary, part_type, &p.content_id, false);
+        pieces.push(Box::pin(futures_util::stream::once(async move { Ok(Bytes::from(head)) })));
         let path = p.path.clone();
         let file = futures_util::stream::once(async move { tokio::fs::File::open(path).await })
             .map(|opened| match opened {
@@ -423,9 +426,7 @@ pub fn package(
         pieces.push(Box::pin(file));
     }
     let closing = mime::writer::closing(boundary);
-    pieces.push(Box::pin(futures_util::stream::once(async move {
-        Ok(Bytes::from(closing))
-    })));
+    pieces.push(Box::pin(futures_util::stream::once(async move { Ok(Bytes::from(closing)) })));
     Box::pin(futures_util::stream::iter(pieces).flatten())
 }
 
@@ -435,76 +436,51 @@ pub async fn interpret(
     status: u16,
     content_type: Option<&str>,
     body: &Bytes,
-) -> Outcome {
+) -> (Outcome, Option<Vec<u8>>) {
     let envelope = match mime::parse_packaging(content_type) {
         Ok(Packaging::Soap) => body.to_vec(),
         Ok(Packaging::Multipart { boundary, start }) => {
             let mut sink = mime::MemorySink::default();
             let stream = futures_util::stream::iter([Ok::<_, std::io::Error>(body.clone())]);
-            match mime::read_multipart(
-                stream,
-                &boundary,
-                start.as_deref(),
-                mime::Limits::default(),
-                &mut sink,
-            )
-            .await
-            {
+            match mime::read_multipart(stream, &boundary, start.as_deref(), mime::Limits::default(), &mut sink).await {
                 Ok(m) => m.envelope,
                 Err(e) => {
-                    return Outcome::NoReceipt(format!(
-                        "HTTP {status}, unreadable response: {}",
-                        e.detail
-                    ));
+                    return (Outcome::NoReceipt(format!("HTTP {status}, unreadable response: {}", e.detail)), None);
                 }
             }
         }
         Err(_) if body.is_empty() => {
-            return Outcome::NoReceipt(format!("HTTP {status} with an empty body"));
+            return (Outcome::NoReceipt(format!("HTTP {status} with an empty body")), None);
         }
         Err(e) => {
-            return Outcome::NoReceipt(format!("HTTP {status}, unusable response: {}", e.detail));
+            return (Outcome::NoReceipt(format!("HTTP {status}, unusable response: {}", e.detail)), None);
         }
     };
     let parsed = match read_envelope(&envelope, XmlLimits::default()) {
         Ok(p) => p,
         Err(e) => {
-            return Outcome::NoReceipt(format!(
-                "HTTP {status}, response is not an ebMS signal: {e}"
-            ));
+            return (Outcome::NoReceipt(format!("HTTP {status}, response is not an ebMS signal: {e}")), None);
         }
     };
     for signal in &parsed.messaging.signals {
         let refers_to_us = signal.info.ref_to_message_id.as_deref() == Some(message_id);
         match &signal.signal {
-            Signal::Receipt { .. } if refers_to_us => return Outcome::Receipt,
+            Signal::Receipt { .. } if refers_to_us => return (Outcome::Receipt, Some(envelope)),
             Signal::Errors(errors) => {
                 let failures: Vec<String> = errors
                     .iter()
                     .filter(|e| e.is_failure())
-                    .filter(|e| {
-                        refers_to_us
-                            || e.ref_to_message_in_error
-                                .as_deref()
-                                .is_none_or(|r| r == message_id)
-                    })
+                    .filter(|e| refers_to_us || e.ref_to_message_in_error.as_deref().is_none_or(|r| r == message_id))
                     .map(|e| {
-                        format!(
-                            "{} {}",
-                            e.code,
-                            e.detail
-                                .as_deref()
-                                .or(e.short_description.as_deref())
-                                .unwrap_or("")
-                        )
+                        format!("{} {}", e.code, e.detail.as_deref().or(e.short_description.as_deref()).unwrap_or(""))
                     })
                     .collect();
                 if !failures.is_empty() {
-                    return Outcome::Refused(failures.join("; "));
+                    return (Outcome::Refused(failures.join("; ")), Some(envelope));
                 }
             }
             _ => {}
         }
     }
-    Outcome::NoReceipt(format!("HTTP {status} without a receipt for {message_id}"))
+    (Outcome::NoReceipt(format!("HTTP {status} without a receipt for {message_id}")), None)
 }

@@ -123,24 +123,11 @@ action = "Send"
         let set = w.poll(dir.path()).expect("new file loads");
         assert_eq!(set.links().len(), 1);
         assert!(w.poll(dir.path()).is_none(), "nothing changed");
-        std::fs::write(
-            dir.path().join("a-b.toml"),
-            LINK.replace("action = \"Send\"", "action = "),
-        )
-        .unwrap();
-        let set = w
-            .poll(dir.path())
-            .expect("set rebuilt with the old version kept");
+        std::fs::write(dir.path().join("a-b.toml"), LINK.replace("action = \"Send\"", "action = ")).unwrap();
+        let set = w.poll(dir.path()).expect("set rebuilt with the old version kept");
         assert_eq!(set.links()[0].legs[0].action, "Send");
-        std::fs::write(
-            dir.path().join("a-b.toml"),
-            LINK.replace("\"Send\"", "\"Deliver\""),
-        )
-        .unwrap();
-        assert_eq!(
-            w.poll(dir.path()).unwrap().links()[0].legs[0].action,
-            "Deliver"
-        );
+        std::fs::write(dir.path().join("a-b.toml"), LINK.replace("\"Send\"", "\"Deliver\"")).unwrap();
+        assert_eq!(w.poll(dir.path()).unwrap().links()[0].legs[0].action, "Deliver");
         std::fs::remove_file(dir.path().join("a-b.toml")).unwrap();
         assert!(w.poll(dir.path()).unwrap().links().is_empty());
     }

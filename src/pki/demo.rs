@@ -19,10 +19,7 @@ pub enum PkiError {
     #[error("openssl: {0}")]
     Openssl(#[from] openssl::error::ErrorStack),
     #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
 }
 
 /// What a certificate is for.
@@ -77,20 +74,11 @@ impl Authority {
         let not_after = Asn1Time::days_from_now(3650)?;
         b.set_not_after(&not_after)?;
         b.append_extension(BasicConstraints::new().critical().ca().build()?)?;
-        b.append_extension(
-            KeyUsage::new()
-                .critical()
-                .key_cert_sign()
-                .crl_sign()
-                .build()?,
-        )?;
+        b.append_extension(KeyUsage::new().critical().key_cert_sign().crl_sign().build()?)?;
         let ski = SubjectKeyIdentifier::new().build(&b.x509v3_context(None, None))?;
         b.append_extension(ski)?;
         b.sign(&key, MessageDigest::sha256())?;
-        Ok(Authority {
-            cert: b.build(),
-            key,
-        })
+        Ok(Authority { cert: b.build(), key })
     }
 
     /// A TLS certificate for `common_name`, valid for localhost and 127.0.0.1.
@@ -101,13 +89,26 @@ impl Authority {
     }
 
     /// A certificate for `key` (any algorithm, including X25519, which cannot sign itself).
-    pub fn issue(&self, common_name: &str, key: &PKey<impl HasPublic>, usage: Usage, days: i64) -> Result<X509, PkiError> {
+    pub fn issue(
+        &self,
+        common_name: &str,
+        key: &PKey<impl HasPublic>,
+        usage: Usage,
+        days: i64,
+    ) -> Result<X509, PkiError> {
         self.issue_between(common_name, key, usage, -1, days)
     }
 
     /// A certificate valid from `from_days` to `to_days` relative to now (tests make
     /// expired ones with negative values).
-    pub fn issue_between(&self, common_name: &str, key: &PKey<impl HasPublic>, usage: Usage, from_days: i64, to_days: i64) -> Result<X509, PkiError> {
+    pub fn issue_between(
+        &self,
+        common_name: &str,
+        key: &PKey<impl HasPublic>,
+        usage: Usage,
+        from_days: i64,
+        to_days: i64,
+    ) -> Result<X509, PkiError> {
         let mut b = X509::builder()?;
         b.set_version(2)?;
         let serial = serial()?;
@@ -125,10 +126,15 @@ impl Authority {
             Usage::Tls => {
                 b.append_extension(KeyUsage::new().critical().digital_signature().key_agreement().build()?)?;
                 b.append_extension(ExtendedKeyUsage::new().server_auth().client_auth().build()?)?;
-                let san = SubjectAlternativeName::new().dns("localhost").ip("127.0.0.1").build(&b.x509v3_context(Some(&self.cert), None))?;
+                let san = SubjectAlternativeName::new()
+                    .dns("localhost")
+                    .ip("127.0.0.1")
+                    .build(&b.x509v3_context(Some(&self.cert), None))?;
                 b.append_extension(san)?;
             }
-            Usage::Signing => b.append_extension(KeyUsage::new().critical().digital_signature().non_repudiation().build()?)?,
+            Usage::Signing => {
+                b.append_extension(KeyUsage::new().critical().digital_signature().non_repudiation().build()?)?
+            }
             Usage::KeyTransport => b.append_extension(KeyUsage::new().critical().key_encipherment().build()?)?,
             Usage::KeyAgreement => b.append_extension(KeyUsage::new().critical().key_agreement().build()?)?,
         }
@@ -148,10 +154,7 @@ impl Authority {
 }
 
 fn write(path: &Path, bytes: &[u8]) -> Result<(), PkiError> {
-    std::fs::write(path, bytes).map_err(|source| PkiError::Io {
-        path: path.to_owned(),
-        source,
-    })
+    std::fs::write(path, bytes).map_err(|source| PkiError::Io { path: path.to_owned(), source })
 }
 
 /// The files of one access point in a demo PKI folder, by country code.

@@ -33,8 +33,12 @@ pub enum PasswordSource {
 impl PasswordSource {
     pub fn read(&self) -> Result<String, KeyError> {
         match self {
-            PasswordSource::Env(var) => std::env::var(var).map_err(|_| KeyError::Password(format!("environment variable {var} is not set"))),
-            PasswordSource::File(f) => std::fs::read_to_string(f).map(|s| s.trim_end_matches(['\r', '\n']).to_owned()).map_err(|e| file_error(f, e)),
+            PasswordSource::Env(var) => {
+                std::env::var(var).map_err(|_| KeyError::Password(format!("environment variable {var} is not set")))
+            }
+            PasswordSource::File(f) => std::fs::read_to_string(f)
+                .map(|s| s.trim_end_matches(['\r', '\n']).to_owned())
+                .map_err(|e| file_error(f, e)),
         }
     }
 }

@@ -3,7 +3,7 @@
 
 use openssl::stack::Stack;
 use openssl::x509::store::{X509Store, X509StoreBuilder};
-use openssl::x509::{CrlStatus, X509Crl, X509StoreContext, X509VerifyResult, X509};
+use openssl::x509::{CrlStatus, X509, X509Crl, X509StoreContext, X509VerifyResult};
 use std::path::Path;
 
 /// What to do when a certificate's revocation status cannot be established.
@@ -40,13 +40,19 @@ pub struct TrustStore {
 pub fn subject_of(cert: &X509) -> String {
     cert.subject_name()
         .entries()
-        .map(|e| format!("{}={}", e.object().nid().short_name().unwrap_or("?"), e.data().to_string().unwrap_or_default()))
+        .map(|e| {
+            format!("{}={}", e.object().nid().short_name().unwrap_or("?"), e.data().to_string().unwrap_or_default())
+        })
         .collect::<Vec<_>>()
         .join(", ")
 }
 
 impl TrustStore {
-    pub fn new(roots: Vec<X509>, crls: Vec<X509Crl>, policy: RevocationPolicy) -> Result<TrustStore, openssl::error::ErrorStack> {
+    pub fn new(
+        roots: Vec<X509>,
+        crls: Vec<X509Crl>,
+        policy: RevocationPolicy,
+    ) -> Result<TrustStore, openssl::error::ErrorStack> {
         let mut builder = X509StoreBuilder::new()?;
         for root in roots {
             builder.add_cert(root)?;
@@ -54,12 +60,18 @@ impl TrustStore {
         Ok(TrustStore { store: builder.build(), crls, policy })
     }
 
-    pub fn load(roots: &Path, crl_files: &[std::path::PathBuf], policy: RevocationPolicy) -> Result<TrustStore, String> {
+    pub fn load(
+        roots: &Path,
+        crl_files: &[std::path::PathBuf],
+        policy: RevocationPolicy,
+    ) -> Result<TrustStore, String> {
         let roots = super::keys::load_certs_pem(roots).map_err(|e| e.to_string())?;
         let mut crls = Vec::new();
         for f in crl_files {
             let bytes = std::fs::read(f).map_err(|e| format!("{}: {e}", f.display()))?;
-            let crl = X509Crl::from_pem(&bytes).or_else(|_| X509Crl::from_der(&bytes)).map_err(|e| format!("{}: not a CRL: {e}", f.display()))?;
+            let crl = X509Crl::from_pem(&bytes)
+                .or_else(|_| X509Crl::from_der(&bytes))
+                .map_err(|e| format!("{}: not a CRL: {e}", f.display()))?;
             crls.push(crl);
         }
         TrustStore::new(roots, crls, policy).map_err(|e| e.to_string())
@@ -69,11 +81,13 @@ impl TrustStore {
     /// then its revocation status under the policy. Returns the warnings to log.
     pub fn validate(&self, cert: &X509, intermediates: &[X509]) -> Result<Vec<String>, TrustError> {
         let subject = subject_of(cert);
-        let mut untrusted = Stack::new().map_err(|e| TrustError::Untrusted { subject: subject.clone(), reason: e.to_string() })?;
+        let mut untrusted =
+            Stack::new().map_err(|e| TrustError::Untrusted { subject: subject.clone(), reason: e.to_string() })?;
         for c in intermediates {
             let _ = untrusted.push(c.clone());
         }
-        let mut ctx = X509StoreContext::new().map_err(|e| TrustError::Untrusted { subject: subject.clone(), reason: e.to_string() })?;
+        let mut ctx = X509StoreContext::new()
+            .map_err(|e| TrustError::Untrusted { subject: subject.clone(), reason: e.to_string() })?;
         let (ok, error, chain) = ctx
             .init(&self.store, cert, &untrusted, |c| {
                 let ok = c.verify_cert()?;
@@ -98,13 +112,18 @@ impl TrustStore {
             let (subject_cert, issuer) = (&pair[0], &pair[1]);
             match self.crl_status(subject_cert, issuer) {
                 Revocation::Good => {}
-                Revocation::Revoked(reason) => return Err(TrustError::Revoked { subject: subject_of(subject_cert), reason }),
+                Revocation::Revoked(reason) => {
+                    return Err(TrustError::Revoked { subject: subject_of(subject_cert), reason });
+                }
                 Revocation::Unknown(reason) => match self.policy {
                     RevocationPolicy::FailClosed => {
                         tracing::error!(certificate = %subject_of(subject_cert), reason, "ALERT: revocation status unknown; refusing (revocation = fail-closed)");
                         return Err(TrustError::RevocationUnknown { subject: subject_of(subject_cert), reason });
                     }
-                    _ => warnings.push(format!("revocation status of '{}' unknown ({reason}); accepted (fail-open)", subject_of(subject_cert))),
+                    _ => warnings.push(format!(
+                        "revocation status of '{}' unknown ({reason}); accepted (fail-open)",
+                        subject_of(subject_cert)
+                    )),
                 },
             }
         }
@@ -128,7 +147,9 @@ impl TrustStore {
             }
             return match crl.get_by_cert(cert) {
                 CrlStatus::NotRevoked => Revocation::Good,
-                CrlStatus::Revoked(entry) => Revocation::Revoked(format!("listed in the CRL since {}", entry.revocation_date())),
+                CrlStatus::Revoked(entry) => {
+                    Revocation::Revoked(format!("listed in the CRL since {}", entry.revocation_date()))
+                }
                 CrlStatus::RemoveFromCrl(_) => Revocation::Good,
             };
         }

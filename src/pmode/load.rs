@@ -18,14 +18,7 @@ pub struct PmodeError {
 
 impl fmt::Display for PmodeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}:{}: {}: {}",
-            self.file.display(),
-            self.line,
-            self.key,
-            self.message
-        )
+        write!(f, "{}:{}: {}: {}", self.file.display(), self.line, self.key, self.message)
     }
 }
 
@@ -40,50 +33,27 @@ struct Reporter<'a> {
 
 impl Reporter<'_> {
     fn line_of(&self, offset: usize) -> usize {
-        self.text.as_bytes()[..offset.min(self.text.len())]
-            .iter()
-            .filter(|&&b| b == b'\n')
-            .count()
-            + 1
+        self.text.as_bytes()[..offset.min(self.text.len())].iter().filter(|&&b| b == b'\n').count() + 1
     }
 
-    fn at(
-        &mut self,
-        span: std::ops::Range<usize>,
-        key: impl Into<String>,
-        message: impl Into<String>,
-    ) {
+    fn at(&mut self, span: std::ops::Range<usize>, key: impl Into<String>, message: impl Into<String>) {
         let line = self.line_of(span.start);
-        self.errors.push(PmodeError {
-            file: self.file.to_owned(),
-            line,
-            key: key.into(),
-            message: message.into(),
-        });
+        self.errors.push(PmodeError { file: self.file.to_owned(), line, key: key.into(), message: message.into() });
     }
 }
 
 fn looks_like_uri(value: &str) -> bool {
     value.split_once(':').is_some_and(|(scheme, rest)| {
         !rest.is_empty()
-            && scheme
-                .chars()
-                .next()
-                .is_some_and(|c| c.is_ascii_alphabetic())
-            && scheme
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+            && scheme.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+            && scheme.chars().all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
     })
 }
 
 /// Parses and validates one P-Mode file's text. `path` is used for messages and to resolve
 /// relative certificate paths.
 pub fn parse_link(path: &Path, text: &str) -> Result<Link, Vec<PmodeError>> {
-    let mut r = Reporter {
-        file: path,
-        text,
-        errors: Vec::new(),
-    };
+    let mut r = Reporter { file: path, text, errors: Vec::new() };
     let raw: LinkFile = match toml::from_str(text) {
         Ok(raw) => raw,
         Err(e) => {
@@ -100,11 +70,7 @@ pub fn parse_link(path: &Path, text: &str) -> Result<Link, Vec<PmodeError>> {
         }
     };
     let link = validate(&mut r, path, raw);
-    if r.errors.is_empty() {
-        link.ok_or(r.errors)
-    } else {
-        Err(r.errors)
-    }
+    if r.errors.is_empty() { link.ok_or(r.errors) } else { Err(r.errors) }
 }
 
 fn non_empty(r: &mut Reporter<'_>, value: &Spanned<String>, key: &str) -> Option<String> {
@@ -120,14 +86,7 @@ fn non_empty(r: &mut Reporter<'_>, value: &Spanned<String>, key: &str) -> Option
 fn duration(r: &mut Reporter<'_>, value: &Spanned<String>, key: &str) -> Option<Duration> {
     let d = parse_duration(value.get_ref());
     if d.is_none() {
-        r.at(
-            value.span(),
-            key,
-            format!(
-                "'{}' is not a duration (use e.g. 30s, 5m, 1h, 30d)",
-                value.get_ref()
-            ),
-        );
+        r.at(value.span(), key, format!("'{}' is not a duration (use e.g. 30s, 5m, 1h, 30d)", value.get_ref()));
     }
     d
 }
@@ -140,34 +99,22 @@ fn validate(r: &mut Reporter<'_>, path: &Path, raw: LinkFile) -> Option<Link> {
             r.at(
                 raw.profile.span(),
                 "profile",
-                format!(
-                    "'{}' is not a profile (edelivery-1.15, edelivery-2.0, none)",
-                    raw.profile.get_ref()
-                ),
+                format!("'{}' is not a profile (edelivery-1.15, edelivery-2.0, none)", raw.profile.get_ref()),
             );
             None
         }
     };
     if let Some(a) = &raw.agreement
-        && raw.agreement_type.is_none() && !looks_like_uri(a.get_ref()) {
-            r.at(
-                a.span(),
-                "agreement",
-                "without agreement_type the agreement must be a URI",
-            );
-        }
+        && raw.agreement_type.is_none()
+        && !looks_like_uri(a.get_ref())
+    {
+        r.at(a.span(), "agreement", "without agreement_type the agreement must be a URI");
+    }
     let base = path.parent().unwrap_or(Path::new("."));
     let mut parties = Vec::new();
     if raw.party.len() != 2 {
         let span = raw.party.first().map(|p| p.span()).unwrap_or(0..0);
-        r.at(
-            span,
-            "party",
-            format!(
-                "a link has exactly two [[party]] tables, found {}",
-                raw.party.len()
-            ),
-        );
+        r.at(span, "party", format!("a link has exactly two [[party]] tables, found {}", raw.party.len()));
     }
     for (i, p) in raw.party.iter().enumerate() {
         let p = p.get_ref();
@@ -176,35 +123,19 @@ fn validate(r: &mut Reporter<'_>, path: &Path, raw: LinkFile) -> Option<Link> {
             continue;
         };
         if p.kind.is_none() && !looks_like_uri(&pid) {
-            r.at(
-                p.id.span(),
-                key("id"),
-                "without a type the party id must be a URI",
-            );
+            r.at(p.id.span(), key("id"), "without a type the party id must be a URI");
         }
         if let Some(c) = &p.country {
             let v = c.get_ref();
             if v.len() != 2 || !v.chars().all(|ch| ch.is_ascii_uppercase()) {
-                r.at(
-                    c.span(),
-                    key("country"),
-                    format!("'{v}' is not an ISO 3166 alpha-2 code"),
-                );
+                r.at(c.span(), key("country"), format!("'{v}' is not an ISO 3166 alpha-2 code"));
             }
         }
         let endpoint = p.endpoint.get_ref();
         if !endpoint.starts_with("https://") {
-            r.at(
-                p.endpoint.span(),
-                key("endpoint"),
-                format!("'{endpoint}' is not an https:// URL"),
-            );
+            r.at(p.endpoint.span(), key("endpoint"), format!("'{endpoint}' is not an https:// URL"));
         } else if endpoint.parse::<http::Uri>().is_err() {
-            r.at(
-                p.endpoint.span(),
-                key("endpoint"),
-                format!("'{endpoint}' is not a valid URL"),
-            );
+            r.at(p.endpoint.span(), key("endpoint"), format!("'{endpoint}' is not a valid URL"));
         }
         let mut cert = |value: &Option<Spanned<String>>, what: &str, sign: bool| -> Option<Vec<u8>> {
             let v = value.as_ref()?;
@@ -223,7 +154,11 @@ fn validate(r: &mut Reporter<'_>, path: &Path, raw: LinkFile) -> Option<Link> {
         if profile.is_some_and(Profile::is_secure) {
             for (value, what) in [(&p.sign_cert, "sign_cert"), (&p.enc_cert, "enc_cert")] {
                 if value.is_none() {
-                    r.at(p.id.span(), key(what), format!("profile '{}' needs each party's {what}", raw.profile.get_ref()));
+                    r.at(
+                        p.id.span(),
+                        key(what),
+                        format!("profile '{}' needs each party's {what}", raw.profile.get_ref()),
+                    );
                 }
             }
         }
@@ -239,11 +174,7 @@ fn validate(r: &mut Reporter<'_>, path: &Path, raw: LinkFile) -> Option<Link> {
         });
     }
     if parties.len() == 2 && parties[0].id == parties[1].id {
-        r.at(
-            raw.party[1].get_ref().id.span(),
-            "party[1].id",
-            "both parties have the same id",
-        );
+        r.at(raw.party[1].get_ref().id.span(), "party[1].id", "both parties have the same id");
     }
     let mut legs: Vec<Leg> = Vec::new();
     if raw.leg.is_empty() {
@@ -261,23 +192,12 @@ fn validate(r: &mut Reporter<'_>, path: &Path, raw: LinkFile) -> Option<Link> {
             continue;
         };
         if l.service_type.is_none() && !looks_like_uri(&service) {
-            r.at(
-                l.service.span(),
-                key("service"),
-                "without service_type the service must be a URI",
-            );
+            r.at(l.service.span(), key("service"), "without service_type the service must be a URI");
         }
         if legs.iter().any(|o| o.name == name) {
-            r.at(
-                l.name.span(),
-                key("name"),
-                format!("leg name '{name}' is used twice"),
-            );
+            r.at(l.name.span(), key("name"), format!("leg name '{name}' is used twice"));
         }
-        if legs
-            .iter()
-            .any(|o| o.service == service && o.action == action)
-        {
+        if legs.iter().any(|o| o.service == service && o.action == action) {
             r.at(
                 span.clone(),
                 key("action"),
@@ -287,33 +207,24 @@ fn validate(r: &mut Reporter<'_>, path: &Path, raw: LinkFile) -> Option<Link> {
         let max_payload = match &l.max_payload {
             None => DEFAULT_MAX_PAYLOAD,
             Some(v) => parse_size(v.get_ref()).unwrap_or_else(|| {
-                r.at(
-                    v.span(),
-                    key("max_payload"),
-                    format!("'{}' is not a size (use e.g. 20MiB)", v.get_ref()),
-                );
+                r.at(v.span(), key("max_payload"), format!("'{}' is not a size (use e.g. 20MiB)", v.get_ref()));
                 0
             }),
         };
         if let Some(from) = &l.from
-            && !parties.iter().any(|p| &p.id == from.get_ref()) {
-                r.at(
-                    from.span(),
-                    key("from"),
-                    format!("'{}' is not one of the link's parties", from.get_ref()),
-                );
-            }
+            && !parties.iter().any(|p| &p.id == from.get_ref())
+        {
+            r.at(from.span(), key("from"), format!("'{}' is not one of the link's parties", from.get_ref()));
+        }
         if let Some(doc) = &l.document
-            && !KNOWN_DOCUMENTS.contains(&doc.as_str()) {
-                r.at(
-                    span.clone(),
-                    key("document"),
-                    format!(
-                        "'{doc}' is not a document type ({})",
-                        KNOWN_DOCUMENTS.join(", ")
-                    ),
-                );
-            }
+            && !KNOWN_DOCUMENTS.contains(&doc.as_str())
+        {
+            r.at(
+                span.clone(),
+                key("document"),
+                format!("'{doc}' is not a document type ({})", KNOWN_DOCUMENTS.join(", ")),
+            );
+        }
         legs.push(Leg {
             name,
             service,
@@ -328,32 +239,18 @@ fn validate(r: &mut Reporter<'_>, path: &Path, raw: LinkFile) -> Option<Link> {
             allowed_properties: l.properties.allowed.clone(),
         });
     }
-    let mut retry: Vec<Duration> = DEFAULT_RETRY
-        .iter()
-        .map(|s| Duration::from_secs(*s))
-        .collect();
+    let mut retry: Vec<Duration> = DEFAULT_RETRY.iter().map(|s| Duration::from_secs(*s)).collect();
     let mut duplicate_window = DEFAULT_DUPLICATE_WINDOW;
     if let Some(rel) = &raw.reliability {
         if let Some(list) = &rel.retry {
-            let parsed: Vec<Option<Duration>> =
-                list.get_ref().iter().map(|v| parse_duration(v)).collect();
-            if let Some(bad) = list
-                .get_ref()
-                .iter()
-                .zip(&parsed)
-                .find(|(_, d)| d.is_none())
-            {
-                r.at(
-                    list.span(),
-                    "reliability.retry",
-                    format!("'{}' is not a duration (use e.g. 1m, 5m, 1h)", bad.0),
-                );
+            let parsed: Vec<Option<Duration>> = list.get_ref().iter().map(|v| parse_duration(v)).collect();
+            if let Some(bad) = list.get_ref().iter().zip(&parsed).find(|(_, d)| d.is_none()) {
+                r.at(list.span(), "reliability.retry", format!("'{}' is not a duration (use e.g. 1m, 5m, 1h)", bad.0));
             }
             retry = parsed.into_iter().flatten().collect();
         }
         if let Some(w) = &rel.duplicate_window {
-            duplicate_window =
-                duration(r, w, "reliability.duplicate_window").unwrap_or(duplicate_window);
+            duplicate_window = duration(r, w, "reliability.duplicate_window").unwrap_or(duplicate_window);
         }
     }
     let mut timeout = DEFAULT_TIMEOUT;
@@ -366,11 +263,7 @@ fn validate(r: &mut Reporter<'_>, path: &Path, raw: LinkFile) -> Option<Link> {
         if tls_client_auth {
             for (i, p) in parties.iter().enumerate() {
                 if p.tls_cert.is_none() {
-                    r.at(
-                        0..0,
-                        format!("party[{i}].tls_cert"),
-                        "transport.tls_client_auth needs each party's tls_cert",
-                    );
+                    r.at(0..0, format!("party[{i}].tls_cert"), "transport.tls_client_auth needs each party's tls_cert");
                 }
             }
         }
@@ -406,7 +299,7 @@ fn validate(r: &mut Reporter<'_>, path: &Path, raw: LinkFile) -> Option<Link> {
 
 /// Loads a partner certificate and checks its key fits the profile.
 fn certificate(base: &Path, file: &str, profile: Option<Profile>, sign: bool) -> Result<Vec<u8>, String> {
-    use crate::pki::keys::{kind_of, load_cert, KeyKind};
+    use crate::pki::keys::{KeyKind, kind_of, load_cert};
     let path = base.join(file);
     let cert = load_cert(&path).map_err(|e| e.to_string())?;
     let key = cert.public_key().map_err(|e| format!("{}: no usable public key: {e}", path.display()))?;
@@ -419,7 +312,11 @@ fn certificate(base: &Path, file: &str, profile: Option<Profile>, sign: bool) ->
     };
     if let Some(expected) = expected {
         if kind != expected {
-            return Err(format!("{}: a {kind:?} key; profile '{}' needs {expected:?}", path.display(), profile.map(Profile::as_str).unwrap_or_default()));
+            return Err(format!(
+                "{}: a {kind:?} key; profile '{}' needs {expected:?}",
+                path.display(),
+                profile.map(Profile::as_str).unwrap_or_default()
+            ));
         }
     }
     cert.to_der().map_err(|e| e.to_string())
@@ -492,10 +389,7 @@ duplicate_window = "30d"
         assert_eq!(link.id, "cl-pe");
         assert_eq!(link.partner_of("CL-SAG").unwrap().id, "PE-SENASA");
         assert_eq!(link.legs[1].max_payload, 5 << 20);
-        assert_eq!(
-            link.retry,
-            vec![Duration::from_secs(60), Duration::from_secs(300)]
-        );
+        assert_eq!(link.retry, vec![Duration::from_secs(60), Duration::from_secs(300)]);
     }
 
     #[test]
@@ -506,29 +400,18 @@ duplicate_window = "30d"
         let line = bad.lines().position(|l| l.contains("soon")).unwrap() + 1;
         assert_eq!(
             errs[0].to_string(),
-            format!(
-                "cl-pe.toml:{line}: reliability.retry: 'soon' is not a duration (use e.g. 1m, 5m, 1h)"
-            )
+            format!("cl-pe.toml:{line}: reliability.retry: 'soon' is not a duration (use e.g. 1m, 5m, 1h)")
         );
 
         let bad = GOOD.replace("https://as4.pe.example/as4", "http://as4.pe.example/as4");
         let errs = parse_link(Path::new("x.toml"), &bad).unwrap_err();
         assert_eq!(errs[0].key, "party[1].endpoint");
-        assert_eq!(
-            errs[0].line,
-            bad.lines()
-                .position(|l| l.contains("http://as4.pe"))
-                .unwrap()
-                + 1
-        );
+        assert_eq!(errs[0].line, bad.lines().position(|l| l.contains("http://as4.pe")).unwrap() + 1);
 
         let bad = GOOD.replace("compression = true", "compresion = true");
         let errs = parse_link(Path::new("x.toml"), &bad).unwrap_err();
         assert_eq!(errs[0].key, "compresion");
-        assert_eq!(
-            errs[0].line,
-            bad.lines().position(|l| l.contains("compresion")).unwrap() + 1
-        );
+        assert_eq!(errs[0].line, bad.lines().position(|l| l.contains("compresion")).unwrap() + 1);
 
         let errs = parse_link(Path::new("x.toml"), "id = [").unwrap_err();
         assert_eq!(errs[0].key, "(syntax)");
@@ -536,25 +419,12 @@ duplicate_window = "30d"
 
     #[test]
     fn refuses_duplicate_legs_and_bad_profile() {
-        let bad = GOOD
-            .replace(
-                "action = \"CertificateOfOrigin\"",
-                "action = \"SPSCertificate\"",
-            )
-            .replace(
-                "service = \"urn:pacific-alliance:service:origin\"",
-                "service = \"urn:pacific-alliance:service:ephyto\"",
-            );
-        assert!(
-            parse_link(Path::new("x.toml"), &bad)
-                .unwrap_err()
-                .iter()
-                .any(|e| e.key == "leg[1].action")
+        let bad = GOOD.replace("action = \"CertificateOfOrigin\"", "action = \"SPSCertificate\"").replace(
+            "service = \"urn:pacific-alliance:service:origin\"",
+            "service = \"urn:pacific-alliance:service:ephyto\"",
         );
+        assert!(parse_link(Path::new("x.toml"), &bad).unwrap_err().iter().any(|e| e.key == "leg[1].action"));
         let bad = GOOD.replace("profile = \"none\"", "profile = \"as2\"");
-        assert_eq!(
-            parse_link(Path::new("x.toml"), &bad).unwrap_err()[0].key,
-            "profile"
-        );
+        assert_eq!(parse_link(Path::new("x.toml"), &bad).unwrap_err()[0].key, "profile");
     }
 }

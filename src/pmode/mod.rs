@@ -15,12 +15,7 @@ use std::path::Path;
 /// Loads and checks a file or folder of P-Mode files, collecting every error.
 pub fn load_path(path: &Path) -> Result<PmodeSet, Vec<PmodeError>> {
     let files = read_files(path).map_err(|e| {
-        vec![PmodeError {
-            file: path.to_owned(),
-            line: 0,
-            key: "(file)".into(),
-            message: e.to_string(),
-        }]
+        vec![PmodeError { file: path.to_owned(), line: 0, key: "(file)".into(), message: e.to_string() }]
     })?;
     let mut links = Vec::new();
     let mut errors = Vec::new();

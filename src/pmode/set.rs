@@ -31,25 +31,15 @@ impl PmodeSet {
         let mut errors = Vec::new();
         for (i, a) in links.iter().enumerate() {
             for b in &links[..i] {
-                let err = |key: &str, message: String| PmodeError {
-                    file: a.file.clone(),
-                    line: 1,
-                    key: key.into(),
-                    message,
-                };
+                let err =
+                    |key: &str, message: String| PmodeError { file: a.file.clone(), line: 1, key: key.into(), message };
                 if a.id == b.id {
-                    errors.push(err(
-                        "id",
-                        format!("id '{}' is also used by {}", a.id, b.file.display()),
-                    ));
+                    errors.push(err("id", format!("id '{}' is also used by {}", a.id, b.file.display())));
                 }
                 let same_pair = a.parties.iter().all(|p| b.party(&p.id).is_some());
                 if same_pair && a.agreement == b.agreement {
                     for leg in &a.legs {
-                        if b.legs
-                            .iter()
-                            .any(|o| o.service == leg.service && o.action == leg.action)
-                        {
+                        if b.legs.iter().any(|o| o.service == leg.service && o.action == leg.action) {
                             errors.push(err(
                                 "leg",
                                 format!(
@@ -64,13 +54,7 @@ impl PmodeSet {
                 }
             }
         }
-        if errors.is_empty() {
-            Ok(PmodeSet {
-                links: links.into_iter().map(Arc::new).collect(),
-            })
-        } else {
-            Err(errors)
-        }
+        if errors.is_empty() { Ok(PmodeSet { links: links.into_iter().map(Arc::new).collect() }) } else { Err(errors) }
     }
 
     pub fn links(&self) -> &[Arc<Link>] {
@@ -83,29 +67,16 @@ impl PmodeSet {
     }
 
     /// The link and leg to send `leg_name` to `partner` on.
-    pub fn outbound(
-        &self,
-        me: &str,
-        partner: &str,
-        leg_name: &str,
-    ) -> Result<(Arc<Link>, usize), String> {
+    pub fn outbound(&self, me: &str, partner: &str, leg_name: &str) -> Result<(Arc<Link>, usize), String> {
         let link = self
             .links_of(me)
-            .find(|l| {
-                l.party(partner).is_some() && l.partner_of(me).is_some_and(|p| p.id == partner)
-            })
+            .find(|l| l.party(partner).is_some() && l.partner_of(me).is_some_and(|p| p.id == partner))
             .ok_or_else(|| format!("no P-Mode links {me} with partner '{partner}'"))?;
         let index = link
             .legs
             .iter()
             .position(|l| l.name == leg_name || l.action == leg_name)
-            .ok_or_else(|| {
-                format!(
-                    "P-Mode {} ({}) has no leg '{leg_name}'",
-                    link.id,
-                    link.file.display()
-                )
-            })?;
+            .ok_or_else(|| format!("P-Mode {} ({}) has no leg '{leg_name}'", link.id, link.file.display()))?;
         if !link.legs[index].may_send(me) {
             return Err(format!(
                 "P-Mode {} leg '{leg_name}' may only be sent by {}",
@@ -123,21 +94,13 @@ impl PmodeSet {
         let to_us = um.to.ids.iter().find(|p| p.value == me);
         if to_us.is_none() {
             let to: Vec<&str> = um.to.ids.iter().map(|p| p.value.as_str()).collect();
-            return fail(
-                EbmsCode::ValueNotRecognized,
-                format!("eb:To party {to:?} is not this access point ({me})"),
-            );
+            return fail(EbmsCode::ValueNotRecognized, format!("eb:To party {to:?} is not this access point ({me})"));
         }
         let mine: Vec<&Arc<Link>> = self.links_of(me).collect();
         let with_sender: Vec<&Arc<Link>> = mine
             .iter()
             .copied()
-            .filter(|l| {
-                um.from.ids.iter().any(|p| {
-                    l.partner_of(me)
-                        .is_some_and(|partner| partner.id == p.value)
-                })
-            })
+            .filter(|l| um.from.ids.iter().any(|p| l.partner_of(me).is_some_and(|partner| partner.id == p.value)))
             .collect();
         if with_sender.is_empty() {
             let from: Vec<&str> = um.from.ids.iter().map(|p| p.value.as_str()).collect();
@@ -148,26 +111,17 @@ impl PmodeSet {
         }
         let is_test = um.service.value == ns::TEST_SERVICE && um.action == ns::TEST_ACTION;
         if !is_test {
-            if !mine
-                .iter()
-                .any(|l| l.legs.iter().any(|leg| leg.service == um.service.value))
-            {
+            if !mine.iter().any(|l| l.legs.iter().any(|leg| leg.service == um.service.value)) {
                 return fail(
                     EbmsCode::ValueNotRecognized,
                     format!("eb:Service '{}' is not in any P-Mode", um.service.value),
                 );
             }
-            if !mine.iter().any(|l| {
-                l.legs
-                    .iter()
-                    .any(|leg| leg.service == um.service.value && leg.action == um.action)
-            }) {
+            if !mine.iter().any(|l| l.legs.iter().any(|leg| leg.service == um.service.value && leg.action == um.action))
+            {
                 return fail(
                     EbmsCode::ValueNotRecognized,
-                    format!(
-                        "eb:Action '{}' is not a leg of service '{}' in any P-Mode",
-                        um.action, um.service.value
-                    ),
+                    format!("eb:Action '{}' is not a leg of service '{}' in any P-Mode", um.action, um.service.value),
                 );
             }
         }
@@ -175,10 +129,7 @@ impl PmodeSet {
         let mut matches = Vec::new();
         let mut reasons = Vec::new();
         for link in with_sender {
-            let partner = link
-                .partner_of(me)
-                .map(|p| p.id.as_str())
-                .unwrap_or_default();
+            let partner = link.partner_of(me).map(|p| p.id.as_str()).unwrap_or_default();
             let mismatch = |what: String| format!("{} ({}): {what}", link.id, link.file.display());
             if let Some(reason) = party_mismatch(link, me, partner, um) {
                 reasons.push(mismatch(reason));
@@ -189,10 +140,7 @@ impl PmodeSet {
                 continue;
             }
             if is_test {
-                matches.push(Matched {
-                    link: link.clone(),
-                    leg: None,
-                });
+                matches.push(Matched { link: link.clone(), leg: None });
                 continue;
             }
             for (i, leg) in link.legs.iter().enumerate() {
@@ -204,41 +152,24 @@ impl PmodeSet {
                         "leg '{}' expects service type {:?}, got {:?}",
                         leg.name, leg.service_type, um.service.kind
                     )));
-                } else if leg.mpc.as_deref().unwrap_or(ns::DEFAULT_MPC)
-                    != um.mpc.as_deref().unwrap_or(ns::DEFAULT_MPC)
+                } else if leg.mpc.as_deref().unwrap_or(ns::DEFAULT_MPC) != um.mpc.as_deref().unwrap_or(ns::DEFAULT_MPC)
                 {
-                    reasons.push(mismatch(format!(
-                        "leg '{}' uses another MPC than {:?}",
-                        leg.name, um.mpc
-                    )));
+                    reasons.push(mismatch(format!("leg '{}' uses another MPC than {:?}", leg.name, um.mpc)));
                 } else if !leg.may_send(partner) {
-                    reasons.push(mismatch(format!(
-                        "leg '{}' may not be sent by {partner}",
-                        leg.name
-                    )));
+                    reasons.push(mismatch(format!("leg '{}' may not be sent by {partner}", leg.name)));
                 } else {
-                    matches.push(Matched {
-                        link: link.clone(),
-                        leg: Some(i),
-                    });
+                    matches.push(Matched { link: link.clone(), leg: Some(i) });
                 }
             }
         }
         match matches.len() {
             1 => Ok(matches.remove(0)),
-            0 => fail(
-                EbmsCode::ProcessingModeMismatch,
-                format!("no P-Mode leg matches: {}", reasons.join("; ")),
-            ),
+            0 => fail(EbmsCode::ProcessingModeMismatch, format!("no P-Mode leg matches: {}", reasons.join("; "))),
             n => fail(
                 EbmsCode::ProcessingModeMismatch,
                 format!(
                     "{n} P-Mode legs match: {}",
-                    matches
-                        .iter()
-                        .map(|m| m.link.id.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    matches.iter().map(|m| m.link.id.as_str()).collect::<Vec<_>>().join(", ")
                 ),
             ),
         }
@@ -246,29 +177,18 @@ impl PmodeSet {
 }
 
 fn party_mismatch(link: &Link, me: &str, partner: &str, um: &UserMessage) -> Option<String> {
-    let expect = |party: &Party, ids: &[crate::ebms::PartyId]| {
-        ids.iter()
-            .any(|p| p.value == party.id && p.kind == party.kind)
-    };
+    let expect =
+        |party: &Party, ids: &[crate::ebms::PartyId]| ids.iter().any(|p| p.value == party.id && p.kind == party.kind);
     let me_party = link.party(me)?;
     let partner_party = link.party(partner)?;
     if !expect(me_party, &um.to.ids) {
-        return Some(format!(
-            "eb:To party type differs from the P-Mode's {:?}",
-            me_party.kind
-        ));
+        return Some(format!("eb:To party type differs from the P-Mode's {:?}", me_party.kind));
     }
     if !expect(partner_party, &um.from.ids) {
-        return Some(format!(
-            "eb:From party type differs from the P-Mode's {:?}",
-            partner_party.kind
-        ));
+        return Some(format!("eb:From party type differs from the P-Mode's {:?}", partner_party.kind));
     }
     if um.from.role != ns::ROLE_INITIATOR || um.to.role != ns::ROLE_RESPONDER {
-        return Some(format!(
-            "roles {} -> {} are not the AS4 initiator -> responder",
-            um.from.role, um.to.role
-        ));
+        return Some(format!("roles {} -> {} are not the AS4 initiator -> responder", um.from.role, um.to.role));
     }
     None
 }
@@ -276,17 +196,14 @@ fn party_mismatch(link: &Link, me: &str, partner: &str, um: &UserMessage) -> Opt
 fn agreement_mismatch(link: &Link, um: &UserMessage) -> Option<String> {
     let theirs = um.agreement.as_ref();
     if let Some(pmode) = theirs.and_then(|a| a.pmode.as_deref())
-        && pmode != link.id {
-            return Some(format!("AgreementRef/@pmode '{pmode}' is not this P-Mode"));
-        }
+        && pmode != link.id
+    {
+        return Some(format!("AgreementRef/@pmode '{pmode}' is not this P-Mode"));
+    }
     match (&link.agreement, theirs) {
         (None, None) => None,
         (Some(ours), Some(a)) if *ours == a.value && link.agreement_type == a.kind => None,
-        (ours, a) => Some(format!(
-            "agreement {:?} expected, got {:?}",
-            ours,
-            a.map(|a| &a.value)
-        )),
+        (ours, a) => Some(format!("agreement {:?} expected, got {:?}", ours, a.map(|a| &a.value))),
     }
 }
 
@@ -302,8 +219,7 @@ mod tests {
     }
 
     fn message() -> UserMessage {
-        let kind =
-            Some("urn:oasis:names:tc:ebcore:partyid-type:unregistered:pacific-alliance".to_owned());
+        let kind = Some("urn:oasis:names:tc:ebcore:partyid-type:unregistered:pacific-alliance".to_owned());
         UserMessage {
             info: MessageInfo {
                 timestamp: "2026-01-01T00:00:00Z".into(),
@@ -311,28 +227,16 @@ mod tests {
                 ref_to_message_id: None,
             },
             from: EbParty {
-                ids: vec![PartyId {
-                    value: "CL-SAG".into(),
-                    kind: kind.clone(),
-                }],
+                ids: vec![PartyId { value: "CL-SAG".into(), kind: kind.clone() }],
                 role: ns::ROLE_INITIATOR.into(),
             },
-            to: EbParty {
-                ids: vec![PartyId {
-                    value: "PE-SENASA".into(),
-                    kind,
-                }],
-                role: ns::ROLE_RESPONDER.into(),
-            },
+            to: EbParty { ids: vec![PartyId { value: "PE-SENASA".into(), kind }], role: ns::ROLE_RESPONDER.into() },
             agreement: Some(AgreementRef {
                 value: "urn:pacific-alliance:as4:agreement:cl-pe".into(),
                 kind: None,
                 pmode: None,
             }),
-            service: Service {
-                value: "urn:pacific-alliance:service:ephyto".into(),
-                kind: None,
-            },
+            service: Service { value: "urn:pacific-alliance:service:ephyto".into(), kind: None },
             action: "SPSCertificate".into(),
             conversation_id: "c".into(),
             ..Default::default()
@@ -350,20 +254,11 @@ mod tests {
         let s = set();
         let mut um = message();
         um.action = "Nope".into();
-        assert_eq!(
-            s.match_incoming("PE-SENASA", &um).unwrap_err().code,
-            EbmsCode::ValueNotRecognized
-        );
+        assert_eq!(s.match_incoming("PE-SENASA", &um).unwrap_err().code, EbmsCode::ValueNotRecognized);
         let mut um = message();
         um.from.ids[0].value = "MX-SENASICA".into();
-        assert_eq!(
-            s.match_incoming("PE-SENASA", &um).unwrap_err().code,
-            EbmsCode::ValueNotRecognized
-        );
-        assert_eq!(
-            s.match_incoming("CO-ICA", &message()).unwrap_err().code,
-            EbmsCode::ValueNotRecognized
-        );
+        assert_eq!(s.match_incoming("PE-SENASA", &um).unwrap_err().code, EbmsCode::ValueNotRecognized);
+        assert_eq!(s.match_incoming("CO-ICA", &message()).unwrap_err().code, EbmsCode::ValueNotRecognized);
         let mut um = message();
         um.agreement = None;
         let err = s.match_incoming("PE-SENASA", &um).unwrap_err();
@@ -375,15 +270,8 @@ mod tests {
     #[test]
     fn overlapping_files_are_refused() {
         let a = parse_link(Path::new("a.toml"), GOOD).unwrap();
-        let b = parse_link(
-            Path::new("b.toml"),
-            &GOOD.replace("id = \"cl-pe\"", "id = \"cl-pe-2\""),
-        )
-        .unwrap();
+        let b = parse_link(Path::new("b.toml"), &GOOD.replace("id = \"cl-pe\"", "id = \"cl-pe-2\"")).unwrap();
         let errs = PmodeSet::build(vec![a, b]).unwrap_err();
-        assert!(
-            errs.iter()
-                .any(|e| e.key == "leg" && e.to_string().contains("a.toml"))
-        );
+        assert!(errs.iter().any(|e| e.key == "leg" && e.to_string().contains("a.toml")));
     }
 }

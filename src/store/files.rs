@@ -25,13 +25,7 @@ pub struct SunkPart {
 
 impl FileSink {
     pub fn new(dir: PathBuf, max_part_bytes: u64) -> Self {
-        FileSink {
-            dir,
-            current: None,
-            max_part_bytes,
-            written: 0,
-            parts: Vec::new(),
-        }
+        FileSink { dir, current: None, max_part_bytes, written: 0, parts: Vec::new() }
     }
 
     pub fn dir(&self) -> &Path {
@@ -60,10 +54,7 @@ impl PartSink for FileSink {
     async fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
         self.written += bytes.len() as u64;
         if self.written > self.max_part_bytes {
-            return Err(std::io::Error::other(format!(
-                "part exceeds the limit of {} bytes",
-                self.max_part_bytes
-            )));
+            return Err(std::io::Error::other(format!("part exceeds the limit of {} bytes", self.max_part_bytes)));
         }
         if let Some((file, hasher)) = self.current.as_mut() {
             hasher.update(bytes);

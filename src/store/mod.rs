@@ -50,16 +50,9 @@ impl State {
     }
 
     pub fn parse(value: &str) -> Option<State> {
-        [
-            State::Submitted,
-            State::Sending,
-            State::WaitingRetry,
-            State::Acknowledged,
-            State::Failed,
-            State::Delivered,
-        ]
-        .into_iter()
-        .find(|s| s.as_str() == value)
+        [State::Submitted, State::Sending, State::WaitingRetry, State::Acknowledged, State::Failed, State::Delivered]
+            .into_iter()
+            .find(|s| s.as_str() == value)
     }
 }
 
@@ -174,11 +167,7 @@ pub trait MessageStore: Send + Sync {
         error: Option<&str>,
         response: Option<&[u8]>,
     ) -> Result<(), StoreError>;
-    async fn get(
-        &self,
-        direction: Direction,
-        message_id: &str,
-    ) -> Result<MessageRecord, StoreError>;
+    async fn get(&self, direction: Direction, message_id: &str) -> Result<MessageRecord, StoreError>;
     async fn list(&self, filter: ListFilter) -> Result<Vec<MessageRecord>, StoreError>;
     /// After a crash, messages left in `sending` go back to waiting_retry, due now.
     async fn recover(&self, now_ms: i64) -> Result<usize, StoreError>;

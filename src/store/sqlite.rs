@@ -61,9 +61,7 @@ impl SqliteStore {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(30))?;
         conn.execute_batch(SCHEMA)?;
-        Ok(SqliteStore {
-            conn: Arc::new(Mutex::new(conn)),
-        })
+        Ok(SqliteStore { conn: Arc::new(Mutex::new(conn)) })
     }
 
     async fn with<T, F>(&self, f: F) -> Result<T, StoreError>
@@ -73,9 +71,7 @@ impl SqliteStore {
     {
         let conn = self.conn.clone();
         tokio::task::spawn_blocking(move || {
-            let mut guard = conn
-                .lock()
-                .map_err(|_| StoreError::Task("store mutex poisoned".into()))?;
+            let mut guard = conn.lock().map_err(|_| StoreError::Task("store mutex poisoned".into()))?;
             f(&mut guard)
         })
         .await
@@ -84,11 +80,7 @@ impl SqliteStore {
 }
 
 fn direction_of(value: &str) -> Direction {
-    if value == "inbound" {
-        Direction::Inbound
-    } else {
-        Direction::Outbound
-    }
+    if value == "inbound" { Direction::Inbound } else { Direction::Outbound }
 }
 
 fn load(conn: &Connection, row: i64) -> Result<MessageRecord, StoreError> {
@@ -136,16 +128,11 @@ fn load(conn: &Connection, row: i64) -> Result<MessageRecord, StoreError> {
             })
         })?
         .collect::<Result<_, _>>()?;
-    let mut stmt = conn.prepare_cached(
-        "SELECT at, state, detail FROM history WHERE message_row = ?1 ORDER BY rowid",
-    )?;
+    let mut stmt =
+        conn.prepare_cached("SELECT at, state, detail FROM history WHERE message_row = ?1 ORDER BY rowid")?;
     record.history = stmt
         .query_map(params![row], |r| {
-            Ok(HistoryEntry {
-                at: format_ms(r.get(0)?),
-                state: r.get(1)?,
-                detail: r.get(2)?,
-            })
+            Ok(HistoryEntry { at: format_ms(r.get(0)?), state: r.get(1)?, detail: r.get(2)? })
         })?
         .collect::<Result<_, _>>()?;
     Ok(record)
@@ -277,11 +264,7 @@ impl MessageStore for SqliteStore {
         .await
     }
 
-    async fn get(
-        &self,
-        direction: Direction,
-        message_id: &str,
-    ) -> Result<MessageRecord, StoreError> {
+    async fn get(&self, direction: Direction, message_id: &str) -> Result<MessageRecord, StoreError> {
         let message_id = message_id.to_owned();
         self.with(move |conn| {
             let row: Option<i64> = conn
@@ -351,11 +334,7 @@ mod tests {
             partner: "PE".into(),
             service: "s".into(),
             action: "a".into(),
-            state: if direction == Direction::Inbound {
-                State::Delivered
-            } else {
-                State::Submitted
-            },
+            state: if direction == Direction::Inbound { State::Delivered } else { State::Submitted },
             envelope: b"<env/>".to_vec(),
             response: Some(b"<receipt/>".to_vec()),
             payloads: vec![StoredPayload {
@@ -374,62 +353,29 @@ mod tests {
     async fn lifecycle_duplicates_and_recovery() {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(&dir.path().join("s.db")).unwrap();
-        assert!(matches!(
-            store
-                .insert(message(Direction::Inbound, "m1"))
-                .await
-                .unwrap(),
-            Inserted::New(_)
-        ));
-        match store
-            .insert(message(Direction::Inbound, "m1"))
-            .await
-            .unwrap()
-        {
+        assert!(matches!(store.insert(message(Direction::Inbound, "m1")).await.unwrap(), Inserted::New(_)));
+        match store.insert(message(Direction::Inbound, "m1")).await.unwrap() {
             Inserted::Duplicate { response } => assert_eq!(response.unwrap(), b"<receipt/>"),
             other => panic!("{other:?}"),
         }
-        store
-            .insert(message(Direction::Outbound, "m1"))
-            .await
-            .unwrap();
+        store.insert(message(Direction::Outbound, "m1")).await.unwrap();
         let claimed = store.claim_due(now_ms(), 10).await.unwrap();
         assert_eq!(claimed.len(), 1);
         assert_eq!(claimed[0].state, State::Sending);
         assert_eq!(claimed[0].payloads[0].filename.as_deref(), Some("doc.xml"));
-        assert!(
-            store.claim_due(now_ms(), 10).await.unwrap().is_empty(),
-            "leased once"
-        );
+        assert!(store.claim_due(now_ms(), 10).await.unwrap().is_empty(), "leased once");
         assert_eq!(store.recover(now_ms()).await.unwrap(), 1);
         let again = store.claim_due(now_ms(), 10).await.unwrap();
         assert_eq!(again[0].attempts, 2);
-        store
-            .transition(
-                again[0].row,
-                State::Acknowledged,
-                "receipt",
-                None,
-                None,
-                Some(b"r"),
-            )
-            .await
-            .unwrap();
+        store.transition(again[0].row, State::Acknowledged, "receipt", None, None, Some(b"r")).await.unwrap();
         let record = store.get(Direction::Outbound, "m1").await.unwrap();
         assert_eq!(record.state, State::Acknowledged);
         assert_eq!(record.history.len(), 5);
         let inbox = store
-            .list(ListFilter {
-                direction: Some(Direction::Inbound),
-                state: Some(State::Delivered),
-                limit: 0,
-            })
+            .list(ListFilter { direction: Some(Direction::Inbound), state: Some(State::Delivered), limit: 0 })
             .await
             .unwrap();
         assert_eq!(inbox.len(), 1);
-        assert!(matches!(
-            store.get(Direction::Inbound, "nope").await,
-            Err(StoreError::NotFound(_))
-        ));
+        assert!(matches!(store.get(Direction::Inbound, "nope").await, Err(StoreError::NotFound(_))));
     }
 }

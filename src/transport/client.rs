@@ -14,10 +14,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub type BodyStream = Pin<Box<dyn Stream<Item = Result<Bytes, std::io::Error>> + Send>>;
-type HttpsClient = Client<
-    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
-    StreamBody<FrameStream>,
->;
+type HttpsClient =
+    Client<hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>, StreamBody<FrameStream>>;
 type FrameStream = Pin<Box<dyn Stream<Item = Result<Frame<Bytes>, std::io::Error>> + Send>>;
 
 #[derive(Debug, thiserror::Error)]
@@ -55,19 +53,13 @@ const MAX_RESPONSE: usize = 4 << 20;
 
 impl As4Client {
     fn client(&self, identity: &TlsIdentity) -> Result<HttpsClient, SendError> {
-        let mut clients = self
-            .clients
-            .lock()
-            .map_err(|_| SendError::Connection("client pool poisoned".into()))?;
+        let mut clients = self.clients.lock().map_err(|_| SendError::Connection("client pool poisoned".into()))?;
         if let Some(c) = clients.get(identity) {
             return Ok(c.clone());
         }
         let tls = super::tls::client_config(
             &identity.trust,
-            identity
-                .client_cert
-                .as_ref()
-                .map(|(c, k)| (c.as_path(), k.as_path())),
+            identity.client_cert.as_ref().map(|(c, k)| (c.as_path(), k.as_path())),
         )?;
         let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
         http.set_connect_timeout(Some(Duration::from_secs(10)));
@@ -103,16 +95,10 @@ impl As4Client {
             .body(StreamBody::new(frames))
             .map_err(|e| SendError::Connection(e.to_string()))?;
         let exchange = async {
-            let response = client
-                .request(request)
-                .await
-                .map_err(|e| SendError::Connection(error_chain(&e)))?;
+            let response = client.request(request).await.map_err(|e| SendError::Connection(error_chain(&e)))?;
             let status = response.status().as_u16();
-            let content_type = response
-                .headers()
-                .get(hyper::header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned);
+            let content_type =
+                response.headers().get(hyper::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
             let limited = http_body_util::Limited::new(response.into_body(), MAX_RESPONSE);
             let body = limited
                 .collect()
@@ -125,15 +111,9 @@ impl As4Client {
                     }
                 })?
                 .to_bytes();
-            Ok(Response {
-                status,
-                content_type,
-                body,
-            })
+            Ok(Response { status, content_type, body })
         };
-        tokio::time::timeout(timeout, exchange)
-            .await
-            .map_err(|_| SendError::Timeout(timeout))?
+        tokio::time::timeout(timeout, exchange).await.map_err(|_| SendError::Timeout(timeout))?
     }
 }
 

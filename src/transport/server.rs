@@ -59,13 +59,11 @@ pub async fn serve_tls(
                     .map(|c| c.iter().map(|c| c.clone().into_owned()).collect())
                     .unwrap_or_default(),
             ));
-            let service = hyper::service::service_fn(
-                move |mut req: hyper::Request<hyper::body::Incoming>| {
-                    req.extensions_mut().insert(peer.clone());
-                    let mut router = router.clone();
-                    async move { router.call(req.map(axum::body::Body::new)).await }
-                },
-            );
+            let service = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(peer.clone());
+                let mut router = router.clone();
+                async move { router.call(req.map(axum::body::Body::new)).await }
+            });
             let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             builder
                 .http1()
@@ -88,7 +86,5 @@ pub async fn serve_tls(
 
 /// Plain HTTP for the backend API (bound to loopback by default).
 pub async fn serve_plain(listener: TcpListener, router: Router, shutdown: CancellationToken) {
-    let _ = axum::serve(listener, router)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await;
+    let _ = axum::serve(listener, router).with_graceful_shutdown(async move { shutdown.cancelled().await }).await;
 }

@@ -18,10 +18,7 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 }
 
 pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let file_err = |message: String| TlsError::File {
-        file: path.display().to_string(),
-        message,
-    };
+    let file_err = |message: String| TlsError::File { file: path.display().to_string(), message };
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
         .map_err(|e| file_err(e.to_string()))?
         .collect::<Result<_, _>>()
@@ -33,34 +30,25 @@ pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError>
 }
 
 pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
-    PrivateKeyDer::from_pem_file(path).map_err(|e| TlsError::File {
-        file: path.display().to_string(),
-        message: e.to_string(),
-    })
+    PrivateKeyDer::from_pem_file(path)
+        .map_err(|e| TlsError::File { file: path.display().to_string(), message: e.to_string() })
 }
 
 fn roots(trust: &Path) -> Result<Arc<rustls::RootCertStore>, TlsError> {
     let mut store = rustls::RootCertStore::empty();
     for cert in load_certs(trust)? {
-        store
-            .add(cert)
-            .map_err(|e| TlsError::Config(e.to_string()))?;
+        store.add(cert).map_err(|e| TlsError::Config(e.to_string()))?;
     }
     Ok(Arc::new(store))
 }
 
 /// The server asks for a client certificate but does not require one: links that require
 /// client authentication are enforced per P-Mode once the partner is known.
-pub fn server_config(
-    cert: &Path,
-    key: &Path,
-    trust: &Path,
-) -> Result<Arc<rustls::ServerConfig>, TlsError> {
-    let verifier =
-        rustls::server::WebPkiClientVerifier::builder_with_provider(roots(trust)?, provider())
-            .allow_unauthenticated()
-            .build()
-            .map_err(|e| TlsError::Config(e.to_string()))?;
+pub fn server_config(cert: &Path, key: &Path, trust: &Path) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(roots(trust)?, provider())
+        .allow_unauthenticated()
+        .build()
+        .map_err(|e| TlsError::Config(e.to_string()))?;
     let mut config = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| TlsError::Config(e.to_string()))?
@@ -72,10 +60,7 @@ pub fn server_config(
 }
 
 /// TLS 1.2 and 1.3 only (rustls has nothing older); a client certificate when given.
-pub fn client_config(
-    trust: &Path,
-    client_auth: Option<(&Path, &Path)>,
-) -> Result<rustls::ClientConfig, TlsError> {
+pub fn client_config(trust: &Path, client_auth: Option<(&Path, &Path)>) -> Result<rustls::ClientConfig, TlsError> {
     let builder = rustls::ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| TlsError::Config(e.to_string()))?

@@ -120,7 +120,12 @@ pub fn rsa_oaep_encrypt(public: &PKeyRef<impl HasPublic>, cek: &[u8]) -> Result<
     Ok(out)
 }
 
-pub fn rsa_oaep_decrypt(private: &PKeyRef<impl HasPrivate>, wrapped: &[u8], digest: MessageDigest, mgf1: MessageDigest) -> Result<Vec<u8>, CipherError> {
+pub fn rsa_oaep_decrypt(
+    private: &PKeyRef<impl HasPrivate>,
+    wrapped: &[u8],
+    digest: MessageDigest,
+    mgf1: MessageDigest,
+) -> Result<Vec<u8>, CipherError> {
     let mut dec = Decrypter::new(private)?;
     dec.set_rsa_padding(Padding::PKCS1_OAEP)?;
     dec.set_rsa_oaep_md(digest)?;
@@ -161,7 +166,8 @@ pub fn hkdf_sha256(ikm: &[u8], salt: &[u8], info: &[u8], len: usize) -> Result<V
 
 /// AES key wrap (RFC 3394) of a content key.
 pub fn aes_wrap(kek: &[u8], cek: &[u8]) -> Result<Vec<u8>, CipherError> {
-    let key = openssl::aes::AesKey::new_encrypt(kek).map_err(|_| CipherError::Invalid("bad key-encryption key".into()))?;
+    let key =
+        openssl::aes::AesKey::new_encrypt(kek).map_err(|_| CipherError::Invalid("bad key-encryption key".into()))?;
     let mut out = vec![0u8; cek.len() + 8];
     openssl::aes::wrap_key(&key, None, &mut out, cek).map_err(|_| CipherError::Invalid("key wrap failed".into()))?;
     Ok(out)
@@ -171,9 +177,11 @@ pub fn aes_unwrap(kek: &[u8], wrapped: &[u8]) -> Result<Vec<u8>, CipherError> {
     if wrapped.len() < 24 || wrapped.len() % 8 != 0 {
         return Err(CipherError::Invalid("wrapped key has a wrong length".into()));
     }
-    let key = openssl::aes::AesKey::new_decrypt(kek).map_err(|_| CipherError::Invalid("bad key-encryption key".into()))?;
+    let key =
+        openssl::aes::AesKey::new_decrypt(kek).map_err(|_| CipherError::Invalid("bad key-encryption key".into()))?;
     let mut out = vec![0u8; wrapped.len() - 8];
-    openssl::aes::unwrap_key(&key, None, &mut out, wrapped).map_err(|_| CipherError::Invalid("key unwrap integrity check failed".into()))?;
+    openssl::aes::unwrap_key(&key, None, &mut out, wrapped)
+        .map_err(|_| CipherError::Invalid("key unwrap integrity check failed".into()))?;
     Ok(out)
 }
 
@@ -201,8 +209,16 @@ mod tests {
     /// The worked example of docs/as4.md §2.6.3 (RFC 7748 keys, HKDF, AES-KW).
     #[test]
     fn known_answer_x25519_hkdf_kw() {
-        let alice = PKey::private_key_from_raw_bytes(&hex("77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a"), Id::X25519).unwrap();
-        let bob = PKey::private_key_from_raw_bytes(&hex("5dab087e624a8a4b79e17f8b83800ee66f3bb1292618b6fd1c2f8b27ff88e0eb"), Id::X25519).unwrap();
+        let alice = PKey::private_key_from_raw_bytes(
+            &hex("77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a"),
+            Id::X25519,
+        )
+        .unwrap();
+        let bob = PKey::private_key_from_raw_bytes(
+            &hex("5dab087e624a8a4b79e17f8b83800ee66f3bb1292618b6fd1c2f8b27ff88e0eb"),
+            Id::X25519,
+        )
+        .unwrap();
         let bob_public = PKey::public_key_from_raw_bytes(&bob.raw_public_key().unwrap(), Id::X25519).unwrap();
         let spki = bob_public.public_key_to_der().unwrap();
         assert_eq!(super::super::digest::b64(&spki), "MCowBQYDK2VuAyEA3p7bfXt9wbTTW2HC7OQ1Nz+DQ8hbeGdNrfx+FG+IK08=");

@@ -4,13 +4,13 @@
 
 use super::cipher;
 use super::digest::unb64;
-use super::keyinfo::{read_key_info, KeyReference};
+use super::keyinfo::{KeyReference, read_key_info};
 use super::ns;
 use super::sign::Credential;
 use super::verify::security_header;
-use super::xml::{child, children, compact_text, Xml};
+use super::xml::{Xml, child, children, compact_text};
 use crate::ebms::{EbmsCode, EbmsError};
-use crate::pki::keys::{kind_of, KeyKind};
+use crate::pki::keys::{KeyKind, kind_of};
 use libxml::tree::Node;
 use openssl::hash::MessageDigest;
 use std::path::{Path, PathBuf};
@@ -57,7 +57,8 @@ pub fn decrypt_parts(
     transport: KeyTransport,
     keys: &[Credential],
 ) -> Result<Vec<DecryptedPart>, EbmsError> {
-    let security = security_header(xml).ok_or_else(|| policy("the message is not encrypted: no wsse:Security header"))?;
+    let security =
+        security_header(xml).ok_or_else(|| policy("the message is not encrypted: no wsse:Security header"))?;
     let encrypted_data = children(&security, ns::XENC, "EncryptedData");
     let mut out = Vec::new();
     let mut content_keys: Vec<(String, Vec<u8>)> = Vec::new();
@@ -67,7 +68,10 @@ pub fn decrypt_parts(
             .find(|ed| cipher_reference(ed).as_deref() == Some(&format!("cid:{}", part.content_id)))
             .ok_or_else(|| policy(format!("attachment cid:{} is not encrypted", part.content_id)))?;
         if ed.get_property_no_ns("Type").as_deref() != Some(ns::ATTACHMENT_CONTENT_ONLY) {
-            return Err(policy(format!("EncryptedData for cid:{} is not of type Attachment-Content-Only", part.content_id)));
+            return Err(policy(format!(
+                "EncryptedData for cid:{} is not of type Attachment-Content-Only",
+                part.content_id
+            )));
         }
         let method = child(ed, ns::XENC, "EncryptionMethod").map(|m| algorithm(&m)).unwrap_or_default();
         if method != ns::AES128_GCM {
@@ -84,8 +88,14 @@ pub fn decrypt_parts(
             }
         };
         let plain = part.path.with_extension("plain");
-        let size = cipher::gcm_decrypt_file(&cek, part.path, &plain).map_err(|e| failed(format!("cid:{}: {e}", part.content_id)))?;
-        out.push(DecryptedPart { content_id: part.content_id.to_owned(), content_type: ed.get_property_no_ns("MimeType"), path: plain, size });
+        let size = cipher::gcm_decrypt_file(&cek, part.path, &plain)
+            .map_err(|e| failed(format!("cid:{}: {e}", part.content_id)))?;
+        out.push(DecryptedPart {
+            content_id: part.content_id.to_owned(),
+            content_type: ed.get_property_no_ns("MimeType"),
+            path: plain,
+            size,
+        });
     }
     Ok(out)
 }
@@ -115,7 +125,11 @@ fn encrypted_key_for(xml: &Xml, security: &Node, ed: &Node) -> Result<Node, Ebms
         .into_iter()
         .find(|ek| {
             child(ek, ns::XENC, "ReferenceList")
-                .map(|rl| children(&rl, ns::XENC, "DataReference").iter().any(|d| d.get_property_no_ns("URI").as_deref() == Some(&format!("#{ed_id}"))))
+                .map(|rl| {
+                    children(&rl, ns::XENC, "DataReference")
+                        .iter()
+                        .any(|d| d.get_property_no_ns("URI").as_deref() == Some(&format!("#{ed_id}")))
+                })
                 .unwrap_or(false)
         })
         .ok_or_else(|| failed("no EncryptedKey for an EncryptedData"))
@@ -128,8 +142,15 @@ fn our_key<'a>(reference: &KeyReference, keys: &'a [Credential], kind: KeyKind) 
         .ok_or_else(|| failed("the message is encrypted for a certificate this access point has no key for"))
 }
 
-fn unwrap_content_key(xml: &Xml, security: &Node, ek: &Node, transport: KeyTransport, keys: &[Credential]) -> Result<Vec<u8>, EbmsError> {
-    let method_node = child(ek, ns::XENC, "EncryptionMethod").ok_or_else(|| policy("EncryptedKey has no EncryptionMethod"))?;
+fn unwrap_content_key(
+    xml: &Xml,
+    security: &Node,
+    ek: &Node,
+    transport: KeyTransport,
+    keys: &[Credential],
+) -> Result<Vec<u8>, EbmsError> {
+    let method_node =
+        child(ek, ns::XENC, "EncryptionMethod").ok_or_else(|| policy("EncryptedKey has no EncryptionMethod"))?;
     let method = algorithm(&method_node);
     let wrapped = child(ek, ns::XENC, "CipherData")
         .and_then(|cd| child(&cd, ns::XENC, "CipherValue"))
@@ -140,16 +161,22 @@ fn unwrap_content_key(xml: &Xml, security: &Node, ek: &Node, transport: KeyTrans
         KeyTransport::RsaOaep => {
             let (digest, mgf1) = match method.as_str() {
                 ns::RSA_OAEP => {
-                    let digest = child(&method_node, ns::DS, "DigestMethod").map(|d| algorithm(&d)).unwrap_or_else(|| ns::SHA1.into());
+                    let digest = child(&method_node, ns::DS, "DigestMethod")
+                        .map(|d| algorithm(&d))
+                        .unwrap_or_else(|| ns::SHA1.into());
                     let mgf = child(&method_node, ns::XENC11, "MGF").map(|m| algorithm(&m)).unwrap_or_default();
                     if digest != ns::SHA256 || mgf != ns::MGF1_SHA256 {
-                        return Err(policy(format!("RSA-OAEP with digest '{digest}' and MGF '{mgf}' is weaker than the profile's SHA-256/MGF1-SHA256")));
+                        return Err(policy(format!(
+                            "RSA-OAEP with digest '{digest}' and MGF '{mgf}' is weaker than the profile's SHA-256/MGF1-SHA256"
+                        )));
                     }
                     (MessageDigest::sha256(), MessageDigest::sha256())
                 }
                 // Legacy form, accepted on input only (Holodeck 2017, docs/as4.md §2.2).
                 ns::RSA_OAEP_MGF1P => {
-                    let digest = child(&method_node, ns::DS, "DigestMethod").map(|d| algorithm(&d)).unwrap_or_else(|| ns::SHA1.into());
+                    let digest = child(&method_node, ns::DS, "DigestMethod")
+                        .map(|d| algorithm(&d))
+                        .unwrap_or_else(|| ns::SHA1.into());
                     let md = if digest == ns::SHA256 { MessageDigest::sha256() } else { MessageDigest::sha1() };
                     tracing::info!("legacy rsa-oaep-mgf1p key transport accepted");
                     (md, MessageDigest::sha1())
@@ -158,21 +185,25 @@ fn unwrap_content_key(xml: &Xml, security: &Node, ek: &Node, transport: KeyTrans
             };
             let reference = read_key_info(xml, &key_info, security).map_err(failed)?;
             let ours = our_key(&reference, keys, KeyKind::Rsa)?;
-            cipher::rsa_oaep_decrypt(&ours.key, &wrapped, digest, mgf1).map_err(|_| failed("RSA-OAEP decryption of the content key failed"))?
+            cipher::rsa_oaep_decrypt(&ours.key, &wrapped, digest, mgf1)
+                .map_err(|_| failed("RSA-OAEP decryption of the content key failed"))?
         }
         KeyTransport::X25519 => {
             if method != ns::KW_AES128 {
                 return Err(policy(format!("key wrap '{method}' is not the profile's kw-aes128")));
             }
-            let agreement = child(&key_info, ns::XENC, "AgreementMethod").ok_or_else(|| policy("EncryptedKey has no AgreementMethod"))?;
+            let agreement = child(&key_info, ns::XENC, "AgreementMethod")
+                .ok_or_else(|| policy("EncryptedKey has no AgreementMethod"))?;
             if algorithm(&agreement) != ns::X25519 {
                 return Err(policy(format!("key agreement '{}' is not the profile's X25519", algorithm(&agreement))));
             }
-            let kdm = child(&agreement, ns::XENC11, "KeyDerivationMethod").ok_or_else(|| policy("AgreementMethod has no KeyDerivationMethod"))?;
+            let kdm = child(&agreement, ns::XENC11, "KeyDerivationMethod")
+                .ok_or_else(|| policy("AgreementMethod has no KeyDerivationMethod"))?;
             if algorithm(&kdm) != ns::HKDF {
                 return Err(policy(format!("key derivation '{}' is not HKDF", algorithm(&kdm))));
             }
-            let params = child(&kdm, ns::DSIG_MORE, "HKDFParams").ok_or_else(|| policy("KeyDerivationMethod has no HKDFParams"))?;
+            let params = child(&kdm, ns::DSIG_MORE, "HKDFParams")
+                .ok_or_else(|| policy("KeyDerivationMethod has no HKDFParams"))?;
             if let Some(prf) = child(&params, ns::DSIG_MORE, "PRF") {
                 if algorithm(&prf) != ns::HMAC_SHA256 {
                     return Err(policy(format!("HKDF PRF '{}' is not HMAC-SHA256", algorithm(&prf))));
@@ -181,7 +212,9 @@ fn unwrap_content_key(xml: &Xml, security: &Node, ek: &Node, transport: KeyTrans
             let salt = match child(&params, ns::DSIG_MORE, "Salt") {
                 None => Vec::new(),
                 Some(s) => {
-                    let text = child(&s, ns::DSIG_MORE, "Specified").map(|sp| compact_text(&sp)).unwrap_or_else(|| compact_text(&s));
+                    let text = child(&s, ns::DSIG_MORE, "Specified")
+                        .map(|sp| compact_text(&sp))
+                        .unwrap_or_else(|| compact_text(&s));
                     let salt = unb64(&text).ok_or_else(|| failed("HKDF Salt is not base64"))?;
                     if salt.len() > 1024 {
                         return Err(policy("HKDF Salt longer than 1 KiB"));
@@ -204,7 +237,8 @@ fn unwrap_content_key(xml: &Xml, security: &Node, ek: &Node, transport: KeyTrans
                 .and_then(|d| unb64(&d.get_content()))
                 .ok_or_else(|| policy("AgreementMethod has no DEREncodedKeyValue originator key"))?;
             let originator = cipher::x25519_public_from_der(&originator).map_err(|e| failed(e.to_string()))?;
-            let recipient = child(&agreement, ns::XENC, "RecipientKeyInfo").ok_or_else(|| failed("AgreementMethod has no RecipientKeyInfo"))?;
+            let recipient = child(&agreement, ns::XENC, "RecipientKeyInfo")
+                .ok_or_else(|| failed("AgreementMethod has no RecipientKeyInfo"))?;
             let recipient = match child(&recipient, ns::DS, "KeyValue") {
                 Some(wrapper) => wrapper,
                 None => recipient,

@@ -113,7 +113,13 @@ mod tests {
         let b = dir.path().join("b.xml");
         std::fs::write(&a, "<?xml version=\"1.0\"?>\n<r b='2' a=\"1\"><x/></r>").unwrap();
         std::fs::write(&b, "<r a=\"1\" b=\"2\"><x></x></r>").unwrap();
-        assert_eq!(attachment_digest("application/xml", &a).unwrap(), attachment_digest("application/xml", &b).unwrap());
-        assert_ne!(attachment_digest("application/octet-stream", &a).unwrap(), attachment_digest("application/octet-stream", &b).unwrap());
+        assert_eq!(
+            attachment_digest("application/xml", &a).unwrap(),
+            attachment_digest("application/xml", &b).unwrap()
+        );
+        assert_ne!(
+            attachment_digest("application/octet-stream", &a).unwrap(),
+            attachment_digest("application/octet-stream", &b).unwrap()
+        );
     }
 }

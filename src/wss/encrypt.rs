@@ -7,7 +7,7 @@ use super::digest::b64;
 use super::keyinfo::write_key_info;
 use super::ns;
 use crate::ebms::tree::escape;
-use crate::pki::keys::{kind_of, KeyKind};
+use crate::pki::keys::{KeyKind, kind_of};
 use crate::pmode::model::TokenReference;
 use openssl::x509::X509;
 use std::path::{Path, PathBuf};
@@ -32,7 +32,12 @@ pub enum EncryptError {
 
 /// Encrypts every part for `recipient`; returns the XML that goes into wsse:Security before
 /// the signature (recipient token, EncryptedKey, EncryptedData elements).
-pub fn encrypt_parts(parts: &[PartToEncrypt<'_>], recipient: &X509, token: TokenReference, id_suffix: &str) -> Result<String, EncryptError> {
+pub fn encrypt_parts(
+    parts: &[PartToEncrypt<'_>],
+    recipient: &X509,
+    token: TokenReference,
+    id_suffix: &str,
+) -> Result<String, EncryptError> {
     let cek = cipher::random(16);
     for part in parts {
         cipher::gcm_encrypt_file(&cek, part.plaintext, &part.ciphertext)?;
@@ -40,7 +45,8 @@ pub fn encrypt_parts(parts: &[PartToEncrypt<'_>], recipient: &X509, token: Token
     let ek_id = format!("EK-{id_suffix}");
     let (bst, key_info) = write_key_info(recipient, token, &format!("G-{id_suffix}"))?;
     let recipient_key = recipient.public_key()?;
-    let data_refs: String = (1..=parts.len()).map(|i| format!(r##"<xenc:DataReference URI="#ED-{id_suffix}-{i}"/>"##)).collect();
+    let data_refs: String =
+        (1..=parts.len()).map(|i| format!(r##"<xenc:DataReference URI="#ED-{id_suffix}-{i}"/>"##)).collect();
     let encrypted_key = match kind_of(&recipient_key) {
         KeyKind::Rsa => {
             let wrapped = cipher::rsa_oaep_encrypt(&recipient_key, &cek)?;

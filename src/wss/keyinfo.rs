@@ -3,7 +3,7 @@
 
 use super::digest::{b64, unb64};
 use super::ns;
-use super::xml::{child, children, compact_text, Xml};
+use super::xml::{Xml, child, children, compact_text};
 use crate::ebms::tree::escape;
 use crate::pki::keys::subject_key_identifier;
 use crate::pmode::model::TokenReference;
@@ -16,7 +16,10 @@ pub enum KeyReference {
     /// The certificate itself (BST by reference, or ds:X509Certificate); leaf first.
     Certificate(Vec<X509>),
     Ski(Vec<u8>),
-    IssuerSerial { issuer: String, serial: String },
+    IssuerSerial {
+        issuer: String,
+        serial: String,
+    },
 }
 
 impl KeyReference {
@@ -40,7 +43,8 @@ pub fn rfc2253(name: &openssl::x509::X509NameRef) -> String {
         .map(|e| {
             let key = e.object().nid().short_name().unwrap_or("?").to_owned();
             let value = e.data().to_string().unwrap_or_default();
-            let escaped: String = value.chars().flat_map(|c| if ",+\"\\<>;=".contains(c) { vec!['\\', c] } else { vec![c] }).collect();
+            let escaped: String =
+                value.chars().flat_map(|c| if ",+\"\\<>;=".contains(c) { vec!['\\', c] } else { vec![c] }).collect();
             format!("{key}={escaped}")
         })
         .collect();
@@ -88,7 +92,11 @@ fn same_name(a: &str, b: &str) -> bool {
 }
 
 /// The KeyInfo (and the BST it needs, if any) for our certificate.
-pub fn write_key_info(cert: &X509, how: TokenReference, bst_id: &str) -> Result<(Option<String>, String), openssl::error::ErrorStack> {
+pub fn write_key_info(
+    cert: &X509,
+    how: TokenReference,
+    bst_id: &str,
+) -> Result<(Option<String>, String), openssl::error::ErrorStack> {
     let der = cert.to_der()?;
     Ok(match how {
         TokenReference::Bst => (
@@ -98,7 +106,10 @@ pub fn write_key_info(cert: &X509, how: TokenReference, bst_id: &str) -> Result<
                 ns::X509V3,
                 b64(&der)
             )),
-            format!(r##"<ds:KeyInfo><wsse:SecurityTokenReference><wsse:Reference URI="#{bst_id}" ValueType="{}"/></wsse:SecurityTokenReference></ds:KeyInfo>"##, ns::X509V3),
+            format!(
+                r##"<ds:KeyInfo><wsse:SecurityTokenReference><wsse:Reference URI="#{bst_id}" ValueType="{}"/></wsse:SecurityTokenReference></ds:KeyInfo>"##,
+                ns::X509V3
+            ),
         ),
         TokenReference::Ski => (
             None,
@@ -129,7 +140,9 @@ pub fn read_key_info(xml: &Xml, key_info: &Node, security: &Node) -> Result<KeyR
         let uri = reference.get_property_no_ns("URI").unwrap_or_default();
         let id = uri.strip_prefix('#').ok_or_else(|| format!("token reference '{uri}' is not a local #id"))?;
         let targets = xml.elements_with_id(id);
-        let [bst] = targets.as_slice() else { return Err(format!("token reference #{id} resolves to {} elements", targets.len())) };
+        let [bst] = targets.as_slice() else {
+            return Err(format!("token reference #{id} resolves to {} elements", targets.len()));
+        };
         let in_header = bst.get_parent().is_some_and(|p| p.node_ptr() == security.node_ptr());
         if !super::xml::is(bst, ns::WSSE, "BinarySecurityToken") || !in_header {
             return Err(format!("#{id} is not a BinarySecurityToken of this security header"));
@@ -169,7 +182,9 @@ pub fn read_bst(bst: &Node) -> Result<Vec<X509>, String> {
     let value_type = bst.get_property_no_ns("ValueType").unwrap_or_default();
     let der = unb64(&compact_text(bst)).ok_or("BinarySecurityToken is not base64")?;
     match value_type.as_str() {
-        ns::X509V3 => X509::from_der(&der).map(|c| vec![c]).map_err(|e| format!("BinarySecurityToken is not a certificate: {e}")),
+        ns::X509V3 => {
+            X509::from_der(&der).map(|c| vec![c]).map_err(|e| format!("BinarySecurityToken is not a certificate: {e}"))
+        }
         ns::X509_PKIPATH => {
             let mut path = pkipath(&der).ok_or("X509PKIPathv1 token cannot be read")?;
             path.reverse();

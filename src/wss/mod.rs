@@ -8,8 +8,10 @@ pub mod digest;
 pub mod encrypt;
 pub mod keyinfo;
 pub mod ns;
+pub mod profile;
+pub mod receipt;
 pub mod sign;
-pub mod verify;
-pub mod xml;
 #[cfg(test)]
 mod tests;
+pub mod verify;
+pub mod xml;

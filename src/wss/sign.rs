@@ -1,12 +1,12 @@
 //! XML Signature of an AS4 envelope: one detached `ds:Signature` in `wsse:Security` over
 //! eb:Messaging, the Body and every attachment (docs/as4.md §2.3).
 
-use super::digest::{attachment_digest, b64, DigestError};
+use super::digest::{DigestError, attachment_digest, b64};
 use super::keyinfo::write_key_info;
 use super::ns;
-use super::xml::{child, Xml, XmlError};
+use super::xml::{Xml, XmlError, child};
 use crate::ebms::write::EnvelopeBuilder;
-use crate::pki::keys::{kind_of, KeyKind};
+use crate::pki::keys::{KeyKind, kind_of};
 use crate::pmode::model::TokenReference;
 use openssl::pkey::{PKey, Private};
 use openssl::x509::X509;

@@ -1,10 +1,10 @@
 //! Round trips and attacks on signing and verification.
 
 use super::keyinfo::KeyReference;
-use super::sign::{sign_envelope, Credential, SignedPart};
-use super::verify::{verify_envelope, PartToVerify};
-use super::xml::Xml;
 use super::ns;
+use super::sign::{Credential, SignedPart, sign_envelope};
+use super::verify::{PartToVerify, verify_envelope};
+use super::xml::Xml;
 use crate::ebms::write::user_message_builder;
 use crate::ebms::{EbmsCode, EbmsError};
 use crate::pki::demo::{Authority, Usage};
@@ -13,13 +13,23 @@ use openssl::pkey::PKey;
 use openssl::x509::X509;
 
 pub(crate) fn credential(ca: &Authority, ed25519: bool) -> Credential {
-    let key = if ed25519 { PKey::generate_ed25519().unwrap() } else { PKey::from_rsa(openssl::rsa::Rsa::generate(2048).unwrap()).unwrap() };
+    let key = if ed25519 {
+        PKey::generate_ed25519().unwrap()
+    } else {
+        PKey::from_rsa(openssl::rsa::Rsa::generate(2048).unwrap()).unwrap()
+    };
     let cert = ca.issue("signer", &key, Usage::Signing, 30).unwrap();
     Credential { key, cert }
 }
 
 fn resolver(cert: X509) -> impl Fn(&KeyReference) -> Result<X509, EbmsError> {
-    move |r| if r.matches(&cert) { Ok(cert.clone()) } else { Err(EbmsError::new(EbmsCode::FailedAuthentication, "unknown signer")) }
+    move |r| {
+        if r.matches(&cert) {
+            Ok(cert.clone())
+        } else {
+            Err(EbmsError::new(EbmsCode::FailedAuthentication, "unknown signer"))
+        }
+    }
 }
 
 struct Fixture {
@@ -46,7 +56,12 @@ fn sign(f: &Fixture, cred: &Credential, token: TokenReference) -> String {
     sign_envelope(&user_message_builder(&um), cred, token, &parts, "").unwrap()
 }
 
-fn verify(f: &Fixture, envelope: &str, cert: &X509, method: &str) -> Result<super::verify::VerifiedSignature, EbmsError> {
+fn verify(
+    f: &Fixture,
+    envelope: &str,
+    cert: &X509,
+    method: &str,
+) -> Result<super::verify::VerifiedSignature, EbmsError> {
     let xml = Xml::parse(envelope.as_bytes()).unwrap();
     let parts = [
         PartToVerify { content_id: "part1@ap.cl.example", content_type: "application/xml", path: &f.xml_part },
@@ -109,7 +124,8 @@ fn signature_wrapping_is_refused() {
     let end = env.find("</eb:Messaging>").unwrap() + "</eb:Messaging>".len();
     let original = &env[start..end];
     let forged = original.replace("PE-SENASA", "MX-VUCEM");
-    let wrapped = format!("{}{}{}", &env[..start], forged, &env[end..]).replace("</S12:Body>", &format!("<w:Wrap xmlns:w=\"urn:w\">{original}</w:Wrap></S12:Body>"));
+    let wrapped = format!("{}{}{}", &env[..start], forged, &env[end..])
+        .replace("</S12:Body>", &format!("<w:Wrap xmlns:w=\"urn:w\">{original}</w:Wrap></S12:Body>"));
     let err = verify(&f, &wrapped, &cred.cert, ns::RSA_SHA256).unwrap_err();
     assert_eq!(err.code, EbmsCode::FailedAuthentication, "{}", err.detail);
     // A signature that leaves out an attachment.
@@ -157,30 +173,48 @@ fn xmlsec1_verifies_our_rsa_signature() {
 
 mod encryption {
     use super::*;
-    use crate::wss::decrypt::{decrypt_parts, EncryptedFile, KeyTransport};
-    use crate::wss::encrypt::{encrypt_parts, PartToEncrypt};
+    use crate::wss::decrypt::{EncryptedFile, KeyTransport, decrypt_parts};
+    use crate::wss::encrypt::{PartToEncrypt, encrypt_parts};
 
     fn enc_credential(ca: &Authority, x25519: bool) -> Credential {
-        let key = if x25519 { PKey::generate_x25519().unwrap() } else { PKey::from_rsa(openssl::rsa::Rsa::generate(2048).unwrap()).unwrap() };
-        let cert = ca.issue("recipient", &key, if x25519 { Usage::KeyAgreement } else { Usage::KeyTransport }, 30).unwrap();
+        let key = if x25519 {
+            PKey::generate_x25519().unwrap()
+        } else {
+            PKey::from_rsa(openssl::rsa::Rsa::generate(2048).unwrap()).unwrap()
+        };
+        let cert =
+            ca.issue("recipient", &key, if x25519 { Usage::KeyAgreement } else { Usage::KeyTransport }, 30).unwrap();
         Credential { key, cert }
     }
 
     /// Sign then encrypt as a sender does; returns the envelope and the ciphertext file.
-    fn protect(f: &Fixture, signer: &Credential, recipient: &X509, token: TokenReference) -> (String, std::path::PathBuf) {
+    fn protect(
+        f: &Fixture,
+        signer: &Credential,
+        recipient: &X509,
+        token: TokenReference,
+    ) -> (String, std::path::PathBuf) {
         let cipher_path = f.xml_part.with_extension("enc");
-        let parts = [PartToEncrypt { content_id: "part1@ap.cl.example", content_type: "application/xml", plaintext: &f.xml_part, ciphertext: cipher_path.clone() }];
+        let parts = [PartToEncrypt {
+            content_id: "part1@ap.cl.example",
+            content_type: "application/xml",
+            plaintext: &f.xml_part,
+            ciphertext: cipher_path.clone(),
+        }];
         let before = encrypt_parts(&parts, recipient, token, "t1").unwrap();
         let mut um = crate::ebms::write::tests_support::sample();
         um.parts.truncate(1);
-        let signed = [SignedPart { content_id: "part1@ap.cl.example", content_type: "application/xml", path: &f.xml_part }];
+        let signed =
+            [SignedPart { content_id: "part1@ap.cl.example", content_type: "application/xml", path: &f.xml_part }];
         (sign_envelope(&user_message_builder(&um), signer, TokenReference::Bst, &signed, &before).unwrap(), cipher_path)
     }
 
     #[test]
     fn both_profiles_round_trip() {
         let ca = Authority::new("test CA").unwrap();
-        for (x25519, transport, method) in [(false, KeyTransport::RsaOaep, ns::RSA_SHA256), (true, KeyTransport::X25519, ns::ED25519)] {
+        for (x25519, transport, method) in
+            [(false, KeyTransport::RsaOaep, ns::RSA_SHA256), (true, KeyTransport::X25519, ns::ED25519)]
+        {
             for token in [TokenReference::Bst, TokenReference::Ski, TokenReference::IssuerSerial] {
                 let f = fixture();
                 let signer = credential(&ca, x25519);
@@ -189,11 +223,20 @@ mod encryption {
                 let original = std::fs::read(&f.xml_part).unwrap();
                 assert_ne!(std::fs::read(&cipher_path).unwrap(), original);
                 let xml = Xml::parse(envelope.as_bytes()).unwrap();
-                let decrypted = decrypt_parts(&xml, &[EncryptedFile { content_id: "part1@ap.cl.example", path: &cipher_path }], transport, std::slice::from_ref(&recipient))
-                    .unwrap_or_else(|e| panic!("{transport:?} {token:?}: {e}"));
+                let decrypted = decrypt_parts(
+                    &xml,
+                    &[EncryptedFile { content_id: "part1@ap.cl.example", path: &cipher_path }],
+                    transport,
+                    std::slice::from_ref(&recipient),
+                )
+                .unwrap_or_else(|e| panic!("{transport:?} {token:?}: {e}"));
                 assert_eq!(std::fs::read(&decrypted[0].path).unwrap(), original);
                 assert_eq!(decrypted[0].content_type.as_deref(), Some("application/xml"));
-                let parts = [PartToVerify { content_id: "part1@ap.cl.example", content_type: "application/xml", path: &decrypted[0].path }];
+                let parts = [PartToVerify {
+                    content_id: "part1@ap.cl.example",
+                    content_type: "application/xml",
+                    path: &decrypted[0].path,
+                }];
                 verify_envelope(&xml, &parts, method, &resolver(signer.cert.clone())).unwrap();
             }
         }
@@ -210,23 +253,54 @@ mod encryption {
         let files = [EncryptedFile { content_id: "part1@ap.cl.example", path: &cipher_path }];
         // Not our key.
         let other = enc_credential(&ca, false);
-        assert_eq!(decrypt_parts(&xml, &files, KeyTransport::RsaOaep, &[other]).unwrap_err().code, EbmsCode::FailedDecryption);
+        assert_eq!(
+            decrypt_parts(&xml, &files, KeyTransport::RsaOaep, &[other]).unwrap_err().code,
+            EbmsCode::FailedDecryption
+        );
         // The wrong profile's key transport.
-        assert_eq!(decrypt_parts(&xml, &files, KeyTransport::X25519, std::slice::from_ref(&recipient)).unwrap_err().code, EbmsCode::PolicyNoncompliance);
+        assert_eq!(
+            decrypt_parts(&xml, &files, KeyTransport::X25519, std::slice::from_ref(&recipient)).unwrap_err().code,
+            EbmsCode::PolicyNoncompliance
+        );
         // A weaker OAEP digest.
-        let weak = Xml::parse(envelope.replace(&format!(r#"<ds:DigestMethod Algorithm="{}"/><xenc11:MGF"#, ns::SHA256), &format!(r#"<ds:DigestMethod Algorithm="{}"/><xenc11:MGF"#, ns::SHA1)).as_bytes()).unwrap();
-        assert_eq!(decrypt_parts(&weak, &files, KeyTransport::RsaOaep, std::slice::from_ref(&recipient)).unwrap_err().code, EbmsCode::PolicyNoncompliance);
+        let weak = Xml::parse(
+            envelope
+                .replace(
+                    &format!(r#"<ds:DigestMethod Algorithm="{}"/><xenc11:MGF"#, ns::SHA256),
+                    &format!(r#"<ds:DigestMethod Algorithm="{}"/><xenc11:MGF"#, ns::SHA1),
+                )
+                .as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(
+            decrypt_parts(&weak, &files, KeyTransport::RsaOaep, std::slice::from_ref(&recipient)).unwrap_err().code,
+            EbmsCode::PolicyNoncompliance
+        );
         // AES-CBC instead of GCM.
-        let cbc = Xml::parse(envelope.replace(ns::AES128_GCM, "http://www.w3.org/2001/04/xmlenc#aes128-cbc").as_bytes()).unwrap();
-        assert_eq!(decrypt_parts(&cbc, &files, KeyTransport::RsaOaep, std::slice::from_ref(&recipient)).unwrap_err().code, EbmsCode::PolicyNoncompliance);
+        let cbc =
+            Xml::parse(envelope.replace(ns::AES128_GCM, "http://www.w3.org/2001/04/xmlenc#aes128-cbc").as_bytes())
+                .unwrap();
+        assert_eq!(
+            decrypt_parts(&cbc, &files, KeyTransport::RsaOaep, std::slice::from_ref(&recipient)).unwrap_err().code,
+            EbmsCode::PolicyNoncompliance
+        );
         // A part that is not encrypted at all.
-        let extra = [EncryptedFile { content_id: "part1@ap.cl.example", path: &cipher_path }, EncryptedFile { content_id: "plain@x", path: &f.bin_part }];
-        assert_eq!(decrypt_parts(&xml, &extra, KeyTransport::RsaOaep, std::slice::from_ref(&recipient)).unwrap_err().code, EbmsCode::PolicyNoncompliance);
+        let extra = [
+            EncryptedFile { content_id: "part1@ap.cl.example", path: &cipher_path },
+            EncryptedFile { content_id: "plain@x", path: &f.bin_part },
+        ];
+        assert_eq!(
+            decrypt_parts(&xml, &extra, KeyTransport::RsaOaep, std::slice::from_ref(&recipient)).unwrap_err().code,
+            EbmsCode::PolicyNoncompliance
+        );
         // Tampered ciphertext.
         let mut bytes = std::fs::read(&cipher_path).unwrap();
         let last = bytes.len() - 20;
         bytes[last] ^= 0x40;
         std::fs::write(&cipher_path, bytes).unwrap();
-        assert_eq!(decrypt_parts(&xml, &files, KeyTransport::RsaOaep, std::slice::from_ref(&recipient)).unwrap_err().code, EbmsCode::FailedDecryption);
+        assert_eq!(
+            decrypt_parts(&xml, &files, KeyTransport::RsaOaep, std::slice::from_ref(&recipient)).unwrap_err().code,
+            EbmsCode::FailedDecryption
+        );
     }
 }

@@ -3,11 +3,11 @@
 //! one element (no signature wrapping), with the profile's algorithms only.
 
 use super::digest::{attachment_digest, unb64};
-use super::keyinfo::{read_key_info, KeyReference};
+use super::keyinfo::{KeyReference, read_key_info};
 use super::ns;
-use super::xml::{child, children, is, Xml};
+use super::xml::{Xml, child, children, is};
 use crate::ebms::{EbmsCode, EbmsError};
-use crate::pki::keys::{kind_of, KeyKind};
+use crate::pki::keys::{KeyKind, kind_of};
 use libxml::tree::Node;
 use openssl::x509::X509;
 use sha2::{Digest, Sha256};
@@ -81,7 +81,10 @@ pub fn verify_envelope(
     let security = security_header(xml).ok_or_else(|| policy("the message is not signed: no wsse:Security header"))?;
     let signatures = children(&security, ns::DS, "Signature");
     let [signature] = signatures.as_slice() else {
-        return Err(policy(format!("wsse:Security holds {} ds:Signature elements; exactly one is required", signatures.len())));
+        return Err(policy(format!(
+            "wsse:Security holds {} ds:Signature elements; exactly one is required",
+            signatures.len()
+        )));
     };
     let messaging_headers = children(&header, ns::EB, "Messaging");
     let [messaging] = messaging_headers.as_slice() else { return Err(policy("not exactly one eb:Messaging header")) };
@@ -89,11 +92,17 @@ pub fn verify_envelope(
         return Err(auth("a second eb:Messaging element appears in the envelope (signature wrapping)"));
     }
     let signed_info = child(signature, ns::DS, "SignedInfo").ok_or_else(|| policy("ds:Signature has no SignedInfo"))?;
-    let c14n = child(&signed_info, ns::DS, "CanonicalizationMethod").ok_or_else(|| policy("no CanonicalizationMethod"))?;
+    let c14n =
+        child(&signed_info, ns::DS, "CanonicalizationMethod").ok_or_else(|| policy("no CanonicalizationMethod"))?;
     if c14n.get_property_no_ns("Algorithm").as_deref() != Some(ns::EXC_C14N) {
-        return Err(policy(format!("CanonicalizationMethod {:?} is not exclusive c14n", c14n.get_property_no_ns("Algorithm"))));
+        return Err(policy(format!(
+            "CanonicalizationMethod {:?} is not exclusive c14n",
+            c14n.get_property_no_ns("Algorithm")
+        )));
     }
-    let method = child(&signed_info, ns::DS, "SignatureMethod").and_then(|m| m.get_property_no_ns("Algorithm")).unwrap_or_default();
+    let method = child(&signed_info, ns::DS, "SignatureMethod")
+        .and_then(|m| m.get_property_no_ns("Algorithm"))
+        .unwrap_or_default();
     if method != expected_method {
         return Err(policy(format!("SignatureMethod '{method}' is not the profile's {expected_method}")));
     }
@@ -104,13 +113,17 @@ pub fn verify_envelope(
     let mut covered_parts = vec![false; parts.len()];
     for reference in children(&signed_info, ns::DS, "Reference") {
         let uri = reference.get_property_no_ns("URI").unwrap_or_default();
-        let digest_method = child(&reference, ns::DS, "DigestMethod").and_then(|d| d.get_property_no_ns("Algorithm")).unwrap_or_default();
+        let digest_method = child(&reference, ns::DS, "DigestMethod")
+            .and_then(|d| d.get_property_no_ns("Algorithm"))
+            .unwrap_or_default();
         if digest_method != ns::SHA256 {
             return Err(policy(format!("reference {uri}: DigestMethod '{digest_method}' is not SHA-256")));
         }
         let digest_value = child(&reference, ns::DS, "DigestValue").map(|d| d.get_content()).unwrap_or_default();
-        let expected = unb64(&digest_value).ok_or_else(|| auth(format!("reference {uri}: DigestValue is not base64")))?;
-        let transforms: Vec<Node> = child(&reference, ns::DS, "Transforms").map(|t| children(&t, ns::DS, "Transform")).unwrap_or_default();
+        let expected =
+            unb64(&digest_value).ok_or_else(|| auth(format!("reference {uri}: DigestValue is not base64")))?;
+        let transforms: Vec<Node> =
+            child(&reference, ns::DS, "Transforms").map(|t| children(&t, ns::DS, "Transform")).unwrap_or_default();
         let actual = if let Some(id) = uri.strip_prefix('#') {
             let [transform] = transforms.as_slice() else {
                 return Err(policy(format!("reference {uri}: exactly one transform (exclusive c14n) is required")));
@@ -120,7 +133,10 @@ pub fn verify_envelope(
             }
             let targets = xml.elements_with_id(id);
             let [target] = targets.as_slice() else {
-                return Err(auth(format!("reference {uri} resolves to {} elements (signature wrapping?)", targets.len())));
+                return Err(auth(format!(
+                    "reference {uri} resolves to {} elements (signature wrapping?)",
+                    targets.len()
+                )));
             };
             if target.node_ptr() == messaging.node_ptr() {
                 covered_messaging = true;
@@ -128,14 +144,21 @@ pub fn verify_envelope(
             if target.node_ptr() == body.node_ptr() {
                 covered_body = true;
             }
-            let canonical = xml.c14n_subtree(target, &inclusive_prefixes(transform)).map_err(|e| auth(format!("reference {uri}: {e}")))?;
+            let canonical = xml
+                .c14n_subtree(target, &inclusive_prefixes(transform))
+                .map_err(|e| auth(format!("reference {uri}: {e}")))?;
             Sha256::digest(canonical).to_vec()
         } else if let Some(cid) = uri.strip_prefix("cid:") {
             let algorithms: Vec<String> = transforms.iter().filter_map(|t| t.get_property_no_ns("Algorithm")).collect();
             if algorithms != [ns::ATTACHMENT_CONTENT_SIGNATURE] {
-                return Err(policy(format!("reference {uri}: transform must be Attachment-Content-Signature-Transform, not {algorithms:?}")));
+                return Err(policy(format!(
+                    "reference {uri}: transform must be Attachment-Content-Signature-Transform, not {algorithms:?}"
+                )));
             }
-            let index = parts.iter().position(|p| p.content_id == cid).ok_or_else(|| auth(format!("reference {uri}: no such MIME part")))?;
+            let index = parts
+                .iter()
+                .position(|p| p.content_id == cid)
+                .ok_or_else(|| auth(format!("reference {uri}: no such MIME part")))?;
             covered_parts[index] = true;
             let part = &parts[index];
             attachment_digest(part.content_type, part.path).map_err(|e| auth(format!("reference {uri}: {e}")))?
@@ -146,7 +169,11 @@ pub fn verify_envelope(
             return Err(auth(format!("digest mismatch for reference {uri}")));
         }
         let xml_copy = xml.c14n_subtree(&reference, &[]).map_err(|e| auth(e.to_string()))?;
-        references.push(VerifiedReference { uri, digest_value: digest_value.split_whitespace().collect(), xml: xml_copy });
+        references.push(VerifiedReference {
+            uri,
+            digest_value: digest_value.split_whitespace().collect(),
+            xml: xml_copy,
+        });
     }
     if !covered_messaging {
         return Err(policy("the signature does not cover eb:Messaging"));
@@ -165,7 +192,10 @@ pub fn verify_envelope(
         _ => Vec::new(),
     };
     let signer = resolve(&key_ref)?;
-    let value = child(signature, ns::DS, "SignatureValue").map(|v| v.get_content()).and_then(|v| unb64(&v)).ok_or_else(|| auth("SignatureValue missing or not base64"))?;
+    let value = child(signature, ns::DS, "SignatureValue")
+        .map(|v| v.get_content())
+        .and_then(|v| unb64(&v))
+        .ok_or_else(|| auth("SignatureValue missing or not base64"))?;
     let canonical = xml.c14n_subtree(&signed_info, &inclusive_prefixes(&c14n)).map_err(|e| auth(e.to_string()))?;
     if !verify_bytes(&signer, &canonical, &value) {
         return Err(auth("the signature value does not verify with the signer's certificate"));
@@ -180,7 +210,9 @@ pub fn verify_bytes(cert: &X509, data: &[u8], signature: &[u8]) -> bool {
             v.update(data)?;
             v.verify(signature)
         }),
-        KeyKind::Ed25519 => openssl::sign::Verifier::new_without_digest(&key).and_then(|mut v| v.verify_oneshot(signature, data)),
+        KeyKind::Ed25519 => {
+            openssl::sign::Verifier::new_without_digest(&key).and_then(|mut v| v.verify_oneshot(signature, data))
+        }
         _ => return false,
     };
     result.unwrap_or(false)

@@ -43,8 +43,11 @@ impl Xml {
         if bytes.len() > MAX_XML_BYTES {
             return Err(XmlError::TooLarge(MAX_XML_BYTES));
         }
-        let options = ParserOptions { recover: false, no_net: true, no_def_dtd: true, huge: false, ..ParserOptions::default() };
-        let doc = Parser::default().parse_string_with_options(bytes, options).map_err(|e| XmlError::Parse(format!("{e:?}")))?;
+        let options =
+            ParserOptions { recover: false, no_net: true, no_def_dtd: true, huge: false, ..ParserOptions::default() };
+        let doc = Parser::default()
+            .parse_string_with_options(bytes, options)
+            .map_err(|e| XmlError::Parse(format!("{e:?}")))?;
         // SAFETY: doc_ptr is a valid document owned by `doc`.
         let has_dtd = unsafe { !(*doc.doc_ptr()).intSubset.is_null() };
         if has_dtd {
@@ -93,7 +96,8 @@ impl Xml {
             .iter()
             .map(|p| CString::new(p.as_str()).map_err(|_| XmlError::C14n("NUL in a prefix".into())))
             .collect::<Result<_, _>>()?;
-        let mut prefix_ptrs: Vec<*mut bindings::xmlChar> = prefixes.iter().map(|p| p.as_ptr() as *mut bindings::xmlChar).collect();
+        let mut prefix_ptrs: Vec<*mut bindings::xmlChar> =
+            prefixes.iter().map(|p| p.as_ptr() as *mut bindings::xmlChar).collect();
         prefix_ptrs.push(std::ptr::null_mut());
         let prefix_arg = if inclusive_prefixes.is_empty() { std::ptr::null_mut() } else { prefix_ptrs.as_mut_ptr() };
         let mut out: *mut bindings::xmlChar = std::ptr::null_mut();
@@ -175,7 +179,12 @@ mod tests {
         let nodes = xml.elements_with_id("m1");
         assert_eq!(nodes.len(), 1);
         let c14n = String::from_utf8(xml.c14n_subtree(&nodes[0], &[]).unwrap()).unwrap();
-        assert_eq!(c14n, format!(r#"<eb:Messaging xmlns:eb="urn:eb" xmlns:wsu="{WSU}" a="1" b="2" wsu:Id="m1"><eb:X></eb:X></eb:Messaging>"#));
+        assert_eq!(
+            c14n,
+            format!(
+                r#"<eb:Messaging xmlns:eb="urn:eb" xmlns:wsu="{WSU}" a="1" b="2" wsu:Id="m1"><eb:X></eb:X></eb:Messaging>"#
+            )
+        );
         let with_prefix = String::from_utf8(xml.c14n_subtree(&nodes[0], &["S12".into()]).unwrap()).unwrap();
         assert!(with_prefix.starts_with(r#"<eb:Messaging xmlns:S12="urn:s" xmlns:eb="urn:eb""#), "{with_prefix}");
     }
@@ -194,7 +203,10 @@ mod tests {
     #[test]
     fn strict_parsing() {
         assert!(matches!(Xml::parse(b"<a><b></a>"), Err(XmlError::Parse(_))));
-        assert_eq!(Xml::parse(b"<?xml version='1.0'?><!DOCTYPE a [<!ENTITY e 'x'>]><a>&e;</a>").err(), Some(XmlError::Doctype));
+        assert_eq!(
+            Xml::parse(b"<?xml version='1.0'?><!DOCTYPE a [<!ENTITY e 'x'>]><a>&e;</a>").err(),
+            Some(XmlError::Doctype)
+        );
         assert!(Xml::parse(b"<a>&undefined;</a>").is_err());
     }
 

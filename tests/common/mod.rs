@@ -25,9 +25,7 @@ impl Cluster {
             let path = entry.unwrap().path();
             std::fs::copy(&path, pmodes.join(path.file_name().unwrap())).unwrap();
         }
-        let nodes = launch_with(dir.path(), &pmodes, countries, "8MiB")
-            .await
-            .unwrap();
+        let nodes = launch_with(dir.path(), &pmodes, countries, "8MiB").await.unwrap();
         Cluster { dir, nodes }
     }
 
@@ -46,30 +44,11 @@ impl Cluster {
     /// POSTs raw bytes to a node's AS4 endpoint over HTTPS.
     pub async fn post_raw(&self, code: &str, content_type: &str, body: Vec<u8>) -> (u16, String) {
         let client = As4Client::default();
-        let identity = TlsIdentity {
-            trust: self.ca(),
-            client_cert: None,
-        };
-        let url = format!(
-            "https://127.0.0.1:{}/as4",
-            self.node(code).node.as4_addr.port()
-        );
-        let stream: ventanilla::transport::BodyStream =
-            Box::pin(futures_util::stream::iter([Ok(Bytes::from(body))]));
-        let response = client
-            .post(
-                &identity,
-                &url,
-                content_type,
-                stream,
-                Duration::from_secs(30),
-            )
-            .await
-            .unwrap();
-        (
-            response.status,
-            String::from_utf8_lossy(&response.body).into_owned(),
-        )
+        let identity = TlsIdentity { trust: self.ca(), client_cert: None };
+        let url = format!("https://127.0.0.1:{}/as4", self.node(code).node.as4_addr.port());
+        let stream: ventanilla::transport::BodyStream = Box::pin(futures_util::stream::iter([Ok(Bytes::from(body))]));
+        let response = client.post(&identity, &url, content_type, stream, Duration::from_secs(30)).await.unwrap();
+        (response.status, String::from_utf8_lossy(&response.body).into_owned())
     }
 
     pub async fn stop(self) {
@@ -97,17 +76,11 @@ pub fn user_message(message_id: &str) -> UserMessage {
             ref_to_message_id: None,
         },
         from: Party {
-            ids: vec![PartyId {
-                value: "CL-SICEX".into(),
-                kind: Some(PARTY_TYPE.into()),
-            }],
+            ids: vec![PartyId { value: "CL-SICEX".into(), kind: Some(PARTY_TYPE.into()) }],
             role: ns::ROLE_INITIATOR.into(),
         },
         to: Party {
-            ids: vec![PartyId {
-                value: "PE-VUCE".into(),
-                kind: Some(PARTY_TYPE.into()),
-            }],
+            ids: vec![PartyId { value: "PE-VUCE".into(), kind: Some(PARTY_TYPE.into()) }],
             role: ns::ROLE_RESPONDER.into(),
         },
         agreement: Some(AgreementRef {
@@ -115,20 +88,13 @@ pub fn user_message(message_id: &str) -> UserMessage {
             kind: None,
             pmode: None,
         }),
-        service: Service {
-            value: "urn:pacific-alliance:as4:service:ephyto".into(),
-            kind: None,
-        },
+        service: Service { value: "urn:pacific-alliance:as4:service:ephyto".into(), kind: None },
         action: "SPSCertificate".into(),
         conversation_id: "conv-test".into(),
         properties: vec![],
         parts: vec![PartInfo {
             href: Some("cid:doc@test".into()),
-            properties: vec![Property {
-                name: "MimeType".into(),
-                kind: None,
-                value: "application/xml".into(),
-            }],
+            properties: vec![Property { name: "MimeType".into(), kind: None, value: "application/xml".into() }],
         }],
     }
 }
@@ -136,20 +102,18 @@ pub fn user_message(message_id: &str) -> UserMessage {
 pub const BOUNDARY: &str = "----=_Part_test";
 
 pub fn multipart_content_type() -> String {
-    format!(
-        r#"multipart/related; type="application/soap+xml"; boundary="{BOUNDARY}"; start="<root@test>""#
-    )
+    format!(r#"multipart/related; type="application/soap+xml"; boundary="{BOUNDARY}"; start="<root@test>""#)
 }
 
 /// A SwA body: the envelope as root `root@test`, then (content-id, bytes) parts.
 pub fn multipart(envelope: &str, parts: &[(&str, &[u8])]) -> Vec<u8> {
-    let mut body = format!("--{BOUNDARY}\r\nContent-Type: application/soap+xml; charset=UTF-8\r\nContent-ID: <root@test>\r\n\r\n{envelope}").into_bytes();
+    let mut body = format!(
+        "--{BOUNDARY}\r\nContent-Type: application/soap+xml; charset=UTF-8\r\nContent-ID: <root@test>\r\n\r\n{envelope}"
+    )
+    .into_bytes();
     for (cid, bytes) in parts {
         body.extend(
-            format!(
-                "\r\n--{BOUNDARY}\r\nContent-Type: application/xml\r\nContent-ID: <{cid}>\r\n\r\n"
-            )
-            .bytes(),
+            format!("\r\n--{BOUNDARY}\r\nContent-Type: application/xml\r\nContent-ID: <{cid}>\r\n\r\n").bytes(),
         );
         body.extend_from_slice(bytes);
     }
@@ -170,8 +134,7 @@ pub fn is_receipt_for(response: &str, message_id: &str) -> bool {
     read::read_envelope(response.as_bytes(), tree::Limits::default())
         .map(|env| {
             env.messaging.signals.iter().any(|s| {
-                matches!(s.signal, Signal::Receipt { .. })
-                    && s.info.ref_to_message_id.as_deref() == Some(message_id)
+                matches!(s.signal, Signal::Receipt { .. }) && s.info.ref_to_message_id.as_deref() == Some(message_id)
             })
         })
         .unwrap_or(false)

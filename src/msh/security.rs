@@ -1,0 +1,122 @@
+//! The access point's message security material: its own keys per profile, the truststore,
+//! and the binding of partners' certificates to their party in the P-Mode.
+
+use crate::config::{Config, KeyPair};
+use crate::ebms::{EbmsCode, EbmsError};
+use crate::pki::keys::{self, kind_of};
+use crate::pki::trust::TrustStore;
+use crate::pmode::{Party, Profile};
+use crate::wss::keyinfo::KeyReference;
+use crate::wss::profile::suite;
+use crate::wss::sign::Credential;
+use openssl::x509::X509;
+
+pub struct ProfileKeys {
+    pub profile: Profile,
+    pub sign: Credential,
+    /// The first is current; later ones are kept to decrypt during a rollover.
+    pub enc: Vec<Credential>,
+}
+
+#[derive(Default)]
+pub struct SecurityContext {
+    pub keys: Vec<ProfileKeys>,
+    pub trust: Option<TrustStore>,
+}
+
+fn load_pair(pair: &KeyPair, what: &str) -> Result<Credential, String> {
+    let password = match (&pair.password_env, &pair.password_file) {
+        (Some(v), None) => Some(keys::PasswordSource::Env(v.clone())),
+        (None, Some(f)) => Some(keys::PasswordSource::File(f.clone())),
+        (None, None) => None,
+        _ => return Err(format!("{what}: set password_env or password_file, not both")),
+    };
+    match (&pair.pkcs12, &pair.key, &pair.cert) {
+        (Some(p12), None, None) => {
+            let password =
+                password.ok_or_else(|| format!("{what}: a PKCS#12 file needs password_env or password_file"))?;
+            let (key, cert, _chain) = keys::load_pkcs12(p12, &password).map_err(|e| format!("{what}: {e}"))?;
+            Ok(Credential { key, cert })
+        }
+        (None, Some(key), Some(cert)) => Ok(Credential {
+            key: keys::load_key(key, password.as_ref()).map_err(|e| format!("{what}: {e}"))?,
+            cert: keys::load_cert(cert).map_err(|e| format!("{what}: {e}"))?,
+        }),
+        _ => Err(format!("{what}: give either pkcs12, or key and cert")),
+    }
+}
+
+impl SecurityContext {
+    pub fn load(config: &Config) -> Result<SecurityContext, String> {
+        let mut out: Vec<ProfileKeys> = Vec::new();
+        for (i, k) in config.keys.iter().enumerate() {
+            let profile = Profile::parse(&k.profile)
+                .filter(|p| p.is_secure())
+                .ok_or_else(|| format!("keys[{i}].profile: '{}' is not edelivery-1.15 or edelivery-2.0", k.profile))?;
+            let suite = suite(profile).ok_or("no suite")?;
+            let sign = load_pair(&k.sign, &format!("keys[{i}].sign"))?;
+            let enc = load_pair(&k.enc, &format!("keys[{i}].enc"))?;
+            if kind_of(&sign.key) != suite.signing_key {
+                return Err(format!(
+                    "keys[{i}].sign: a {:?} key; {} signs with {:?}",
+                    kind_of(&sign.key),
+                    profile.as_str(),
+                    suite.signing_key
+                ));
+            }
+            if kind_of(&enc.key) != suite.encryption_key {
+                return Err(format!(
+                    "keys[{i}].enc: a {:?} key; {} encrypts with {:?}",
+                    kind_of(&enc.key),
+                    profile.as_str(),
+                    suite.encryption_key
+                ));
+            }
+            for (cred, what) in [(&sign, "sign"), (&enc, "enc")] {
+                let matches = cred.cert.public_key().map(|p| p.public_eq(&cred.key)).unwrap_or(false);
+                if !matches {
+                    return Err(format!("keys[{i}].{what}: the certificate does not belong to the key"));
+                }
+            }
+            match out.iter_mut().find(|p| p.profile == profile) {
+                Some(existing) => existing.enc.push(enc),
+                None => out.push(ProfileKeys { profile, sign, enc: vec![enc] }),
+            }
+        }
+        let trust_file = config.security.truststore.clone().unwrap_or_else(|| config.as4.trust.clone());
+        let trust = if out.is_empty() {
+            None
+        } else {
+            Some(TrustStore::load(&trust_file, &config.security.crls, config.security.revocation)?)
+        };
+        Ok(SecurityContext { keys: out, trust })
+    }
+
+    pub fn for_profile(&self, profile: Profile) -> Option<&ProfileKeys> {
+        self.keys.iter().find(|k| k.profile == profile)
+    }
+
+    /// Resolves the certificate a partner signed with: it must be one of the certificates the
+    /// P-Mode binds to that party (current or next), valid, trusted and not revoked.
+    pub fn partner_signer(&self, partner: &Party, reference: &KeyReference) -> Result<X509, EbmsError> {
+        let fail = |detail: String| EbmsError::new(EbmsCode::FailedAuthentication, detail);
+        let bound: Vec<X509> = partner.sign_certs.iter().filter_map(|der| X509::from_der(der).ok()).collect();
+        let cert = bound.into_iter().find(|c| reference.matches(c)).ok_or_else(|| {
+            fail(format!("the signing certificate is not the one the P-Mode binds to {}", partner.id))
+        })?;
+        let intermediates = match reference {
+            KeyReference::Certificate(chain) => chain.iter().skip(1).cloned().collect(),
+            _ => Vec::new(),
+        };
+        let trust = self.trust.as_ref().ok_or_else(|| fail("no truststore is configured".into()))?;
+        match trust.validate(&cert, &intermediates) {
+            Ok(warnings) => {
+                for w in warnings {
+                    tracing::warn!(partner = %partner.id, "{w}");
+                }
+                Ok(cert)
+            }
+            Err(e) => Err(fail(e.to_string())),
+        }
+    }
+}
