@@ -2,8 +2,9 @@
 //! ePhyto and a certificate of origin on each of the six links through the backend API.
 
 use crate::backend::client::{ApiClient, Upload};
-use crate::config::{As4Config, BackendConfig, Config};
+use crate::config::{As4Config, BackendConfig, Config, KeyConfig, KeyPair, SecurityConfig};
 use crate::node::Node;
+use crate::pki::trust::RevocationPolicy;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -25,7 +26,51 @@ pub struct Running {
 /// Generates the demo PKI and configs under `work`, and starts one access point per
 /// `(code, party)` on free loopback ports, all loading the P-Modes in `pmodes`.
 pub async fn launch(work: &Path, pmodes: &Path, countries: &[(&str, &str)]) -> Result<Vec<Running>, DemoError> {
-    launch_with(work, pmodes, countries, "256MiB").await
+    launch_with(work, pmodes, countries, &Options::default()).await
+}
+
+/// How the access points are set up.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub max_message: String,
+    /// Rewrite the P-Modes to `profile = "none"` and allow it (tests that post raw, unsigned
+    /// messages).
+    pub insecure: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { max_message: "256MiB".into(), insecure: false }
+    }
+}
+
+/// Copies the `*.toml` files of `from` into `to`, optionally switching them to the
+/// unsigned test profile.
+fn copy_pmodes(from: &Path, to: &Path, insecure: bool) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let mut text = std::fs::read_to_string(&path)?;
+            if insecure {
+                text = text
+                    .replace("profile = \"edelivery-2.0\"", "profile = \"none\"")
+                    .replace("profile = \"edelivery-1.15\"", "profile = \"none\"");
+            }
+            std::fs::write(to.join(path.file_name().unwrap_or_default()), text)?;
+        }
+    }
+    Ok(())
+}
+
+fn key_pair(certs: &Path, code: &str, what: &str) -> KeyPair {
+    KeyPair {
+        key: Some(certs.join(format!("{code}-{what}.key"))),
+        cert: Some(certs.join(format!("{code}-{what}.pem"))),
+        pkcs12: None,
+        password_env: None,
+        password_file: None,
+    }
 }
 
 /// [`launch`] with a given request size limit (tests use a small one).
@@ -33,10 +78,16 @@ pub async fn launch_with(
     work: &Path,
     pmodes: &Path,
     countries: &[(&str, &str)],
-    max_message: &str,
+    options: &Options,
 ) -> Result<Vec<Running>, DemoError> {
-    let certs = work.join("certs");
-    let codes: Vec<&str> = countries.iter().map(|(c, _)| *c).collect();
+    // The P-Modes name partner certificates as ../certs/demo/..., relative to their folder.
+    let certs = work.join("certs/demo");
+    let pmodes_src = pmodes;
+    let pmodes = &work.join("pmodes");
+    copy_pmodes(pmodes_src, pmodes, options.insecure)?;
+    // Every shipped P-Mode names all four countries' certificates, whoever is started.
+    let mut codes: Vec<&str> = COUNTRIES.iter().map(|(c, _)| *c).collect();
+    codes.extend(countries.iter().map(|(c, _)| *c).filter(|c| !COUNTRIES.iter().any(|(k, _)| k == c)));
     crate::pki::demo::write_demo_pki(&certs, &codes)?;
     let mut listeners = Vec::new();
     for _ in countries {
@@ -57,7 +108,7 @@ pub async fn launch_with(
             host: format!("ap.{code}.demo"),
             data_dir: work.join(code).join("data"),
             pmodes: pmodes.to_owned(),
-            allow_insecure_profile: true,
+            allow_insecure_profile: options.insecure,
             pmode_reload: "1s".into(),
             as4: As4Config {
                 listen: as4.local_addr()?,
@@ -65,7 +116,7 @@ pub async fn launch_with(
                 tls_cert: certs.join(format!("{code}-tls.pem")),
                 tls_key: certs.join(format!("{code}-tls.key")),
                 trust: certs.join("ca.pem"),
-                max_message: max_message.into(),
+                max_message: options.max_message.clone(),
                 send_concurrency: 16,
             },
             backend: BackendConfig {
@@ -79,8 +130,19 @@ pub async fn launch_with(
                 .filter(|(p, _)| p.as_str() != *party)
                 .map(|(p, e)| (p.clone(), e.clone()))
                 .collect(),
-            keys: Vec::new(),
-            security: Default::default(),
+            keys: vec![
+                KeyConfig {
+                    profile: "edelivery-1.15".into(),
+                    sign: key_pair(&certs, code, "sign-rsa"),
+                    enc: key_pair(&certs, code, "enc-rsa"),
+                },
+                KeyConfig {
+                    profile: "edelivery-2.0".into(),
+                    sign: key_pair(&certs, code, "sign-ed25519"),
+                    enc: key_pair(&certs, code, "enc-x25519"),
+                },
+            ],
+            security: SecurityConfig { truststore: None, crls: Vec::new(), revocation: RevocationPolicy::Off },
         };
         let node = Node::start_with(config, as4, backend).await?;
         let api = ApiClient::new(&format!("http://{}", node.backend_addr), &token);

@@ -21,7 +21,7 @@ enum Command {
         config: PathBuf,
     },
     /// Submit a document through a running access point's backend API, or (with
-    /// --dry-run) print the AS4 envelope that would be sent.
+    /// --dry-run) print its ebMS envelope as built before signing and encryption.
     Send {
         /// Backend API base URL, e.g. http://127.0.0.1:8080
         #[arg(long, required_unless_present = "dry_run")]

@@ -43,7 +43,7 @@ fn send_dry_run_prints_the_envelope() {
     std::fs::write(
         &config,
         format!(
-            "party_id = \"CL-SICEX\"\nhost = \"ap.cl.test\"\ndata_dir = \"data\"\npmodes = \"{}/pmodes\"\nallow_insecure_profile = true\n[as4]\nlisten = \"127.0.0.1:0\"\ntls_cert = \"x.pem\"\ntls_key = \"x.key\"\ntrust = \"ca.pem\"\n[backend]\nlisten = \"127.0.0.1:0\"\ntoken = \"0123456789abcdef0123\"\n",
+            "party_id = \"CL-SICEX\"\nhost = \"ap.cl.test\"\ndata_dir = \"data\"\npmodes = \"{0}/pmodes\"\nallow_insecure_profile = true\n[as4]\nlisten = \"127.0.0.1:0\"\ntls_cert = \"x.pem\"\ntls_key = \"x.key\"\ntrust = \"ca.pem\"\n[backend]\nlisten = \"127.0.0.1:0\"\ntoken = \"0123456789abcdef0123\"\n[[keys]]\nprofile = \"edelivery-1.15\"\nsign = {{ key = \"{0}/certs/demo/cl-sign-rsa.key\", cert = \"{0}/certs/demo/cl-sign-rsa.pem\" }}\nenc = {{ key = \"{0}/certs/demo/cl-enc-rsa.key\", cert = \"{0}/certs/demo/cl-enc-rsa.pem\" }}\n[security]\ntruststore = \"{0}/certs/demo/ca.pem\"\n",
             env!("CARGO_MANIFEST_DIR")
         ),
     )

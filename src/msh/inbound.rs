@@ -77,7 +77,8 @@ where
     );
     async move {
         let mut staging = Staging { dir: ap.tmp_dir().join(uuid::Uuid::new_v4().to_string()), keep: false };
-        match process(&ap, &peer, content_type.as_deref(), body, &mut staging).await {
+        let mut matched = None;
+        match process(&ap, &peer, content_type.as_deref(), body, &mut staging, &mut matched).await {
             Ok(reply) => reply,
             Err(Rejection::MustUnderstand(header)) => {
                 tracing::warn!(header, "refused: mustUnderstand header not processed");
@@ -85,7 +86,7 @@ where
             }
             Err(Rejection::Ebms(error)) => {
                 tracing::warn!(code = error.code.code(), detail = %error.detail, "refused with an ebMS error");
-                error_reply(&ap, error)
+                error_reply(&ap, error, matched.as_ref())
             }
         }
     }
@@ -93,7 +94,9 @@ where
     .await
 }
 
-fn error_reply(ap: &AccessPoint, error: EbmsError) -> Reply {
+/// An error signal; signed when the link is known and signs (peers such as Domibus refuse
+/// unsigned errors), unsigned when we could not even tell the link.
+fn error_reply(ap: &AccessPoint, error: EbmsError, matched: Option<&Matched>) -> Reply {
     let info = MessageInfo {
         timestamp: crate::util::timestamp_now(),
         message_id: crate::util::new_message_id(&ap.config.host),
@@ -104,7 +107,21 @@ fn error_reply(ap: &AccessPoint, error: EbmsError) -> Reply {
         _ if error.code.is_receiver_fault() => 500,
         _ => 400,
     };
-    Reply::soap(status, write::error_envelope(&info, &[error]))
+    let builder = write::error_builder(&info, &[error]);
+    let xml = matched.and_then(|m| sign_signal(ap, m, &builder)).unwrap_or_else(|| builder.build(""));
+    Reply::soap(status, xml)
+}
+
+/// Signs a receipt or error with our key for the link's profile; None on a 'none' link.
+fn sign_signal(ap: &AccessPoint, matched: &Matched, builder: &write::EnvelopeBuilder) -> Option<String> {
+    let keys = ap.security.for_profile(matched.link.profile)?;
+    match crate::wss::sign::sign_envelope(builder, &keys.sign, matched.link.token_reference, &[], "") {
+        Ok(xml) => Some(xml),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot sign a signal; sending it unsigned");
+            None
+        }
+    }
 }
 
 async fn process<S, E>(
@@ -113,6 +130,7 @@ async fn process<S, E>(
     content_type: Option<&str>,
     body: S,
     staging: &mut Staging,
+    matched_out: &mut Option<Matched>,
 ) -> Result<Reply, Rejection>
 where
     S: Stream<Item = Result<Bytes, E>> + Send + Unpin + 'static,
@@ -130,13 +148,95 @@ where
     if let Some(partner) = matched.link.partner_of(ap.me()) {
         span.record("partner", partner.id.as_str());
     }
+    *matched_out = Some(matched.clone());
     authorize_partner(ap, peer, &matched, &um, &envelope)?;
+    let (parts, references) = if matched.link.profile.is_secure() {
+        let (ap2, matched2, um2, bytes2, parts2) =
+            (ap.clone(), matched.clone(), um.clone(), envelope_bytes.clone(), parts);
+        tokio::task::spawn_blocking(move || unprotect(&ap2, &matched2, &um2, &bytes2, parts2)).await.map_err(
+            |e| {
+                EbmsError::new(EbmsCode::DeliveryFailure, format!("security task failed: {e}"))
+                    .with_ref(Some(&um.info.message_id))
+            },
+        )??
+    } else {
+        (parts, Vec::new())
+    };
     let payloads = check_payloads(&matched, &um, &envelope, &parts)?;
+    let receipt = receipt(ap, &matched, &um, &references);
     if matched.leg.is_none() {
         tracing::info!("test service message answered with a receipt, not delivered");
-        return Ok(Reply::soap(200, receipt(ap, &um)));
+        return Ok(Reply::soap(200, receipt));
     }
-    persist_and_answer(ap, &matched, &um, envelope_bytes, payloads, staging).await
+    persist_and_answer(ap, &matched, &um, envelope_bytes, payloads, receipt, staging).await
+}
+
+/// Steps: decrypt, then verify (docs/as4.md §4.2 items 6-8). The parts come back as their
+/// decrypted files; the ciphertext files are removed.
+fn unprotect(
+    ap: &AccessPoint,
+    matched: &Matched,
+    um: &UserMessage,
+    envelope: &[u8],
+    parts: Vec<SunkPart>,
+) -> Result<(Vec<SunkPart>, Vec<crate::wss::verify::VerifiedReference>), Rejection> {
+    use crate::wss::decrypt::{EncryptedFile, decrypt_parts};
+    use crate::wss::verify::{PartToVerify, verify_envelope};
+    let id = Some(um.info.message_id.as_str());
+    let with_ref = |e: EbmsError| Rejection::Ebms(e.with_ref(id));
+    let link = &matched.link;
+    let suite = crate::wss::profile::suite(link.profile)
+        .ok_or_else(|| with_ref(EbmsError::new(EbmsCode::PolicyNoncompliance, "no security suite")))?;
+    let keys = ap.security.for_profile(link.profile).ok_or_else(|| {
+        with_ref(EbmsError::new(
+            EbmsCode::PolicyNoncompliance,
+            format!("this access point has no keys for {}", link.profile.as_str()),
+        ))
+    })?;
+    let partner = link
+        .partner_of(ap.me())
+        .ok_or_else(|| with_ref(EbmsError::new(EbmsCode::ProcessingModeMismatch, "no partner")))?;
+    let xml = crate::wss::xml::Xml::parse(envelope)
+        .map_err(|e| with_ref(EbmsError::new(EbmsCode::InvalidHeader, e.to_string())))?;
+    let files: Vec<EncryptedFile> =
+        parts.iter().map(|p| EncryptedFile { content_id: &p.content_id, path: &p.path }).collect();
+    let decrypted = decrypt_parts(&xml, &files, suite.key_transport, &keys.enc).map_err(with_ref)?;
+    let content_type = |cid: &str, from_ed: &Option<String>| -> String {
+        from_ed
+            .clone()
+            .or_else(|| {
+                um.parts
+                    .iter()
+                    .find(|p| p.content_id() == Some(cid))
+                    .and_then(|p| p.property("MimeType"))
+                    .map(str::to_owned)
+            })
+            .unwrap_or_else(|| "application/octet-stream".into())
+    };
+    let types: Vec<String> = decrypted.iter().map(|d| content_type(&d.content_id, &d.content_type)).collect();
+    let to_verify: Vec<PartToVerify> = decrypted
+        .iter()
+        .zip(&types)
+        .map(|(d, t)| PartToVerify { content_id: &d.content_id, content_type: t, path: &d.path })
+        .collect();
+    let verified =
+        verify_envelope(&xml, &to_verify, suite.signature_method, &|r| ap.security.partner_signer(partner, r))
+            .map_err(with_ref)?;
+    tracing::info!(signer = %crate::pki::trust::subject_of(&verified.signer), "decrypted and verified");
+    let mut plain = Vec::new();
+    for (part, d) in parts.into_iter().zip(decrypted) {
+        let _ = std::fs::remove_file(&part.path);
+        let sha256 = crate::store::files::sha256_file(&d.path)
+            .map_err(|e| with_ref(EbmsError::new(EbmsCode::DeliveryFailure, e.to_string())))?;
+        plain.push(SunkPart {
+            content_id: d.content_id,
+            content_type: content_type(&part.content_id, &d.content_type),
+            path: d.path,
+            size: d.size,
+            sha256,
+        });
+    }
+    Ok((plain, verified.references))
 }
 
 /// Step: read MIME. Payload parts stream to the staging folder.
@@ -235,14 +335,7 @@ fn authorize_partner(
                 tracing::debug!("wsse:Security present on a 'none' link; not processed");
             }
         }
-        Profile::Edelivery115 | Profile::Edelivery20 => {
-            return Err(EbmsError::new(
-                EbmsCode::PolicyNoncompliance,
-                format!("P-Mode {} requires {}, which this build cannot verify", link.id, link.profile.as_str()),
-            )
-            .with_ref(id)
-            .into());
-        }
+        Profile::Edelivery115 | Profile::Edelivery20 => {}
     }
     if link.tls_client_auth {
         let partner =
@@ -348,12 +441,25 @@ fn check_payloads(
     Ok(payloads)
 }
 
-fn receipt(ap: &AccessPoint, um: &UserMessage) -> String {
+/// The receipt: on a signing link a signed non-repudiation receipt copying the references
+/// we verified; otherwise a reception-awareness receipt with a copy of the user message.
+fn receipt(
+    ap: &AccessPoint,
+    matched: &Matched,
+    um: &UserMessage,
+    references: &[crate::wss::verify::VerifiedReference],
+) -> String {
     let info = MessageInfo {
         timestamp: crate::util::timestamp_now(),
         message_id: crate::util::new_message_id(&ap.config.host),
         ref_to_message_id: Some(um.info.message_id.clone()),
     };
+    if matched.link.profile.is_secure() {
+        let builder = write::receipt_builder(&info, &crate::wss::receipt::nrr_content(references));
+        if let Some(signed) = sign_signal(ap, matched, &builder) {
+            return signed;
+        }
+    }
     write::receipt_envelope(&info, um)
 }
 
@@ -365,6 +471,7 @@ async fn persist_and_answer(
     um: &UserMessage,
     envelope: Vec<u8>,
     mut payloads: Vec<StoredPayload>,
+    receipt: String,
     staging: &mut Staging,
 ) -> Result<Reply, Rejection> {
     let id = Some(um.info.message_id.as_str());
@@ -385,7 +492,6 @@ async fn persist_and_answer(
             }
         }
     }
-    let receipt = receipt(ap, um);
     let leg = matched.leg().map(|l| l.name.clone()).unwrap_or_default();
     let partner = matched.link.partner_of(ap.me()).map(|p| p.id.clone()).unwrap_or_default();
     let message = NewMessage {

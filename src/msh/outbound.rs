@@ -46,9 +46,9 @@ pub fn build_user_message(ap: &AccessPoint, sub: &Submission) -> Result<(UserMes
     if link.profile == Profile::None && !ap.config.allow_insecure_profile {
         return Err(refuse(format!("P-Mode {} has profile 'none', which this access point does not allow", link.id)));
     }
-    if matches!(link.profile, Profile::Edelivery115 | Profile::Edelivery20) {
+    if link.profile.is_secure() && ap.security.for_profile(link.profile).is_none() {
         return Err(refuse(format!(
-            "P-Mode {} requires {}, which this build cannot produce",
+            "P-Mode {} uses {}, but this access point has no [[keys]] for that profile",
             link.id,
             link.profile.as_str()
         )));

@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use ventanilla::demo::{Running, launch_with};
+use ventanilla::demo::{Options, Running, launch_with};
 use ventanilla::ebms::*;
 use ventanilla::transport::{As4Client, TlsIdentity};
 
@@ -16,16 +16,21 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// Starts access points for the given (code, party) pairs on a copy of the shipped P-Modes.
+    /// Starts access points for the given (code, party) pairs on a copy of the shipped
+    /// P-Modes switched to the unsigned test profile (for raw, hand-made messages).
     pub async fn start(countries: &[(&str, &str)]) -> Cluster {
+        Cluster::start_with(countries, true).await
+    }
+
+    /// The same with the shipped security profiles (edelivery-1.15 and 2.0).
+    pub async fn start_secure(countries: &[(&str, &str)]) -> Cluster {
+        Cluster::start_with(countries, false).await
+    }
+
+    async fn start_with(countries: &[(&str, &str)], insecure: bool) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
-        let pmodes = dir.path().join("pmodes");
-        std::fs::create_dir_all(&pmodes).unwrap();
-        for entry in std::fs::read_dir(repo().join("pmodes")).unwrap() {
-            let path = entry.unwrap().path();
-            std::fs::copy(&path, pmodes.join(path.file_name().unwrap())).unwrap();
-        }
-        let nodes = launch_with(dir.path(), &pmodes, countries, "8MiB").await.unwrap();
+        let options = Options { max_message: "8MiB".into(), insecure };
+        let nodes = launch_with(dir.path(), &repo().join("pmodes"), countries, &options).await.unwrap();
         Cluster { dir, nodes }
     }
 
@@ -38,7 +43,7 @@ impl Cluster {
     }
 
     pub fn ca(&self) -> PathBuf {
-        self.dir.path().join("certs/ca.pem")
+        self.dir.path().join("certs/demo/ca.pem")
     }
 
     /// POSTs raw bytes to a node's AS4 endpoint over HTTPS.
