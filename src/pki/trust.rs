@@ -139,11 +139,11 @@ impl TrustStore {
                 continue;
             }
             let now = openssl::asn1::Asn1Time::days_from_now(0).ok();
-            if let (Some(next), Some(now)) = (crl.next_update(), now.as_ref()) {
-                if next < now {
-                    stale = Some(format!("the CRL of '{}' expired at {next}", subject_of(issuer)));
-                    continue;
-                }
+            if let (Some(next), Some(now)) = (crl.next_update(), now.as_ref())
+                && next < now
+            {
+                stale = Some(format!("the CRL of '{}' expired at {next}", subject_of(issuer)));
+                continue;
             }
             return match crl.get_by_cert(cert) {
                 CrlStatus::NotRevoked => Revocation::Good,

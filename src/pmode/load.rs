@@ -310,14 +310,14 @@ fn certificate(base: &Path, file: &str, profile: Option<Profile>, sign: bool) ->
         (Some(Profile::Edelivery20), false) => Some(KeyKind::X25519),
         _ => None,
     };
-    if let Some(expected) = expected {
-        if kind != expected {
-            return Err(format!(
-                "{}: a {kind:?} key; profile '{}' needs {expected:?}",
-                path.display(),
-                profile.map(Profile::as_str).unwrap_or_default()
-            ));
-        }
+    if let Some(expected) = expected
+        && kind != expected
+    {
+        return Err(format!(
+            "{}: a {kind:?} key; profile '{}' needs {expected:?}",
+            path.display(),
+            profile.map(Profile::as_str).unwrap_or_default()
+        ));
     }
     cert.to_der().map_err(|e| e.to_string())
 }

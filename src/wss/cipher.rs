@@ -174,7 +174,7 @@ pub fn aes_wrap(kek: &[u8], cek: &[u8]) -> Result<Vec<u8>, CipherError> {
 }
 
 pub fn aes_unwrap(kek: &[u8], wrapped: &[u8]) -> Result<Vec<u8>, CipherError> {
-    if wrapped.len() < 24 || wrapped.len() % 8 != 0 {
+    if wrapped.len() < 24 || !wrapped.len().is_multiple_of(8) {
         return Err(CipherError::Invalid("wrapped key has a wrong length".into()));
     }
     let key =

@@ -204,10 +204,10 @@ fn unwrap_content_key(
             }
             let params = child(&kdm, ns::DSIG_MORE, "HKDFParams")
                 .ok_or_else(|| policy("KeyDerivationMethod has no HKDFParams"))?;
-            if let Some(prf) = child(&params, ns::DSIG_MORE, "PRF") {
-                if algorithm(&prf) != ns::HMAC_SHA256 {
-                    return Err(policy(format!("HKDF PRF '{}' is not HMAC-SHA256", algorithm(&prf))));
-                }
+            if let Some(prf) = child(&params, ns::DSIG_MORE, "PRF")
+                && algorithm(&prf) != ns::HMAC_SHA256
+            {
+                return Err(policy(format!("HKDF PRF '{}' is not HMAC-SHA256", algorithm(&prf))));
             }
             let salt = match child(&params, ns::DSIG_MORE, "Salt") {
                 None => Vec::new(),
