@@ -16,3 +16,4 @@ pub mod store;
 pub mod transport;
 pub mod util;
 pub mod wss;
+pub mod inspect;

@@ -51,6 +51,22 @@ enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Verify the signature of a raw AS4 message or signal (HTTP headers optional, MIME or
+    /// bare SOAP): one line per reference and a verdict; exit 0 only if valid.
+    Verify {
+        file: PathBuf,
+        /// Also validate the signer's certificate chain against these CA certificates (PEM).
+        #[arg(long)]
+        truststore: Option<PathBuf>,
+        /// The signer's certificate, when the message does not carry it.
+        #[arg(long)]
+        cert: Option<PathBuf>,
+        /// The recipient's private key (PEM), to decrypt encrypted attachments first.
+        #[arg(long, requires = "decrypt_cert")]
+        decrypt_key: Option<PathBuf>,
+        #[arg(long, requires = "decrypt_key")]
+        decrypt_cert: Option<PathBuf>,
+    },
     /// P-Mode files.
     Pmode {
         #[command(subcommand)]
@@ -117,6 +133,16 @@ async fn main() -> anyhow::Result<()> {
             tokio::signal::ctrl_c().await?;
             tracing::info!("stopping");
             node.stop().await;
+        }
+        Command::Verify { file, truststore, cert, decrypt_key, decrypt_cert } => {
+            let options = ventanilla::inspect::VerifyOptions { truststore, cert, decrypt: decrypt_key.zip(decrypt_cert) };
+            let report = ventanilla::inspect::verify_file(&file, &options).await.map_err(|e| anyhow::anyhow!(e))?;
+            for line in &report.lines {
+                println!("{line}");
+            }
+            if !report.valid {
+                std::process::exit(1);
+            }
         }
         Command::Pmode { command: PmodeCommand::Check { path } } => match ventanilla::pmode::load_path(&path) {
             Ok(set) => {

@@ -203,6 +203,56 @@ pub fn verify_envelope(
     Ok(VerifiedSignature { signer, intermediates, references })
 }
 
+/// The digest check of one reference, for reports (`ventanilla verify`): no policy, just
+/// whether the referenced bytes still have the digest the signature carries.
+#[derive(Debug)]
+pub struct ReferenceCheck {
+    pub uri: String,
+    pub result: Result<(), String>,
+}
+
+pub fn check_each_reference(xml: &Xml, parts: &[PartToVerify<'_>]) -> Vec<ReferenceCheck> {
+    let Some(signed_info) = security_header(xml)
+        .and_then(|s| child(&s, ns::DS, "Signature"))
+        .and_then(|s| child(&s, ns::DS, "SignedInfo"))
+    else {
+        return Vec::new();
+    };
+    children(&signed_info, ns::DS, "Reference")
+        .iter()
+        .map(|reference| {
+            let uri = reference.get_property_no_ns("URI").unwrap_or_default();
+            let result = (|| {
+                let method = child(reference, ns::DS, "DigestMethod").and_then(|d| d.get_property_no_ns("Algorithm")).unwrap_or_default();
+                if method != ns::SHA256 {
+                    return Err(format!("DigestMethod '{method}' is not SHA-256"));
+                }
+                let expected = child(reference, ns::DS, "DigestValue").and_then(|d| unb64(&d.get_content())).ok_or("no base64 DigestValue")?;
+                let actual = if let Some(id) = uri.strip_prefix('#') {
+                    let targets = xml.elements_with_id(id);
+                    let [target] = targets.as_slice() else { return Err(format!("resolves to {} elements", targets.len())) };
+                    let transform = child(reference, ns::DS, "Transforms").and_then(|t| child(&t, ns::DS, "Transform"));
+                    let prefixes = transform.as_ref().map(inclusive_prefixes).unwrap_or_default();
+                    Sha256::digest(xml.c14n_subtree(target, &prefixes).map_err(|e| e.to_string())?).to_vec()
+                } else if let Some(cid) = uri.strip_prefix("cid:") {
+                    let part = parts.iter().find(|p| p.content_id == cid).ok_or("no such MIME part")?;
+                    attachment_digest(part.content_type, part.path).map_err(|e| e.to_string())?
+                } else {
+                    return Err("neither #id nor cid:".into());
+                };
+                if actual == expected { Ok(()) } else { Err("digest mismatch".into()) }
+            })();
+            ReferenceCheck { uri, result }
+        })
+        .collect()
+}
+
+/// The SignatureMethod a message declares.
+pub fn declared_signature_method(xml: &Xml) -> Option<String> {
+    let signature = security_header(xml).and_then(|s| child(&s, ns::DS, "Signature"))?;
+    child(&child(&signature, ns::DS, "SignedInfo")?, ns::DS, "SignatureMethod")?.get_property_no_ns("Algorithm")
+}
+
 pub fn verify_bytes(cert: &X509, data: &[u8], signature: &[u8]) -> bool {
     let Ok(key) = cert.public_key() else { return false };
     let result = match kind_of(&key) {
