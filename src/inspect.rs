@@ -2,10 +2,10 @@
 //! (HTTP headers optional, MIME or bare SOAP), reporting every reference.
 
 use crate::mime::{self, Packaging};
-use crate::pki::trust::{subject_of, RevocationPolicy, TrustStore};
+use crate::pki::trust::{RevocationPolicy, TrustStore, subject_of};
 use crate::wss::keyinfo::KeyReference;
 use crate::wss::ns;
-use crate::wss::verify::{check_each_reference, declared_signature_method, verify_envelope, PartToVerify};
+use crate::wss::verify::{PartToVerify, check_each_reference, declared_signature_method, verify_envelope};
 use crate::wss::xml::Xml;
 use bytes::Bytes;
 use openssl::x509::X509;
@@ -40,8 +40,11 @@ fn split_http(raw: &[u8]) -> (Option<String>, &[u8]) {
     let head = String::from_utf8_lossy(&raw[..end]).replace("\r\n", "\n");
     // Unfold continuation lines, then look for Content-Type.
     let unfolded = head.replace("\n ", " ").replace("\n\t", " ");
-    let content_type =
-        unfolded.lines().find_map(|l| l.split_once(':').filter(|(k, _)| k.trim().eq_ignore_ascii_case("content-type")).map(|(_, v)| v.trim().to_owned()));
+    let content_type = unfolded.lines().find_map(|l| {
+        l.split_once(':')
+            .filter(|(k, _)| k.trim().eq_ignore_ascii_case("content-type"))
+            .map(|(_, v)| v.trim().to_owned())
+    });
     if content_type.is_none() && trimmed.starts_with(b"--") {
         return (None, trimmed);
     }
@@ -60,7 +63,11 @@ pub async fn verify_file(path: &Path, options: &VerifyOptions) -> Result<Report,
     let envelope = match content_type.as_deref().map(|c| mime::parse_packaging(Some(c))) {
         Some(Ok(Packaging::Multipart { boundary, start })) => {
             // Sample files are often stored with LF line ends; MIME needs CRLF.
-            let body = if find(body, b"\r\n").is_none() { String::from_utf8_lossy(body).replace('\n', "\r\n").into_bytes() } else { body.to_vec() };
+            let body = if find(body, b"\r\n").is_none() {
+                String::from_utf8_lossy(body).replace('\n', "\r\n").into_bytes()
+            } else {
+                body.to_vec()
+            };
             let mut sink = mime::MemorySink::default();
             let stream = futures_util::stream::iter([Ok::<_, std::io::Error>(Bytes::from(body))]);
             let m = mime::read_multipart(stream, &boundary, start.as_deref(), mime::Limits::default(), &mut sink)
@@ -93,18 +100,24 @@ pub async fn verify_file(path: &Path, options: &VerifyOptions) -> Result<Report,
                     crate::pki::keys::KeyKind::X25519 => crate::wss::decrypt::KeyTransport::X25519,
                     _ => crate::wss::decrypt::KeyTransport::RsaOaep,
                 };
-                let files: Vec<crate::wss::decrypt::EncryptedFile> =
-                    parts.iter().map(|(cid, _, p)| crate::wss::decrypt::EncryptedFile { content_id: cid, path: p }).collect();
-                let decrypted = crate::wss::decrypt::decrypt_parts(&xml, &files, transport, &[credential]).map_err(|e| format!("{}: {}", e.code, e.detail))?;
+                let files: Vec<crate::wss::decrypt::EncryptedFile> = parts
+                    .iter()
+                    .map(|(cid, _, p)| crate::wss::decrypt::EncryptedFile { content_id: cid, path: p })
+                    .collect();
+                let decrypted = crate::wss::decrypt::decrypt_parts(&xml, &files, transport, &[credential])
+                    .map_err(|e| format!("{}: {}", e.code, e.detail))?;
                 parts = decrypted
                     .into_iter()
-                    .map(|d| (d.content_id, d.content_type.unwrap_or_else(|| "application/octet-stream".into()), d.path))
+                    .map(|d| {
+                        (d.content_id, d.content_type.unwrap_or_else(|| "application/octet-stream".into()), d.path)
+                    })
                     .collect();
                 lines.push("attachments decrypted".into());
             }
         }
     }
-    let to_verify: Vec<PartToVerify> = parts.iter().map(|(cid, ct, p)| PartToVerify { content_id: cid, content_type: ct, path: p }).collect();
+    let to_verify: Vec<PartToVerify> =
+        parts.iter().map(|(cid, ct, p)| PartToVerify { content_id: cid, content_type: ct, path: p }).collect();
     for check in check_each_reference(&xml, &to_verify) {
         lines.push(match check.result {
             Ok(()) => format!("{}: OK", check.uri),

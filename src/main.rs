@@ -135,7 +135,8 @@ async fn main() -> anyhow::Result<()> {
             node.stop().await;
         }
         Command::Verify { file, truststore, cert, decrypt_key, decrypt_cert } => {
-            let options = ventanilla::inspect::VerifyOptions { truststore, cert, decrypt: decrypt_key.zip(decrypt_cert) };
+            let options =
+                ventanilla::inspect::VerifyOptions { truststore, cert, decrypt: decrypt_key.zip(decrypt_cert) };
             let report = ventanilla::inspect::verify_file(&file, &options).await.map_err(|e| anyhow::anyhow!(e))?;
             for line in &report.lines {
                 println!("{line}");

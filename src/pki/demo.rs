@@ -148,6 +148,12 @@ impl Authority {
         Ok(self.key.private_key_to_pem_pkcs8()?)
     }
 
+    /// An existing authority from its certificate and key (PEM).
+    pub fn load(cert: &Path, key: &Path) -> Result<Authority, PkiError> {
+        let read = |p: &Path| std::fs::read(p).map_err(|source| PkiError::Io { path: p.to_owned(), source });
+        Ok(Authority { cert: X509::from_pem(&read(cert)?)?, key: PKey::private_key_from_pem(&read(key)?)? })
+    }
+
     pub fn cert_pem(&self) -> Result<Vec<u8>, PkiError> {
         Ok(self.cert.to_pem()?)
     }

@@ -212,9 +212,8 @@ pub struct ReferenceCheck {
 }
 
 pub fn check_each_reference(xml: &Xml, parts: &[PartToVerify<'_>]) -> Vec<ReferenceCheck> {
-    let Some(signed_info) = security_header(xml)
-        .and_then(|s| child(&s, ns::DS, "Signature"))
-        .and_then(|s| child(&s, ns::DS, "SignedInfo"))
+    let Some(signed_info) =
+        security_header(xml).and_then(|s| child(&s, ns::DS, "Signature")).and_then(|s| child(&s, ns::DS, "SignedInfo"))
     else {
         return Vec::new();
     };
@@ -223,14 +222,20 @@ pub fn check_each_reference(xml: &Xml, parts: &[PartToVerify<'_>]) -> Vec<Refere
         .map(|reference| {
             let uri = reference.get_property_no_ns("URI").unwrap_or_default();
             let result = (|| {
-                let method = child(reference, ns::DS, "DigestMethod").and_then(|d| d.get_property_no_ns("Algorithm")).unwrap_or_default();
+                let method = child(reference, ns::DS, "DigestMethod")
+                    .and_then(|d| d.get_property_no_ns("Algorithm"))
+                    .unwrap_or_default();
                 if method != ns::SHA256 {
                     return Err(format!("DigestMethod '{method}' is not SHA-256"));
                 }
-                let expected = child(reference, ns::DS, "DigestValue").and_then(|d| unb64(&d.get_content())).ok_or("no base64 DigestValue")?;
+                let expected = child(reference, ns::DS, "DigestValue")
+                    .and_then(|d| unb64(&d.get_content()))
+                    .ok_or("no base64 DigestValue")?;
                 let actual = if let Some(id) = uri.strip_prefix('#') {
                     let targets = xml.elements_with_id(id);
-                    let [target] = targets.as_slice() else { return Err(format!("resolves to {} elements", targets.len())) };
+                    let [target] = targets.as_slice() else {
+                        return Err(format!("resolves to {} elements", targets.len()));
+                    };
                     let transform = child(reference, ns::DS, "Transforms").and_then(|t| child(&t, ns::DS, "Transform"));
                     let prefixes = transform.as_ref().map(inclusive_prefixes).unwrap_or_default();
                     Sha256::digest(xml.c14n_subtree(target, &prefixes).map_err(|e| e.to_string())?).to_vec()

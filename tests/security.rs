@@ -1,0 +1,284 @@
+//! WS-Security between access points over HTTPS: both eDelivery profiles, signed NRR
+//! receipts, and every way a message must be refused (docs/as4.md §4: 0101, 0102, 0103).
+
+mod common;
+
+use common::*;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use ventanilla::demo::exchange;
+use ventanilla::ebms::write;
+use ventanilla::pki::keys::{load_cert, load_key};
+use ventanilla::pmode::model::TokenReference;
+use ventanilla::wss::encrypt::{PartToEncrypt, encrypt_parts};
+use ventanilla::wss::sign::{Credential, SignedPart, sign_envelope};
+
+fn credential(dir: &Path, name: &str) -> Credential {
+    Credential {
+        key: load_key(&dir.join(format!("{name}.key")), None).unwrap(),
+        cert: load_cert(&dir.join(format!("{name}.pem"))).unwrap(),
+    }
+}
+
+/// A user message from `from` (party) to PE on a 2.0 or 1.15 link, signed with `signer`
+/// and encrypted for `recipient_cert`; returns the SwA body.
+fn protected_message(
+    message_id: &str,
+    from: &str,
+    agreement: &str,
+    signer: &Credential,
+    recipient_cert: &Path,
+    payload: &[u8],
+) -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    let plain = dir.path().join("doc.xml");
+    std::fs::write(&plain, payload).unwrap();
+    let cipher = dir.path().join("doc.enc");
+    let recipient = load_cert(recipient_cert).unwrap();
+    let encryption = encrypt_parts(
+        &[PartToEncrypt {
+            content_id: "doc@test",
+            content_type: "application/xml",
+            plaintext: &plain,
+            ciphertext: cipher.clone(),
+        }],
+        &recipient,
+        TokenReference::Bst,
+        "t",
+    )
+    .unwrap();
+    let mut um = user_message(message_id);
+    um.from.ids[0].value = from.into();
+    um.agreement.as_mut().unwrap().value = agreement.into();
+    let envelope = sign_envelope(
+        &write::user_message_builder(&um),
+        signer,
+        TokenReference::Bst,
+        &[SignedPart { content_id: "doc@test", content_type: "application/xml", path: &plain }],
+        &encryption,
+    )
+    .unwrap();
+    multipart(&envelope, &[("doc@test", &std::fs::read(&cipher).unwrap())])
+}
+
+fn certs(cluster: &Cluster) -> PathBuf {
+    cluster.dir.path().join("certs/demo")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_profiles_exchange_signed_encrypted_and_receipted() {
+    let cluster = Cluster::start_secure(&[("cl", "CL-SICEX"), ("co", "CO-VUCE"), ("mx", "MX-VUCEM")]).await;
+    let ephyto = sample("ephyto/own/ephyto_CL-MX_851_issued.xml");
+    let origin = sample("origin/cod_v1.8.3_A35_CL-AR_stage4_complete.xml");
+    for (from, to, profile) in [
+        ("cl", "mx", "edelivery-1.15"),
+        ("mx", "cl", "edelivery-1.15"),
+        ("cl", "co", "edelivery-2.0"),
+        ("co", "cl", "edelivery-2.0"),
+    ] {
+        for (leg, doc) in [("ephyto", &ephyto), ("origin", &origin)] {
+            let e = exchange(cluster.node(from), cluster.node(to), leg, doc, Duration::from_secs(60)).await;
+            assert!(e.ok(), "{from} -> {to} {leg}: {e:?}");
+            assert_eq!(e.profile, profile);
+            // The sender kept the partner's signed NRR receipt; an independent check of it:
+            let record = cluster
+                .node(from)
+                .node
+                .ap
+                .store
+                .get(ventanilla::store::Direction::Outbound, &e.message_id)
+                .await
+                .unwrap();
+            let receipt = cluster.dir.path().join(format!("receipt-{from}-{to}-{leg}.xml"));
+            std::fs::write(&receipt, record.response.unwrap()).unwrap();
+            let options = ventanilla::inspect::VerifyOptions {
+                truststore: Some(certs(&cluster).join("ca.pem")),
+                cert: None,
+                decrypt: None,
+            };
+            let report = ventanilla::inspect::verify_file(&receipt, &options).await.unwrap();
+            assert!(report.valid, "{:?}", report.lines);
+            let text = std::fs::read_to_string(&receipt).unwrap();
+            assert!(text.contains("ebbp:NonRepudiationInformation") && text.contains("cid:"), "an NRR receipt: {text}");
+            // The payload went encrypted: the wire file differs from the document.
+            assert_ne!(std::fs::read(&record.payloads[0].path).unwrap(), std::fs::read(doc).unwrap());
+        }
+    }
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_wire_message_verifies_with_the_verify_command() {
+    let cluster = Cluster::start_secure(&[("cl", "CL-SICEX"), ("mx", "MX-VUCEM")]).await;
+    let doc = sample("ephyto/own/ephyto_CL-MX_851_issued.xml");
+    let e = exchange(cluster.node("cl"), cluster.node("mx"), "ephyto", &doc, Duration::from_secs(60)).await;
+    assert!(e.ok(), "{e:?}");
+    let record =
+        cluster.node("cl").node.ap.store.get(ventanilla::store::Direction::Outbound, &e.message_id).await.unwrap();
+    // Rebuild the message as it went on the wire: HTTP header, envelope, ciphertext part.
+    let envelope = String::from_utf8(record.envelope.clone()).unwrap();
+    let cipher = std::fs::read(&record.payloads[0].path).unwrap();
+    let mut raw = format!("POST /as4 HTTP/1.1\r\nContent-Type: {}\r\n\r\n", multipart_content_type()).into_bytes();
+    raw.extend(multipart(&envelope, &[(&record.payloads[0].content_id, &cipher)]));
+    let file = cluster.dir.path().join("wire.mime");
+    std::fs::write(&file, &raw).unwrap();
+    let binary = env!("CARGO_BIN_EXE_ventanilla");
+    let certs = certs(&cluster);
+    let out = std::process::Command::new(binary)
+        .arg("verify")
+        .arg(&file)
+        .arg("--truststore")
+        .arg(certs.join("ca.pem"))
+        .arg("--decrypt-key")
+        .arg(certs.join("mx-enc-rsa.key"))
+        .arg("--decrypt-cert")
+        .arg(certs.join("mx-enc-rsa.pem"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(stdout.matches(": OK").count(), 3, "messaging, body, attachment: {stdout}");
+    assert!(stdout.contains("VALID: signature by"), "{stdout}");
+    // Without the key the encrypted attachment cannot be checked: not valid.
+    let out = std::process::Command::new(binary).arg("verify").arg(&file).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_name_the_security_failure() {
+    let cluster = Cluster::start_secure(&[("cl", "CL-SICEX"), ("pe", "PE-VUCE")]).await;
+    let dir = certs(&cluster);
+    let ct = multipart_content_type();
+    let cl_pe = "urn:pacific-alliance:as4:agreement:cl-pe";
+    let cl = credential(&dir, "cl-sign-ed25519");
+    let pe_enc = dir.join("pe-enc-x25519.pem");
+
+    // Positive control: CL signs and encrypts correctly, PE answers with a signed receipt.
+    let good = protected_message("sec-ok@test", "CL-SICEX", cl_pe, &cl, &pe_enc, b"<doc>ok</doc>");
+    let (status, response) = cluster.post_raw("pe", &ct, good).await;
+    assert_eq!(status, 200, "{response}");
+    assert!(is_receipt_for(&response, "sec-ok@test"), "{response}");
+    assert!(response.contains("ds:SignatureValue"), "the receipt is signed");
+
+    // Unsigned and unencrypted on a link that requires both: EBMS:0103.
+    let plain = multipart(&write::user_message_envelope(&user_message("sec-plain@test")), &[("doc@test", b"<doc/>")]);
+    let (_, response) = cluster.post_raw("pe", &ct, plain).await;
+    assert_eq!(error_code(&response).as_deref(), Some("EBMS:0103"), "{response}");
+    assert!(response.contains("ds:SignatureValue"), "errors are signed on a signing link: {response}");
+
+    // Signed with a certificate the P-Mode binds to another party: EBMS:0101.
+    let mx = credential(&dir, "mx-sign-ed25519");
+    let forged = protected_message("sec-forged@test", "CL-SICEX", cl_pe, &mx, &pe_enc, b"<doc/>");
+    let (_, response) = cluster.post_raw("pe", &ct, forged).await;
+    assert_eq!(error_code(&response).as_deref(), Some("EBMS:0101"), "{response}");
+
+    // The wrong algorithm for the profile (RSA on a 2.0 link): EBMS:0103.
+    let rsa = credential(&dir, "cl-sign-rsa");
+    let weak = protected_message("sec-rsa@test", "CL-SICEX", cl_pe, &rsa, &pe_enc, b"<doc/>");
+    let (_, response) = cluster.post_raw("pe", &ct, weak).await;
+    assert_eq!(error_code(&response).as_deref(), Some("EBMS:0103"), "{response}");
+
+    // Encrypted for someone else: EBMS:0102.
+    let wrong_key =
+        protected_message("sec-key@test", "CL-SICEX", cl_pe, &cl, &dir.join("cl-enc-x25519.pem"), b"<doc/>");
+    let (_, response) = cluster.post_raw("pe", &ct, wrong_key).await;
+    assert_eq!(error_code(&response).as_deref(), Some("EBMS:0102"), "{response}");
+
+    // Ciphertext altered in transit: EBMS:0102.
+    let mut altered = protected_message("sec-gcm@test", "CL-SICEX", cl_pe, &cl, &pe_enc, b"<doc>ok</doc>");
+    let at = altered.len() - 40;
+    altered[at] ^= 0x01;
+    let (_, response) = cluster.post_raw("pe", &ct, altered).await;
+    assert_eq!(error_code(&response).as_deref(), Some("EBMS:0102"), "{response}");
+
+    // A header value changed after signing: EBMS:0101.
+    let body = protected_message("sec-header@test", "CL-SICEX", cl_pe, &cl, &pe_enc, b"<doc/>");
+    let at = body.windows(9).position(|w| w == b"conv-test").unwrap();
+    let mut changed = body;
+    changed[at..at + 9].copy_from_slice(b"conv-evil");
+    let (_, response) = cluster.post_raw("pe", &ct, changed).await;
+    assert_eq!(error_code(&response).as_deref(), Some("EBMS:0101"), "{response}");
+
+    // Nothing of the refused messages reached the inbox.
+    let inbox = cluster.node("pe").api.inbox().await.unwrap();
+    let ids: Vec<&str> = inbox.as_array().unwrap().iter().map(|m| m["message_id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["sec-ok@test"]);
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn next_certificate_rollover_and_expired_certificates() {
+    let cluster = Cluster::start_secure(&[("cl", "CL-SICEX"), ("pe", "PE-VUCE")]).await;
+    let dir = certs(&cluster);
+    let ca = ventanilla::pki::demo::Authority::load(&dir.join("ca.pem"), &dir.join("ca.key")).unwrap();
+    // CL's next signing certificate, and an expired one.
+    let next_key = openssl::pkey::PKey::generate_ed25519().unwrap();
+    let next_cert = ca.issue("CL sign-ed25519 next", &next_key, ventanilla::pki::demo::Usage::Signing, 365).unwrap();
+    let old_key = openssl::pkey::PKey::generate_ed25519().unwrap();
+    let old_cert = ca
+        .issue_between("CL sign-ed25519 expired", &old_key, ventanilla::pki::demo::Usage::Signing, -400, -30)
+        .unwrap();
+    std::fs::write(dir.join("cl-sign-next.pem"), next_cert.to_pem().unwrap()).unwrap();
+    std::fs::write(dir.join("cl-sign-old.pem"), old_cert.to_pem().unwrap()).unwrap();
+    let next = Credential { key: next_key, cert: next_cert };
+    let old = Credential { key: old_key, cert: old_cert };
+    let ct = multipart_content_type();
+    let cl_pe = "urn:pacific-alliance:as4:agreement:cl-pe";
+    let pe_enc = dir.join("pe-enc-x25519.pem");
+
+    let (_, before) =
+        cluster.post_raw("pe", &ct, protected_message("roll-1@test", "CL-SICEX", cl_pe, &next, &pe_enc, b"<d/>")).await;
+    assert_eq!(error_code(&before).as_deref(), Some("EBMS:0101"), "not yet announced: {before}");
+
+    // Announce the next certificate in the P-Mode; the access point reloads it while running.
+    let file = cluster.pmodes_dir().join("cl-pe.toml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let announced = text.replacen(
+        "enc_cert  = \"../certs/demo/cl-enc-x25519.pem\"\n",
+        "enc_cert  = \"../certs/demo/cl-enc-x25519.pem\"\nnext_sign_cert = \"../certs/demo/cl-sign-next.pem\"\n",
+        1,
+    );
+    assert_ne!(announced, text);
+    std::fs::write(&file, announced).unwrap();
+    let mut after = String::new();
+    for i in 0..50 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let (_, r) = cluster
+            .post_raw(
+                "pe",
+                &ct,
+                protected_message(&format!("roll-2-{i}@test"), "CL-SICEX", cl_pe, &next, &pe_enc, b"<d/>"),
+            )
+            .await;
+        after = r;
+        if is_receipt_for(&after, &format!("roll-2-{i}@test")) {
+            break;
+        }
+    }
+    assert!(after.contains("eb:Receipt"), "the next certificate is accepted after the reload: {after}");
+    // The current certificate still works during the rollover.
+    let current = credential(&dir, "cl-sign-ed25519");
+    let (_, r) = cluster
+        .post_raw("pe", &ct, protected_message("roll-3@test", "CL-SICEX", cl_pe, &current, &pe_enc, b"<d/>"))
+        .await;
+    assert!(is_receipt_for(&r, "roll-3@test"), "{r}");
+
+    // An expired certificate is refused even when the P-Mode names it.
+    let expired = std::fs::read_to_string(&file).unwrap().replace("cl-sign-next.pem", "cl-sign-old.pem");
+    std::fs::write(&file, expired).unwrap();
+    let mut refused = String::new();
+    for i in 0..50 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let (_, r) = cluster
+            .post_raw("pe", &ct, protected_message(&format!("old-{i}@test"), "CL-SICEX", cl_pe, &old, &pe_enc, b"<d/>"))
+            .await;
+        refused = r;
+        if refused.contains("expired") {
+            break;
+        }
+    }
+    assert_eq!(error_code(&refused).as_deref(), Some("EBMS:0101"), "{refused}");
+    assert!(refused.contains("expired"), "the reason is named: {refused}");
+    cluster.stop().await;
+}
