@@ -36,11 +36,13 @@ pub struct Options {
     /// Rewrite the P-Modes to `profile = "none"` and allow it (tests that post raw, unsigned
     /// messages).
     pub insecure: bool,
+    /// Revocation policy; the demo PKI publishes an (empty) CRL, `certs/demo/ca.crl`.
+    pub revocation: RevocationPolicy,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { max_message: "256MiB".into(), insecure: false }
+        Options { max_message: "256MiB".into(), insecure: false, revocation: RevocationPolicy::FailClosed }
     }
 }
 
@@ -142,7 +144,11 @@ pub async fn launch_with(
                     enc: key_pair(&certs, code, "enc-x25519"),
                 },
             ],
-            security: SecurityConfig { truststore: None, crls: Vec::new(), revocation: RevocationPolicy::Off },
+            security: SecurityConfig {
+                truststore: None,
+                crls: vec![certs.join("ca.crl")],
+                revocation: options.revocation,
+            },
         };
         let node = Node::start_with(config, as4, backend).await?;
         let api = ApiClient::new(&format!("http://{}", node.backend_addr), &token);

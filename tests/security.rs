@@ -282,3 +282,39 @@ async fn next_certificate_rollover_and_expired_certificates() {
     assert!(refused.contains("expired"), "the reason is named: {refused}");
     cluster.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_certificate_is_refused_once_the_crl_lists_it() {
+    let cluster = Cluster::start_secure(&[("cl", "CL-SICEX"), ("pe", "PE-VUCE")]).await;
+    let dir = certs(&cluster);
+    let ct = multipart_content_type();
+    let cl_pe = "urn:pacific-alliance:as4:agreement:cl-pe";
+    let cl = credential(&dir, "cl-sign-ed25519");
+    let pe_enc = dir.join("pe-enc-x25519.pem");
+    let (_, ok) =
+        cluster.post_raw("pe", &ct, protected_message("crl-1@test", "CL-SICEX", cl_pe, &cl, &pe_enc, b"<d/>")).await;
+    assert!(is_receipt_for(&ok, "crl-1@test"), "{ok}");
+    // The CA publishes a CRL revoking CL's signing certificate; the access point reloads it.
+    let ca = ventanilla::pki::demo::Authority::load(&dir.join("ca.pem"), &dir.join("ca.key")).unwrap();
+    std::fs::write(dir.join("ca.crl"), ca.crl(&[&cl.cert], 86_400).unwrap().to_pem().unwrap()).unwrap();
+    let mut refused = String::new();
+    for i in 0..50 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let id = format!("crl-2-{i}@test");
+        let (_, r) =
+            cluster.post_raw("pe", &ct, protected_message(&id, "CL-SICEX", cl_pe, &cl, &pe_enc, b"<d/>")).await;
+        refused = r;
+        if !is_receipt_for(&refused, &id) {
+            break;
+        }
+    }
+    assert_eq!(error_code(&refused).as_deref(), Some("EBMS:0101"), "{refused}");
+    assert!(refused.contains("revoked"), "{refused}");
+    // A CRL that cannot be read keeps the previous one in force.
+    std::fs::write(dir.join("ca.crl"), b"not a CRL").unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (_, still) =
+        cluster.post_raw("pe", &ct, protected_message("crl-3@test", "CL-SICEX", cl_pe, &cl, &pe_enc, b"<d/>")).await;
+    assert!(still.contains("revoked"), "{still}");
+    cluster.stop().await;
+}

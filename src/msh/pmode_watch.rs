@@ -90,6 +90,7 @@ pub async fn run(ap: Arc<AccessPoint>, shutdown: CancellationToken) {
         if let Some(set) = watcher.poll(&dir) {
             ap.replace_pmodes(set);
         }
+        ap.security.refresh_crls();
     }
 }
 

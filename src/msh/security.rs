@@ -21,7 +21,21 @@ pub struct ProfileKeys {
 #[derive(Default)]
 pub struct SecurityContext {
     pub keys: Vec<ProfileKeys>,
-    pub trust: Option<TrustStore>,
+    /// Swapped whole when a CRL file changes on disk.
+    trust: std::sync::RwLock<Option<std::sync::Arc<TrustStore>>>,
+    trust_source: Option<TrustSource>,
+}
+
+/// Where the truststore comes from, to reload it when its CRL files change.
+struct TrustSource {
+    roots: std::path::PathBuf,
+    crls: Vec<std::path::PathBuf>,
+    policy: crate::pki::trust::RevocationPolicy,
+    stamps: std::sync::Mutex<Vec<Option<std::time::SystemTime>>>,
+}
+
+fn stamps(files: &[std::path::PathBuf]) -> Vec<Option<std::time::SystemTime>> {
+    files.iter().map(|f| std::fs::metadata(f).and_then(|m| m.modified()).ok()).collect()
 }
 
 fn load_pair(pair: &KeyPair, what: &str) -> Result<Credential, String> {
@@ -84,12 +98,49 @@ impl SecurityContext {
             }
         }
         let trust_file = config.security.truststore.clone().unwrap_or_else(|| config.as4.trust.clone());
-        let trust = if out.is_empty() {
-            None
-        } else {
-            Some(TrustStore::load(&trust_file, &config.security.crls, config.security.revocation)?)
+        if out.is_empty() {
+            return Ok(SecurityContext::default());
+        }
+        let trust = TrustStore::load(&trust_file, &config.security.crls, config.security.revocation)?;
+        let source = TrustSource {
+            roots: trust_file,
+            crls: config.security.crls.clone(),
+            policy: config.security.revocation,
+            stamps: std::sync::Mutex::new(stamps(&config.security.crls)),
         };
-        Ok(SecurityContext { keys: out, trust })
+        Ok(SecurityContext {
+            keys: out,
+            trust: std::sync::RwLock::new(Some(std::sync::Arc::new(trust))),
+            trust_source: Some(source),
+        })
+    }
+
+    pub fn trust(&self) -> Option<std::sync::Arc<TrustStore>> {
+        self.trust.read().ok().and_then(|t| t.clone())
+    }
+
+    /// Reloads the truststore when a CRL file changed (operators replace CRLs as they are
+    /// published). A file that fails to load keeps the truststore in force, with an alert.
+    pub fn refresh_crls(&self) {
+        let Some(source) = &self.trust_source else { return };
+        let now = stamps(&source.crls);
+        let Ok(mut seen) = source.stamps.lock() else { return };
+        if *seen == now {
+            return;
+        }
+        match TrustStore::load(&source.roots, &source.crls, source.policy) {
+            Ok(store) => {
+                if let Ok(mut t) = self.trust.write() {
+                    *t = Some(std::sync::Arc::new(store));
+                }
+                tracing::info!(files = source.crls.len(), "CRLs reloaded");
+                *seen = now;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "ALERT: a CRL file could not be loaded; the previous CRLs stay in force");
+                *seen = now;
+            }
+        }
     }
 
     pub fn for_profile(&self, profile: Profile) -> Option<&ProfileKeys> {
@@ -108,7 +159,7 @@ impl SecurityContext {
             KeyReference::Certificate(chain) => chain.iter().skip(1).cloned().collect(),
             _ => Vec::new(),
         };
-        let trust = self.trust.as_ref().ok_or_else(|| fail("no truststore is configured".into()))?;
+        let trust = self.trust().ok_or_else(|| fail("no truststore is configured".into()))?;
         match trust.validate(&cert, &intermediates) {
             Ok(warnings) => {
                 for w in warnings {

@@ -148,6 +148,46 @@ impl Authority {
         Ok(self.key.private_key_to_pem_pkcs8()?)
     }
 
+    /// A CRL of this authority listing `revoked`, valid for `seconds` from now.
+    pub fn crl(&self, revoked: &[&X509], seconds: i64) -> Result<openssl::x509::X509Crl, PkiError> {
+        use foreign_types::{ForeignType, ForeignTypeRef};
+        let this_update = Asn1Time::from_unix(now())?;
+        let next_update = Asn1Time::from_unix(now() + seconds)?;
+        // SAFETY: every pointer comes from a live openssl object; ownership of `crl` passes
+        // to the returned X509Crl, and of each X509_REVOKED to the CRL (add0).
+        unsafe {
+            let crl = openssl_sys::X509_CRL_new();
+            if crl.is_null() {
+                return Err(openssl::error::ErrorStack::get().into());
+            }
+            let result = openssl::x509::X509Crl::from_ptr(crl);
+            let ok = openssl_sys::X509_CRL_set_version(crl, 1) == 1
+                && openssl_sys::X509_CRL_set_issuer_name(crl, self.cert.subject_name().as_ptr()) == 1
+                && openssl_sys::X509_CRL_set1_lastUpdate(crl, this_update.as_ptr()) == 1
+                && openssl_sys::X509_CRL_set1_nextUpdate(crl, next_update.as_ptr()) == 1;
+            if !ok {
+                return Err(openssl::error::ErrorStack::get().into());
+            }
+            for cert in revoked {
+                let entry = openssl_sys::X509_REVOKED_new();
+                let serial = cert.serial_number().to_bn()?.to_asn1_integer()?;
+                let ok = !entry.is_null()
+                    && openssl_sys::X509_REVOKED_set_serialNumber(entry, serial.as_ptr()) == 1
+                    && openssl_sys::X509_REVOKED_set_revocationDate(entry, this_update.as_ptr()) == 1
+                    && openssl_sys::X509_CRL_add0_revoked(crl, entry) == 1;
+                if !ok {
+                    return Err(openssl::error::ErrorStack::get().into());
+                }
+            }
+            if openssl_sys::X509_CRL_sort(crl) != 1
+                || openssl_sys::X509_CRL_sign(crl, self.key.as_ptr(), MessageDigest::sha256().as_ptr()) <= 0
+            {
+                return Err(openssl::error::ErrorStack::get().into());
+            }
+            Ok(result)
+        }
+    }
+
     /// An existing authority from its certificate and key (PEM).
     pub fn load(cert: &Path, key: &Path) -> Result<Authority, PkiError> {
         let read = |p: &Path| std::fs::read(p).map_err(|source| PkiError::Io { path: p.to_owned(), source });
@@ -177,6 +217,7 @@ pub fn write_demo_pki(dir: &Path, names: &[&str]) -> Result<(), PkiError> {
     let ca = Authority::new("Ventanilla demo root CA")?;
     write(&dir.join("ca.pem"), &ca.cert_pem()?)?;
     write(&dir.join("ca.key"), &ca.key_pem()?)?;
+    write(&dir.join("ca.crl"), &ca.crl(&[], 3650 * 86_400)?.to_pem()?)?;
     for n in names {
         let keys: [(&str, PKey<Private>, Usage); 5] = [
             ("tls", ec_key()?, Usage::Tls),

@@ -167,3 +167,119 @@ fn is_validity_error(e: X509VerifyResult) -> bool {
     // X509_V_ERR_CERT_NOT_YET_VALID = 9, X509_V_ERR_CERT_HAS_EXPIRED = 10
     matches!(e.as_raw(), 9 | 10)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pki::demo::{Authority, Usage};
+    use openssl::pkey::PKey;
+
+    /// Makes a CRL with `openssl ca -gencrl` listing `revoked` (an independent CRL writer).
+    fn crl(dir: &Path, ca: &Authority, revoked: &[&X509], seconds: i64) -> std::path::PathBuf {
+        std::fs::write(dir.join("ca.pem"), ca.cert_pem().unwrap()).unwrap();
+        std::fs::write(dir.join("ca.key"), ca.key_pem().unwrap()).unwrap();
+        let mut index = String::new();
+        for cert in revoked {
+            let serial = cert.serial_number().to_bn().unwrap().to_hex_str().unwrap().to_string();
+            let subject: String = cert
+                .subject_name()
+                .entries()
+                .map(|e| format!("/CN={}", e.data().to_string().unwrap()))
+                .last()
+                .unwrap_or_default();
+            index.push_str(&format!("R\t301231235959Z\t250101000000Z\t{serial}\tunknown\t{subject}\n"));
+        }
+        std::fs::write(dir.join("index.txt"), index).unwrap();
+        std::fs::write(dir.join("crlnumber"), "01\n").unwrap();
+        let cnf = format!(
+            "[ca]\ndefault_ca = d\n[d]\ndatabase = {0}/index.txt\ncrlnumber = {0}/crlnumber\ndefault_md = sha256\n",
+            dir.display()
+        );
+        std::fs::write(dir.join("ca.cnf"), cnf).unwrap();
+        let out = dir.join("ca.crl");
+        let status = std::process::Command::new("openssl")
+            .args(["ca", "-gencrl", "-batch", "-crlsec", &seconds.to_string(), "-config"])
+            .arg(dir.join("ca.cnf"))
+            .arg("-keyfile")
+            .arg(dir.join("ca.key"))
+            .arg("-cert")
+            .arg(dir.join("ca.pem"))
+            .arg("-out")
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+        out
+    }
+
+    fn leaf(ca: &Authority, name: &str) -> X509 {
+        ca.issue(name, &PKey::generate_ed25519().unwrap(), Usage::Signing, 30).unwrap()
+    }
+
+    #[test]
+    fn chain_validity_and_crl_revocation() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = Authority::new("CRL test CA").unwrap();
+        let good = leaf(&ca, "good");
+        let bad = leaf(&ca, "bad");
+        let crl_file = crl(dir.path(), &ca, &[&bad], 30 * 86_400);
+        let roots = dir.path().join("ca.pem");
+        let store = TrustStore::load(&roots, std::slice::from_ref(&crl_file), RevocationPolicy::FailClosed).unwrap();
+        assert_eq!(store.validate(&good, &[]), Ok(Vec::new()));
+        assert!(matches!(store.validate(&bad, &[]), Err(TrustError::Revoked { .. })));
+        // Another CA's certificate is not trusted.
+        let stranger = leaf(&Authority::new("other CA").unwrap(), "stranger");
+        assert!(matches!(store.validate(&stranger, &[]), Err(TrustError::Untrusted { .. })));
+        // Expired.
+        let old = ca.issue_between("old", &PKey::generate_ed25519().unwrap(), Usage::Signing, -10, -1).unwrap();
+        assert!(matches!(store.validate(&old, &[]), Err(TrustError::Validity { .. })));
+    }
+
+    #[test]
+    fn our_crls_verify_with_the_openssl_command() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = Authority::new("CRL writer CA").unwrap();
+        let bad = leaf(&ca, "bad");
+        std::fs::write(dir.path().join("ca.pem"), ca.cert_pem().unwrap()).unwrap();
+        std::fs::write(dir.path().join("ours.crl"), ca.crl(&[&bad], 3600).unwrap().to_pem().unwrap()).unwrap();
+        let out = std::process::Command::new("openssl")
+            .args(["crl", "-noout", "-text", "-in"])
+            .arg(dir.path().join("ours.crl"))
+            .arg("-CAfile")
+            .arg(dir.path().join("ca.pem"))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success() && text.contains("verify OK"), "{text}");
+        let serial = bad.serial_number().to_bn().unwrap().to_hex_str().unwrap().to_string();
+        assert!(text.to_uppercase().contains(&serial.to_uppercase()), "{text}");
+        let store =
+            TrustStore::load(&dir.path().join("ca.pem"), &[dir.path().join("ours.crl")], RevocationPolicy::FailClosed)
+                .unwrap();
+        assert!(matches!(store.validate(&bad, &[]), Err(TrustError::Revoked { .. })));
+    }
+
+    #[test]
+    fn unknown_revocation_status_follows_the_policy() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = Authority::new("policy test CA").unwrap();
+        std::fs::write(dir.path().join("ca.pem"), ca.cert_pem().unwrap()).unwrap();
+        let roots = dir.path().join("ca.pem");
+        let cert = leaf(&ca, "somebody");
+        let closed = TrustStore::load(&roots, &[], RevocationPolicy::FailClosed).unwrap();
+        assert!(matches!(closed.validate(&cert, &[]), Err(TrustError::RevocationUnknown { .. })));
+        let open = TrustStore::load(&roots, &[], RevocationPolicy::FailOpen).unwrap();
+        assert_eq!(open.validate(&cert, &[]).unwrap().len(), 1, "accepted with a warning");
+        let off = TrustStore::load(&roots, &[], RevocationPolicy::Off).unwrap();
+        assert!(off.validate(&cert, &[]).unwrap().is_empty());
+        // A CRL past its nextUpdate does not count as an answer.
+        let stale = crl(dir.path(), &ca, &[], 1);
+        let with_stale = TrustStore::load(&roots, &[stale], RevocationPolicy::FailClosed).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(2100));
+        let result = with_stale.validate(&cert, &[]);
+        match result {
+            Err(TrustError::RevocationUnknown { reason, .. }) => assert!(reason.contains("expired"), "{reason}"),
+            other => panic!("a stale CRL must not count: {other:?}"),
+        }
+    }
+}

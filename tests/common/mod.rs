@@ -29,7 +29,7 @@ impl Cluster {
 
     async fn start_with(countries: &[(&str, &str)], insecure: bool) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
-        let options = Options { max_message: "8MiB".into(), insecure };
+        let options = Options { max_message: "8MiB".into(), insecure, ..Options::default() };
         let nodes = launch_with(dir.path(), &repo().join("pmodes"), countries, &options).await.unwrap();
         Cluster { dir, nodes }
     }
