@@ -4,6 +4,7 @@
 //! [`transport`], [`backend`]. Core modules never import runtime modules.
 
 pub mod backend;
+pub mod compress;
 pub mod config;
 pub mod demo;
 pub mod ebms;

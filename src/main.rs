@@ -202,8 +202,10 @@ async fn main() -> anyhow::Result<()> {
                         size: meta.len(),
                         sha256: String::new(),
                         filename: None,
+                        wire_type: None,
                     });
                 }
+                let properties = properties.into_iter().map(|(n, v)| (n, v, None)).collect();
                 let sub = ventanilla::msh::outbound::Submission { to, leg, conversation_id, properties, payloads };
                 let (um, _, _) = ventanilla::msh::outbound::build_user_message(&ap, &sub)?;
                 println!("{}", ventanilla::ebms::write::user_message_envelope(&um));

@@ -90,6 +90,47 @@ async fn every_bad_input_gets_its_ebms_error_and_nothing_is_stored() {
     // Duplicate Content-IDs: EBMS:0003
     expect(&cluster, &ct, multipart(&good, &[("doc@test", b"<a/>"), ("doc@test", b"<b/>")]), "EBMS:0003", 400).await;
 
+    // Compression: corrupt gzip, a decompression bomb past the leg's max_payload, an unknown
+    // CompressionType: EBMS:0303; compressed without MimeType: EBMS:0003.
+    let mut um = user_message("bad-gzip@test");
+    um.parts[0].properties.push(ventanilla::ebms::Property {
+        name: "CompressionType".into(),
+        kind: None,
+        value: "application/gzip".into(),
+    });
+    let compressed = write::user_message_envelope(&um);
+    expect(
+        &cluster,
+        &ct,
+        multipart(&compressed, &[("doc@test", b"\x1f\x8b\x08\x00 not gzip at all")]),
+        "EBMS:0303",
+        400,
+    )
+    .await;
+    let bomb = {
+        use std::io::Write;
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        e.write_all(&vec![b'0'; 21 << 20]).unwrap();
+        e.finish().unwrap()
+    };
+    assert!(bomb.len() < 100_000);
+    expect(&cluster, &ct, multipart(&compressed, &[("doc@test", &bomb)]), "EBMS:0303", 400).await;
+    expect(
+        &cluster,
+        &ct,
+        multipart(&compressed.replace("application/gzip", "application/x-lzma"), doc),
+        "EBMS:0303",
+        400,
+    )
+    .await;
+    let mut um = user_message("bad-gzip-type@test");
+    um.parts[0].properties = vec![ventanilla::ebms::Property {
+        name: "CompressionType".into(),
+        kind: None,
+        value: "application/gzip".into(),
+    }];
+    expect(&cluster, &ct, multipart(&write::user_message_envelope(&um), doc), "EBMS:0003", 400).await;
+
     // An unprocessed mustUnderstand header is a SOAP MustUnderstand fault.
     let mu = good.replace("<S12:Header>", "<S12:Header><x:Custom xmlns:x=\"urn:x\" S12:mustUnderstand=\"true\"/>");
     let (status, response) = cluster.post_raw("pe", &ct, multipart(&mu, doc)).await;

@@ -88,8 +88,20 @@ pub struct SubmitMetadata {
     /// The leg name (or action) in the P-Mode of the link.
     pub leg: String,
     pub conversation_id: Option<String>,
+    /// Message properties: `"name": "value"`, or `"name": {"value": "...", "type": "..."}`.
     #[serde(default)]
-    pub properties: std::collections::BTreeMap<String, String>,
+    pub properties: std::collections::BTreeMap<String, PropertyValue>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum PropertyValue {
+    Plain(String),
+    Typed {
+        value: String,
+        #[serde(rename = "type")]
+        kind: Option<String>,
+    },
 }
 
 /// `POST /api/v1/messages`: multipart/form-data with a `metadata` JSON part and one or more
@@ -128,6 +140,7 @@ async fn submit_message(AxState(api): AxState<Api>, mut form: Multipart) -> Resu
                     size,
                     sha256: hex::encode(hasher.finalize()),
                     filename,
+                    wire_type: None,
                 });
             }
             other => {
@@ -146,7 +159,14 @@ async fn submit_message(AxState(api): AxState<Api>, mut form: Multipart) -> Resu
         to: metadata.to,
         leg: metadata.leg,
         conversation_id: metadata.conversation_id,
-        properties: metadata.properties.into_iter().collect(),
+        properties: metadata
+            .properties
+            .into_iter()
+            .map(|(name, v)| match v {
+                PropertyValue::Plain(value) => (name, value, None),
+                PropertyValue::Typed { value, kind } => (name, value, kind),
+            })
+            .collect(),
         payloads,
     };
     match submit(&api.ap, submission).await {

@@ -163,6 +163,10 @@ where
         (parts, Vec::new())
     };
     let payloads = check_payloads(&matched, &um, &envelope, &parts)?;
+    let (matched2, um2) = (matched.clone(), um.clone());
+    let payloads = tokio::task::spawn_blocking(move || decompress(&matched2, &um2, payloads))
+        .await
+        .map_err(|e| EbmsError::new(EbmsCode::DeliveryFailure, format!("decompression task failed: {e}")))??;
     let receipt = receipt(ap, &matched, &um, &references);
     if matched.leg.is_none() {
         tracing::info!("test service message answered with a receipt, not delivered");
@@ -392,11 +396,19 @@ fn check_payloads(
             .iter()
             .find(|p| p.content_id == cid)
             .ok_or_else(|| err(EbmsCode::ExternalPayloadError, format!("PartInfo cid:{cid} matches no MIME part")))?;
-        if part_info.property("CompressionType").is_some() {
-            return Err(err(
-                EbmsCode::DecompressionFailure,
-                format!("part cid:{cid} is compressed; compression is not enabled on this access point"),
-            ));
+        if let Some(kind) = part_info.property("CompressionType") {
+            if kind != crate::compress::GZIP {
+                return Err(err(
+                    EbmsCode::DecompressionFailure,
+                    format!("part cid:{cid}: CompressionType '{kind}' is not application/gzip"),
+                ));
+            }
+            if part_info.property("MimeType").is_none() {
+                return Err(err(
+                    EbmsCode::ValueInconsistent,
+                    format!("part cid:{cid} is compressed but has no MimeType property"),
+                ));
+            }
         }
         if let Some(leg) = matched.leg()
             && part.size > leg.max_payload
@@ -417,6 +429,7 @@ fn check_payloads(
             size: part.size,
             sha256: part.sha256.clone(),
             filename: None,
+            wire_type: None,
         });
     }
     if let Some(extra) = parts.iter().find(|p| !um.parts.iter().any(|pi| pi.content_id() == Some(&p.content_id))) {
@@ -439,6 +452,39 @@ fn check_payloads(
         }
     }
     Ok(payloads)
+}
+
+/// Step: decompress the parts whose PartInfo says CompressionType, bounded by the leg's
+/// max_payload (a decompression bomb or corrupt gzip is EBMS:0303).
+fn decompress(
+    matched: &Matched,
+    um: &UserMessage,
+    payloads: Vec<StoredPayload>,
+) -> Result<Vec<StoredPayload>, Rejection> {
+    let id = Some(um.info.message_id.as_str());
+    let limit = matched.leg().map(|l| l.max_payload).unwrap_or(crate::pmode::model::DEFAULT_MAX_PAYLOAD);
+    let mut out = Vec::with_capacity(payloads.len());
+    for p in payloads {
+        let compressed = um
+            .parts
+            .iter()
+            .any(|pi| pi.content_id() == Some(&p.content_id) && pi.property("CompressionType").is_some());
+        if !compressed {
+            out.push(p);
+            continue;
+        }
+        let target = p.path.with_extension("dec");
+        let size = crate::compress::gunzip_file(&p.path, &target, limit).map_err(|e| {
+            Rejection::Ebms(
+                EbmsError::new(EbmsCode::DecompressionFailure, format!("part cid:{}: {e}", p.content_id)).with_ref(id),
+            )
+        })?;
+        let _ = std::fs::remove_file(&p.path);
+        let sha256 = crate::store::files::sha256_file(&target)
+            .map_err(|e| Rejection::Ebms(EbmsError::new(EbmsCode::DeliveryFailure, e.to_string()).with_ref(id)))?;
+        out.push(StoredPayload { path: target, size, sha256, ..p });
+    }
+    Ok(out)
 }
 
 /// The receipt: on a signing link a signed non-repudiation receipt copying the references

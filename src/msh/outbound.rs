@@ -2,6 +2,7 @@
 //! feature) → package → POST → check receipt → done | retry | fail.
 
 use super::AccessPoint;
+use crate::compress;
 use crate::ebms::read::read_envelope;
 use crate::ebms::tree::Limits as XmlLimits;
 use crate::ebms::{
@@ -24,7 +25,8 @@ pub struct Submission {
     pub to: String,
     pub leg: String,
     pub conversation_id: Option<String>,
-    pub properties: Vec<(String, String)>,
+    /// (name, value, type)
+    pub properties: Vec<(String, String, Option<String>)>,
     pub payloads: Vec<StoredPayload>,
 }
 
@@ -69,7 +71,7 @@ pub fn build_user_message(ap: &AccessPoint, sub: &Submission) -> Result<(UserMes
         }
     }
     for required in &leg.required_properties {
-        if !sub.properties.iter().any(|(n, _)| n == required) {
+        if !sub.properties.iter().any(|(n, _, _)| n == required) {
             return Err(refuse(format!(
                 "P-Mode {} leg '{}' requires the message property '{required}'",
                 link.id, leg.name
@@ -77,10 +79,10 @@ pub fn build_user_message(ap: &AccessPoint, sub: &Submission) -> Result<(UserMes
         }
     }
     if !leg.allowed_properties.is_empty()
-        && let Some((n, _)) = sub
+        && let Some((n, _, _)) = sub
             .properties
             .iter()
-            .find(|(n, _)| !leg.allowed_properties.contains(n) && !leg.required_properties.contains(n))
+            .find(|(n, _, _)| !leg.allowed_properties.contains(n) && !leg.required_properties.contains(n))
     {
         return Err(refuse(format!("P-Mode {} leg '{}' does not allow the message property '{n}'", link.id, leg.name)));
     }
@@ -113,25 +115,35 @@ pub fn build_user_message(ap: &AccessPoint, sub: &Submission) -> Result<(UserMes
         properties: sub
             .properties
             .iter()
-            .map(|(n, v)| Property { name: n.clone(), kind: None, value: v.clone() })
+            .map(|(n, v, t)| Property { name: n.clone(), kind: t.clone(), value: v.clone() })
             .collect(),
         parts: sub
             .payloads
             .iter()
-            .map(|p| PartInfo {
-                href: Some(format!("cid:{}", p.content_id)),
-                properties: vec![Property { name: "MimeType".into(), kind: None, value: p.mime_type.clone() }],
+            .map(|p| {
+                let mut properties = vec![Property { name: "MimeType".into(), kind: None, value: p.mime_type.clone() }];
+                if leg.compression {
+                    // Set by the MSH, never by the application (AS4 §3.1).
+                    properties.push(Property {
+                        name: "CompressionType".into(),
+                        kind: None,
+                        value: compress::GZIP.into(),
+                    });
+                }
+                PartInfo { href: Some(format!("cid:{}", p.content_id)), properties }
             })
             .collect(),
     };
     Ok((um, link.id.clone(), leg.name.clone()))
 }
 
-/// Step: sign and encrypt, once, so that every retry sends the identical message. The
-/// payload rows then name the ciphertext files; the plaintext stays beside them.
+/// Steps: compress, sign and encrypt, once, so that every retry sends the identical
+/// message. The payload rows then name the files that go on the wire; the plaintext stays
+/// beside them.
 fn protect(
     security: &super::security::SecurityContext,
     link: &crate::pmode::Link,
+    compression: bool,
     me: &str,
     um: &UserMessage,
     payloads: Vec<StoredPayload>,
@@ -139,9 +151,28 @@ fn protect(
     use crate::wss::encrypt::{PartToEncrypt, encrypt_parts};
     use crate::wss::sign::{SignedPart, sign_envelope};
     let refuse = |m: String| SubmitError::Refused(m);
+    // Compress: each part becomes application/gzip, its type stays in PartInfo's MimeType.
+    let mut working: Vec<(std::path::PathBuf, String)> = Vec::new();
+    for p in &payloads {
+        if compression {
+            let gz = p.path.with_extension("gz");
+            compress::gzip_file(&p.path, &gz).map_err(|e| refuse(format!("cannot compress: {e}")))?;
+            working.push((gz, compress::GZIP.to_owned()));
+        } else {
+            working.push((p.path.clone(), p.mime_type.clone()));
+        }
+    }
     let builder = write::user_message_builder(um);
     if !link.profile.is_secure() {
-        return Ok((builder.build("").into_bytes(), payloads));
+        let wire = payloads
+            .into_iter()
+            .zip(working)
+            .map(|(p, (path, kind))| {
+                let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(p.size);
+                StoredPayload { path, size, wire_type: Some(kind), ..p }
+            })
+            .collect();
+        return Ok((builder.build("").into_bytes(), wire));
     }
     let keys =
         security.for_profile(link.profile).ok_or_else(|| refuse(format!("no keys for {}", link.profile.as_str())))?;
@@ -154,11 +185,12 @@ fn protect(
     let ciphertexts: Vec<std::path::PathBuf> = payloads.iter().map(|p| p.path.with_extension("enc")).collect();
     let to_encrypt: Vec<PartToEncrypt> = payloads
         .iter()
+        .zip(&working)
         .zip(&ciphertexts)
-        .map(|(p, c)| PartToEncrypt {
+        .map(|((p, (path, kind)), c)| PartToEncrypt {
             content_id: &p.content_id,
-            content_type: &p.mime_type,
-            plaintext: &p.path,
+            content_type: kind,
+            plaintext: path,
             ciphertext: c.clone(),
         })
         .collect();
@@ -167,7 +199,8 @@ fn protect(
         .map_err(|e| refuse(format!("cannot encrypt: {e}")))?;
     let to_sign: Vec<SignedPart> = payloads
         .iter()
-        .map(|p| SignedPart { content_id: &p.content_id, content_type: &p.mime_type, path: &p.path })
+        .zip(&working)
+        .map(|(p, (path, kind))| SignedPart { content_id: &p.content_id, content_type: kind, path })
         .collect();
     let envelope = sign_envelope(&builder, &keys.sign, link.token_reference, &to_sign, &encryption)
         .map_err(|e| refuse(format!("cannot sign: {e}")))?;
@@ -176,7 +209,7 @@ fn protect(
         .zip(ciphertexts)
         .map(|(p, c)| {
             let size = std::fs::metadata(&c).map(|m| m.len()).unwrap_or(p.size);
-            StoredPayload { path: c, size, ..p }
+            StoredPayload { path: c, size, wire_type: Some("application/octet-stream".into()), ..p }
         })
         .collect();
     Ok((envelope.into_bytes(), wire))
@@ -195,10 +228,13 @@ pub async fn submit(ap: &AccessPoint, sub: Submission) -> Result<MessageRecord, 
     let security = ap.security.clone();
     let me = ap.me().to_owned();
     let um_for_protect = um.clone();
-    let (envelope, payloads) =
-        tokio::task::spawn_blocking(move || protect(&security, &link, &me, &um_for_protect, sub.payloads))
-            .await
-            .map_err(|e| SubmitError::Refused(format!("signing task failed: {e}")))??;
+    let leg_name = leg.clone();
+    let (envelope, payloads) = tokio::task::spawn_blocking(move || {
+        let compression = link.leg(&leg_name).is_some_and(|l| l.compression);
+        protect(&security, &link, compression, &me, &um_for_protect, sub.payloads)
+    })
+    .await
+    .map_err(|e| SubmitError::Refused(format!("signing task failed: {e}")))??;
     let message = NewMessage {
         direction: Direction::Outbound,
         message_id: um.info.message_id.clone(),
@@ -359,7 +395,7 @@ async fn attempt(ap: &AccessPoint, record: &MessageRecord) -> Result<(Outcome, V
     let boundary = mime::writer::new_boundary();
     let root_id = format!("root.{}@{}", crate::util::short_hash(record.message_id.as_bytes()), ap.config.host);
     let content_type = mime::writer::content_type(&boundary, &root_id);
-    let body = package(&boundary, &root_id, record.envelope.clone(), &record.payloads, link.profile.is_secure());
+    let body = package(&boundary, &root_id, record.envelope.clone(), &record.payloads);
     let response = ap.client.post(&identity, &url, &content_type, body, link.timeout).await?;
     let (outcome, envelope) =
         interpret(&record.message_id, response.status, response.content_type.as_deref(), &response.body).await;
@@ -402,18 +438,12 @@ fn check_signal(
 }
 
 /// Step: package. The envelope and each payload file stream as MIME parts.
-pub fn package(
-    boundary: &str,
-    root_id: &str,
-    envelope: Vec<u8>,
-    payloads: &[StoredPayload],
-    encrypted: bool,
-) -> BodyStream {
+pub fn package(boundary: &str, root_id: &str, envelope: Vec<u8>, payloads: &[StoredPayload]) -> BodyStream {
     let mut pieces: Vec<BodyStream> = Vec::new();
     let head = mime::writer::part_head(boundary, "application/soap+xml; charset=UTF-8", root_id, true);
     pieces.push(Box::pin(futures_util::stream::iter([Ok(Bytes::from(head)), Ok(Bytes::from(envelope))])));
     for p in payloads {
-        let part_type = if encrypted { "application/octet-stream" } else { p.mime_type.as_str() };
+        let part_type = p.wire_type.as_deref().unwrap_or(&p.mime_type);
         let head = mime::writer::part_head(boundary, part_type, &p.content_id, false);
         pieces.push(Box::pin(futures_util::stream::once(async move { Ok(Bytes::from(head)) })));
         let path = p.path.clone();

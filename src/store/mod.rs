@@ -65,6 +65,10 @@ pub struct StoredPayload {
     pub size: u64,
     pub sha256: String,
     pub filename: Option<String>,
+    /// Outbound: the MIME part's Content-Type on the wire when it differs from `mime_type`
+    /// (application/gzip when compressed, application/octet-stream when encrypted).
+    #[serde(skip)]
+    pub wire_type: Option<String>,
 }
 
 /// What is written when a message is accepted.

@@ -37,6 +37,7 @@ CREATE TABLE IF NOT EXISTS payloads (
     size        INTEGER NOT NULL,
     sha256      TEXT NOT NULL,
     filename    TEXT,
+    wire_type   TEXT,
     PRIMARY KEY (message_row, idx)
 );
 CREATE TABLE IF NOT EXISTS history (
@@ -114,7 +115,7 @@ fn load(conn: &Connection, row: i64) -> Result<MessageRecord, StoreError> {
         },
     )?;
     let mut stmt = conn.prepare_cached(
-        "SELECT content_id, mime_type, path, size, sha256, filename FROM payloads WHERE message_row = ?1 ORDER BY idx",
+        "SELECT content_id, mime_type, path, size, sha256, filename, wire_type FROM payloads WHERE message_row = ?1 ORDER BY idx",
     )?;
     record.payloads = stmt
         .query_map(params![row], |r| {
@@ -125,6 +126,7 @@ fn load(conn: &Connection, row: i64) -> Result<MessageRecord, StoreError> {
                 size: r.get::<_, i64>(3)? as u64,
                 sha256: r.get(4)?,
                 filename: r.get(5)?,
+                wire_type: r.get(6)?,
             })
         })?
         .collect::<Result<_, _>>()?;
@@ -184,9 +186,9 @@ impl MessageStore for SqliteStore {
             let row = tx.last_insert_rowid();
             for (idx, p) in m.payloads.iter().enumerate() {
                 tx.execute(
-                    "INSERT INTO payloads (message_row, idx, content_id, mime_type, path, size, sha256, filename)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                    params![row, idx as i64, p.content_id, p.mime_type, p.path.to_string_lossy(), p.size as i64, p.sha256, p.filename],
+                    "INSERT INTO payloads (message_row, idx, content_id, mime_type, path, size, sha256, filename, wire_type)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                    params![row, idx as i64, p.content_id, p.mime_type, p.path.to_string_lossy(), p.size as i64, p.sha256, p.filename, p.wire_type],
                 )?;
             }
             let detail = match m.direction {
@@ -344,6 +346,7 @@ mod tests {
                 size: 3,
                 sha256: "ab".into(),
                 filename: Some("doc.xml".into()),
+                wire_type: None,
             }],
             next_attempt_at: None,
         }

@@ -1,0 +1,87 @@
+//! AS4 payload compression (AS4 §3.1): gzip of each payload before signing and encryption,
+//! and bounded decompression on receipt (EBMS:0303 on violation or corrupt data).
+
+use flate2::read::GzDecoder;
+use flate2::write::GzEncoder;
+use std::io::{Read, Write};
+use std::path::Path;
+
+pub const GZIP: &str = "application/gzip";
+
+#[derive(Debug, thiserror::Error)]
+pub enum CompressError {
+    #[error("file: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("decompressed data exceeds {0} bytes")]
+    TooLarge(u64),
+    #[error("not valid gzip data: {0}")]
+    Corrupt(String),
+}
+
+/// Gzips `input` into `output` (streaming); returns the compressed size.
+pub fn gzip_file(input: &Path, output: &Path) -> Result<u64, CompressError> {
+    let mut reader = std::fs::File::open(input)?;
+    let file = std::fs::File::create(output)?;
+    let mut encoder = GzEncoder::new(std::io::BufWriter::new(file), flate2::Compression::default());
+    std::io::copy(&mut reader, &mut encoder)?;
+    let writer = encoder.finish()?;
+    let file = writer.into_inner().map_err(|e| e.into_error())?;
+    file.sync_all()?;
+    Ok(std::fs::metadata(output)?.len())
+}
+
+/// Gunzips `input` into `output`, refusing more than `limit` bytes of output (a bound on
+/// decompression bombs); the output is removed on any error.
+pub fn gunzip_file(input: &Path, output: &Path, limit: u64) -> Result<u64, CompressError> {
+    let result = gunzip_inner(input, output, limit);
+    if result.is_err() {
+        let _ = std::fs::remove_file(output);
+    }
+    result
+}
+
+fn gunzip_inner(input: &Path, output: &Path, limit: u64) -> Result<u64, CompressError> {
+    let decoder = GzDecoder::new(std::io::BufReader::new(std::fs::File::open(input)?));
+    let mut bounded = decoder.take(limit + 1);
+    let mut writer = std::io::BufWriter::new(std::fs::File::create(output)?);
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut total = 0u64;
+    loop {
+        let n = bounded.read(&mut buf).map_err(|e| CompressError::Corrupt(e.to_string()))?;
+        if n == 0 {
+            break;
+        }
+        total += n as u64;
+        if total > limit {
+            return Err(CompressError::TooLarge(limit));
+        }
+        writer.write_all(&buf[..n])?;
+    }
+    let file = writer.into_inner().map_err(|e| e.into_error())?;
+    file.sync_all()?;
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_bound_and_corruption() {
+        let dir = tempfile::tempdir().unwrap();
+        let plain = dir.path().join("p");
+        std::fs::write(&plain, "ePhyto ".repeat(10_000)).unwrap();
+        let gz = dir.path().join("p.gz");
+        let size = gzip_file(&plain, &gz).unwrap();
+        assert!(size < 1000);
+        assert_eq!(gunzip_file(&gz, &dir.path().join("out"), 1 << 20).unwrap(), 70_000);
+        assert_eq!(std::fs::read(dir.path().join("out")).unwrap(), std::fs::read(&plain).unwrap());
+        assert!(matches!(gunzip_file(&gz, &dir.path().join("small"), 1000), Err(CompressError::TooLarge(1000))));
+        assert!(!dir.path().join("small").exists());
+        std::fs::write(dir.path().join("bad.gz"), b"\x1f\x8b\x08\x00garbage").unwrap();
+        assert!(matches!(
+            gunzip_file(&dir.path().join("bad.gz"), &dir.path().join("x"), 1000),
+            Err(CompressError::Corrupt(_))
+        ));
+    }
+}
