@@ -62,3 +62,17 @@ fn send_dry_run_prints_the_envelope() {
         "{stdout}"
     );
 }
+
+#[test]
+fn verify_fails_on_the_broken_phase4_samples() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/conformance/samples/phase4/phase4-test/src/test/resources/testfiles/");
+    for (file, reason) in [
+        ("WrongSigningAlgorithm.xml", "SignatureMethod 'http://www.randomcrypt.com/random'"),
+        ("WrongSigningDigestAlgorithm.xml", "DigestMethod 'http://www.randomdigest.com/randomdigest'"),
+    ] {
+        let out = ventanilla().arg("verify").arg(format!("{dir}{file}")).output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(1), "{file}: {stdout}");
+        assert!(stdout.contains("INVALID") && stdout.contains(reason), "{file}: {stdout}");
+    }
+}
