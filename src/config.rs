@@ -55,7 +55,7 @@ pub struct KeyPair {
     pub password_file: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SecurityConfig {
     /// CA certificates (PEM) trusted for partners' message signing certificates; defaults to
@@ -67,6 +67,32 @@ pub struct SecurityConfig {
     /// When revocation status is unknown: fail-closed (default), fail-open, or off.
     #[serde(default)]
     pub revocation: crate::pki::trust::RevocationPolicy,
+    /// Ask OCSP when no CRL answers (the responder named in the certificate, or `ocsp_responder`).
+    #[serde(default = "default_true")]
+    pub ocsp: bool,
+    pub ocsp_responder: Option<String>,
+    /// How long an OCSP response is reused, e.g. "1h".
+    pub ocsp_cache: Option<String>,
+    /// Timeout for the OCSP responder, e.g. "5s".
+    pub ocsp_timeout: Option<String>,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+impl Default for SecurityConfig {
+    fn default() -> Self {
+        SecurityConfig {
+            truststore: None,
+            crls: Vec::new(),
+            revocation: Default::default(),
+            ocsp: true,
+            ocsp_responder: None,
+            ocsp_cache: None,
+            ocsp_timeout: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -179,6 +205,15 @@ impl Config {
             return Err(invalid("pmode_reload", format!("'{}' is not a duration", self.pmode_reload)));
         }
         self.api_token().map_err(|m| invalid("backend.token", m))?;
+        for (key, value) in
+            [("security.ocsp_cache", &self.security.ocsp_cache), ("security.ocsp_timeout", &self.security.ocsp_timeout)]
+        {
+            if let Some(v) = value {
+                if crate::util::parse_duration(v).is_none() {
+                    return Err(invalid(key, format!("'{v}' is not a duration")));
+                }
+            }
+        }
         Ok(())
     }
 

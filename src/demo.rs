@@ -145,9 +145,9 @@ pub async fn launch_with(
                 },
             ],
             security: SecurityConfig {
-                truststore: None,
                 crls: vec![certs.join("ca.crl")],
                 revocation: options.revocation,
+                ..SecurityConfig::default()
             },
         };
         let node = Node::start_with(config, as4, backend).await?;

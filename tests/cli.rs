@@ -65,7 +65,8 @@ fn send_dry_run_prints_the_envelope() {
 
 #[test]
 fn verify_fails_on_the_broken_phase4_samples() {
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/conformance/samples/phase4/phase4-test/src/test/resources/testfiles/");
+    let dir =
+        concat!(env!("CARGO_MANIFEST_DIR"), "/conformance/samples/phase4/phase4-test/src/test/resources/testfiles/");
     for (file, reason) in [
         ("WrongSigningAlgorithm.xml", "SignatureMethod 'http://www.randomcrypt.com/random'"),
         ("WrongSigningDigestAlgorithm.xml", "DigestMethod 'http://www.randomdigest.com/randomdigest'"),

@@ -175,9 +175,9 @@ retry = ["1s", "2s"]
             enc: pair(&certs, "cl-sign-rsa"),
         }],
         security: SecurityConfig {
-            truststore: None,
             crls: vec![certs.join("ca.crl")],
             revocation: RevocationPolicy::FailClosed,
+            ..SecurityConfig::default()
         },
     };
     let node = ventanilla::node::Node::start_with(config, as4, backend).await.unwrap();

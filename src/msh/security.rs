@@ -31,7 +31,22 @@ struct TrustSource {
     roots: std::path::PathBuf,
     crls: Vec<std::path::PathBuf>,
     policy: crate::pki::trust::RevocationPolicy,
+    ocsp: Option<(Option<String>, std::time::Duration, std::time::Duration)>,
     stamps: std::sync::Mutex<Vec<Option<std::time::SystemTime>>>,
+}
+
+impl TrustSource {
+    fn load(&self) -> Result<TrustStore, String> {
+        let store = TrustStore::load(&self.roots, &self.crls, self.policy)?;
+        Ok(match &self.ocsp {
+            Some((responder, ttl, timeout)) => store.with_ocsp(crate::pki::trust::OcspSettings::new(
+                std::sync::Arc::new(crate::transport::ocsp_http::HttpOcsp { timeout: *timeout }),
+                responder.clone(),
+                *ttl,
+            )),
+            None => store,
+        })
+    }
 }
 
 fn stamps(files: &[std::path::PathBuf]) -> Vec<Option<std::time::SystemTime>> {
@@ -101,13 +116,20 @@ impl SecurityContext {
         if out.is_empty() {
             return Ok(SecurityContext::default());
         }
-        let trust = TrustStore::load(&trust_file, &config.security.crls, config.security.revocation)?;
+        let duration = |v: &Option<String>, default: u64| {
+            v.as_deref().and_then(crate::util::parse_duration).unwrap_or(std::time::Duration::from_secs(default))
+        };
+        let s = &config.security;
         let source = TrustSource {
             roots: trust_file,
-            crls: config.security.crls.clone(),
-            policy: config.security.revocation,
-            stamps: std::sync::Mutex::new(stamps(&config.security.crls)),
+            crls: s.crls.clone(),
+            policy: s.revocation,
+            ocsp: s
+                .ocsp
+                .then(|| (s.ocsp_responder.clone(), duration(&s.ocsp_cache, 3600), duration(&s.ocsp_timeout, 5))),
+            stamps: std::sync::Mutex::new(stamps(&s.crls)),
         };
+        let trust = source.load()?;
         Ok(SecurityContext {
             keys: out,
             trust: std::sync::RwLock::new(Some(std::sync::Arc::new(trust))),
@@ -128,7 +150,7 @@ impl SecurityContext {
         if *seen == now {
             return;
         }
-        match TrustStore::load(&source.roots, &source.crls, source.policy) {
+        match source.load() {
             Ok(store) => {
                 if let Ok(mut t) = self.trust.write() {
                     *t = Some(std::sync::Arc::new(store));

@@ -2,4 +2,5 @@
 
 pub mod demo;
 pub mod keys;
+pub mod ocsp;
 pub mod trust;

@@ -35,6 +35,27 @@ pub struct TrustStore {
     store: X509Store,
     crls: Vec<X509Crl>,
     pub policy: RevocationPolicy,
+    ocsp: Option<OcspSettings>,
+}
+
+/// OCSP, asked when no loaded CRL answers for a certificate.
+pub struct OcspSettings {
+    pub transport: std::sync::Arc<dyn super::ocsp::OcspTransport>,
+    /// Ask this responder instead of the one named in each certificate.
+    pub responder: Option<String>,
+    /// How long a response is reused (it is re-checked for currency each time).
+    pub cache_ttl: std::time::Duration,
+    cache: std::sync::Mutex<std::collections::HashMap<Vec<u8>, (std::time::Instant, Vec<u8>)>>,
+}
+
+impl OcspSettings {
+    pub fn new(
+        transport: std::sync::Arc<dyn super::ocsp::OcspTransport>,
+        responder: Option<String>,
+        cache_ttl: std::time::Duration,
+    ) -> Self {
+        OcspSettings { transport, responder, cache_ttl, cache: Default::default() }
+    }
 }
 
 pub fn subject_of(cert: &X509) -> String {
@@ -57,7 +78,12 @@ impl TrustStore {
         for root in roots {
             builder.add_cert(root)?;
         }
-        Ok(TrustStore { store: builder.build(), crls, policy })
+        Ok(TrustStore { store: builder.build(), crls, policy, ocsp: None })
+    }
+
+    pub fn with_ocsp(mut self, settings: OcspSettings) -> TrustStore {
+        self.ocsp = Some(settings);
+        self
     }
 
     pub fn load(
@@ -110,7 +136,14 @@ impl TrustStore {
         // Every certificate but the root (trust anchors are not revocable by CRL).
         for pair in chain.windows(2) {
             let (subject_cert, issuer) = (&pair[0], &pair[1]);
-            match self.crl_status(subject_cert, issuer) {
+            let status = match self.crl_status(subject_cert, issuer) {
+                Revocation::Unknown(crl) if self.ocsp.is_some() => match self.ocsp_status(subject_cert, issuer) {
+                    Revocation::Unknown(ocsp) => Revocation::Unknown(format!("{crl}; {ocsp}")),
+                    known => known,
+                },
+                other => other,
+            };
+            match status {
                 Revocation::Good => {}
                 Revocation::Revoked(reason) => {
                     return Err(TrustError::Revoked { subject: subject_of(subject_cert), reason });
@@ -128,6 +161,41 @@ impl TrustStore {
             }
         }
         Ok(warnings)
+    }
+
+    fn ocsp_status(&self, cert: &X509, issuer: &X509) -> Revocation {
+        use super::ocsp::{OcspAnswer, check_response, request, responder_url};
+        let Some(settings) = &self.ocsp else { return Revocation::Unknown("OCSP is off".into()) };
+        let Some(url) = settings.responder.clone().or_else(|| responder_url(cert)) else {
+            return Revocation::Unknown("the certificate names no OCSP responder".into());
+        };
+        let key = cert.digest(openssl::hash::MessageDigest::sha256()).map(|d| d.to_vec()).unwrap_or_default();
+        let to_revocation = |answer: OcspAnswer| match answer {
+            OcspAnswer::Good => Revocation::Good,
+            OcspAnswer::Revoked(r) => Revocation::Revoked(r),
+            OcspAnswer::Unknown(r) => Revocation::Unknown(format!("OCSP {url}: {r}")),
+        };
+        let cached = settings.cache.lock().ok().and_then(|c| c.get(&key).cloned());
+        if let Some((at, der)) = cached {
+            if at.elapsed() < settings.cache_ttl {
+                let answer = check_response(&der, cert, issuer, &self.store);
+                if !matches!(answer, OcspAnswer::Unknown(_)) {
+                    return to_revocation(answer);
+                }
+            }
+        }
+        let Ok(req) = request(cert, issuer) else { return Revocation::Unknown("cannot build an OCSP request".into()) };
+        let der = match settings.transport.post(&url, &req) {
+            Ok(der) => der,
+            Err(e) => return Revocation::Unknown(format!("OCSP responder {url} unreachable: {e}")),
+        };
+        let answer = check_response(&der, cert, issuer, &self.store);
+        if !matches!(answer, OcspAnswer::Unknown(_)) {
+            if let Ok(mut cache) = settings.cache.lock() {
+                cache.insert(key, (std::time::Instant::now(), der));
+            }
+        }
+        to_revocation(answer)
     }
 
     fn crl_status(&self, cert: &X509, issuer: &X509) -> Revocation {

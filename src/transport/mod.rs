@@ -1,6 +1,7 @@
 //! HTTPS transport (runtime): hyper 1 + tokio-rustls with the ring provider.
 
 pub mod client;
+pub mod ocsp_http;
 pub mod server;
 pub mod tls;
 
