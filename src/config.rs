@@ -208,10 +208,10 @@ impl Config {
         for (key, value) in
             [("security.ocsp_cache", &self.security.ocsp_cache), ("security.ocsp_timeout", &self.security.ocsp_timeout)]
         {
-            if let Some(v) = value {
-                if crate::util::parse_duration(v).is_none() {
-                    return Err(invalid(key, format!("'{v}' is not a duration")));
-                }
+            if let Some(v) = value
+                && crate::util::parse_duration(v).is_none()
+            {
+                return Err(invalid(key, format!("'{v}' is not a duration")));
             }
         }
         Ok(())

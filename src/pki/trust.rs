@@ -38,6 +38,9 @@ pub struct TrustStore {
     ocsp: Option<OcspSettings>,
 }
 
+/// OCSP responses by certificate fingerprint, with when they were fetched.
+type ResponseCache = std::collections::HashMap<Vec<u8>, (std::time::Instant, Vec<u8>)>;
+
 /// OCSP, asked when no loaded CRL answers for a certificate.
 pub struct OcspSettings {
     pub transport: std::sync::Arc<dyn super::ocsp::OcspTransport>,
@@ -45,7 +48,7 @@ pub struct OcspSettings {
     pub responder: Option<String>,
     /// How long a response is reused (it is re-checked for currency each time).
     pub cache_ttl: std::time::Duration,
-    cache: std::sync::Mutex<std::collections::HashMap<Vec<u8>, (std::time::Instant, Vec<u8>)>>,
+    cache: std::sync::Mutex<ResponseCache>,
 }
 
 impl OcspSettings {
@@ -176,12 +179,12 @@ impl TrustStore {
             OcspAnswer::Unknown(r) => Revocation::Unknown(format!("OCSP {url}: {r}")),
         };
         let cached = settings.cache.lock().ok().and_then(|c| c.get(&key).cloned());
-        if let Some((at, der)) = cached {
-            if at.elapsed() < settings.cache_ttl {
-                let answer = check_response(&der, cert, issuer, &self.store);
-                if !matches!(answer, OcspAnswer::Unknown(_)) {
-                    return to_revocation(answer);
-                }
+        if let Some((at, der)) = cached
+            && at.elapsed() < settings.cache_ttl
+        {
+            let answer = check_response(&der, cert, issuer, &self.store);
+            if !matches!(answer, OcspAnswer::Unknown(_)) {
+                return to_revocation(answer);
             }
         }
         let Ok(req) = request(cert, issuer) else { return Revocation::Unknown("cannot build an OCSP request".into()) };
@@ -190,10 +193,10 @@ impl TrustStore {
             Err(e) => return Revocation::Unknown(format!("OCSP responder {url} unreachable: {e}")),
         };
         let answer = check_response(&der, cert, issuer, &self.store);
-        if !matches!(answer, OcspAnswer::Unknown(_)) {
-            if let Ok(mut cache) = settings.cache.lock() {
-                cache.insert(key, (std::time::Instant::now(), der));
-            }
+        if !matches!(answer, OcspAnswer::Unknown(_))
+            && let Ok(mut cache) = settings.cache.lock()
+        {
+            cache.insert(key, (std::time::Instant::now(), der));
         }
         to_revocation(answer)
     }

@@ -40,7 +40,7 @@ impl OcspTransport for HttpOcsp {
             .position(|w| w == b"\r\n\r\n")
             .ok_or("malformed HTTP response from the OCSP responder")?;
         let status_line = String::from_utf8_lossy(&response[..split]).lines().next().unwrap_or_default().to_owned();
-        if !status_line.split_whitespace().nth(1).is_some_and(|c| c == "200") {
+        if status_line.split_whitespace().nth(1).is_none_or(|c| c != "200") {
             return Err(format!("OCSP responder answered '{status_line}'"));
         }
         Ok(response[split + 4..].to_vec())
