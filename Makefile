@@ -5,7 +5,7 @@
 
 SHELL := /bin/bash
 BUILD_PKGS := pkg-config libxml2-dev libclang-dev libssl-dev
-TEST_PKGS  := xmlsec1 postgresql
+TEST_PKGS  := xmlsec1 postgresql openssl python3 python3-venv
 CARGO ?= cargo
 # Two cores: keep the test harness parallel but bounded.
 TEST_THREADS ?= 2
