@@ -304,3 +304,134 @@ mod encryption {
         );
     }
 }
+
+/// Input forms that other implementations send (docs/as4.md §2.2, §2.6.4), accepted; and the
+/// limits of that tolerance.
+mod tolerance {
+    use super::*;
+    use crate::wss::cipher;
+    use crate::wss::decrypt::{EncryptedFile, KeyTransport, decrypt_parts};
+    use crate::wss::encrypt::{PartToEncrypt, encrypt_parts};
+
+    fn setup(x25519: bool) -> (tempfile::TempDir, Credential, String, std::path::PathBuf, Vec<u8>) {
+        let ca = Authority::new("tolerance CA").unwrap();
+        let key = if x25519 {
+            PKey::generate_x25519().unwrap()
+        } else {
+            PKey::from_rsa(openssl::rsa::Rsa::generate(2048).unwrap()).unwrap()
+        };
+        let cert =
+            ca.issue("recipient", &key, if x25519 { Usage::KeyAgreement } else { Usage::KeyTransport }, 30).unwrap();
+        let recipient = Credential { key, cert };
+        let dir = tempfile::tempdir().unwrap();
+        let plain = dir.path().join("p");
+        std::fs::write(&plain, b"payload bytes").unwrap();
+        let cipher_path = dir.path().join("c");
+        let parts = [PartToEncrypt {
+            content_id: "p@x",
+            content_type: "application/gzip",
+            plaintext: &plain,
+            ciphertext: cipher_path.clone(),
+        }];
+        let xml = encrypt_parts(&parts, &recipient.cert, TokenReference::Bst, "t").unwrap();
+        let envelope = format!(
+            r#"<S12:Envelope xmlns:S12="{}" xmlns:wsu="{}"><S12:Header>{}{xml}</wsse:Security></S12:Header><S12:Body/></S12:Envelope>"#,
+            ns::SOAP12,
+            ns::WSU,
+            crate::wss::sign::SECURITY_OPEN
+        );
+        (dir, recipient, envelope, cipher_path, b"payload bytes".to_vec())
+    }
+
+    fn decrypt(
+        envelope: &str,
+        cipher_path: &std::path::Path,
+        transport: KeyTransport,
+        key: &Credential,
+    ) -> Result<Vec<u8>, EbmsError> {
+        let xml = Xml::parse(envelope.as_bytes()).unwrap();
+        let out = decrypt_parts(
+            &xml,
+            &[EncryptedFile { content_id: "p@x", path: cipher_path }],
+            transport,
+            std::slice::from_ref(key),
+        )?;
+        Ok(std::fs::read(&out[0].path).unwrap())
+    }
+
+    #[test]
+    fn x25519_encoding_variants() {
+        let (_dir, key, envelope, cipher_path, plain) = setup(true);
+        let t = KeyTransport::X25519;
+        // The spec form, and the prefix phase4/WSS4J use.
+        assert_eq!(decrypt(&envelope, &cipher_path, t, &key).unwrap(), plain);
+        let rfc9231 = envelope.replace("dsig-more:", "rfc9231:").replace("xmlns:dsig-more=", "xmlns:rfc9231=");
+        assert_eq!(decrypt(&rfc9231, &cipher_path, t, &key).unwrap(), plain);
+        // KeyLength in bits (leifj/signedxml) or absent; the Salt inside a Specified wrapper.
+        assert_eq!(
+            decrypt(&envelope.replace("KeyLength>16<", "KeyLength>128<"), &cipher_path, t, &key).unwrap(),
+            plain
+        );
+        let no_length = envelope.replace("<dsig-more:KeyLength>16</dsig-more:KeyLength>", "");
+        assert_eq!(decrypt(&no_length, &cipher_path, t, &key).unwrap(), plain);
+        let start = envelope.find("<dsig-more:Salt>").unwrap() + "<dsig-more:Salt>".len();
+        let end = envelope.find("</dsig-more:Salt>").unwrap();
+        let wrapped = format!(
+            "{}<dsig-more:Specified>{}</dsig-more:Specified>{}",
+            &envelope[..start],
+            &envelope[start..end],
+            &envelope[end..]
+        );
+        assert_eq!(decrypt(&wrapped, &cipher_path, t, &key).unwrap(), plain);
+        // wsu:Id instead of Id on the EncryptedKey (the ENTSOG sample).
+        let wsu_id = envelope.replace(r#"<xenc:EncryptedKey Id="EK-t""#, r#"<xenc:EncryptedKey wsu:Id="EK-t""#);
+        assert_eq!(decrypt(&wsu_id, &cipher_path, t, &key).unwrap(), plain);
+        // Beyond tolerance: a key length that does not fit kw-aes128, another PRF, ConcatKDF.
+        let bad = envelope.replace("KeyLength>16<", "KeyLength>32<");
+        assert_eq!(decrypt(&bad, &cipher_path, t, &key).unwrap_err().code, EbmsCode::PolicyNoncompliance);
+        let bad = envelope.replace(ns::HMAC_SHA256, "http://www.w3.org/2001/04/xmldsig-more#hmac-sha512");
+        assert_eq!(decrypt(&bad, &cipher_path, t, &key).unwrap_err().code, EbmsCode::PolicyNoncompliance);
+        let bad = envelope.replace(ns::HKDF, "http://www.w3.org/2009/xmlenc11#ConcatKDF");
+        assert_eq!(decrypt(&bad, &cipher_path, t, &key).unwrap_err().code, EbmsCode::PolicyNoncompliance);
+    }
+
+    #[test]
+    fn legacy_rsa_oaep_mgf1p_is_accepted_on_input() {
+        let (_dir, key, envelope, cipher_path, plain) = setup(false);
+        // Re-wrap the content key the legacy way: OAEP with SHA-1 digest and MGF1-SHA1.
+        let start = envelope.find("<xenc:CipherValue>").unwrap() + "<xenc:CipherValue>".len();
+        let end = envelope[start..].find("</xenc:CipherValue>").unwrap() + start;
+        let cek = cipher::rsa_oaep_decrypt(
+            &key.key,
+            &crate::wss::digest::unb64(&envelope[start..end]).unwrap(),
+            openssl::hash::MessageDigest::sha256(),
+            openssl::hash::MessageDigest::sha256(),
+        )
+        .unwrap();
+        let mut enc = openssl::encrypt::Encrypter::new(&key.key).unwrap();
+        enc.set_rsa_padding(openssl::rsa::Padding::PKCS1_OAEP).unwrap();
+        let mut legacy = vec![0u8; enc.encrypt_len(&cek).unwrap()];
+        let n = enc.encrypt(&cek, &mut legacy).unwrap();
+        legacy.truncate(n);
+        let method_start = envelope.find(&format!(r#"<xenc:EncryptionMethod Algorithm="{}">"#, ns::RSA_OAEP)).unwrap();
+        let method_end = envelope[method_start..].find("</xenc:EncryptionMethod>").unwrap()
+            + method_start
+            + "</xenc:EncryptionMethod>".len();
+        // Same key size, same ciphertext length: the offsets in `envelope` hold in `old`.
+        let old = format!("{}{}{}", &envelope[..start], crate::wss::digest::b64(&legacy), &envelope[end..]);
+        assert_eq!(old.len(), envelope.len());
+        let old = format!(
+            "{}<xenc:EncryptionMethod Algorithm=\"{}\"/>{}",
+            &old[..method_start],
+            ns::RSA_OAEP_MGF1P,
+            &old[method_end..]
+        );
+        assert_eq!(decrypt(&old, &cipher_path, KeyTransport::RsaOaep, &key).unwrap(), plain);
+        // RSA PKCS#1 v1.5 key transport is never accepted.
+        let v15 = envelope.replace(ns::RSA_OAEP, "http://www.w3.org/2001/04/xmlenc#rsa-1_5");
+        assert_eq!(
+            decrypt(&v15, &cipher_path, KeyTransport::RsaOaep, &key).unwrap_err().code,
+            EbmsCode::PolicyNoncompliance
+        );
+    }
+}
