@@ -12,6 +12,7 @@ pub mod inspect;
 pub mod mime;
 pub mod msh;
 pub mod node;
+pub mod payload;
 pub mod pki;
 pub mod pmode;
 pub mod store;

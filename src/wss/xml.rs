@@ -56,6 +56,33 @@ impl Xml {
         Ok(Xml { doc })
     }
 
+    /// Like [`Xml::parse`], but a refusal keeps libxml2's diagnostics with their line numbers.
+    pub fn parse_located(bytes: &[u8]) -> Result<Xml, Vec<(Option<i32>, String)>> {
+        init();
+        if bytes.len() > MAX_XML_BYTES {
+            return Err(vec![(None, format!("document exceeds {MAX_XML_BYTES} bytes"))]);
+        }
+        let options = ParserOptions { recover: false, no_net: true, no_def_dtd: true, huge: false, ..ParserOptions::default() };
+        let located = |errors: Vec<libxml::error::StructuredError>| -> Vec<(Option<i32>, String)> {
+            errors.into_iter().map(|e| (e.line, e.message.unwrap_or_default().trim().to_owned())).collect()
+        };
+        match Parser::default().parse_string_with_diagnostics(bytes, options) {
+            Ok((doc, errors)) => {
+                let fatal: Vec<_> = errors.into_iter().filter(|e| !matches!(e.level, libxml::error::XmlErrorLevel::Warning)).collect();
+                if !fatal.is_empty() {
+                    return Err(located(fatal));
+                }
+                // SAFETY: doc_ptr is a valid document owned by `doc`.
+                if unsafe { !(*doc.doc_ptr()).intSubset.is_null() } {
+                    return Err(vec![(Some(1), "document type declarations are not accepted".into())]);
+                }
+                Ok(Xml { doc })
+            }
+            Err(libxml::parser::XmlParseFailure::ParseFailed(errors)) => Err(located(errors)),
+            Err(other) => Err(vec![(None, other.to_string())]),
+        }
+    }
+
     pub fn root(&self) -> Option<Node> {
         self.doc.get_root_element()
     }
@@ -86,12 +113,27 @@ impl Xml {
         self.dump(nodes, inclusive_prefixes)
     }
 
+    /// Canonicalization of a subtree in any mode: 0 = C14N 1.0, 1 = exclusive, 2 = C14N 1.1
+    /// (embedded document signatures use inclusive C14N, sometimes with comments).
+    pub fn c14n_subtree_mode(&self, node: &Node, mode: i32, with_comments: bool) -> Result<Vec<u8>, XmlError> {
+        let ctx = Context::new(&self.doc).map_err(|_| XmlError::C14n("no XPath context".into()))?;
+        let expr = if with_comments { "(.//. | .//@* | .//namespace::*)" } else { "(.//. | .//@* | .//namespace::*)[not(self::comment())]" };
+        let set = ctx.node_evaluate(expr, node).map_err(|_| XmlError::C14n("cannot select the subtree".into()))?;
+        // SAFETY: as in c14n_subtree.
+        let nodes = unsafe { (*set.ptr).nodesetval };
+        self.dump_mode(nodes, mode, with_comments, &[])
+    }
+
     /// Exclusive canonicalization of the whole document (XML attachments).
     pub fn c14n_document(&self) -> Result<Vec<u8>, XmlError> {
         self.dump(std::ptr::null_mut(), &[])
     }
 
     fn dump(&self, nodes: bindings::xmlNodeSetPtr, inclusive_prefixes: &[String]) -> Result<Vec<u8>, XmlError> {
+        self.dump_mode(nodes, 1, false, inclusive_prefixes)
+    }
+
+    fn dump_mode(&self, nodes: bindings::xmlNodeSetPtr, mode: i32, with_comments: bool, inclusive_prefixes: &[String]) -> Result<Vec<u8>, XmlError> {
         let prefixes: Vec<CString> = inclusive_prefixes
             .iter()
             .map(|p| CString::new(p.as_str()).map_err(|_| XmlError::C14n("NUL in a prefix".into())))
@@ -106,9 +148,9 @@ impl Xml {
             bindings::xmlC14NDocDumpMemory(
                 self.doc.doc_ptr(),
                 nodes,
-                1, // XML_C14N_EXCLUSIVE_1_0
+                mode,
                 prefix_arg,
-                0,
+                i32::from(with_comments),
                 &mut out,
             )
         };
@@ -139,6 +181,12 @@ fn collect_ids(node: &Node, id: &str, found: &mut Vec<Node>) {
             collect_ids(&child, id, found);
         }
     }
+}
+
+/// The line an element starts on.
+pub fn line_of(node: &Node) -> i64 {
+    // SAFETY: the node pointer is valid while `node` lives.
+    unsafe { bindings::xmlGetLineNo(node.node_ptr()) as i64 }
 }
 
 /// Namespace URI and local name of an element.

@@ -1,0 +1,422 @@
+//! ePhyto: the UN/CEFACT SPSCertificate as the IPPC ePhyto Hub uses it (namespace
+//! `SPSCertificate:17`, validated against the hub schema set shipped in `schemas/ephyto/`),
+//! the older `SPSCertificate:11` (D13B) that the Pacific Alliance single windows exchange
+//! (no schema set available: the business rules below are all that is checked), and the hub's
+//! envelope forms. Business rules: docs/payloads.md §1.5.
+
+use super::{finding, locate, parse_findings, Context, Document, Finding, PayloadHandler};
+use crate::wss::xml::{is, Xml};
+use base64::Engine as _;
+use libxml::tree::Node;
+
+pub const SPS17: &str = "urn:un:unece:uncefact:data:standard:SPSCertificate:17";
+pub const SPS11: &str = "urn:un:unece:uncefact:data:standard:SPSCertificate:11";
+const HUB: &str = "http://ephyto.ippc.int/HUB.Entities";
+const EPHYTO: &str = "http://ephyto.ippc.int/";
+
+pub struct Ephyto;
+
+impl PayloadHandler for Ephyto {
+    fn name(&self) -> &'static str {
+        "ephyto"
+    }
+
+    fn detect(&self, head: &[u8]) -> bool {
+        let text = String::from_utf8_lossy(head);
+        text.contains("SPSCertificate") || text.contains(HUB)
+    }
+
+    fn inspect(&self, bytes: &[u8], context: &Context) -> Result<Document, Vec<Finding>> {
+        let xml = Xml::parse_located(bytes).map_err(|e| parse_findings("EPHYTO-XML", e))?;
+        let root = xml.root().ok_or_else(|| vec![finding("EPHYTO-XML", "document", "no root element")])?;
+        if is(&root, HUB, "Envelope") {
+            return envelope_with_content(&root, context);
+        }
+        if is(&root, EPHYTO, "ePhytoEnvelope") {
+            schema::validate(&xml, schema::ENVELOPE)?;
+            let header = Header::read(&root)?;
+            let certificate = children(&root).into_iter().find(|c| c.get_name() == "SPSCertificate").ok_or_else(|| {
+                vec![finding("EPHYTO-ENVELOPE", locate(&root), "the ePhytoEnvelope holds no SPSCertificate")]
+            })?;
+            let document = certificate_rules(&certificate, version_of(&certificate, context)?)?;
+            header.agrees_with(&document, &root)?;
+            return Ok(document);
+        }
+        let version = version_of(&root, context)?;
+        if version == "17" {
+            schema::validate(&xml, schema::CERTIFICATE)?;
+        }
+        certificate_rules(&root, version)
+    }
+}
+
+/// The schema version from the root namespace; the P-Mode says which versions it accepts.
+fn version_of(root: &Node, context: &Context) -> Result<&'static str, Vec<Finding>> {
+    let ns = root.get_namespace().map(|n| n.get_href()).unwrap_or_default();
+    let version = match (ns.as_str(), root.get_name().as_str()) {
+        (SPS17, "SPSCertificate") => "17",
+        (SPS11, "SPSCertificate") => "11",
+        (other, name) => {
+            return Err(vec![finding("EPHYTO-ROOT", locate(root), format!("root {{{other}}}{name} is not an SPSCertificate (:17 or :11) or an ePhyto hub envelope"))]);
+        }
+    };
+    if !context.allowed_versions.is_empty() && !context.allowed_versions.iter().any(|v| v == version) {
+        return Err(vec![finding(
+            "EPHYTO-VERSION",
+            locate(root),
+            format!("SPSCertificate:{version} is not allowed on this link (allowed: {})", context.allowed_versions.join(", ")),
+        )]);
+    }
+    Ok(version)
+}
+
+fn children(node: &Node) -> Vec<Node> {
+    node.get_child_elements()
+}
+
+/// The first descendant path by local names (namespaces are fixed by the schema for :17 and
+/// by the root namespace check for :11).
+fn path(node: &Node, names: &[&str]) -> Option<Node> {
+    let mut current = node.clone();
+    for name in names {
+        current = children(&current).into_iter().find(|c| c.get_name() == *name)?;
+    }
+    Some(current)
+}
+
+fn all(node: &Node, name: &str) -> Vec<Node> {
+    children(node).into_iter().filter(|c| c.get_name() == name).collect()
+}
+
+fn text(node: &Node, names: &[&str]) -> Option<String> {
+    path(node, names).map(|n| n.get_content().trim().to_owned()).filter(|t| !t.is_empty())
+}
+
+fn descendants(node: &Node, name: &str, out: &mut Vec<Node>) {
+    for c in children(node) {
+        if c.get_name() == name {
+            out.push(c.clone());
+        }
+        descendants(&c, name, out);
+    }
+}
+
+fn is_country(code: &str) -> bool {
+    code.len() == 2 && code.chars().all(|c| c.is_ascii_uppercase())
+}
+
+fn certificate_rules(root: &Node, version: &str) -> Result<Document, Vec<Finding>> {
+    let mut errors = Vec::new();
+    let doc = path(root, &["SPSExchangedDocument"]);
+    let consignment = path(root, &["SPSConsignment"]);
+    let (Some(doc), Some(consignment)) = (doc, consignment) else {
+        return Err(vec![finding("EPHYTO-MISSING", locate(root), "SPSExchangedDocument and SPSConsignment are required")]);
+    };
+    let mut required = |node: &Node, names: &[&str], what: &str| -> String {
+        let value = text(node, names);
+        if value.is_none() {
+            errors.push(finding("EPHYTO-MISSING", locate(node), format!("{} is required ({what})", names.join("/"))));
+        }
+        value.unwrap_or_default()
+    };
+    let number = required(&doc, &["ID"], "the certificate number");
+    let type_code = required(&doc, &["TypeCode"], "851 or 657");
+    let status_code = required(&doc, &["StatusCode"], "70 issued or 40 withdrawn");
+    let issued = required(&doc, &["IssueDateTime", "DateTimeString"], "the issue date");
+    let export = required(&consignment, &["ExportSPSCountry", "ID"], "the exporting country");
+    let import = required(&consignment, &["ImportSPSCountry", "ID"], "the importing country");
+    let issuer = text(&doc, &["IssuerSPSParty", "Name"]).unwrap_or_default();
+    if !type_code.is_empty() && type_code != "851" && type_code != "657" {
+        errors.push(finding("EPHYTO-TYPECODE", locate(&path(&doc, &["TypeCode"]).unwrap_or(doc.clone())), format!("TypeCode {type_code} is neither 851 (phytosanitary) nor 657 (re-export)")));
+    }
+    let status = match status_code.as_str() {
+        "70" => "issued",
+        "40" => "withdrawn",
+        "" => "",
+        other => {
+            errors.push(finding("EPHYTO-STATUS", locate(&path(&doc, &["StatusCode"]).unwrap_or(doc.clone())), format!("StatusCode {other} is not 70 (issued) or 40 (withdrawn)")));
+            ""
+        }
+    };
+    for (code, what) in [(&export, "ExportSPSCountry"), (&import, "ImportSPSCountry")] {
+        if !code.is_empty() && !is_country(code) {
+            errors.push(finding("EPHYTO-COUNTRY", locate(&path(&consignment, &[what]).unwrap_or(consignment.clone())), format!("{what}/ID '{code}' is not an ISO 3166 alpha-2 code")));
+        }
+    }
+    if !export.is_empty() && export == import {
+        errors.push(finding("EPHYTO-COUNTRY", locate(&consignment), format!("exporting and importing country are both {export}")));
+    }
+    for transit in all(&consignment, "TransitSPSCountry") {
+        let id = text(&transit, &["ID"]).unwrap_or_default();
+        if id == export || id == import {
+            errors.push(finding("EPHYTO-COUNTRY", locate(&transit), format!("transit country {id} is also the exporting or importing country")));
+        }
+    }
+    if !issued.is_empty() {
+        match parse_date(&issued) {
+            None => errors.push(finding("EPHYTO-DATE", locate(&doc), format!("IssueDateTime '{issued}' is not a date-time"))),
+            Some(t) if t > time::OffsetDateTime::now_utc() + time::Duration::days(1) => {
+                errors.push(finding("EPHYTO-DATE", locate(&doc), format!("IssueDateTime {issued} is in the future")))
+            }
+            _ => {}
+        }
+    }
+    let mut lines = Vec::new();
+    descendants(&consignment, "IncludedSPSTradeLineItem", &mut lines);
+    if lines.is_empty() {
+        errors.push(finding("EPHYTO-MISSING", locate(&consignment), "at least one IncludedSPSTradeLineItem is required"));
+    }
+    let mut sequence = Vec::new();
+    let mut products = Vec::new();
+    let mut line_notes = Vec::new();
+    for line in &lines {
+        match text(line, &["SequenceNumeric"]) {
+            None => errors.push(finding("EPHYTO-LINE", locate(line), "a trade line item needs its SequenceNumeric")),
+            Some(n) if sequence.contains(&n) => errors.push(finding("EPHYTO-LINE", locate(line), format!("SequenceNumeric {n} is used twice"))),
+            Some(n) => sequence.push(n),
+        }
+        match text(line, &["ScientificName"]).or_else(|| text(line, &["Description"])) {
+            Some(p) => products.push(p),
+            None => errors.push(finding("EPHYTO-LINE", locate(line), "a trade line item needs a ScientificName or Description")),
+        }
+        for note in all(line, "AdditionalInformationSPSNote") {
+            line_notes.push(text(&note, &["Subject"]).unwrap_or_default());
+        }
+    }
+    if type_code == "657" {
+        for subject in ["RPCCO", "RPCRF"] {
+            if !line_notes.iter().any(|s| s == subject) {
+                errors.push(finding("EPHYTO-REEXPORT", locate(&doc), format!("a re-export certificate (657) needs the {subject} note on its lines")));
+            }
+        }
+    }
+    let mut replaces = None;
+    for note in all(&doc, "IncludedSPSNote") {
+        if text(&note, &["Subject"]).as_deref() == Some("ADRPN") {
+            let replaced = text(&note, &["Content"]).unwrap_or_default();
+            if replaced == number {
+                errors.push(finding("EPHYTO-REPLACEMENT", locate(&note), "a replacement certificate cannot replace itself"));
+            }
+            replaces = Some(replaced);
+        }
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    let mut fields = std::collections::BTreeMap::new();
+    fields.insert("issuer".into(), issuer);
+    fields.insert("issued_at".into(), issued);
+    fields.insert("consignor".into(), text(&consignment, &["ConsignorSPSParty", "Name"]).unwrap_or_default());
+    fields.insert("consignee".into(), text(&consignment, &["ConsigneeSPSParty", "Name"]).unwrap_or_default());
+    fields.insert("products".into(), products.join("; "));
+    if let Some(r) = &replaces {
+        fields.insert("replaces".into(), r.clone());
+    }
+    let status = match (&replaces, status) {
+        (Some(r), "issued") => format!("issued (replaces {r})"),
+        (_, s) => s.to_owned(),
+    };
+    Ok(Document {
+        kind: "ephyto".into(),
+        profile: format!("SPSCertificate:{version}"),
+        number,
+        doc_type: type_code,
+        status,
+        origin_country: Some(export),
+        destination_country: Some(import),
+        fields,
+        warnings: Vec::new(),
+    })
+}
+
+fn parse_date(value: &str) -> Option<time::OffsetDateTime> {
+    use time::format_description::well_known::Rfc3339;
+    time::OffsetDateTime::parse(value, &Rfc3339)
+        .or_else(|_| time::OffsetDateTime::parse(&format!("{value}Z"), &Rfc3339))
+        .or_else(|_| time::OffsetDateTime::parse(&format!("{value}T00:00:00Z"), &Rfc3339))
+        .ok()
+}
+
+/// The hub envelope header, which must agree with the certificate it carries.
+struct Header {
+    from: String,
+    to: String,
+    kind: String,
+    status: String,
+    number: String,
+}
+
+impl Header {
+    fn read(root: &Node) -> Result<Header, Vec<Finding>> {
+        let field = |name: &str| {
+            children(root)
+                .into_iter()
+                .find(|c| is(c, HUB, name))
+                .map(|c| c.get_content().trim().to_owned())
+                .ok_or_else(|| vec![finding("EPHYTO-ENVELOPE", locate(root), format!("the envelope header lacks {name}"))])
+        };
+        Ok(Header { from: field("From")?, to: field("To")?, kind: field("CertificateType")?, status: field("CertificateStatus")?, number: field("NPPOCertificateNumber")? })
+    }
+
+    fn agrees_with(&self, d: &Document, root: &Node) -> Result<(), Vec<Finding>> {
+        let pairs = [
+            ("From", &self.from, d.origin_country.clone().unwrap_or_default(), "ExportSPSCountry/ID"),
+            ("To", &self.to, d.destination_country.clone().unwrap_or_default(), "ImportSPSCountry/ID"),
+            ("CertificateType", &self.kind, d.doc_type.clone(), "TypeCode"),
+            ("NPPOCertificateNumber", &self.number, d.number.clone(), "ID"),
+        ];
+        let mut errors: Vec<Finding> = pairs
+            .iter()
+            .filter(|(_, h, c, _)| *h != c)
+            .map(|(name, h, c, what)| finding("EPHYTO-HEADER", locate(root), format!("envelope {name} '{h}' disagrees with the certificate's {what} '{c}'")))
+            .collect();
+        let status_code = match d.status.as_str() {
+            s if s.starts_with("issued") => "70",
+            "withdrawn" => "40",
+            _ => "",
+        };
+        if self.status != status_code {
+            errors.push(finding("EPHYTO-HEADER", locate(root), format!("envelope CertificateStatus '{}' disagrees with the certificate's StatusCode", self.status)));
+        }
+        if errors.is_empty() { Ok(()) } else { Err(errors) }
+    }
+}
+
+/// `HUB.Entities:Envelope`: the header plus `Content`, base64 of the certificate or the XML text.
+fn envelope_with_content(root: &Node, context: &Context) -> Result<Document, Vec<Finding>> {
+    let header = Header::read(root)?;
+    let content = children(root).into_iter().find(|c| is(c, HUB, "Content")).ok_or_else(|| {
+        vec![finding("EPHYTO-ENVELOPE", locate(root), "the envelope has no Content")]
+    })?;
+    let raw = content.get_content();
+    let compact: String = raw.chars().filter(|c| !c.is_whitespace()).collect();
+    let inner = base64::engine::general_purpose::STANDARD.decode(compact.as_bytes()).unwrap_or_else(|_| raw.trim().as_bytes().to_vec());
+    let document = Ephyto.inspect(&inner, context).map_err(|errors| {
+        errors.into_iter().map(|f| Finding { location: format!("Content (line {} of the envelope): {}", crate::wss::xml::line_of(&content), f.location), ..f }).collect::<Vec<_>>()
+    })?;
+    header.agrees_with(&document, root)?;
+    Ok(document)
+}
+
+/// The hub schema set, embedded in the binary and written out once for libxml2 to resolve
+/// its imports; compiled once per thread (libxml2 schema contexts are not `Send`).
+mod schema {
+    use super::super::{finding, Finding};
+    use crate::wss::xml::Xml;
+    use libxml::schemas::{SchemaParserContext, SchemaValidationContext};
+    use std::cell::RefCell;
+    use std::collections::HashMap;
+    use std::path::PathBuf;
+    use std::sync::OnceLock;
+
+    pub const CERTIFICATE: &str = "hub_SPSCertificate_17.xsd";
+    pub const ENVELOPE: &str = "hub_ephyto.ippc.int.xsd";
+
+    const FILES: [(&str, &[u8]); 7] = [
+        ("hub_HUB.Entities.xsd", include_bytes!("../../schemas/ephyto/hub_HUB.Entities.xsd")),
+        ("hub_QualifiedDataType_21.xsd", include_bytes!("../../schemas/ephyto/hub_QualifiedDataType_21.xsd")),
+        ("hub_RABIE_21.xsd", include_bytes!("../../schemas/ephyto/hub_RABIE_21.xsd")),
+        ("hub_SPSAcknowledgement_17.xsd", include_bytes!("../../schemas/ephyto/hub_SPSAcknowledgement_17.xsd")),
+        ("hub_SPSCertificate_17.xsd", include_bytes!("../../schemas/ephyto/hub_SPSCertificate_17.xsd")),
+        ("hub_UnqualifiedDataType_21.xsd", include_bytes!("../../schemas/ephyto/hub_UnqualifiedDataType_21.xsd")),
+        ("hub_ephyto.ippc.int.xsd", include_bytes!("../../schemas/ephyto/hub_ephyto.ippc.int.xsd")),
+    ];
+
+    fn directory() -> Result<&'static PathBuf, String> {
+        static DIR: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+        DIR.get_or_init(|| {
+            let digest = crate::util::short_hash(&FILES.iter().flat_map(|(_, b)| b.iter().copied()).collect::<Vec<u8>>());
+            let dir = std::env::temp_dir().join(format!("ventanilla-schemas-{digest}-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+            for (name, bytes) in FILES {
+                std::fs::write(dir.join(name), bytes).map_err(|e| e.to_string())?;
+            }
+            Ok(dir)
+        })
+        .as_ref()
+        .map_err(Clone::clone)
+    }
+
+    thread_local! {
+        static COMPILED: RefCell<HashMap<&'static str, SchemaValidationContext>> = RefCell::new(HashMap::new());
+    }
+
+    pub fn validate(xml: &Xml, entry: &'static str) -> Result<(), Vec<Finding>> {
+        let dir = directory().map_err(|e| vec![finding("EPHYTO-XSD", "schema", format!("cannot prepare the schema set: {e}"))])?;
+        COMPILED.with(|cache| {
+            let mut cache = cache.borrow_mut();
+            if !cache.contains_key(entry) {
+                let path = dir.join(entry);
+                let mut parser = SchemaParserContext::from_file(&path.to_string_lossy());
+                let context = SchemaValidationContext::from_parser(&mut parser).map_err(|errors| {
+                    vec![finding("EPHYTO-XSD", "schema", format!("the schema set does not compile: {:?}", errors.first().and_then(|e| e.message.clone())))]
+                })?;
+                cache.insert(entry, context);
+            }
+            let context = cache.get_mut(entry).ok_or_else(|| vec![finding("EPHYTO-XSD", "schema", "schema cache")])?;
+            context.validate_document(xml.document()).map_err(|errors| {
+                errors
+                    .into_iter()
+                    .map(|e| finding("EPHYTO-XSD", e.line.map(|l| format!("line {l}")).unwrap_or_else(|| "document".into()), e.message.unwrap_or_default().trim().to_owned()))
+                    .collect()
+            })
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(name: &str) -> Vec<u8> {
+        std::fs::read(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/ephyto/own").join(name)).unwrap()
+    }
+
+    fn check(name: &str) -> Result<Document, Vec<Finding>> {
+        Ephyto.inspect(&sample(name), &Context::default())
+    }
+
+    #[test]
+    fn valid_samples_and_their_metadata() {
+        let d = check("ephyto_CL-MX_851_issued.xml").unwrap();
+        assert_eq!((d.number.as_str(), d.doc_type.as_str(), d.status.as_str()), ("CL-2025-0001234", "851", "issued"));
+        assert_eq!((d.origin_country.as_deref(), d.destination_country.as_deref()), (Some("CL"), Some("MX")));
+        assert!(!d.fields["products"].is_empty());
+        assert_eq!(check("ephyto_MX-CL_851_withdrawn.xml").unwrap().status, "withdrawn");
+        assert_eq!(check("ephyto_CO-PE_657_reexport.xml").unwrap().doc_type, "657");
+        assert!(check("ephyto_PE-CO_851_replacement.xml").unwrap().status.starts_with("issued (replaces "));
+        for envelope in ["hub_envelope_CL-MX_851_base64.xml", "hub_ephytoenvelope_CL-MX_851.xml"] {
+            let d = check(envelope).unwrap_or_else(|e| panic!("{envelope}: {e:?}"));
+            assert_eq!(d.number, "CL-2025-0001234", "{envelope}");
+        }
+    }
+
+    #[test]
+    fn negative_samples_fail_with_located_findings() {
+        for (name, rule) in [
+            ("neg_ephyto_schema_wrong_order.xml", "EPHYTO-XSD"),
+            ("neg_ephyto_not_wellformed.xml", "EPHYTO-XML"),
+            ("neg_ephyto_missing_import_country.xml", "EPHYTO-MISSING"),
+            ("neg_ephyto_bad_typecode.xml", "EPHYTO-TYPECODE"),
+            ("neg_hub_ephytoenvelope_header_mismatch.xml", "EPHYTO-HEADER"),
+        ] {
+            let findings = check(name).unwrap_err();
+            assert!(findings.iter().any(|f| f.rule == rule), "{name}: {findings:?}");
+            assert!(findings.iter().all(|f| f.location.contains("line") || f.location.contains("Content")), "{name}: located {findings:?}");
+        }
+        // The D13B namespace: refused where the link allows only :17, read where :11 is allowed.
+        let only17 = Context { allowed_versions: vec!["17".into()] };
+        let findings = Ephyto.inspect(&sample("neg_ephyto_legacy_namespace_v11.xml"), &only17).unwrap_err();
+        assert_eq!(findings[0].rule, "EPHYTO-VERSION");
+        let both = Context { allowed_versions: vec!["17".into(), "11".into()] };
+        assert_eq!(Ephyto.inspect(&sample("neg_ephyto_legacy_namespace_v11.xml"), &both).unwrap().profile, "SPSCertificate:11");
+    }
+
+    #[test]
+    fn hostile_input_is_bounded() {
+        let deep = format!("<rsm:SPSCertificate xmlns:rsm=\"{SPS17}\">{}{}</rsm:SPSCertificate>", "<a>".repeat(5000), "</a>".repeat(5000));
+        assert!(Ephyto.inspect(deep.as_bytes(), &Context::default()).is_err());
+        let entity = b"<?xml version='1.0'?><!DOCTYPE x [<!ENTITY a 'aaaa'>]><x>&a;</x>";
+        assert!(Ephyto.inspect(entity, &Context::default()).is_err());
+    }
+}
