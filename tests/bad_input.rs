@@ -24,7 +24,8 @@ async fn every_bad_input_gets_its_ebms_error_and_nothing_is_stored() {
     let cluster = Cluster::start(&[("cl", "CL-SICEX"), ("pe", "PE-VUCE")]).await;
     let ct = multipart_content_type();
     let good = write::user_message_envelope(&user_message("bad@test"));
-    let doc: &[(&str, &[u8])] = &[("doc@test", b"<doc/>")];
+    let valid = ephyto("CL", "PE");
+    let doc: &[(&str, &[u8])] = &[("doc@test", &valid)];
 
     // MIME level: EBMS:0007
     expect(&cluster, &ct, b"this is not a multipart body".to_vec(), "EBMS:0007", 400).await;

@@ -11,16 +11,18 @@ use ventanilla::ebms::write;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_access_points_exchange_both_documents_both_ways() {
     let cluster = Cluster::start(&[("cl", "CL-SICEX"), ("mx", "MX-VUCEM"), ("pe", "PE-VUCE")]).await;
-    let ephyto = sample("ephyto/own/ephyto_CL-MX_851_issued.xml");
-    let origin = sample("origin/cod_v1.8.3_A35_CL-AR_stage4_complete.xml");
     let pairs = [("cl", "mx"), ("mx", "cl"), ("cl", "pe"), ("pe", "mx")];
     for (from, to) in pairs {
-        for (leg, doc) in [("ephyto", &ephyto), ("origin", &origin)] {
+        let (f, t) = (from.to_uppercase(), to.to_uppercase());
+        let ephyto_doc = file(cluster.dir.path(), &format!("ephyto-{from}-{to}.xml"), &ephyto(&f, &t));
+        let origin_doc = file(cluster.dir.path(), &format!("cod-{from}-{to}.xml"), &cod(&f, &t));
+        for (leg, doc) in [("ephyto", &ephyto_doc), ("origin", &origin_doc)] {
             let e = exchange(cluster.node(from), cluster.node(to), leg, doc, Duration::from_secs(60)).await;
             assert!(e.ok(), "{from} -> {to} {leg}: {e:?}");
             let received = cluster.node(to).api.received(&e.message_id).await.unwrap();
             assert_eq!(received["state"], "acknowledged", "the backend acknowledged it");
             assert_eq!(received["leg"], leg);
+            assert_eq!(received["document"]["destination_country"], t.as_str(), "the receiver extracted the document: {received}");
             let history =
                 cluster.node(from).api.status(&e.message_id).await.unwrap()["history"].as_array().unwrap().len();
             assert!(history >= 3, "submitted, sending, acknowledged");
@@ -68,7 +70,7 @@ async fn several_payloads_keep_order_and_bytes() {
 async fn a_duplicate_gets_the_same_receipt_and_is_delivered_once() {
     let cluster = Cluster::start(&[("cl", "CL-SICEX"), ("pe", "PE-VUCE")]).await;
     let um = user_message("dup-1@test");
-    let body = multipart(&write::user_message_envelope(&um), &[("doc@test", b"<doc/>")]);
+    let body = multipart(&write::user_message_envelope(&um), &[("doc@test", &ephyto("CL", "PE"))]);
     let (status1, first) = cluster.post_raw("pe", &multipart_content_type(), body.clone()).await;
     assert_eq!(status1, 200, "{first}");
     assert!(is_receipt_for(&first, "dup-1@test"), "{first}");
@@ -99,7 +101,7 @@ async fn a_pmode_file_added_while_running_takes_effect() {
         .replace("agreement = \"urn:pacific-alliance:as4:agreement:cl-pe\"\n", "")
         .replace("urn:pacific-alliance:as4:service:ephyto", "urn:pacific-alliance:as4:service:edifact")
         .replace("action      = \"SPSCertificate\"", "action      = \"SANCRT\"")
-        .replace("document    = \"ephyto\"", "document    = \"edifact\"")
+        .replace("document    = \"ephyto\"\n", "")
         .replace("urn:pacific-alliance:as4:service:origin", "urn:pacific-alliance:as4:service:edifact-origin");
     // A broken file next to it is reported and ignored; it does not block the good one.
     std::fs::write(cluster.pmodes_dir().join("zz-broken.toml"), "id = \"x\"\nprofile = \"nope\"\n").unwrap();
@@ -119,7 +121,7 @@ async fn a_pmode_file_added_while_running_takes_effect() {
         .post_raw(
             "pe",
             &multipart_content_type(),
-            multipart(&write::user_message_envelope(&user_message("after-reload@test")), &[("doc@test", b"<d/>")]),
+            multipart(&write::user_message_envelope(&user_message("after-reload@test")), &[("doc@test", &ephyto("CL", "PE"))]),
         )
         .await;
     assert!(is_receipt_for(&ok, "after-reload@test"), "{ok}");

@@ -68,15 +68,16 @@ fn certs(cluster: &Cluster) -> PathBuf {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn both_profiles_exchange_signed_encrypted_and_receipted() {
     let cluster = Cluster::start_secure(&[("cl", "CL-SICEX"), ("co", "CO-VUCE"), ("mx", "MX-VUCEM")]).await;
-    let ephyto = sample("ephyto/own/ephyto_CL-MX_851_issued.xml");
-    let origin = sample("origin/cod_v1.8.3_A35_CL-AR_stage4_complete.xml");
     for (from, to, profile) in [
         ("cl", "mx", "edelivery-1.15"),
         ("mx", "cl", "edelivery-1.15"),
         ("cl", "co", "edelivery-2.0"),
         ("co", "cl", "edelivery-2.0"),
     ] {
-        for (leg, doc) in [("ephyto", &ephyto), ("origin", &origin)] {
+        let (f, t) = (from.to_uppercase(), to.to_uppercase());
+        let ephyto_doc = file(cluster.dir.path(), &format!("ephyto-{from}-{to}.xml"), &ephyto(&f, &t));
+        let origin_doc = file(cluster.dir.path(), &format!("cod-{from}-{to}.xml"), &cod(&f, &t));
+        for (leg, doc) in [("ephyto", &ephyto_doc), ("origin", &origin_doc)] {
             let e = exchange(cluster.node(from), cluster.node(to), leg, doc, Duration::from_secs(60)).await;
             assert!(e.ok(), "{from} -> {to} {leg}: {e:?}");
             assert_eq!(e.profile, profile);
@@ -155,45 +156,45 @@ async fn refusals_name_the_security_failure() {
     let pe_enc = dir.join("pe-enc-x25519.pem");
 
     // Positive control: CL signs and encrypts correctly, PE answers with a signed receipt.
-    let good = protected_message("sec-ok@test", "CL-SICEX", cl_pe, &cl, &pe_enc, b"<doc>ok</doc>");
+    let good = protected_message("sec-ok@test", "CL-SICEX", cl_pe, &cl, &pe_enc, &ephyto("CL", "PE"));
     let (status, response) = cluster.post_raw("pe", &ct, good).await;
     assert_eq!(status, 200, "{response}");
     assert!(is_receipt_for(&response, "sec-ok@test"), "{response}");
     assert!(response.contains("ds:SignatureValue"), "the receipt is signed");
 
     // Unsigned and unencrypted on a link that requires both: EBMS:0103.
-    let plain = multipart(&write::user_message_envelope(&user_message("sec-plain@test")), &[("doc@test", b"<doc/>")]);
+    let plain = multipart(&write::user_message_envelope(&user_message("sec-plain@test")), &[("doc@test", &ephyto("CL", "PE"))]);
     let (_, response) = cluster.post_raw("pe", &ct, plain).await;
     assert_eq!(error_code(&response).as_deref(), Some("EBMS:0103"), "{response}");
     assert!(response.contains("ds:SignatureValue"), "errors are signed on a signing link: {response}");
 
     // Signed with a certificate the P-Mode binds to another party: EBMS:0101.
     let mx = credential(&dir, "mx-sign-ed25519");
-    let forged = protected_message("sec-forged@test", "CL-SICEX", cl_pe, &mx, &pe_enc, b"<doc/>");
+    let forged = protected_message("sec-forged@test", "CL-SICEX", cl_pe, &mx, &pe_enc, &ephyto("CL", "PE"));
     let (_, response) = cluster.post_raw("pe", &ct, forged).await;
     assert_eq!(error_code(&response).as_deref(), Some("EBMS:0101"), "{response}");
 
     // The wrong algorithm for the profile (RSA on a 2.0 link): EBMS:0103.
     let rsa = credential(&dir, "cl-sign-rsa");
-    let weak = protected_message("sec-rsa@test", "CL-SICEX", cl_pe, &rsa, &pe_enc, b"<doc/>");
+    let weak = protected_message("sec-rsa@test", "CL-SICEX", cl_pe, &rsa, &pe_enc, &ephyto("CL", "PE"));
     let (_, response) = cluster.post_raw("pe", &ct, weak).await;
     assert_eq!(error_code(&response).as_deref(), Some("EBMS:0103"), "{response}");
 
     // Encrypted for someone else: EBMS:0102.
     let wrong_key =
-        protected_message("sec-key@test", "CL-SICEX", cl_pe, &cl, &dir.join("cl-enc-x25519.pem"), b"<doc/>");
+        protected_message("sec-key@test", "CL-SICEX", cl_pe, &cl, &dir.join("cl-enc-x25519.pem"), &ephyto("CL", "PE"));
     let (_, response) = cluster.post_raw("pe", &ct, wrong_key).await;
     assert_eq!(error_code(&response).as_deref(), Some("EBMS:0102"), "{response}");
 
     // Ciphertext altered in transit: EBMS:0102.
-    let mut altered = protected_message("sec-gcm@test", "CL-SICEX", cl_pe, &cl, &pe_enc, b"<doc>ok</doc>");
+    let mut altered = protected_message("sec-gcm@test", "CL-SICEX", cl_pe, &cl, &pe_enc, &ephyto("CL", "PE"));
     let at = altered.len() - 40;
     altered[at] ^= 0x01;
     let (_, response) = cluster.post_raw("pe", &ct, altered).await;
     assert_eq!(error_code(&response).as_deref(), Some("EBMS:0102"), "{response}");
 
     // A header value changed after signing: EBMS:0101.
-    let body = protected_message("sec-header@test", "CL-SICEX", cl_pe, &cl, &pe_enc, b"<doc/>");
+    let body = protected_message("sec-header@test", "CL-SICEX", cl_pe, &cl, &pe_enc, &ephyto("CL", "PE"));
     let at = body.windows(9).position(|w| w == b"conv-test").unwrap();
     let mut changed = body;
     changed[at..at + 9].copy_from_slice(b"conv-evil");
@@ -228,7 +229,7 @@ async fn next_certificate_rollover_and_expired_certificates() {
     let pe_enc = dir.join("pe-enc-x25519.pem");
 
     let (_, before) =
-        cluster.post_raw("pe", &ct, protected_message("roll-1@test", "CL-SICEX", cl_pe, &next, &pe_enc, b"<d/>")).await;
+        cluster.post_raw("pe", &ct, protected_message("roll-1@test", "CL-SICEX", cl_pe, &next, &pe_enc, &ephyto("CL", "PE"))).await;
     assert_eq!(error_code(&before).as_deref(), Some("EBMS:0101"), "not yet announced: {before}");
 
     // Announce the next certificate in the P-Mode; the access point reloads it while running.
@@ -248,7 +249,7 @@ async fn next_certificate_rollover_and_expired_certificates() {
             .post_raw(
                 "pe",
                 &ct,
-                protected_message(&format!("roll-2-{i}@test"), "CL-SICEX", cl_pe, &next, &pe_enc, b"<d/>"),
+                protected_message(&format!("roll-2-{i}@test"), "CL-SICEX", cl_pe, &next, &pe_enc, &ephyto("CL", "PE")),
             )
             .await;
         after = r;
@@ -260,7 +261,7 @@ async fn next_certificate_rollover_and_expired_certificates() {
     // The current certificate still works during the rollover.
     let current = credential(&dir, "cl-sign-ed25519");
     let (_, r) = cluster
-        .post_raw("pe", &ct, protected_message("roll-3@test", "CL-SICEX", cl_pe, &current, &pe_enc, b"<d/>"))
+        .post_raw("pe", &ct, protected_message("roll-3@test", "CL-SICEX", cl_pe, &current, &pe_enc, &ephyto("CL", "PE")))
         .await;
     assert!(is_receipt_for(&r, "roll-3@test"), "{r}");
 
@@ -271,7 +272,7 @@ async fn next_certificate_rollover_and_expired_certificates() {
     for i in 0..50 {
         tokio::time::sleep(Duration::from_millis(200)).await;
         let (_, r) = cluster
-            .post_raw("pe", &ct, protected_message(&format!("old-{i}@test"), "CL-SICEX", cl_pe, &old, &pe_enc, b"<d/>"))
+            .post_raw("pe", &ct, protected_message(&format!("old-{i}@test"), "CL-SICEX", cl_pe, &old, &pe_enc, &ephyto("CL", "PE")))
             .await;
         refused = r;
         if refused.contains("expired") {
@@ -292,7 +293,7 @@ async fn a_revoked_certificate_is_refused_once_the_crl_lists_it() {
     let cl = credential(&dir, "cl-sign-ed25519");
     let pe_enc = dir.join("pe-enc-x25519.pem");
     let (_, ok) =
-        cluster.post_raw("pe", &ct, protected_message("crl-1@test", "CL-SICEX", cl_pe, &cl, &pe_enc, b"<d/>")).await;
+        cluster.post_raw("pe", &ct, protected_message("crl-1@test", "CL-SICEX", cl_pe, &cl, &pe_enc, &ephyto("CL", "PE"))).await;
     assert!(is_receipt_for(&ok, "crl-1@test"), "{ok}");
     // The CA publishes a CRL revoking CL's signing certificate; the access point reloads it.
     let ca = ventanilla::pki::demo::Authority::load(&dir.join("ca.pem"), &dir.join("ca.key")).unwrap();
@@ -302,7 +303,7 @@ async fn a_revoked_certificate_is_refused_once_the_crl_lists_it() {
         tokio::time::sleep(Duration::from_millis(200)).await;
         let id = format!("crl-2-{i}@test");
         let (_, r) =
-            cluster.post_raw("pe", &ct, protected_message(&id, "CL-SICEX", cl_pe, &cl, &pe_enc, b"<d/>")).await;
+            cluster.post_raw("pe", &ct, protected_message(&id, "CL-SICEX", cl_pe, &cl, &pe_enc, &ephyto("CL", "PE"))).await;
         refused = r;
         if !is_receipt_for(&refused, &id) {
             break;
@@ -314,7 +315,7 @@ async fn a_revoked_certificate_is_refused_once_the_crl_lists_it() {
     std::fs::write(dir.join("ca.crl"), b"not a CRL").unwrap();
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let (_, still) =
-        cluster.post_raw("pe", &ct, protected_message("crl-3@test", "CL-SICEX", cl_pe, &cl, &pe_enc, b"<d/>")).await;
+        cluster.post_raw("pe", &ct, protected_message("crl-3@test", "CL-SICEX", cl_pe, &cl, &pe_enc, &ephyto("CL", "PE"))).await;
     assert!(still.contains("revoked"), "{still}");
     cluster.stop().await;
 }

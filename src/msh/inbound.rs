@@ -167,12 +167,44 @@ where
     let payloads = tokio::task::spawn_blocking(move || decompress(&matched2, &um2, payloads))
         .await
         .map_err(|e| EbmsError::new(EbmsCode::DeliveryFailure, format!("decompression task failed: {e}")))??;
-    let receipt = receipt(ap, &matched, &um, &references);
     if matched.leg.is_none() {
         tracing::info!("test service message answered with a receipt, not delivered");
-        return Ok(Reply::soap(200, receipt));
+        return Ok(Reply::soap(200, receipt(ap, &matched, &um, &references)));
     }
-    persist_and_answer(ap, &matched, &um, envelope_bytes, payloads, receipt, staging).await
+    // Step: validate payload, before anything reaches the backend.
+    let (ap2, matched2, first) = (ap.clone(), matched.clone(), payloads.first().map(|p| p.path.clone()));
+    let verdict = tokio::task::spawn_blocking(move || {
+        let (Some(leg), Some(first)) = (matched2.leg(), first) else { return Ok(None) };
+        let sender = matched2.link.partner_of(ap2.me()).map(|p| p.id.clone()).unwrap_or_default();
+        super::documents::inspect(&ap2.documents, &matched2.link, leg, &sender, ap2.me(), &first)
+    })
+    .await
+    .map_err(|e| EbmsError::new(EbmsCode::DeliveryFailure, format!("validation task failed: {e}")).with_ref(Some(&um.info.message_id)))?;
+    let answer = match verdict {
+        Ok(document) => Answer {
+            state: State::Delivered,
+            reply: Reply::soap(200, receipt(ap, &matched, &um, &references)),
+            document: document.and_then(|d| serde_json::to_value(d).ok()),
+            error: None,
+        },
+        Err(super::documents::DocumentProblem::Unreadable(e)) => {
+            // Our own trouble (disk), not the sender's: answer an error, keep nothing.
+            return Err(EbmsError::new(EbmsCode::DeliveryFailure, format!("cannot read the received payload: {e}")).with_ref(Some(&um.info.message_id)).into());
+        }
+        Err(problem) => {
+            use super::documents::DocumentProblem;
+            let code = match &problem {
+                DocumentProblem::Invalid(_) => EbmsCode::Other,
+                DocumentProblem::Inconsistent(_) => EbmsCode::ValueInconsistent,
+                DocumentProblem::Unreadable(_) => EbmsCode::DeliveryFailure,
+            };
+            let error = EbmsError::new(code, format!("payload refused: {problem}")).with_ref(Some(&um.info.message_id));
+            tracing::warn!(code = code.code(), detail = %error.detail, "payload refused");
+            let text = format!("{}: {}", code, error.detail);
+            Answer { state: State::Rejected, reply: error_reply(ap, error, Some(&matched)), document: None, error: Some(text) }
+        }
+    };
+    persist_and_answer(ap, &matched, &um, envelope_bytes, payloads, answer, staging).await
 }
 
 /// Steps: decrypt, then verify (docs/as4.md §4.2 items 6-8). The parts come back as their
@@ -517,7 +549,7 @@ async fn persist_and_answer(
     um: &UserMessage,
     envelope: Vec<u8>,
     mut payloads: Vec<StoredPayload>,
-    receipt: String,
+    answer: Answer,
     staging: &mut Staging,
 ) -> Result<Reply, Rejection> {
     let id = Some(um.info.message_id.as_str());
@@ -549,23 +581,39 @@ async fn persist_and_answer(
         partner,
         service: um.service.value.clone(),
         action: um.action.clone(),
-        state: State::Delivered,
+        state: answer.state,
         envelope,
-        response: Some(receipt.clone().into_bytes()),
+        response: Some(answer.reply.body.clone()),
         payloads,
         next_attempt_at: None,
+        document: answer.document,
+        error: answer.error,
     };
     match ap.store.insert(message).await {
         Ok(Inserted::New(_)) => {
             staging.keep = true;
-            tracing::info!("received, persisted and delivered to the backend inbox");
-            Ok(Reply::soap(200, receipt))
+            if answer.state == State::Delivered {
+                tracing::info!("received, persisted and delivered to the backend inbox");
+            } else {
+                tracing::warn!("refused for its content; kept for inspection, not delivered");
+            }
+            Ok(answer.reply)
         }
         Ok(Inserted::Duplicate { response }) => {
-            tracing::info!("duplicate: answered with the stored receipt, not delivered again");
-            let body = response.unwrap_or_else(|| receipt.into_bytes());
-            Ok(Reply { status: 200, body })
+            tracing::info!("duplicate: answered with the stored answer, not delivered again");
+            let body = response.unwrap_or(answer.reply.body);
+            // The stored answer is a receipt or, for a refused message, the same error.
+            let is_error = String::from_utf8_lossy(&body).contains(":Error ");
+            Ok(Reply { status: if is_error { 400 } else { 200 }, body })
         }
         Err(e) => Err(failure("cannot persist the message", &e)),
     }
+}
+
+/// What is stored with a received message and sent back.
+struct Answer {
+    state: State,
+    reply: Reply,
+    document: Option<serde_json::Value>,
+    error: Option<String>,
 }

@@ -1,5 +1,6 @@
 //! The message service handler (runtime): the outbound and inbound pipelines as named steps.
 
+pub mod documents;
 pub mod inbound;
 pub mod outbound;
 pub mod pmode_watch;
@@ -21,6 +22,8 @@ pub struct AccessPoint {
     /// Wakes the sender when a message is submitted.
     pub outbox: Notify,
     pub security: Arc<security::SecurityContext>,
+    /// The payload handlers (one per document type).
+    pub documents: Arc<crate::payload::Registry>,
 }
 
 impl AccessPoint {
@@ -37,6 +40,7 @@ impl AccessPoint {
             client: As4Client::default(),
             outbox: Notify::new(),
             security: Arc::new(security),
+            documents: Arc::new(crate::payload::Registry::standard()),
         })
     }
 

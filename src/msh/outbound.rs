@@ -226,12 +226,21 @@ pub async fn submit(ap: &AccessPoint, sub: Submission) -> Result<MessageRecord, 
         .cloned()
         .ok_or_else(|| SubmitError::Refused(format!("P-Mode {pmode} was unloaded")))?;
     let security = ap.security.clone();
+    let registry = ap.documents.clone();
     let me = ap.me().to_owned();
+    let to = sub.to.clone();
     let um_for_protect = um.clone();
     let leg_name = leg.clone();
-    let (envelope, payloads) = tokio::task::spawn_blocking(move || {
-        let compression = link.leg(&leg_name).is_some_and(|l| l.compression);
-        protect(&security, &link, compression, &me, &um_for_protect, sub.payloads)
+    let (envelope, payloads, document) = tokio::task::spawn_blocking(move || {
+        let leg = link.leg(&leg_name).ok_or_else(|| SubmitError::Refused(format!("leg {leg_name} was unloaded")))?;
+        // Step: validate payload. The leading document must be valid and fit the link.
+        let document = match sub.payloads.first() {
+            Some(first) => super::documents::inspect(&registry, &link, leg, &me, &to, &first.path)
+                .map_err(|p| SubmitError::Refused(format!("the {} document is refused: {p}", leg.document.as_deref().unwrap_or("leading"))))?,
+            None => None,
+        };
+        let (envelope, payloads) = protect(&security, &link, leg.compression, &me, &um_for_protect, sub.payloads)?;
+        Ok::<_, SubmitError>((envelope, payloads, document))
     })
     .await
     .map_err(|e| SubmitError::Refused(format!("signing task failed: {e}")))??;
@@ -249,6 +258,8 @@ pub async fn submit(ap: &AccessPoint, sub: Submission) -> Result<MessageRecord, 
         response: None,
         payloads,
         next_attempt_at: Some(now_ms()),
+        document: document.and_then(|d| serde_json::to_value(d).ok()),
+        error: None,
     };
     ap.store.insert(message).await?;
     tracing::info!(message_id = %um.info.message_id, partner = %sub.to, "submitted by the backend");

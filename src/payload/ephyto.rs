@@ -364,6 +364,32 @@ mod schema {
     }
 }
 
+/// ePhyto documents for tests and the demo (TEST ONLY), from the CC0 sample certificate.
+pub mod testing {
+    const TEMPLATE: &str = include_str!("../../samples/ephyto/own/ephyto_CL-MX_851_issued.xml");
+
+    /// An issued phytosanitary certificate `number` from country `from` to `to`.
+    pub fn certificate(from: &str, to: &str, number: &str) -> String {
+        let set_country = |text: &str, block: &str, code: &str| -> String {
+            let open = format!("<ram:{block}>");
+            match text.find(&open) {
+                Some(start) => {
+                    let id_start = text[start..].find("<ram:ID>").map(|i| start + i + "<ram:ID>".len());
+                    let id_end = id_start.and_then(|s| text[s..].find("</ram:ID>").map(|e| s + e));
+                    match (id_start, id_end) {
+                        (Some(a), Some(b)) => format!("{}{code}{}", &text[..a], &text[b..]),
+                        _ => text.to_owned(),
+                    }
+                }
+                None => text.to_owned(),
+            }
+        };
+        let text = set_country(TEMPLATE, "ExportSPSCountry", from);
+        let text = set_country(&text, "ImportSPSCountry", to);
+        text.replacen("<ram:ID>CL-2025-0001234</ram:ID>", &format!("<ram:ID>{number}</ram:ID>"), 1)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -410,6 +436,13 @@ mod tests {
         assert_eq!(findings[0].rule, "EPHYTO-VERSION");
         let both = Context { allowed_versions: vec!["17".into(), "11".into()] };
         assert_eq!(Ephyto.inspect(&sample("neg_ephyto_legacy_namespace_v11.xml"), &both).unwrap().profile, "SPSCertificate:11");
+    }
+
+    #[test]
+    fn generated_certificates_are_valid() {
+        let text = testing::certificate("PE", "CO", "PE-2026-0000001");
+        let d = Ephyto.inspect(text.as_bytes(), &Context::default()).unwrap();
+        assert_eq!((d.origin_country.as_deref(), d.destination_country.as_deref(), d.number.as_str()), (Some("PE"), Some("CO"), "PE-2026-0000001"));
     }
 
     #[test]

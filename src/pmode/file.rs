@@ -58,6 +58,9 @@ pub struct LegFile {
     pub action: Spanned<String>,
     /// The payload handler for the leading document ("ephyto", "origin", "edifact", or none).
     pub document: Option<String>,
+    /// Document versions accepted on this leg (ePhyto: "17", "11"); absent means all.
+    #[serde(default)]
+    pub versions: Vec<String>,
     pub mpc: Option<String>,
     #[serde(default)]
     pub compression: bool,

@@ -231,6 +231,7 @@ fn validate(r: &mut Reporter<'_>, path: &Path, raw: LinkFile) -> Option<Link> {
             service_type: l.service_type.clone(),
             action,
             document: l.document.clone(),
+            versions: l.versions.clone(),
             mpc: l.mpc.clone(),
             compression: l.compression,
             max_payload,

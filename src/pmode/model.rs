@@ -57,6 +57,7 @@ pub struct Leg {
     pub service_type: Option<String>,
     pub action: String,
     pub document: Option<String>,
+    pub versions: Vec<String>,
     pub mpc: Option<String>,
     pub compression: bool,
     pub max_payload: u64,

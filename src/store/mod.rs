@@ -35,6 +35,9 @@ pub enum State {
     Acknowledged,
     Failed,
     Delivered,
+    /// Inbound, refused for its content (payload validation): kept for inspection, never in
+    /// the inbox.
+    Rejected,
 }
 
 impl State {
@@ -46,11 +49,20 @@ impl State {
             State::Acknowledged => "acknowledged",
             State::Failed => "failed",
             State::Delivered => "delivered",
+            State::Rejected => "rejected",
         }
     }
 
     pub fn parse(value: &str) -> Option<State> {
-        [State::Submitted, State::Sending, State::WaitingRetry, State::Acknowledged, State::Failed, State::Delivered]
+        [
+            State::Submitted,
+            State::Sending,
+            State::WaitingRetry,
+            State::Acknowledged,
+            State::Failed,
+            State::Delivered,
+            State::Rejected,
+        ]
             .into_iter()
             .find(|s| s.as_str() == value)
     }
@@ -89,6 +101,10 @@ pub struct NewMessage {
     pub response: Option<Vec<u8>>,
     pub payloads: Vec<StoredPayload>,
     pub next_attempt_at: Option<i64>,
+    /// What the payload handler extracted from the leading document (JSON).
+    pub document: Option<serde_json::Value>,
+    /// Why an inbound message was refused (state `rejected`).
+    pub error: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -116,6 +132,7 @@ pub struct MessageRecord {
     pub created_at: String,
     pub updated_at: String,
     pub error: Option<String>,
+    pub document: Option<serde_json::Value>,
     pub payloads: Vec<StoredPayload>,
     pub history: Vec<HistoryEntry>,
     #[serde(skip)]

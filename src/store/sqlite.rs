@@ -25,6 +25,7 @@ CREATE TABLE IF NOT EXISTS messages (
     error           TEXT,
     envelope        BLOB NOT NULL,
     response        BLOB,
+    document        TEXT,
     UNIQUE (direction, message_id)
 );
 CREATE INDEX IF NOT EXISTS messages_due ON messages (state, next_attempt_at);
@@ -87,7 +88,7 @@ fn direction_of(value: &str) -> Direction {
 fn load(conn: &Connection, row: i64) -> Result<MessageRecord, StoreError> {
     let mut record = conn.query_row(
         "SELECT row, direction, message_id, conversation_id, pmode, leg, partner, service, action, state, attempts,
-                next_attempt_at, created_at, updated_at, error, envelope, response
+                next_attempt_at, created_at, updated_at, error, envelope, response, document
          FROM messages WHERE row = ?1",
         params![row],
         |r| {
@@ -109,6 +110,7 @@ fn load(conn: &Connection, row: i64) -> Result<MessageRecord, StoreError> {
                 error: r.get(14)?,
                 envelope: r.get(15)?,
                 response: r.get(16)?,
+                document: r.get::<_, Option<String>>(17)?.and_then(|d| serde_json::from_str(&d).ok()),
                 payloads: Vec::new(),
                 history: Vec::new(),
             })
@@ -165,8 +167,8 @@ impl MessageStore for SqliteStore {
             let now = now_ms();
             tx.execute(
                 "INSERT INTO messages (direction, message_id, conversation_id, pmode, leg, partner, service, action, state,
-                                       next_attempt_at, created_at, updated_at, envelope, response)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11, ?12, ?13)",
+                                       next_attempt_at, created_at, updated_at, envelope, response, document, error)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11, ?12, ?13, ?14, ?15)",
                 params![
                     m.direction.as_str(),
                     m.message_id,
@@ -181,6 +183,8 @@ impl MessageStore for SqliteStore {
                     now,
                     m.envelope,
                     m.response,
+                    m.document.as_ref().map(|d| d.to_string()),
+                    m.error,
                 ],
             )?;
             let row = tx.last_insert_rowid();
@@ -191,9 +195,12 @@ impl MessageStore for SqliteStore {
                     params![row, idx as i64, p.content_id, p.mime_type, p.path.to_string_lossy(), p.size as i64, p.sha256, p.filename, p.wire_type],
                 )?;
             }
-            let detail = match m.direction {
-                Direction::Outbound => "accepted from the backend",
-                Direction::Inbound => "received from the partner and persisted; receipt sent",
+            let detail = match (m.direction, m.state) {
+                (Direction::Outbound, _) => "accepted from the backend".to_owned(),
+                (Direction::Inbound, State::Rejected) => {
+                    format!("refused for its content and kept for inspection: {}", m.error.as_deref().unwrap_or(""))
+                }
+                (Direction::Inbound, _) => "received from the partner and persisted; receipt sent".to_owned(),
             };
             tx.execute(
                 "INSERT INTO history (message_row, at, state, detail) VALUES (?1, ?2, ?3, ?4)",
@@ -349,6 +356,8 @@ mod tests {
                 wire_type: None,
             }],
             next_attempt_at: None,
+            document: None,
+            error: None,
         }
     }
 
