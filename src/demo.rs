@@ -167,6 +167,9 @@ pub struct Exchange {
     pub state: String,
     pub round_trip_ms: u128,
     pub identical: bool,
+    /// What the receiving side extracted: certificate number and status.
+    pub certificate: String,
+    pub doc_status: String,
     pub problem: Option<String>,
 }
 
@@ -176,22 +179,49 @@ impl Exchange {
     }
 }
 
-/// The sample document to send on `leg` from `from` to `to` (country codes).
-fn sample_for(samples: &Path, leg: &str, from: &str, to: &str) -> PathBuf {
+/// The document to send on `leg` from `from` to `to` (country codes): a shipped sample when
+/// one fits the pair, else one made from the samples (ePhyto countries set; a COD re-signed
+/// with the samples' TEST-ONLY keys), written under `work/documents`.
+fn document_for(samples: &Path, work: &Path, leg: &str, from: &str, to: &str) -> Result<PathBuf, DemoError> {
+    let (from, to) = (from.to_uppercase(), to.to_uppercase());
+    let dir = work.join("documents");
+    std::fs::create_dir_all(&dir)?;
     match leg {
         "ephyto" => {
             let own = samples.join("ephyto/own");
-            let prefix = format!("ephyto_{}-{}_", from.to_uppercase(), to.to_uppercase());
-            std::fs::read_dir(&own)
-                .ok()
-                .and_then(|d| {
-                    d.filter_map(Result::ok)
-                        .map(|e| e.path())
-                        .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(&prefix)))
-                })
-                .unwrap_or_else(|| own.join("ephyto_CL-MX_851_issued.xml"))
+            let prefix = format!("ephyto_{from}-{to}_");
+            let shipped = std::fs::read_dir(&own)?
+                .filter_map(Result::ok)
+                .map(|e| e.path())
+                .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(&prefix)));
+            if let Some(path) = shipped {
+                return Ok(path);
+            }
+            let path = dir.join(format!("ephyto-{from}-{to}.xml"));
+            let number = format!("{from}-2026-{to}0001");
+            std::fs::write(&path, crate::payload::ephyto::testing::certificate(&from, &to, &number))?;
+            Ok(path)
         }
-        _ => samples.join("origin/cod_v1.8.3_A35_CL-AR_stage4_complete.xml"),
+        _ => {
+            let keys =
+                |name: &str| -> Result<(openssl::pkey::PKey<openssl::pkey::Private>, openssl::x509::X509), DemoError> {
+                    let dir = samples.join("origin/test-keys");
+                    Ok((
+                        openssl::pkey::PKey::private_key_from_pem(&std::fs::read(
+                            dir.join(format!("{name}.key.pem")),
+                        )?)?,
+                        openssl::x509::X509::from_pem(&std::fs::read(dir.join(format!("{name}.cert.pem")))?)?,
+                    ))
+                };
+            let (ek, ec) = keys("exporter")?;
+            let (ok, oc) = keys("official")?;
+            let template = std::fs::read_to_string(samples.join("origin/cod_v1.8.3_A35_CL-AR_stage4_complete.xml"))?;
+            let id = format!("{from}012A35260000{:04}00", to.bytes().map(u32::from).sum::<u32>());
+            let cod = crate::payload::origin::testing::cod(&template, &from, &to, &id, (&ek, &ec), (&ok, &oc))?;
+            let path = dir.join(format!("cod-{from}-{to}.xml"));
+            std::fs::write(&path, cod)?;
+            Ok(path)
+        }
     }
 }
 
@@ -214,6 +244,8 @@ pub async fn exchange(sender: &Running, receiver: &Running, leg: &str, document:
         state: "not sent".into(),
         round_trip_ms: 0,
         identical: false,
+        certificate: String::new(),
+        doc_status: String::new(),
         problem: None,
     };
     let started = Instant::now();
@@ -257,6 +289,10 @@ pub async fn exchange(sender: &Running, receiver: &Running, leg: &str, document:
     match receiver.api.download(&result.message_id, 1).await {
         Ok(bytes) => {
             result.identical = bytes.as_ref() == expected.as_slice();
+            if let Ok(record) = receiver.api.received(&result.message_id).await {
+                result.certificate = record["document"]["number"].as_str().unwrap_or_default().to_owned();
+                result.doc_status = record["document"]["status"].as_str().unwrap_or_default().to_owned();
+            }
             if !result.identical {
                 result.problem = Some("received payload differs from the one sent".into());
             } else if let Err(e) = receiver.api.acknowledge(&result.message_id).await {
@@ -270,20 +306,30 @@ pub async fn exchange(sender: &Running, receiver: &Running, leg: &str, document:
 
 pub fn print_table(exchanges: &[Exchange]) {
     println!(
-        "{:<3} {:<52} {:<9} {:<9} {:<15} {:<13} {:>8}",
-        "#", "message id", "from → to", "document", "profile", "state", "rtt ms"
+        "{:<3} {:<52} {:<9} {:<9} {:<15} {:<13} {:>7}  {:<22} {}",
+        "#",
+        "message id",
+        "from → to",
+        "document",
+        "profile",
+        "state",
+        "rtt ms",
+        "certificate (receiver)",
+        "status (receiver)"
     );
     for (i, e) in exchanges.iter().enumerate() {
         let state = if e.ok() { e.state.clone() } else { format!("{} ✗", e.state) };
         println!(
-            "{:<3} {:<52} {:<9} {:<9} {:<15} {:<13} {:>8}",
+            "{:<3} {:<52} {:<9} {:<9} {:<15} {:<13} {:>7}  {:<22} {}",
             i + 1,
             e.message_id,
             format!("{} → {}", e.from, e.to),
             e.document,
             e.profile,
             state,
-            e.round_trip_ms
+            e.round_trip_ms,
+            e.certificate,
+            e.doc_status
         );
         if let Some(p) = &e.problem {
             println!("    problem: {p}");
@@ -319,7 +365,7 @@ pub async fn run(work: &Path, pmodes: &Path, samples: &Path, keep_running: bool)
         for (i, leg) in link.legs.iter().enumerate() {
             // Alternate directions so both sides of every link send.
             let (from, to) = if i % 2 == 0 { (*a, *b) } else { (*b, *a) };
-            let doc = sample_for(samples, &leg.name, &from.code, &to.code);
+            let doc = document_for(samples, work, &leg.name, &from.code, &to.code)?;
             jobs.push((from, to, leg.name.clone(), doc));
         }
     }

@@ -22,7 +22,11 @@ async fn three_access_points_exchange_both_documents_both_ways() {
             let received = cluster.node(to).api.received(&e.message_id).await.unwrap();
             assert_eq!(received["state"], "acknowledged", "the backend acknowledged it");
             assert_eq!(received["leg"], leg);
-            assert_eq!(received["document"]["destination_country"], t.as_str(), "the receiver extracted the document: {received}");
+            assert_eq!(
+                received["document"]["destination_country"],
+                t.as_str(),
+                "the receiver extracted the document: {received}"
+            );
             let history =
                 cluster.node(from).api.status(&e.message_id).await.unwrap()["history"].as_array().unwrap().len();
             assert!(history >= 3, "submitted, sending, acknowledged");
@@ -121,7 +125,10 @@ async fn a_pmode_file_added_while_running_takes_effect() {
         .post_raw(
             "pe",
             &multipart_content_type(),
-            multipart(&write::user_message_envelope(&user_message("after-reload@test")), &[("doc@test", &ephyto("CL", "PE"))]),
+            multipart(
+                &write::user_message_envelope(&user_message("after-reload@test")),
+                &[("doc@test", &ephyto("CL", "PE"))],
+            ),
         )
         .await;
     assert!(is_receipt_for(&ok, "after-reload@test"), "{ok}");

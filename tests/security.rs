@@ -163,7 +163,8 @@ async fn refusals_name_the_security_failure() {
     assert!(response.contains("ds:SignatureValue"), "the receipt is signed");
 
     // Unsigned and unencrypted on a link that requires both: EBMS:0103.
-    let plain = multipart(&write::user_message_envelope(&user_message("sec-plain@test")), &[("doc@test", &ephyto("CL", "PE"))]);
+    let plain =
+        multipart(&write::user_message_envelope(&user_message("sec-plain@test")), &[("doc@test", &ephyto("CL", "PE"))]);
     let (_, response) = cluster.post_raw("pe", &ct, plain).await;
     assert_eq!(error_code(&response).as_deref(), Some("EBMS:0103"), "{response}");
     assert!(response.contains("ds:SignatureValue"), "errors are signed on a signing link: {response}");
@@ -228,8 +229,9 @@ async fn next_certificate_rollover_and_expired_certificates() {
     let cl_pe = "urn:pacific-alliance:as4:agreement:cl-pe";
     let pe_enc = dir.join("pe-enc-x25519.pem");
 
-    let (_, before) =
-        cluster.post_raw("pe", &ct, protected_message("roll-1@test", "CL-SICEX", cl_pe, &next, &pe_enc, &ephyto("CL", "PE"))).await;
+    let (_, before) = cluster
+        .post_raw("pe", &ct, protected_message("roll-1@test", "CL-SICEX", cl_pe, &next, &pe_enc, &ephyto("CL", "PE")))
+        .await;
     assert_eq!(error_code(&before).as_deref(), Some("EBMS:0101"), "not yet announced: {before}");
 
     // Announce the next certificate in the P-Mode; the access point reloads it while running.
@@ -261,7 +263,11 @@ async fn next_certificate_rollover_and_expired_certificates() {
     // The current certificate still works during the rollover.
     let current = credential(&dir, "cl-sign-ed25519");
     let (_, r) = cluster
-        .post_raw("pe", &ct, protected_message("roll-3@test", "CL-SICEX", cl_pe, &current, &pe_enc, &ephyto("CL", "PE")))
+        .post_raw(
+            "pe",
+            &ct,
+            protected_message("roll-3@test", "CL-SICEX", cl_pe, &current, &pe_enc, &ephyto("CL", "PE")),
+        )
         .await;
     assert!(is_receipt_for(&r, "roll-3@test"), "{r}");
 
@@ -272,7 +278,11 @@ async fn next_certificate_rollover_and_expired_certificates() {
     for i in 0..50 {
         tokio::time::sleep(Duration::from_millis(200)).await;
         let (_, r) = cluster
-            .post_raw("pe", &ct, protected_message(&format!("old-{i}@test"), "CL-SICEX", cl_pe, &old, &pe_enc, &ephyto("CL", "PE")))
+            .post_raw(
+                "pe",
+                &ct,
+                protected_message(&format!("old-{i}@test"), "CL-SICEX", cl_pe, &old, &pe_enc, &ephyto("CL", "PE")),
+            )
             .await;
         refused = r;
         if refused.contains("expired") {
@@ -292,8 +302,9 @@ async fn a_revoked_certificate_is_refused_once_the_crl_lists_it() {
     let cl_pe = "urn:pacific-alliance:as4:agreement:cl-pe";
     let cl = credential(&dir, "cl-sign-ed25519");
     let pe_enc = dir.join("pe-enc-x25519.pem");
-    let (_, ok) =
-        cluster.post_raw("pe", &ct, protected_message("crl-1@test", "CL-SICEX", cl_pe, &cl, &pe_enc, &ephyto("CL", "PE"))).await;
+    let (_, ok) = cluster
+        .post_raw("pe", &ct, protected_message("crl-1@test", "CL-SICEX", cl_pe, &cl, &pe_enc, &ephyto("CL", "PE")))
+        .await;
     assert!(is_receipt_for(&ok, "crl-1@test"), "{ok}");
     // The CA publishes a CRL revoking CL's signing certificate; the access point reloads it.
     let ca = ventanilla::pki::demo::Authority::load(&dir.join("ca.pem"), &dir.join("ca.key")).unwrap();
@@ -302,8 +313,9 @@ async fn a_revoked_certificate_is_refused_once_the_crl_lists_it() {
     for i in 0..50 {
         tokio::time::sleep(Duration::from_millis(200)).await;
         let id = format!("crl-2-{i}@test");
-        let (_, r) =
-            cluster.post_raw("pe", &ct, protected_message(&id, "CL-SICEX", cl_pe, &cl, &pe_enc, &ephyto("CL", "PE"))).await;
+        let (_, r) = cluster
+            .post_raw("pe", &ct, protected_message(&id, "CL-SICEX", cl_pe, &cl, &pe_enc, &ephyto("CL", "PE")))
+            .await;
         refused = r;
         if !is_receipt_for(&refused, &id) {
             break;
@@ -314,8 +326,9 @@ async fn a_revoked_certificate_is_refused_once_the_crl_lists_it() {
     // A CRL that cannot be read keeps the previous one in force.
     std::fs::write(dir.join("ca.crl"), b"not a CRL").unwrap();
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let (_, still) =
-        cluster.post_raw("pe", &ct, protected_message("crl-3@test", "CL-SICEX", cl_pe, &cl, &pe_enc, &ephyto("CL", "PE"))).await;
+    let (_, still) = cluster
+        .post_raw("pe", &ct, protected_message("crl-3@test", "CL-SICEX", cl_pe, &cl, &pe_enc, &ephyto("CL", "PE")))
+        .await;
     assert!(still.contains("revoked"), "{still}");
     cluster.stop().await;
 }

@@ -19,7 +19,12 @@ impl std::fmt::Display for DocumentProblem {
         match self {
             DocumentProblem::Invalid(findings) => {
                 let listed: Vec<String> = findings.iter().take(20).map(ToString::to_string).collect();
-                write!(f, "{}{}", listed.join("; "), if findings.len() > 20 { format!("; and {} more", findings.len() - 20) } else { String::new() })
+                write!(
+                    f,
+                    "{}{}",
+                    listed.join("; "),
+                    if findings.len() > 20 { format!("; and {} more", findings.len() - 20) } else { String::new() }
+                )
             }
             DocumentProblem::Inconsistent(m) | DocumentProblem::Unreadable(m) => f.write_str(m),
         }
@@ -49,7 +54,9 @@ pub fn inspect(
     let context = Context { allowed_versions: leg.versions.clone() };
     let document = registry.inspect(Some(kind), &bytes, &context).map_err(DocumentProblem::Invalid)?;
     let country = |party: &str| link.party(party).and_then(|p| p.country.clone());
-    for (found, party, role) in [(&document.origin_country, sender, "exporting"), (&document.destination_country, receiver, "importing")] {
+    for (found, party, role) in
+        [(&document.origin_country, sender, "exporting"), (&document.destination_country, receiver, "importing")]
+    {
         if let (Some(found), Some(expected)) = (found, country(party)) {
             if *found != expected {
                 return Err(DocumentProblem::Inconsistent(format!(

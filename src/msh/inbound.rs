@@ -179,7 +179,10 @@ where
         super::documents::inspect(&ap2.documents, &matched2.link, leg, &sender, ap2.me(), &first)
     })
     .await
-    .map_err(|e| EbmsError::new(EbmsCode::DeliveryFailure, format!("validation task failed: {e}")).with_ref(Some(&um.info.message_id)))?;
+    .map_err(|e| {
+        EbmsError::new(EbmsCode::DeliveryFailure, format!("validation task failed: {e}"))
+            .with_ref(Some(&um.info.message_id))
+    })?;
     let answer = match verdict {
         Ok(document) => Answer {
             state: State::Delivered,
@@ -189,7 +192,9 @@ where
         },
         Err(super::documents::DocumentProblem::Unreadable(e)) => {
             // Our own trouble (disk), not the sender's: answer an error, keep nothing.
-            return Err(EbmsError::new(EbmsCode::DeliveryFailure, format!("cannot read the received payload: {e}")).with_ref(Some(&um.info.message_id)).into());
+            return Err(EbmsError::new(EbmsCode::DeliveryFailure, format!("cannot read the received payload: {e}"))
+                .with_ref(Some(&um.info.message_id))
+                .into());
         }
         Err(problem) => {
             use super::documents::DocumentProblem;
@@ -201,7 +206,12 @@ where
             let error = EbmsError::new(code, format!("payload refused: {problem}")).with_ref(Some(&um.info.message_id));
             tracing::warn!(code = code.code(), detail = %error.detail, "payload refused");
             let text = format!("{}: {}", code, error.detail);
-            Answer { state: State::Rejected, reply: error_reply(ap, error, Some(&matched)), document: None, error: Some(text) }
+            Answer {
+                state: State::Rejected,
+                reply: error_reply(ap, error, Some(&matched)),
+                document: None,
+                error: Some(text),
+            }
         }
     };
     persist_and_answer(ap, &matched, &um, envelope_bytes, payloads, answer, staging).await

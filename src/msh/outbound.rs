@@ -235,8 +235,12 @@ pub async fn submit(ap: &AccessPoint, sub: Submission) -> Result<MessageRecord, 
         let leg = link.leg(&leg_name).ok_or_else(|| SubmitError::Refused(format!("leg {leg_name} was unloaded")))?;
         // Step: validate payload. The leading document must be valid and fit the link.
         let document = match sub.payloads.first() {
-            Some(first) => super::documents::inspect(&registry, &link, leg, &me, &to, &first.path)
-                .map_err(|p| SubmitError::Refused(format!("the {} document is refused: {p}", leg.document.as_deref().unwrap_or("leading"))))?,
+            Some(first) => super::documents::inspect(&registry, &link, leg, &me, &to, &first.path).map_err(|p| {
+                SubmitError::Refused(format!(
+                    "the {} document is refused: {p}",
+                    leg.document.as_deref().unwrap_or("leading")
+                ))
+            })?,
             None => None,
         };
         let (envelope, payloads) = protect(&security, &link, leg.compression, &me, &um_for_protect, sub.payloads)?;

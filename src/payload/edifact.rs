@@ -5,8 +5,8 @@
 //! certificates of origin, CUSDEC/CUSRES, CONTRL) and sender, recipient and references
 //! extracted.
 
-use super::{finding, Context, Document, Finding, PayloadHandler};
-use edifact_rs::{from_bytes_with_config, validate_envelope_lenient, ReaderConfig, Segment};
+use super::{Context, Document, Finding, PayloadHandler, finding};
+use edifact_rs::{ReaderConfig, Segment, from_bytes_with_config, validate_envelope_lenient};
 
 pub struct Edifact;
 
@@ -26,7 +26,8 @@ impl PayloadHandler for Edifact {
             .collect::<Result<_, _>>()
             .map_err(|e| vec![finding("EDI-SYNTAX", "interchange", e.to_string())])?;
         let result = validate_envelope_lenient(&segments);
-        let mut errors: Vec<Finding> = result.errors.iter().map(|e| finding("EDI-ENVELOPE", "interchange", e.to_string())).collect();
+        let mut errors: Vec<Finding> =
+            result.errors.iter().map(|e| finding("EDI-ENVELOPE", "interchange", e.to_string())).collect();
         let Some(interchange) = result.interchange else {
             if errors.is_empty() {
                 errors.push(finding("EDI-ENVELOPE", "interchange", "not a complete UNB…UNZ interchange"));
@@ -40,17 +41,25 @@ impl PayloadHandler for Edifact {
         if !errors.is_empty() {
             return Err(errors);
         }
-        let message_types: Vec<String> =
-            interchange.messages.iter().map(|m| format!("{}:{}:{}:{}", m.message_type, m.version, m.release, m.controlling_agency)).collect();
+        let message_types: Vec<String> = interchange
+            .messages
+            .iter()
+            .map(|m| format!("{}:{}:{}:{}", m.message_type, m.version, m.release, m.controlling_agency))
+            .collect();
         // The business document of the first message: BGM (document name code and number),
         // LOC 27 (country of origin) and 28 (country of destination).
         let first_message: Vec<&Segment<'_>> =
             segments.iter().skip_while(|s| s.tag != "UNH").skip(1).take_while(|s| s.tag != "UNT").collect();
         let bgm = first_message.iter().find(|s| s.tag == "BGM");
         let code = bgm.and_then(|s| s.component_str(0, 0)).unwrap_or_default().to_owned();
-        let number = bgm.and_then(|s| s.element_str(1)).map(str::to_owned).unwrap_or_else(|| envelope.control_ref.clone());
+        let number =
+            bgm.and_then(|s| s.element_str(1)).map(str::to_owned).unwrap_or_else(|| envelope.control_ref.clone());
         let loc = |qualifier: &str| {
-            first_message.iter().find(|s| s.tag == "LOC" && s.element_str(0) == Some(qualifier)).and_then(|s| s.component_str(1, 0)).map(str::to_owned)
+            first_message
+                .iter()
+                .find(|s| s.tag == "LOC" && s.element_str(0) == Some(qualifier))
+                .and_then(|s| s.component_str(1, 0))
+                .map(str::to_owned)
         };
         let kind = match (interchange.messages.first().map(|m| m.message_type.as_str()), code.as_str()) {
             (Some("SANCRT"), "851") => "phytosanitary certificate",
@@ -71,7 +80,11 @@ impl PayloadHandler for Edifact {
             kind: "edifact".into(),
             profile: message_types.first().cloned().unwrap_or_else(|| "UN/EDIFACT".into()),
             number,
-            doc_type: if code.is_empty() { interchange.messages.first().map(|m| m.message_type.clone()).unwrap_or_default() } else { code },
+            doc_type: if code.is_empty() {
+                interchange.messages.first().map(|m| m.message_type.clone()).unwrap_or_default()
+            } else {
+                code
+            },
             status: format!("{kind}, {} message(s)", interchange.messages.len()),
             origin_country: loc("27"),
             destination_country: loc("28"),
@@ -136,12 +149,16 @@ mod tests {
     #[test]
     fn sancrt_metadata_and_unoa() {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/edifact");
-        let d = Edifact.inspect(&std::fs::read(dir.join("valid_v4_sancrt_phyto_single.edi")).unwrap(), &Context::default()).unwrap();
+        let d = Edifact
+            .inspect(&std::fs::read(dir.join("valid_v4_sancrt_phyto_single.edi")).unwrap(), &Context::default())
+            .unwrap();
         assert_eq!((d.doc_type.as_str(), d.number.as_str()), ("851", "CL-2025-0001234"));
         assert_eq!((d.origin_country.as_deref(), d.destination_country.as_deref()), (Some("CL"), Some("MX")));
         assert_eq!(d.fields["sender"], "CLSAG");
         assert!(d.status.starts_with("phytosanitary certificate"));
-        let lower = Edifact.inspect(&std::fs::read(dir.join("neg_unoa_lowercase_not_allowed.edi")).unwrap(), &Context::default()).unwrap_err();
+        let lower = Edifact
+            .inspect(&std::fs::read(dir.join("neg_unoa_lowercase_not_allowed.edi")).unwrap(), &Context::default())
+            .unwrap_err();
         assert_eq!(lower[0].rule, "EDI-CHARSET");
         assert!(lower[0].location.starts_with("segment "), "{lower:?}");
     }

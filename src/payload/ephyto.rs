@@ -4,8 +4,8 @@
 //! (no schema set available: the business rules below are all that is checked), and the hub's
 //! envelope forms. Business rules: docs/payloads.md §1.5.
 
-use super::{finding, locate, parse_findings, Context, Document, Finding, PayloadHandler};
-use crate::wss::xml::{is, Xml};
+use super::{Context, Document, Finding, PayloadHandler, finding, locate, parse_findings};
+use crate::wss::xml::{Xml, is};
 use base64::Engine as _;
 use libxml::tree::Node;
 
@@ -35,9 +35,10 @@ impl PayloadHandler for Ephyto {
         if is(&root, EPHYTO, "ePhytoEnvelope") {
             schema::validate(&xml, schema::ENVELOPE)?;
             let header = Header::read(&root)?;
-            let certificate = children(&root).into_iter().find(|c| c.get_name() == "SPSCertificate").ok_or_else(|| {
-                vec![finding("EPHYTO-ENVELOPE", locate(&root), "the ePhytoEnvelope holds no SPSCertificate")]
-            })?;
+            let certificate =
+                children(&root).into_iter().find(|c| c.get_name() == "SPSCertificate").ok_or_else(|| {
+                    vec![finding("EPHYTO-ENVELOPE", locate(&root), "the ePhytoEnvelope holds no SPSCertificate")]
+                })?;
             let document = certificate_rules(&certificate, version_of(&certificate, context)?)?;
             header.agrees_with(&document, &root)?;
             return Ok(document);
@@ -57,14 +58,21 @@ fn version_of(root: &Node, context: &Context) -> Result<&'static str, Vec<Findin
         (SPS17, "SPSCertificate") => "17",
         (SPS11, "SPSCertificate") => "11",
         (other, name) => {
-            return Err(vec![finding("EPHYTO-ROOT", locate(root), format!("root {{{other}}}{name} is not an SPSCertificate (:17 or :11) or an ePhyto hub envelope"))]);
+            return Err(vec![finding(
+                "EPHYTO-ROOT",
+                locate(root),
+                format!("root {{{other}}}{name} is not an SPSCertificate (:17 or :11) or an ePhyto hub envelope"),
+            )]);
         }
     };
     if !context.allowed_versions.is_empty() && !context.allowed_versions.iter().any(|v| v == version) {
         return Err(vec![finding(
             "EPHYTO-VERSION",
             locate(root),
-            format!("SPSCertificate:{version} is not allowed on this link (allowed: {})", context.allowed_versions.join(", ")),
+            format!(
+                "SPSCertificate:{version} is not allowed on this link (allowed: {})",
+                context.allowed_versions.join(", ")
+            ),
         )]);
     }
     Ok(version)
@@ -110,7 +118,11 @@ fn certificate_rules(root: &Node, version: &str) -> Result<Document, Vec<Finding
     let doc = path(root, &["SPSExchangedDocument"]);
     let consignment = path(root, &["SPSConsignment"]);
     let (Some(doc), Some(consignment)) = (doc, consignment) else {
-        return Err(vec![finding("EPHYTO-MISSING", locate(root), "SPSExchangedDocument and SPSConsignment are required")]);
+        return Err(vec![finding(
+            "EPHYTO-MISSING",
+            locate(root),
+            "SPSExchangedDocument and SPSConsignment are required",
+        )]);
     };
     let mut required = |node: &Node, names: &[&str], what: &str| -> String {
         let value = text(node, names);
@@ -127,34 +139,58 @@ fn certificate_rules(root: &Node, version: &str) -> Result<Document, Vec<Finding
     let import = required(&consignment, &["ImportSPSCountry", "ID"], "the importing country");
     let issuer = text(&doc, &["IssuerSPSParty", "Name"]).unwrap_or_default();
     if !type_code.is_empty() && type_code != "851" && type_code != "657" {
-        errors.push(finding("EPHYTO-TYPECODE", locate(&path(&doc, &["TypeCode"]).unwrap_or(doc.clone())), format!("TypeCode {type_code} is neither 851 (phytosanitary) nor 657 (re-export)")));
+        errors.push(finding(
+            "EPHYTO-TYPECODE",
+            locate(&path(&doc, &["TypeCode"]).unwrap_or(doc.clone())),
+            format!("TypeCode {type_code} is neither 851 (phytosanitary) nor 657 (re-export)"),
+        ));
     }
     let status = match status_code.as_str() {
         "70" => "issued",
         "40" => "withdrawn",
         "" => "",
         other => {
-            errors.push(finding("EPHYTO-STATUS", locate(&path(&doc, &["StatusCode"]).unwrap_or(doc.clone())), format!("StatusCode {other} is not 70 (issued) or 40 (withdrawn)")));
+            errors.push(finding(
+                "EPHYTO-STATUS",
+                locate(&path(&doc, &["StatusCode"]).unwrap_or(doc.clone())),
+                format!("StatusCode {other} is not 70 (issued) or 40 (withdrawn)"),
+            ));
             ""
         }
     };
     for (code, what) in [(&export, "ExportSPSCountry"), (&import, "ImportSPSCountry")] {
         if !code.is_empty() && !is_country(code) {
-            errors.push(finding("EPHYTO-COUNTRY", locate(&path(&consignment, &[what]).unwrap_or(consignment.clone())), format!("{what}/ID '{code}' is not an ISO 3166 alpha-2 code")));
+            errors.push(finding(
+                "EPHYTO-COUNTRY",
+                locate(&path(&consignment, &[what]).unwrap_or(consignment.clone())),
+                format!("{what}/ID '{code}' is not an ISO 3166 alpha-2 code"),
+            ));
         }
     }
     if !export.is_empty() && export == import {
-        errors.push(finding("EPHYTO-COUNTRY", locate(&consignment), format!("exporting and importing country are both {export}")));
+        errors.push(finding(
+            "EPHYTO-COUNTRY",
+            locate(&consignment),
+            format!("exporting and importing country are both {export}"),
+        ));
     }
     for transit in all(&consignment, "TransitSPSCountry") {
         let id = text(&transit, &["ID"]).unwrap_or_default();
         if id == export || id == import {
-            errors.push(finding("EPHYTO-COUNTRY", locate(&transit), format!("transit country {id} is also the exporting or importing country")));
+            errors.push(finding(
+                "EPHYTO-COUNTRY",
+                locate(&transit),
+                format!("transit country {id} is also the exporting or importing country"),
+            ));
         }
     }
     if !issued.is_empty() {
         match parse_date(&issued) {
-            None => errors.push(finding("EPHYTO-DATE", locate(&doc), format!("IssueDateTime '{issued}' is not a date-time"))),
+            None => errors.push(finding(
+                "EPHYTO-DATE",
+                locate(&doc),
+                format!("IssueDateTime '{issued}' is not a date-time"),
+            )),
             Some(t) if t > time::OffsetDateTime::now_utc() + time::Duration::days(1) => {
                 errors.push(finding("EPHYTO-DATE", locate(&doc), format!("IssueDateTime {issued} is in the future")))
             }
@@ -164,7 +200,11 @@ fn certificate_rules(root: &Node, version: &str) -> Result<Document, Vec<Finding
     let mut lines = Vec::new();
     descendants(&consignment, "IncludedSPSTradeLineItem", &mut lines);
     if lines.is_empty() {
-        errors.push(finding("EPHYTO-MISSING", locate(&consignment), "at least one IncludedSPSTradeLineItem is required"));
+        errors.push(finding(
+            "EPHYTO-MISSING",
+            locate(&consignment),
+            "at least one IncludedSPSTradeLineItem is required",
+        ));
     }
     let mut sequence = Vec::new();
     let mut products = Vec::new();
@@ -172,12 +212,18 @@ fn certificate_rules(root: &Node, version: &str) -> Result<Document, Vec<Finding
     for line in &lines {
         match text(line, &["SequenceNumeric"]) {
             None => errors.push(finding("EPHYTO-LINE", locate(line), "a trade line item needs its SequenceNumeric")),
-            Some(n) if sequence.contains(&n) => errors.push(finding("EPHYTO-LINE", locate(line), format!("SequenceNumeric {n} is used twice"))),
+            Some(n) if sequence.contains(&n) => {
+                errors.push(finding("EPHYTO-LINE", locate(line), format!("SequenceNumeric {n} is used twice")))
+            }
             Some(n) => sequence.push(n),
         }
         match text(line, &["ScientificName"]).or_else(|| text(line, &["Description"])) {
             Some(p) => products.push(p),
-            None => errors.push(finding("EPHYTO-LINE", locate(line), "a trade line item needs a ScientificName or Description")),
+            None => errors.push(finding(
+                "EPHYTO-LINE",
+                locate(line),
+                "a trade line item needs a ScientificName or Description",
+            )),
         }
         for note in all(line, "AdditionalInformationSPSNote") {
             line_notes.push(text(&note, &["Subject"]).unwrap_or_default());
@@ -186,7 +232,11 @@ fn certificate_rules(root: &Node, version: &str) -> Result<Document, Vec<Finding
     if type_code == "657" {
         for subject in ["RPCCO", "RPCRF"] {
             if !line_notes.iter().any(|s| s == subject) {
-                errors.push(finding("EPHYTO-REEXPORT", locate(&doc), format!("a re-export certificate (657) needs the {subject} note on its lines")));
+                errors.push(finding(
+                    "EPHYTO-REEXPORT",
+                    locate(&doc),
+                    format!("a re-export certificate (657) needs the {subject} note on its lines"),
+                ));
             }
         }
     }
@@ -195,7 +245,11 @@ fn certificate_rules(root: &Node, version: &str) -> Result<Document, Vec<Finding
         if text(&note, &["Subject"]).as_deref() == Some("ADRPN") {
             let replaced = text(&note, &["Content"]).unwrap_or_default();
             if replaced == number {
-                errors.push(finding("EPHYTO-REPLACEMENT", locate(&note), "a replacement certificate cannot replace itself"));
+                errors.push(finding(
+                    "EPHYTO-REPLACEMENT",
+                    locate(&note),
+                    "a replacement certificate cannot replace itself",
+                ));
             }
             replaces = Some(replaced);
         }
@@ -249,13 +303,17 @@ struct Header {
 impl Header {
     fn read(root: &Node) -> Result<Header, Vec<Finding>> {
         let field = |name: &str| {
-            children(root)
-                .into_iter()
-                .find(|c| is(c, HUB, name))
-                .map(|c| c.get_content().trim().to_owned())
-                .ok_or_else(|| vec![finding("EPHYTO-ENVELOPE", locate(root), format!("the envelope header lacks {name}"))])
+            children(root).into_iter().find(|c| is(c, HUB, name)).map(|c| c.get_content().trim().to_owned()).ok_or_else(
+                || vec![finding("EPHYTO-ENVELOPE", locate(root), format!("the envelope header lacks {name}"))],
+            )
         };
-        Ok(Header { from: field("From")?, to: field("To")?, kind: field("CertificateType")?, status: field("CertificateStatus")?, number: field("NPPOCertificateNumber")? })
+        Ok(Header {
+            from: field("From")?,
+            to: field("To")?,
+            kind: field("CertificateType")?,
+            status: field("CertificateStatus")?,
+            number: field("NPPOCertificateNumber")?,
+        })
     }
 
     fn agrees_with(&self, d: &Document, root: &Node) -> Result<(), Vec<Finding>> {
@@ -268,7 +326,13 @@ impl Header {
         let mut errors: Vec<Finding> = pairs
             .iter()
             .filter(|(_, h, c, _)| *h != c)
-            .map(|(name, h, c, what)| finding("EPHYTO-HEADER", locate(root), format!("envelope {name} '{h}' disagrees with the certificate's {what} '{c}'")))
+            .map(|(name, h, c, what)| {
+                finding(
+                    "EPHYTO-HEADER",
+                    locate(root),
+                    format!("envelope {name} '{h}' disagrees with the certificate's {what} '{c}'"),
+                )
+            })
             .collect();
         let status_code = match d.status.as_str() {
             s if s.starts_with("issued") => "70",
@@ -276,7 +340,11 @@ impl Header {
             _ => "",
         };
         if self.status != status_code {
-            errors.push(finding("EPHYTO-HEADER", locate(root), format!("envelope CertificateStatus '{}' disagrees with the certificate's StatusCode", self.status)));
+            errors.push(finding(
+                "EPHYTO-HEADER",
+                locate(root),
+                format!("envelope CertificateStatus '{}' disagrees with the certificate's StatusCode", self.status),
+            ));
         }
         if errors.is_empty() { Ok(()) } else { Err(errors) }
     }
@@ -285,14 +353,27 @@ impl Header {
 /// `HUB.Entities:Envelope`: the header plus `Content`, base64 of the certificate or the XML text.
 fn envelope_with_content(root: &Node, context: &Context) -> Result<Document, Vec<Finding>> {
     let header = Header::read(root)?;
-    let content = children(root).into_iter().find(|c| is(c, HUB, "Content")).ok_or_else(|| {
-        vec![finding("EPHYTO-ENVELOPE", locate(root), "the envelope has no Content")]
-    })?;
+    let content = children(root)
+        .into_iter()
+        .find(|c| is(c, HUB, "Content"))
+        .ok_or_else(|| vec![finding("EPHYTO-ENVELOPE", locate(root), "the envelope has no Content")])?;
     let raw = content.get_content();
     let compact: String = raw.chars().filter(|c| !c.is_whitespace()).collect();
-    let inner = base64::engine::general_purpose::STANDARD.decode(compact.as_bytes()).unwrap_or_else(|_| raw.trim().as_bytes().to_vec());
+    let inner = base64::engine::general_purpose::STANDARD
+        .decode(compact.as_bytes())
+        .unwrap_or_else(|_| raw.trim().as_bytes().to_vec());
     let document = Ephyto.inspect(&inner, context).map_err(|errors| {
-        errors.into_iter().map(|f| Finding { location: format!("Content (line {} of the envelope): {}", crate::wss::xml::line_of(&content), f.location), ..f }).collect::<Vec<_>>()
+        errors
+            .into_iter()
+            .map(|f| Finding {
+                location: format!(
+                    "Content (line {} of the envelope): {}",
+                    crate::wss::xml::line_of(&content),
+                    f.location
+                ),
+                ..f
+            })
+            .collect::<Vec<_>>()
     })?;
     header.agrees_with(&document, root)?;
     Ok(document)
@@ -301,7 +382,7 @@ fn envelope_with_content(root: &Node, context: &Context) -> Result<Document, Vec
 /// The hub schema set, embedded in the binary and written out once for libxml2 to resolve
 /// its imports; compiled once per thread (libxml2 schema contexts are not `Send`).
 mod schema {
-    use super::super::{finding, Finding};
+    use super::super::{Finding, finding};
     use crate::wss::xml::Xml;
     use libxml::schemas::{SchemaParserContext, SchemaValidationContext};
     use std::cell::RefCell;
@@ -325,7 +406,8 @@ mod schema {
     fn directory() -> Result<&'static PathBuf, String> {
         static DIR: OnceLock<Result<PathBuf, String>> = OnceLock::new();
         DIR.get_or_init(|| {
-            let digest = crate::util::short_hash(&FILES.iter().flat_map(|(_, b)| b.iter().copied()).collect::<Vec<u8>>());
+            let digest =
+                crate::util::short_hash(&FILES.iter().flat_map(|(_, b)| b.iter().copied()).collect::<Vec<u8>>());
             let dir = std::env::temp_dir().join(format!("ventanilla-schemas-{digest}-{}", std::process::id()));
             std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
             for (name, bytes) in FILES {
@@ -342,14 +424,22 @@ mod schema {
     }
 
     pub fn validate(xml: &Xml, entry: &'static str) -> Result<(), Vec<Finding>> {
-        let dir = directory().map_err(|e| vec![finding("EPHYTO-XSD", "schema", format!("cannot prepare the schema set: {e}"))])?;
+        let dir = directory()
+            .map_err(|e| vec![finding("EPHYTO-XSD", "schema", format!("cannot prepare the schema set: {e}"))])?;
         COMPILED.with(|cache| {
             let mut cache = cache.borrow_mut();
             if !cache.contains_key(entry) {
                 let path = dir.join(entry);
                 let mut parser = SchemaParserContext::from_file(&path.to_string_lossy());
                 let context = SchemaValidationContext::from_parser(&mut parser).map_err(|errors| {
-                    vec![finding("EPHYTO-XSD", "schema", format!("the schema set does not compile: {:?}", errors.first().and_then(|e| e.message.clone())))]
+                    vec![finding(
+                        "EPHYTO-XSD",
+                        "schema",
+                        format!(
+                            "the schema set does not compile: {:?}",
+                            errors.first().and_then(|e| e.message.clone())
+                        ),
+                    )]
                 })?;
                 cache.insert(entry, context);
             }
@@ -357,7 +447,13 @@ mod schema {
             context.validate_document(xml.document()).map_err(|errors| {
                 errors
                     .into_iter()
-                    .map(|e| finding("EPHYTO-XSD", e.line.map(|l| format!("line {l}")).unwrap_or_else(|| "document".into()), e.message.unwrap_or_default().trim().to_owned()))
+                    .map(|e| {
+                        finding(
+                            "EPHYTO-XSD",
+                            e.line.map(|l| format!("line {l}")).unwrap_or_else(|| "document".into()),
+                            e.message.unwrap_or_default().trim().to_owned(),
+                        )
+                    })
                     .collect()
             })
         })
@@ -428,26 +524,39 @@ mod tests {
         ] {
             let findings = check(name).unwrap_err();
             assert!(findings.iter().any(|f| f.rule == rule), "{name}: {findings:?}");
-            assert!(findings.iter().all(|f| f.location.contains("line") || f.location.contains("Content")), "{name}: located {findings:?}");
+            assert!(
+                findings.iter().all(|f| f.location.contains("line") || f.location.contains("Content")),
+                "{name}: located {findings:?}"
+            );
         }
         // The D13B namespace: refused where the link allows only :17, read where :11 is allowed.
         let only17 = Context { allowed_versions: vec!["17".into()] };
         let findings = Ephyto.inspect(&sample("neg_ephyto_legacy_namespace_v11.xml"), &only17).unwrap_err();
         assert_eq!(findings[0].rule, "EPHYTO-VERSION");
         let both = Context { allowed_versions: vec!["17".into(), "11".into()] };
-        assert_eq!(Ephyto.inspect(&sample("neg_ephyto_legacy_namespace_v11.xml"), &both).unwrap().profile, "SPSCertificate:11");
+        assert_eq!(
+            Ephyto.inspect(&sample("neg_ephyto_legacy_namespace_v11.xml"), &both).unwrap().profile,
+            "SPSCertificate:11"
+        );
     }
 
     #[test]
     fn generated_certificates_are_valid() {
         let text = testing::certificate("PE", "CO", "PE-2026-0000001");
         let d = Ephyto.inspect(text.as_bytes(), &Context::default()).unwrap();
-        assert_eq!((d.origin_country.as_deref(), d.destination_country.as_deref(), d.number.as_str()), (Some("PE"), Some("CO"), "PE-2026-0000001"));
+        assert_eq!(
+            (d.origin_country.as_deref(), d.destination_country.as_deref(), d.number.as_str()),
+            (Some("PE"), Some("CO"), "PE-2026-0000001")
+        );
     }
 
     #[test]
     fn hostile_input_is_bounded() {
-        let deep = format!("<rsm:SPSCertificate xmlns:rsm=\"{SPS17}\">{}{}</rsm:SPSCertificate>", "<a>".repeat(5000), "</a>".repeat(5000));
+        let deep = format!(
+            "<rsm:SPSCertificate xmlns:rsm=\"{SPS17}\">{}{}</rsm:SPSCertificate>",
+            "<a>".repeat(5000),
+            "</a>".repeat(5000)
+        );
         assert!(Ephyto.inspect(deep.as_bytes(), &Context::default()).is_err());
         let entity = b"<?xml version='1.0'?><!DOCTYPE x [<!ENTITY a 'aaaa'>]><x>&a;</x>";
         assert!(Ephyto.inspect(entity, &Context::default()).is_err());

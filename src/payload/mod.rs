@@ -81,13 +81,7 @@ pub struct Registry {
 impl Registry {
     /// The handlers this build ships. A new document type is one line here.
     pub fn standard() -> Registry {
-        Registry {
-            handlers: vec![
-                Box::new(ephyto::Ephyto),
-                Box::new(origin::AladiCod),
-                Box::new(edifact::Edifact),
-            ],
-        }
+        Registry { handlers: vec![Box::new(ephyto::Ephyto), Box::new(origin::AladiCod), Box::new(edifact::Edifact)] }
     }
 
     pub fn get(&self, name: &str) -> Option<&dyn PayloadHandler> {
@@ -107,12 +101,22 @@ impl Registry {
     /// Inspects with the named handler, or by sniffing when `name` is None.
     pub fn inspect(&self, name: Option<&str>, bytes: &[u8], context: &Context) -> Result<Document, Vec<Finding>> {
         if bytes.len() > MAX_DOCUMENT_BYTES {
-            return Err(vec![finding("DOC-SIZE", "document", format!("{} bytes; documents above {MAX_DOCUMENT_BYTES} bytes are refused", bytes.len()))]);
+            return Err(vec![finding(
+                "DOC-SIZE",
+                "document",
+                format!("{} bytes; documents above {MAX_DOCUMENT_BYTES} bytes are refused", bytes.len()),
+            )]);
         }
         let handler = match name {
-            Some(n) => self.get(n).ok_or_else(|| vec![finding("DOC-TYPE", "document", format!("no handler named '{n}'"))])?,
+            Some(n) => {
+                self.get(n).ok_or_else(|| vec![finding("DOC-TYPE", "document", format!("no handler named '{n}'"))])?
+            }
             None => self.detect(bytes).ok_or_else(|| {
-                vec![finding("DOC-TYPE", "document", format!("not a document type this access point knows ({})", self.names().join(", ")))]
+                vec![finding(
+                    "DOC-TYPE",
+                    "document",
+                    format!("not a document type this access point knows ({})", self.names().join(", ")),
+                )]
             })?,
         };
         handler.inspect(bytes, context)
@@ -123,7 +127,9 @@ impl Registry {
 pub(crate) fn parse_findings(rule: &str, errors: Vec<(Option<i32>, String)>) -> Vec<Finding> {
     errors
         .into_iter()
-        .map(|(line, message)| finding(rule, line.map(|l| format!("line {l}")).unwrap_or_else(|| "document".into()), message))
+        .map(|(line, message)| {
+            finding(rule, line.map(|l| format!("line {l}")).unwrap_or_else(|| "document".into()), message)
+        })
         .collect()
 }
 

@@ -5,9 +5,9 @@
 //! exporter's over `#COD`, the certifying official's over `#CODEH` (which covers the
 //! exporter's signature).
 
-use super::{finding, locate, parse_findings, Context, Document, Finding, PayloadHandler};
+use super::{Context, Document, Finding, PayloadHandler, finding, locate, parse_findings};
 use crate::wss::digest::{b64, unb64};
-use crate::wss::xml::{child, Xml};
+use crate::wss::xml::{Xml, child};
 use libxml::tree::Node;
 use openssl::x509::X509;
 use sha2::{Digest, Sha256};
@@ -60,7 +60,10 @@ fn inspect(xml: &Xml) -> Result<Document, Vec<Finding>> {
     let root = xml.root().ok_or_else(|| vec![finding("COD-XML", "document", "no root element")])?;
     let structure = |node: &Node, m: &str| vec![finding("COD-STRUCTURE", locate(node), m)];
     if !(root.get_name() == "Envelope" && root.get_namespace().map(|n| n.get_href()).as_deref() == Some(ENVELOPE_NS)) {
-        return Err(structure(&root, "the root must be the COD container Envelope (http://www.w3.org/2001/12/soap-envelope)"));
+        return Err(structure(
+            &root,
+            "the root must be the COD container Envelope (http://www.w3.org/2001/12/soap-envelope)",
+        ));
     }
     let cert_origin = child(&root, ENVELOPE_NS, "CertOrigin").ok_or_else(|| structure(&root, "no CertOrigin"))?;
     let codeh = el(&cert_origin, "CODEH").ok_or_else(|| structure(&cert_origin, "no CODEH"))?;
@@ -93,14 +96,21 @@ fn inspect(xml: &Xml) -> Result<Document, Vec<Finding>> {
     let importer = text(&form, &["Importer", "ImporterBusinessName"]).unwrap_or_default();
     let declaration_date = need(&mut errors, &form, &["Declaration", "DeclarationDate"]);
     let goods_list = el(&form, "GoodsList");
-    let goods: Vec<Node> = goods_list.as_ref().map(|g| g.get_child_elements().into_iter().filter(|c| c.get_name() == "Goods").collect()).unwrap_or_default();
+    let goods: Vec<Node> = goods_list
+        .as_ref()
+        .map(|g| g.get_child_elements().into_iter().filter(|c| c.get_name() == "Goods").collect())
+        .unwrap_or_default();
     if goods.is_empty() {
         errors.push(finding("COD-GOODS", locate(&form), "GoodsList needs at least one Goods line"));
     }
     if let Some(list) = &goods_list {
         let declared = text(list, &["GoodsQty"]).unwrap_or_default();
         if declared != goods.len().to_string() {
-            errors.push(finding("COD-GOODS", locate(list), format!("GoodsQty says {declared}, the list has {} lines", goods.len())));
+            errors.push(finding(
+                "COD-GOODS",
+                locate(list),
+                format!("GoodsQty says {declared}, the list has {} lines", goods.len()),
+            ));
         }
     }
     let mut hs_codes = Vec::new();
@@ -112,7 +122,11 @@ fn inspect(xml: &Xml) -> Result<Document, Vec<Finding>> {
     }
     for (code, what) in [(&exporter_country, "ExporterCountry"), (&importer_country, "ImporterCountry")] {
         if !code.is_empty() && !(code.len() == 2 && code.chars().all(|c| c.is_ascii_uppercase())) {
-            errors.push(finding("COD-COUNTRY", locate(&form), format!("{what} '{code}' is not an ISO 3166 alpha-2 code")));
+            errors.push(finding(
+                "COD-COUNTRY",
+                locate(&form),
+                format!("{what} '{code}' is not an ISO 3166 alpha-2 code"),
+            ));
         }
     }
 
@@ -132,12 +146,20 @@ fn inspect(xml: &Xml) -> Result<Document, Vec<Finding>> {
             }
             Err(f) => errors.push(Finding { rule: "COD-SIG-EXPORTER".into(), ..f }),
         },
-        None if official_sig.is_some() => errors.push(finding("COD-SIG-EXPORTER", locate(&exporter_part), "the official's signature is present but the exporter's is missing")),
+        None if official_sig.is_some() => errors.push(finding(
+            "COD-SIG-EXPORTER",
+            locate(&exporter_part),
+            "the official's signature is present but the exporter's is missing",
+        )),
         None => {}
     }
     if let Some(sig) = &official_sig {
         if eh.is_none() || certification.is_none() {
-            errors.push(finding("COD-STRUCTURE", locate(&codeh), "an official's signature needs EH and CertificationEH"));
+            errors.push(finding(
+                "COD-STRUCTURE",
+                locate(&codeh),
+                "an official's signature needs EH and CertificationEH",
+            ));
         }
         match verify_embedded(xml, sig, "CODEH", &certificate_date) {
             Ok((subject, w)) => {
@@ -163,7 +185,11 @@ fn inspect(xml: &Xml) -> Result<Document, Vec<Finding>> {
         _ => "unsigned (stage 1)".to_owned(),
     };
     if stage < 4 {
-        warnings.push(finding("COD-STAGE", locate(&codeh), format!("emission stage {stage}: only a stage 4 COD is legally complete")));
+        warnings.push(finding(
+            "COD-STAGE",
+            locate(&codeh),
+            format!("emission stage {stage}: only a stage 4 COD is legally complete"),
+        ));
     }
     let mut fields = std::collections::BTreeMap::new();
     fields.insert("exporter".into(), exporter);
@@ -206,14 +232,17 @@ fn verify_embedded(xml: &Xml, sig: &Node, target: &str, when: &str) -> Result<(S
     let fail = |m: String| finding("COD-SIG", locate(sig), m);
     let mut warnings = Vec::new();
     let signed_info = ds(sig, "SignedInfo").ok_or_else(|| fail("ds:Signature without SignedInfo".into()))?;
-    let references: Vec<Node> = signed_info.get_child_elements().into_iter().filter(|c| c.get_name() == "Reference").collect();
+    let references: Vec<Node> =
+        signed_info.get_child_elements().into_iter().filter(|c| c.get_name() == "Reference").collect();
     let [reference] = references.as_slice() else { return Err(fail("exactly one ds:Reference is expected".into())) };
     let uri = reference.get_property_no_ns("URI").unwrap_or_default();
     if uri != format!("#{target}") {
         return Err(fail(format!("the signature references '{uri}', not #{target}")));
     }
     let targets = xml.elements_with_id(target);
-    let [target_node] = targets.as_slice() else { return Err(fail(format!("#{target} resolves to {} elements", targets.len()))) };
+    let [target_node] = targets.as_slice() else {
+        return Err(fail(format!("#{target} resolves to {} elements", targets.len())));
+    };
     let mut ancestor = sig.get_parent();
     while let Some(a) = ancestor {
         if a.node_ptr() == target_node.node_ptr() {
@@ -222,15 +251,18 @@ fn verify_embedded(xml: &Xml, sig: &Node, target: &str, when: &str) -> Result<(S
         ancestor = a.get_parent();
     }
     let transforms: Vec<String> = ds(reference, "Transforms")
-        .map(|t| t.get_child_elements().into_iter().map(|x| x.get_property_no_ns("Algorithm").unwrap_or_default()).collect())
+        .map(|t| {
+            t.get_child_elements().into_iter().map(|x| x.get_property_no_ns("Algorithm").unwrap_or_default()).collect()
+        })
         .unwrap_or_default();
-    let canonical = match transforms.iter().filter(|t| *t != ENVELOPED).map(String::as_str).collect::<Vec<_>>().as_slice() {
-        [EXC_C14N] => xml.c14n_subtree(target_node, &[]),
-        [] | [C14N] => xml.c14n_subtree_mode(target_node, 0, false),
-        [C14N_COMMENTS] => xml.c14n_subtree_mode(target_node, 0, true),
-        other => return Err(fail(format!("unsupported transforms {other:?}"))),
-    }
-    .map_err(|e| fail(e.to_string()))?;
+    let canonical =
+        match transforms.iter().filter(|t| *t != ENVELOPED).map(String::as_str).collect::<Vec<_>>().as_slice() {
+            [EXC_C14N] => xml.c14n_subtree(target_node, &[]),
+            [] | [C14N] => xml.c14n_subtree_mode(target_node, 0, false),
+            [C14N_COMMENTS] => xml.c14n_subtree_mode(target_node, 0, true),
+            other => return Err(fail(format!("unsupported transforms {other:?}"))),
+        }
+        .map_err(|e| fail(e.to_string()))?;
     let digest_method = algorithm(ds(reference, "DigestMethod"));
     let digest = match digest_method.as_str() {
         SHA256 => Sha256::digest(&canonical).to_vec(),
@@ -240,7 +272,9 @@ fn verify_embedded(xml: &Xml, sig: &Node, target: &str, when: &str) -> Result<(S
         }
         other => return Err(fail(format!("unsupported DigestMethod '{other}'"))),
     };
-    let expected = ds(reference, "DigestValue").and_then(|d| unb64(&d.get_content())).ok_or_else(|| fail("no DigestValue".into()))?;
+    let expected = ds(reference, "DigestValue")
+        .and_then(|d| unb64(&d.get_content()))
+        .ok_or_else(|| fail("no DigestValue".into()))?;
     if digest != expected {
         return Err(fail(format!("the digest of #{target} does not match: the document was altered after signing")));
     }
@@ -258,7 +292,9 @@ fn verify_embedded(xml: &Xml, sig: &Node, target: &str, when: &str) -> Result<(S
         .and_then(|c| unb64(&c.get_content()))
         .and_then(|der| X509::from_der(&der).ok())
         .ok_or_else(|| fail("KeyInfo carries no X509Certificate".into()))?;
-    let value = ds(sig, "SignatureValue").and_then(|v| unb64(&v.get_content())).ok_or_else(|| fail("no SignatureValue".into()))?;
+    let value = ds(sig, "SignatureValue")
+        .and_then(|v| unb64(&v.get_content()))
+        .ok_or_else(|| fail("no SignatureValue".into()))?;
     let method = algorithm(ds(&signed_info, "SignatureMethod"));
     let key = cert.public_key().map_err(|e| fail(e.to_string()))?;
     let md = match method.as_str() {
@@ -281,14 +317,20 @@ fn verify_embedded(xml: &Xml, sig: &Node, target: &str, when: &str) -> Result<(S
     if let Some(at) = date_as_asn1(when)
         && (cert.not_before() > at || cert.not_after() < at)
     {
-        warnings.push(finding("COD-SIG-VALIDITY", locate(sig), format!("the signer's certificate was not valid on {when}")));
+        warnings.push(finding(
+            "COD-SIG-VALIDITY",
+            locate(sig),
+            format!("the signer's certificate was not valid on {when}"),
+        ));
     }
     Ok((crate::pki::trust::subject_of(&cert), warnings))
 }
 
 fn date_as_asn1(value: &str) -> Option<openssl::asn1::Asn1Time> {
     use time::format_description::well_known::Rfc3339;
-    let t = time::OffsetDateTime::parse(value, &Rfc3339).or_else(|_| time::OffsetDateTime::parse(&format!("{value}Z"), &Rfc3339)).ok()?;
+    let t = time::OffsetDateTime::parse(value, &Rfc3339)
+        .or_else(|_| time::OffsetDateTime::parse(&format!("{value}Z"), &Rfc3339))
+        .ok()?;
     openssl::asn1::Asn1Time::from_unix(t.unix_timestamp()).ok()
 }
 
@@ -301,13 +343,22 @@ pub mod testing {
 
     fn strip_signatures(mut text: String) -> String {
         while let Some(start) = text.find("<ds:Signature>") {
-            let end = text[start..].find("</ds:Signature>").map(|e| start + e + "</ds:Signature>".len()).unwrap_or(text.len());
+            let end = text[start..]
+                .find("</ds:Signature>")
+                .map(|e| start + e + "</ds:Signature>".len())
+                .unwrap_or(text.len());
             text.replace_range(start..end, "");
         }
         text
     }
 
-    fn signature(xml_text: &str, target: &str, insert_after: &str, key: &PKey<Private>, cert: &X509) -> Result<String, String> {
+    fn signature(
+        xml_text: &str,
+        target: &str,
+        insert_after: &str,
+        key: &PKey<Private>,
+        cert: &X509,
+    ) -> Result<String, String> {
         let parsed = Xml::parse(xml_text.as_bytes()).map_err(|e| e.to_string())?;
         let node = parsed.elements_with_id(target).into_iter().next().ok_or("no signature target")?;
         let digest = Sha256::digest(parsed.c14n_subtree(&node, &[]).map_err(|e| e.to_string())?);
@@ -316,7 +367,9 @@ pub mod testing {
             b64(&digest)
         );
         let cert_b64 = b64(&cert.to_der().map_err(|e| e.to_string())?);
-        let with_placeholder = format!("<ds:Signature>{signed_info}<ds:SignatureValue></ds:SignatureValue><ds:KeyInfo><ds:X509Data><ds:X509Certificate>{cert_b64}</ds:X509Certificate></ds:X509Data></ds:KeyInfo></ds:Signature>");
+        let with_placeholder = format!(
+            "<ds:Signature>{signed_info}<ds:SignatureValue></ds:SignatureValue><ds:KeyInfo><ds:X509Data><ds:X509Certificate>{cert_b64}</ds:X509Certificate></ds:X509Data></ds:KeyInfo></ds:Signature>"
+        );
         let at = xml_text.find(insert_after).ok_or("insertion point not found")? + insert_after.len();
         let draft = format!("{}{}{}", &xml_text[..at], with_placeholder, &xml_text[at..]);
         let parsed = Xml::parse(draft.as_bytes()).map_err(|e| e.to_string())?;
@@ -325,15 +378,23 @@ pub mod testing {
             .and_then(|r| {
                 let mut found = Vec::new();
                 find_signatures(&r, &mut found);
-                found.into_iter().find(|s| s.get_parent().map(|p| p.get_name()) == Some(if target == "COD" { "CODExporter".to_owned() } else { "CertOrigin".to_owned() }))
+                found.into_iter().find(|s| {
+                    s.get_parent().map(|p| p.get_name())
+                        == Some(if target == "COD" { "CODExporter".to_owned() } else { "CertOrigin".to_owned() })
+                })
             })
             .ok_or("signature not found")?;
         let si = ds(&sig, "SignedInfo").ok_or("no SignedInfo")?;
         let canonical = parsed.c14n_subtree_mode(&si, 0, true).map_err(|e| e.to_string())?;
-        let mut signer = openssl::sign::Signer::new(openssl::hash::MessageDigest::sha256(), key).map_err(|e| e.to_string())?;
+        let mut signer =
+            openssl::sign::Signer::new(openssl::hash::MessageDigest::sha256(), key).map_err(|e| e.to_string())?;
         signer.update(&canonical).map_err(|e| e.to_string())?;
         let value = signer.sign_to_vec().map_err(|e| e.to_string())?;
-        Ok(draft.replacen("<ds:SignatureValue></ds:SignatureValue>", &format!("<ds:SignatureValue>{}</ds:SignatureValue>", b64(&value)), 1))
+        Ok(draft.replacen(
+            "<ds:SignatureValue></ds:SignatureValue>",
+            &format!("<ds:SignatureValue>{}</ds:SignatureValue>", b64(&value)),
+            1,
+        ))
     }
 
     fn find_signatures(node: &Node, out: &mut Vec<Node>) {
@@ -390,7 +451,12 @@ mod tests {
         assert!(d.status.contains("stage 4"), "{}", d.status);
         assert!(d.fields["signatures"].contains("exporter") && d.fields["signatures"].contains("official"));
         assert_eq!(d.fields["hs_codes"], "0806.10.00");
-        assert!(check("cod_v1.8.3_A35_CL-AR_stage3_certified_not_yet_signed_by_official.xml").unwrap().status.contains("stage 3"));
+        assert!(
+            check("cod_v1.8.3_A35_CL-AR_stage3_certified_not_yet_signed_by_official.xml")
+                .unwrap()
+                .status
+                .contains("stage 3")
+        );
         assert!(check("cod_v1.8.3_A35_CL-AR_stage2_exporter_signed.xml").unwrap().status.contains("stage 2"));
         let stage1 = check("cod_v1.8.3_A35_CL-AR_stage1_unsigned.xml").unwrap();
         assert!(stage1.status.contains("stage 1") && stage1.warnings.iter().any(|w| w.rule == "COD-STAGE"));
@@ -410,7 +476,9 @@ mod tests {
     fn re_signed_documents_verify_and_edits_do_not() {
         let keys = |name: &str| {
             let dir = path("test-keys");
-            let key = openssl::pkey::PKey::private_key_from_pem(&std::fs::read(dir.join(format!("{name}.key.pem"))).unwrap()).unwrap();
+            let key =
+                openssl::pkey::PKey::private_key_from_pem(&std::fs::read(dir.join(format!("{name}.key.pem"))).unwrap())
+                    .unwrap();
             let cert = X509::from_pem(&std::fs::read(dir.join(format!("{name}.cert.pem"))).unwrap()).unwrap();
             (key, cert)
         };
@@ -419,7 +487,10 @@ mod tests {
         let template = std::fs::read_to_string(path("cod_v1.8.3_A35_CL-AR_stage4_complete.xml")).unwrap();
         let made = testing::cod(&template, "PE", "MX", "PE012A35260000000100", (&ek, &ec), (&ok, &oc)).unwrap();
         let d = AladiCod.inspect(made.as_bytes(), &Context::default()).unwrap();
-        assert_eq!((d.origin_country.as_deref(), d.destination_country.as_deref(), d.number.as_str()), (Some("PE"), Some("MX"), "PE012A35260000000100"));
+        assert_eq!(
+            (d.origin_country.as_deref(), d.destination_country.as_deref(), d.number.as_str()),
+            (Some("PE"), Some("MX"), "PE012A35260000000100")
+        );
         let edited = made.replace("<GoodsItemFOB>36288.00", "<GoodsItemFOB>1.00");
         assert!(AladiCod.inspect(edited.as_bytes(), &Context::default()).is_err());
     }

@@ -63,8 +63,8 @@ impl State {
             State::Delivered,
             State::Rejected,
         ]
-            .into_iter()
-            .find(|s| s.as_str() == value)
+        .into_iter()
+        .find(|s| s.as_str() == value)
     }
 }
 

@@ -62,13 +62,15 @@ impl Xml {
         if bytes.len() > MAX_XML_BYTES {
             return Err(vec![(None, format!("document exceeds {MAX_XML_BYTES} bytes"))]);
         }
-        let options = ParserOptions { recover: false, no_net: true, no_def_dtd: true, huge: false, ..ParserOptions::default() };
+        let options =
+            ParserOptions { recover: false, no_net: true, no_def_dtd: true, huge: false, ..ParserOptions::default() };
         let located = |errors: Vec<libxml::error::StructuredError>| -> Vec<(Option<i32>, String)> {
             errors.into_iter().map(|e| (e.line, e.message.unwrap_or_default().trim().to_owned())).collect()
         };
         match Parser::default().parse_string_with_diagnostics(bytes, options) {
             Ok((doc, errors)) => {
-                let fatal: Vec<_> = errors.into_iter().filter(|e| !matches!(e.level, libxml::error::XmlErrorLevel::Warning)).collect();
+                let fatal: Vec<_> =
+                    errors.into_iter().filter(|e| !matches!(e.level, libxml::error::XmlErrorLevel::Warning)).collect();
                 if !fatal.is_empty() {
                     return Err(located(fatal));
                 }
@@ -117,7 +119,11 @@ impl Xml {
     /// (embedded document signatures use inclusive C14N, sometimes with comments).
     pub fn c14n_subtree_mode(&self, node: &Node, mode: i32, with_comments: bool) -> Result<Vec<u8>, XmlError> {
         let ctx = Context::new(&self.doc).map_err(|_| XmlError::C14n("no XPath context".into()))?;
-        let expr = if with_comments { "(.//. | .//@* | .//namespace::*)" } else { "(.//. | .//@* | .//namespace::*)[not(self::comment())]" };
+        let expr = if with_comments {
+            "(.//. | .//@* | .//namespace::*)"
+        } else {
+            "(.//. | .//@* | .//namespace::*)[not(self::comment())]"
+        };
         let set = ctx.node_evaluate(expr, node).map_err(|_| XmlError::C14n("cannot select the subtree".into()))?;
         // SAFETY: as in c14n_subtree.
         let nodes = unsafe { (*set.ptr).nodesetval };
@@ -133,7 +139,13 @@ impl Xml {
         self.dump_mode(nodes, 1, false, inclusive_prefixes)
     }
 
-    fn dump_mode(&self, nodes: bindings::xmlNodeSetPtr, mode: i32, with_comments: bool, inclusive_prefixes: &[String]) -> Result<Vec<u8>, XmlError> {
+    fn dump_mode(
+        &self,
+        nodes: bindings::xmlNodeSetPtr,
+        mode: i32,
+        with_comments: bool,
+        inclusive_prefixes: &[String],
+    ) -> Result<Vec<u8>, XmlError> {
         let prefixes: Vec<CString> = inclusive_prefixes
             .iter()
             .map(|p| CString::new(p.as_str()).map_err(|_| XmlError::C14n("NUL in a prefix".into())))

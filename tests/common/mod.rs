@@ -155,21 +155,38 @@ pub fn read(path: &Path) -> Vec<u8> {
 
 /// A valid ePhyto from `from` to `to` (country codes), as the leg's handler requires.
 pub fn ephyto(from: &str, to: &str) -> Vec<u8> {
-    ventanilla::payload::ephyto::testing::certificate(from, to, &format!("{from}-2026-{}", &uuid::Uuid::new_v4().simple().to_string()[..8])).into_bytes()
+    ventanilla::payload::ephyto::testing::certificate(
+        from,
+        to,
+        &format!("{from}-2026-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]),
+    )
+    .into_bytes()
 }
 
 /// A valid, signed stage 4 certificate of origin from `from` to `to`.
 pub fn cod(from: &str, to: &str) -> Vec<u8> {
     let keys = |name: &str| {
         let dir = repo().join("samples/origin/test-keys");
-        let key = openssl::pkey::PKey::private_key_from_pem(&std::fs::read(dir.join(format!("{name}.key.pem"))).unwrap()).unwrap();
-        let cert = openssl::x509::X509::from_pem(&std::fs::read(dir.join(format!("{name}.cert.pem"))).unwrap()).unwrap();
+        let key =
+            openssl::pkey::PKey::private_key_from_pem(&std::fs::read(dir.join(format!("{name}.key.pem"))).unwrap())
+                .unwrap();
+        let cert =
+            openssl::x509::X509::from_pem(&std::fs::read(dir.join(format!("{name}.cert.pem"))).unwrap()).unwrap();
         (key, cert)
     };
     let (ek, ec) = keys("exporter");
     let (ok, oc) = keys("official");
     let template = std::fs::read_to_string(sample("origin/cod_v1.8.3_A35_CL-AR_stage4_complete.xml")).unwrap();
-    ventanilla::payload::origin::testing::cod(&template, from, to, &format!("{from}012A35260000000100"), (&ek, &ec), (&ok, &oc)).unwrap().into_bytes()
+    ventanilla::payload::origin::testing::cod(
+        &template,
+        from,
+        to,
+        &format!("{from}012A35260000000100"),
+        (&ek, &ec),
+        (&ok, &oc),
+    )
+    .unwrap()
+    .into_bytes()
 }
 
 /// Writes bytes to a file in `dir` and returns its path.
