@@ -306,16 +306,8 @@ pub async fn exchange(sender: &Running, receiver: &Running, leg: &str, document:
 
 pub fn print_table(exchanges: &[Exchange]) {
     println!(
-        "{:<3} {:<52} {:<9} {:<9} {:<15} {:<13} {:>7}  {:<22} {}",
-        "#",
-        "message id",
-        "from → to",
-        "document",
-        "profile",
-        "state",
-        "rtt ms",
-        "certificate (receiver)",
-        "status (receiver)"
+        "{:<3} {:<52} {:<9} {:<9} {:<15} {:<13} {:>7}  {:<22} status (receiver)",
+        "#", "message id", "from → to", "document", "profile", "state", "rtt ms", "certificate (receiver)"
     );
     for (i, e) in exchanges.iter().enumerate() {
         let state = if e.ok() { e.state.clone() } else { format!("{} ✗", e.state) };

@@ -67,6 +67,11 @@ enum Command {
         #[arg(long, requires = "decrypt_key")]
         decrypt_cert: Option<PathBuf>,
     },
+    /// Business documents (ePhyto, certificates of origin, UN/EDIFACT).
+    Payload {
+        #[command(subcommand)]
+        command: PayloadCommand,
+    },
     /// P-Mode files.
     Pmode {
         #[command(subcommand)]
@@ -96,6 +101,22 @@ enum Command {
 enum PmodeCommand {
     /// Validate a P-Mode file or folder; errors print as file:line: key: message.
     Check { path: PathBuf },
+}
+
+#[derive(Subcommand)]
+enum PayloadCommand {
+    /// Detect, validate and extract each file; prints every error with its location and
+    /// exits 1 if any file is invalid.
+    Check {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// The document type (ephyto, origin, edifact) instead of detecting it.
+        #[arg(long)]
+        document: Option<String>,
+        /// Accepted versions (ePhyto: 17, 11), as a P-Mode leg's `versions`.
+        #[arg(long, value_delimiter = ',')]
+        versions: Vec<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -142,6 +163,42 @@ async fn main() -> anyhow::Result<()> {
                 println!("{line}");
             }
             if !report.valid {
+                std::process::exit(1);
+            }
+        }
+        Command::Payload { command: PayloadCommand::Check { files, document, versions } } => {
+            let registry = ventanilla::payload::Registry::standard();
+            let context = ventanilla::payload::Context { allowed_versions: versions };
+            let mut invalid = 0;
+            for file in &files {
+                let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+                let kind = document.clone().or_else(|| registry.detect(&bytes).map(|h| h.name().to_owned()));
+                match registry.inspect(kind.as_deref(), &bytes, &context) {
+                    Ok(d) => {
+                        println!("{}: {} {} valid", file.display(), d.kind, d.profile);
+                        println!("  number: {}\n  type: {}\n  status: {}", d.number, d.doc_type, d.status);
+                        println!(
+                            "  from → to: {} → {}",
+                            d.origin_country.as_deref().unwrap_or("?"),
+                            d.destination_country.as_deref().unwrap_or("?")
+                        );
+                        for (k, v) in &d.fields {
+                            println!("  {k}: {v}");
+                        }
+                        for w in &d.warnings {
+                            println!("  warning: {w}");
+                        }
+                    }
+                    Err(findings) => {
+                        invalid += 1;
+                        println!("{}: {} INVALID", file.display(), kind.as_deref().unwrap_or("unknown type"));
+                        for f in findings {
+                            println!("  {f}");
+                        }
+                    }
+                }
+            }
+            if invalid > 0 {
                 std::process::exit(1);
             }
         }

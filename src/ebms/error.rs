@@ -115,7 +115,7 @@ impl EbmsCode {
     /// The SOAP 1.2 fault code that accompanies a failure: the sender's fault for what it
     /// sent wrong, the receiver's for what we could not do (docs/as4.md §4.3).
     pub fn is_receiver_fault(self) -> bool {
-        matches!(self, EbmsCode::DeliveryFailure | EbmsCode::Other | EbmsCode::DysfunctionalReliability)
+        matches!(self, EbmsCode::DeliveryFailure | EbmsCode::DysfunctionalReliability)
     }
 }
 

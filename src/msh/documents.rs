@@ -57,13 +57,13 @@ pub fn inspect(
     for (found, party, role) in
         [(&document.origin_country, sender, "exporting"), (&document.destination_country, receiver, "importing")]
     {
-        if let (Some(found), Some(expected)) = (found, country(party)) {
-            if *found != expected {
-                return Err(DocumentProblem::Inconsistent(format!(
-                    "the {kind} document {} names {found} as {role} country, but on P-Mode {} that party is {party} ({expected})",
-                    document.number, link.id
-                )));
-            }
+        if let (Some(found), Some(expected)) = (found, country(party))
+            && *found != expected
+        {
+            return Err(DocumentProblem::Inconsistent(format!(
+                "the {kind} document {} names {found} as {role} country, but on P-Mode {} that party is {party} ({expected})",
+                document.number, link.id
+            )));
         }
     }
     Ok(Some(document))

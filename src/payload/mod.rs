@@ -147,3 +147,24 @@ pub(crate) fn locate(node: &libxml::tree::Node) -> String {
     names.reverse();
     format!("line {}, /{}", crate::wss::xml::line_of(node), names.join("/"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registry_detects_and_bounds() {
+        let registry = Registry::standard();
+        assert_eq!(registry.detect(b"UNA:+.? 'UNB+UNOA:3").map(|h| h.name()), Some("edifact"));
+        assert_eq!(
+            registry
+                .detect(br#"<rsm:SPSCertificate xmlns:rsm="urn:un:unece:uncefact:data:standard:SPSCertificate:17"/>"#)
+                .map(|h| h.name()),
+            Some("ephyto")
+        );
+        assert!(registry.detect(b"%PDF-1.7").is_none());
+        let huge = vec![b' '; MAX_DOCUMENT_BYTES + 1];
+        assert_eq!(registry.inspect(Some("ephyto"), &huge, &Context::default()).unwrap_err()[0].rule, "DOC-SIZE");
+        assert_eq!(registry.inspect(None, b"%PDF-1.7", &Context::default()).unwrap_err()[0].rule, "DOC-TYPE");
+    }
+}

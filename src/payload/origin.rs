@@ -121,7 +121,8 @@ fn inspect(xml: &Xml) -> Result<Document, Vec<Finding>> {
         }
     }
     for (code, what) in [(&exporter_country, "ExporterCountry"), (&importer_country, "ImporterCountry")] {
-        if !code.is_empty() && !(code.len() == 2 && code.chars().all(|c| c.is_ascii_uppercase())) {
+        let iso = code.len() == 2 && code.chars().all(|c| c.is_ascii_uppercase());
+        if !code.is_empty() && !iso {
             errors.push(finding(
                 "COD-COUNTRY",
                 locate(&form),
