@@ -1,0 +1,207 @@
+//! Crash safety: two access points as child processes, 2,000 signed and encrypted messages,
+//! SIGKILL of the sender and of the receiver at random moments, restarts; then every message
+//! the backend got a 202 for is delivered exactly once and acknowledged.
+
+mod common;
+
+use common::*;
+use rand::Rng;
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+use ventanilla::backend::client::{ApiClient, Upload};
+
+const MESSAGES: usize = 2_000;
+const TOKEN: &str = "crash-test-token-0123456789";
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+struct Ap {
+    config: PathBuf,
+    child: Option<Child>,
+    api: ApiClient,
+}
+
+impl Ap {
+    fn start(&mut self) {
+        let log = std::fs::File::create(self.config.with_extension("log")).unwrap();
+        self.child = Some(
+            Command::new(env!("CARGO_BIN_EXE_ventanilla"))
+                .args(["serve", "--config"])
+                .arg(&self.config)
+                .env("RUST_LOG", "warn")
+                .stdout(std::process::Stdio::null())
+                .stderr(log)
+                .spawn()
+                .unwrap(),
+        );
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill(); // SIGKILL
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Ap {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn config(dir: &Path, code: &str, party: &str, as4: u16, backend: u16, partner: &str, partner_port: u16) -> PathBuf {
+    let certs = dir.join("certs/demo");
+    let text = format!(
+        r#"party_id = "{party}"
+host = "ap.{code}.crash"
+data_dir = "{data}"
+pmodes = "{pmodes}"
+pmode_reload = "60s"
+[as4]
+listen = "127.0.0.1:{as4}"
+tls_cert = "{c}/{code}-tls.pem"
+tls_key = "{c}/{code}-tls.key"
+trust = "{c}/ca.pem"
+send_concurrency = 16
+[backend]
+listen = "127.0.0.1:{backend}"
+token = "{TOKEN}"
+[endpoints]
+"{partner}" = "https://127.0.0.1:{partner_port}/as4"
+[[keys]]
+profile = "edelivery-2.0"
+sign = {{ key = "{c}/{code}-sign-ed25519.key", cert = "{c}/{code}-sign-ed25519.pem" }}
+enc = {{ key = "{c}/{code}-enc-x25519.key", cert = "{c}/{code}-enc-x25519.pem" }}
+[security]
+crls = ["{c}/ca.crl"]
+"#,
+        data = dir.join(code).display(),
+        pmodes = dir.join("pmodes").display(),
+        c = certs.display(),
+    );
+    let path = dir.join(format!("{code}.toml"));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+async fn wait_healthy(api: &ApiClient) {
+    for _ in 0..200 {
+        if api.get_json("/api/v1/openapi.json").await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the access point did not come up");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_acknowledged_is_lost_or_delivered_twice_across_sigkills() {
+    let dir = tempfile::tempdir().unwrap();
+    ventanilla::pki::demo::write_demo_pki(&dir.path().join("certs/demo"), &["cl", "co", "mx", "pe"]).unwrap();
+    std::fs::create_dir_all(dir.path().join("pmodes")).unwrap();
+    // The shipped cl-pe link, with a retry schedule measured in seconds for the test.
+    let link = std::fs::read_to_string(repo().join("pmodes/cl-pe.toml")).unwrap().replace(
+        r#"retry            = ["1m", "5m", "15m", "1h", "4h"]"#,
+        &format!(
+            "retry = [{}]",
+            vec!["\"300ms\""; 3].into_iter().chain(vec!["\"1s\""; 60]).collect::<Vec<_>>().join(", ")
+        ),
+    );
+    std::fs::write(dir.path().join("pmodes/cl-pe.toml"), link).unwrap();
+    let (cl_as4, cl_api, pe_as4, pe_api) = (free_port(), free_port(), free_port(), free_port());
+    let mut cl = Ap {
+        config: config(dir.path(), "cl", "CL-SICEX", cl_as4, cl_api, "PE-VUCE", pe_as4),
+        child: None,
+        api: ApiClient::new(&format!("http://127.0.0.1:{cl_api}"), TOKEN),
+    };
+    let mut pe = Ap {
+        config: config(dir.path(), "pe", "PE-VUCE", pe_as4, pe_api, "CL-SICEX", cl_as4),
+        child: None,
+        api: ApiClient::new(&format!("http://127.0.0.1:{pe_api}"), TOKEN),
+    };
+    cl.start();
+    pe.start();
+    wait_healthy(&cl.api).await;
+    wait_healthy(&pe.api).await;
+
+    let doc = file(dir.path(), "ephyto.xml", &ephyto("CL", "PE"));
+    let (cl_api_client, pe_api_client) = (cl.api.clone(), pe.api.clone());
+    // The killer: at random moments while traffic flows, SIGKILL the receiver, then the
+    // sender, three times each, restarting each shortly after.
+    let killer = tokio::spawn(async move {
+        let mut kills = 0;
+        for round in 0..6 {
+            let (pause, down) = {
+                let mut rng = rand::rng();
+                (rng.random_range(800..2500), rng.random_range(100..600))
+            };
+            tokio::time::sleep(Duration::from_millis(pause)).await;
+            let victim = if round % 2 == 0 { &mut pe } else { &mut cl };
+            victim.kill();
+            tokio::time::sleep(Duration::from_millis(down)).await;
+            victim.start();
+            kills += 1;
+        }
+        (cl, pe, kills)
+    });
+    let mut accepted: Vec<String> = Vec::with_capacity(MESSAGES);
+    let mut refused = 0;
+    let started = Instant::now();
+    while accepted.len() < MESSAGES {
+        // Eight submissions in flight; a refused or cut-off one is not counted (no 202).
+        let metadata = serde_json::json!({"to": "PE-VUCE", "leg": "ephyto"});
+        let uploads = [Upload { path: &doc, mime_type: "application/xml" }];
+        let batch: Vec<_> =
+            (0..8.min(MESSAGES - accepted.len())).map(|_| cl_api_client.submit(&metadata, &uploads)).collect();
+        for result in futures_util::future::join_all(batch).await {
+            match result {
+                Ok(record) => accepted.push(record["message_id"].as_str().unwrap().to_owned()),
+                Err(_) => refused += 1,
+            }
+        }
+        if refused > 0 && accepted.len() < MESSAGES {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    let submit_time = started.elapsed();
+    let (cl, pe, kills) = killer.await.unwrap();
+    assert_eq!(kills, 6, "the sender and the receiver were each killed three times");
+    let _keep = (&cl, &pe);
+    let (cl, pe) = (&cl_api_client, &pe_api_client);
+
+    // Wait for every accepted message to be acknowledged by a receipt.
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let accepted_set: HashSet<&str> = accepted.iter().map(String::as_str).collect();
+    loop {
+        let acknowledged = cl.get_json("/api/v1/messages?direction=outbound&state=acknowledged&limit=10000").await;
+        let done = acknowledged.map(|v| v.as_array().map(|a| a.len()).unwrap_or(0)).unwrap_or(0);
+        if done >= accepted.len() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "only {done} of {} acknowledged after 5 minutes", accepted.len());
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let failed = cl.get_json("/api/v1/messages?direction=outbound&state=failed&limit=10000").await.unwrap();
+    assert!(failed.as_array().unwrap().is_empty(), "no message failed: {failed}");
+
+    // The receiver's backend view: every accepted message exactly once.
+    let inbox = pe.get_json("/api/v1/inbox?all=true&limit=10000").await.unwrap();
+    let delivered: Vec<&str> = inbox.as_array().unwrap().iter().map(|m| m["message_id"].as_str().unwrap()).collect();
+    let unique: HashSet<&str> = delivered.iter().copied().collect();
+    assert_eq!(unique.len(), delivered.len(), "nothing delivered twice");
+    let missing: Vec<&&str> = accepted_set.iter().filter(|id| !unique.contains(**id)).collect();
+    assert!(missing.is_empty(), "{} accepted messages never delivered, e.g. {:?}", missing.len(), missing.first());
+    eprintln!(
+        "crash test: {} accepted, {} submissions cut off or refused while an access point was down, {} delivered, {kills} kills, submitted in {:.1?}, all acknowledged after {:.1?}",
+        accepted.len(),
+        refused,
+        delivered.len(),
+        submit_time,
+        started.elapsed()
+    );
+}
