@@ -32,6 +32,45 @@ pub struct Config {
     pub keys: Vec<KeyConfig>,
     #[serde(default)]
     pub security: SecurityConfig,
+    #[serde(default)]
+    pub retention: RetentionConfig,
+}
+
+/// Retention: per state, when content (payload files, envelope) and then the whole message
+/// record are removed, counted from the message's last change. Unlisted states are kept.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionConfig {
+    #[serde(default = "default_retention_interval")]
+    pub interval: String,
+    #[serde(default = "default_retention_batch")]
+    pub batch: usize,
+    #[serde(default)]
+    pub states: BTreeMap<String, RetentionRule>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionRule {
+    pub content: Option<String>,
+    pub metadata: Option<String>,
+}
+
+fn default_retention_interval() -> String {
+    "10m".into()
+}
+fn default_retention_batch() -> usize {
+    1000
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig {
+            interval: default_retention_interval(),
+            batch: default_retention_batch(),
+            states: BTreeMap::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -149,6 +149,7 @@ pub async fn launch_with(
                 revocation: options.revocation,
                 ..SecurityConfig::default()
             },
+            retention: Default::default(),
         };
         let node = Node::start_with(config, as4, backend).await?;
         let api = ApiClient::new(&format!("http://{}", node.backend_addr), &token);

@@ -88,6 +88,7 @@ impl Node {
             tokio::spawn(serve_plain(backend, backend_router, shutdown.clone())),
             tokio::spawn(outbound::run_sender(ap.clone(), shutdown.clone())),
             tokio::spawn(pmode_watch::run(ap.clone(), shutdown.clone())),
+            tokio::spawn(crate::msh::retention::run(ap.clone(), shutdown.clone())),
         ];
         tracing::info!(party = %ap.me(), %as4_addr, %backend_addr, "access point started");
         Ok(Node { ap, as4_addr, backend_addr, shutdown, tasks })

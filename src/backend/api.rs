@@ -31,6 +31,7 @@ pub fn router(ap: Arc<AccessPoint>, token: String) -> Router {
         .route("/api/v1/inbox/{id}", get(get_received))
         .route("/api/v1/inbox/{id}/payloads/{index}", get(download_payload))
         .route("/api/v1/inbox/{id}/ack", post(acknowledge))
+        .route("/api/v1/events", get(events))
         .layer(axum::middleware::from_fn_with_state(api.clone(), require_token))
         .layer(DefaultBodyLimit::disable());
     Router::new()
@@ -298,4 +299,20 @@ async fn acknowledge(AxState(api): AxState<Api>, Path(id): Path<String>) -> Resu
             .await?;
     }
     Ok(Json(api.ap.store.get(Direction::Inbound, &id).await?))
+}
+
+#[derive(Debug, Deserialize)]
+struct EventsQuery {
+    /// The last event id already seen (0 for the start).
+    #[serde(default)]
+    after: i64,
+    limit: Option<usize>,
+}
+
+/// `GET /api/v1/events?after=N`: what happened to messages (submitted, sent, acknowledged,
+/// failed with EBMS:0301, received, rejected...), oldest first, for the backend to follow.
+async fn events(AxState(api): AxState<Api>, Query(q): Query<EventsQuery>) -> Result<Json<serde_json::Value>, ApiError> {
+    let events = api.ap.store.events(q.after, q.limit.unwrap_or(500)).await?;
+    let next = events.last().map(|e| e.id).unwrap_or(q.after);
+    Ok(Json(serde_json::json!({ "events": events, "next": next })))
 }

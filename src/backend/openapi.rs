@@ -44,13 +44,20 @@ pub fn document() -> Value {
             "/api/v1/inbox/{id}/payloads/{index}": { "get": { "summary": "Download a received payload (index from 1)",
                 "parameters": [id_param, { "name": "index", "in": "path", "required": true, "schema": { "type": "integer", "minimum": 1 } }],
                 "responses": { "200": { "description": "the payload bytes, as received", "content": { "*/*": { "schema": { "type": "string", "format": "binary" } } } }, "404": error, "401": error } } },
+            "/api/v1/events": { "get": { "summary": "Message events (state changes), oldest first; poll with after = the last next",
+                "parameters": [ { "name": "after", "in": "query", "schema": { "type": "integer", "default": 0 } }, { "name": "limit", "in": "query", "schema": { "type": "integer", "default": 500 } } ],
+                "responses": { "200": { "description": "events and the id to continue after", "content": { "application/json": { "schema": { "type": "object", "properties": {
+                    "next": { "type": "integer" },
+                    "events": { "type": "array", "items": { "type": "object", "properties": {
+                        "id": { "type": "integer" }, "at": { "type": "string" }, "message_id": { "type": "string" },
+                        "direction": { "enum": ["outbound", "inbound"] }, "state": { "type": "string" }, "detail": { "type": "string" } } } } } } } } }, "401": error } } },
             "/api/v1/inbox/{id}/ack": { "post": { "summary": "Acknowledge a received message (it leaves the inbox)", "parameters": [id_param],
                 "responses": { "200": { "description": "the message, acknowledged", "content": { "application/json": { "schema": record } } }, "404": error, "401": error } } }
         },
         "components": {
             "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer" } },
             "schemas": {
-                "State": { "enum": ["submitted", "sending", "waiting_retry", "acknowledged", "failed", "delivered"] },
+                "State": { "enum": ["submitted", "sending", "waiting_retry", "acknowledged", "failed", "delivered", "rejected"] },
                 "Error": { "type": "object", "properties": { "error": { "type": "string" } } },
                 "SubmitMetadata": { "type": "object", "required": ["to", "leg"], "properties": {
                     "to": { "type": "string", "description": "partner party id" },

@@ -529,3 +529,42 @@ pub async fn interpret(
     }
     (Outcome::NoReceipt(format!("HTTP {status} without a receipt for {message_id}")), None)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ebms::{EbmsCode, EbmsError, MessageInfo};
+
+    fn info() -> MessageInfo {
+        MessageInfo {
+            timestamp: "2026-01-01T00:00:00Z".into(),
+            message_id: "s@x".into(),
+            ref_to_message_id: Some("m@x".into()),
+        }
+    }
+
+    #[tokio::test]
+    async fn what_an_answer_means_for_retries() {
+        let ct = Some("application/soap+xml");
+        let receipt = Bytes::from(write::receipt_envelope(&info(), &crate::ebms::write::tests_support::sample()));
+        assert_eq!(interpret("m@x", 200, ct, &receipt).await.0, Outcome::Receipt);
+        assert!(
+            matches!(interpret("other@x", 200, ct, &receipt).await.0, Outcome::NoReceipt(_)),
+            "a receipt for another message"
+        );
+        let failure = EbmsError::new(EbmsCode::ValueNotRecognized, "unknown").with_ref(Some("m@x"));
+        let error = Bytes::from(write::error_envelope(&info(), &[failure]));
+        assert!(
+            matches!(interpret("m@x", 400, ct, &error).await.0, Outcome::Refused(_)),
+            "an ebMS failure is not retried"
+        );
+        let warning = EbmsError::new(EbmsCode::EmptyMessagePartitionChannel, "empty").with_ref(Some("m@x"));
+        let warn = Bytes::from(write::error_envelope(&info(), &[warning]));
+        assert!(matches!(interpret("m@x", 200, ct, &warn).await.0, Outcome::NoReceipt(_)), "a warning is no receipt");
+        assert!(matches!(
+            interpret("m@x", 503, Some("text/html"), &Bytes::from_static(b"<html/>")).await.0,
+            Outcome::NoReceipt(_)
+        ));
+        assert!(matches!(interpret("m@x", 500, None, &Bytes::new()).await.0, Outcome::NoReceipt(_)));
+    }
+}

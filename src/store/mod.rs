@@ -170,6 +170,17 @@ pub struct ListFilter {
     pub limit: usize,
 }
 
+/// One entry of a message's history, as an event feed for the backend.
+#[derive(Debug, Clone, Serialize)]
+pub struct Event {
+    pub id: i64,
+    pub at: String,
+    pub message_id: String,
+    pub direction: Direction,
+    pub state: String,
+    pub detail: String,
+}
+
 #[async_trait::async_trait]
 pub trait MessageStore: Send + Sync {
     /// Stores a new message with its payload files; for inbound, a MessageId already present
@@ -192,6 +203,25 @@ pub trait MessageStore: Send + Sync {
     async fn list(&self, filter: ListFilter) -> Result<Vec<MessageRecord>, StoreError>;
     /// After a crash, messages left in `sending` go back to waiting_retry, due now.
     async fn recover(&self, now_ms: i64) -> Result<usize, StoreError>;
+    /// History entries after `after` (an event id), oldest first.
+    async fn events(&self, after: i64, limit: usize) -> Result<Vec<Event>, StoreError>;
+    /// Retention, one batch: empties the content (payload files, envelope) of messages in
+    /// `state` last changed before `before_ms`; returns how many, and the files to delete.
+    async fn purge_content(
+        &self,
+        state: State,
+        before_ms: i64,
+        limit: usize,
+    ) -> Result<(usize, Vec<std::path::PathBuf>), StoreError>;
+    /// Retention, one batch: deletes messages in `state` (of P-Mode `pmode`, if given) last
+    /// changed before `before_ms`, with their history; returns how many, and the files.
+    async fn purge_messages(
+        &self,
+        state: State,
+        pmode: Option<&str>,
+        before_ms: i64,
+        limit: usize,
+    ) -> Result<(usize, Vec<std::path::PathBuf>), StoreError>;
 }
 
 pub fn now_ms() -> i64 {

@@ -26,6 +26,7 @@ CREATE TABLE IF NOT EXISTS messages (
     envelope        BLOB NOT NULL,
     response        BLOB,
     document        TEXT,
+    purged          INTEGER NOT NULL DEFAULT 0,
     UNIQUE (direction, message_id)
 );
 CREATE INDEX IF NOT EXISTS messages_due ON messages (state, next_attempt_at);
@@ -48,6 +49,7 @@ CREATE TABLE IF NOT EXISTS history (
     detail      TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS history_row ON history (message_row);
+CREATE INDEX IF NOT EXISTS messages_age ON messages (state, updated_at);
 "#;
 
 #[derive(Clone)]
@@ -304,6 +306,92 @@ impl MessageStore for SqliteStore {
                 .collect::<Result<_, _>>()?
             };
             rows.iter().map(|row| load(conn, *row)).collect()
+        })
+        .await
+    }
+
+    async fn events(&self, after: i64, limit: usize) -> Result<Vec<Event>, StoreError> {
+        self.with(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT h.rowid, h.at, m.message_id, m.direction, h.state, h.detail FROM history h
+                 JOIN messages m ON m.row = h.message_row WHERE h.rowid > ?1 ORDER BY h.rowid LIMIT ?2",
+            )?;
+            let events = stmt
+                .query_map(params![after, limit.clamp(1, 10_000) as i64], |r| {
+                    Ok(Event {
+                        id: r.get(0)?,
+                        at: format_ms(r.get(1)?),
+                        message_id: r.get(2)?,
+                        direction: direction_of(&r.get::<_, String>(3)?),
+                        state: r.get(4)?,
+                        detail: r.get(5)?,
+                    })
+                })?
+                .collect::<Result<_, _>>()?;
+            Ok(events)
+        })
+        .await
+    }
+
+    async fn purge_content(
+        &self,
+        state: State,
+        before_ms: i64,
+        limit: usize,
+    ) -> Result<(usize, Vec<std::path::PathBuf>), StoreError> {
+        self.with(move |conn| {
+            let tx = conn.transaction()?;
+            let rows: Vec<i64> = {
+                let mut stmt = tx.prepare_cached("SELECT row FROM messages WHERE state = ?1 AND updated_at < ?2 AND purged = 0 LIMIT ?3")?;
+                stmt.query_map(params![state.as_str(), before_ms, limit as i64], |r| r.get(0))?.collect::<Result<_, _>>()?
+            };
+            let mut files = Vec::new();
+            for row in &rows {
+                let mut stmt = tx.prepare_cached("SELECT path FROM payloads WHERE message_row = ?1")?;
+                for path in stmt.query_map(params![row], |r| r.get::<_, String>(0))? {
+                    files.push(std::path::PathBuf::from(path?));
+                }
+                // The stored receipt stays: a duplicate within the window gets it again.
+                tx.execute("UPDATE messages SET envelope = x'', purged = 1 WHERE row = ?1", params![row])?;
+                tx.execute(
+                    "INSERT INTO history (message_row, at, state, detail) VALUES (?1, ?2, ?3, 'content removed by retention')",
+                    params![row, now_ms(), state.as_str()],
+                )?;
+            }
+            tx.commit()?;
+            Ok((rows.len(), files))
+        })
+        .await
+    }
+
+    async fn purge_messages(
+        &self,
+        state: State,
+        pmode: Option<&str>,
+        before_ms: i64,
+        limit: usize,
+    ) -> Result<(usize, Vec<std::path::PathBuf>), StoreError> {
+        let pmode = pmode.map(str::to_owned);
+        self.with(move |conn| {
+            let tx = conn.transaction()?;
+            let rows: Vec<i64> = {
+                let mut stmt = tx.prepare_cached(
+                    "SELECT row FROM messages WHERE state = ?1 AND updated_at < ?2 AND (?4 IS NULL OR pmode = ?4) LIMIT ?3",
+                )?;
+                stmt.query_map(params![state.as_str(), before_ms, limit as i64, pmode], |r| r.get(0))?.collect::<Result<_, _>>()?
+            };
+            let mut files = Vec::new();
+            for row in &rows {
+                let mut stmt = tx.prepare_cached("SELECT path FROM payloads WHERE message_row = ?1")?;
+                for path in stmt.query_map(params![row], |r| r.get::<_, String>(0))? {
+                    files.push(std::path::PathBuf::from(path?));
+                }
+                tx.execute("DELETE FROM history WHERE message_row = ?1", params![row])?;
+                tx.execute("DELETE FROM payloads WHERE message_row = ?1", params![row])?;
+                tx.execute("DELETE FROM messages WHERE row = ?1", params![row])?;
+            }
+            tx.commit()?;
+            Ok((rows.len(), files))
         })
         .await
     }

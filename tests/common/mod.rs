@@ -13,6 +13,7 @@ pub const PARTY_TYPE: &str = "urn:oasis:names:tc:ebcore:partyid-type:unregistere
 pub struct Cluster {
     pub dir: tempfile::TempDir,
     pub nodes: Vec<Running>,
+    stopped: Vec<(String, String, ventanilla::backend::client::ApiClient)>,
 }
 
 impl Cluster {
@@ -31,7 +32,7 @@ impl Cluster {
         let dir = tempfile::tempdir().unwrap();
         let options = Options { max_message: "8MiB".into(), insecure, ..Options::default() };
         let nodes = launch_with(dir.path(), &repo().join("pmodes"), countries, &options).await.unwrap();
-        Cluster { dir, nodes }
+        Cluster { dir, nodes, stopped: Vec::new() }
     }
 
     pub fn node(&self, code: &str) -> &Running {
@@ -54,6 +55,48 @@ impl Cluster {
         let stream: ventanilla::transport::BodyStream = Box::pin(futures_util::stream::iter([Ok(Bytes::from(body))]));
         let response = client.post(&identity, &url, content_type, stream, Duration::from_secs(30)).await.unwrap();
         (response.status, String::from_utf8_lossy(&response.body).into_owned())
+    }
+
+    /// Stops the node `code` (as a crash or an outage would, from the partner's view) and
+    /// returns its config, to start it again later with [`Cluster::restart`].
+    pub async fn take_down(
+        &mut self,
+        code: &str,
+    ) -> (ventanilla::config::Config, std::net::SocketAddr, std::net::SocketAddr) {
+        let index = self.nodes.iter().position(|n| n.code == code).unwrap();
+        let running = self.nodes.remove(index);
+        let saved = (running.node.ap.config.clone(), running.node.as4_addr, running.node.backend_addr);
+        self.stopped.push((running.code.clone(), running.party.clone(), running.api.clone()));
+        running.node.stop().await;
+        saved
+    }
+
+    /// Starts a node again on its addresses, with its config changed by `change`.
+    pub async fn restart(
+        &mut self,
+        code: &str,
+        saved: (ventanilla::config::Config, std::net::SocketAddr, std::net::SocketAddr),
+        change: impl FnOnce(&mut ventanilla::config::Config),
+    ) {
+        let (mut config, as4_addr, backend_addr) = saved;
+        change(&mut config);
+        let mut as4 = None;
+        for _ in 0..50 {
+            match tokio::net::TcpListener::bind(as4_addr).await {
+                Ok(l) => {
+                    as4 = Some(l);
+                    break;
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+        let backend = tokio::net::TcpListener::bind(backend_addr).await.unwrap();
+        let node = ventanilla::node::Node::start_with(config, as4.expect("the AS4 port is free again"), backend)
+            .await
+            .unwrap();
+        let index = self.stopped.iter().position(|(c, _, _)| c == code).unwrap();
+        let (code, party, api) = self.stopped.remove(index);
+        self.nodes.push(Running { code, party, node, api });
     }
 
     pub async fn stop(self) {
