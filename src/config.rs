@@ -34,6 +34,56 @@ pub struct Config {
     pub security: SecurityConfig,
     #[serde(default)]
     pub retention: RetentionConfig,
+    #[serde(default)]
+    pub store: StoreConfig,
+}
+
+/// Where messages are kept: SQLite in `data_dir` (one node), or PostgreSQL shared by several
+/// nodes of one access point (then `data_dir` must be a folder every node mounts).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    #[serde(default = "default_store_kind")]
+    pub kind: String,
+    /// PostgreSQL: a libpq-style connection string without the password.
+    pub url: Option<String>,
+    /// PostgreSQL: the environment variable holding the password, if any.
+    pub password_env: Option<String>,
+    #[serde(default = "default_pool")]
+    pub pool: usize,
+    /// PostgreSQL: how long a node owns a message it is sending before another node may take
+    /// it over (longer than the longest link timeout).
+    #[serde(default = "default_lease")]
+    pub lease: String,
+    /// This node's name, distinct per node sharing a store (its staging folder).
+    #[serde(default = "default_node")]
+    pub node: String,
+}
+
+fn default_store_kind() -> String {
+    "sqlite".into()
+}
+fn default_pool() -> usize {
+    8
+}
+fn default_lease() -> String {
+    "5m".into()
+}
+fn default_node() -> String {
+    "node".into()
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            kind: default_store_kind(),
+            url: None,
+            password_env: None,
+            pool: default_pool(),
+            lease: default_lease(),
+            node: default_node(),
+        }
+    }
 }
 
 /// Retention: per state, when content (payload files, envelope) and then the whole message

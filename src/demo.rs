@@ -150,6 +150,7 @@ pub async fn launch_with(
                 ..SecurityConfig::default()
             },
             retention: Default::default(),
+            store: Default::default(),
         };
         let node = Node::start_with(config, as4, backend).await?;
         let api = ApiClient::new(&format!("http://{}", node.backend_addr), &token);

@@ -65,9 +65,23 @@ impl Node {
                 .map_err(|source| StartError::Io { what: format!("cannot create {}", path.display()), source })?;
         }
         // Staged parts of requests cut short by a crash are garbage: the sender never got a receipt.
-        let _ = std::fs::remove_dir_all(config.data_dir.join("tmp"));
-        let _ = std::fs::create_dir_all(config.data_dir.join("tmp"));
-        let store = Arc::new(SqliteStore::open(&config.data_dir.join("messages.db"))?);
+        let staging = config.data_dir.join("tmp").join(&config.store.node);
+        let _ = std::fs::remove_dir_all(&staging);
+        let _ = std::fs::create_dir_all(&staging);
+        let store: Arc<dyn crate::store::MessageStore> = match config.store.kind.as_str() {
+            "postgres" => {
+                let mut url = config.store.url.clone().unwrap_or_default();
+                if let Some(var) = &config.store.password_env {
+                    let password = std::env::var(var)
+                        .map_err(|_| StartError::Config(format!("store.password_env: {var} is not set")))?;
+                    url.push_str(&format!(" password='{}'", password.replace('\\', "\\\\").replace('\'', "\\'")));
+                }
+                let lease =
+                    crate::util::parse_duration(&config.store.lease).unwrap_or(std::time::Duration::from_secs(300));
+                Arc::new(crate::store::postgres::PostgresStore::connect(&url, config.store.pool, lease).await?)
+            }
+            _ => Arc::new(SqliteStore::open(&config.data_dir.join("messages.db"))?),
+        };
         let tls = crate::transport::tls::server_config(&config.as4.tls_cert, &config.as4.tls_key, &config.as4.trust)?;
         let security = crate::msh::security::SecurityContext::load(&config).map_err(StartError::Config)?;
         for link in pmodes.links_of(&config.party_id) {

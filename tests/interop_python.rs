@@ -180,6 +180,7 @@ retry = ["1s", "2s"]
             ..SecurityConfig::default()
         },
         retention: Default::default(),
+        store: Default::default(),
     };
     let node = ventanilla::node::Node::start_with(config, as4, backend).await.unwrap();
     let api = ApiClient::new(&format!("http://{}", node.backend_addr), &token);

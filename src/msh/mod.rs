@@ -65,7 +65,8 @@ impl AccessPoint {
         self.config.endpoints.get(&party.id).map(String::as_str).unwrap_or(&party.endpoint)
     }
 
+    /// This node's staging folder (nodes sharing a data folder each have their own).
     pub fn tmp_dir(&self) -> std::path::PathBuf {
-        self.config.data_dir.join("tmp")
+        self.config.data_dir.join("tmp").join(&self.config.store.node)
     }
 }

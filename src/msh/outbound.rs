@@ -284,7 +284,17 @@ pub async fn run_sender(ap: Arc<AccessPoint>, shutdown: CancellationToken) {
         Err(e) => tracing::error!(error = %e, "cannot recover interrupted messages"),
     }
     let permits = Arc::new(Semaphore::new(ap.config.as4.send_concurrency.max(1)));
+    let mut last_recovery = std::time::Instant::now();
     loop {
+        // On a shared store, take over messages whose sending node died (expired leases).
+        if ap.store.shared() && last_recovery.elapsed() > std::time::Duration::from_secs(2) {
+            last_recovery = std::time::Instant::now();
+            match ap.store.recover(now_ms()).await {
+                Ok(0) => {}
+                Ok(n) => tracing::warn!(count = n, "took over messages of a node whose lease expired"),
+                Err(e) => tracing::error!(error = %e, "cannot check for expired leases"),
+            }
+        }
         let free = permits.available_permits();
         let due = if free == 0 {
             Vec::new()

@@ -4,6 +4,7 @@
 //! before anyone is told it was accepted: the backend on submit, the partner by a receipt.
 
 pub mod files;
+pub mod postgres;
 pub mod sqlite;
 
 use serde::Serialize;
@@ -201,8 +202,14 @@ pub trait MessageStore: Send + Sync {
     ) -> Result<(), StoreError>;
     async fn get(&self, direction: Direction, message_id: &str) -> Result<MessageRecord, StoreError>;
     async fn list(&self, filter: ListFilter) -> Result<Vec<MessageRecord>, StoreError>;
-    /// After a crash, messages left in `sending` go back to waiting_retry, due now.
+    /// Messages left in `sending` by a crash go back to waiting_retry, due now: all of them
+    /// for a store one node owns, only expired leases for a shared one.
     async fn recover(&self, now_ms: i64) -> Result<usize, StoreError>;
+    /// Whether several nodes share this store (then `recover` runs periodically, to take
+    /// over the work of a node that died).
+    fn shared(&self) -> bool {
+        false
+    }
     /// History entries after `after` (an event id), oldest first.
     async fn events(&self, after: i64, limit: usize) -> Result<Vec<Event>, StoreError>;
     /// Retention, one batch: empties the content (payload files, envelope) of messages in

@@ -1,6 +1,8 @@
 //! Shared helpers: access points on loopback, raw AS4 posts, user messages to tamper with.
 #![allow(dead_code)]
 
+pub mod postgres;
+
 use bytes::Bytes;
 use std::path::{Path, PathBuf};
 use std::time::Duration;

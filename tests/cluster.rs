@@ -1,0 +1,249 @@
+//! Two access point nodes for one country on a shared PostgreSQL store (a real server from
+//! Debian's package, started by the test): they share the queue, each attempt runs on one
+//! node (FOR UPDATE SKIP LOCKED), duplicates are caught across nodes, and when one node is
+//! SIGKILLed mid-run the other takes over its work once the lease expires.
+
+mod common;
+
+use common::postgres::Postgres;
+use common::*;
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+use ventanilla::backend::client::{ApiClient, Upload};
+use ventanilla::store::postgres::PostgresStore;
+use ventanilla::store::{Direction, Inserted, MessageStore, NewMessage, State};
+
+const TOKEN: &str = "cluster-test-token-0123456789";
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+struct Proc(Option<Child>);
+
+impl Proc {
+    fn start(config: &Path) -> Proc {
+        let log = std::fs::File::create(config.with_extension("log")).unwrap();
+        Proc(Some(
+            Command::new(env!("CARGO_BIN_EXE_ventanilla"))
+                .args(["serve", "--config"])
+                .arg(config)
+                .stderr(log)
+                .spawn()
+                .unwrap(),
+        ))
+    }
+    fn kill(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn config(
+    dir: &Path,
+    name: &str,
+    code: &str,
+    party: &str,
+    as4: u16,
+    backend: u16,
+    partner: (&str, u16),
+    store: &str,
+) -> PathBuf {
+    let c = dir.join("certs/demo");
+    let text = format!(
+        r#"party_id = "{party}"
+host = "ap.{code}.cluster"
+data_dir = "{data}"
+pmodes = "{pmodes}"
+[as4]
+listen = "127.0.0.1:{as4}"
+tls_cert = "{c}/{code}-tls.pem"
+tls_key = "{c}/{code}-tls.key"
+trust = "{c}/ca.pem"
+[backend]
+listen = "127.0.0.1:{backend}"
+token = "{TOKEN}"
+[endpoints]
+"{p}" = "https://127.0.0.1:{pp}/as4"
+[[keys]]
+profile = "edelivery-2.0"
+sign = {{ key = "{c}/{code}-sign-ed25519.key", cert = "{c}/{code}-sign-ed25519.pem" }}
+enc = {{ key = "{c}/{code}-enc-x25519.key", cert = "{c}/{code}-enc-x25519.pem" }}
+[security]
+crls = ["{c}/ca.crl"]
+{store}
+"#,
+        data = dir.join(code).display(),
+        pmodes = dir.join("pmodes").display(),
+        c = c.display(),
+        p = partner.0,
+        pp = partner.1,
+    );
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+async fn up(api: &ApiClient) {
+    for _ in 0..300 {
+        if api.get_json("/api/v1/openapi.json").await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("node did not start");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_share_the_work_and_one_finishes_what_the_killed_one_started() {
+    let pg = Postgres::start();
+    let dir = tempfile::tempdir().unwrap();
+    ventanilla::pki::demo::write_demo_pki(&dir.path().join("certs/demo"), &["cl", "co", "mx", "pe"]).unwrap();
+    std::fs::create_dir_all(dir.path().join("pmodes")).unwrap();
+    let link = std::fs::read_to_string(repo().join("pmodes/cl-pe.toml")).unwrap().replace(
+        r#"retry            = ["1m", "5m", "15m", "1h", "4h"]"#,
+        &format!("retry = [{}]", vec!["\"1s\""; 30].join(", ")),
+    );
+    std::fs::write(dir.path().join("pmodes/cl-pe.toml"), link).unwrap();
+    let (a_as4, a_api, b_as4, b_api, pe_as4, pe_api) =
+        (free_port(), free_port(), free_port(), free_port(), free_port(), free_port());
+    let store =
+        |node: &str| format!("[store]\nkind = \"postgres\"\nurl = \"{}\"\nnode = \"{node}\"\nlease = \"3s\"", pg.url());
+    let mut a =
+        Proc::start(&config(dir.path(), "cl-a", "cl", "CL-SICEX", a_as4, a_api, ("PE-VUCE", pe_as4), &store("a")));
+    let _b = Proc::start(&config(dir.path(), "cl-b", "cl", "CL-SICEX", b_as4, b_api, ("PE-VUCE", pe_as4), &store("b")));
+    let _pe = Proc::start(&config(dir.path(), "pe", "pe", "PE-VUCE", pe_as4, pe_api, ("CL-SICEX", a_as4), ""));
+    let (api_a, api_b, api_pe) = (
+        ApiClient::new(&format!("http://127.0.0.1:{a_api}"), TOKEN),
+        ApiClient::new(&format!("http://127.0.0.1:{b_api}"), TOKEN),
+        ApiClient::new(&format!("http://127.0.0.1:{pe_api}"), TOKEN),
+    );
+    up(&api_a).await;
+    up(&api_b).await;
+    up(&api_pe).await;
+
+    let doc = file(dir.path(), "ephyto.xml", &ephyto("CL", "PE"));
+    let metadata = serde_json::json!({"to": "PE-VUCE", "leg": "ephyto"});
+    let uploads = [Upload { path: &doc, mime_type: "application/xml" }];
+    let mut accepted = Vec::new();
+    let started = Instant::now();
+    for i in 0..300 {
+        if i == 150 {
+            a.kill(); // SIGKILL node a mid-run, with messages of its in flight
+        }
+        let api = if i < 150 && i % 2 == 0 { &api_a } else { &api_b };
+        if let Ok(r) = api.submit(&metadata, &uploads).await {
+            accepted.push(r["message_id"].as_str().unwrap().to_owned());
+        }
+    }
+    assert!(accepted.len() >= 299, "both nodes accept submissions: {}", accepted.len());
+
+    // Node b finishes everything, including what a had leased.
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let done = api_b.get_json("/api/v1/messages?direction=outbound&state=acknowledged&limit=10000").await.unwrap();
+        if done.as_array().unwrap().len() >= accepted.len() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{} of {} acknowledged", done.as_array().unwrap().len(), accepted.len());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let inbox = api_pe.get_json("/api/v1/inbox?all=true&limit=10000").await.unwrap();
+    let delivered: Vec<&str> = inbox.as_array().unwrap().iter().map(|m| m["message_id"].as_str().unwrap()).collect();
+    let unique: HashSet<&str> = delivered.iter().copied().collect();
+    assert_eq!(unique.len(), delivered.len(), "delivered once each");
+    assert!(accepted.iter().all(|id| unique.contains(id.as_str())), "every accepted message delivered");
+    // Each attempt ran on one node: the partner saw a message twice only if its node died
+    // while sending it (a lease taken over).
+    let cl_events = api_b.get_json("/api/v1/events?after=0&limit=10000").await.unwrap();
+    let takeovers = cl_events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["detail"].as_str().unwrap().contains("lease expired"))
+        .count();
+    let pe_events = api_pe.get_json("/api/v1/events?after=0&limit=10000").await.unwrap();
+    let duplicates = pe_events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["detail"].as_str().unwrap().starts_with("duplicate received"))
+        .count();
+    assert!(duplicates <= takeovers, "{duplicates} duplicates at the partner, {takeovers} takeovers");
+    eprintln!(
+        "cluster: {} messages via two nodes on PostgreSQL in {:.1?}; {takeovers} taken over after node a was killed",
+        accepted.len(),
+        started.elapsed()
+    );
+}
+
+fn inbound(id: &str) -> NewMessage {
+    NewMessage {
+        direction: Direction::Inbound,
+        message_id: id.into(),
+        conversation_id: "c".into(),
+        pmode: "cl-pe".into(),
+        leg: "ephyto".into(),
+        partner: "CL-SICEX".into(),
+        service: "s".into(),
+        action: "a".into(),
+        state: State::Delivered,
+        envelope: b"<env/>".to_vec(),
+        response: Some(format!("<receipt for {id}/>").into_bytes()),
+        payloads: Vec::new(),
+        next_attempt_at: None,
+        document: None,
+        error: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicates_are_detected_across_nodes_and_work_is_leased_once() {
+    let pg = Postgres::start();
+    let one = PostgresStore::connect(&pg.url(), 4, Duration::from_secs(60)).await.unwrap();
+    let two = PostgresStore::connect(&pg.url(), 4, Duration::from_secs(60)).await.unwrap();
+    // The same MessageId arriving at both nodes at once: stored once, the other answered
+    // with the stored receipt.
+    for i in 0..20 {
+        let id = format!("dup-{i}@test");
+        let (x, y) = tokio::join!(one.insert(inbound(&id)), two.insert(inbound(&id)));
+        let outcomes = [x.unwrap(), y.unwrap()];
+        assert_eq!(outcomes.iter().filter(|o| matches!(o, Inserted::New(_))).count(), 1, "{outcomes:?}");
+        assert!(outcomes.iter().any(
+            |o| matches!(o, Inserted::Duplicate { response: Some(r) } if r == format!("<receipt for {id}/>").as_bytes())
+        ));
+    }
+    // Outbound work leased by two nodes claiming at the same time: each message exactly once.
+    for i in 0..50 {
+        let mut m = inbound(&format!("out-{i}@test"));
+        m.direction = Direction::Outbound;
+        m.state = State::Submitted;
+        m.next_attempt_at = Some(0);
+        one.insert(m).await.unwrap();
+    }
+    let now = ventanilla::store::now_ms();
+    let (x, y) = tokio::join!(one.claim_due(now, 30), two.claim_due(now, 30));
+    let (x, y) = (x.unwrap(), y.unwrap());
+    let ids: HashSet<String> = x.iter().chain(y.iter()).map(|r| r.message_id.clone()).collect();
+    assert_eq!(x.len() + y.len(), 50, "all claimed");
+    assert_eq!(ids.len(), 50, "none claimed twice");
+    assert!(one.shared() && two.shared());
+    // Within the lease nobody takes them back; a recovery sees nothing expired.
+    assert_eq!(two.recover(ventanilla::store::now_ms()).await.unwrap(), 0);
+    assert_eq!(
+        two.recover(ventanilla::store::now_ms() + 61_000).await.unwrap(),
+        50,
+        "after the lease, another node takes over"
+    );
+}
