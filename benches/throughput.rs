@@ -3,6 +3,9 @@
 //! payload validation on both sides. Prints messages per second delivered end to end.
 //!
 //!     cargo bench --bench throughput -- [MESSAGES] [PROFILE: edelivery-2.0 | edelivery-1.15]
+//!
+//! With `BENCH_POSTGRES="host=127.0.0.1 port=5432 user=postgres"` both access points keep
+//! their messages in PostgreSQL (databases ventanilla_cl and ventanilla_pe, created here).
 
 use std::time::{Duration, Instant};
 use ventanilla::backend::client::Upload;
@@ -25,7 +28,21 @@ async fn main() {
         text
     };
     std::fs::write(pmodes.join("cl-pe.toml"), text).unwrap();
-    let nodes = ventanilla::demo::launch(work.path(), &pmodes, &[("cl", "CL-SICEX"), ("pe", "PE-VUCE")]).await.unwrap();
+    let postgres = std::env::var("BENCH_POSTGRES").ok();
+    if let Some(base) = &postgres {
+        let (client, connection) =
+            tokio_postgres::connect(&format!("{base} dbname=postgres"), tokio_postgres::NoTls).await.unwrap();
+        tokio::spawn(connection);
+        for db in ["ventanilla_cl", "ventanilla_pe"] {
+            let _ = client.execute(&format!("DROP DATABASE IF EXISTS {db}"), &[]).await;
+            client.execute(&format!("CREATE DATABASE {db}"), &[]).await.unwrap();
+        }
+    }
+    let store = if postgres.is_some() { "PostgreSQL" } else { "SQLite" };
+    let options = ventanilla::demo::Options { postgres, ..Default::default() };
+    let nodes = ventanilla::demo::launch_with(work.path(), &pmodes, &[("cl", "CL-SICEX"), ("pe", "PE-VUCE")], &options)
+        .await
+        .unwrap();
     let doc = work.path().join("ephyto.xml");
     std::fs::write(&doc, ventanilla::payload::ephyto::testing::certificate("CL", "PE", "CL-2026-BENCH")).unwrap();
     let size = std::fs::metadata(&doc).unwrap().len();
@@ -53,7 +70,7 @@ async fn main() {
     let delivered = pe.api.get_json("/api/v1/inbox?limit=10000").await.unwrap().as_array().unwrap().len();
     assert_eq!(delivered, messages);
     println!(
-        "throughput ({profile}, SQLite, {size}-byte ePhyto, {messages} messages): {:.0} messages/s delivered and receipted end to end ({total:.2?}; submissions took {submit_time:.2?})",
+        "throughput ({profile}, {store}, {size}-byte ePhyto, {messages} messages): {:.0} messages/s delivered and receipted end to end ({total:.2?}; submissions took {submit_time:.2?})",
         messages as f64 / total.as_secs_f64()
     );
     for n in nodes {

@@ -38,11 +38,19 @@ pub struct Options {
     pub insecure: bool,
     /// Revocation policy; the demo PKI publishes an (empty) CRL, `certs/demo/ca.crl`.
     pub revocation: RevocationPolicy,
+    /// A PostgreSQL connection string without dbname: each access point then keeps its
+    /// messages in database `ventanilla_<code>` (which must exist) instead of SQLite.
+    pub postgres: Option<String>,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { max_message: "256MiB".into(), insecure: false, revocation: RevocationPolicy::FailClosed }
+        Options {
+            max_message: "256MiB".into(),
+            insecure: false,
+            revocation: RevocationPolicy::FailClosed,
+            postgres: None,
+        }
     }
 }
 
@@ -150,7 +158,14 @@ pub async fn launch_with(
                 ..SecurityConfig::default()
             },
             retention: Default::default(),
-            store: Default::default(),
+            store: match &options.postgres {
+                Some(base) => crate::config::StoreConfig {
+                    kind: "postgres".into(),
+                    url: Some(format!("{base} dbname=ventanilla_{code}")),
+                    ..Default::default()
+                },
+                None => Default::default(),
+            },
         };
         let node = Node::start_with(config, as4, backend).await?;
         let api = ApiClient::new(&format!("http://{}", node.backend_addr), &token);
