@@ -52,7 +52,7 @@ impl Node {
 
     /// Starts on listeners bound by the caller (the demo and tests pick free ports first).
     pub async fn start_with(config: Config, as4: TcpListener, backend: TcpListener) -> Result<Node, StartError> {
-        let pmodes = crate::pmode::load_path(&config.pmodes).map_err(|errors| {
+        let (watcher, pmodes) = crate::msh::pmode_watch::Watcher::load(&config.pmodes).map_err(|errors| {
             StartError::Pmodes(errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))
         })?;
         if pmodes.links_of(&config.party_id).next().is_none() {
@@ -101,8 +101,9 @@ impl Node {
             tokio::spawn(serve_tls(as4, tls, as4_router, shutdown.clone())),
             tokio::spawn(serve_plain(backend, backend_router, shutdown.clone())),
             tokio::spawn(outbound::run_sender(ap.clone(), shutdown.clone())),
-            tokio::spawn(pmode_watch::run(ap.clone(), shutdown.clone())),
+            tokio::spawn(pmode_watch::run(ap.clone(), watcher, shutdown.clone())),
             tokio::spawn(crate::msh::retention::run(ap.clone(), shutdown.clone())),
+            tokio::spawn(crate::msh::pull::run(ap.clone(), shutdown.clone())),
         ];
         tracing::info!(party = %ap.me(), %as4_addr, %backend_addr, "access point started");
         Ok(Node { ap, as4_addr, backend_addr, shutdown, tasks })
@@ -124,6 +125,11 @@ async fn receive_as4(State(ap): State<Arc<AccessPoint>>, request: Request) -> Re
     let reply = inbound::receive(ap, peer, content_type, body).await;
     let status =
         axum::http::StatusCode::from_u16(reply.status).unwrap_or(axum::http::StatusCode::INTERNAL_SERVER_ERROR);
+    if let Some((content_type, stream)) = reply.stream {
+        // A pulled message: streamed from its files.
+        return (status, [(axum::http::header::CONTENT_TYPE, content_type)], axum::body::Body::from_stream(stream))
+            .into_response();
+    }
     if reply.body.is_empty() {
         return status.into_response();
     }

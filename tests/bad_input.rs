@@ -142,7 +142,7 @@ async fn every_bad_input_gets_its_ebms_error_and_nothing_is_stored() {
     assert_eq!(inbox_len(cluster.node("pe")).await, 0);
     let inbound = std::fs::read_dir(cluster.dir.path().join("pe/data/inbound")).unwrap().count();
     assert_eq!(inbound, 0, "no payload files kept");
-    let staging = std::fs::read_dir(cluster.dir.path().join("pe/data/tmp")).unwrap().count();
+    let staging = std::fs::read_dir(cluster.dir.path().join("pe/data/tmp/node")).unwrap().count();
     assert_eq!(staging, 0, "no staged parts left behind");
     let (status, ok) = cluster.post_raw("pe", &ct, multipart(&good, doc)).await;
     assert_eq!(status, 200);

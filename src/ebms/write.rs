@@ -177,6 +177,16 @@ pub fn receipt_envelope(info: &MessageInfo, received: &UserMessage) -> String {
     envelope(&messaging_id, &body_id, &inner, "")
 }
 
+/// A PullRequest for messages held on `mpc`.
+pub fn pull_request_builder(info: &MessageInfo, mpc: &str) -> EnvelopeBuilder {
+    let mut inner = String::with_capacity(500);
+    inner.push_str("<eb:SignalMessage>");
+    message_info(&mut inner, info);
+    let _ = write!(inner, r#"<eb:PullRequest mpc="{}"/></eb:SignalMessage>"#, escape(mpc));
+    let (messaging_id, body_id) = element_ids(&info.message_id);
+    EnvelopeBuilder { messaging_id, body_id, messaging_inner: inner, body_inner: String::new() }
+}
+
 /// An error signal; failures also carry a SOAP 1.2 Fault in the Body (ebMS Core §6.6).
 pub fn error_envelope(info: &MessageInfo, errors: &[EbmsError]) -> String {
     error_builder(info, errors).build("")

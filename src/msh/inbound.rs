@@ -5,7 +5,7 @@
 use super::AccessPoint;
 use crate::ebms::read::{Envelope, EnvelopeError, read_envelope};
 use crate::ebms::tree::Limits as XmlLimits;
-use crate::ebms::{EbmsCode, EbmsError, MessageInfo, Signal, UserMessage, write};
+use crate::ebms::{EbmsCode, EbmsError, MessageInfo, UserMessage, write};
 use crate::mime::{self, Packaging};
 use crate::pmode::{Matched, Profile};
 use crate::store::files::{FileSink, SunkPart, sync_dir};
@@ -18,15 +18,28 @@ use std::sync::Arc;
 use tracing::Instrument;
 
 /// What goes back on the HTTP response.
-#[derive(Debug)]
 pub struct Reply {
     pub status: u16,
     pub body: Vec<u8>,
+    /// A streamed body instead of `body` (a pulled message), with its Content-Type.
+    pub stream: Option<(String, crate::transport::BodyStream)>,
+}
+
+impl std::fmt::Debug for Reply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Reply({}, {} bytes{})",
+            self.status,
+            self.body.len(),
+            if self.stream.is_some() { ", streamed" } else { "" }
+        )
+    }
 }
 
 impl Reply {
     fn soap(status: u16, xml: String) -> Reply {
-        Reply { status, body: xml.into_bytes() }
+        Reply { status, body: xml.into_bytes(), stream: None }
     }
 }
 
@@ -69,6 +82,22 @@ where
     S: Stream<Item = Result<Bytes, E>> + Send + Unpin + 'static,
     E: Into<Box<dyn std::error::Error + Send + Sync>> + std::fmt::Display + 'static,
 {
+    receive_as(ap, peer, false, content_type, body).await
+}
+
+/// [`receive`], for a message this access point pulled (no TLS client certificate to check:
+/// we authenticated the holder's server).
+pub async fn receive_as<S, E>(
+    ap: Arc<AccessPoint>,
+    peer: PeerCertificates,
+    pulled: bool,
+    content_type: Option<String>,
+    body: S,
+) -> Reply
+where
+    S: Stream<Item = Result<Bytes, E>> + Send + Unpin + 'static,
+    E: Into<Box<dyn std::error::Error + Send + Sync>> + std::fmt::Display + 'static,
+{
     let span = tracing::info_span!(
         "inbound",
         message_id = tracing::field::Empty,
@@ -78,7 +107,7 @@ where
     async move {
         let mut staging = Staging { dir: ap.tmp_dir().join(uuid::Uuid::new_v4().to_string()), keep: false };
         let mut matched = None;
-        match process(&ap, &peer, content_type.as_deref(), body, &mut staging, &mut matched).await {
+        match process(&ap, &peer, pulled, content_type.as_deref(), body, &mut staging, &mut matched).await {
             Ok(reply) => reply,
             Err(Rejection::MustUnderstand(header)) => {
                 tracing::warn!(header, "refused: mustUnderstand header not processed");
@@ -96,7 +125,7 @@ where
 
 /// An error signal; signed when the link is known and signs (peers such as Domibus refuse
 /// unsigned errors), unsigned when we could not even tell the link.
-fn error_reply(ap: &AccessPoint, error: EbmsError, matched: Option<&Matched>) -> Reply {
+pub(crate) fn error_reply(ap: &AccessPoint, error: EbmsError, matched: Option<&Matched>) -> Reply {
     let info = MessageInfo {
         timestamp: crate::util::timestamp_now(),
         message_id: crate::util::new_message_id(&ap.config.host),
@@ -113,7 +142,7 @@ fn error_reply(ap: &AccessPoint, error: EbmsError, matched: Option<&Matched>) ->
 }
 
 /// Signs a receipt or error with our key for the link's profile; None on a 'none' link.
-fn sign_signal(ap: &AccessPoint, matched: &Matched, builder: &write::EnvelopeBuilder) -> Option<String> {
+pub(crate) fn sign_signal(ap: &AccessPoint, matched: &Matched, builder: &write::EnvelopeBuilder) -> Option<String> {
     let keys = ap.security.for_profile(matched.link.profile)?;
     match crate::wss::sign::sign_envelope(builder, &keys.sign, matched.link.token_reference, &[], "") {
         Ok(xml) => Some(xml),
@@ -124,9 +153,11 @@ fn sign_signal(ap: &AccessPoint, matched: &Matched, builder: &write::EnvelopeBui
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn process<S, E>(
     ap: &Arc<AccessPoint>,
     peer: &PeerCertificates,
+    pulled: bool,
     content_type: Option<&str>,
     body: S,
     staging: &mut Staging,
@@ -139,7 +170,7 @@ where
     let (envelope_bytes, parts) = read_mime(ap, content_type, body, staging).await?;
     let envelope = parse_header(&envelope_bytes)?;
     let Some(um) = envelope.messaging.user_message.clone() else {
-        return Ok(handle_signals(&envelope));
+        return Ok(super::pull::handle_signals(ap, &envelope, &envelope_bytes).await);
     };
     let span = tracing::Span::current();
     span.record("message_id", um.info.message_id.as_str());
@@ -149,7 +180,7 @@ where
         span.record("partner", partner.id.as_str());
     }
     *matched_out = Some(matched.clone());
-    authorize_partner(ap, peer, &matched, &um, &envelope)?;
+    authorize_partner(ap, peer, pulled, &matched, &um, &envelope)?;
     let (parts, references) = if matched.link.profile.is_secure() {
         let (ap2, matched2, um2, bytes2, parts2) =
             (ap.clone(), matched.clone(), um.clone(), envelope_bytes.clone(), parts);
@@ -327,30 +358,6 @@ fn parse_header(bytes: &[u8]) -> Result<Envelope, Rejection> {
     Ok(read_envelope(bytes, XmlLimits::default())?)
 }
 
-/// Signals pushed to us without a user message: unsolicited receipts and errors are logged;
-/// pulling is not offered on any P-Mode yet.
-fn handle_signals(envelope: &Envelope) -> Reply {
-    for s in &envelope.messaging.signals {
-        match &s.signal {
-            Signal::PullRequest { mpc } => {
-                let error =
-                    EbmsError::new(EbmsCode::ValueNotRecognized, format!("no P-Mode offers pulling from MPC {mpc}"))
-                        .with_ref(Some(&s.info.message_id));
-                let info = MessageInfo {
-                    timestamp: crate::util::timestamp_now(),
-                    message_id: crate::util::new_message_id("ventanilla.local"),
-                    ref_to_message_id: Some(s.info.message_id.clone()),
-                };
-                return Reply::soap(400, write::error_envelope(&info, &[error]));
-            }
-            other => {
-                tracing::info!(signal = ?other, ref_to = ?s.info.ref_to_message_id, "unsolicited signal received and ignored")
-            }
-        }
-    }
-    Reply { status: 200, body: Vec::new() }
-}
-
 /// Step: match the header to exactly one P-Mode leg.
 fn match_pmode(ap: &AccessPoint, um: &UserMessage) -> Result<Matched, Rejection> {
     Ok(ap.pmodes().match_incoming(ap.me(), um)?)
@@ -361,6 +368,7 @@ fn match_pmode(ap: &AccessPoint, um: &UserMessage) -> Result<Matched, Rejection>
 fn authorize_partner(
     ap: &AccessPoint,
     peer: &PeerCertificates,
+    pulled: bool,
     matched: &Matched,
     um: &UserMessage,
     envelope: &Envelope,
@@ -383,7 +391,7 @@ fn authorize_partner(
         }
         Profile::Edelivery115 | Profile::Edelivery20 => {}
     }
-    if link.tls_client_auth {
+    if link.tls_client_auth && !pulled {
         let partner =
             link.partner_of(ap.me()).ok_or_else(|| EbmsError::new(EbmsCode::ProcessingModeMismatch, "no partner"))?;
         let expected = partner
@@ -614,7 +622,7 @@ async fn persist_and_answer(
             let body = response.unwrap_or(answer.reply.body);
             // The stored answer is a receipt or, for a refused message, the same error.
             let is_error = String::from_utf8_lossy(&body).contains(":Error ");
-            Ok(Reply { status: if is_error { 400 } else { 200 }, body })
+            Ok(Reply { status: if is_error { 400 } else { 200 }, body, stream: None })
         }
         Err(e) => Err(failure("cannot persist the message", &e)),
     }

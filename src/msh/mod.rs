@@ -4,6 +4,7 @@ pub mod documents;
 pub mod inbound;
 pub mod outbound;
 pub mod pmode_watch;
+pub mod pull;
 pub mod retention;
 pub mod security;
 

@@ -231,7 +231,7 @@ pub async fn submit(ap: &AccessPoint, sub: Submission) -> Result<MessageRecord, 
     let to = sub.to.clone();
     let um_for_protect = um.clone();
     let leg_name = leg.clone();
-    let (envelope, payloads, document) = tokio::task::spawn_blocking(move || {
+    let (envelope, payloads, document, pull) = tokio::task::spawn_blocking(move || {
         let leg = link.leg(&leg_name).ok_or_else(|| SubmitError::Refused(format!("leg {leg_name} was unloaded")))?;
         // Step: validate payload. The leading document must be valid and fit the link.
         let document = match sub.payloads.first() {
@@ -244,7 +244,7 @@ pub async fn submit(ap: &AccessPoint, sub: Submission) -> Result<MessageRecord, 
             None => None,
         };
         let (envelope, payloads) = protect(&security, &link, leg.compression, &me, &um_for_protect, sub.payloads)?;
-        Ok::<_, SubmitError>((envelope, payloads, document))
+        Ok::<_, SubmitError>((envelope, payloads, document, leg.pull))
     })
     .await
     .map_err(|e| SubmitError::Refused(format!("signing task failed: {e}")))??;
@@ -257,11 +257,12 @@ pub async fn submit(ap: &AccessPoint, sub: Submission) -> Result<MessageRecord, 
         partner: sub.to.clone(),
         service: um.service.value.clone(),
         action: um.action.clone(),
-        state: State::Submitted,
+        // A pull leg holds the message until the partner pulls it.
+        state: if pull { State::Pullable } else { State::Submitted },
         envelope,
         response: None,
         payloads,
-        next_attempt_at: Some(now_ms()),
+        next_attempt_at: if pull { None } else { Some(now_ms()) },
         document: document.and_then(|d| serde_json::to_value(d).ok()),
         error: None,
     };
@@ -442,7 +443,7 @@ async fn attempt(ap: &AccessPoint, record: &MessageRecord) -> Result<(Outcome, V
 
 /// Step: check receipt. On a signing link a receipt or error counts only if the partner
 /// signed it; a receipt must also acknowledge every part we signed, with the same digests.
-fn check_signal(
+pub(crate) fn check_signal(
     ap: &AccessPoint,
     link: &crate::pmode::Link,
     partner: &crate::pmode::Party,

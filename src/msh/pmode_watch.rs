@@ -16,16 +16,33 @@ pub struct Watcher {
 }
 
 impl Watcher {
-    /// Starts from the links loaded at start-up.
-    pub fn new(initial: &PmodeSet) -> Self {
-        let mut w = Watcher::default();
-        for link in initial.links() {
-            w.active.insert(link.file.clone(), (**link).clone());
-            if let Ok(text) = std::fs::read_to_string(&link.file) {
-                w.seen.insert(link.file.clone(), text);
+    /// Loads the folder at start-up, remembering exactly the texts it loaded, so that a
+    /// change made right after is seen (every error is reported; nothing starts with one).
+    pub fn load(dir: &std::path::Path) -> Result<(Watcher, PmodeSet), Vec<crate::pmode::PmodeError>> {
+        let files = read_files(dir).map_err(|e| {
+            vec![crate::pmode::PmodeError {
+                file: dir.to_owned(),
+                line: 0,
+                key: "(file)".into(),
+                message: e.to_string(),
+            }]
+        })?;
+        let mut watcher = Watcher::default();
+        let mut errors = Vec::new();
+        for (path, text) in files {
+            match parse_link(&path, &text) {
+                Ok(link) => {
+                    watcher.active.insert(path.clone(), link);
+                }
+                Err(e) => errors.extend(e),
             }
+            watcher.seen.insert(path, text);
         }
-        w
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        let set = PmodeSet::build(watcher.active.values().cloned().collect())?;
+        Ok((watcher, set))
     }
 
     /// Re-reads the folder; returns a new set when something changed and is valid.
@@ -78,8 +95,7 @@ impl Watcher {
     }
 }
 
-pub async fn run(ap: Arc<AccessPoint>, shutdown: CancellationToken) {
-    let mut watcher = Watcher::new(&ap.pmodes());
+pub async fn run(ap: Arc<AccessPoint>, mut watcher: Watcher, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(ap.config.reload_interval());
     loop {
         tokio::select! {

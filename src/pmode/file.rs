@@ -65,8 +65,14 @@ pub struct LegFile {
     #[serde(default)]
     pub compression: bool,
     pub max_payload: Option<Spanned<String>>,
-    /// Party id allowed to send on this leg; absent means both directions.
+    /// Party id allowed to send on this leg; absent means both directions. For a pull leg,
+    /// the party that holds the messages.
     pub from: Option<Spanned<String>>,
+    /// One-Way/Pull: the sender holds messages on `mpc` until the other party pulls them.
+    #[serde(default)]
+    pub pull: bool,
+    /// How often the pulling party asks (default 5s).
+    pub pull_interval: Option<Spanned<String>>,
     #[serde(default)]
     pub properties: PropertiesFile,
 }

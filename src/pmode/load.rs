@@ -216,6 +216,9 @@ fn validate(r: &mut Reporter<'_>, path: &Path, raw: LinkFile) -> Option<Link> {
         {
             r.at(from.span(), key("from"), format!("'{}' is not one of the link's parties", from.get_ref()));
         }
+        if l.pull && (l.mpc.is_none() || l.from.is_none()) {
+            r.at(span.clone(), key("pull"), "a pull leg needs its mpc and `from` (the party holding the messages)");
+        }
         if let Some(doc) = &l.document
             && !KNOWN_DOCUMENTS.contains(&doc.as_str())
         {
@@ -236,6 +239,11 @@ fn validate(r: &mut Reporter<'_>, path: &Path, raw: LinkFile) -> Option<Link> {
             compression: l.compression,
             max_payload,
             from: l.from.as_ref().map(|f| f.get_ref().clone()),
+            pull: l.pull,
+            pull_interval: match &l.pull_interval {
+                Some(v) => duration(r, v, &key("pull_interval")).unwrap_or(Duration::from_secs(5)),
+                None => Duration::from_secs(5),
+            },
             required_properties: l.properties.required.clone(),
             allowed_properties: l.properties.allowed.clone(),
         });

@@ -62,6 +62,10 @@ pub struct Leg {
     pub compression: bool,
     pub max_payload: u64,
     pub from: Option<String>,
+    /// One-Way/Pull: `from` holds the messages on `mpc`; the other party pulls every
+    /// `pull_interval`.
+    pub pull: bool,
+    pub pull_interval: Duration,
     pub required_properties: Vec<String>,
     pub allowed_properties: Vec<String>,
 }

@@ -39,6 +39,10 @@ pub enum State {
     /// Inbound, refused for its content (payload validation): kept for inspection, never in
     /// the inbox.
     Rejected,
+    /// Outbound on a pull leg: held until the partner pulls it.
+    Pullable,
+    /// Outbound on a pull leg: pulled, waiting for the partner's receipt.
+    Pulled,
 }
 
 impl State {
@@ -51,6 +55,8 @@ impl State {
             State::Failed => "failed",
             State::Delivered => "delivered",
             State::Rejected => "rejected",
+            State::Pullable => "pullable",
+            State::Pulled => "pulled",
         }
     }
 
@@ -63,6 +69,8 @@ impl State {
             State::Failed,
             State::Delivered,
             State::Rejected,
+            State::Pullable,
+            State::Pulled,
         ]
         .into_iter()
         .find(|s| s.as_str() == value)
@@ -205,6 +213,15 @@ pub trait MessageStore: Send + Sync {
     /// Messages left in `sending` by a crash go back to waiting_retry, due now: all of them
     /// for a store one node owns, only expired leases for a shared one.
     async fn recover(&self, now_ms: i64) -> Result<usize, StoreError>;
+    /// Pull: takes the oldest message held for `pmode`/`leg`, marking it pulled (receipt
+    /// awaited until `expires_ms`).
+    async fn take_pullable(
+        &self,
+        pmode: &str,
+        leg: &str,
+        now_ms: i64,
+        expires_ms: i64,
+    ) -> Result<Option<MessageRecord>, StoreError>;
     /// Whether several nodes share this store (then `recover` runs periodically, to take
     /// over the work of a node that died).
     fn shared(&self) -> bool {

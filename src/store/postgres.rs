@@ -326,6 +326,37 @@ impl MessageStore for PostgresStore {
         true
     }
 
+    async fn take_pullable(
+        &self,
+        pmode: &str,
+        leg: &str,
+        now_ms: i64,
+        expires_ms: i64,
+    ) -> Result<Option<MessageRecord>, StoreError> {
+        let mut client = self.pool.get().await.map_err(pg)?;
+        let tx = client.transaction().await.map_err(pg)?;
+        let row = tx
+            .query_opt(
+                "UPDATE messages SET state = 'pulled', attempts = attempts + 1, next_attempt_at = $4, updated_at = $3
+                 WHERE id = (SELECT id FROM messages WHERE direction = 'outbound' AND state = 'pullable' AND pmode = $1 AND leg = $2
+                             ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING id",
+                &[&pmode, &leg, &now_ms, &expires_ms],
+            )
+            .await
+            .map_err(pg)?;
+        let Some(row) = row else { return Ok(None) };
+        let id: i64 = row.get(0);
+        tx.execute(
+            "INSERT INTO history (message_id, at, state, detail) VALUES ($1, $2, 'pulled', 'pulled by the partner; waiting for its receipt')",
+            &[&id, &now_ms],
+        )
+        .await
+        .map_err(pg)?;
+        let record = load(&tx, id).await?;
+        tx.commit().await.map_err(pg)?;
+        Ok(Some(record))
+    }
+
     /// Only leases that expired: other nodes may be sending right now.
     async fn recover(&self, now_ms: i64) -> Result<usize, StoreError> {
         let mut client = self.pool.get().await.map_err(pg)?;

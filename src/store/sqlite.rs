@@ -396,6 +396,39 @@ impl MessageStore for SqliteStore {
         .await
     }
 
+    async fn take_pullable(
+        &self,
+        pmode: &str,
+        leg: &str,
+        now_ms: i64,
+        expires_ms: i64,
+    ) -> Result<Option<MessageRecord>, StoreError> {
+        let (pmode, leg) = (pmode.to_owned(), leg.to_owned());
+        self.with(move |conn| {
+            let tx = conn.transaction()?;
+            let row: Option<i64> = tx
+                .query_row(
+                    "SELECT row FROM messages WHERE direction = 'outbound' AND state = 'pullable' AND pmode = ?1 AND leg = ?2 ORDER BY row LIMIT 1",
+                    params![pmode, leg],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let Some(row) = row else { return Ok(None) };
+            tx.execute(
+                "UPDATE messages SET state = 'pulled', attempts = attempts + 1, next_attempt_at = ?2, updated_at = ?3 WHERE row = ?1",
+                params![row, expires_ms, now_ms],
+            )?;
+            tx.execute(
+                "INSERT INTO history (message_row, at, state, detail) VALUES (?1, ?2, 'pulled', 'pulled by the partner; waiting for its receipt')",
+                params![row, now_ms],
+            )?;
+            let record = load(&tx, row)?;
+            tx.commit()?;
+            Ok(Some(record))
+        })
+        .await
+    }
+
     async fn recover(&self, now_ms: i64) -> Result<usize, StoreError> {
         self.with(move |conn| {
             let tx = conn.transaction()?;

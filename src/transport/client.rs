@@ -87,6 +87,19 @@ impl As4Client {
         body: BodyStream,
         timeout: Duration,
     ) -> Result<Response, SendError> {
+        self.post_limited(identity, url, content_type, body, timeout, MAX_RESPONSE).await
+    }
+
+    /// [`As4Client::post`] with a given bound on the response (a pulled message).
+    pub async fn post_limited(
+        &self,
+        identity: &TlsIdentity,
+        url: &str,
+        content_type: &str,
+        body: BodyStream,
+        timeout: Duration,
+        max_response: usize,
+    ) -> Result<Response, SendError> {
         let client = self.client(identity)?;
         let frames: FrameStream = Box::pin(body.map(|chunk| chunk.map(Frame::data)));
         let request = hyper::Request::post(url)
@@ -99,13 +112,13 @@ impl As4Client {
             let status = response.status().as_u16();
             let content_type =
                 response.headers().get(hyper::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
-            let limited = http_body_util::Limited::new(response.into_body(), MAX_RESPONSE);
+            let limited = http_body_util::Limited::new(response.into_body(), max_response);
             let body = limited
                 .collect()
                 .await
                 .map_err(|e| {
                     if e.is::<http_body_util::LengthLimitError>() {
-                        SendError::ResponseTooLarge(MAX_RESPONSE)
+                        SendError::ResponseTooLarge(max_response)
                     } else {
                         SendError::Connection(e.to_string())
                     }
