@@ -1,0 +1,5 @@
+//! The SOAP envelope reader: never panics, whatever the bytes.
+#![no_main]
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    let _ = ventanilla::ebms::read::read_envelope(data, ventanilla::ebms::tree::Limits::default());
+});

@@ -1,0 +1,13 @@
+//! Signature verification and decryption on arbitrary envelopes (libxml2 parsing, KeyInfo
+//! resolution, reference checks): errors, never panics.
+#![no_main]
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    if let Ok(xml) = ventanilla::wss::xml::Xml::parse(data) {
+        let refuse = |_: &ventanilla::wss::keyinfo::KeyReference| -> Result<openssl::x509::X509, ventanilla::ebms::EbmsError> {
+            Err(ventanilla::ebms::EbmsError::new(ventanilla::ebms::EbmsCode::FailedAuthentication, "fuzz"))
+        };
+        let _ = ventanilla::wss::verify::verify_envelope(&xml, &[], "http://www.w3.org/2021/04/xmldsig-more#eddsa-ed25519", &refuse);
+        let _ = ventanilla::wss::verify::check_each_reference(&xml, &[]);
+        let _ = ventanilla::wss::decrypt::decrypt_parts(&xml, &[], ventanilla::wss::decrypt::KeyTransport::X25519, &[]);
+    }
+});
