@@ -8,6 +8,22 @@ pub fn short_hash(bytes: &[u8]) -> String {
     hex::encode(&digest[..8])
 }
 
+/// SHA-256 of a file, read in chunks (payloads are never held whole).
+pub fn sha256_file(path: &std::path::Path) -> std::io::Result<[u8; 32]> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hasher.finalize().into())
+}
+
 /// The current time as an xs:dateTime in UTC with milliseconds, as AS4 senders emit it.
 pub fn timestamp_now() -> String {
     format_timestamp(time::OffsetDateTime::now_utc())

@@ -67,6 +67,17 @@ impl AccessPoint {
     }
 
     /// This node's staging folder (nodes sharing a data folder each have their own).
+    /// The TLS identity for requests on `link`: our trust store, and our certificate when
+    /// the link requires client authentication.
+    pub fn tls_identity(&self, link: &crate::pmode::Link) -> crate::transport::TlsIdentity {
+        crate::transport::TlsIdentity {
+            trust: self.config.as4.trust.clone(),
+            client_cert: link
+                .tls_client_auth
+                .then(|| (self.config.as4.tls_cert.clone(), self.config.as4.tls_key.clone())),
+        }
+    }
+
     pub fn tmp_dir(&self) -> std::path::PathBuf {
         self.config.data_dir.join("tmp").join(&self.config.store.node)
     }

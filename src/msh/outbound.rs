@@ -11,7 +11,7 @@ use crate::ebms::{
 use crate::mime::{self, Packaging};
 use crate::pmode::Profile;
 use crate::store::{Direction, MessageRecord, NewMessage, State, StoreError, StoredPayload, now_ms};
-use crate::transport::{BodyStream, SendError, TlsIdentity};
+use crate::transport::{BodyStream, SendError};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use std::sync::Arc;
@@ -414,10 +414,7 @@ async fn attempt(ap: &AccessPoint, record: &MessageRecord) -> Result<(Outcome, V
         .ok_or_else(|| SendError::Connection(format!("P-Mode {} is no longer loaded", record.pmode)))?;
     let partner = link.partner_of(ap.me()).ok_or_else(|| SendError::Connection("no partner in the P-Mode".into()))?;
     let url = ap.endpoint_of(partner).to_owned();
-    let identity = TlsIdentity {
-        trust: ap.config.as4.trust.clone(),
-        client_cert: link.tls_client_auth.then(|| (ap.config.as4.tls_cert.clone(), ap.config.as4.tls_key.clone())),
-    };
+    let identity = ap.tls_identity(&link);
     let boundary = mime::writer::new_boundary();
     let root_id = format!("root.{}@{}", crate::util::short_hash(record.message_id.as_bytes()), ap.config.host);
     let content_type = mime::writer::content_type(&boundary, &root_id);

@@ -11,7 +11,7 @@ use crate::ebms::{EbmsCode, EbmsError, MessageInfo, Signal, SignalMessage, write
 use crate::mime::{self, Packaging};
 use crate::pmode::{Leg, Link, Matched};
 use crate::store::{Direction, State, now_ms};
-use crate::transport::{BodyStream, PeerCertificates, TlsIdentity};
+use crate::transport::{BodyStream, PeerCertificates};
 use bytes::Bytes;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
@@ -268,10 +268,7 @@ pub async fn pull_once(ap: &Arc<AccessPoint>, link: &Link, leg: &Leg) -> Result<
     } else {
         builder.build("")
     };
-    let identity = TlsIdentity {
-        trust: ap.config.as4.trust.clone(),
-        client_cert: link.tls_client_auth.then(|| (ap.config.as4.tls_cert.clone(), ap.config.as4.tls_key.clone())),
-    };
+    let identity = ap.tls_identity(link);
     let url = ap.endpoint_of(holder).to_owned();
     let body: BodyStream = Box::pin(futures_util::stream::iter([Ok(Bytes::from(request))]));
     let response = ap

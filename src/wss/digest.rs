@@ -4,7 +4,6 @@
 use super::xml::{Xml, XmlError};
 use base64::Engine as _;
 use sha2::{Digest, Sha256};
-use std::io::Read;
 use std::path::Path;
 
 pub fn b64(bytes: &[u8]) -> String {
@@ -51,19 +50,7 @@ pub enum DigestError {
 /// parts are read whole (their size is bounded by the leg's max_payload).
 pub fn attachment_digest(content_type: &str, path: &Path) -> Result<Vec<u8>, DigestError> {
     match attachment_form(content_type) {
-        AttachmentForm::Octets => {
-            let mut file = std::fs::File::open(path)?;
-            let mut hasher = Sha256::new();
-            let mut buf = vec![0u8; 64 * 1024];
-            loop {
-                let n = file.read(&mut buf)?;
-                if n == 0 {
-                    break;
-                }
-                hasher.update(&buf[..n]);
-            }
-            Ok(hasher.finalize().to_vec())
-        }
+        AttachmentForm::Octets => Ok(crate::util::sha256_file(path)?.to_vec()),
         AttachmentForm::Xml => {
             let bytes = std::fs::read(path)?;
             let xml = Xml::parse(&bytes)?;
