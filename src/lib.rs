@@ -6,6 +6,7 @@
 pub mod backend;
 pub mod compress;
 pub mod config;
+pub mod conformance;
 pub mod demo;
 pub mod ebms;
 pub mod inspect;

@@ -95,6 +95,33 @@ enum Command {
         #[arg(long)]
         keep_running: bool,
     },
+    /// The conformance suite of docs/as4.md §7 (cases in conformance/cases).
+    Conformance {
+        #[command(subcommand)]
+        command: ConformanceCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConformanceCommand {
+    /// Run the implemented cases; one row per case, then `conformance: N passed, M failed`;
+    /// exits 1 on any failure.
+    Run {
+        /// The access point on the other side: `self` (two Ventanilla instances).
+        #[arg(long, default_value = "self")]
+        peer: String,
+        /// Run one case (e.g. 7, 55a), whatever its status.
+        #[arg(long)]
+        case: Option<String>,
+        /// Also list the cases that are not run, with the reason.
+        #[arg(long)]
+        all: bool,
+        /// The checkout holding conformance/, pmodes/ and samples/.
+        #[arg(long, default_value = ".")]
+        repo: PathBuf,
+        #[arg(long, default_value = "target/conformance")]
+        work: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -228,6 +255,15 @@ async fn main() -> anyhow::Result<()> {
             let names: Vec<&str> = names.iter().map(String::as_str).collect();
             ventanilla::pki::demo::write_demo_pki(&out, &names)?;
             println!("demo PKI written to {}", out.display());
+        }
+        Command::Conformance { command: ConformanceCommand::Run { peer, case, all, repo, work } } => {
+            init_logging("error");
+            let options = ventanilla::conformance::runner::RunOptions { repo, work, peer, case, all };
+            let (_, summary) =
+                ventanilla::conformance::runner::run(&options).await.map_err(|e| anyhow::anyhow!(e))?;
+            if summary.failed > 0 {
+                std::process::exit(1);
+            }
         }
         Command::Demo { work, pmodes, samples, keep_running } => {
             init_logging("warn");

@@ -1,0 +1,260 @@
+//! The named ways a conformance case makes the bytes it posts: each starts from a valid
+//! message from CL and changes one thing. Unsigned ones go to an AP on the test profile
+//! `none`; protected ones to an AP on the shipped eDelivery links.
+
+use super::wire::*;
+use crate::ebms::{Property, write};
+use crate::pmode::model::TokenReference;
+use std::path::Path;
+
+/// A message ready to post, and what the receiver must deliver if it accepts it.
+pub struct Injected {
+    pub message_id: String,
+    pub content_type: String,
+    pub body: Vec<u8>,
+    /// Who receives it: `pe` (2.0 and the test profile) or `mx` (1.15).
+    pub receiver: &'static str,
+}
+
+type Made = Result<Injected, Box<dyn std::error::Error + Send + Sync>>;
+
+/// A valid ePhyto from `from` to `to` (country codes) with a fresh certificate number.
+pub fn ephyto(from: &str, to: &str) -> Vec<u8> {
+    let number = format!("{from}-2026-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    crate::payload::ephyto::testing::certificate(from, to, &number).into_bytes()
+}
+
+fn fresh_id(name: &str) -> String {
+    format!("{name}-{}@conformance.ventanilla", uuid::Uuid::new_v4().simple())
+}
+
+fn unsigned(message_id: String, envelope: &str, parts: &[(&str, &[u8])]) -> Made {
+    Ok(Injected { message_id, content_type: multipart_content_type(), body: multipart(envelope, parts), receiver: "pe" })
+}
+
+fn phase4_sample(repo: &Path, name: &str) -> Made {
+    let path = repo.join("conformance/samples/phase4/phase4-test/src/test/resources/testfiles").join(name);
+    let body = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(Injected { message_id: String::new(), content_type: "application/soap+xml".into(), body, receiver: "pe" })
+}
+
+fn compressed(um: &mut crate::ebms::UserMessage, mime_type: bool) {
+    if !mime_type {
+        um.parts[0].properties.clear();
+    }
+    um.parts[0].properties.push(Property { name: "CompressionType".into(), kind: None, value: "application/gzip".into() });
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    let _ = e.write_all(bytes);
+    e.finish().unwrap_or_default()
+}
+
+/// Makes the bytes of `mutation` (unsigned, for the AP on the test profile).
+pub fn unsigned_message(mutation: &str, repo: &Path) -> Made {
+    let id = fresh_id(mutation);
+    let mut um = user_message(&id);
+    let doc = ephyto("CL", "PE");
+    let good = |um: &crate::ebms::UserMessage| write::user_message_envelope(um);
+    let with_doc = |envelope: &str| unsigned(id.clone(), envelope, &[("doc@test", &doc)]);
+    match mutation {
+        "valid" => with_doc(&good(&um)),
+        "no-agreement-pmode" => {
+            um.agreement.as_mut().ok_or("template has an AgreementRef")?.pmode = None;
+            with_doc(&good(&um))
+        }
+        "no-start-param" => {
+            let mut m = with_doc(&good(&um))?;
+            m.content_type = m.content_type.replace(r#"; start="<root@test>""#, "");
+            Ok(m)
+        }
+        "bare-content-id-base64" => {
+            use base64::Engine;
+            let encoded = base64::engine::general_purpose::STANDARD.encode(&doc);
+            let mut body = multipart(&good(&um), &[]);
+            let end = format!("\r\n--{BOUNDARY}--\r\n");
+            body.truncate(body.len() - end.len());
+            body.extend(
+                format!("\r\n--{BOUNDARY}\r\nContent-Type: application/xml\r\nContent-Transfer-Encoding: base64\r\nContent-ID: doc@test\r\n\r\n{encoded}{end}")
+                    .bytes(),
+            );
+            Ok(Injected { message_id: id, content_type: multipart_content_type(), body, receiver: "pe" })
+        }
+        "no-messaging" => {
+            let envelope = good(&um);
+            let start = envelope.find("<eb:Messaging").ok_or("template has eb:Messaging")?;
+            let end = envelope.find("</eb:Messaging>").ok_or("template has eb:Messaging")? + "</eb:Messaging>".len();
+            with_doc(&format!("{}{}", &envelope[..start], &envelope[end..]))
+        }
+        "two-user-messages" => phase4_sample(repo, "TwoUserMessages.xml"),
+        "empty-party-id" => phase4_sample(repo, "UserMessageNoPartyID.xml"),
+        "missing-to" => phase4_sample(repo, "NoResponder.xml"),
+        "untyped-non-uri-party-id" => {
+            um.from.ids[0].kind = None;
+            with_doc(&good(&um))
+        }
+        "cid-without-part" => unsigned(id, &good(&um), &[("other@test", &doc)]),
+        "unreferenced-part" => unsigned(id, &good(&um), &[("doc@test", &doc), ("extra@test", b"not a payload")]),
+        "external-href" => {
+            um.parts[0].href = Some("https://example.org/payload.xml".into());
+            with_doc(&good(&um))
+        }
+        "must-understand-header" => with_doc(&good(&um).replace(
+            "<S12:Header>",
+            "<S12:Header><x:Custom xmlns:x=\"urn:x\" S12:mustUnderstand=\"true\"/>",
+        )),
+        "must-understand-1" => {
+            let envelope = good(&um);
+            let changed = envelope.replacen("S12:mustUnderstand=\"true\"", "S12:mustUnderstand=\"1\"", 1);
+            if changed == envelope {
+                return Err("template eb:Messaging has mustUnderstand=\"true\"".into());
+            }
+            with_doc(&changed)
+        }
+        "soap11" => with_doc(
+            &good(&um).replace("http://www.w3.org/2003/05/soap-envelope", "http://schemas.xmlsoap.org/soap/envelope/"),
+        ),
+        "utf8-bom" => with_doc(&format!("\u{feff}{}", good(&um))),
+        "root-text-xml" => {
+            let mut m = with_doc(&good(&um))?;
+            m.content_type = m.content_type.replace("application/soap+xml", "text/xml");
+            Ok(m)
+        }
+        "malformed-boundary" => {
+            let mut m = with_doc(&good(&um))?;
+            m.content_type = m.content_type.replace(BOUNDARY, "no-such-boundary");
+            Ok(m)
+        }
+        "timestamp-offset" => {
+            um.info.timestamp = "2026-11-26T12:00:00.000+02:00".into();
+            with_doc(&good(&um))
+        }
+        "timestamp-no-zone" => {
+            um.info.timestamp = "2026-11-26T10:00:00".into();
+            with_doc(&good(&um))
+        }
+        "unknown-from-party" => {
+            um.from.ids[0].value = "AR-VUCE".into();
+            with_doc(&good(&um))
+        }
+        "unknown-service" => {
+            um.service.value = "urn:pacific-alliance:as4:service:unknown".into();
+            with_doc(&good(&um))
+        }
+        "unknown-action" => {
+            um.action = "Invoice".into();
+            with_doc(&good(&um))
+        }
+        "roles-swapped" => {
+            std::mem::swap(&mut um.from.role, &mut um.to.role);
+            with_doc(&good(&um))
+        }
+        "other-agreement" => {
+            um.agreement.as_mut().ok_or("template has an AgreementRef")?.value =
+                "urn:pacific-alliance:as4:agreement:cl-mx".into();
+            with_doc(&good(&um))
+        }
+        "pmode-of-other-link" => {
+            um.agreement.as_mut().ok_or("template has an AgreementRef")?.pmode = Some("cl-mx".into());
+            with_doc(&good(&um))
+        }
+        "ping" => {
+            um.service.value = crate::ebms::ns::TEST_SERVICE.into();
+            um.action = crate::ebms::ns::TEST_ACTION.into();
+            um.parts.clear();
+            unsigned(id, &good(&um), &[])
+        }
+        "invalid-ephyto" => unsigned(id, &good(&um), &[("doc@test", b"<NotAnSPSCertificate/>")]),
+        "corrupt-gzip" => {
+            compressed(&mut um, true);
+            unsigned(id, &good(&um), &[("doc@test", b"\x1f\x8b\x08\x00 not gzip at all")])
+        }
+        "compressed-without-mime-type" => {
+            compressed(&mut um, false);
+            unsigned(id, &good(&um), &[("doc@test", &gzip(&doc))])
+        }
+        "gzip-bomb" => {
+            compressed(&mut um, true);
+            unsigned(id, &good(&um), &[("doc@test", &gzip(&vec![b'0'; 64 << 20]))])
+        }
+        "compression-type-zip" => {
+            compressed(&mut um, true);
+            um.parts[0].properties.last_mut().ok_or("CompressionType was just added")?.value =
+                "application/zip".into();
+            unsigned(id, &good(&um), &[("doc@test", &gzip(&doc))])
+        }
+        "compressed-valid" => {
+            compressed(&mut um, true);
+            unsigned(id, &good(&um), &[("doc@test", &gzip(&doc))])
+        }
+        other => Err(format!("unknown mutation {other:?}").into()),
+    }
+}
+
+/// Makes the bytes of a protected `mutation` on the `profile` link (2.0: CL → PE, 1.15:
+/// CL → MX), with the demo PKI in `certs`.
+pub fn protected(mutation: &str, profile: &str, certs: &Path) -> Made {
+    let id = fresh_id(mutation);
+    let mut um = user_message(&id);
+    let (to, sign, enc, receiver) = match profile {
+        "edelivery-2.0" => ("PE", "sign-ed25519", "enc-x25519", "pe"),
+        "edelivery-1.15" => ("MX", "sign-rsa", "enc-rsa", "mx"),
+        other => return Err(format!("no protected link for profile {other:?}").into()),
+    };
+    if receiver == "mx" {
+        um.to.ids[0].value = "MX-VUCEM".into();
+        um.agreement.as_mut().ok_or("template has an AgreementRef")?.value =
+            "urn:pacific-alliance:as4:agreement:cl-mx".into();
+    }
+    let doc = ephyto("CL", to);
+    let signer = credential(certs, &format!("cl-{sign}"))?;
+    let recipient = certs.join(format!("{receiver}-{enc}.pem"));
+    let mut protection =
+        Protection { signer: Some(&signer), recipient: Some(&recipient), token: TokenReference::Bst, unsigned_part: false };
+    let other_signer;
+    let rsa_signer;
+    let rsa_recipient = certs.join(format!("{receiver}-enc-rsa.pem"));
+    let mut flip_last_cipher_byte = false;
+    let mut change_after_signing: Option<(&str, &str)> = None;
+    match mutation {
+        "valid" => {}
+        "ski" => protection.token = TokenReference::Ski,
+        "issuer-serial" => protection.token = TokenReference::IssuerSerial,
+        "ciphertext-flipped" => flip_last_cipher_byte = true,
+        "header-changed-after-signing" => change_after_signing = Some(("conv-test", "conv-TEST")),
+        "unsigned" => {
+            protection.signer = None;
+            protection.recipient = None;
+        }
+        "not-encrypted" => protection.recipient = None,
+        "part-not-signed" => protection.unsigned_part = true,
+        "signer-of-other-party" => {
+            other_signer = credential(certs, &format!("co-{sign}"))?;
+            protection.signer = Some(&other_signer);
+        }
+        "rsa-on-2.0-link" => {
+            rsa_signer = credential(certs, "cl-sign-rsa")?;
+            protection.signer = Some(&rsa_signer);
+            protection.recipient = Some(&rsa_recipient);
+        }
+        other => return Err(format!("unknown mutation {other:?}").into()),
+    }
+    let mut body = protected_message(&um, &doc, &protection)?;
+    if flip_last_cipher_byte {
+        let end = format!("\r\n--{BOUNDARY}--\r\n").len();
+        let at = body.len().checked_sub(end + 20).ok_or("message too short")?;
+        body[at] ^= 0x01;
+    }
+    if let Some((from, to)) = change_after_signing {
+        // The same length, so the MIME framing stays intact; only the signed header changes.
+        debug_assert_eq!(from.len(), to.len());
+        let at = body
+            .windows(from.len())
+            .position(|w| w == from.as_bytes())
+            .ok_or_else(|| format!("{from:?} not in the signed message"))?;
+        body[at..at + to.len()].copy_from_slice(to.as_bytes());
+    }
+    Ok(Injected { message_id: id, content_type: multipart_content_type(), body, receiver })
+}

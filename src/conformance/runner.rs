@@ -1,0 +1,407 @@
+//! `ventanilla conformance run`: starts the peers the selected cases need, runs each case
+//! and prints one row per case, then `conformance: N passed, M failed[, K skipped]`.
+
+use super::case::{Action, Case, Run, Status};
+use super::inject::{self, Injected};
+use super::wire::{error_code, is_receipt_for};
+use crate::backend::client::Upload;
+use crate::demo::{DemoError, Options, Running, launch_with};
+use crate::transport::{As4Client, BodyStream, TlsIdentity};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// The result of one case.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Passed,
+    Failed(String),
+    Skipped(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct Row {
+    pub id: String,
+    pub title: String,
+    pub peer: String,
+    pub direction: String,
+    pub verdict: Verdict,
+    pub time: Duration,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Summary {
+    pub passed: usize,
+    pub failed: usize,
+    pub skipped: usize,
+}
+
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "conformance: {} passed, {} failed", self.passed, self.failed)?;
+        if self.skipped > 0 {
+            write!(f, ", {} skipped", self.skipped)?;
+        }
+        Ok(())
+    }
+}
+
+/// Two sets of Ventanilla access points on loopback: CL and PE on the unsigned test profile
+/// (for hand-made packaging cases), and CL, MX and PE on the shipped eDelivery links.
+pub struct SelfPeer {
+    repo: PathBuf,
+    work: PathBuf,
+    plain: Option<Vec<Running>>,
+    secure: Option<Vec<Running>>,
+}
+
+impl SelfPeer {
+    pub fn new(repo: &Path, work: &Path) -> SelfPeer {
+        SelfPeer { repo: repo.to_owned(), work: work.to_owned(), plain: None, secure: None }
+    }
+
+    async fn nodes(&mut self, secure: bool) -> Result<&[Running], DemoError> {
+        let (slot, dir, countries): (_, _, &[(&str, &str)]) = if secure {
+            (&mut self.secure, "secure", &[("cl", "CL-SICEX"), ("mx", "MX-VUCEM"), ("pe", "PE-VUCE")])
+        } else {
+            (&mut self.plain, "plain", &[("cl", "CL-SICEX"), ("pe", "PE-VUCE")])
+        };
+        if slot.is_none() {
+            let work = self.work.join(dir);
+            let _ = std::fs::remove_dir_all(&work);
+            let options = Options { max_message: "8MiB".into(), insecure: !secure, ..Options::default() };
+            *slot = Some(launch_with(&work, &self.repo.join("pmodes"), countries, &options).await?);
+        }
+        Ok(slot.as_deref().unwrap_or_default())
+    }
+
+    fn certs(&self, secure: bool) -> PathBuf {
+        self.work.join(if secure { "secure" } else { "plain" }).join("certs/demo")
+    }
+
+    pub async fn stop(self) {
+        for nodes in [self.plain, self.secure].into_iter().flatten() {
+            for n in nodes {
+                n.node.stop().await;
+            }
+        }
+    }
+}
+
+fn node<'a>(nodes: &'a [Running], code: &str) -> Result<&'a Running, String> {
+    nodes.iter().find(|n| n.code == code).ok_or_else(|| format!("no access point {code}"))
+}
+
+async fn post(ca: &Path, to: &Running, content_type: &str, body: Vec<u8>) -> Result<(u16, String), String> {
+    let identity = TlsIdentity { trust: ca.to_owned(), client_cert: None };
+    let url = format!("https://127.0.0.1:{}/as4", to.node.as4_addr.port());
+    let stream: BodyStream = Box::pin(futures_util::stream::iter([Ok(bytes::Bytes::from(body))]));
+    let response = As4Client::default()
+        .post(&identity, &url, content_type, stream, Duration::from_secs(60))
+        .await
+        .map_err(|e| format!("POST {url}: {e}"))?;
+    Ok((response.status, String::from_utf8_lossy(&response.body).into_owned()))
+}
+
+fn summary(text: &str) -> String {
+    let text: String = text.chars().filter(|c| !c.is_control()).collect();
+    if text.len() > 160 { format!("{}…", &text[..text.floor_char_boundary(160)]) } else { text }
+}
+
+/// Whether the receiver handed `message_id` to its backend (a refused message may be kept
+/// as `rejected`, to answer its duplicates, but is never offered).
+async fn delivered(receiver: &Running, message_id: &str) -> bool {
+    !message_id.is_empty()
+        && receiver.api.received(message_id).await.is_ok_and(|record| record["state"] != "rejected")
+}
+
+/// Checks one answer against the case's expectation.
+async fn judge(run: &Run, injected: &Injected, receiver: &Running, status: u16, body: &str) -> Result<(), String> {
+    let expect = &run.expect;
+    let delivered = delivered(receiver, &injected.message_id).await;
+    match expect.outcome.as_str() {
+        "receipt" | "receipt-not-delivered" => {
+            if !is_receipt_for(body, &injected.message_id) {
+                return Err(format!("expected a receipt, got HTTP {status}: {}", summary(body)));
+            }
+            let want_delivered = expect.outcome == "receipt";
+            if delivered != want_delivered {
+                return Err(format!("receipt given but delivered = {delivered}"));
+            }
+        }
+        "error" => {
+            let code = error_code(body);
+            if !code.as_ref().is_some_and(|c| expect.codes.contains(c)) {
+                return Err(format!(
+                    "expected {} , got {} (HTTP {status}): {}",
+                    expect.codes.join(" or "),
+                    code.as_deref().unwrap_or("no ebMS error"),
+                    summary(body)
+                ));
+            }
+            if delivered {
+                return Err("refused but delivered to the backend".into());
+            }
+            if expect.signed && !body.contains("SignatureValue") {
+                return Err("the error signal is not signed".into());
+            }
+        }
+        "fault" => {
+            let fault = expect.fault.as_deref().unwrap_or("Fault");
+            if !body.contains(fault) || is_receipt_for(body, &injected.message_id) {
+                return Err(format!("expected a SOAP {fault} fault, got HTTP {status}: {}", summary(body)));
+            }
+            if delivered {
+                return Err("faulted but delivered to the backend".into());
+            }
+        }
+        other => return Err(format!("outcome {other:?} is not one an injection can have")),
+    }
+    Ok(())
+}
+
+async fn run_inject(peer: &mut SelfPeer, run: &Run) -> Result<(), String> {
+    let secure = run.profile != "none";
+    let certs = peer.certs(secure);
+    let repo = peer.repo.clone();
+    let nodes = peer.nodes(secure).await.map_err(|e| e.to_string())?;
+    for mutation in &run.mutations {
+        let injected = if secure {
+            inject::protected(mutation, &run.profile, &certs)
+        } else {
+            inject::unsigned_message(mutation, &repo)
+        }
+        .map_err(|e| format!("{mutation}: {e}"))?;
+        let receiver = node(nodes, injected.receiver)?;
+        let (status, body) =
+            post(&certs.join("ca.pem"), receiver, &injected.content_type, injected.body.clone()).await?;
+        judge(run, &injected, receiver, status, &body).await.map_err(|e| format!("{mutation}: {e}"))?;
+    }
+    Ok(())
+}
+
+async fn run_duplicate(peer: &mut SelfPeer, run: &Run) -> Result<(), String> {
+    let certs = peer.certs(false);
+    let repo = peer.repo.clone();
+    let nodes = peer.nodes(false).await.map_err(|e| e.to_string())?;
+    let mutation = run.mutations.first().map(String::as_str).unwrap_or("valid");
+    let injected = inject::unsigned_message(mutation, &repo).map_err(|e| e.to_string())?;
+    let receiver = node(nodes, injected.receiver)?;
+    let ca = certs.join("ca.pem");
+    let first = post(&ca, receiver, &injected.content_type, injected.body.clone()).await?;
+    let second = post(&ca, receiver, &injected.content_type, injected.body.clone()).await?;
+    judge(run, &injected, receiver, second.0, &second.1).await.map_err(|e| format!("second copy: {e}"))?;
+    if first.1 != second.1 {
+        return Err("the second copy got a different answer than the first".into());
+    }
+    let inbox = receiver.api.inbox().await.map_err(|e| e.to_string())?;
+    let copies = inbox
+        .as_array()
+        .map(|a| a.iter().filter(|m| m["message_id"] == injected.message_id.as_str()).count())
+        .unwrap_or_default();
+    let want = usize::from(run.expect.outcome == "receipt");
+    if copies != want {
+        return Err(format!("{copies} copies in the inbox, expected {want}"));
+    }
+    Ok(())
+}
+
+/// The bytes of one submitted payload kind, its file name and MIME type.
+fn payload(kind: &str, to: &str, index: usize) -> Result<(Vec<u8>, String, &'static str), String> {
+    Ok(match kind {
+        "ephyto" => (inject::ephyto("CL", to), format!("{index}-ephyto.xml"), "application/xml"),
+        "xml" => (format!("<annex n=\"{index}\"/>").into_bytes(), format!("{index}-annex.xml"), "application/xml"),
+        "text" => (b"line one\r\nline two\r\n".to_vec(), format!("{index}-note.txt"), "text/plain"),
+        "binary" => ((0..=255u8).cycle().take(10_000 + index).collect(), format!("{index}-scan.pdf"), "application/pdf"),
+        other => return Err(format!("unknown payload kind {other:?}")),
+    })
+}
+
+async fn run_exchange(peer: &mut SelfPeer, run: &Run) -> Result<(), String> {
+    let work = peer.work.join("exchange");
+    let nodes = peer.nodes(true).await.map_err(|e| e.to_string())?;
+    let (to, code) = if run.profile == "edelivery-1.15" { ("MX", "mx") } else { ("PE", "pe") };
+    let (sender, receiver) = (node(nodes, "cl")?, node(nodes, code)?);
+    let dir = work.join(uuid::Uuid::new_v4().simple().to_string());
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let mut files = Vec::new();
+    for spec in &run.payloads {
+        let (kind, count) = match spec.split_once('*') {
+            Some((k, n)) => (k, n.parse::<usize>().map_err(|e| format!("{spec}: {e}"))?),
+            None => (spec.as_str(), 1),
+        };
+        for _ in 0..count {
+            let (bytes, name, mime) = payload(kind, to, files.len() + 1)?;
+            let path = dir.join(name);
+            std::fs::write(&path, &bytes).map_err(|e| e.to_string())?;
+            files.push((path, mime, bytes));
+        }
+    }
+    let uploads: Vec<Upload<'_>> = files.iter().map(|(p, m, _)| Upload { path: p, mime_type: m }).collect();
+    let metadata = serde_json::json!({ "to": receiver.party, "leg": "ephyto" });
+    let submitted = sender.api.submit(&metadata, &uploads).await.map_err(|e| format!("submit: {e}"))?;
+    let id = submitted["message_id"].as_str().unwrap_or_default().to_owned();
+    let started = Instant::now();
+    loop {
+        let status = sender.api.status(&id).await.map_err(|e| e.to_string())?;
+        match status["state"].as_str() {
+            Some("acknowledged") => break,
+            Some("failed") => return Err(format!("{id} failed: {}", status["error"])),
+            _ if started.elapsed() > Duration::from_secs(60) => return Err(format!("{id}: no receipt in 60 s")),
+            _ => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+    for (index, (path, _, bytes)) in files.iter().enumerate() {
+        let got = receiver.api.download(&id, index + 1).await.map_err(|e| format!("part {}: {e}", index + 1))?;
+        if got.as_ref() != bytes.as_slice() {
+            return Err(format!("part {} ({}) differs at the receiver", index + 1, path.display()));
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+fn run_pmode_overlap(repo: &Path, work: &Path) -> Result<(), String> {
+    let dir = work.join("pmode-overlap");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let original = std::fs::read_to_string(repo.join("pmodes/cl-pe.toml")).map_err(|e| e.to_string())?;
+    std::fs::write(dir.join("cl-pe.toml"), &original).map_err(|e| e.to_string())?;
+    std::fs::write(dir.join("cl-pe-copy.toml"), original.replace("id      = \"cl-pe\"", "id      = \"cl-pe-copy\""))
+        .map_err(|e| e.to_string())?;
+    match crate::pmode::load_path(&dir) {
+        Ok(_) => Err("two files for the same parties, service and action were both loaded".into()),
+        Err(errors) => {
+            let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
+            let text = text.join("; ");
+            if text.contains("cl-pe.toml") && text.contains("cl-pe-copy.toml") {
+                Ok(())
+            } else {
+                Err(format!("refused, but the error does not name both files: {text}"))
+            }
+        }
+    }
+}
+
+async fn run_tls(peer: &mut SelfPeer, run: &Run) -> Result<(), String> {
+    use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode, SslVersion};
+    let nodes = peer.nodes(false).await.map_err(|e| e.to_string())?;
+    let addr = node(nodes, "pe")?.node.as4_addr;
+    for version in &run.mutations {
+        let v = match version.as_str() {
+            "tls1.0" => SslVersion::TLS1,
+            "tls1.1" => SslVersion::TLS1_1,
+            "tls1.2" => SslVersion::TLS1_2,
+            "tls1.3" => SslVersion::TLS1_3,
+            other => return Err(format!("unknown TLS version {other:?}")),
+        };
+        let handshake = tokio::task::spawn_blocking(move || -> Result<(), String> {
+            let mut builder = SslConnector::builder(SslMethod::tls_client()).map_err(|e| e.to_string())?;
+            // Old versions are offered on purpose: the server must be the one to refuse.
+            builder.set_cipher_list("DEFAULT:@SECLEVEL=0").map_err(|e| e.to_string())?;
+            builder.set_min_proto_version(Some(v)).map_err(|e| e.to_string())?;
+            builder.set_max_proto_version(Some(v)).map_err(|e| e.to_string())?;
+            builder.set_verify(SslVerifyMode::NONE);
+            let stream = std::net::TcpStream::connect(addr).map_err(|e| e.to_string())?;
+            stream.set_read_timeout(Some(Duration::from_secs(10))).map_err(|e| e.to_string())?;
+            let connector = builder.build();
+            connector.connect("localhost", stream).map(drop).map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+        match (run.expect.outcome.as_str(), handshake) {
+            ("refused", Err(_)) | ("accepted", Ok(())) => {}
+            ("refused", Ok(())) => return Err(format!("{version}: handshake accepted")),
+            (_, Err(e)) => return Err(format!("{version}: handshake failed: {e}")),
+            (other, _) => return Err(format!("outcome {other:?} is not one a handshake can have")),
+        }
+    }
+    Ok(())
+}
+
+async fn run_case(peer: &mut SelfPeer, case: &Case) -> Verdict {
+    let Some(run) = case.run.as_ref().filter(|_| case.status == Status::Implemented) else {
+        return Verdict::Skipped(case.reason.clone());
+    };
+    let result = match run.action {
+        Action::Inject => run_inject(peer, run).await,
+        Action::Duplicate => run_duplicate(peer, run).await,
+        Action::Exchange => run_exchange(peer, run).await,
+        Action::PmodeOverlap => run_pmode_overlap(&peer.repo, &peer.work),
+        Action::Tls => run_tls(peer, run).await,
+    };
+    match result {
+        Ok(()) => Verdict::Passed,
+        Err(e) => Verdict::Failed(e),
+    }
+}
+
+/// What to run.
+pub struct RunOptions {
+    pub repo: PathBuf,
+    pub work: PathBuf,
+    pub peer: String,
+    pub case: Option<String>,
+    /// Also list the cases that are not run.
+    pub all: bool,
+}
+
+fn print_row(row: &Row) {
+    let (result, detail) = match &row.verdict {
+        Verdict::Passed => ("pass", String::new()),
+        Verdict::Failed(why) => ("FAIL", why.clone()),
+        Verdict::Skipped(why) => ("skip", why.clone()),
+    };
+    let title: String = row.title.chars().take(58).collect();
+    println!(
+        "{:<4} {:<58} {:<5} {:<9} {:<4} {:>6} ms  {}",
+        row.id,
+        title,
+        row.peer,
+        row.direction,
+        result,
+        row.time.as_millis(),
+        detail
+    );
+}
+
+/// Runs the selected cases against `options.peer` and prints the table and the summary line.
+pub async fn run(options: &RunOptions) -> Result<(Vec<Row>, Summary), DemoError> {
+    let cases = super::case::load_dir(&options.repo.join("conformance/cases"))?;
+    if options.peer != "self" {
+        return Err(format!("peer {:?} is not available in the runner yet; peers: self", options.peer).into());
+    }
+    let selected: Vec<&Case> = cases
+        .iter()
+        .filter(|c| options.case.as_ref().is_none_or(|id| &c.id == id))
+        .filter(|c| options.all || options.case.is_some() || c.status == Status::Implemented)
+        .collect();
+    if selected.is_empty() {
+        return Err(format!("no case {:?} in conformance/cases", options.case.as_deref().unwrap_or("")).into());
+    }
+    println!("{:<4} {:<58} {:<5} {:<9} {:<4} {:>9}  detail", "id", "title", "peer", "direction", "res", "time");
+    let mut peer = SelfPeer::new(&options.repo, &options.work);
+    let mut rows = Vec::new();
+    let mut summary = Summary::default();
+    for case in selected {
+        let started = Instant::now();
+        let verdict = run_case(&mut peer, case).await;
+        match verdict {
+            Verdict::Passed => summary.passed += 1,
+            Verdict::Failed(_) => summary.failed += 1,
+            Verdict::Skipped(_) => summary.skipped += 1,
+        }
+        let row = Row {
+            id: case.id.clone(),
+            title: case.title.clone(),
+            peer: options.peer.clone(),
+            direction: case.run.as_ref().map(|r| r.direction.clone()).unwrap_or_else(|| "-".into()),
+            verdict,
+            time: started.elapsed(),
+        };
+        print_row(&row);
+        rows.push(row);
+    }
+    peer.stop().await;
+    println!("{summary}");
+    Ok((rows, summary))
+}

@@ -1,0 +1,49 @@
+//! The conformance suite (conformance/cases, docs/as4.md §7) against the self peer: two sets
+//! of Ventanilla access points over HTTPS on loopback. Every implemented case must pass.
+
+use ventanilla::conformance::case::{Status, load_dir};
+use ventanilla::conformance::runner::{RunOptions, Verdict, run};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_implemented_case_passes_against_the_self_peer() {
+    let repo = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let work = tempfile::tempdir().unwrap();
+    let options =
+        RunOptions { repo: repo.clone(), work: work.path().to_owned(), peer: "self".into(), case: None, all: false };
+    let (rows, summary) = run(&options).await.unwrap();
+    let failures: Vec<String> = rows
+        .iter()
+        .filter_map(|r| match &r.verdict {
+            Verdict::Failed(why) => Some(format!("case {}: {why}", r.id)),
+            _ => None,
+        })
+        .collect();
+    assert!(failures.is_empty(), "{failures:#?}");
+    let implemented = load_dir(&repo.join("conformance/cases"))
+        .unwrap()
+        .iter()
+        .filter(|c| c.status == Status::Implemented)
+        .count();
+    assert_eq!(summary.passed, implemented);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_case_can_be_run_alone_and_an_unknown_one_is_an_error() {
+    let repo = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let work = tempfile::tempdir().unwrap();
+    let mut options = RunOptions {
+        repo,
+        work: work.path().to_owned(),
+        peer: "self".into(),
+        case: Some("7".into()),
+        all: false,
+    };
+    let (rows, summary) = run(&options).await.unwrap();
+    assert_eq!((rows.len(), summary.passed), (1, 1));
+    options.case = Some("26".into());
+    let (rows, summary) = run(&options).await.unwrap();
+    assert!(matches!(rows[0].verdict, Verdict::Skipped(_)));
+    assert_eq!(summary.to_string(), "conformance: 0 passed, 0 failed, 1 skipped");
+    options.case = Some("999".into());
+    assert!(run(&options).await.is_err());
+}
