@@ -1,6 +1,7 @@
 # Ventanilla: the two commands of the README are the contract.
 #   make demo   runs the four Pacific Alliance access points and exchanges documents on every link
 #   make test   runs every test
+#   make conformance  runs the conformance suite (conformance/cases) and prints its table
 # Both install what a fresh Debian machine lacks first (idempotent).
 
 SHELL := /bin/bash
@@ -10,7 +11,7 @@ CARGO ?= cargo
 # Two cores: keep the test harness parallel but bounded.
 TEST_THREADS ?= 2
 
-.PHONY: demo test deps test-deps build lint fmt clean
+.PHONY: demo test conformance deps test-deps build lint fmt clean
 
 deps:
 	@missing=""; for p in $(BUILD_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -28,6 +29,11 @@ demo: build
 
 test: test-deps
 	$(CARGO) test --locked -- --test-threads=$(TEST_THREADS)
+
+# The conformance suite (conformance/cases) against the self peer; lists every case, the
+# ones not run with their reason. The Python `as4` peer runs in `make test` (tests/interop_python.rs).
+conformance: test-deps
+	$(CARGO) run --locked --quiet -- conformance run --all
 
 lint:
 	$(CARGO) fmt --all -- --check

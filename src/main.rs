@@ -259,8 +259,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Conformance { command: ConformanceCommand::Run { peer, case, all, repo, work } } => {
             init_logging("error");
             let options = ventanilla::conformance::runner::RunOptions { repo, work, peer, case, all };
-            let (_, summary) =
-                ventanilla::conformance::runner::run(&options).await.map_err(|e| anyhow::anyhow!(e))?;
+            let (_, summary) = ventanilla::conformance::runner::run(&options).await.map_err(|e| anyhow::anyhow!(e))?;
             if summary.failed > 0 {
                 std::process::exit(1);
             }

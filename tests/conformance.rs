@@ -19,11 +19,8 @@ async fn every_implemented_case_passes_against_the_self_peer() {
         })
         .collect();
     assert!(failures.is_empty(), "{failures:#?}");
-    let implemented = load_dir(&repo.join("conformance/cases"))
-        .unwrap()
-        .iter()
-        .filter(|c| c.status == Status::Implemented)
-        .count();
+    let implemented =
+        load_dir(&repo.join("conformance/cases")).unwrap().iter().filter(|c| c.status == Status::Implemented).count();
     assert_eq!(summary.passed, implemented);
 }
 
@@ -31,13 +28,8 @@ async fn every_implemented_case_passes_against_the_self_peer() {
 async fn one_case_can_be_run_alone_and_an_unknown_one_is_an_error() {
     let repo = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let work = tempfile::tempdir().unwrap();
-    let mut options = RunOptions {
-        repo,
-        work: work.path().to_owned(),
-        peer: "self".into(),
-        case: Some("7".into()),
-        all: false,
-    };
+    let mut options =
+        RunOptions { repo, work: work.path().to_owned(), peer: "self".into(), case: Some("7".into()), all: false };
     let (rows, summary) = run(&options).await.unwrap();
     assert_eq!((rows.len(), summary.passed), (1, 1));
     options.case = Some("26".into());

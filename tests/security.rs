@@ -6,18 +6,14 @@ mod common;
 use common::*;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use ventanilla::conformance::wire::Protection;
 use ventanilla::demo::exchange;
 use ventanilla::ebms::write;
-use ventanilla::pki::keys::{load_cert, load_key};
 use ventanilla::pmode::model::TokenReference;
-use ventanilla::wss::encrypt::{PartToEncrypt, encrypt_parts};
-use ventanilla::wss::sign::{Credential, SignedPart, sign_envelope};
+use ventanilla::wss::sign::Credential;
 
 fn credential(dir: &Path, name: &str) -> Credential {
-    Credential {
-        key: load_key(&dir.join(format!("{name}.key")), None).unwrap(),
-        cert: load_cert(&dir.join(format!("{name}.pem"))).unwrap(),
-    }
+    ventanilla::conformance::wire::credential(dir, name).unwrap()
 }
 
 /// A user message from `from` (party) to PE on a 2.0 or 1.15 link, signed with `signer`
@@ -30,35 +26,16 @@ fn protected_message(
     recipient_cert: &Path,
     payload: &[u8],
 ) -> Vec<u8> {
-    let dir = tempfile::tempdir().unwrap();
-    let plain = dir.path().join("doc.xml");
-    std::fs::write(&plain, payload).unwrap();
-    let cipher = dir.path().join("doc.enc");
-    let recipient = load_cert(recipient_cert).unwrap();
-    let encryption = encrypt_parts(
-        &[PartToEncrypt {
-            content_id: "doc@test",
-            content_type: "application/xml",
-            plaintext: &plain,
-            ciphertext: cipher.clone(),
-        }],
-        &recipient,
-        TokenReference::Bst,
-        "t",
-    )
-    .unwrap();
     let mut um = user_message(message_id);
     um.from.ids[0].value = from.into();
     um.agreement.as_mut().unwrap().value = agreement.into();
-    let envelope = sign_envelope(
-        &write::user_message_builder(&um),
-        signer,
-        TokenReference::Bst,
-        &[SignedPart { content_id: "doc@test", content_type: "application/xml", path: &plain }],
-        &encryption,
-    )
-    .unwrap();
-    multipart(&envelope, &[("doc@test", &std::fs::read(&cipher).unwrap())])
+    let protection = Protection {
+        signer: Some(signer),
+        recipient: Some(recipient_cert),
+        token: TokenReference::Bst,
+        unsigned_part: false,
+    };
+    ventanilla::conformance::wire::protected_message(&um, payload, &protection).unwrap()
 }
 
 fn certs(cluster: &Cluster) -> PathBuf {

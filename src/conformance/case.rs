@@ -35,6 +35,17 @@ pub enum Status {
     NotApplicable,
 }
 
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Status::Implemented => "implemented",
+            Status::UnitTest => "unit-test",
+            Status::NotYet => "not-yet",
+            Status::NotApplicable => "not-applicable",
+        })
+    }
+}
+
 /// What the runner does for an implemented case.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -29,7 +29,12 @@ fn fresh_id(name: &str) -> String {
 }
 
 fn unsigned(message_id: String, envelope: &str, parts: &[(&str, &[u8])]) -> Made {
-    Ok(Injected { message_id, content_type: multipart_content_type(), body: multipart(envelope, parts), receiver: "pe" })
+    Ok(Injected {
+        message_id,
+        content_type: multipart_content_type(),
+        body: multipart(envelope, parts),
+        receiver: "pe",
+    })
 }
 
 fn phase4_sample(repo: &Path, name: &str) -> Made {
@@ -42,7 +47,11 @@ fn compressed(um: &mut crate::ebms::UserMessage, mime_type: bool) {
     if !mime_type {
         um.parts[0].properties.clear();
     }
-    um.parts[0].properties.push(Property { name: "CompressionType".into(), kind: None, value: "application/gzip".into() });
+    um.parts[0].properties.push(Property {
+        name: "CompressionType".into(),
+        kind: None,
+        value: "application/gzip".into(),
+    });
 }
 
 fn gzip(bytes: &[u8]) -> Vec<u8> {
@@ -101,10 +110,9 @@ pub fn unsigned_message(mutation: &str, repo: &Path) -> Made {
             um.parts[0].href = Some("https://example.org/payload.xml".into());
             with_doc(&good(&um))
         }
-        "must-understand-header" => with_doc(&good(&um).replace(
-            "<S12:Header>",
-            "<S12:Header><x:Custom xmlns:x=\"urn:x\" S12:mustUnderstand=\"true\"/>",
-        )),
+        "must-understand-header" => with_doc(
+            &good(&um).replace("<S12:Header>", "<S12:Header><x:Custom xmlns:x=\"urn:x\" S12:mustUnderstand=\"true\"/>"),
+        ),
         "must-understand-1" => {
             let envelope = good(&um);
             let changed = envelope.replacen("S12:mustUnderstand=\"true\"", "S12:mustUnderstand=\"1\"", 1);
@@ -181,8 +189,7 @@ pub fn unsigned_message(mutation: &str, repo: &Path) -> Made {
         }
         "compression-type-zip" => {
             compressed(&mut um, true);
-            um.parts[0].properties.last_mut().ok_or("CompressionType was just added")?.value =
-                "application/zip".into();
+            um.parts[0].properties.last_mut().ok_or("CompressionType was just added")?.value = "application/zip".into();
             unsigned(id, &good(&um), &[("doc@test", &gzip(&doc))])
         }
         "compressed-valid" => {
@@ -211,8 +218,12 @@ pub fn protected(mutation: &str, profile: &str, certs: &Path) -> Made {
     let doc = ephyto("CL", to);
     let signer = credential(certs, &format!("cl-{sign}"))?;
     let recipient = certs.join(format!("{receiver}-{enc}.pem"));
-    let mut protection =
-        Protection { signer: Some(&signer), recipient: Some(&recipient), token: TokenReference::Bst, unsigned_part: false };
+    let mut protection = Protection {
+        signer: Some(&signer),
+        recipient: Some(&recipient),
+        token: TokenReference::Bst,
+        unsigned_part: false,
+    };
     let other_signer;
     let rsa_signer;
     let rsa_recipient = certs.join(format!("{receiver}-enc-rsa.pem"));

@@ -110,8 +110,7 @@ fn summary(text: &str) -> String {
 /// Whether the receiver handed `message_id` to its backend (a refused message may be kept
 /// as `rejected`, to answer its duplicates, but is never offered).
 async fn delivered(receiver: &Running, message_id: &str) -> bool {
-    !message_id.is_empty()
-        && receiver.api.received(message_id).await.is_ok_and(|record| record["state"] != "rejected")
+    !message_id.is_empty() && receiver.api.received(message_id).await.is_ok_and(|record| record["state"] != "rejected")
 }
 
 /// Checks one answer against the case's expectation.
@@ -211,7 +210,9 @@ fn payload(kind: &str, to: &str, index: usize) -> Result<(Vec<u8>, String, &'sta
         "ephyto" => (inject::ephyto("CL", to), format!("{index}-ephyto.xml"), "application/xml"),
         "xml" => (format!("<annex n=\"{index}\"/>").into_bytes(), format!("{index}-annex.xml"), "application/xml"),
         "text" => (b"line one\r\nline two\r\n".to_vec(), format!("{index}-note.txt"), "text/plain"),
-        "binary" => ((0..=255u8).cycle().take(10_000 + index).collect(), format!("{index}-scan.pdf"), "application/pdf"),
+        "binary" => {
+            ((0..=255u8).cycle().take(10_000 + index).collect(), format!("{index}-scan.pdf"), "application/pdf")
+        }
         other => return Err(format!("unknown payload kind {other:?}")),
     })
 }
@@ -320,7 +321,7 @@ async fn run_tls(peer: &mut SelfPeer, run: &Run) -> Result<(), String> {
 
 async fn run_case(peer: &mut SelfPeer, case: &Case) -> Verdict {
     let Some(run) = case.run.as_ref().filter(|_| case.status == Status::Implemented) else {
-        return Verdict::Skipped(case.reason.clone());
+        return Verdict::Skipped(format!("{}: {}", case.status, case.reason));
     };
     let result = match run.action {
         Action::Inject => run_inject(peer, run).await,

@@ -1,5 +1,5 @@
 //! Shared helpers: access points on loopback, raw AS4 posts, user messages to tamper with.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 pub mod postgres;
 
@@ -7,10 +7,11 @@ use bytes::Bytes;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use ventanilla::demo::{Options, Running, launch_with};
-use ventanilla::ebms::*;
 use ventanilla::transport::{As4Client, TlsIdentity};
 
-pub const PARTY_TYPE: &str = "urn:oasis:names:tc:ebcore:partyid-type:unregistered:pacific-alliance";
+pub use ventanilla::conformance::wire::{
+    BOUNDARY, PARTY_TYPE, error_code, is_receipt_for, multipart, multipart_content_type, user_message,
+};
 
 pub struct Cluster {
     pub dir: tempfile::TempDir,
@@ -114,80 +115,6 @@ pub fn repo() -> PathBuf {
 
 pub fn sample(rel: &str) -> PathBuf {
     repo().join("samples").join(rel)
-}
-
-/// A valid ePhyto user message from CL to PE with one payload part `cid:doc@test`.
-pub fn user_message(message_id: &str) -> UserMessage {
-    UserMessage {
-        mpc: None,
-        info: MessageInfo {
-            timestamp: "2026-11-26T10:00:00.000Z".into(),
-            message_id: message_id.into(),
-            ref_to_message_id: None,
-        },
-        from: Party {
-            ids: vec![PartyId { value: "CL-SICEX".into(), kind: Some(PARTY_TYPE.into()) }],
-            role: ns::ROLE_INITIATOR.into(),
-        },
-        to: Party {
-            ids: vec![PartyId { value: "PE-VUCE".into(), kind: Some(PARTY_TYPE.into()) }],
-            role: ns::ROLE_RESPONDER.into(),
-        },
-        agreement: Some(AgreementRef {
-            value: "urn:pacific-alliance:as4:agreement:cl-pe".into(),
-            kind: None,
-            pmode: None,
-        }),
-        service: Service { value: "urn:pacific-alliance:as4:service:ephyto".into(), kind: None },
-        action: "SPSCertificate".into(),
-        conversation_id: "conv-test".into(),
-        properties: vec![],
-        parts: vec![PartInfo {
-            href: Some("cid:doc@test".into()),
-            properties: vec![Property { name: "MimeType".into(), kind: None, value: "application/xml".into() }],
-        }],
-    }
-}
-
-pub const BOUNDARY: &str = "----=_Part_test";
-
-pub fn multipart_content_type() -> String {
-    format!(r#"multipart/related; type="application/soap+xml"; boundary="{BOUNDARY}"; start="<root@test>""#)
-}
-
-/// A SwA body: the envelope as root `root@test`, then (content-id, bytes) parts.
-pub fn multipart(envelope: &str, parts: &[(&str, &[u8])]) -> Vec<u8> {
-    let mut body = format!(
-        "--{BOUNDARY}\r\nContent-Type: application/soap+xml; charset=UTF-8\r\nContent-ID: <root@test>\r\n\r\n{envelope}"
-    )
-    .into_bytes();
-    for (cid, bytes) in parts {
-        body.extend(
-            format!("\r\n--{BOUNDARY}\r\nContent-Type: application/xml\r\nContent-ID: <{cid}>\r\n\r\n").bytes(),
-        );
-        body.extend_from_slice(bytes);
-    }
-    body.extend(format!("\r\n--{BOUNDARY}--\r\n").bytes());
-    body
-}
-
-/// Reads the ebMS error code out of an error signal.
-pub fn error_code(response: &str) -> Option<String> {
-    let env = read::read_envelope(response.as_bytes(), tree::Limits::default()).ok()?;
-    env.messaging.signals.iter().find_map(|s| match &s.signal {
-        Signal::Errors(errors) => errors.first().map(|e| e.code.clone()),
-        _ => None,
-    })
-}
-
-pub fn is_receipt_for(response: &str, message_id: &str) -> bool {
-    read::read_envelope(response.as_bytes(), tree::Limits::default())
-        .map(|env| {
-            env.messaging.signals.iter().any(|s| {
-                matches!(s.signal, Signal::Receipt { .. }) && s.info.ref_to_message_id.as_deref() == Some(message_id)
-            })
-        })
-        .unwrap_or(false)
 }
 
 pub async fn inbox_len(node: &Running) -> usize {
