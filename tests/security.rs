@@ -9,7 +9,6 @@ use std::time::Duration;
 use ventanilla::conformance::wire::Protection;
 use ventanilla::demo::exchange;
 use ventanilla::ebms::write;
-use ventanilla::pmode::model::TokenReference;
 use ventanilla::wss::sign::Credential;
 
 fn credential(dir: &Path, name: &str) -> Credential {
@@ -29,12 +28,7 @@ fn protected_message(
     let mut um = user_message(message_id);
     um.from.ids[0].value = from.into();
     um.agreement.as_mut().unwrap().value = agreement.into();
-    let protection = Protection {
-        signer: Some(signer),
-        recipient: Some(recipient_cert),
-        token: TokenReference::Bst,
-        unsigned_part: false,
-    };
+    let protection = Protection::edelivery(signer, recipient_cert);
     ventanilla::conformance::wire::protected_message(&um, payload, &protection).unwrap()
 }
 

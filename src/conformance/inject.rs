@@ -5,6 +5,7 @@
 use super::wire::*;
 use crate::ebms::{Property, write};
 use crate::pmode::model::TokenReference;
+use crate::wss::ns as wss_ns;
 use std::path::Path;
 
 /// A message ready to post, and what the receiver must deliver if it accepts it.
@@ -218,19 +219,39 @@ pub fn protected(mutation: &str, profile: &str, certs: &Path) -> Made {
     let doc = ephyto("CL", to);
     let signer = credential(certs, &format!("cl-{sign}"))?;
     let recipient = certs.join(format!("{receiver}-{enc}.pem"));
-    let mut protection = Protection {
-        signer: Some(&signer),
-        recipient: Some(&recipient),
-        token: TokenReference::Bst,
-        unsigned_part: false,
-    };
+    let zipped = gzip(&doc);
+    let mut protection = Protection::edelivery(&signer, &recipient);
     let other_signer;
     let rsa_signer;
     let rsa_recipient = certs.join(format!("{receiver}-enc-rsa.pem"));
     let mut flip_last_cipher_byte = false;
+    let mut flip_key_char = false;
     let mut change_after_signing: Option<(&str, &str)> = None;
+    // (after this marker, replace this, by that): algorithm and key changes in the header.
+    let mut rewrite: Vec<(&str, &str, String)> = Vec::new();
     match mutation {
         "valid" => {}
+        "rsa-sha1-signature" => rewrite.push(("<ds:SignedInfo>", wss_ns::RSA_SHA256, refused::RSA_SHA1.into())),
+        "bogus-signature-method" => {
+            rewrite.push(("<ds:SignedInfo>", wss_ns::RSA_SHA256, "urn:bogus:signature".into()));
+        }
+        "bogus-digest-method" => rewrite.push(("<ds:SignedInfo>", wss_ns::SHA256, "urn:bogus:digest".into())),
+        "aes128-cbc" => rewrite.push(("<xenc:EncryptedData", wss_ns::AES128_GCM, refused::AES128_CBC.into())),
+        "rsa-1_5" => rewrite.push(("<xenc:EncryptedKey", wss_ns::RSA_OAEP, refused::RSA_1_5.into())),
+        "encrypted-key-flipped" => flip_key_char = true,
+        "low-order-x25519" => rewrite.push((
+            "<xenc:OriginatorKeyInfo>",
+            "<dsig11:DEREncodedKeyValue>",
+            format!("<dsig11:DEREncodedKeyValue>{X25519_ZERO_POINT}</dsig11:DEREncodedKeyValue><!--"),
+        )),
+        "signed-then-compressed" => {
+            compressed(&mut um, true);
+            protection.sent_instead = Some(&zipped);
+        }
+        "encrypted-then-compressed" => {
+            compressed(&mut um, true);
+            protection.compress_ciphertext = true;
+        }
         "ski" => protection.token = TokenReference::Ski,
         "issuer-serial" => protection.token = TokenReference::IssuerSerial,
         "ciphertext-flipped" => flip_last_cipher_byte = true,
@@ -252,7 +273,9 @@ pub fn protected(mutation: &str, profile: &str, certs: &Path) -> Made {
         }
         other => return Err(format!("unknown mutation {other:?}").into()),
     }
-    let mut body = protected_message(&um, &doc, &protection)?;
+    // Signed as it should be: the compressed bytes when the message says it is compressed.
+    let signed = if protection.compress_ciphertext { &zipped } else { &doc };
+    let mut body = protected_message(&um, signed, &protection)?;
     if flip_last_cipher_byte {
         let end = format!("\r\n--{BOUNDARY}--\r\n").len();
         let at = body.len().checked_sub(end + 20).ok_or("message too short")?;
@@ -267,5 +290,49 @@ pub fn protected(mutation: &str, profile: &str, certs: &Path) -> Made {
             .ok_or_else(|| format!("{from:?} not in the signed message"))?;
         body[at..at + to.len()].copy_from_slice(to.as_bytes());
     }
+    if flip_key_char {
+        // One base64 character of the wrapped key: still valid base64, no longer the key.
+        let marker = b"<xenc:EncryptedKey";
+        let start = body.windows(marker.len()).position(|w| w == marker).ok_or("no EncryptedKey")?;
+        let value = b"<xenc:CipherValue>";
+        let at = start
+            + body[start..].windows(value.len()).position(|w| w == value).ok_or("no EncryptedKey CipherValue")?
+            + value.len()
+            + 4;
+        body[at] = if body[at] == b'A' { b'B' } else { b'A' };
+    }
+    for (after, from, to) in rewrite {
+        body = replace_after(&body, after, from, &to).ok_or_else(|| format!("{from:?} after {after:?} not found"))?;
+        if to.ends_with("<!--") {
+            // The replaced element's old content becomes a comment up to its end tag.
+            let end = "</dsig11:DEREncodedKeyValue>-->";
+            body = replace_after(&body, "<!--", "</dsig11:DEREncodedKeyValue>", "-->")
+                .ok_or_else(|| format!("no {end:?}"))?;
+        }
+    }
     Ok(Injected { message_id: id, content_type: multipart_content_type(), body, receiver })
+}
+
+/// An X25519 SubjectPublicKeyInfo for the all-zero (low order) point: any shared secret
+/// with it is zero (RFC 7748 §6.1).
+const X25519_ZERO_POINT: &str = "MCowBQYDK2VuAyEAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+
+/// Algorithm URIs the mutations swap in that the product never uses.
+mod refused {
+    pub const RSA_SHA1: &str = "http://www.w3.org/2000/09/xmldsig#rsa-sha1";
+    pub const AES128_CBC: &str = "http://www.w3.org/2001/04/xmlenc#aes128-cbc";
+    pub const RSA_1_5: &str = "http://www.w3.org/2001/04/xmlenc#rsa-1_5";
+}
+
+/// `body` with the first `from` after the first `after` replaced by `to` (MIME parts are
+/// delimited by boundaries, so lengths may change).
+fn replace_after(body: &[u8], after: &str, from: &str, to: &str) -> Option<Vec<u8>> {
+    let find = |hay: &[u8], needle: &[u8]| hay.windows(needle.len()).position(|w| w == needle);
+    let start = find(body, after.as_bytes())?;
+    let at = start + find(&body[start..], from.as_bytes())?;
+    let mut out = Vec::with_capacity(body.len() + to.len());
+    out.extend_from_slice(&body[..at]);
+    out.extend_from_slice(to.as_bytes());
+    out.extend_from_slice(&body[at + from.len()..]);
+    Some(out)
 }

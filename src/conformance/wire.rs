@@ -82,6 +82,24 @@ pub struct Protection<'a> {
     pub token: TokenReference,
     /// Leave the part out of the signature.
     pub unsigned_part: bool,
+    /// Encrypt and send these bytes instead of the signed payload (wrong processing orders).
+    pub sent_instead: Option<&'a [u8]>,
+    /// Gzip the ciphertext after encryption (encrypted-then-compressed).
+    pub compress_ciphertext: bool,
+}
+
+impl<'a> Protection<'a> {
+    /// Signed by `signer` and encrypted for `recipient`, as eDelivery sends.
+    pub fn edelivery(signer: &'a Credential, recipient: &'a Path) -> Protection<'a> {
+        Protection {
+            signer: Some(signer),
+            recipient: Some(recipient),
+            token: TokenReference::Bst,
+            unsigned_part: false,
+            sent_instead: None,
+            compress_ciphertext: false,
+        }
+    }
 }
 
 /// `um` with its one part `doc@test` holding `payload`, signed and/or encrypted as
@@ -91,18 +109,24 @@ pub fn protected_message(
     payload: &[u8],
     protection: &Protection<'_>,
 ) -> Result<Vec<u8>, Box<dyn std::error::Error + Send + Sync>> {
+    // A compressed part is signed and encrypted as the gzip stream it is (AS4 §3.1).
+    let compressed = um.parts.first().is_some_and(|p| p.properties.iter().any(|p| p.name == "CompressionType"));
+    let content_type = if compressed { "application/gzip" } else { "application/xml" };
     let dir = tempfile::tempdir()?;
     let plain = dir.path().join("doc.xml");
     std::fs::write(&plain, payload)?;
+    let sent = match protection.sent_instead {
+        Some(bytes) => {
+            let path = dir.path().join("sent.bin");
+            std::fs::write(&path, bytes)?;
+            path
+        }
+        None => plain.clone(),
+    };
     let cipher = dir.path().join("doc.enc");
     let encryption = match protection.recipient {
         Some(cert) => encrypt_parts(
-            &[PartToEncrypt {
-                content_id: "doc@test",
-                content_type: "application/xml",
-                plaintext: &plain,
-                ciphertext: cipher.clone(),
-            }],
+            &[PartToEncrypt { content_id: "doc@test", content_type, plaintext: &sent, ciphertext: cipher.clone() }],
             &load_cert(cert)?,
             protection.token,
             "t",
@@ -111,7 +135,7 @@ pub fn protected_message(
     };
     let envelope = match protection.signer {
         Some(signer) => {
-            let parts = [SignedPart { content_id: "doc@test", content_type: "application/xml", path: &plain }];
+            let parts = [SignedPart { content_id: "doc@test", content_type, path: &plain }];
             let signed: &[SignedPart<'_>] = if protection.unsigned_part { &[] } else { &parts };
             sign_envelope(&write::user_message_builder(um), signer, protection.token, signed, &encryption)?
         }
@@ -120,7 +144,13 @@ pub fn protected_message(
         }
         None => write::user_message_envelope(um),
     };
-    let part = if protection.recipient.is_some() { std::fs::read(&cipher)? } else { payload.to_vec() };
+    let mut part = if protection.recipient.is_some() { std::fs::read(&cipher)? } else { std::fs::read(&sent)? };
+    if protection.compress_ciphertext {
+        use std::io::Write;
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(&part)?;
+        part = gz.finish()?;
+    }
     Ok(multipart(&envelope, &[("doc@test", &part)]))
 }
 
