@@ -64,6 +64,16 @@ pub struct Run {
     /// `binary`, or `<kind>*<count>`.
     #[serde(default)]
     pub payloads: Vec<String>,
+    /// For `inspect`: strings the SUT's wire envelope must contain.
+    #[serde(default)]
+    pub contains: Vec<String>,
+    /// For `inspect`: strings it must not contain.
+    #[serde(default)]
+    pub absent: Vec<String>,
+    /// For `inspect`: named structural checks (`ebms-header`, `every-part-signed`,
+    /// `every-part-encrypted`, `fresh-ephemeral-keys`).
+    #[serde(default)]
+    pub checks: Vec<String>,
     pub expect: Expect,
 }
 
@@ -78,6 +88,8 @@ pub enum Action {
     Inject,
     /// A submission through the sender's backend API, followed to its receipt.
     Exchange,
+    /// An exchange whose wire envelope, as the receiving AP got it, is inspected.
+    Inspect,
     /// The same message posted twice.
     Duplicate,
     /// The P-Mode loader given two files for the same header tuple.

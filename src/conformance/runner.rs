@@ -217,7 +217,9 @@ fn payload(kind: &str, to: &str, index: usize) -> Result<(Vec<u8>, String, &'sta
     })
 }
 
-async fn run_exchange(peer: &mut SelfPeer, run: &Run) -> Result<(), String> {
+/// Submits the run's payloads from CL and follows them to the receipt and the receiver's
+/// inbox; returns the message id.
+async fn run_exchange(peer: &mut SelfPeer, run: &Run) -> Result<String, String> {
     let work = peer.work.join("exchange");
     let nodes = peer.nodes(true).await.map_err(|e| e.to_string())?;
     let (to, code) = if run.profile == "edelivery-1.15" { ("MX", "mx") } else { ("PE", "pe") };
@@ -258,6 +260,105 @@ async fn run_exchange(peer: &mut SelfPeer, run: &Run) -> Result<(), String> {
         }
     }
     let _ = std::fs::remove_dir_all(&dir);
+    Ok(id)
+}
+
+/// The envelope of `message_id` as the receiving AP of the run's link got it off the wire.
+async fn received_envelope(peer: &mut SelfPeer, run: &Run, message_id: &str) -> Result<String, String> {
+    let nodes = peer.nodes(true).await.map_err(|e| e.to_string())?;
+    let receiver = node(nodes, if run.profile == "edelivery-1.15" { "mx" } else { "pe" })?;
+    let record = receiver
+        .node
+        .ap
+        .store
+        .get(crate::store::Direction::Inbound, message_id)
+        .await
+        .map_err(|e| format!("{message_id}: {e}"))?;
+    String::from_utf8(record.envelope).map_err(|e| format!("{message_id}: envelope is not UTF-8: {e}"))
+}
+
+/// The text content of the first `<…name>` element in `xml`.
+fn element_text<'a>(xml: &'a str, name: &str) -> Option<&'a str> {
+    let open = xml.find(&format!(":{name}>")).or_else(|| xml.find(&format!("<{name}>")))?;
+    let start = xml[open..].find('>')? + open + 1;
+    let end = xml[start..].find('<')? + start;
+    Some(&xml[start..end])
+}
+
+fn check_envelope(check: &str, envelope: &str) -> Result<(), String> {
+    let parsed = crate::ebms::read::read_envelope(envelope.as_bytes(), crate::ebms::tree::Limits::default())
+        .map_err(|e| format!("the SUT's envelope does not read back: {e}"))?;
+    let um = parsed.messaging.user_message.as_ref().ok_or("no eb:UserMessage")?;
+    match check {
+        "ebms-header" => {
+            let id = &um.info.message_id;
+            if id.contains('<') || id.contains('>') || !id.contains('@') {
+                return Err(format!("MessageId {id:?} is not of the form x@y without <>"));
+            }
+            if !um.info.timestamp.ends_with('Z') {
+                return Err(format!("Timestamp {:?} is not UTC with Z", um.info.timestamp));
+            }
+            if um.from.ids.len() != 1 || um.to.ids.len() != 1 {
+                return Err("not exactly one PartyId on each side".into());
+            }
+            if um.conversation_id.is_empty() {
+                return Err("empty ConversationId".into());
+            }
+            if parsed.messaging.id.is_none() {
+                return Err("eb:Messaging has no wsu:Id".into());
+            }
+            let messaging = envelope.find("<eb:Messaging").ok_or("no <eb:Messaging")?;
+            let tag_end = envelope[messaging..].find('>').ok_or("unterminated eb:Messaging")? + messaging;
+            if !envelope[messaging..tag_end].contains("mustUnderstand=\"true\"") {
+                return Err("eb:Messaging is not mustUnderstand=\"true\"".into());
+            }
+        }
+        "every-part-signed" | "every-part-encrypted" => {
+            let want = if check == "every-part-signed" { "ds:Reference" } else { "xenc:CipherReference" };
+            for part in &um.parts {
+                let href = part.href.as_deref().ok_or("a PartInfo without href")?;
+                let found = envelope.matches(&format!("<{want} URI=\"{href}\"")).count();
+                if found != 1 {
+                    return Err(format!("{href}: {found} {want} elements, expected 1"));
+                }
+            }
+        }
+        other => return Err(format!("unknown check {other:?}")),
+    }
+    Ok(())
+}
+
+async fn run_inspect(peer: &mut SelfPeer, run: &Run) -> Result<(), String> {
+    let first_id = run_exchange(peer, run).await?;
+    let envelope = received_envelope(peer, run, &first_id).await?;
+    for needle in &run.contains {
+        if !envelope.contains(needle.as_str()) {
+            return Err(format!("the SUT's envelope lacks {needle:?}"));
+        }
+    }
+    for needle in &run.absent {
+        if envelope.contains(needle.as_str()) {
+            return Err(format!("the SUT's envelope has {needle:?}"));
+        }
+    }
+    for check in &run.checks {
+        if check == "fresh-ephemeral-keys" {
+            let second_id = run_exchange(peer, run).await?;
+            let second = received_envelope(peer, run, &second_id).await?;
+            for name in ["DEREncodedKeyValue", "Salt"] {
+                let (a, b) = (element_text(&envelope, name), element_text(&second, name));
+                if a.is_none() || a != b {
+                    continue;
+                }
+                return Err(format!("{name} is the same in two messages (or missing): {a:?}"));
+            }
+            if element_text(&envelope, "DEREncodedKeyValue").is_none() {
+                return Err("no OriginatorKeyInfo/DEREncodedKeyValue".into());
+            }
+        } else {
+            check_envelope(check, &envelope)?;
+        }
+    }
     Ok(())
 }
 
@@ -326,7 +427,8 @@ async fn run_case(peer: &mut SelfPeer, case: &Case) -> Verdict {
     let result = match run.action {
         Action::Inject => run_inject(peer, run).await,
         Action::Duplicate => run_duplicate(peer, run).await,
-        Action::Exchange => run_exchange(peer, run).await,
+        Action::Exchange => run_exchange(peer, run).await.map(drop),
+        Action::Inspect => run_inspect(peer, run).await,
         Action::PmodeOverlap => run_pmode_overlap(&peer.repo, &peer.work),
         Action::Tls => run_tls(peer, run).await,
     };
