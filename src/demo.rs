@@ -41,6 +41,10 @@ pub struct Options {
     /// A PostgreSQL connection string without dbname: each access point then keeps its
     /// messages in database `ventanilla_<code>` (which must exist) instead of SQLite.
     pub postgres: Option<String>,
+    /// Endpoints for parties that are not started here (a partner under test).
+    pub extra_endpoints: BTreeMap<String, String>,
+    /// Replace every link's retry schedule (e.g. `["1s", "1s"]` for quick outage tests).
+    pub retry: Option<Vec<String>>,
 }
 
 impl Default for Options {
@@ -50,13 +54,15 @@ impl Default for Options {
             insecure: false,
             revocation: RevocationPolicy::FailClosed,
             postgres: None,
+            extra_endpoints: BTreeMap::new(),
+            retry: None,
         }
     }
 }
 
 /// Copies the `*.toml` files of `from` into `to`, optionally switching them to the
 /// unsigned test profile.
-fn copy_pmodes(from: &Path, to: &Path, insecure: bool) -> std::io::Result<()> {
+fn copy_pmodes(from: &Path, to: &Path, insecure: bool, retry: Option<&[String]>) -> std::io::Result<()> {
     std::fs::create_dir_all(to)?;
     for entry in std::fs::read_dir(from)? {
         let path = entry?.path();
@@ -66,6 +72,20 @@ fn copy_pmodes(from: &Path, to: &Path, insecure: bool) -> std::io::Result<()> {
                 text = text
                     .replace("profile = \"edelivery-2.0\"", "profile = \"none\"")
                     .replace("profile = \"edelivery-1.15\"", "profile = \"none\"");
+            }
+            if let Some(retry) = retry {
+                let schedule: Vec<String> = retry.iter().map(|r| format!("{r:?}")).collect();
+                text = text
+                    .lines()
+                    .map(|line| {
+                        if line.trim_start().starts_with("retry ") || line.trim_start().starts_with("retry=") {
+                            format!("retry = [{}]", schedule.join(", "))
+                        } else {
+                            line.to_owned()
+                        }
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n");
             }
             std::fs::write(to.join(path.file_name().unwrap_or_default()), text)?;
         }
@@ -94,7 +114,7 @@ pub async fn launch_with(
     let certs = work.join("certs/demo");
     let pmodes_src = pmodes;
     let pmodes = &work.join("pmodes");
-    copy_pmodes(pmodes_src, pmodes, options.insecure)?;
+    copy_pmodes(pmodes_src, pmodes, options.insecure, options.retry.as_deref())?;
     // Every shipped P-Mode names all four countries' certificates, whoever is started.
     let mut codes: Vec<&str> = COUNTRIES.iter().map(|(c, _)| *c).collect();
     codes.extend(countries.iter().map(|(c, _)| *c).filter(|c| !COUNTRIES.iter().any(|(k, _)| k == c)));
@@ -103,13 +123,14 @@ pub async fn launch_with(
     for _ in countries {
         listeners.push((TcpListener::bind("127.0.0.1:0").await?, TcpListener::bind("127.0.0.1:0").await?));
     }
-    let endpoints: BTreeMap<String, String> = countries
+    let mut endpoints: BTreeMap<String, String> = countries
         .iter()
         .zip(&listeners)
         .map(|((_, party), (as4, _))| {
             Ok::<_, std::io::Error>((party.to_string(), format!("https://127.0.0.1:{}/as4", as4.local_addr()?.port())))
         })
         .collect::<Result<_, _>>()?;
+    endpoints.extend(options.extra_endpoints.clone());
     let mut running = Vec::new();
     for ((code, party), (as4, backend)) in countries.iter().zip(listeners) {
         let token = format!("demo-token-{code}-{}", uuid::Uuid::new_v4().simple());

@@ -90,6 +90,8 @@ pub enum Action {
     Exchange,
     /// An exchange whose wire envelope, as the receiving AP got it, is inspected.
     Inspect,
+    /// The SUT sends to a scripted endpoint (`conformance::scripted`) named by `mutations`.
+    Scripted,
     /// The same message posted twice.
     Duplicate,
     /// The P-Mode loader given two files for the same header tuple.
@@ -113,6 +115,14 @@ pub struct Expect {
     /// The error signal must carry a signature.
     #[serde(default)]
     pub signed: bool,
+    /// For `scripted`: bounds on the number of attempts the endpoint saw.
+    #[serde(default)]
+    pub min_attempts: Option<usize>,
+    #[serde(default)]
+    pub max_attempts: Option<usize>,
+    /// For `scripted`: every resend must be the same bytes (same MessageId, same signature).
+    #[serde(default)]
+    pub identical_resends: bool,
     /// Which side reports the outcome.
     #[serde(default = "default_reporter")]
     pub reported_by: String,

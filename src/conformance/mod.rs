@@ -4,4 +4,5 @@
 pub mod case;
 pub mod inject;
 pub mod runner;
+pub mod scripted;
 pub mod wire;

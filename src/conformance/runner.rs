@@ -362,6 +362,90 @@ async fn run_inspect(peer: &mut SelfPeer, run: &Run) -> Result<(), String> {
     Ok(())
 }
 
+/// The retry schedule of the scripted runs: three attempts a second apart.
+const QUICK_RETRY: [&str; 2] = ["1s", "1s"];
+
+async fn run_scripted(peer: &SelfPeer, run: &Run) -> Result<(), String> {
+    use super::scripted::{Script, ScriptedPeer};
+    let name = run.mutations.first().ok_or("a scripted case names its script in mutations")?;
+    let script = Script::named(name).ok_or_else(|| format!("unknown script {name:?}"))?;
+    let work = peer.work.join("scripted").join(name);
+    let _ = std::fs::remove_dir_all(&work);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
+    let url = format!("https://127.0.0.1:{}/as4", listener.local_addr().map_err(|e| e.to_string())?.port());
+    let options = Options {
+        max_message: "8MiB".into(),
+        insecure: true,
+        extra_endpoints: [("PE-VUCE".to_owned(), url)].into(),
+        retry: Some(QUICK_RETRY.iter().map(|r| r.to_string()).collect()),
+        ..Options::default()
+    };
+    let nodes = launch_with(&work, &peer.repo.join("pmodes"), &[("cl", "CL-SICEX")], &options)
+        .await
+        .map_err(|e| e.to_string())?;
+    // The partner's TLS certificate, from the demo PKI the launch made.
+    let certs = work.join("certs/demo");
+    let tls = crate::transport::tls::server_config(
+        &certs.join("pe-tls.pem"),
+        &certs.join("pe-tls.key"),
+        &certs.join("ca.pem"),
+    )
+    .map_err(|e| e.to_string())?;
+    let endpoint = ScriptedPeer::start(listener, script, tls).map_err(|e| e.to_string())?;
+    let result = scripted_exchange(&nodes[0], &endpoint, run, &work).await;
+    endpoint.stop();
+    for n in nodes {
+        n.node.stop().await;
+    }
+    result
+}
+
+async fn scripted_exchange(
+    sender: &Running,
+    endpoint: &super::scripted::ScriptedPeer,
+    run: &Run,
+    work: &Path,
+) -> Result<(), String> {
+    let document = work.join("ephyto.xml");
+    std::fs::write(&document, inject::ephyto("CL", "PE")).map_err(|e| e.to_string())?;
+    let metadata = serde_json::json!({ "to": "PE-VUCE", "leg": "ephyto" });
+    let uploads = [Upload { path: &document, mime_type: "application/xml" }];
+    let submitted = sender.api.submit(&metadata, &uploads).await.map_err(|e| format!("submit: {e}"))?;
+    let id = submitted["message_id"].as_str().unwrap_or_default().to_owned();
+    let expect = &run.expect;
+    // Long enough for the quick schedule to run out (3 attempts, 1 s apart), on a slow machine.
+    let patience = Duration::from_secs(30);
+    let started = Instant::now();
+    let (state, error) = loop {
+        let status = sender.api.status(&id).await.map_err(|e| e.to_string())?;
+        let state = status["state"].as_str().unwrap_or("?").to_owned();
+        if matches!(state.as_str(), "acknowledged" | "failed") || started.elapsed() > patience {
+            break (state, status["error"].as_str().unwrap_or_default().to_owned());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    if state != expect.outcome {
+        return Err(format!("{id}: state {state}, expected {} ({error})", expect.outcome));
+    }
+    if !expect.codes.is_empty() && !expect.codes.iter().any(|c| error.contains(c.as_str())) {
+        return Err(format!("{id}: error {error:?} does not name {}", expect.codes.join(" or ")));
+    }
+    // Wait out one more retry gap: a settled message must not be sent again.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (ids, identical) = endpoint.attempts();
+    if ids.iter().any(|m| m != &id) {
+        return Err(format!("attempts carried other MessageIds: {ids:?}"));
+    }
+    if expect.min_attempts.is_some_and(|min| ids.len() < min) || expect.max_attempts.is_some_and(|max| ids.len() > max)
+    {
+        return Err(format!("{} attempts, expected {:?}..={:?}", ids.len(), expect.min_attempts, expect.max_attempts));
+    }
+    if expect.identical_resends && !identical {
+        return Err("a resend differs from the first attempt".into());
+    }
+    Ok(())
+}
+
 fn run_pmode_overlap(repo: &Path, work: &Path) -> Result<(), String> {
     let dir = work.join("pmode-overlap");
     let _ = std::fs::remove_dir_all(&dir);
@@ -429,6 +513,7 @@ async fn run_case(peer: &mut SelfPeer, case: &Case) -> Verdict {
         Action::Duplicate => run_duplicate(peer, run).await,
         Action::Exchange => run_exchange(peer, run).await.map(drop),
         Action::Inspect => run_inspect(peer, run).await,
+        Action::Scripted => run_scripted(peer, run).await,
         Action::PmodeOverlap => run_pmode_overlap(&peer.repo, &peer.work),
         Action::Tls => run_tls(peer, run).await,
     };
