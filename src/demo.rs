@@ -43,6 +43,8 @@ pub struct Options {
     pub postgres: Option<String>,
     /// Endpoints for parties that are not started here (a partner under test).
     pub extra_endpoints: BTreeMap<String, String>,
+    /// Text replacements applied to every copied P-Mode file (conformance variants).
+    pub pmode_patches: Vec<(String, String)>,
     /// Replace every link's retry schedule (e.g. `["1s", "1s"]` for quick outage tests).
     pub retry: Option<Vec<String>>,
 }
@@ -55,6 +57,7 @@ impl Default for Options {
             revocation: RevocationPolicy::FailClosed,
             postgres: None,
             extra_endpoints: BTreeMap::new(),
+            pmode_patches: Vec::new(),
             retry: None,
         }
     }
@@ -62,7 +65,8 @@ impl Default for Options {
 
 /// Copies the `*.toml` files of `from` into `to`, optionally switching them to the
 /// unsigned test profile.
-fn copy_pmodes(from: &Path, to: &Path, insecure: bool, retry: Option<&[String]>) -> std::io::Result<()> {
+fn copy_pmodes(from: &Path, to: &Path, options: &Options) -> std::io::Result<()> {
+    let (insecure, retry) = (options.insecure, options.retry.as_deref());
     std::fs::create_dir_all(to)?;
     for entry in std::fs::read_dir(from)? {
         let path = entry?.path();
@@ -72,6 +76,9 @@ fn copy_pmodes(from: &Path, to: &Path, insecure: bool, retry: Option<&[String]>)
                 text = text
                     .replace("profile = \"edelivery-2.0\"", "profile = \"none\"")
                     .replace("profile = \"edelivery-1.15\"", "profile = \"none\"");
+            }
+            for (from, to) in &options.pmode_patches {
+                text = text.replace(from.as_str(), to);
             }
             if let Some(retry) = retry {
                 let schedule: Vec<String> = retry.iter().map(|r| format!("{r:?}")).collect();
@@ -114,7 +121,7 @@ pub async fn launch_with(
     let certs = work.join("certs/demo");
     let pmodes_src = pmodes;
     let pmodes = &work.join("pmodes");
-    copy_pmodes(pmodes_src, pmodes, options.insecure, options.retry.as_deref())?;
+    copy_pmodes(pmodes_src, pmodes, options)?;
     // Every shipped P-Mode names all four countries' certificates, whoever is started.
     let mut codes: Vec<&str> = COUNTRIES.iter().map(|(c, _)| *c).collect();
     codes.extend(countries.iter().map(|(c, _)| *c).filter(|c| !COUNTRIES.iter().any(|(k, _)| k == c)));

@@ -60,6 +60,10 @@ pub struct Run {
     /// `none` (unsigned test profile), `edelivery-1.15` or `edelivery-2.0`.
     #[serde(default = "default_profile")]
     pub profile: String,
+    /// Text replacements in the P-Modes of the APs this case runs against (a variant of the
+    /// shipped links, e.g. a required property); each distinct list gets its own APs.
+    #[serde(default)]
+    pub pmode_patches: Vec<(String, String)>,
     /// For `exchange`: the payloads in submission order: `ephyto`, `cod`, `xml`, `text`,
     /// `binary`, or `<kind>*<count>`.
     #[serde(default)]

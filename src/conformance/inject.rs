@@ -6,6 +6,7 @@ use super::wire::*;
 use crate::ebms::{Property, write};
 use crate::pmode::model::TokenReference;
 use crate::wss::ns as wss_ns;
+use crate::wss::sign::sign_envelope;
 use std::path::Path;
 
 /// A message ready to post, and what the receiver must deliver if it accepts it.
@@ -169,6 +170,20 @@ pub fn unsigned_message(mutation: &str, repo: &Path) -> Made {
             um.agreement.as_mut().ok_or("template has an AgreementRef")?.pmode = Some("cl-mx".into());
             with_doc(&good(&um))
         }
+        "pull-default-mpc" => {
+            let info = crate::ebms::MessageInfo {
+                timestamp: crate::util::timestamp_now(),
+                message_id: id.clone(),
+                ref_to_message_id: None,
+            };
+            let envelope = write::pull_request_builder(&info, crate::ebms::ns::DEFAULT_MPC).build("");
+            Ok(Injected {
+                message_id: id,
+                content_type: "application/soap+xml; charset=UTF-8".into(),
+                body: envelope.into_bytes(),
+                receiver: "pe",
+            })
+        }
         "ping" => {
             um.service.value = crate::ebms::ns::TEST_SERVICE.into();
             um.action = crate::ebms::ns::TEST_ACTION.into();
@@ -205,6 +220,9 @@ pub fn unsigned_message(mutation: &str, repo: &Path) -> Made {
 /// CL → MX), with the demo PKI in `certs`.
 pub fn protected(mutation: &str, profile: &str, certs: &Path) -> Made {
     let id = fresh_id(mutation);
+    if let Some(signer) = mutation.strip_prefix("pull-request-by-") {
+        return pull_request(&id, signer, certs);
+    }
     let mut um = user_message(&id);
     let (to, sign, enc, receiver) = match profile {
         "edelivery-2.0" => ("PE", "sign-ed25519", "enc-x25519", "pe"),
@@ -226,6 +244,7 @@ pub fn protected(mutation: &str, profile: &str, certs: &Path) -> Made {
     let rsa_recipient = certs.join(format!("{receiver}-enc-rsa.pem"));
     let mut flip_last_cipher_byte = false;
     let mut flip_key_char = false;
+    let mut drop_messaging_reference = false;
     let mut change_after_signing: Option<(&str, &str)> = None;
     // (after this marker, replace this, by that): algorithm and key changes in the header.
     let mut rewrite: Vec<(&str, &str, String)> = Vec::new();
@@ -239,6 +258,7 @@ pub fn protected(mutation: &str, profile: &str, certs: &Path) -> Made {
         "aes128-cbc" => rewrite.push(("<xenc:EncryptedData", wss_ns::AES128_GCM, refused::AES128_CBC.into())),
         "rsa-1_5" => rewrite.push(("<xenc:EncryptedKey", wss_ns::RSA_OAEP, refused::RSA_1_5.into())),
         "encrypted-key-flipped" => flip_key_char = true,
+        "messaging-not-signed" => drop_messaging_reference = true,
         "low-order-x25519" => rewrite.push((
             "<xenc:OriginatorKeyInfo>",
             "<dsig11:DEREncodedKeyValue>",
@@ -290,6 +310,14 @@ pub fn protected(mutation: &str, profile: &str, certs: &Path) -> Made {
             .ok_or_else(|| format!("{from:?} not in the signed message"))?;
         body[at..at + to.len()].copy_from_slice(to.as_bytes());
     }
+    if drop_messaging_reference {
+        let (messaging_id, _) = write::element_ids(&id);
+        let start = format!("<ds:Reference URI=\"#{messaging_id}\"");
+        let text = String::from_utf8_lossy(&body).into_owned();
+        let from = text.find(&start).ok_or("no reference to eb:Messaging")?;
+        let to = text[from..].find("</ds:Reference>").ok_or("unterminated ds:Reference")? + from;
+        body = replace_after(&body, &start, &text[from..to + "</ds:Reference>".len()], "").ok_or("reference moved")?;
+    }
     if flip_key_char {
         // One base64 character of the wrapped key: still valid base64, no longer the key.
         let marker = b"<xenc:EncryptedKey";
@@ -311,6 +339,28 @@ pub fn protected(mutation: &str, profile: &str, certs: &Path) -> Made {
         }
     }
     Ok(Injected { message_id: id, content_type: multipart_content_type(), body, receiver })
+}
+
+/// The MPC of the pull variant of the CL–PE link (see conformance/cases/081.toml).
+pub const PULL_MPC: &str = "urn:pacific-alliance:mpc:cl-to-pe";
+
+/// A PullRequest for [`PULL_MPC`] signed (Ed25519, 2.0) by `signer` (a country code), sent
+/// to CL, which holds the channel.
+fn pull_request(id: &str, signer: &str, certs: &Path) -> Made {
+    let credential = credential(certs, &format!("{signer}-sign-ed25519"))?;
+    let info = crate::ebms::MessageInfo {
+        timestamp: crate::util::timestamp_now(),
+        message_id: id.to_owned(),
+        ref_to_message_id: None,
+    };
+    let envelope =
+        sign_envelope(&write::pull_request_builder(&info, PULL_MPC), &credential, TokenReference::Bst, &[], "")?;
+    Ok(Injected {
+        message_id: id.to_owned(),
+        content_type: "application/soap+xml; charset=UTF-8".into(),
+        body: envelope.into_bytes(),
+        receiver: "cl",
+    })
 }
 
 /// An X25519 SubjectPublicKeyInfo for the all-zero (low order) point: any shared secret

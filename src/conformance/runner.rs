@@ -50,36 +50,53 @@ impl std::fmt::Display for Summary {
 pub struct SelfPeer {
     repo: PathBuf,
     work: PathBuf,
-    plain: Option<Vec<Running>>,
-    secure: Option<Vec<Running>>,
+    /// Started sets, by (secure, patches).
+    started: Vec<((bool, Vec<(String, String)>), Vec<Running>)>,
 }
 
 impl SelfPeer {
     pub fn new(repo: &Path, work: &Path) -> SelfPeer {
-        SelfPeer { repo: repo.to_owned(), work: work.to_owned(), plain: None, secure: None }
+        SelfPeer { repo: repo.to_owned(), work: work.to_owned(), started: Vec::new() }
     }
 
-    async fn nodes(&mut self, secure: bool) -> Result<&[Running], DemoError> {
-        let (slot, dir, countries): (_, _, &[(&str, &str)]) = if secure {
-            (&mut self.secure, "secure", &[("cl", "CL-SICEX"), ("mx", "MX-VUCEM"), ("pe", "PE-VUCE")])
-        } else {
-            (&mut self.plain, "plain", &[("cl", "CL-SICEX"), ("pe", "PE-VUCE")])
+    /// The access points for `run` (started on first use): CL and PE on the test profile, or
+    /// CL, MX and PE on the shipped eDelivery links; with the run's P-Mode patches.
+    async fn nodes_for(&mut self, run: &Run) -> Result<&[Running], DemoError> {
+        self.nodes(run.profile != "none", &run.pmode_patches).await
+    }
+
+    async fn nodes(&mut self, secure: bool, patches: &[(String, String)]) -> Result<&[Running], DemoError> {
+        let key = (secure, patches.to_vec());
+        let index = match self.started.iter().position(|(k, _)| *k == key) {
+            Some(i) => i,
+            None => {
+                let countries: &[(&str, &str)] = if secure {
+                    &[("cl", "CL-SICEX"), ("mx", "MX-VUCEM"), ("pe", "PE-VUCE")]
+                } else {
+                    &[("cl", "CL-SICEX"), ("pe", "PE-VUCE")]
+                };
+                let name = if secure { "secure" } else { "plain" };
+                let work = match patches.is_empty() {
+                    true => self.work.join(name),
+                    false => self.work.join(format!("{name}-variant-{}", self.started.len())),
+                };
+                let _ = std::fs::remove_dir_all(&work);
+                let options = Options {
+                    max_message: "8MiB".into(),
+                    insecure: !secure,
+                    pmode_patches: patches.to_vec(),
+                    ..Options::default()
+                };
+                let nodes = launch_with(&work, &self.repo.join("pmodes"), countries, &options).await?;
+                self.started.push((key, nodes));
+                self.started.len() - 1
+            }
         };
-        if slot.is_none() {
-            let work = self.work.join(dir);
-            let _ = std::fs::remove_dir_all(&work);
-            let options = Options { max_message: "8MiB".into(), insecure: !secure, ..Options::default() };
-            *slot = Some(launch_with(&work, &self.repo.join("pmodes"), countries, &options).await?);
-        }
-        Ok(slot.as_deref().unwrap_or_default())
-    }
-
-    fn certs(&self, secure: bool) -> PathBuf {
-        self.work.join(if secure { "secure" } else { "plain" }).join("certs/demo")
+        Ok(&self.started[index].1)
     }
 
     pub async fn stop(self) {
-        for nodes in [self.plain, self.secure].into_iter().flatten() {
+        for (_, nodes) in self.started {
             for n in nodes {
                 n.node.stop().await;
             }
@@ -160,9 +177,10 @@ async fn judge(run: &Run, injected: &Injected, receiver: &Running, status: u16, 
 
 async fn run_inject(peer: &mut SelfPeer, run: &Run) -> Result<(), String> {
     let secure = run.profile != "none";
-    let certs = peer.certs(secure);
     let repo = peer.repo.clone();
-    let nodes = peer.nodes(secure).await.map_err(|e| e.to_string())?;
+    let nodes = peer.nodes_for(run).await.map_err(|e| e.to_string())?;
+    let certs = nodes.first().map(|n| n.node.ap.config.as4.trust.clone()).unwrap_or_default();
+    let certs = certs.parent().unwrap_or(Path::new(".")).to_owned();
     for mutation in &run.mutations {
         let injected = if secure {
             inject::protected(mutation, &run.profile, &certs)
@@ -179,9 +197,10 @@ async fn run_inject(peer: &mut SelfPeer, run: &Run) -> Result<(), String> {
 }
 
 async fn run_duplicate(peer: &mut SelfPeer, run: &Run) -> Result<(), String> {
-    let certs = peer.certs(false);
     let repo = peer.repo.clone();
-    let nodes = peer.nodes(false).await.map_err(|e| e.to_string())?;
+    let nodes = peer.nodes_for(run).await.map_err(|e| e.to_string())?;
+    let certs = nodes.first().map(|n| n.node.ap.config.as4.trust.clone()).unwrap_or_default();
+    let certs = certs.parent().unwrap_or(Path::new(".")).to_owned();
     let mutation = run.mutations.first().map(String::as_str).unwrap_or("valid");
     let injected = inject::unsigned_message(mutation, &repo).map_err(|e| e.to_string())?;
     let receiver = node(nodes, injected.receiver)?;
@@ -221,7 +240,7 @@ fn payload(kind: &str, to: &str, index: usize) -> Result<(Vec<u8>, String, &'sta
 /// inbox; returns the message id.
 async fn run_exchange(peer: &mut SelfPeer, run: &Run) -> Result<String, String> {
     let work = peer.work.join("exchange");
-    let nodes = peer.nodes(true).await.map_err(|e| e.to_string())?;
+    let nodes = peer.nodes_for(run).await.map_err(|e| e.to_string())?;
     let (to, code) = if run.profile == "edelivery-1.15" { ("MX", "mx") } else { ("PE", "pe") };
     let (sender, receiver) = (node(nodes, "cl")?, node(nodes, code)?);
     let dir = work.join(uuid::Uuid::new_v4().simple().to_string());
@@ -265,7 +284,7 @@ async fn run_exchange(peer: &mut SelfPeer, run: &Run) -> Result<String, String> 
 
 /// The envelope of `message_id` as the receiving AP of the run's link got it off the wire.
 async fn received_envelope(peer: &mut SelfPeer, run: &Run, message_id: &str) -> Result<String, String> {
-    let nodes = peer.nodes(true).await.map_err(|e| e.to_string())?;
+    let nodes = peer.nodes_for(run).await.map_err(|e| e.to_string())?;
     let receiver = node(nodes, if run.profile == "edelivery-1.15" { "mx" } else { "pe" })?;
     let record = receiver
         .node
@@ -375,7 +394,7 @@ async fn run_scripted(peer: &SelfPeer, run: &Run) -> Result<(), String> {
     let url = format!("https://127.0.0.1:{}/as4", listener.local_addr().map_err(|e| e.to_string())?.port());
     let options = Options {
         max_message: "8MiB".into(),
-        insecure: true,
+        insecure: run.profile == "none",
         extra_endpoints: [("PE-VUCE".to_owned(), url)].into(),
         retry: Some(QUICK_RETRY.iter().map(|r| r.to_string()).collect()),
         ..Options::default()
@@ -470,7 +489,7 @@ fn run_pmode_overlap(repo: &Path, work: &Path) -> Result<(), String> {
 
 async fn run_tls(peer: &mut SelfPeer, run: &Run) -> Result<(), String> {
     use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode, SslVersion};
-    let nodes = peer.nodes(false).await.map_err(|e| e.to_string())?;
+    let nodes = peer.nodes_for(run).await.map_err(|e| e.to_string())?;
     let addr = node(nodes, "pe")?.node.as4_addr;
     for version in &run.mutations {
         let v = match version.as_str() {

@@ -28,6 +28,8 @@ pub enum Script {
     DroppedThenReceipt(usize),
     /// HTTP 503 to every attempt.
     AlwaysUnavailable,
+    /// An unsigned reception-awareness receipt (on a signed link it is no receipt).
+    UnsignedReceipt,
 }
 
 impl Script {
@@ -39,6 +41,7 @@ impl Script {
             "unavailable-then-receipt" => Script::UnavailableThenReceipt(1),
             "dropped-then-receipt" => Script::DroppedThenReceipt(1),
             "always-unavailable" => Script::AlwaysUnavailable,
+            "unsigned-receipt" => Script::UnsignedReceipt,
             _ => return None,
         })
     }
@@ -138,7 +141,7 @@ async fn answer(State(endpoint): State<Endpoint>, body: Bytes) -> Response {
         Script::DeliveryFailure => error(StatusCode::INTERNAL_SERVER_ERROR, EbmsCode::DeliveryFailure),
         Script::UnavailableThenReceipt(n) if attempt <= n => StatusCode::SERVICE_UNAVAILABLE.into_response(),
         Script::DroppedThenReceipt(n) if attempt <= n => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
-        Script::UnavailableThenReceipt(_) | Script::DroppedThenReceipt(_) => receipt(&id),
+        Script::UnavailableThenReceipt(_) | Script::DroppedThenReceipt(_) | Script::UnsignedReceipt => receipt(&id),
         Script::AlwaysUnavailable => StatusCode::SERVICE_UNAVAILABLE.into_response(),
     }
 }
