@@ -47,11 +47,13 @@ impl std::fmt::Display for Summary {
 
 /// Two sets of Ventanilla access points on loopback: CL and PE on the unsigned test profile
 /// (for hand-made packaging cases), and CL, MX and PE on the shipped eDelivery links.
+/// Which set of access points: secure or not, and the P-Mode patches.
+type SetKey = (bool, Vec<(String, String)>);
+
 pub struct SelfPeer {
     repo: PathBuf,
     work: PathBuf,
-    /// Started sets, by (secure, patches).
-    started: Vec<((bool, Vec<(String, String)>), Vec<Running>)>,
+    started: Vec<(SetKey, Vec<Running>)>,
 }
 
 impl SelfPeer {
