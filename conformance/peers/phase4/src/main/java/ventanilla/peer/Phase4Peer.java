@@ -1,0 +1,195 @@
+package ventanilla.peer;
+
+import java.io.ByteArrayInputStream;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.security.KeyFactory;
+import java.security.KeyStore;
+import java.security.PrivateKey;
+import java.security.cert.Certificate;
+import java.security.cert.CertificateFactory;
+import java.security.cert.X509Certificate;
+import java.security.spec.PKCS8EncodedKeySpec;
+import java.util.Base64;
+import java.util.HashMap;
+import java.util.Map;
+
+import javax.net.ssl.SSLContext;
+import javax.net.ssl.TrustManagerFactory;
+
+import org.apache.wss4j.common.WSS4JConstants;
+
+import com.helger.httpclient.HttpClientSettings;
+import com.helger.phase4.CAS4;
+import com.helger.phase4.attachment.AS4OutgoingAttachment;
+import com.helger.phase4.crypto.AS4CryptoFactoryInMemoryKeyStore;
+import com.helger.phase4.crypto.ECryptoAlgorithmCrypt;
+import com.helger.phase4.crypto.ECryptoAlgorithmSign;
+import com.helger.phase4.crypto.ECryptoAlgorithmSignDigest;
+import com.helger.phase4.crypto.ECryptoKeyEncryptionAlgorithm;
+import com.helger.phase4.model.EMEP;
+import com.helger.phase4.model.EMEPBinding;
+import com.helger.phase4.model.pmode.IPMode;
+import com.helger.phase4.model.pmode.PMode;
+import com.helger.phase4.model.pmode.PModeParty;
+import com.helger.phase4.model.pmode.PModePayloadService;
+import com.helger.phase4.model.pmode.PModeReceptionAwareness;
+import com.helger.phase4.model.pmode.leg.EPModeSendReceiptReplyPattern;
+import com.helger.phase4.model.pmode.leg.PModeLeg;
+import com.helger.phase4.model.pmode.leg.PModeLegBusinessInformation;
+import com.helger.phase4.model.pmode.leg.PModeLegErrorHandling;
+import com.helger.phase4.model.pmode.leg.PModeLegProtocol;
+import com.helger.phase4.model.pmode.leg.PModeLegSecurity;
+import com.helger.phase4.mgr.MetaAS4Manager;
+import com.helger.phase4.model.pmode.IPModeIDProvider;
+import com.helger.phase4.profile.AS4Profile;
+import com.helger.phase4.profile.IAS4ProfileValidator;
+import com.helger.phase4.sender.AS4Sender;
+import com.helger.phase4.sender.EAS4UserMessageSendResult;
+import com.helger.servlet.mock.MockServletContext;
+import com.helger.web.scope.mgr.WebScopeManager;
+import com.helger.web.scope.mgr.WebScoped;
+
+/**
+ * Ventanilla's phase4 peer: sends one eDelivery AS4 1.15 user message (RSA-SHA256, RSA-OAEP
+ * with MGF1-SHA256, AES-128-GCM, gzip) with phase4 and checks the signed receipt.
+ *
+ * <pre>
+ * send --endpoint URL --key PEM --cert PEM --ca PEM --receiver-cert PEM --payload FILE
+ *      --from ID --to ID --party-type URI --service S --action A --agreement AG
+ * </pre>
+ *
+ * Prints "RESULT <phase4 result>" and exits 0 only on a verified receipt.
+ */
+public final class Phase4Peer
+{
+  private static final char [] PASSWORD = "peer".toCharArray ();
+  private static final String PROFILE = "ventanilla-edelivery-1.15";
+
+  private Phase4Peer ()
+  {}
+
+  private static X509Certificate cert (final String path) throws Exception
+  {
+    return (X509Certificate) CertificateFactory.getInstance ("X.509")
+                                               .generateCertificate (new ByteArrayInputStream (Files.readAllBytes (Path.of (path))));
+  }
+
+  private static PrivateKey rsaKey (final String path) throws Exception
+  {
+    final String pem = Files.readString (Path.of (path), StandardCharsets.US_ASCII);
+    final String body = pem.replaceAll ("-----[A-Z ]+-----", "").replaceAll ("\\s", "");
+    return KeyFactory.getInstance ("RSA").generatePrivate (new PKCS8EncodedKeySpec (Base64.getDecoder ().decode (body)));
+  }
+
+  /** A one-way/push P-Mode with the eDelivery AS4 1.15 security of Ventanilla's link. */
+  private static IPMode pmode (final Map <String, String> o)
+  {
+    final PModeParty from = new PModeParty (o.get ("party-type"), o.get ("from"), CAS4.DEFAULT_INITIATOR_URL, null, null);
+    final PModeParty to = new PModeParty (o.get ("party-type"), o.get ("to"), CAS4.DEFAULT_RESPONDER_URL, null, null);
+    final PModeLegSecurity security = new PModeLegSecurity ();
+    security.setX509SignatureAlgorithm (ECryptoAlgorithmSign.RSA_SHA_256);
+    security.setX509SignatureHashFunction (ECryptoAlgorithmSignDigest.DIGEST_SHA_256);
+    security.setX509EncryptionAlgorithm (ECryptoAlgorithmCrypt.AES_128_GCM);
+    security.setSendReceipt (true);
+    security.setSendReceiptReplyPattern (EPModeSendReceiptReplyPattern.RESPONSE);
+    security.setSendReceiptNonRepudiation (true);
+    final PModeLegErrorHandling errors = PModeLegErrorHandling.createUndefined ();
+    errors.setReportAsResponse (true);
+    final PModeLeg leg = new PModeLeg (PModeLegProtocol.createForDefaultSoapVersion (o.get ("endpoint")),
+                                       PModeLegBusinessInformation.create (o.get ("service"), o.get ("action"), null, CAS4.DEFAULT_MPC_ID),
+                                       errors,
+                                       null,
+                                       security);
+    return new PMode (o.get ("pmode-id"), from, to, o.get ("agreement"), EMEP.ONE_WAY, EMEPBinding.PUSH, leg, null,
+                      (PModePayloadService) null, (PModeReceptionAwareness) null);
+  }
+
+  private static Map <String, String> options (final String [] args)
+  {
+    final Map <String, String> ret = new HashMap <> ();
+    for (int i = 1; i + 1 < args.length; i += 2)
+      ret.put (args[i].replaceFirst ("^--", ""), args[i + 1]);
+    return ret;
+  }
+
+  public static void main (final String [] args) throws Exception
+  {
+    if (args.length == 0 || !"send".equals (args[0]))
+    {
+      System.err.println ("usage: send --endpoint URL --key PEM --cert PEM --ca PEM --receiver-cert PEM --payload FILE ...");
+      System.exit (2);
+    }
+    final Map <String, String> o = options (args);
+    final X509Certificate ca = cert (o.get ("ca"));
+
+    final KeyStore keys = KeyStore.getInstance ("PKCS12");
+    keys.load (null, null);
+    keys.setKeyEntry ("sign", rsaKey (o.get ("key")), PASSWORD, new Certificate [] { cert (o.get ("cert")), ca });
+    final KeyStore trust = KeyStore.getInstance ("PKCS12");
+    trust.load (null, null);
+    trust.setCertificateEntry ("ca", ca);
+
+    final TrustManagerFactory tmf = TrustManagerFactory.getInstance (TrustManagerFactory.getDefaultAlgorithm ());
+    tmf.init (trust);
+    final SSLContext tls = SSLContext.getInstance ("TLS");
+    tls.init (null, tmf.getTrustManagers (), null);
+
+    WebScopeManager.onGlobalBegin (MockServletContext.create ());
+    int exit = 1;
+    try (final WebScoped scope = new WebScoped ())
+    {
+      // phase4's eDelivery profile modules are not on the classpath (not served here): a
+      // profile of our own, with no extra validation, carries the P-Mode above.
+      final IPMode pmode = pmode (o);
+      MetaAS4Manager.getProfileMgr ()
+                    .registerProfile (new AS4Profile (PROFILE,
+                                                      "eDelivery AS4 1.15 as Ventanilla's links use it",
+                                                      () -> new IAS4ProfileValidator ()
+                                                      {},
+                                                      (i, r, a) -> (PMode) pmode,
+                                                      IPModeIDProvider.DEFAULT_DYNAMIC,
+                                                      false,
+                                                      false));
+      final EAS4UserMessageSendResult result = AS4Sender.builderUserMessage ()
+                                                        .as4ProfileID (PROFILE)
+                                                        .pmode (pmode)
+                                                        .httpClientFactory (new HttpClientSettings ().setSSLContext (tls))
+                                                        .cryptoFactory (new AS4CryptoFactoryInMemoryKeyStore (keys, "sign", PASSWORD, trust))
+                                                        .withSigningParams (p -> p.setAlgorithmSign (ECryptoAlgorithmSign.RSA_SHA_256)
+                                                                                  .setAlgorithmSignDigest (ECryptoAlgorithmSignDigest.DIGEST_SHA_256))
+                                                        .withCryptParams (p -> p.setAlgorithmCrypt (ECryptoAlgorithmCrypt.AES_128_GCM)
+                                                                                .setKeyEncAlgorithm (ECryptoKeyEncryptionAlgorithm.RSA_OAEP_XENC11)
+                                                                                .setMGFAlgorithm (WSS4JConstants.MGF_SHA256)
+                                                                                .setDigestAlgorithm (WSS4JConstants.SHA256))
+                                                        .receiverCertificate (cert (o.get ("receiver-cert")))
+                                                        .fromPartyIDType (o.get ("party-type"))
+                                                        .fromPartyID (o.get ("from"))
+                                                        .fromRole (CAS4.DEFAULT_INITIATOR_URL)
+                                                        .toPartyIDType (o.get ("party-type"))
+                                                        .toPartyID (o.get ("to"))
+                                                        .toRole (CAS4.DEFAULT_RESPONDER_URL)
+                                                        .service (o.get ("service"))
+                                                        .action (o.get ("action"))
+                                                        .agreementRef (o.get ("agreement"))
+                                                        .payload (AS4OutgoingAttachment.builder ()
+                                                                                       .data (Files.readAllBytes (Path.of (o.get ("payload"))))
+                                                                                       .mimeTypeXML ()
+                                                                                       .compressionGZIP ())
+                                                        .endpointURL (o.get ("endpoint"))
+                                                        .rawResponseConsumer (r -> System.out.println ("RESPONSE " +
+                                                                                                       new String (r.getResponseContent (),
+                                                                                                                   StandardCharsets.UTF_8)))
+                                                        .sendMessageAndCheckForReceipt ();
+      System.out.println ("RESULT " + result);
+      if (result.isSuccess ())
+        exit = 0;
+    }
+    finally
+    {
+      WebScopeManager.onGlobalEnd ();
+    }
+    System.exit (exit);
+  }
+}
