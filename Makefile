@@ -30,10 +30,13 @@ demo: build
 test: test-deps
 	$(CARGO) test --locked -- --test-threads=$(TEST_THREADS)
 
-# The conformance suite (conformance/cases) against the self peer; lists every case, the
-# ones not run with their reason. The Python `as4` peer runs in `make test` (tests/interop_python.rs).
+# The conformance suite (conformance/cases): against the self peer (every case, the ones not
+# run listed with their reason), then with phase4 as the sending peer (Java 17 + Maven; its
+# downloads are cached in ~/.m2). The Python `as4` peer runs in `make test`
+# (tests/interop_python.rs).
 conformance: test-deps
 	$(CARGO) run --locked --quiet -- conformance run --all
+	$(CARGO) run --locked --quiet -- conformance run --peer phase4
 
 lint:
 	$(CARGO) fmt --all -- --check

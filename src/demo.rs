@@ -227,7 +227,7 @@ impl Exchange {
 /// The document to send on `leg` from `from` to `to` (country codes): a shipped sample when
 /// one fits the pair, else one made from the samples (ePhyto countries set; a COD re-signed
 /// with the samples' TEST-ONLY keys), written under `work/documents`.
-fn document_for(samples: &Path, work: &Path, leg: &str, from: &str, to: &str) -> Result<PathBuf, DemoError> {
+pub fn document_for(samples: &Path, work: &Path, leg: &str, from: &str, to: &str) -> Result<PathBuf, DemoError> {
     let (from, to) = (from.to_uppercase(), to.to_uppercase());
     let dir = work.join("documents");
     std::fs::create_dir_all(&dir)?;

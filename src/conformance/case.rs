@@ -60,6 +60,12 @@ pub struct Run {
     /// `none` (unsigned test profile), `edelivery-1.15` or `edelivery-2.0`.
     #[serde(default = "default_profile")]
     pub profile: String,
+    /// The peers that run this case (`self` always; `phase4` for the cases its harness can
+    /// play: it sends one document, `phase4_document`, on the 1.15 link CL → MX).
+    #[serde(default = "default_peers")]
+    pub peers: Vec<String>,
+    #[serde(default)]
+    pub phase4_document: Option<String>,
     /// Text replacements in the P-Modes of the APs this case runs against (a variant of the
     /// shipped links, e.g. a required property); each distinct list gets its own APs.
     #[serde(default)]
@@ -79,6 +85,10 @@ pub struct Run {
     #[serde(default)]
     pub checks: Vec<String>,
     pub expect: Expect,
+}
+
+fn default_peers() -> Vec<String> {
+    vec!["self".into()]
 }
 
 fn default_profile() -> String {

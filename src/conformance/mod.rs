@@ -3,6 +3,7 @@
 
 pub mod case;
 pub mod inject;
+pub mod phase4;
 pub mod runner;
 pub mod scripted;
 pub mod wire;

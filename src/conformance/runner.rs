@@ -525,10 +525,71 @@ async fn run_tls(peer: &mut SelfPeer, run: &Run) -> Result<(), String> {
     Ok(())
 }
 
-async fn run_case(peer: &mut SelfPeer, case: &Case) -> Verdict {
+/// phase4 sends one document on the 1.15 link CL → MX; the case passes when phase4 verified
+/// Ventanilla's signed receipt and MX's inbox holds the byte-identical document.
+async fn run_phase4(peer: &mut SelfPeer, run: &Run, harness: &super::phase4::Harness) -> Result<(), String> {
+    let kind = run.phase4_document.as_deref().unwrap_or("ephyto");
+    let (leg, service, action) = match kind {
+        "ephyto" => ("ephyto", "urn:pacific-alliance:as4:service:ephyto", "SPSCertificate"),
+        "cod" => ("origin", "urn:pacific-alliance:as4:service:origin", "CertificateOfOrigin"),
+        other => return Err(format!("phase4 cannot send {other:?}")),
+    };
+    let secure = Run { profile: "edelivery-1.15".into(), pmode_patches: Vec::new(), ..run.clone() };
+    let repo = peer.repo.clone();
+    let work = peer.work.join("phase4-documents");
+    let nodes = peer.nodes_for(&secure).await.map_err(|e| e.to_string())?;
+    let receiver = node(nodes, "mx")?;
+    let certs = receiver.node.ap.config.as4.trust.parent().unwrap_or(Path::new(".")).to_owned();
+    let document =
+        crate::demo::document_for(&repo.join("samples"), &work, leg, "cl", "mx").map_err(|e| e.to_string())?;
+    let message_id = format!("{}@phase4.conformance", uuid::Uuid::new_v4().simple());
+    let endpoint = format!("https://127.0.0.1:{}/as4", receiver.node.as4_addr.port());
+    let message = super::phase4::Phase4Message {
+        endpoint: &endpoint,
+        certs: &certs,
+        from_code: "cl",
+        to_code: "mx",
+        from: "CL-SICEX",
+        to: "MX-VUCEM",
+        service,
+        action,
+        agreement: "urn:pacific-alliance:as4:agreement:cl-mx",
+        pmode_id: "cl-mx",
+        message_id: &message_id,
+        payload: &document,
+    };
+    tokio::task::block_in_place(|| harness.send(&message))?;
+    let expected = std::fs::read(&document).map_err(|e| e.to_string())?;
+    let got =
+        receiver.api.download(&message_id, 1).await.map_err(|e| format!("{message_id} not in MX's inbox: {e}"))?;
+    if got.as_ref() != expected.as_slice() {
+        return Err(format!("{message_id}: the payload MX delivered differs from what phase4 sent"));
+    }
+    Ok(())
+}
+
+async fn run_case(
+    peer: &mut SelfPeer,
+    case: &Case,
+    phase4: Option<&Result<super::phase4::Harness, String>>,
+) -> Verdict {
     let Some(run) = case.run.as_ref().filter(|_| case.status == Status::Implemented) else {
         return Verdict::Skipped(format!("{}: {}", case.status, case.reason));
     };
+    if let Some(harness) = phase4 {
+        if !run.peers.iter().any(|p| p == "phase4") || run.action != Action::Exchange {
+            return Verdict::Skipped("not a case the phase4 harness plays".into());
+        }
+        return match harness {
+            // The machine cannot build the harness (no Java/Maven, or artifacts not served):
+            // reported, not hidden, but it is the environment, not an interop result.
+            Err(why) => Verdict::Skipped(format!("phase4 harness unavailable: {why}")),
+            Ok(harness) => match run_phase4(peer, run, harness).await {
+                Ok(()) => Verdict::Passed,
+                Err(e) => Verdict::Failed(e),
+            },
+        };
+    }
     let result = match run.action {
         Action::Inject => run_inject(peer, run).await,
         Action::Duplicate => run_duplicate(peer, run).await,
@@ -576,9 +637,11 @@ fn print_row(row: &Row) {
 /// Runs the selected cases against `options.peer` and prints the table and the summary line.
 pub async fn run(options: &RunOptions) -> Result<(Vec<Row>, Summary), DemoError> {
     let cases = super::case::load_dir(&options.repo.join("conformance/cases"))?;
-    if options.peer != "self" {
-        return Err(format!("peer {:?} is not available in the runner yet; peers: self", options.peer).into());
-    }
+    let phase4 = match options.peer.as_str() {
+        "self" => None,
+        "phase4" => Some(super::phase4::Harness::build(&options.repo, &options.work)),
+        other => return Err(format!("unknown peer {other:?}; peers: self, phase4").into()),
+    };
     let selected: Vec<&Case> = cases
         .iter()
         .filter(|c| options.case.as_ref().is_none_or(|id| &c.id == id))
@@ -593,7 +656,7 @@ pub async fn run(options: &RunOptions) -> Result<(Vec<Row>, Summary), DemoError>
     let mut summary = Summary::default();
     for case in selected {
         let started = Instant::now();
-        let verdict = run_case(&mut peer, case).await;
+        let verdict = run_case(&mut peer, case, phase4.as_ref()).await;
         match verdict {
             Verdict::Passed => summary.passed += 1,
             Verdict::Failed(_) => summary.failed += 1,
@@ -603,7 +666,11 @@ pub async fn run(options: &RunOptions) -> Result<(Vec<Row>, Summary), DemoError>
             id: case.id.clone(),
             title: case.title.clone(),
             peer: options.peer.clone(),
-            direction: case.run.as_ref().map(|r| r.direction.clone()).unwrap_or_else(|| "-".into()),
+            direction: match (&phase4, &case.run) {
+                (Some(_), Some(_)) => "peer→sut".into(),
+                (None, Some(run)) => run.direction.clone(),
+                (_, None) => "-".into(),
+            },
             verdict,
             time: started.elapsed(),
         };

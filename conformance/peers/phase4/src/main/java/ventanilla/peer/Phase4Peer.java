@@ -58,6 +58,7 @@ import com.helger.web.scope.mgr.WebScoped;
  * <pre>
  * send --endpoint URL --key PEM --cert PEM --ca PEM --receiver-cert PEM --payload FILE
  *      --from ID --to ID --party-type URI --service S --action A --agreement AG
+ *      --pmode-id ID --message-id ID
  * </pre>
  *
  * Prints "RESULT <phase4 result>" and exits 0 only on a verified receipt.
@@ -178,6 +179,7 @@ public final class Phase4Peer
                                                                                        .mimeTypeXML ()
                                                                                        .compressionGZIP ())
                                                         .endpointURL (o.get ("endpoint"))
+                                                        .messageID (o.get ("message-id"))
                                                         .rawResponseConsumer (r -> System.out.println ("RESPONSE " +
                                                                                                        new String (r.getResponseContent (),
                                                                                                                    StandardCharsets.UTF_8)))
