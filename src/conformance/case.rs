@@ -66,6 +66,10 @@ pub struct Run {
     pub peers: Vec<String>,
     #[serde(default)]
     pub phase4_document: Option<String>,
+    /// How phase4 sends it: each of `ski`, `issuer-serial`, `uncompressed`, `unencrypted`
+    /// (none: BST reference, compressed, signed and encrypted).
+    #[serde(default)]
+    pub phase4_variants: Vec<String>,
     /// Text replacements in the P-Modes of the APs this case runs against (a variant of the
     /// shipped links, e.g. a required property); each distinct list gets its own APs.
     #[serde(default)]

@@ -54,35 +54,52 @@ impl Harness {
         Ok(Harness { classpath: format!("{}:{}", classes.display(), deps.trim()) })
     }
 
-    /// phase4 sends `payload` as one user message; Ok when phase4 got and verified a receipt.
-    pub fn send(&self, message: &Phase4Message<'_>) -> Result<(), String> {
+    /// phase4 sends `payload` as one user message; returns whether phase4 got and verified a
+    /// receipt, and the answer it got.
+    pub fn send(&self, message: &Phase4Message<'_>) -> Result<Sent, String> {
         let certs = message.certs;
         let pem = |name: &str| certs.join(name).display().to_string();
-        let stdout = run(
-            Command::new("java")
-                .arg("-cp")
-                .arg(&self.classpath)
-                .arg("ventanilla.peer.Phase4Peer")
-                .arg("send")
-                .args(["--endpoint", message.endpoint])
-                .args(["--key", &pem(&format!("{}-sign-rsa.key", message.from_code))])
-                .args(["--cert", &pem(&format!("{}-sign-rsa.pem", message.from_code))])
-                .args(["--ca", &pem("ca.pem")])
-                .args(["--receiver-cert", &pem(&format!("{}-enc-rsa.pem", message.to_code))])
-                .arg("--payload")
-                .arg(message.payload)
-                .args(["--from", message.from, "--to", message.to])
-                .args(["--party-type", super::wire::PARTY_TYPE])
-                .args(["--service", message.service, "--action", message.action])
-                .args(["--agreement", message.agreement, "--pmode-id", message.pmode_id])
-                .args(["--message-id", message.message_id]),
-            "phase4 send",
-        )?;
-        match stdout.lines().find_map(|l| l.strip_prefix("RESULT ")) {
-            Some("SUCCESS") => Ok(()),
-            other => Err(format!("phase4 result {}", other.unwrap_or("missing"))),
+        let output = Command::new("java")
+            .arg("-cp")
+            .arg(&self.classpath)
+            .arg("ventanilla.peer.Phase4Peer")
+            .arg("send")
+            .args(["--endpoint", message.endpoint])
+            .args(["--key", &pem(&format!("{}-sign-rsa.key", message.from_code))])
+            .args(["--cert", &pem(&format!("{}-sign-rsa.pem", message.from_code))])
+            .args(["--ca", &pem("ca.pem")])
+            .args(["--receiver-cert", &pem(&format!("{}-enc-rsa.pem", message.to_code))])
+            .arg("--payload")
+            .arg(message.payload)
+            .args(["--from", message.from, "--to", message.to])
+            .args(["--party-type", super::wire::PARTY_TYPE])
+            .args(["--service", message.service, "--action", message.action])
+            .args(["--agreement", message.agreement, "--pmode-id", message.pmode_id])
+            .args(["--message-id", message.message_id])
+            .args(["--variant", message.variant])
+            .output()
+            .map_err(|e| format!("java: {e}"))?;
+        // Exit 1 means no verified receipt, which a negative case expects; anything else is a
+        // harness failure.
+        if !matches!(output.status.code(), Some(0 | 1)) {
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            return Err(format!("phase4 harness {}: {}", output.status, stderr.lines().last().unwrap_or_default()));
         }
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        Ok(Sent {
+            receipted: stdout.lines().any(|l| l == "RESULT SUCCESS"),
+            result: stdout.lines().find_map(|l| l.strip_prefix("RESULT ")).unwrap_or("none").to_owned(),
+            response: stdout.lines().find_map(|l| l.strip_prefix("RESPONSE ")).unwrap_or_default().to_owned(),
+        })
     }
+}
+
+/// What phase4 reported.
+pub struct Sent {
+    pub receipted: bool,
+    pub result: String,
+    /// The SUT's answer as phase4 got it.
+    pub response: String,
 }
 
 /// One message for phase4 to send.
@@ -99,4 +116,6 @@ pub struct Phase4Message<'a> {
     pub pmode_id: &'a str,
     pub message_id: &'a str,
     pub payload: &'a PathBuf,
+    /// `""`, `ski`, `issuer-serial`, `uncompressed` or `unencrypted`.
+    pub variant: &'a str,
 }

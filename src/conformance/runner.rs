@@ -542,26 +542,62 @@ async fn run_phase4(peer: &mut SelfPeer, run: &Run, harness: &super::phase4::Har
     let certs = receiver.node.ap.config.as4.trust.parent().unwrap_or(Path::new(".")).to_owned();
     let document =
         crate::demo::document_for(&repo.join("samples"), &work, leg, "cl", "mx").map_err(|e| e.to_string())?;
-    let message_id = format!("{}@phase4.conformance", uuid::Uuid::new_v4().simple());
     let endpoint = format!("https://127.0.0.1:{}/as4", receiver.node.as4_addr.port());
-    let message = super::phase4::Phase4Message {
-        endpoint: &endpoint,
-        certs: &certs,
-        from_code: "cl",
-        to_code: "mx",
-        from: "CL-SICEX",
-        to: "MX-VUCEM",
-        service,
-        action,
-        agreement: "urn:pacific-alliance:as4:agreement:cl-mx",
-        pmode_id: "cl-mx",
-        message_id: &message_id,
-        payload: &document,
-    };
-    tokio::task::block_in_place(|| harness.send(&message))?;
-    let expected = std::fs::read(&document).map_err(|e| e.to_string())?;
-    let got =
-        receiver.api.download(&message_id, 1).await.map_err(|e| format!("{message_id} not in MX's inbox: {e}"))?;
+    let variants = if run.phase4_variants.is_empty() { vec![String::new()] } else { run.phase4_variants.clone() };
+    for variant in &variants {
+        let message_id = format!("{}@phase4.conformance", uuid::Uuid::new_v4().simple());
+        let message = super::phase4::Phase4Message {
+            endpoint: &endpoint,
+            certs: &certs,
+            from_code: "cl",
+            to_code: "mx",
+            from: "CL-SICEX",
+            to: "MX-VUCEM",
+            service,
+            action,
+            agreement: "urn:pacific-alliance:as4:agreement:cl-mx",
+            pmode_id: "cl-mx",
+            message_id: &message_id,
+            payload: &document,
+            variant,
+        };
+        let sent = tokio::task::block_in_place(|| harness.send(&message))?;
+        judge_phase4(&sent, run, receiver, &message_id, &document)
+            .await
+            .map_err(|e| if variant.is_empty() { e } else { format!("{variant}: {e}") })?;
+    }
+    Ok(())
+}
+
+/// A receipt phase4 verified and the identical payload in MX's inbox; or, for a negative
+/// case, the expected ebMS error and nothing delivered.
+async fn judge_phase4(
+    sent: &super::phase4::Sent,
+    run: &Run,
+    receiver: &Running,
+    message_id: &str,
+    document: &Path,
+) -> Result<(), String> {
+    if run.expect.outcome == "error" {
+        let code = error_code(&sent.response);
+        if sent.receipted || !code.as_ref().is_some_and(|c| run.expect.codes.contains(c)) {
+            return Err(format!(
+                "expected {}, phase4 got {} ({})",
+                run.expect.codes.join(" or "),
+                code.as_deref().unwrap_or("no ebMS error"),
+                sent.result
+            ));
+        }
+        return match delivered(receiver, message_id).await {
+            true => Err("refused but delivered".into()),
+            false => Ok(()),
+        };
+    }
+    if !sent.receipted {
+        return Err(format!("phase4 result {}: {}", sent.result, summary(&sent.response)));
+    }
+    let expected = std::fs::read(document).map_err(|e| e.to_string())?;
+    let got = receiver.api.download(message_id, 1).await.map_err(|e| format!("{message_id} not in MX's inbox: {e}"))?;
     if got.as_ref() != expected.as_slice() {
         return Err(format!("{message_id}: the payload MX delivered differs from what phase4 sent"));
     }
@@ -577,7 +613,7 @@ async fn run_case(
         return Verdict::Skipped(format!("{}: {}", case.status, case.reason));
     };
     if let Some(harness) = phase4 {
-        if !run.peers.iter().any(|p| p == "phase4") || run.action != Action::Exchange {
+        if !run.peers.iter().any(|p| p == "phase4") {
             return Verdict::Skipped("not a case the phase4 harness plays".into());
         }
         return match harness {

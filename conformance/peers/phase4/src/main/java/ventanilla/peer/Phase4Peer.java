@@ -28,6 +28,7 @@ import com.helger.phase4.crypto.ECryptoAlgorithmCrypt;
 import com.helger.phase4.crypto.ECryptoAlgorithmSign;
 import com.helger.phase4.crypto.ECryptoAlgorithmSignDigest;
 import com.helger.phase4.crypto.ECryptoKeyEncryptionAlgorithm;
+import com.helger.phase4.crypto.ECryptoKeyIdentifierType;
 import com.helger.phase4.model.EMEP;
 import com.helger.phase4.model.EMEPBinding;
 import com.helger.phase4.model.pmode.IPMode;
@@ -58,7 +59,7 @@ import com.helger.web.scope.mgr.WebScoped;
  * <pre>
  * send --endpoint URL --key PEM --cert PEM --ca PEM --receiver-cert PEM --payload FILE
  *      --from ID --to ID --party-type URI --service S --action A --agreement AG
- *      --pmode-id ID --message-id ID
+ *      --pmode-id ID --message-id ID [--variant ski|issuer-serial|uncompressed|unencrypted]
  * </pre>
  *
  * Prints "RESULT <phase4 result>" and exits 0 only on a verified receipt.
@@ -92,7 +93,8 @@ public final class Phase4Peer
     final PModeLegSecurity security = new PModeLegSecurity ();
     security.setX509SignatureAlgorithm (ECryptoAlgorithmSign.RSA_SHA_256);
     security.setX509SignatureHashFunction (ECryptoAlgorithmSignDigest.DIGEST_SHA_256);
-    security.setX509EncryptionAlgorithm (ECryptoAlgorithmCrypt.AES_128_GCM);
+    if (!"unencrypted".equals (o.get ("variant")))
+      security.setX509EncryptionAlgorithm (ECryptoAlgorithmCrypt.AES_128_GCM);
     security.setSendReceipt (true);
     security.setSendReceiptReplyPattern (EPModeSendReceiptReplyPattern.RESPONSE);
     security.setSendReceiptNonRepudiation (true);
@@ -105,6 +107,25 @@ public final class Phase4Peer
                                        security);
     return new PMode (o.get ("pmode-id"), from, to, o.get ("agreement"), EMEP.ONE_WAY, EMEPBinding.PUSH, leg, null,
                       (PModePayloadService) null, (PModeReceptionAwareness) null);
+  }
+
+  private static ECryptoKeyIdentifierType signingKeyReference (final String variant)
+  {
+    switch (variant)
+    {
+      case "ski":
+        return ECryptoKeyIdentifierType.SKI_KEY_IDENTIFIER;
+      case "issuer-serial":
+        return ECryptoKeyIdentifierType.ISSUER_SERIAL;
+      default:
+        return ECryptoKeyIdentifierType.BST_DIRECT_REFERENCE;
+    }
+  }
+
+  private static AS4OutgoingAttachment.Builder payload (final Path path, final String variant) throws Exception
+  {
+    final AS4OutgoingAttachment.Builder ret = AS4OutgoingAttachment.builder ().data (Files.readAllBytes (path)).mimeTypeXML ();
+    return "uncompressed".equals (variant) ? ret : ret.compressionGZIP ();
   }
 
   private static Map <String, String> options (final String [] args)
@@ -123,6 +144,7 @@ public final class Phase4Peer
       System.exit (2);
     }
     final Map <String, String> o = options (args);
+    final String variant = o.getOrDefault ("variant", "");
     final X509Certificate ca = cert (o.get ("ca"));
 
     final KeyStore keys = KeyStore.getInstance ("PKCS12");
@@ -158,13 +180,15 @@ public final class Phase4Peer
                                                         .pmode (pmode)
                                                         .httpClientFactory (new HttpClientSettings ().setSSLContext (tls))
                                                         .cryptoFactory (new AS4CryptoFactoryInMemoryKeyStore (keys, "sign", PASSWORD, trust))
-                                                        .withSigningParams (p -> p.setAlgorithmSign (ECryptoAlgorithmSign.RSA_SHA_256)
+                                                        .withSigningParams (p -> p.setKeyIdentifierType (signingKeyReference (variant))
+                                                                                  .setAlgorithmSign (ECryptoAlgorithmSign.RSA_SHA_256)
                                                                                   .setAlgorithmSignDigest (ECryptoAlgorithmSignDigest.DIGEST_SHA_256))
                                                         .withCryptParams (p -> p.setAlgorithmCrypt (ECryptoAlgorithmCrypt.AES_128_GCM)
                                                                                 .setKeyEncAlgorithm (ECryptoKeyEncryptionAlgorithm.RSA_OAEP_XENC11)
                                                                                 .setMGFAlgorithm (WSS4JConstants.MGF_SHA256)
                                                                                 .setDigestAlgorithm (WSS4JConstants.SHA256))
-                                                        .receiverCertificate (cert (o.get ("receiver-cert")))
+                                                        .receiverCertificate ("unencrypted".equals (variant) ? null
+                                                                                                             : cert (o.get ("receiver-cert")))
                                                         .fromPartyIDType (o.get ("party-type"))
                                                         .fromPartyID (o.get ("from"))
                                                         .fromRole (CAS4.DEFAULT_INITIATOR_URL)
@@ -174,10 +198,7 @@ public final class Phase4Peer
                                                         .service (o.get ("service"))
                                                         .action (o.get ("action"))
                                                         .agreementRef (o.get ("agreement"))
-                                                        .payload (AS4OutgoingAttachment.builder ()
-                                                                                       .data (Files.readAllBytes (Path.of (o.get ("payload"))))
-                                                                                       .mimeTypeXML ()
-                                                                                       .compressionGZIP ())
+                                                        .payload (payload (Path.of (o.get ("payload")), variant))
                                                         .endpointURL (o.get ("endpoint"))
                                                         .messageID (o.get ("message-id"))
                                                         .rawResponseConsumer (r -> System.out.println ("RESPONSE " +
