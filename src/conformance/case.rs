@@ -70,6 +70,11 @@ pub struct Run {
     /// (none: BST reference, compressed, signed and encrypted).
     #[serde(default)]
     pub phase4_variants: Vec<String>,
+    /// With phase4: `peer→sut` (phase4 sends; default) or `sut→peer` (Ventanilla sends the
+    /// run's `payloads` to phase4, which must verify, decrypt and deliver them and answer
+    /// with a receipt Ventanilla verifies).
+    #[serde(default)]
+    pub phase4_direction: Option<String>,
     /// Text replacements in the P-Modes of the APs this case runs against (a variant of the
     /// shipped links, e.g. a required property); each distinct list gets its own APs.
     #[serde(default)]

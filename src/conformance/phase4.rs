@@ -94,6 +94,71 @@ impl Harness {
     }
 }
 
+/// A running phase4 receiver (killed on drop).
+pub struct Receiver {
+    child: std::process::Child,
+    pub url: String,
+    pub out: PathBuf,
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Harness {
+    /// Starts phase4 receiving as `to_code` on `port`, for messages from `from` to `to` on the
+    /// 1.15 link, with the demo PKI in `certs`; payloads are written to `out`.
+    pub fn receive(
+        &self,
+        certs: &Path,
+        port: u16,
+        (from, to, to_code): (&str, &str, &str),
+        (service, action, agreement, pmode_id): (&str, &str, &str, &str),
+        out: &Path,
+    ) -> Result<Receiver, String> {
+        use std::io::BufRead;
+        let pem = |name: String| certs.join(name).display().to_string();
+        let mut child = Command::new("java")
+            .arg("-cp")
+            .arg(&self.classpath)
+            .arg("ventanilla.peer.Phase4Peer")
+            .arg("receive")
+            .args(["--port", &port.to_string()])
+            .args(["--tls-key", &pem(format!("{to_code}-tls.key")), "--tls-cert", &pem(format!("{to_code}-tls.pem"))])
+            .args(["--sign-key", &pem(format!("{to_code}-sign-rsa.key"))])
+            .args(["--sign-cert", &pem(format!("{to_code}-sign-rsa.pem"))])
+            .args([
+                "--enc-key",
+                &pem(format!("{to_code}-enc-rsa.key")),
+                "--enc-cert",
+                &pem(format!("{to_code}-enc-rsa.pem")),
+            ])
+            .args(["--ca", &pem("ca.pem".into())])
+            .args(["--from", from, "--to", to, "--party-type", super::wire::PARTY_TYPE])
+            .args(["--service", service, "--action", action, "--agreement", agreement, "--pmode-id", pmode_id])
+            .args(["--endpoint", &format!("https://127.0.0.1:{port}/as4")])
+            .arg("--out")
+            .arg(out)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .map_err(|e| format!("java: {e}"))?;
+        let stdout = child.stdout.take().ok_or("no stdout")?;
+        let mut lines = std::io::BufReader::new(stdout).lines();
+        let listening = lines.by_ref().map_while(Result::ok).find(|l| l.starts_with("LISTENING "));
+        // Keep draining its output so it never blocks on a full pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+        let receiver = Receiver { child, url: format!("https://127.0.0.1:{port}/as4"), out: out.to_owned() };
+        match listening {
+            Some(_) => Ok(receiver),
+            None => Err("the phase4 receiver exited before listening".into()),
+        }
+    }
+}
+
 /// What phase4 reported.
 pub struct Sent {
     pub receipted: bool,

@@ -245,10 +245,32 @@ async fn run_exchange(peer: &mut SelfPeer, run: &Run) -> Result<String, String> 
     let nodes = peer.nodes_for(run).await.map_err(|e| e.to_string())?;
     let (to, code) = if run.profile == "edelivery-1.15" { ("MX", "mx") } else { ("PE", "pe") };
     let (sender, receiver) = (node(nodes, "cl")?, node(nodes, code)?);
+    let (id, files) = submit(sender, &receiver.party, to, &run.payloads, &work).await?;
+    await_state(sender, &id, "acknowledged").await?;
+    for (index, (path, _, bytes)) in files.iter().enumerate() {
+        let got = receiver.api.download(&id, index + 1).await.map_err(|e| format!("part {}: {e}", index + 1))?;
+        if got.as_ref() != bytes.as_slice() {
+            return Err(format!("part {} ({}) differs at the receiver", index + 1, path.display()));
+        }
+    }
+    Ok(id)
+}
+
+type Submitted = (String, Vec<(PathBuf, &'static str, Vec<u8>)>);
+
+/// Submits `payloads` (kinds as in [`payload`], `<kind>*<count>` repeats) on the ePhyto leg
+/// from `sender` to `party` (country code `to`); returns the message id and the files.
+async fn submit(
+    sender: &Running,
+    party: &str,
+    to: &str,
+    payloads: &[String],
+    work: &Path,
+) -> Result<Submitted, String> {
     let dir = work.join(uuid::Uuid::new_v4().simple().to_string());
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let mut files = Vec::new();
-    for spec in &run.payloads {
+    for spec in payloads {
         let (kind, count) = match spec.split_once('*') {
             Some((k, n)) => (k, n.parse::<usize>().map_err(|e| format!("{spec}: {e}"))?),
             None => (spec.as_str(), 1),
@@ -261,27 +283,24 @@ async fn run_exchange(peer: &mut SelfPeer, run: &Run) -> Result<String, String> 
         }
     }
     let uploads: Vec<Upload<'_>> = files.iter().map(|(p, m, _)| Upload { path: p, mime_type: m }).collect();
-    let metadata = serde_json::json!({ "to": receiver.party, "leg": "ephyto" });
+    let metadata = serde_json::json!({ "to": party, "leg": "ephyto" });
     let submitted = sender.api.submit(&metadata, &uploads).await.map_err(|e| format!("submit: {e}"))?;
     let id = submitted["message_id"].as_str().unwrap_or_default().to_owned();
+    Ok((id, files))
+}
+
+/// Follows `id` at its sender until `want` (or failed, or a minute).
+async fn await_state(sender: &Running, id: &str, want: &str) -> Result<(), String> {
     let started = Instant::now();
     loop {
-        let status = sender.api.status(&id).await.map_err(|e| e.to_string())?;
+        let status = sender.api.status(id).await.map_err(|e| e.to_string())?;
         match status["state"].as_str() {
-            Some("acknowledged") => break,
+            Some(state) if state == want => return Ok(()),
             Some("failed") => return Err(format!("{id} failed: {}", status["error"])),
-            _ if started.elapsed() > Duration::from_secs(60) => return Err(format!("{id}: no receipt in 60 s")),
+            _ if started.elapsed() > Duration::from_secs(60) => return Err(format!("{id}: not {want} in 60 s")),
             _ => tokio::time::sleep(Duration::from_millis(20)).await,
         }
     }
-    for (index, (path, _, bytes)) in files.iter().enumerate() {
-        let got = receiver.api.download(&id, index + 1).await.map_err(|e| format!("part {}: {e}", index + 1))?;
-        if got.as_ref() != bytes.as_slice() {
-            return Err(format!("part {} ({}) differs at the receiver", index + 1, path.display()));
-        }
-    }
-    let _ = std::fs::remove_dir_all(&dir);
-    Ok(id)
 }
 
 /// The envelope of `message_id` as the receiving AP of the run's link got it off the wire.
@@ -569,6 +588,59 @@ async fn run_phase4(peer: &mut SelfPeer, run: &Run, harness: &super::phase4::Har
     Ok(())
 }
 
+/// Ventanilla (CL) sends the run's payloads to phase4 acting as MX on the 1.15 link; passes
+/// when Ventanilla verified phase4's receipt and phase4 delivered every payload identically.
+async fn run_phase4_receiving(peer: &SelfPeer, run: &Run, harness: &super::phase4::Harness) -> Result<(), String> {
+    let work = peer.work.join("phase4-receiving");
+    let _ = std::fs::remove_dir_all(&work);
+    let port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+        probe.local_addr().map_err(|e| e.to_string())?.port()
+    };
+    let options = Options {
+        max_message: "64MiB".into(),
+        extra_endpoints: [("MX-VUCEM".to_owned(), format!("https://127.0.0.1:{port}/as4"))].into(),
+        ..Options::default()
+    };
+    let nodes = launch_with(&work, &peer.repo.join("pmodes"), &[("cl", "CL-SICEX")], &options)
+        .await
+        .map_err(|e| e.to_string())?;
+    let result = async {
+        let certs = work.join("certs/demo");
+        let out = work.join("phase4-inbox");
+        let receiver = tokio::task::block_in_place(|| {
+            harness.receive(
+                &certs,
+                port,
+                ("CL-SICEX", "MX-VUCEM", "mx"),
+                (
+                    "urn:pacific-alliance:as4:service:ephyto",
+                    "SPSCertificate",
+                    "urn:pacific-alliance:as4:agreement:cl-mx",
+                    "cl-mx",
+                ),
+                &out,
+            )
+        })?;
+        let sender = &nodes[0];
+        let (id, files) = submit(sender, "MX-VUCEM", "MX", &run.payloads, &work).await?;
+        await_state(sender, &id, "acknowledged").await?;
+        for (index, (path, _, bytes)) in files.iter().enumerate() {
+            let got = std::fs::read(receiver.out.join(format!("{id}.{}", index + 1)))
+                .map_err(|e| format!("phase4 did not deliver part {}: {e}", index + 1))?;
+            if &got != bytes {
+                return Err(format!("part {} ({}) differs at phase4", index + 1, path.display()));
+            }
+        }
+        Ok(())
+    }
+    .await;
+    for n in nodes {
+        n.node.stop().await;
+    }
+    result
+}
+
 /// A receipt phase4 verified and the identical payload in MX's inbox; or, for a negative
 /// case, the expected ebMS error and nothing delivered.
 async fn judge_phase4(
@@ -620,6 +692,12 @@ async fn run_case(
             // The machine cannot build the harness (no Java/Maven, or artifacts not served):
             // reported, not hidden, but it is the environment, not an interop result.
             Err(why) => Verdict::Skipped(format!("phase4 harness unavailable: {why}")),
+            Ok(harness) if run.phase4_direction.as_deref() == Some("sut→peer") => {
+                match run_phase4_receiving(peer, run, harness).await {
+                    Ok(()) => Verdict::Passed,
+                    Err(e) => Verdict::Failed(e),
+                }
+            }
             Ok(harness) => match run_phase4(peer, run, harness).await {
                 Ok(()) => Verdict::Passed,
                 Err(e) => Verdict::Failed(e),
@@ -703,7 +781,7 @@ pub async fn run(options: &RunOptions) -> Result<(Vec<Row>, Summary), DemoError>
             title: case.title.clone(),
             peer: options.peer.clone(),
             direction: match (&phase4, &case.run) {
-                (Some(_), Some(_)) => "peer→sut".into(),
+                (Some(_), Some(run)) => run.phase4_direction.clone().unwrap_or_else(|| "peer→sut".into()),
                 (None, Some(run)) => run.direction.clone(),
                 (_, None) => "-".into(),
             },

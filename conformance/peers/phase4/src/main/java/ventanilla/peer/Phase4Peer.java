@@ -15,8 +15,44 @@ import java.util.Base64;
 import java.util.HashMap;
 import java.util.Map;
 
+import java.io.ByteArrayOutputStream;
+import java.io.InputStream;
+import java.io.OutputStream;
+import java.net.InetSocketAddress;
+import java.util.List;
+import java.util.Locale;
+
+import javax.net.ssl.KeyManagerFactory;
 import javax.net.ssl.SSLContext;
 import javax.net.ssl.TrustManagerFactory;
+
+import org.w3c.dom.Node;
+
+import com.helger.base.io.iface.IHasInputStream;
+import com.helger.collection.commons.CommonsArrayList;
+import com.helger.collection.commons.ICommonsList;
+import com.helger.http.header.HttpHeaderMap;
+import com.helger.mime.IMimeType;
+import com.helger.phase4.attachment.IAS4IncomingAttachmentFactory;
+import com.helger.phase4.attachment.WSS4JAttachment;
+import com.helger.phase4.ebms3header.Ebms3SignalMessage;
+import com.helger.phase4.ebms3header.Ebms3UserMessage;
+import com.helger.phase4.error.AS4ErrorList;
+import com.helger.phase4.incoming.AS4IncomingMessageMetadata;
+import com.helger.phase4.incoming.AS4IncomingProfileSelectorConstant;
+import com.helger.phase4.incoming.AS4IncomingReceiverConfiguration;
+import com.helger.phase4.incoming.AS4RequestHandler;
+import com.helger.phase4.incoming.IAS4IncomingMessageMetadata;
+import com.helger.phase4.incoming.IAS4IncomingMessageState;
+import com.helger.phase4.incoming.IAS4ResponseAbstraction;
+import com.helger.phase4.incoming.crypto.AS4IncomingSecurityConfiguration;
+import com.helger.phase4.incoming.spi.AS4MessageProcessorResult;
+import com.helger.phase4.incoming.spi.AS4SignalMessageProcessorResult;
+import com.helger.phase4.incoming.spi.IAS4IncomingMessageProcessorSPI;
+import com.helger.phase4.model.pmode.resolve.AS4DefaultPModeResolver;
+import com.sun.net.httpserver.HttpExchange;
+import com.sun.net.httpserver.HttpsConfigurator;
+import com.sun.net.httpserver.HttpsServer;
 
 import org.apache.wss4j.common.WSS4JConstants;
 
@@ -78,11 +114,28 @@ public final class Phase4Peer
                                                .generateCertificate (new ByteArrayInputStream (Files.readAllBytes (Path.of (path))));
   }
 
-  private static PrivateKey rsaKey (final String path) throws Exception
+  /** A PKCS#8 PEM key: RSA (message signing and encryption) or EC (the demo TLS keys). */
+  private static PrivateKey key (final String path) throws Exception
   {
     final String pem = Files.readString (Path.of (path), StandardCharsets.US_ASCII);
     final String body = pem.replaceAll ("-----[A-Z ]+-----", "").replaceAll ("\\s", "");
-    return KeyFactory.getInstance ("RSA").generatePrivate (new PKCS8EncodedKeySpec (Base64.getDecoder ().decode (body)));
+    final PKCS8EncodedKeySpec spec = new PKCS8EncodedKeySpec (Base64.getDecoder ().decode (body));
+    try
+    {
+      return KeyFactory.getInstance ("RSA").generatePrivate (spec);
+    }
+    catch (final Exception notRsa)
+    {
+      return KeyFactory.getInstance ("EC").generatePrivate (spec);
+    }
+  }
+
+  private static KeyStore keyStore (final String keyPath, final String certPath, final X509Certificate ca) throws Exception
+  {
+    final KeyStore ret = KeyStore.getInstance ("PKCS12");
+    ret.load (null, null);
+    ret.setKeyEntry ("key", key (keyPath), PASSWORD, new Certificate [] { cert (certPath), ca });
+    return ret;
   }
 
   /** A one-way/push P-Mode with the eDelivery AS4 1.15 security of Ventanilla's link. */
@@ -107,6 +160,183 @@ public final class Phase4Peer
                                        security);
     return new PMode (o.get ("pmode-id"), from, to, o.get ("agreement"), EMEP.ONE_WAY, EMEPBinding.PUSH, leg, null,
                       (PModePayloadService) null, (PModeReceptionAwareness) null);
+  }
+
+  /**
+   * receive --port N --tls-key PEM --tls-cert PEM --sign-key PEM --sign-cert PEM --enc-key PEM
+   * --enc-cert PEM --ca PEM --out DIR (and the P-Mode options of send: from is the sender).
+   * Prints "LISTENING port" then "RECEIVED message-id parts" per delivered message.
+   */
+  private static void receive (final Map <String, String> o) throws Exception
+  {
+    final X509Certificate ca = cert (o.get ("ca"));
+    final KeyStore trust = KeyStore.getInstance ("PKCS12");
+    trust.load (null, null);
+    trust.setCertificateEntry ("ca", ca);
+    final AS4CryptoFactoryInMemoryKeyStore signing = new AS4CryptoFactoryInMemoryKeyStore (keyStore (o.get ("sign-key"),
+                                                                                                     o.get ("sign-cert"),
+                                                                                                     ca),
+                                                                                           "key",
+                                                                                           PASSWORD,
+                                                                                           trust);
+    final AS4CryptoFactoryInMemoryKeyStore decrypting = new AS4CryptoFactoryInMemoryKeyStore (keyStore (o.get ("enc-key"),
+                                                                                                        o.get ("enc-cert"),
+                                                                                                        ca),
+                                                                                              "key",
+                                                                                              PASSWORD,
+                                                                                              trust);
+    final KeyManagerFactory kmf = KeyManagerFactory.getInstance (KeyManagerFactory.getDefaultAlgorithm ());
+    kmf.init (keyStore (o.get ("tls-key"), o.get ("tls-cert"), ca), PASSWORD);
+    final SSLContext tls = SSLContext.getInstance ("TLS");
+    tls.init (kmf.getKeyManagers (), null, null);
+
+    WebScopeManager.onGlobalBegin (MockServletContext.create ());
+    final IPMode pmode = pmode (o);
+    MetaAS4Manager.getProfileMgr ()
+                  .registerProfile (new AS4Profile (PROFILE,
+                                                    "eDelivery AS4 1.15 as Ventanilla's links use it",
+                                                    () -> new IAS4ProfileValidator ()
+                                                    {},
+                                                    (i, r, a) -> (PMode) pmode,
+                                                    IPModeIDProvider.DEFAULT_DYNAMIC,
+                                                    false,
+                                                    false));
+    final Path out = Path.of (o.get ("out"));
+    Files.createDirectories (out);
+    final IAS4IncomingMessageProcessorSPI deliver = new IAS4IncomingMessageProcessorSPI ()
+    {
+      public AS4MessageProcessorResult processAS4UserMessage (final IAS4IncomingMessageMetadata meta,
+                                                              final HttpHeaderMap headers,
+                                                              final Ebms3UserMessage message,
+                                                              final IPMode mode,
+                                                              final Node payload,
+                                                              final ICommonsList <WSS4JAttachment> attachments,
+                                                              final IAS4IncomingMessageState state,
+                                                              final AS4ErrorList errors)
+      {
+        final String id = message.getMessageInfo ().getMessageId ();
+        int n = 0;
+        try
+        {
+          if (attachments != null)
+            for (final WSS4JAttachment a : attachments)
+              try (InputStream in = a.getSourceStream ())
+              {
+                Files.write (out.resolve (id + "." + (++n)), in.readAllBytes ());
+              }
+        }
+        catch (final Exception ex)
+        {
+          return AS4MessageProcessorResult.createFailure ();
+        }
+        System.out.println ("RECEIVED " + id + " " + n);
+        return AS4MessageProcessorResult.createSuccess ();
+      }
+
+      public AS4SignalMessageProcessorResult processAS4SignalMessage (final IAS4IncomingMessageMetadata meta,
+                                                                      final HttpHeaderMap headers,
+                                                                      final Ebms3SignalMessage signal,
+                                                                      final IPMode mode,
+                                                                      final IAS4IncomingMessageState state,
+                                                                      final AS4ErrorList errors)
+      {
+        return AS4SignalMessageProcessorResult.createSuccess ();
+      }
+
+      public void processAS4ResponseMessage (final IAS4IncomingMessageMetadata meta,
+                                             final IAS4IncomingMessageState state,
+                                             final String responseMessageID,
+                                             final byte [] response,
+                                             final boolean responsePayloadIsAvailable,
+                                             final AS4ErrorList errors)
+      {}
+    };
+
+    final HttpsServer server = HttpsServer.create (new InetSocketAddress ("127.0.0.1", Integer.parseInt (o.getOrDefault ("port", "0"))), 0);
+    server.setHttpsConfigurator (new HttpsConfigurator (tls));
+    server.createContext ("/as4", exchange -> {
+      try
+      {
+        answer (exchange, signing, decrypting, deliver);
+      }
+      catch (final Exception ex)
+      {
+        ex.printStackTrace ();
+        exchange.sendResponseHeaders (500, -1);
+      }
+      finally
+      {
+        exchange.close ();
+      }
+    });
+    server.start ();
+    System.out.println ("LISTENING " + server.getAddress ().getPort ());
+    System.out.flush ();
+  }
+
+  private static void answer (final HttpExchange exchange,
+                              final AS4CryptoFactoryInMemoryKeyStore signing,
+                              final AS4CryptoFactoryInMemoryKeyStore decrypting,
+                              final IAS4IncomingMessageProcessorSPI deliver) throws Exception
+  {
+    final HttpHeaderMap headers = new HttpHeaderMap ();
+    exchange.getRequestHeaders ().forEach ( (name, values) -> values.forEach (v -> headers.addHeader (name, v)));
+    final int [] status = { 200 };
+    final String [] mime = { "application/soap+xml" };
+    final ByteArrayOutputStream body = new ByteArrayOutputStream ();
+    final IAS4ResponseAbstraction response = new IAS4ResponseAbstraction ()
+    {
+      public void setContent (final byte [] bytes, final java.nio.charset.Charset charset)
+      {
+        body.writeBytes (bytes);
+      }
+
+      public void setContent (final HttpHeaderMap headerMap, final IHasInputStream content)
+      {
+        headerMap.forEachSingleHeader ( (n, v) -> exchange.getResponseHeaders ().add (n, v), true);
+        try (InputStream in = content.getInputStream ())
+        {
+          body.writeBytes (in.readAllBytes ());
+        }
+        catch (final Exception ex)
+        {
+          throw new IllegalStateException (ex);
+        }
+      }
+
+      public void setMimeType (final IMimeType mimeType)
+      {
+        mime[0] = mimeType.getAsString ();
+      }
+
+      public void setStatus (final int code)
+      {
+        status[0] = code;
+      }
+    };
+    try (final WebScoped scope = new WebScoped ();
+         final AS4RequestHandler handler = new AS4RequestHandler (AS4IncomingMessageMetadata.createForRequest ()))
+    {
+      handler.setCryptoFactorySign (signing);
+      handler.setCryptoFactoryCrypt (decrypting);
+      handler.setPModeResolver (new AS4DefaultPModeResolver (PROFILE));
+      handler.setIncomingProfileSelector (new AS4IncomingProfileSelectorConstant (PROFILE, true));
+      handler.setIncomingAttachmentFactory (IAS4IncomingAttachmentFactory.DEFAULT_INSTANCE);
+      handler.setIncomingSecurityConfiguration (AS4IncomingSecurityConfiguration.createDefaultInstance ());
+      handler.setIncomingReceiverConfiguration (new AS4IncomingReceiverConfiguration ());
+      handler.setLocale (Locale.US);
+      handler.setProcessorSupplier ( () -> new CommonsArrayList <> (deliver));
+      handler.handleRequest (exchange.getRequestBody (), headers, response);
+    }
+    if (!exchange.getResponseHeaders ().containsKey ("Content-Type"))
+      exchange.getResponseHeaders ().add ("Content-Type", mime[0]);
+    final byte [] bytes = body.toByteArray ();
+    exchange.sendResponseHeaders (status[0], bytes.length == 0 ? -1 : bytes.length);
+    if (bytes.length > 0)
+      try (OutputStream os = exchange.getResponseBody ())
+      {
+        os.write (bytes);
+      }
   }
 
   private static ECryptoKeyIdentifierType signingKeyReference (final String variant)
@@ -138,6 +368,11 @@ public final class Phase4Peer
 
   public static void main (final String [] args) throws Exception
   {
+    if (args.length > 0 && "receive".equals (args[0]))
+    {
+      receive (options (args));
+      return;
+    }
     if (args.length == 0 || !"send".equals (args[0]))
     {
       System.err.println ("usage: send --endpoint URL --key PEM --cert PEM --ca PEM --receiver-cert PEM --payload FILE ...");
@@ -149,7 +384,7 @@ public final class Phase4Peer
 
     final KeyStore keys = KeyStore.getInstance ("PKCS12");
     keys.load (null, null);
-    keys.setKeyEntry ("sign", rsaKey (o.get ("key")), PASSWORD, new Certificate [] { cert (o.get ("cert")), ca });
+    keys.setKeyEntry ("sign", key (o.get ("key")), PASSWORD, new Certificate [] { cert (o.get ("cert")), ca });
     final KeyStore trust = KeyStore.getInstance ("PKCS12");
     trust.load (null, null);
     trust.setCertificateEntry ("ca", ca);
