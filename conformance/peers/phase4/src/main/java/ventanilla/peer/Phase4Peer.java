@@ -191,16 +191,7 @@ public final class Phase4Peer
     tls.init (kmf.getKeyManagers (), null, null);
 
     WebScopeManager.onGlobalBegin (MockServletContext.create ());
-    final IPMode pmode = pmode (o);
-    MetaAS4Manager.getProfileMgr ()
-                  .registerProfile (new AS4Profile (PROFILE,
-                                                    "eDelivery AS4 1.15 as Ventanilla's links use it",
-                                                    () -> new IAS4ProfileValidator ()
-                                                    {},
-                                                    (i, r, a) -> (PMode) pmode,
-                                                    IPModeIDProvider.DEFAULT_DYNAMIC,
-                                                    false,
-                                                    false));
+    registerProfile (pmode (o));
     final Path out = Path.of (o.get ("out"));
     Files.createDirectories (out);
     final IAS4IncomingMessageProcessorSPI deliver = new IAS4IncomingMessageProcessorSPI ()
@@ -358,6 +349,23 @@ public final class Phase4Peer
     return "uncompressed".equals (variant) ? ret : ret.compressionGZIP ();
   }
 
+  /**
+   * phase4's eDelivery profile modules are not served here: a profile of our own, with no extra
+   * validation, carries the link's P-Mode for sending and receiving.
+   */
+  private static void registerProfile (final IPMode pmode)
+  {
+    MetaAS4Manager.getProfileMgr ()
+                  .registerProfile (new AS4Profile (PROFILE,
+                                                    "eDelivery AS4 1.15 as Ventanilla's links use it",
+                                                    () -> new IAS4ProfileValidator ()
+                                                    {},
+                                                    (i, r, a) -> (PMode) pmode,
+                                                    IPModeIDProvider.DEFAULT_DYNAMIC,
+                                                    false,
+                                                    false));
+  }
+
   private static Map <String, String> options (final String [] args)
   {
     final Map <String, String> ret = new HashMap <> ();
@@ -398,18 +406,8 @@ public final class Phase4Peer
     int exit = 1;
     try (final WebScoped scope = new WebScoped ())
     {
-      // phase4's eDelivery profile modules are not on the classpath (not served here): a
-      // profile of our own, with no extra validation, carries the P-Mode above.
       final IPMode pmode = pmode (o);
-      MetaAS4Manager.getProfileMgr ()
-                    .registerProfile (new AS4Profile (PROFILE,
-                                                      "eDelivery AS4 1.15 as Ventanilla's links use it",
-                                                      () -> new IAS4ProfileValidator ()
-                                                      {},
-                                                      (i, r, a) -> (PMode) pmode,
-                                                      IPModeIDProvider.DEFAULT_DYNAMIC,
-                                                      false,
-                                                      false));
+      registerProfile (pmode);
       final EAS4UserMessageSendResult result = AS4Sender.builderUserMessage ()
                                                         .as4ProfileID (PROFILE)
                                                         .pmode (pmode)
