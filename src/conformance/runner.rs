@@ -760,6 +760,12 @@ pub async fn run(options: &RunOptions) -> Result<(Vec<Row>, Summary), DemoError>
         .iter()
         .filter(|c| options.case.as_ref().is_none_or(|id| &c.id == id))
         .filter(|c| options.all || options.case.is_some() || c.status == Status::Implemented)
+        // Another peer plays only the cases marked for it.
+        .filter(|c| {
+            options.peer == "self"
+                || options.case.is_some()
+                || c.run.as_ref().is_some_and(|r| r.peers.contains(&options.peer))
+        })
         .collect();
     if selected.is_empty() {
         return Err(format!("no case {:?} in conformance/cases", options.case.as_deref().unwrap_or("")).into());
