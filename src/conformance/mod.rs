@@ -4,6 +4,7 @@
 pub mod case;
 pub mod inject;
 pub mod phase4;
+pub mod python;
 pub mod runner;
 pub mod scripted;
 pub mod wire;
