@@ -31,12 +31,12 @@ test: test-deps
 	$(CARGO) test --locked -- --test-threads=$(TEST_THREADS)
 
 # The conformance suite (conformance/cases): against the self peer (every case, the ones not
-# run listed with their reason), then with phase4 as the sending peer (Java 17 + Maven; its
-# downloads are cached in ~/.m2). The Python `as4` peer runs in `make test`
-# (tests/interop_python.rs).
+# run listed with their reason), then with phase4 (Java 17 + Maven; downloads cached in
+# ~/.m2) and the Python `as4` package (pip; cached in ~/.cache/pip) on the other side.
 conformance: test-deps
 	$(CARGO) run --locked --quiet -- conformance run --all
 	$(CARGO) run --locked --quiet -- conformance run --peer phase4
+	$(CARGO) run --locked --quiet -- conformance run --peer python-as4
 
 lint:
 	$(CARGO) fmt --all -- --check

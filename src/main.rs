@@ -107,7 +107,8 @@ enum ConformanceCommand {
     /// Run the implemented cases; one row per case, then `conformance: N passed, M failed`;
     /// exits 1 on any failure.
     Run {
-        /// The access point on the other side: `self` (two Ventanilla instances).
+        /// The access point on the other side: `self` (Ventanilla instances and a scripted
+        /// partner), `phase4` (4.4.1, Java) or `python-as4` (the PyPI package).
         #[arg(long, default_value = "self")]
         peer: String,
         /// Run one case (e.g. 7, 55a), whatever its status.

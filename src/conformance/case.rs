@@ -60,8 +60,8 @@ pub struct Run {
     /// `none` (unsigned test profile), `edelivery-1.15` or `edelivery-2.0`.
     #[serde(default = "default_profile")]
     pub profile: String,
-    /// The peers that run this case (`self` always; `phase4` for the cases its harness can
-    /// play: it sends one document, `phase4_document`, on the 1.15 link CL → MX).
+    /// The peers that run this case (`self` always; `phase4` and `python-as4` for the cases
+    /// their harnesses can play, on eDelivery 1.15).
     #[serde(default = "default_peers")]
     pub peers: Vec<String>,
     #[serde(default)]
@@ -70,11 +70,11 @@ pub struct Run {
     /// (none: BST reference, compressed, signed and encrypted).
     #[serde(default)]
     pub phase4_variants: Vec<String>,
-    /// With phase4: `peer→sut` (phase4 sends; default) or `sut→peer` (Ventanilla sends the
-    /// run's `payloads` to phase4, which must verify, decrypt and deliver them and answer
-    /// with a receipt Ventanilla verifies).
+    /// With another peer: `peer→sut` (the peer sends; default) or `sut→peer` (Ventanilla
+    /// sends, the peer must verify, decrypt and deliver, and answer with a receipt Ventanilla
+    /// verifies).
     #[serde(default)]
-    pub phase4_direction: Option<String>,
+    pub peer_direction: Option<String>,
     /// Text replacements in the P-Modes of the APs this case runs against (a variant of the
     /// shipped links, e.g. a required property); each distinct list gets its own APs.
     #[serde(default)]

@@ -181,15 +181,7 @@ retry = ["1s", "2s"]
         };
         let node = crate::node::Node::start_with(config, as4, backend).await?;
         let api = ApiClient::new(&format!("http://{}", node.backend_addr), &token);
-        Ok(PythonPair {
-            dir: dir.to_owned(),
-            node,
-            api,
-            received,
-            repo: repo.to_owned(),
-            python,
-            _peer: peer_guard,
-        })
+        Ok(PythonPair { dir: dir.to_owned(), node, api, received, repo: repo.to_owned(), python, _peer: peer_guard })
     }
 
     pub fn certs(&self) -> PathBuf {
@@ -255,7 +247,9 @@ retry = ["1s", "2s"]
         let started = Instant::now();
         loop {
             let status = self.api.status(&id).await?;
-            if status["state"] == "acknowledged" || status["state"] == "failed" || started.elapsed() > Duration::from_secs(30)
+            if status["state"] == "acknowledged"
+                || status["state"] == "failed"
+                || started.elapsed() > Duration::from_secs(30)
             {
                 return Ok((id, status, sbdh));
             }

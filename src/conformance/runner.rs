@@ -676,13 +676,60 @@ async fn judge_phase4(
     Ok(())
 }
 
-async fn run_case(
-    peer: &mut SelfPeer,
-    case: &Case,
-    phase4: Option<&Result<super::phase4::Harness, String>>,
-) -> Verdict {
+/// The Python `as4` peer plays a case: it sends (an ePhyto in an SBDH; expect a receipt it
+/// verified and delivery, or the expected ebMS error) or receives from Ventanilla.
+async fn run_python(pair: &super::python::PythonPair, run: &Run) -> Result<(), String> {
+    let document = pair.dir.join("ephyto-cl-mx.xml");
+    std::fs::write(&document, inject::ephyto("CL", "MX")).map_err(|e| e.to_string())?;
+    if run.peer_direction.as_deref() == Some("sut→peer") {
+        let (id, status, sbdh) = pair.node_sends(&document).await.map_err(|e| e.to_string())?;
+        if status["state"] != "acknowledged" {
+            return Err(format!("{id}: {status}"));
+        }
+        let got = std::fs::read(pair.received.join("0.xml")).map_err(|e| format!("as4 delivered nothing: {e}"))?;
+        let sent = std::fs::read(&sbdh).map_err(|e| e.to_string())?;
+        return if got == sent { Ok(()) } else { Err("as4 delivered other bytes".into()) };
+    }
+    // A signer the P-Mode does not bind to the peer is how this peer produces EBMS:0101.
+    let signer = if run.expect.outcome == "error" { "co-sign-rsa" } else { "pe-sign-rsa" };
+    let (code, output) =
+        tokio::task::block_in_place(|| pair.peer_sends(signer, &document)).map_err(|e| e.to_string())?;
+    if run.expect.outcome == "error" {
+        let named = run.expect.codes.iter().any(|c| output.contains(c.trim_start_matches("EBMS:")));
+        return if code == Some(1) && named { Ok(()) } else { Err(format!("as4: {}", summary(&output))) };
+    }
+    if code != Some(0) {
+        return Err(format!("as4 did not verify our receipt: {}", summary(&output)));
+    }
+    let result: serde_json::Value =
+        serde_json::from_str(output.lines().next().unwrap_or_default().trim()).map_err(|e| e.to_string())?;
+    let id = result["message_id"].as_str().unwrap_or_default();
+    let record = pair.api.received(id).await.map_err(|e| format!("{id}: {e}"))?;
+    if record["state"] != "delivered" {
+        return Err(format!("{id}: {}", record["state"]));
+    }
+    Ok(())
+}
+
+async fn run_case(peer: &mut SelfPeer, case: &Case, other: &OtherPeer) -> Verdict {
     let Some(run) = case.run.as_ref().filter(|_| case.status == Status::Implemented) else {
         return Verdict::Skipped(format!("{}: {}", case.status, case.reason));
+    };
+    let phase4 = match other {
+        OtherPeer::None => None,
+        OtherPeer::Phase4(harness) => Some(harness),
+        OtherPeer::Python(pair) => {
+            if !run.peers.iter().any(|p| p == "python-as4") {
+                return Verdict::Skipped("not a case the Python as4 peer plays".into());
+            }
+            return match pair {
+                Err(why) => Verdict::Skipped(format!("python-as4 peer unavailable: {why}")),
+                Ok(pair) => match run_python(pair, run).await {
+                    Ok(()) => Verdict::Passed,
+                    Err(e) => Verdict::Failed(e),
+                },
+            };
+        }
     };
     if let Some(harness) = phase4 {
         if !run.peers.iter().any(|p| p == "phase4") {
@@ -692,7 +739,7 @@ async fn run_case(
             // The machine cannot build the harness (no Java/Maven, or artifacts not served):
             // reported, not hidden, but it is the environment, not an interop result.
             Err(why) => Verdict::Skipped(format!("phase4 harness unavailable: {why}")),
-            Ok(harness) if run.phase4_direction.as_deref() == Some("sut→peer") => {
+            Ok(harness) if run.peer_direction.as_deref() == Some("sut→peer") => {
                 match run_phase4_receiving(peer, run, harness).await {
                     Ok(()) => Verdict::Passed,
                     Err(e) => Verdict::Failed(e),
@@ -719,6 +766,14 @@ async fn run_case(
     }
 }
 
+/// The peer on the other side, when it is not Ventanilla itself; `Err` says why it could
+/// not be made ready on this machine.
+enum OtherPeer {
+    None,
+    Phase4(Result<super::phase4::Harness, String>),
+    Python(Result<super::python::PythonPair, String>),
+}
+
 /// What to run.
 pub struct RunOptions {
     pub repo: PathBuf,
@@ -737,7 +792,7 @@ fn print_row(row: &Row) {
     };
     let title: String = row.title.chars().take(58).collect();
     println!(
-        "{:<4} {:<58} {:<5} {:<9} {:<4} {:>6} ms  {}",
+        "{:<4} {:<58} {:<10} {:<9} {:<4} {:>6} ms  {}",
         row.id,
         title,
         row.peer,
@@ -751,10 +806,15 @@ fn print_row(row: &Row) {
 /// Runs the selected cases against `options.peer` and prints the table and the summary line.
 pub async fn run(options: &RunOptions) -> Result<(Vec<Row>, Summary), DemoError> {
     let cases = super::case::load_dir(&options.repo.join("conformance/cases"))?;
-    let phase4 = match options.peer.as_str() {
-        "self" => None,
-        "phase4" => Some(super::phase4::Harness::build(&options.repo, &options.work)),
-        other => return Err(format!("unknown peer {other:?}; peers: self, phase4").into()),
+    let other = match options.peer.as_str() {
+        "self" => OtherPeer::None,
+        "phase4" => OtherPeer::Phase4(super::phase4::Harness::build(&options.repo, &options.work)),
+        "python-as4" => OtherPeer::Python(
+            super::python::PythonPair::start(&options.repo, &std::path::absolute(options.work.join("python-as4"))?)
+                .await
+                .map_err(|e| e.to_string()),
+        ),
+        other => return Err(format!("unknown peer {other:?}; peers: self, phase4, python-as4").into()),
     };
     let selected: Vec<&Case> = cases
         .iter()
@@ -770,13 +830,13 @@ pub async fn run(options: &RunOptions) -> Result<(Vec<Row>, Summary), DemoError>
     if selected.is_empty() {
         return Err(format!("no case {:?} in conformance/cases", options.case.as_deref().unwrap_or("")).into());
     }
-    println!("{:<4} {:<58} {:<5} {:<9} {:<4} {:>9}  detail", "id", "title", "peer", "direction", "res", "time");
+    println!("{:<4} {:<58} {:<10} {:<9} {:<4} {:>9}  detail", "id", "title", "peer", "direction", "res", "time");
     let mut peer = SelfPeer::new(&options.repo, &options.work);
     let mut rows = Vec::new();
     let mut summary = Summary::default();
     for case in selected {
         let started = Instant::now();
-        let verdict = run_case(&mut peer, case, phase4.as_ref()).await;
+        let verdict = run_case(&mut peer, case, &other).await;
         match verdict {
             Verdict::Passed => summary.passed += 1,
             Verdict::Failed(_) => summary.failed += 1,
@@ -786,9 +846,9 @@ pub async fn run(options: &RunOptions) -> Result<(Vec<Row>, Summary), DemoError>
             id: case.id.clone(),
             title: case.title.clone(),
             peer: options.peer.clone(),
-            direction: match (&phase4, &case.run) {
-                (Some(_), Some(run)) => run.phase4_direction.clone().unwrap_or_else(|| "peer→sut".into()),
-                (None, Some(run)) => run.direction.clone(),
+            direction: match (&other, &case.run) {
+                (OtherPeer::None, Some(run)) => run.direction.clone(),
+                (_, Some(run)) => run.peer_direction.clone().unwrap_or_else(|| "peer→sut".into()),
                 (_, None) => "-".into(),
             },
             verdict,
@@ -798,6 +858,9 @@ pub async fn run(options: &RunOptions) -> Result<(Vec<Row>, Summary), DemoError>
         rows.push(row);
     }
     peer.stop().await;
+    if let OtherPeer::Python(Ok(pair)) = other {
+        pair.stop().await;
+    }
     println!("{summary}");
     Ok((rows, summary))
 }
