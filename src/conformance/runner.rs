@@ -771,7 +771,7 @@ async fn run_case(peer: &mut SelfPeer, case: &Case, other: &OtherPeer) -> Verdic
 enum OtherPeer {
     None,
     Phase4(Result<super::phase4::Harness, String>),
-    Python(Result<super::python::PythonPair, String>),
+    Python(Result<Box<super::python::PythonPair>, String>),
 }
 
 /// What to run.
@@ -812,6 +812,7 @@ pub async fn run(options: &RunOptions) -> Result<(Vec<Row>, Summary), DemoError>
         "python-as4" => OtherPeer::Python(
             super::python::PythonPair::start(&options.repo, &std::path::absolute(options.work.join("python-as4"))?)
                 .await
+                .map(Box::new)
                 .map_err(|e| e.to_string()),
         ),
         other => return Err(format!("unknown peer {other:?}; peers: self, phase4, python-as4").into()),
