@@ -431,7 +431,12 @@ async fn run_scripted(peer: &SelfPeer, run: &Run) -> Result<(), String> {
         &certs.join("ca.pem"),
     )
     .map_err(|e| e.to_string())?;
-    let endpoint = ScriptedPeer::start(listener, script, tls).map_err(|e| e.to_string())?;
+    // On a secure link the partner signs its receipts with PE's 2.0 key from the same PKI.
+    let signer = match run.profile.as_str() {
+        "none" => None,
+        _ => Some(super::wire::credential(&certs, "pe-sign-ed25519").map_err(|e| e.to_string())?),
+    };
+    let endpoint = ScriptedPeer::start(listener, script, tls, signer).map_err(|e| e.to_string())?;
     let result = scripted_exchange(&nodes[0], &endpoint, run, &work).await;
     endpoint.stop();
     for n in nodes {

@@ -30,6 +30,8 @@ pub enum Script {
     AlwaysUnavailable,
     /// An unsigned reception-awareness receipt (on a signed link it is no receipt).
     UnsignedReceipt,
+    /// A signed NRR receipt whose first reference digest differs from the one sent.
+    ReceiptWithWrongDigest,
 }
 
 impl Script {
@@ -42,6 +44,7 @@ impl Script {
             "dropped-then-receipt" => Script::DroppedThenReceipt(1),
             "always-unavailable" => Script::AlwaysUnavailable,
             "unsigned-receipt" => Script::UnsignedReceipt,
+            "receipt-with-wrong-digest" => Script::ReceiptWithWrongDigest,
             _ => return None,
         })
     }
@@ -57,6 +60,8 @@ pub struct Seen {
 struct Endpoint {
     script: Script,
     seen: Arc<Mutex<Seen>>,
+    /// The partner's signing key, for the signed receipts of a secure link.
+    signer: Option<Arc<crate::wss::sign::Credential>>,
 }
 
 /// A running scripted endpoint.
@@ -72,10 +77,11 @@ impl ScriptedPeer {
         listener: TcpListener,
         script: Script,
         tls: Arc<rustls::ServerConfig>,
+        signer: Option<crate::wss::sign::Credential>,
     ) -> std::io::Result<ScriptedPeer> {
         let url = format!("https://127.0.0.1:{}/as4", listener.local_addr()?.port());
         let seen = Arc::new(Mutex::new(Seen::default()));
-        let endpoint = Endpoint { script, seen: seen.clone() };
+        let endpoint = Endpoint { script, seen: seen.clone(), signer: signer.map(Arc::new) };
         let router = axum::Router::new().route("/as4", axum::routing::post(answer)).with_state(endpoint);
         let shutdown = CancellationToken::new();
         tokio::spawn(crate::transport::server::serve_tls(listener, tls, router, shutdown.clone()));
@@ -116,6 +122,7 @@ fn signal(status: StatusCode, envelope: String) -> Response {
 
 async fn answer(State(endpoint): State<Endpoint>, body: Bytes) -> Response {
     let id = message_id(&body);
+    let references = copied_references(&body);
     let attempt = {
         let mut seen = endpoint.seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         seen.attempts.push((id.clone(), body));
@@ -143,7 +150,53 @@ async fn answer(State(endpoint): State<Endpoint>, body: Bytes) -> Response {
         Script::DroppedThenReceipt(n) if attempt <= n => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
         Script::UnavailableThenReceipt(_) | Script::DroppedThenReceipt(_) | Script::UnsignedReceipt => receipt(&id),
         Script::AlwaysUnavailable => StatusCode::SERVICE_UNAVAILABLE.into_response(),
+        Script::ReceiptWithWrongDigest => {
+            let Some(signer) = endpoint.signer.as_deref() else {
+                return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+            };
+            let content = format!(
+                r#"<ebbp:NonRepudiationInformation xmlns:ebbp="{}">{}</ebbp:NonRepudiationInformation>"#,
+                crate::wss::ns::EBBP,
+                tampered_first_digest(&references)
+                    .iter()
+                    .map(|r| format!("<ebbp:MessagePartNRInformation>{r}</ebbp:MessagePartNRInformation>"))
+                    .collect::<String>()
+            );
+            let builder = write::receipt_builder(&info(&id), &content);
+            match crate::wss::sign::sign_envelope(&builder, signer, crate::pmode::model::TokenReference::Bst, &[], "") {
+                Ok(envelope) => signal(StatusCode::OK, envelope),
+                Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+            }
+        }
     }
+}
+
+/// The `ds:Reference` elements of the request's signature, each made standalone (its `ds`
+/// namespace declared), as an NRR receipt carries them.
+fn copied_references(body: &[u8]) -> Vec<String> {
+    let text = String::from_utf8_lossy(body);
+    let Some(signed_info) = text.split("<ds:SignedInfo>").nth(1).and_then(|s| s.split("</ds:SignedInfo>").next())
+    else {
+        return Vec::new();
+    };
+    signed_info
+        .split("<ds:Reference ")
+        .skip(1)
+        .filter_map(|r| r.split("</ds:Reference>").next())
+        .map(|r| format!(r#"<ds:Reference xmlns:ds="{}" {r}</ds:Reference>"#, crate::wss::ns::DS))
+        .collect()
+}
+
+/// The references with the first DigestValue changed (still valid base64).
+fn tampered_first_digest(references: &[String]) -> Vec<String> {
+    let mut out = references.to_vec();
+    if let Some(first) = out.first_mut() {
+        if let Some(at) = first.find("<ds:DigestValue>").map(|i| i + "<ds:DigestValue>".len()) {
+            let replacement = if first[at..].starts_with('A') { "B" } else { "A" };
+            first.replace_range(at..at + 1, replacement);
+        }
+    }
+    out
 }
 
 #[cfg(test)]
