@@ -190,11 +190,11 @@ fn copied_references(body: &[u8]) -> Vec<String> {
 /// The references with the first DigestValue changed (still valid base64).
 fn tampered_first_digest(references: &[String]) -> Vec<String> {
     let mut out = references.to_vec();
-    if let Some(first) = out.first_mut() {
-        if let Some(at) = first.find("<ds:DigestValue>").map(|i| i + "<ds:DigestValue>".len()) {
-            let replacement = if first[at..].starts_with('A') { "B" } else { "A" };
-            first.replace_range(at..at + 1, replacement);
-        }
+    if let Some(first) = out.first_mut()
+        && let Some(at) = first.find("<ds:DigestValue>").map(|i| i + "<ds:DigestValue>".len())
+    {
+        let replacement = if first[at..].starts_with('A') { "B" } else { "A" };
+        first.replace_range(at..at + 1, replacement);
     }
     out
 }
