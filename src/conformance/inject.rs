@@ -234,14 +234,42 @@ pub fn protected(mutation: &str, profile: &str, certs: &Path) -> Made {
         um.agreement.as_mut().ok_or("template has an AgreementRef")?.value =
             "urn:pacific-alliance:as4:agreement:cl-mx".into();
     }
-    let doc = ephyto("CL", to);
-    let signer = credential(certs, &format!("cl-{sign}"))?;
-    let recipient = certs.join(format!("{receiver}-{enc}.pem"));
+    let origin = Origin {
+        um,
+        document: ephyto("CL", to),
+        signer: credential(certs, &format!("cl-{sign}"))?,
+        recipient: certs.join(format!("{receiver}-{enc}.pem")),
+        receiver,
+        demo: Some((certs, sign)),
+    };
+    protected_from(mutation, origin)
+}
+
+/// What a protected message is made from: a link of the demo PKI, or a real partner's link
+/// (`conformance run --peer URL`).
+pub struct Origin<'a> {
+    /// A valid user message for the link; `conv-test` as its ConversationId.
+    pub um: crate::ebms::UserMessage,
+    pub document: Vec<u8>,
+    pub signer: crate::wss::sign::Credential,
+    /// The receiver's encryption certificate (PEM).
+    pub recipient: std::path::PathBuf,
+    pub receiver: &'static str,
+    /// The demo PKI and the signing key suffix, for the mutations that sign with another
+    /// party's key (not possible against a real partner).
+    pub demo: Option<(&'a Path, &'a str)>,
+}
+
+/// `mutation` applied to a message from `origin`.
+pub fn protected_from(mutation: &str, origin: Origin<'_>) -> Made {
+    let Origin { mut um, document: doc, signer, recipient, receiver, demo } = origin;
+    let id = um.info.message_id.clone();
+    let demo_only = || format!("mutation {mutation:?} needs the demo PKI");
     let zipped = gzip(&doc);
     let mut protection = Protection::edelivery(&signer, &recipient);
     let other_signer;
     let rsa_signer;
-    let rsa_recipient = certs.join(format!("{receiver}-enc-rsa.pem"));
+    let rsa_recipient = demo.map(|(certs, _)| certs.join(format!("{receiver}-enc-rsa.pem")));
     let mut flip_last_cipher_byte = false;
     let mut flip_key_char = false;
     let mut drop_messaging_reference = false;
@@ -283,13 +311,15 @@ pub fn protected(mutation: &str, profile: &str, certs: &Path) -> Made {
         "not-encrypted" => protection.recipient = None,
         "part-not-signed" => protection.unsigned_part = true,
         "signer-of-other-party" => {
+            let (certs, sign) = demo.ok_or_else(demo_only)?;
             other_signer = credential(certs, &format!("co-{sign}"))?;
             protection.signer = Some(&other_signer);
         }
         "rsa-on-2.0-link" => {
+            let (certs, _) = demo.ok_or_else(demo_only)?;
             rsa_signer = credential(certs, "cl-sign-rsa")?;
             protection.signer = Some(&rsa_signer);
-            protection.recipient = Some(&rsa_recipient);
+            protection.recipient = rsa_recipient.as_deref();
         }
         other => return Err(format!("unknown mutation {other:?}").into()),
     }
