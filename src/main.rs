@@ -108,7 +108,9 @@ enum ConformanceCommand {
     /// exits 1 on any failure.
     Run {
         /// The access point on the other side: `self` (Ventanilla instances and a scripted
-        /// partner), `phase4` (4.4.1, Java) or `python-as4` (the PyPI package).
+        /// partner), `phase4` (4.4.1, Java), `python-as4` (the PyPI package), or a partner's
+        /// https:// endpoint (with --config and --partner).
+
         #[arg(long, default_value = "self")]
         peer: String,
         /// Run one case (e.g. 7, 55a), whatever its status.
@@ -122,6 +124,12 @@ enum ConformanceCommand {
         repo: PathBuf,
         #[arg(long, default_value = "target/conformance")]
         work: PathBuf,
+        /// With --peer URL: this access point's config file (party, keys, P-Modes, trust).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// With --peer URL: the partner's party id (its P-Mode link is used).
+        #[arg(long)]
+        partner: Option<String>,
     },
 }
 
@@ -257,11 +265,11 @@ async fn main() -> anyhow::Result<()> {
             ventanilla::pki::demo::write_demo_pki(&out, &names)?;
             println!("demo PKI written to {}", out.display());
         }
-        Command::Conformance { command: ConformanceCommand::Run { peer, case, all, repo, work } } => {
+        Command::Conformance { command: ConformanceCommand::Run { peer, case, all, repo, work, config, partner } } => {
             // The table says what went wrong; the access points' own logs would only repeat
             // the failures the cases provoke on purpose (RUST_LOG still overrides).
             init_logging("off");
-            let options = ventanilla::conformance::runner::RunOptions { repo, work, peer, case, all };
+            let options = ventanilla::conformance::runner::RunOptions { repo, work, peer, case, all, config, partner };
             let (_, summary) = ventanilla::conformance::runner::run(&options).await.map_err(|e| anyhow::anyhow!(e))?;
             if summary.failed > 0 {
                 std::process::exit(1);

@@ -8,8 +8,15 @@ use ventanilla::conformance::runner::{RunOptions, Verdict, run};
 async fn every_implemented_case_passes_against_the_self_peer() {
     let repo = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let work = tempfile::tempdir().unwrap();
-    let options =
-        RunOptions { repo: repo.clone(), work: work.path().to_owned(), peer: "self".into(), case: None, all: false };
+    let options = RunOptions {
+        repo: repo.clone(),
+        work: work.path().to_owned(),
+        peer: "self".into(),
+        case: None,
+        all: false,
+        config: None,
+        partner: None,
+    };
     let (rows, summary) = run(&options).await.unwrap();
     let failures: Vec<String> = rows
         .iter()
@@ -28,8 +35,15 @@ async fn every_implemented_case_passes_against_the_self_peer() {
 async fn one_case_can_be_run_alone_and_an_unknown_one_is_an_error() {
     let repo = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let work = tempfile::tempdir().unwrap();
-    let mut options =
-        RunOptions { repo, work: work.path().to_owned(), peer: "self".into(), case: Some("7".into()), all: false };
+    let mut options = RunOptions {
+        repo,
+        work: work.path().to_owned(),
+        peer: "self".into(),
+        case: Some("7".into()),
+        all: false,
+        config: None,
+        partner: None,
+    };
     let (rows, summary) = run(&options).await.unwrap();
     assert_eq!((rows.len(), summary.passed), (1, 1));
     options.case = Some("26".into());

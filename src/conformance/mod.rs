@@ -5,6 +5,7 @@ pub mod case;
 pub mod inject;
 pub mod phase4;
 pub mod python;
+pub mod remote;
 pub mod runner;
 pub mod scripted;
 pub mod wire;

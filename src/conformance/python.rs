@@ -20,9 +20,21 @@ const ACTION: &str = "busdox-docid-qns::urn:oasis:names:specification:ubl:schema
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
-/// The peer's virtualenv under `repo/target/peers/python-as4`, made and filled once (pip
-/// downloads are cached in the home folder).
+/// The peer's virtualenv under `repo/target/peers/python-as4`, made and filled once per
+/// process (pip downloads are cached in the home folder). Serialized: two peers starting at
+/// once (parallel tests) must not both create it.
 pub fn python(repo: &Path) -> Result<PathBuf, Error> {
+    static READY: std::sync::Mutex<Option<PathBuf>> = std::sync::Mutex::new(None);
+    let mut ready = READY.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(python) = ready.as_ref() {
+        return Ok(python.clone());
+    }
+    let python = make_venv(repo)?;
+    *ready = Some(python.clone());
+    Ok(python)
+}
+
+fn make_venv(repo: &Path) -> Result<PathBuf, Error> {
     let venv = repo.join("target/peers/python-as4");
     let python = venv.join("bin/python");
     if !python.exists() {

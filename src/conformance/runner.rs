@@ -681,6 +681,49 @@ async fn judge_phase4(
     Ok(())
 }
 
+/// Sends each of the run's mutations to the remote endpoint and judges its answer.
+async fn run_remote(remote: &super::remote::Remote, run: &Run) -> Result<(), String> {
+    for mutation in &run.mutations {
+        let message = remote.message(mutation).map_err(|e| format!("{mutation}: {e}"))?;
+        let id = message.message_id.clone();
+        let (status, body) = remote.post(message).await?;
+        let expect = &run.expect;
+        let verdict = match expect.outcome.as_str() {
+            "receipt" | "receipt-not-delivered" if is_receipt_for(&body, &id) => Ok(()),
+            "error" => match error_code(&body) {
+                Some(code) if expect.codes.contains(&code) => {
+                    if expect.signed && !body.contains("SignatureValue") {
+                        Err("the error signal is not signed".to_owned())
+                    } else {
+                        Ok(())
+                    }
+                }
+                other => Err(format!(
+                    "expected {}, got {} (HTTP {status}): {}",
+                    expect.codes.join(" or "),
+                    other.as_deref().unwrap_or("no ebMS error"),
+                    summary(&body)
+                )),
+            },
+            _ => Err(format!("expected a receipt, got HTTP {status}: {}", summary(&body))),
+        };
+        verdict.map_err(|e| format!("{mutation}: {e}"))?;
+    }
+    Ok(())
+}
+
+/// The partner must receipt a valid message before its refusals mean anything.
+async fn remote_preflight(remote: super::remote::Remote) -> Result<Box<super::remote::Remote>, String> {
+    let message = remote.message("valid")?;
+    let id = message.message_id.clone();
+    let (status, body) = remote.post(message).await?;
+    if is_receipt_for(&body, &id) {
+        Ok(Box::new(remote))
+    } else {
+        Err(format!("the partner did not receipt a valid message {id} (HTTP {status}): {}", summary(&body)))
+    }
+}
+
 /// The Python `as4` peer plays a case: it sends (an ePhyto in an SBDH; expect a receipt it
 /// verified and delivery, or the expected ebMS error) or receives from Ventanilla.
 async fn run_python(pair: &super::python::PythonPair, run: &Run) -> Result<(), String> {
@@ -722,6 +765,18 @@ async fn run_case(peer: &mut SelfPeer, case: &Case, other: &OtherPeer) -> Verdic
     };
     let phase4 = match other {
         OtherPeer::None => None,
+        OtherPeer::Remote(remote) => {
+            if !run.peers.iter().any(|p| p == "url") {
+                return Verdict::Skipped("not a case that runs against any endpoint".into());
+            }
+            return match remote {
+                Err(why) => Verdict::Failed(why.clone()),
+                Ok(remote) => match run_remote(remote, run).await {
+                    Ok(()) => Verdict::Passed,
+                    Err(e) => Verdict::Failed(e),
+                },
+            };
+        }
         OtherPeer::Phase4(harness) => Some(harness),
         OtherPeer::Python(pair) => {
             if !run.peers.iter().any(|p| p == "python-as4") {
@@ -775,6 +830,9 @@ async fn run_case(peer: &mut SelfPeer, case: &Case, other: &OtherPeer) -> Verdic
 /// not be made ready on this machine.
 enum OtherPeer {
     None,
+    /// Any AS4 endpoint, reached as this AP; the result of the preflight (a valid message
+    /// must be receipted) or why it could not be set up.
+    Remote(Result<Box<super::remote::Remote>, String>),
     Phase4(Result<super::phase4::Harness, String>),
     Python(Result<Box<super::python::PythonPair>, String>),
 }
@@ -787,6 +845,9 @@ pub struct RunOptions {
     pub case: Option<String>,
     /// Also list the cases that are not run.
     pub all: bool,
+    /// For `--peer URL`: this AP's config file and the partner's party id.
+    pub config: Option<PathBuf>,
+    pub partner: Option<String>,
 }
 
 fn print_row(row: &Row) {
@@ -820,7 +881,19 @@ pub async fn run(options: &RunOptions) -> Result<(Vec<Row>, Summary), DemoError>
                 .map(Box::new)
                 .map_err(|e| e.to_string()),
         ),
-        other => return Err(format!("unknown peer {other:?}; peers: self, phase4, python-as4").into()),
+        url if url.starts_with("https://") || url.starts_with("http://") => {
+            let (Some(config), Some(partner)) = (&options.config, &options.partner) else {
+                return Err("--peer URL needs --config (this AP's config file) and --partner (its party id)".into());
+            };
+            let work = std::path::absolute(options.work.join("remote"))?;
+            OtherPeer::Remote(match super::remote::Remote::load(config, partner, url, &work) {
+                Ok(remote) => remote_preflight(remote).await,
+                Err(e) => Err(e),
+            })
+        }
+        other => {
+            return Err(format!("unknown peer {other:?}; peers: self, phase4, python-as4, or an https:// URL").into());
+        }
     };
     let selected: Vec<&Case> = cases
         .iter()
@@ -828,9 +901,10 @@ pub async fn run(options: &RunOptions) -> Result<(Vec<Row>, Summary), DemoError>
         .filter(|c| options.all || options.case.is_some() || c.status == Status::Implemented)
         // Another peer plays only the cases marked for it.
         .filter(|c| {
-            options.peer == "self"
+            let name = if options.peer.contains("://") { "url" } else { options.peer.as_str() };
+            name == "self"
                 || options.case.is_some()
-                || c.run.as_ref().is_some_and(|r| r.peers.contains(&options.peer))
+                || c.run.as_ref().is_some_and(|r| r.peers.iter().any(|p| p == name))
         })
         .collect();
     if selected.is_empty() {
@@ -864,6 +938,10 @@ pub async fn run(options: &RunOptions) -> Result<(Vec<Row>, Summary), DemoError>
         rows.push(row);
     }
     peer.stop().await;
+    // With a remote peer that could not be set up, say why once more at the end.
+    if let OtherPeer::Remote(Err(why)) = &other {
+        println!("remote peer not usable: {why}");
+    }
     if let OtherPeer::Python(Ok(pair)) = other {
         pair.stop().await;
     }
