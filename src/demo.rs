@@ -434,7 +434,8 @@ pub async fn run(work: &Path, pmodes: &Path, samples: &Path, keep_running: bool)
 }
 
 /// A config file equivalent to a running node's config (for `--keep-running`).
-fn toml_config(c: &Config) -> String {
+/// The config file of a running demo access point.
+pub fn toml_config(c: &Config) -> String {
     let endpoints: String = c.endpoints.iter().map(|(p, e)| format!("\"{p}\" = \"{e}\"\n")).collect();
     format!(
         "party_id = \"{}\"\nhost = \"{}\"\ndata_dir = \"{}\"\npmodes = \"{}\"\nallow_insecure_profile = {}\n\n[as4]\nlisten = \"{}\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\ntrust = \"{}\"\n\n[backend]\nlisten = \"{}\"\ntoken = \"{}\"\n\n[endpoints]\n{endpoints}",
@@ -449,5 +450,25 @@ fn toml_config(c: &Config) -> String {
         c.as4.trust.display(),
         c.backend.listen,
         c.backend.token.as_deref().unwrap_or_default(),
-    )
+    ) + &keys_toml(c)
+}
+
+/// The `[[keys]]` and `[security]` tables, so the written config can be used as it is (by
+/// `ventanilla serve`, or `conformance run --peer URL --config`).
+fn keys_toml(c: &Config) -> String {
+    let path = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
+    let mut out = String::new();
+    for k in &c.keys {
+        out.push_str(&format!(
+            "\n[[keys]]\nprofile = \"{}\"\nsign = {{ key = \"{}\", cert = \"{}\" }}\nenc = {{ key = \"{}\", cert = \"{}\" }}\n",
+            k.profile,
+            path(&k.sign.key),
+            path(&k.sign.cert),
+            path(&k.enc.key),
+            path(&k.enc.cert)
+        ));
+    }
+    let crls: Vec<String> = c.security.crls.iter().map(|p| format!("\"{}\"", p.display())).collect();
+    out.push_str(&format!("\n[security]\ncrls = [{}]\n", crls.join(", ")));
+    out
 }

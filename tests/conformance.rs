@@ -53,3 +53,39 @@ async fn one_case_can_be_run_alone_and_an_unknown_one_is_an_error() {
     options.case = Some("999".into());
     assert!(run(&options).await.is_err());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_no_control_cases_run_against_a_partner_url() {
+    let repo = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let work = tempfile::tempdir().unwrap();
+    let options = ventanilla::demo::Options { max_message: "8MiB".into(), ..Default::default() };
+    let nodes = ventanilla::demo::launch_with(
+        &work.path().join("aps"),
+        &repo.join("pmodes"),
+        &[("cl", "CL-SICEX"), ("pe", "PE-VUCE")],
+        &options,
+    )
+    .await
+    .unwrap();
+    let config = work.path().join("cl.toml");
+    std::fs::write(&config, ventanilla::demo::toml_config(&nodes[0].node.ap.config)).unwrap();
+    let url = format!("https://127.0.0.1:{}/as4", nodes[1].node.as4_addr.port());
+    let run_against = |url: String| RunOptions {
+        repo: repo.clone(),
+        work: work.path().join("runner"),
+        peer: url,
+        case: None,
+        all: false,
+        config: Some(config.clone()),
+        partner: Some("PE-VUCE".into()),
+    };
+    let (rows, summary) = run(&run_against(url)).await.unwrap();
+    assert!(summary.passed >= 8 && summary.failed == 0, "{rows:#?}");
+    // An endpoint that does not answer: the preflight fails every case, with the reason.
+    let (rows, summary) = run(&run_against("https://127.0.0.1:1/as4".into())).await.unwrap();
+    assert_eq!(summary.passed, 0);
+    assert!(matches!(&rows[0].verdict, Verdict::Failed(why) if why.contains("127.0.0.1:1")), "{rows:#?}");
+    for n in nodes {
+        n.node.stop().await;
+    }
+}
