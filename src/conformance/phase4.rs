@@ -59,16 +59,19 @@ impl Harness {
     pub fn send(&self, message: &Phase4Message<'_>) -> Result<Sent, String> {
         let certs = message.certs;
         let pem = |name: &str| certs.join(name).display().to_string();
+        let (sign, enc) =
+            if message.profile == "edelivery-2.0" { ("sign-ed25519", "enc-x25519") } else { ("sign-rsa", "enc-rsa") };
         let output = Command::new("java")
             .arg("-cp")
             .arg(&self.classpath)
             .arg("ventanilla.peer.Phase4Peer")
             .arg("send")
             .args(["--endpoint", message.endpoint])
-            .args(["--key", &pem(&format!("{}-sign-rsa.key", message.from_code))])
-            .args(["--cert", &pem(&format!("{}-sign-rsa.pem", message.from_code))])
+            .args(["--profile", message.profile])
+            .args(["--key", &pem(&format!("{}-{sign}.key", message.from_code))])
+            .args(["--cert", &pem(&format!("{}-{sign}.pem", message.from_code))])
             .args(["--ca", &pem("ca.pem")])
-            .args(["--receiver-cert", &pem(&format!("{}-enc-rsa.pem", message.to_code))])
+            .args(["--receiver-cert", &pem(&format!("{}-{enc}.pem", message.to_code))])
             .arg("--payload")
             .arg(message.payload)
             .args(["--from", message.from, "--to", message.to])
@@ -169,6 +172,8 @@ pub struct Sent {
 
 /// One message for phase4 to send.
 pub struct Phase4Message<'a> {
+    /// `edelivery-1.15` (RSA) or `edelivery-2.0` (Ed25519, X25519/HKDF).
+    pub profile: &'a str,
     pub endpoint: &'a str,
     pub certs: &'a Path,
     pub from_code: &'a str,

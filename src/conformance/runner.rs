@@ -549,8 +549,8 @@ async fn run_tls(peer: &mut SelfPeer, run: &Run) -> Result<(), String> {
     Ok(())
 }
 
-/// phase4 sends one document on the 1.15 link CL → MX; the case passes when phase4 verified
-/// Ventanilla's signed receipt and MX's inbox holds the byte-identical document.
+/// phase4 sends one document on the case's link (2.0: CL → PE, else 1.15: CL → MX); passes when phase4 verified
+/// Ventanilla's signed receipt and the receiver's inbox holds the byte-identical document.
 async fn run_phase4(peer: &mut SelfPeer, run: &Run, harness: &super::phase4::Harness) -> Result<(), String> {
     let kind = run.phase4_document.as_deref().unwrap_or("ephyto");
     let (leg, service, action) = match kind {
@@ -558,14 +558,20 @@ async fn run_phase4(peer: &mut SelfPeer, run: &Run, harness: &super::phase4::Har
         "cod" => ("origin", "urn:pacific-alliance:as4:service:origin", "CertificateOfOrigin"),
         other => return Err(format!("phase4 cannot send {other:?}")),
     };
-    let secure = Run { profile: "edelivery-1.15".into(), pmode_patches: Vec::new(), ..run.clone() };
+    // phase4 sends on the case's link: 2.0 (CL → PE) or 1.15 (CL → MX, also for cases of
+    // the unsigned test profile).
+    let profile = if run.profile == "edelivery-2.0" { "edelivery-2.0" } else { "edelivery-1.15" };
+    let (to_code, to_party, link_id) =
+        if profile == "edelivery-2.0" { ("pe", "PE-VUCE", "cl-pe") } else { ("mx", "MX-VUCEM", "cl-mx") };
+    let agreement = format!("urn:pacific-alliance:as4:agreement:{link_id}");
+    let secure = Run { profile: profile.into(), pmode_patches: Vec::new(), ..run.clone() };
     let repo = peer.repo.clone();
     let work = peer.work.join("phase4-documents");
     let nodes = peer.nodes_for(&secure).await.map_err(|e| e.to_string())?;
-    let receiver = node(nodes, "mx")?;
+    let receiver = node(nodes, to_code)?;
     let certs = receiver.node.ap.config.as4.trust.parent().unwrap_or(Path::new(".")).to_owned();
     let document =
-        crate::demo::document_for(&repo.join("samples"), &work, leg, "cl", "mx").map_err(|e| e.to_string())?;
+        crate::demo::document_for(&repo.join("samples"), &work, leg, "cl", to_code).map_err(|e| e.to_string())?;
     let endpoint = format!("https://127.0.0.1:{}/as4", receiver.node.as4_addr.port());
     let variants = if run.phase4_variants.is_empty() { vec![String::new()] } else { run.phase4_variants.clone() };
     for variant in &variants {
@@ -574,13 +580,14 @@ async fn run_phase4(peer: &mut SelfPeer, run: &Run, harness: &super::phase4::Har
             endpoint: &endpoint,
             certs: &certs,
             from_code: "cl",
-            to_code: "mx",
+            profile,
+            to_code,
             from: "CL-SICEX",
-            to: "MX-VUCEM",
+            to: to_party,
             service,
             action,
-            agreement: "urn:pacific-alliance:as4:agreement:cl-mx",
-            pmode_id: "cl-mx",
+            agreement: &agreement,
+            pmode_id: link_id,
             message_id: &message_id,
             payload: &document,
             variant,
@@ -646,7 +653,7 @@ async fn run_phase4_receiving(peer: &SelfPeer, run: &Run, harness: &super::phase
     result
 }
 
-/// A receipt phase4 verified and the identical payload in MX's inbox; or, for a negative
+/// A receipt phase4 verified and the identical payload in the receiver's inbox; or, for a negative
 /// case, the expected ebMS error and nothing delivered.
 async fn judge_phase4(
     sent: &super::phase4::Sent,
@@ -674,7 +681,11 @@ async fn judge_phase4(
         return Err(format!("phase4 result {}: {}", sent.result, summary(&sent.response)));
     }
     let expected = std::fs::read(document).map_err(|e| e.to_string())?;
-    let got = receiver.api.download(message_id, 1).await.map_err(|e| format!("{message_id} not in MX's inbox: {e}"))?;
+    let got = receiver
+        .api
+        .download(message_id, 1)
+        .await
+        .map_err(|e| format!("{message_id} not in the receiver's inbox: {e}"))?;
     if got.as_ref() != expected.as_slice() {
         return Err(format!("{message_id}: the payload MX delivered differs from what phase4 sent"));
     }
@@ -764,6 +775,9 @@ async fn run_case(peer: &mut SelfPeer, case: &Case, other: &OtherPeer) -> Verdic
         return Verdict::Skipped(format!("{}: {}", case.status, case.reason));
     };
     let phase4 = match other {
+        OtherPeer::None if !run.peers.iter().any(|p| p == "self") => {
+            return Verdict::Skipped(format!("needs the peer {}", run.peers.join(" or ")));
+        }
         OtherPeer::None => None,
         OtherPeer::Remote(remote) => {
             if !run.peers.iter().any(|p| p == "url") {

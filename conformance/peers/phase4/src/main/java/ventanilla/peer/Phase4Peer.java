@@ -120,14 +120,16 @@ public final class Phase4Peer
     final String pem = Files.readString (Path.of (path), StandardCharsets.US_ASCII);
     final String body = pem.replaceAll ("-----[A-Z ]+-----", "").replaceAll ("\\s", "");
     final PKCS8EncodedKeySpec spec = new PKCS8EncodedKeySpec (Base64.getDecoder ().decode (body));
-    try
-    {
-      return KeyFactory.getInstance ("RSA").generatePrivate (spec);
-    }
-    catch (final Exception notRsa)
-    {
-      return KeyFactory.getInstance ("EC").generatePrivate (spec);
-    }
+    for (final String algorithm : new String [] { "RSA", "EC", "Ed25519", "XDH" })
+      try
+      {
+        return KeyFactory.getInstance (algorithm).generatePrivate (spec);
+      }
+      catch (final Exception notThisOne)
+      {
+        // try the next key type
+      }
+    throw new IllegalArgumentException (path + ": not an RSA, EC, Ed25519 or X25519 PKCS#8 key");
   }
 
   private static KeyStore keyStore (final String keyPath, final String certPath, final X509Certificate ca) throws Exception
@@ -144,7 +146,7 @@ public final class Phase4Peer
     final PModeParty from = new PModeParty (o.get ("party-type"), o.get ("from"), CAS4.DEFAULT_INITIATOR_URL, null, null);
     final PModeParty to = new PModeParty (o.get ("party-type"), o.get ("to"), CAS4.DEFAULT_RESPONDER_URL, null, null);
     final PModeLegSecurity security = new PModeLegSecurity ();
-    security.setX509SignatureAlgorithm (ECryptoAlgorithmSign.RSA_SHA_256);
+    security.setX509SignatureAlgorithm (signatureAlgorithm (o));
     security.setX509SignatureHashFunction (ECryptoAlgorithmSignDigest.DIGEST_SHA_256);
     if (!"unencrypted".equals (o.get ("variant")))
       security.setX509EncryptionAlgorithm (ECryptoAlgorithmCrypt.AES_128_GCM);
@@ -330,6 +332,17 @@ public final class Phase4Peer
       }
   }
 
+  /** `--profile edelivery-2.0`: Ed25519 signatures and X25519/HKDF key agreement. */
+  private static boolean isEDelivery2 (final Map <String, String> o)
+  {
+    return "edelivery-2.0".equals (o.get ("profile"));
+  }
+
+  private static ECryptoAlgorithmSign signatureAlgorithm (final Map <String, String> o)
+  {
+    return isEDelivery2 (o) ? ECryptoAlgorithmSign.EDDSA_ED25519 : ECryptoAlgorithmSign.RSA_SHA_256;
+  }
+
   private static ECryptoKeyIdentifierType signingKeyReference (final String variant)
   {
     switch (variant)
@@ -387,6 +400,8 @@ public final class Phase4Peer
       System.exit (2);
     }
     final Map <String, String> o = options (args);
+    // Ed25519 and X25519 in XML-DSig/XML-Enc come from BouncyCastle.
+    java.security.Security.addProvider (new org.bouncycastle.jce.provider.BouncyCastleProvider ());
     final String variant = o.getOrDefault ("variant", "");
     final X509Certificate ca = cert (o.get ("ca"));
 
@@ -414,12 +429,17 @@ public final class Phase4Peer
                                                         .httpClientFactory (new HttpClientSettings ().setSSLContext (tls))
                                                         .cryptoFactory (new AS4CryptoFactoryInMemoryKeyStore (keys, "sign", PASSWORD, trust))
                                                         .withSigningParams (p -> p.setKeyIdentifierType (signingKeyReference (variant))
-                                                                                  .setAlgorithmSign (ECryptoAlgorithmSign.RSA_SHA_256)
+                                                                                  .setAlgorithmSign (signatureAlgorithm (o))
                                                                                   .setAlgorithmSignDigest (ECryptoAlgorithmSignDigest.DIGEST_SHA_256))
-                                                        .withCryptParams (p -> p.setAlgorithmCrypt (ECryptoAlgorithmCrypt.AES_128_GCM)
-                                                                                .setKeyEncAlgorithm (ECryptoKeyEncryptionAlgorithm.RSA_OAEP_XENC11)
-                                                                                .setMGFAlgorithm (WSS4JConstants.MGF_SHA256)
-                                                                                .setDigestAlgorithm (WSS4JConstants.SHA256))
+                                                        .withCryptParams (p -> {
+                                                          p.setAlgorithmCrypt (ECryptoAlgorithmCrypt.AES_128_GCM);
+                                                          if (isEDelivery2 (o))
+                                                            p.setEDelivery2KeyAgreementX25519 ();
+                                                          else
+                                                            p.setKeyEncAlgorithm (ECryptoKeyEncryptionAlgorithm.RSA_OAEP_XENC11)
+                                                             .setMGFAlgorithm (WSS4JConstants.MGF_SHA256)
+                                                             .setDigestAlgorithm (WSS4JConstants.SHA256);
+                                                        })
                                                         .receiverCertificate ("unencrypted".equals (variant) ? null
                                                                                                              : cert (o.get ("receiver-cert")))
                                                         .fromPartyIDType (o.get ("party-type"))
