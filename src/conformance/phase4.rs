@@ -116,6 +116,7 @@ impl Harness {
     /// 1.15 link, with the demo PKI in `certs`; payloads are written to `out`.
     pub fn receive(
         &self,
+        profile: &str,
         certs: &Path,
         port: u16,
         (from, to, to_code): (&str, &str, &str),
@@ -124,20 +125,23 @@ impl Harness {
     ) -> Result<Receiver, String> {
         use std::io::BufRead;
         let pem = |name: String| certs.join(name).display().to_string();
+        let (sign, enc) =
+            if profile == "edelivery-2.0" { ("sign-ed25519", "enc-x25519") } else { ("sign-rsa", "enc-rsa") };
         let mut child = Command::new("java")
             .arg("-cp")
             .arg(&self.classpath)
             .arg("ventanilla.peer.Phase4Peer")
             .arg("receive")
+            .args(["--profile", profile])
             .args(["--port", &port.to_string()])
             .args(["--tls-key", &pem(format!("{to_code}-tls.key")), "--tls-cert", &pem(format!("{to_code}-tls.pem"))])
-            .args(["--sign-key", &pem(format!("{to_code}-sign-rsa.key"))])
-            .args(["--sign-cert", &pem(format!("{to_code}-sign-rsa.pem"))])
+            .args(["--sign-key", &pem(format!("{to_code}-{sign}.key"))])
+            .args(["--sign-cert", &pem(format!("{to_code}-{sign}.pem"))])
             .args([
                 "--enc-key",
-                &pem(format!("{to_code}-enc-rsa.key")),
+                &pem(format!("{to_code}-{enc}.key")),
                 "--enc-cert",
-                &pem(format!("{to_code}-enc-rsa.pem")),
+                &pem(format!("{to_code}-{enc}.pem")),
             ])
             .args(["--ca", &pem("ca.pem".into())])
             .args(["--from", from, "--to", to, "--party-type", super::wire::PARTY_TYPE])

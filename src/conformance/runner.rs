@@ -609,9 +609,14 @@ async fn run_phase4_receiving(peer: &SelfPeer, run: &Run, harness: &super::phase
         let probe = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
         probe.local_addr().map_err(|e| e.to_string())?.port()
     };
+    // phase4 receives on the case's link: 2.0 (as PE) or 1.15 (as MX).
+    let profile = if run.profile == "edelivery-2.0" { "edelivery-2.0" } else { "edelivery-1.15" };
+    let (to_code, to_party, link_id, to_country) =
+        if profile == "edelivery-2.0" { ("pe", "PE-VUCE", "cl-pe", "PE") } else { ("mx", "MX-VUCEM", "cl-mx", "MX") };
+    let agreement = format!("urn:pacific-alliance:as4:agreement:{link_id}");
     let options = Options {
         max_message: "64MiB".into(),
-        extra_endpoints: [("MX-VUCEM".to_owned(), format!("https://127.0.0.1:{port}/as4"))].into(),
+        extra_endpoints: [(to_party.to_owned(), format!("https://127.0.0.1:{port}/as4"))].into(),
         ..Options::default()
     };
     let nodes = launch_with(&work, &peer.repo.join("pmodes"), &[("cl", "CL-SICEX")], &options)
@@ -622,20 +627,16 @@ async fn run_phase4_receiving(peer: &SelfPeer, run: &Run, harness: &super::phase
         let out = work.join("phase4-inbox");
         let receiver = tokio::task::block_in_place(|| {
             harness.receive(
+                profile,
                 &certs,
                 port,
-                ("CL-SICEX", "MX-VUCEM", "mx"),
-                (
-                    "urn:pacific-alliance:as4:service:ephyto",
-                    "SPSCertificate",
-                    "urn:pacific-alliance:as4:agreement:cl-mx",
-                    "cl-mx",
-                ),
+                ("CL-SICEX", to_party, to_code),
+                ("urn:pacific-alliance:as4:service:ephyto", "SPSCertificate", &agreement, link_id),
                 &out,
             )
         })?;
         let sender = &nodes[0];
-        let (id, files) = submit(sender, "MX-VUCEM", "MX", &run.payloads, &work).await?;
+        let (id, files) = submit(sender, to_party, to_country, &run.payloads, &work).await?;
         await_state(sender, &id, "acknowledged").await?;
         for (index, (path, _, bytes)) in files.iter().enumerate() {
             let got = std::fs::read(receiver.out.join(format!("{id}.{}", index + 1)))

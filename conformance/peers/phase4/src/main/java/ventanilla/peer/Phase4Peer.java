@@ -389,6 +389,8 @@ public final class Phase4Peer
 
   public static void main (final String [] args) throws Exception
   {
+    // Ed25519 and X25519 in XML-DSig/XML-Enc come from BouncyCastle.
+    java.security.Security.addProvider (new org.bouncycastle.jce.provider.BouncyCastleProvider ());
     if (args.length > 0 && "receive".equals (args[0]))
     {
       receive (options (args));
@@ -400,8 +402,6 @@ public final class Phase4Peer
       System.exit (2);
     }
     final Map <String, String> o = options (args);
-    // Ed25519 and X25519 in XML-DSig/XML-Enc come from BouncyCastle.
-    java.security.Security.addProvider (new org.bouncycastle.jce.provider.BouncyCastleProvider ());
     final String variant = o.getOrDefault ("variant", "");
     final X509Certificate ca = cert (o.get ("ca"));
 
