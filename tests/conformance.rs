@@ -26,9 +26,15 @@ async fn every_implemented_case_passes_against_the_self_peer() {
         })
         .collect();
     assert!(failures.is_empty(), "{failures:#?}");
-    let implemented =
-        load_dir(&repo.join("conformance/cases")).unwrap().iter().filter(|c| c.status == Status::Implemented).count();
-    assert_eq!(summary.passed, implemented);
+    // Every implemented case that the self peer plays (some need phase4) passed.
+    let for_self = load_dir(&repo.join("conformance/cases"))
+        .unwrap()
+        .iter()
+        .filter(|c| c.status == Status::Implemented)
+        .filter(|c| c.run.as_ref().is_some_and(|r| r.peers.iter().any(|p| p == "self")))
+        .count();
+    assert!(for_self >= 70, "{for_self}");
+    assert_eq!(summary.passed, for_self);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
