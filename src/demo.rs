@@ -304,27 +304,22 @@ pub async fn exchange(sender: &Running, receiver: &Running, leg: &str, document:
         }
     };
     result.message_id = submitted["message_id"].as_str().unwrap_or_default().to_owned();
-    loop {
-        match sender.api.status(&result.message_id).await {
-            Ok(s) => {
-                result.state = s["state"].as_str().unwrap_or("?").to_owned();
-                if matches!(result.state.as_str(), "acknowledged" | "failed") {
-                    if result.state == "failed" {
-                        result.problem = s["error"].as_str().map(str::to_owned);
-                    }
-                    break;
+    match sender.api.wait_settled(&result.message_id, timeout).await {
+        Ok(s) => {
+            result.state = s["state"].as_str().unwrap_or("?").to_owned();
+            match result.state.as_str() {
+                "acknowledged" => {}
+                "failed" => result.problem = s["error"].as_str().map(str::to_owned),
+                _ => {
+                    result.problem = Some(format!("no receipt within {timeout:?}"));
+                    return result;
                 }
             }
-            Err(e) => {
-                result.problem = Some(format!("status failed: {e}"));
-                return result;
-            }
         }
-        if started.elapsed() > timeout {
-            result.problem = Some(format!("no receipt within {timeout:?}"));
+        Err(e) => {
+            result.problem = Some(format!("status failed: {e}"));
             return result;
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
     }
     result.round_trip_ms = started.elapsed().as_millis();
     if result.state != "acknowledged" {

@@ -95,16 +95,6 @@ crls = ["{c}/ca.crl"]
     path
 }
 
-async fn up(api: &ApiClient) {
-    for _ in 0..300 {
-        if api.get_json("/api/v1/openapi.json").await.is_ok() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("node did not start");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_share_the_work_and_one_finishes_what_the_killed_one_started() {
     let pg = Postgres::start();
@@ -129,9 +119,9 @@ async fn two_nodes_share_the_work_and_one_finishes_what_the_killed_one_started()
         ApiClient::new(&format!("http://127.0.0.1:{b_api}"), TOKEN),
         ApiClient::new(&format!("http://127.0.0.1:{pe_api}"), TOKEN),
     );
-    up(&api_a).await;
-    up(&api_b).await;
-    up(&api_pe).await;
+    wait_until_up(&api_a).await;
+    wait_until_up(&api_b).await;
+    wait_until_up(&api_pe).await;
 
     let doc = file(dir.path(), "ephyto.xml", &ephyto("CL", "PE"));
     let metadata = serde_json::json!({"to": "PE-VUCE", "leg": "ephyto"});

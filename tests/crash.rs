@@ -89,16 +89,6 @@ crls = ["{c}/ca.crl"]
     path
 }
 
-async fn wait_healthy(api: &ApiClient) {
-    for _ in 0..200 {
-        if api.get_json("/api/v1/openapi.json").await.is_ok() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("the access point did not come up");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_acknowledged_is_lost_or_delivered_twice_across_sigkills() {
     let dir = tempfile::tempdir().unwrap();
@@ -126,8 +116,8 @@ async fn nothing_acknowledged_is_lost_or_delivered_twice_across_sigkills() {
     };
     cl.start();
     pe.start();
-    wait_healthy(&cl.api).await;
-    wait_healthy(&pe.api).await;
+    wait_until_up(&cl.api).await;
+    wait_until_up(&pe.api).await;
 
     let doc = file(dir.path(), "ephyto.xml", &ephyto("CL", "PE"));
     let (cl_api_client, pe_api_client) = (cl.api.clone(), pe.api.clone());

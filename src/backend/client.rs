@@ -107,6 +107,20 @@ impl ApiClient {
         self.json("GET", &format!("/api/v1/messages/{}", encode(message_id)), None, Bytes::new()).await
     }
 
+    /// Polls a sent message until it is settled (`acknowledged` or `failed`) or `patience`
+    /// runs out; returns its last status either way.
+    pub async fn wait_settled(&self, message_id: &str, patience: std::time::Duration) -> Result<Value, ClientError> {
+        let started = std::time::Instant::now();
+        loop {
+            let status = self.status(message_id).await?;
+            let settled = matches!(status["state"].as_str(), Some("acknowledged" | "failed"));
+            if settled || started.elapsed() > patience {
+                return Ok(status);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+
     pub async fn inbox(&self) -> Result<Value, ClientError> {
         self.json("GET", "/api/v1/inbox", None, Bytes::new()).await
     }

@@ -10,7 +10,7 @@ use crate::pki::trust::RevocationPolicy;
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pub const VT: &str = "PVT000001";
 pub const PY: &str = "PPY000001";
@@ -256,17 +256,8 @@ retry = ["1s", "2s"]
         });
         let submitted = self.api.submit(&metadata, &[Upload { path: &sbdh, mime_type: "application/xml" }]).await?;
         let id = submitted["message_id"].as_str().unwrap_or_default().to_owned();
-        let started = Instant::now();
-        loop {
-            let status = self.api.status(&id).await?;
-            if status["state"] == "acknowledged"
-                || status["state"] == "failed"
-                || started.elapsed() > Duration::from_secs(30)
-            {
-                return Ok((id, status, sbdh));
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let status = self.api.wait_settled(&id, Duration::from_secs(30)).await?;
+        Ok((id, status, sbdh))
     }
 
     pub async fn stop(self) {

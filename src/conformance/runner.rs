@@ -291,15 +291,11 @@ async fn submit(
 
 /// Follows `id` at its sender until `want` (or failed, or a minute).
 async fn await_state(sender: &Running, id: &str, want: &str) -> Result<(), String> {
-    let started = Instant::now();
-    loop {
-        let status = sender.api.status(id).await.map_err(|e| e.to_string())?;
-        match status["state"].as_str() {
-            Some(state) if state == want => return Ok(()),
-            Some("failed") => return Err(format!("{id} failed: {}", status["error"])),
-            _ if started.elapsed() > Duration::from_secs(60) => return Err(format!("{id}: not {want} in 60 s")),
-            _ => tokio::time::sleep(Duration::from_millis(20)).await,
-        }
+    let status = sender.api.wait_settled(id, Duration::from_secs(60)).await.map_err(|e| e.to_string())?;
+    match status["state"].as_str() {
+        Some(state) if state == want => Ok(()),
+        Some("failed") => Err(format!("{id} failed: {}", status["error"])),
+        _ => Err(format!("{id}: not {want} in 60 s ({})", status["state"])),
     }
 }
 
@@ -451,24 +447,12 @@ async fn scripted_exchange(
     run: &Run,
     work: &Path,
 ) -> Result<(), String> {
-    let document = work.join("ephyto.xml");
-    std::fs::write(&document, inject::ephyto("CL", "PE")).map_err(|e| e.to_string())?;
-    let metadata = serde_json::json!({ "to": "PE-VUCE", "leg": "ephyto" });
-    let uploads = [Upload { path: &document, mime_type: "application/xml" }];
-    let submitted = sender.api.submit(&metadata, &uploads).await.map_err(|e| format!("submit: {e}"))?;
-    let id = submitted["message_id"].as_str().unwrap_or_default().to_owned();
+    let (id, _) = submit(sender, "PE-VUCE", "PE", &["ephyto".to_owned()], work).await?;
     let expect = &run.expect;
     // Long enough for the quick schedule to run out (3 attempts, 1 s apart), on a slow machine.
-    let patience = Duration::from_secs(30);
-    let started = Instant::now();
-    let (state, error) = loop {
-        let status = sender.api.status(&id).await.map_err(|e| e.to_string())?;
-        let state = status["state"].as_str().unwrap_or("?").to_owned();
-        if matches!(state.as_str(), "acknowledged" | "failed") || started.elapsed() > patience {
-            break (state, status["error"].as_str().unwrap_or_default().to_owned());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let status = sender.api.wait_settled(&id, Duration::from_secs(30)).await.map_err(|e| e.to_string())?;
+    let state = status["state"].as_str().unwrap_or("?");
+    let error = status["error"].as_str().unwrap_or_default();
     if state != expect.outcome {
         return Err(format!("{id}: state {state}, expected {} ({error})", expect.outcome));
     }

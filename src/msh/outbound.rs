@@ -346,6 +346,18 @@ pub enum Outcome {
     NoReceipt(String),
 }
 
+/// The partner answered with an ebMS failure: the message is failed for good, with its reason
+/// and the partner's signal kept.
+pub(crate) async fn record_refusal(
+    ap: &AccessPoint,
+    record: &MessageRecord,
+    reason: &str,
+    signal: Option<&[u8]>,
+) -> Result<(), StoreError> {
+    let detail = format!("refused by the partner: {reason}");
+    ap.store.transition(record.row, State::Failed, &detail, None, Some(reason), signal).await
+}
+
 async fn send_one(ap: &AccessPoint, record: MessageRecord) {
     let outcome = match attempt(ap, &record).await {
         Ok((outcome, body)) => (outcome, Some(body)),
@@ -358,16 +370,7 @@ async fn send_one(ap: &AccessPoint, record: MessageRecord) {
         }
         (Outcome::Refused(reason), body) => {
             tracing::warn!(reason, "refused by the partner");
-            ap.store
-                .transition(
-                    record.row,
-                    State::Failed,
-                    &format!("refused by the partner: {reason}"),
-                    None,
-                    Some(&reason),
-                    body.as_deref(),
-                )
-                .await
+            record_refusal(ap, &record, &reason, body.as_deref()).await
         }
         (Outcome::NoReceipt(reason), _) => {
             let schedule =

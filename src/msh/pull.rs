@@ -160,17 +160,7 @@ async fn settle_pulled(ap: &AccessPoint, signal: &SignalMessage, raw: &[u8]) {
         Signal::Errors(errors) => {
             let reason: Vec<String> =
                 errors.iter().map(|e| format!("{} {}", e.code, e.detail.as_deref().unwrap_or(""))).collect();
-            let reason = reason.join("; ");
-            ap.store
-                .transition(
-                    record.row,
-                    State::Failed,
-                    &format!("refused by the partner: {reason}"),
-                    None,
-                    Some(&reason),
-                    Some(raw),
-                )
-                .await
+            super::outbound::record_refusal(ap, &record, &reason.join("; "), Some(raw)).await
         }
         Signal::PullRequest { .. } => Ok(()),
     };

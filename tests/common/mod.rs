@@ -117,6 +117,17 @@ pub fn sample(rel: &str) -> PathBuf {
     repo().join("samples").join(rel)
 }
 
+/// Waits until a started `ventanilla serve` answers on its backend API.
+pub async fn wait_until_up(api: &ventanilla::backend::client::ApiClient) {
+    for _ in 0..300 {
+        if api.get_json("/api/v1/openapi.json").await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the access point did not come up");
+}
+
 pub async fn inbox_len(node: &Running) -> usize {
     node.api.inbox().await.unwrap().as_array().unwrap().len()
 }
