@@ -47,6 +47,8 @@ pub struct Options {
     pub pmode_patches: Vec<(String, String)>,
     /// Replace every link's retry schedule (e.g. `["1s", "1s"]` for quick outage tests).
     pub retry: Option<Vec<String>>,
+    /// Stores put in between, by country code (tests that stall or fail the store).
+    pub store_wrappers: BTreeMap<String, crate::node::StoreWrapper>,
 }
 
 impl Default for Options {
@@ -59,6 +61,7 @@ impl Default for Options {
             extra_endpoints: BTreeMap::new(),
             pmode_patches: Vec::new(),
             retry: None,
+            store_wrappers: BTreeMap::new(),
         }
     }
 }
@@ -195,7 +198,7 @@ pub async fn launch_with(
                 None => Default::default(),
             },
         };
-        let node = Node::start_with(config, as4, backend).await?;
+        let node = Node::start_wrapped(config, as4, backend, options.store_wrappers.get(*code)).await?;
         let api = ApiClient::new(&format!("http://{}", node.backend_addr), &token);
         running.push(Running { code: code.to_string(), party: party.to_string(), node, api });
     }

@@ -29,6 +29,18 @@ pub enum StartError {
     Config(String),
 }
 
+/// Puts a store in between (see [`Node::start_wrapped`]).
+#[derive(Clone)]
+pub struct StoreWrapper(
+    pub Arc<dyn Fn(Arc<dyn crate::store::MessageStore>) -> Arc<dyn crate::store::MessageStore> + Send + Sync>,
+);
+
+impl std::fmt::Debug for StoreWrapper {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StoreWrapper")
+    }
+}
+
 pub struct Node {
     pub ap: Arc<AccessPoint>,
     pub as4_addr: SocketAddr,
@@ -52,6 +64,17 @@ impl Node {
 
     /// Starts on listeners bound by the caller (the demo and tests pick free ports first).
     pub async fn start_with(config: Config, as4: TcpListener, backend: TcpListener) -> Result<Node, StartError> {
+        Node::start_wrapped(config, as4, backend, None).await
+    }
+
+    /// [`Node::start_with`], with the store passed through `wrap` first (tests put a store
+    /// in between that stalls or fails at chosen moments).
+    pub async fn start_wrapped(
+        config: Config,
+        as4: TcpListener,
+        backend: TcpListener,
+        wrap: Option<&StoreWrapper>,
+    ) -> Result<Node, StartError> {
         let (watcher, pmodes) = crate::msh::pmode_watch::Watcher::load(&config.pmodes).map_err(|errors| {
             StartError::Pmodes(errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))
         })?;
@@ -82,6 +105,18 @@ impl Node {
             }
             _ => Arc::new(SqliteStore::open(&config.data_dir.join("messages.db"))?),
         };
+        let store = match wrap {
+            Some(wrap) => (wrap.0)(store),
+            None => store,
+        };
+        // Folders named by no row: a crash (or an ambiguous store error) between the rename
+        // and the commit. On a shared store other nodes may be mid-write: only old ones go.
+        let grace = if store.shared() { std::time::Duration::from_secs(600) } else { std::time::Duration::ZERO };
+        match crate::store::files::sweep_orphans(store.as_ref(), &config.data_dir, grace).await {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(count = n, "removed message folders left by an interrupted write"),
+            Err(e) => tracing::error!(error = %e, "cannot check for orphaned message folders"),
+        }
         let tls = crate::transport::tls::server_config(&config.as4.tls_cert, &config.as4.tls_key, &config.as4.trust)?;
         let security = crate::msh::security::SecurityContext::load(&config).map_err(StartError::Config)?;
         for link in pmodes.links_of(&config.party_id) {

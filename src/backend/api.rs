@@ -15,6 +15,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use tokio::io::AsyncWriteExt;
+use tracing::Instrument;
 
 #[derive(Clone)]
 struct Api {
@@ -170,11 +171,29 @@ async fn submit_message(AxState(api): AxState<Api>, mut form: Multipart) -> Resu
             .collect(),
         payloads,
     };
-    match submit(&api.ap, submission).await {
-        Ok(record) => {
-            cleanup.keep();
-            Ok((StatusCode::ACCEPTED, Json(record)).into_response())
+    // Owned: once the row may commit, the backend hanging up must not drop the work (and with
+    // it the guard that would remove the files the committed row names).
+    let ap = api.ap.clone();
+    let span = tracing::Span::current();
+    let persist = tokio::spawn(
+        async move {
+            let result = submit(&ap, submission).await;
+            // Accepted, or maybe committed: keep the files (the orphan sweep checks a folder
+            // no row names). Refused, or certainly not stored: the guard removes them.
+            let keep_files = match &result {
+                Ok(_) => true,
+                Err(SubmitError::Store(e)) => !e.definitely_not_stored(),
+                Err(SubmitError::Refused(_)) => false,
+            };
+            if keep_files {
+                cleanup.keep();
+            }
+            result
         }
+        .instrument(span),
+    );
+    match persist.await.map_err(|e| internal(&e))? {
+        Ok(record) => Ok((StatusCode::ACCEPTED, Json(record)).into_response()),
         Err(SubmitError::Refused(m)) => Err(ApiError(StatusCode::UNPROCESSABLE_ENTITY, m)),
         Err(SubmitError::Store(e)) => Err(e.into()),
     }

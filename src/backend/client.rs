@@ -33,6 +33,11 @@ pub struct Upload<'a> {
 }
 
 impl ApiClient {
+    /// The bearer token this client presents.
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
     pub fn new(base: &str, token: &str) -> ApiClient {
         ApiClient {
             base: base.trim_end_matches('/').to_owned(),

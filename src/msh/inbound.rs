@@ -1,6 +1,21 @@
 //! The inbound pipeline: read MIME → parse header → match P-Mode → authorize partner →
-//! check payloads → detect duplicate and persist → answer with a receipt or an error.
-//! (Decrypt, verify and decompress join with the security and reliability features.)
+//! decrypt → verify → check payloads → decompress → validate payload → detect duplicate and
+//! persist → answer with a receipt or an error.
+//!
+//! # Cancellation
+//! The whole pipeline runs as an owned task ([`receive_as`] spawns it and only awaits its
+//! answer): when the partner's connection closes, the HTTP request future is dropped, but the
+//! pipeline is not. Its `.await`s, one by one:
+//! - reading the body (`read_mime`): nothing is committed yet; a closed connection ends the
+//!   stream with an error, the staging folder is removed, nothing is kept.
+//! - `spawn_blocking` for decrypt/verify, decompress and payload validation: work on the
+//!   staging folder only, no commit.
+//! - `persist_and_answer`: the staging folder is renamed to its final place and the row is
+//!   inserted; from the rename on, the folder is never removed by a guard, only by an explicit
+//!   decision once the store has answered (a duplicate, or a definite refusal), and folders a
+//!   crash left unreferenced are swept at start ([`crate::store::files::sweep_orphans`]).
+//! - pull signals (`handle_signals`): store reads and compare-and-set transitions, inside the
+//!   same owned task.
 
 use super::AccessPoint;
 use crate::ebms::read::{Envelope, EnvelopeError, read_envelope};
@@ -104,7 +119,7 @@ where
         partner = tracing::field::Empty,
         pmode = tracing::field::Empty
     );
-    async move {
+    let pipeline = async move {
         let mut staging = Staging { dir: ap.tmp_dir().join(uuid::Uuid::new_v4().to_string()), keep: false };
         let mut matched = None;
         match process(&ap, &peer, pulled, content_type.as_deref(), body, &mut staging, &mut matched).await {
@@ -119,8 +134,25 @@ where
             }
         }
     }
-    .instrument(span)
-    .await
+    .instrument(span);
+    // Owned: the request future may be dropped (the partner hung up); the pipeline is not.
+    match tokio::spawn(pipeline).await {
+        Ok(reply) => reply,
+        Err(e) => {
+            tracing::error!(error = %e, "the inbound pipeline task failed");
+            Reply::soap(
+                500,
+                write::error_envelope(
+                    &MessageInfo {
+                        timestamp: crate::util::timestamp_now(),
+                        message_id: crate::util::new_message_id("ventanilla.invalid"),
+                        ref_to_message_id: None,
+                    },
+                    &[EbmsError::new(EbmsCode::DeliveryFailure, "internal failure; try again later")],
+                ),
+            )
+        }
+    }
 }
 
 /// An error signal; signed when the link is known and signs (peers such as Domibus refuse
@@ -578,10 +610,19 @@ async fn persist_and_answer(
     let inbound_root = ap.config.data_dir.join("inbound");
     let final_dir = inbound_root.join(uuid::Uuid::new_v4().to_string());
     if !payloads.is_empty() {
-        std::fs::create_dir_all(&inbound_root).map_err(|e| failure("cannot create the inbound folder", &e))?;
-        std::fs::rename(&staging.dir, &final_dir).map_err(|e| failure("cannot move received payloads", &e))?;
-        sync_dir(&inbound_root).map_err(|e| failure("cannot sync the inbound folder", &e))?;
+        let (from, to, root) = (staging.dir.clone(), final_dir.clone(), inbound_root.clone());
+        // Off the async workers; a blocking job runs to its end whoever awaits it.
+        tokio::task::spawn_blocking(move || {
+            std::fs::create_dir_all(&root).map_err(|e| ("cannot create the inbound folder", e))?;
+            std::fs::rename(&from, &to).map_err(|e| ("cannot move received payloads", e))?;
+            sync_dir(&root).map_err(|e| ("cannot sync the inbound folder", e))
+        })
+        .await
+        .map_err(|e| failure("the file task failed", &e))?
+        .map_err(|(what, e)| failure(what, &e))?;
         staging.dir = final_dir.clone();
+        // The folder may be named by a committed row from here on (see the module doc).
+        staging.keep = true;
         for p in &mut payloads {
             if let Some(name) = p.path.file_name() {
                 p.path = final_dir.join(name);
@@ -607,9 +648,17 @@ async fn persist_and_answer(
         document: answer.document,
         error: answer.error,
     };
-    match ap.store.insert(message).await {
+    // From the rename on, the folder may be referenced by a committed row even if the insert
+    // below reports an error (or never returns: a crash); it is removed only on a definite
+    // "not stored" and otherwise left for the orphan sweep, which checks the store.
+    let outcome = ap.store.insert(message).await;
+    let remove_final = || {
+        if staging.keep {
+            let _ = std::fs::remove_dir_all(&final_dir);
+        }
+    };
+    match outcome {
         Ok(Inserted::New(_)) => {
-            staging.keep = true;
             if answer.state == State::Delivered {
                 tracing::info!("received, persisted and delivered to the backend inbox");
             } else {
@@ -618,13 +667,19 @@ async fn persist_and_answer(
             Ok(answer.reply)
         }
         Ok(Inserted::Duplicate { response }) => {
+            // Nothing was written for this copy: its payload files are ours to remove.
+            remove_final();
             tracing::info!("duplicate: answered with the stored answer, not delivered again");
             let body = response.unwrap_or(answer.reply.body);
             // The stored answer is a receipt or, for a refused message, the same error.
             let is_error = String::from_utf8_lossy(&body).contains(":Error ");
             Ok(Reply { status: if is_error { 400 } else { 200 }, body, stream: None })
         }
-        Err(e) => Err(failure("cannot persist the message", &e)),
+        Err(e) if e.definitely_not_stored() => {
+            remove_final();
+            Err(failure("cannot persist the message", &e))
+        }
+        Err(e) => Err(failure("cannot persist the message (the orphan sweep will check its files)", &e)),
     }
 }
 

@@ -85,3 +85,48 @@ pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
 pub fn sha256_file(path: &Path) -> std::io::Result<String> {
     crate::util::sha256_file(path).map(hex::encode)
 }
+
+/// Removes the message folders under `data_dir/{inbound,outbound}` that no stored payload
+/// names and that are older than `grace` (folders a crash or a failed write left between the
+/// rename and the commit). Returns how many were removed. Linear: one pass over the store's
+/// paths, one over the folders.
+pub async fn sweep_orphans(
+    store: &dyn super::MessageStore,
+    data_dir: &Path,
+    grace: std::time::Duration,
+) -> Result<usize, super::StoreError> {
+    // By folder name (a fresh UUID each), not by full path: a data folder moved to another
+    // place keeps its rows' old paths, and must not look orphaned.
+    let referenced: std::collections::HashSet<std::ffi::OsString> = store
+        .payload_paths()
+        .await?
+        .into_iter()
+        .filter_map(|p| p.parent().and_then(Path::file_name).map(ToOwned::to_owned))
+        .collect();
+    let data_dir = data_dir.to_path_buf();
+    let removed = tokio::task::spawn_blocking(move || {
+        let mut removed = 0;
+        for kind in ["inbound", "outbound"] {
+            let Ok(entries) = std::fs::read_dir(data_dir.join(kind)) else { continue };
+            for entry in entries.flatten() {
+                let path = entry.path();
+                let old_enough = entry
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.elapsed().ok())
+                    .is_some_and(|age| age >= grace);
+                if path.is_dir() && old_enough && !referenced.contains(&entry.file_name()) {
+                    tracing::warn!(folder = %path.display(), "removing a message folder no stored message names");
+                    if std::fs::remove_dir_all(&path).is_ok() {
+                        removed += 1;
+                    }
+                }
+            }
+        }
+        removed
+    })
+    .await
+    .map_err(|e| super::StoreError::Task(e.to_string()))?;
+    Ok(removed)
+}

@@ -162,6 +162,15 @@ pub enum StoreError {
     NotFound(String),
 }
 
+impl StoreError {
+    /// Whether the failed write certainly did not commit (SQLite rolls the transaction back on
+    /// any error it reports). A lost connection or a failed task may have committed first: the
+    /// caller must then keep the files the row would name (the orphan sweep decides later).
+    pub fn definitely_not_stored(&self) -> bool {
+        matches!(self, StoreError::Database(_))
+    }
+}
+
 /// The outcome of storing an inbound message.
 #[derive(Debug)]
 pub enum Inserted {
@@ -227,6 +236,8 @@ pub trait MessageStore: Send + Sync {
     fn shared(&self) -> bool {
         false
     }
+    /// Every payload file path the store names (the orphan sweep's reference list).
+    async fn payload_paths(&self) -> Result<Vec<std::path::PathBuf>, StoreError>;
     /// History entries after `after` (an event id), oldest first.
     async fn events(&self, after: i64, limit: usize) -> Result<Vec<Event>, StoreError>;
     /// Retention, one batch: empties the content (payload files, envelope) of messages in

@@ -326,6 +326,12 @@ impl MessageStore for PostgresStore {
         true
     }
 
+    async fn payload_paths(&self) -> Result<Vec<std::path::PathBuf>, StoreError> {
+        let client = self.pool.get().await.map_err(pg)?;
+        let rows = client.query("SELECT path FROM payloads", &[]).await.map_err(pg)?;
+        Ok(rows.iter().map(|r| std::path::PathBuf::from(r.get::<_, String>(0))).collect())
+    }
+
     async fn take_pullable(
         &self,
         pmode: &str,

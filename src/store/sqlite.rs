@@ -310,6 +310,15 @@ impl MessageStore for SqliteStore {
         .await
     }
 
+    async fn payload_paths(&self) -> Result<Vec<std::path::PathBuf>, StoreError> {
+        self.with(|conn| {
+            let mut stmt = conn.prepare("SELECT path FROM payloads")?;
+            let paths = stmt.query_map([], |r| r.get::<_, String>(0))?.map(|p| p.map(std::path::PathBuf::from));
+            Ok(paths.collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
     async fn events(&self, after: i64, limit: usize) -> Result<Vec<Event>, StoreError> {
         self.with(move |conn| {
             let mut stmt = conn.prepare_cached(

@@ -1,0 +1,201 @@
+//! The defect of issue 9, made deterministic: the client's connection goes away while the
+//! store commits. A store in between commits the row (in a task of its own, as the real
+//! stores' blocking jobs do), tells the test, and only then stalls before answering; the
+//! test drops the request at that moment. Before the fix, the dropped request's staging guard
+//! removed the payload folder the committed row names; now the pipeline is an owned task and
+//! the folder stays.
+
+mod common;
+
+use common::*;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
+use ventanilla::demo::{Options, launch_with};
+use ventanilla::node::StoreWrapper;
+use ventanilla::store::*;
+
+/// Commits, says so, then stalls: the window in which a dropped request used to lose files.
+struct CommitThenStall {
+    inner: Arc<dyn MessageStore>,
+    committed: Arc<Notify>,
+    stall: Duration,
+}
+
+#[async_trait::async_trait]
+impl MessageStore for CommitThenStall {
+    async fn insert(&self, message: NewMessage) -> Result<Inserted, StoreError> {
+        let inner = self.inner.clone();
+        // The commit runs to its end whoever awaits it, like a spawn_blocking job.
+        let outcome = tokio::spawn(async move { inner.insert(message).await })
+            .await
+            .map_err(|e| StoreError::Task(e.to_string()))?;
+        self.committed.notify_one();
+        tokio::time::sleep(self.stall).await;
+        outcome
+    }
+    async fn claim_due(&self, now_ms: i64, limit: usize) -> Result<Vec<MessageRecord>, StoreError> {
+        self.inner.claim_due(now_ms, limit).await
+    }
+    async fn transition(
+        &self,
+        row: i64,
+        state: State,
+        detail: &str,
+        next_attempt_at: Option<i64>,
+        error: Option<&str>,
+        response: Option<&[u8]>,
+    ) -> Result<(), StoreError> {
+        self.inner.transition(row, state, detail, next_attempt_at, error, response).await
+    }
+    async fn get(&self, direction: Direction, message_id: &str) -> Result<MessageRecord, StoreError> {
+        self.inner.get(direction, message_id).await
+    }
+    async fn list(&self, filter: ListFilter) -> Result<Vec<MessageRecord>, StoreError> {
+        self.inner.list(filter).await
+    }
+    async fn recover(&self, now_ms: i64) -> Result<usize, StoreError> {
+        self.inner.recover(now_ms).await
+    }
+    async fn take_pullable(
+        &self,
+        pmode: &str,
+        leg: &str,
+        now_ms: i64,
+        expires_ms: i64,
+    ) -> Result<Option<MessageRecord>, StoreError> {
+        self.inner.take_pullable(pmode, leg, now_ms, expires_ms).await
+    }
+    async fn payload_paths(&self) -> Result<Vec<PathBuf>, StoreError> {
+        self.inner.payload_paths().await
+    }
+    async fn events(&self, after: i64, limit: usize) -> Result<Vec<Event>, StoreError> {
+        self.inner.events(after, limit).await
+    }
+    async fn purge_content(
+        &self,
+        state: State,
+        before_ms: i64,
+        limit: usize,
+    ) -> Result<(usize, Vec<PathBuf>), StoreError> {
+        self.inner.purge_content(state, before_ms, limit).await
+    }
+    async fn purge_messages(
+        &self,
+        state: State,
+        pmode: Option<&str>,
+        before_ms: i64,
+        limit: usize,
+    ) -> Result<(usize, Vec<PathBuf>), StoreError> {
+        self.inner.purge_messages(state, pmode, before_ms, limit).await
+    }
+}
+
+fn stalling(committed: Arc<Notify>) -> StoreWrapper {
+    StoreWrapper(Arc::new(move |inner| {
+        Arc::new(CommitThenStall { inner, committed: committed.clone(), stall: Duration::from_millis(400) })
+            as Arc<dyn MessageStore>
+    }))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_dropped_while_the_store_commits_loses_no_payload() {
+    let dir = tempfile::tempdir().unwrap();
+    let committed = Arc::new(Notify::new());
+    let options = Options {
+        insecure: true,
+        store_wrappers: BTreeMap::from([("pe".to_owned(), stalling(committed.clone()))]),
+        ..Options::default()
+    };
+    let nodes = launch_with(dir.path(), &repo().join("pmodes"), &[("pe", "PE-VUCE")], &options).await.unwrap();
+    let pe = &nodes[0];
+    let message = ventanilla::conformance::inject::unsigned_message("valid", &repo()).unwrap();
+    let body = futures_util::stream::iter([Ok::<_, std::io::Error>(bytes::Bytes::from(message.body.clone()))]);
+    let request = ventanilla::msh::inbound::receive(
+        pe.node.ap.clone(),
+        Default::default(),
+        Some(message.content_type.clone()),
+        body,
+    );
+    // The partner hangs up right after the commit: the request future is dropped.
+    tokio::select! {
+        reply = request => panic!("answered before the store returned: {reply:?}"),
+        _ = committed.notified() => {}
+    }
+    // The pipeline finishes on its own; the committed message keeps its payload.
+    let mut delivered = None;
+    for _ in 0..100 {
+        if let Ok(record) = pe.api.received(&message.message_id).await {
+            delivered = Some(record);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let record = delivered.expect("the message was committed");
+    assert_eq!(record["state"], "delivered");
+    tokio::time::sleep(Duration::from_millis(600)).await; // past the stall: the pipeline ended
+    let payload = pe.api.download(&message.message_id, 1).await.expect("the payload of a committed message");
+    assert_eq!(record["payloads"][0]["sha256"], hex::encode(sha2::Sha256::digest(&payload)));
+    for n in nodes {
+        n.node.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_submission_whose_client_hangs_up_while_the_store_commits_is_still_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let committed = Arc::new(Notify::new());
+    let options = Options {
+        insecure: true,
+        store_wrappers: BTreeMap::from([("cl".to_owned(), stalling(committed.clone()))]),
+        ..Options::default()
+    };
+    let nodes = launch_with(dir.path(), &repo().join("pmodes"), &[("cl", "CL-SICEX"), ("pe", "PE-VUCE")], &options)
+        .await
+        .unwrap();
+    let (cl, pe) = (&nodes[0], &nodes[1]);
+    let document = ephyto("CL", "PE");
+    // The backend's HTTP request, written by hand so that the test can close the socket.
+    let boundary = "cancel-boundary";
+    let mut form = Vec::new();
+    form.extend_from_slice(format!("--{boundary}\r\nContent-Disposition: form-data; name=\"metadata\"\r\nContent-Type: application/json\r\n\r\n{{\"to\":\"PE-VUCE\",\"leg\":\"ephyto\"}}\r\n").as_bytes());
+    form.extend_from_slice(format!("--{boundary}\r\nContent-Disposition: form-data; name=\"payload\"; filename=\"c.xml\"\r\nContent-Type: application/xml\r\n\r\n").as_bytes());
+    form.extend_from_slice(&document);
+    form.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    let token = cl.api.token().to_owned();
+    let head = format!(
+        "POST /api/v1/messages HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: {}\r\n\r\n",
+        form.len()
+    );
+    use tokio::io::AsyncWriteExt;
+    let mut socket = tokio::net::TcpStream::connect(cl.node.backend_addr).await.unwrap();
+    socket.write_all(head.as_bytes()).await.unwrap();
+    socket.write_all(&form).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(30), committed.notified())
+        .await
+        .expect("the submission reached the store");
+    drop(socket); // the backend hangs up while the store answers
+    // Whatever the backend saw, the committed message goes out and arrives whole.
+    let mut arrived = None;
+    for _ in 0..200 {
+        let inbox = pe.api.inbox().await.unwrap();
+        if let Some(first) = inbox.as_array().and_then(|a| a.first()).cloned() {
+            arrived = Some(first);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let arrived = arrived.expect("the committed submission was sent");
+    let id = arrived["message_id"].as_str().unwrap().to_owned();
+    let payload = pe.api.download(&id, 1).await.unwrap();
+    assert_eq!(payload.as_ref(), document.as_slice());
+    let sent = cl.api.wait_settled(&id, Duration::from_secs(30)).await.unwrap();
+    assert_eq!(sent["state"], "acknowledged");
+    for n in nodes {
+        n.node.stop().await;
+    }
+}
+
+use sha2::Digest;
