@@ -29,11 +29,11 @@ pub enum StartError {
     Config(String),
 }
 
+type SharedStore = Arc<dyn crate::store::MessageStore>;
+
 /// Puts a store in between (see [`Node::start_wrapped`]).
 #[derive(Clone)]
-pub struct StoreWrapper(
-    pub Arc<dyn Fn(Arc<dyn crate::store::MessageStore>) -> Arc<dyn crate::store::MessageStore> + Send + Sync>,
-);
+pub struct StoreWrapper(pub Arc<dyn Fn(SharedStore) -> SharedStore + Send + Sync>);
 
 impl std::fmt::Debug for StoreWrapper {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
