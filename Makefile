@@ -28,19 +28,20 @@ demo: build
 	./target/release/ventanilla demo --work target/demo
 
 test: test-deps
-	$(CARGO) test --locked -- --test-threads=$(TEST_THREADS)
+	$(CARGO) test --workspace --locked -- --test-threads=$(TEST_THREADS)
 
 # The conformance suite (conformance/cases): against the self peer (every case, the ones not
 # run listed with their reason), then with phase4 (Java 17 + Maven; downloads cached in
 # ~/.m2) and the Python `as4` package (pip; cached in ~/.cache/pip) on the other side.
 conformance: test-deps
-	$(CARGO) run --locked --quiet -- conformance run --all
-	$(CARGO) run --locked --quiet -- conformance run --peer phase4
-	$(CARGO) run --locked --quiet -- conformance run --peer python-as4
+	$(CARGO) build --locked --quiet -p ventanilla -p ventanilla-conformance
+	./target/debug/ventanilla conformance run --all
+	./target/debug/ventanilla conformance run --peer phase4
+	./target/debug/ventanilla conformance run --peer python-as4
 
 lint:
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --all-targets --locked -- -D warnings
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 
 fmt:
 	$(CARGO) fmt --all

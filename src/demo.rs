@@ -128,7 +128,7 @@ pub async fn launch_with(
     // Every shipped P-Mode names all four countries' certificates, whoever is started.
     let mut codes: Vec<&str> = COUNTRIES.iter().map(|(c, _)| *c).collect();
     codes.extend(countries.iter().map(|(c, _)| *c).filter(|c| !COUNTRIES.iter().any(|(k, _)| k == c)));
-    crate::pki::demo::write_demo_pki(&certs, &codes)?;
+    ventanilla_testkit::demo_pki::write_demo_pki(&certs, &codes)?;
     let mut listeners = Vec::new();
     for _ in countries {
         listeners.push((TcpListener::bind("127.0.0.1:0").await?, TcpListener::bind("127.0.0.1:0").await?));

@@ -1,22 +1,17 @@
-//! Ventanilla: an AS4 access point for customs and trade single windows.
-//!
-//! Protocol core (sans-I/O): [`ebms`], [`mime`], [`pmode`]. Runtime: [`store`], [`msh`],
-//! [`transport`], [`backend`]. Core modules never import runtime modules.
+//! Ventanilla: an AS4 access point for customs and trade single windows. This crate is the
+//! runtime around the sans-I/O core (`ventanilla-core`): the store, the message service
+//! handler's pipelines, HTTPS, the backend API, configuration and the node that assembles
+//! them. The core's modules are re-exported under their own names.
+
+pub use ventanilla_core::{compress, ebms, lifecycle, mime, payload, pki, pmode, util, wss};
 
 pub mod backend;
-pub mod compress;
+pub mod clock;
 pub mod config;
-pub mod conformance;
+#[cfg(feature = "devtools")]
 pub mod demo;
-pub mod ebms;
 pub mod inspect;
-pub mod mime;
 pub mod msh;
 pub mod node;
-pub mod payload;
-pub mod pki;
-pub mod pmode;
 pub mod store;
 pub mod transport;
-pub mod util;
-pub mod wss;

@@ -78,12 +78,14 @@ enum Command {
         command: PmodeCommand,
     },
     /// Certificates.
+    #[cfg(feature = "devtools")]
     Certs {
         #[command(subcommand)]
         command: CertsCommand,
     },
     /// Start the four Pacific Alliance access points on loopback and exchange documents on
     /// every link; exits 0 only if every exchange succeeded.
+    #[cfg(feature = "devtools")]
     Demo {
         #[arg(long, default_value = "target/demo")]
         work: PathBuf,
@@ -95,41 +97,12 @@ enum Command {
         #[arg(long)]
         keep_running: bool,
     },
-    /// The conformance suite of docs/as4.md §7 (cases in conformance/cases).
+    /// The conformance suite of docs/as4.md §7 (cases in conformance/cases): runs the
+    /// `ventanilla-conformance` program installed beside this one with the same arguments.
+    #[command(disable_help_flag = true)]
     Conformance {
-        #[command(subcommand)]
-        command: ConformanceCommand,
-    },
-}
-
-#[derive(Subcommand)]
-enum ConformanceCommand {
-    /// Run the implemented cases; one row per case, then `conformance: N passed, M failed`;
-    /// exits 1 on any failure.
-    Run {
-        /// The access point on the other side: `self` (Ventanilla instances and a scripted
-        /// partner), `phase4` (4.4.1, Java), `python-as4` (the PyPI package), or a partner's
-        /// https:// endpoint (with --config and --partner).
-
-        #[arg(long, default_value = "self")]
-        peer: String,
-        /// Run one case (e.g. 7, 55a), whatever its status.
-        #[arg(long)]
-        case: Option<String>,
-        /// Also list the cases that are not run, with the reason.
-        #[arg(long)]
-        all: bool,
-        /// The checkout holding conformance/, pmodes/ and samples/.
-        #[arg(long, default_value = ".")]
-        repo: PathBuf,
-        #[arg(long, default_value = "target/conformance")]
-        work: PathBuf,
-        /// With --peer URL: this access point's config file (party, keys, P-Modes, trust).
-        #[arg(long)]
-        config: Option<PathBuf>,
-        /// With --peer URL: the partner's party id (its P-Mode link is used).
-        #[arg(long)]
-        partner: Option<String>,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
     },
 }
 
@@ -155,6 +128,7 @@ enum PayloadCommand {
     },
 }
 
+#[cfg(feature = "devtools")]
 #[derive(Subcommand)]
 enum CertsCommand {
     /// Make a throw-away demo PKI (root CA and TLS certificates), for tests and the demo.
@@ -260,21 +234,24 @@ async fn main() -> anyhow::Result<()> {
                 std::process::exit(1);
             }
         },
+        #[cfg(feature = "devtools")]
         Command::Certs { command: CertsCommand::Demo { out, names } } => {
             let names: Vec<&str> = names.iter().map(String::as_str).collect();
-            ventanilla::pki::demo::write_demo_pki(&out, &names)?;
+            ventanilla_testkit::demo_pki::write_demo_pki(&out, &names)?;
             println!("demo PKI written to {}", out.display());
         }
-        Command::Conformance { command: ConformanceCommand::Run { peer, case, all, repo, work, config, partner } } => {
-            // The table says what went wrong; the access points' own logs would only repeat
-            // the failures the cases provoke on purpose (RUST_LOG still overrides).
-            init_logging("off");
-            let options = ventanilla::conformance::runner::RunOptions { repo, work, peer, case, all, config, partner };
-            let (_, summary) = ventanilla::conformance::runner::run(&options).await.map_err(|e| anyhow::anyhow!(e))?;
-            if summary.failed > 0 {
-                std::process::exit(1);
-            }
+        Command::Conformance { args } => {
+            // The runner lives in its own crate (conformance/runner), beside the cases.
+            let exe = std::env::current_exe()?.with_file_name("ventanilla-conformance");
+            let status = std::process::Command::new(&exe).args(&args).status().with_context(|| {
+                format!(
+                    "cannot run {}; build it with `cargo build -p ventanilla-conformance` (make conformance does)",
+                    exe.display()
+                )
+            })?;
+            std::process::exit(status.code().unwrap_or(1));
         }
+        #[cfg(feature = "devtools")]
         Command::Demo { work, pmodes, samples, keep_running } => {
             init_logging("warn");
             let ok =

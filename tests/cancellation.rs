@@ -111,7 +111,7 @@ async fn a_request_dropped_while_the_store_commits_loses_no_payload() {
     };
     let nodes = launch_with(dir.path(), &repo().join("pmodes"), &[("pe", "PE-VUCE")], &options).await.unwrap();
     let pe = &nodes[0];
-    let message = ventanilla::conformance::inject::unsigned_message("valid", &repo()).unwrap();
+    let message = ventanilla_testkit::inject::unsigned_message("valid", &repo()).unwrap();
     let body = futures_util::stream::iter([Ok::<_, std::io::Error>(bytes::Bytes::from(message.body.clone()))]);
     let request = ventanilla::msh::inbound::receive(
         pe.node.ap.clone(),

@@ -99,7 +99,7 @@ crls = ["{c}/ca.crl"]
 async fn two_nodes_share_the_work_and_one_finishes_what_the_killed_one_started() {
     let pg = Postgres::start();
     let dir = tempfile::tempdir().unwrap();
-    ventanilla::pki::demo::write_demo_pki(&dir.path().join("certs/demo"), &["cl", "co", "mx", "pe"]).unwrap();
+    ventanilla_testkit::demo_pki::write_demo_pki(&dir.path().join("certs/demo"), &["cl", "co", "mx", "pe"]).unwrap();
     std::fs::create_dir_all(dir.path().join("pmodes")).unwrap();
     let link = std::fs::read_to_string(repo().join("pmodes/cl-pe.toml")).unwrap().replace(
         r#"retry            = ["1m", "5m", "15m", "1h", "4h"]"#,

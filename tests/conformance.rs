@@ -1,8 +1,8 @@
 //! The conformance suite (conformance/cases, docs/as4.md §7) against the self peer: two sets
 //! of Ventanilla access points over HTTPS on loopback. Every implemented case must pass.
 
-use ventanilla::conformance::case::{Status, load_dir};
-use ventanilla::conformance::runner::{RunOptions, Verdict, run};
+use ventanilla_conformance::case::{Status, load_dir};
+use ventanilla_conformance::runner::{RunOptions, Verdict, run};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_implemented_case_passes_against_the_self_peer() {

@@ -92,7 +92,7 @@ crls = ["{c}/ca.crl"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_acknowledged_is_lost_or_delivered_twice_across_sigkills() {
     let dir = tempfile::tempdir().unwrap();
-    ventanilla::pki::demo::write_demo_pki(&dir.path().join("certs/demo"), &["cl", "co", "mx", "pe"]).unwrap();
+    ventanilla_testkit::demo_pki::write_demo_pki(&dir.path().join("certs/demo"), &["cl", "co", "mx", "pe"]).unwrap();
     std::fs::create_dir_all(dir.path().join("pmodes")).unwrap();
     // The shipped cl-pe link, with a retry schedule measured in seconds for the test.
     let link = std::fs::read_to_string(repo().join("pmodes/cl-pe.toml")).unwrap().replace(

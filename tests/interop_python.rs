@@ -3,7 +3,7 @@
 //! Peppol profile, both directions over HTTPS, signed receipts checked on both sides.
 
 use std::path::PathBuf;
-use ventanilla::conformance::python::PythonPair;
+use ventanilla_conformance::python::PythonPair;
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

@@ -5,9 +5,9 @@ use openssl::pkey::PKey;
 use openssl::x509::X509;
 use std::sync::Arc;
 use std::time::Duration;
-use ventanilla::pki::demo::{Authority, Usage};
 use ventanilla::pki::trust::{OcspSettings, RevocationPolicy, TrustError, TrustStore};
 use ventanilla::transport::ocsp_http::HttpOcsp;
+use ventanilla_testkit::demo_pki::{Authority, Usage};
 
 fn index_line(cert: &X509, status: &str) -> String {
     let serial = cert.serial_number().to_bn().unwrap().to_hex_str().unwrap().to_string();

@@ -6,13 +6,13 @@ mod common;
 use common::*;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use ventanilla::conformance::wire::Protection;
 use ventanilla::demo::exchange;
 use ventanilla::ebms::write;
 use ventanilla::wss::sign::Credential;
+use ventanilla_testkit::wire::Protection;
 
 fn credential(dir: &Path, name: &str) -> Credential {
-    ventanilla::conformance::wire::credential(dir, name).unwrap()
+    ventanilla_testkit::wire::credential(dir, name).unwrap()
 }
 
 /// A user message from `from` (party) to PE on a 2.0 or 1.15 link, signed with `signer`
@@ -29,7 +29,7 @@ fn protected_message(
     um.from.ids[0].value = from.into();
     um.agreement.as_mut().unwrap().value = agreement.into();
     let protection = Protection::edelivery(signer, recipient_cert);
-    ventanilla::conformance::wire::protected_message(&um, payload, &protection).unwrap()
+    ventanilla_testkit::wire::protected_message(&um, payload, &protection).unwrap()
 }
 
 fn certs(cluster: &Cluster) -> PathBuf {
@@ -184,13 +184,14 @@ async fn refusals_name_the_security_failure() {
 async fn next_certificate_rollover_and_expired_certificates() {
     let cluster = Cluster::start_secure(&[("cl", "CL-SICEX"), ("pe", "PE-VUCE")]).await;
     let dir = certs(&cluster);
-    let ca = ventanilla::pki::demo::Authority::load(&dir.join("ca.pem"), &dir.join("ca.key")).unwrap();
+    let ca = ventanilla_testkit::demo_pki::Authority::load(&dir.join("ca.pem"), &dir.join("ca.key")).unwrap();
     // CL's next signing certificate, and an expired one.
     let next_key = openssl::pkey::PKey::generate_ed25519().unwrap();
-    let next_cert = ca.issue("CL sign-ed25519 next", &next_key, ventanilla::pki::demo::Usage::Signing, 365).unwrap();
+    let next_cert =
+        ca.issue("CL sign-ed25519 next", &next_key, ventanilla_testkit::demo_pki::Usage::Signing, 365).unwrap();
     let old_key = openssl::pkey::PKey::generate_ed25519().unwrap();
     let old_cert = ca
-        .issue_between("CL sign-ed25519 expired", &old_key, ventanilla::pki::demo::Usage::Signing, -400, -30)
+        .issue_between("CL sign-ed25519 expired", &old_key, ventanilla_testkit::demo_pki::Usage::Signing, -400, -30)
         .unwrap();
     std::fs::write(dir.join("cl-sign-next.pem"), next_cert.to_pem().unwrap()).unwrap();
     std::fs::write(dir.join("cl-sign-old.pem"), old_cert.to_pem().unwrap()).unwrap();
@@ -278,7 +279,7 @@ async fn a_revoked_certificate_is_refused_once_the_crl_lists_it() {
         .await;
     assert!(is_receipt_for(&ok, "crl-1@test"), "{ok}");
     // The CA publishes a CRL revoking CL's signing certificate; the access point reloads it.
-    let ca = ventanilla::pki::demo::Authority::load(&dir.join("ca.pem"), &dir.join("ca.key")).unwrap();
+    let ca = ventanilla_testkit::demo_pki::Authority::load(&dir.join("ca.pem"), &dir.join("ca.key")).unwrap();
     std::fs::write(dir.join("ca.crl"), ca.crl(&[&cl.cert], 86_400).unwrap().to_pem().unwrap()).unwrap();
     let mut refused = String::new();
     for i in 0..50 {

@@ -1,5 +1,5 @@
 //! The SOAP envelope reader: never panics, whatever the bytes.
 #![no_main]
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    let _ = ventanilla::ebms::read::read_envelope(data, ventanilla::ebms::tree::Limits::default());
+    let _ = ventanilla_core::ebms::read::read_envelope(data, ventanilla_core::ebms::tree::Limits::default());
 });

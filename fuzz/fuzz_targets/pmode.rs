@@ -2,6 +2,6 @@
 #![no_main]
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     if let Ok(text) = std::str::from_utf8(data) {
-        let _ = ventanilla::pmode::parse_link(std::path::Path::new("fuzz.toml"), text);
+        let _ = ventanilla_core::pmode::parse_link(std::path::Path::new("fuzz.toml"), text);
     }
 });

@@ -144,8 +144,8 @@ where
                 500,
                 write::error_envelope(
                     &MessageInfo {
-                        timestamp: crate::util::timestamp_now(),
-                        message_id: crate::util::new_message_id("ventanilla.invalid"),
+                        timestamp: crate::clock::timestamp_now(),
+                        message_id: crate::clock::new_message_id("ventanilla.invalid"),
                         ref_to_message_id: None,
                     },
                     &[EbmsError::new(EbmsCode::DeliveryFailure, "internal failure; try again later")],
@@ -159,8 +159,8 @@ where
 /// unsigned errors), unsigned when we could not even tell the link.
 pub(crate) fn error_reply(ap: &AccessPoint, error: EbmsError, matched: Option<&Matched>) -> Reply {
     let info = MessageInfo {
-        timestamp: crate::util::timestamp_now(),
-        message_id: crate::util::new_message_id(&ap.config.host),
+        timestamp: crate::clock::timestamp_now(),
+        message_id: crate::clock::new_message_id(&ap.config.host),
         ref_to_message_id: error.ref_to_message_id.clone(),
     };
     let status = match error.code.severity() {
@@ -578,8 +578,8 @@ fn receipt(
     references: &[crate::wss::verify::VerifiedReference],
 ) -> String {
     let info = MessageInfo {
-        timestamp: crate::util::timestamp_now(),
-        message_id: crate::util::new_message_id(&ap.config.host),
+        timestamp: crate::clock::timestamp_now(),
+        message_id: crate::clock::new_message_id(&ap.config.host),
         ref_to_message_id: Some(um.info.message_id.clone()),
     };
     if matched.link.profile.is_secure() {

@@ -88,11 +88,11 @@ pub fn build_user_message(ap: &AccessPoint, sub: &Submission) -> Result<(UserMes
     }
     let me = link.party(ap.me()).ok_or_else(|| refuse("this access point is not a party of the link".into()))?;
     let partner = link.partner_of(ap.me()).ok_or_else(|| refuse("no partner".into()))?;
-    let message_id = crate::util::new_message_id(&ap.config.host);
+    let message_id = crate::clock::new_message_id(&ap.config.host);
     let um = UserMessage {
         mpc: leg.mpc.clone(),
         info: MessageInfo {
-            timestamp: crate::util::timestamp_now(),
+            timestamp: crate::clock::timestamp_now(),
             message_id: message_id.clone(),
             ref_to_message_id: None,
         },
@@ -557,7 +557,7 @@ mod tests {
     #[tokio::test]
     async fn what_an_answer_means_for_retries() {
         let ct = Some("application/soap+xml");
-        let receipt = Bytes::from(write::receipt_envelope(&info(), &crate::ebms::write::tests_support::sample()));
+        let receipt = Bytes::from(write::receipt_envelope(&info(), &ventanilla_testkit::wire::user_message("u@x")));
         assert_eq!(interpret("m@x", 200, ct, &receipt).await.0, Outcome::Receipt);
         assert!(
             matches!(interpret("other@x", 200, ct, &receipt).await.0, Outcome::NoReceipt(_)),

@@ -247,8 +247,8 @@ pub async fn pull_once(ap: &Arc<AccessPoint>, link: &Link, leg: &Leg) -> Result<
     let holder = link.partner_of(ap.me()).ok_or("no partner")?;
     let mpc = leg.mpc.clone().ok_or("pull leg without MPC")?;
     let info = MessageInfo {
-        timestamp: crate::util::timestamp_now(),
-        message_id: crate::util::new_message_id(&ap.config.host),
+        timestamp: crate::clock::timestamp_now(),
+        message_id: crate::clock::new_message_id(&ap.config.host),
         ref_to_message_id: None,
     };
     let builder = write::pull_request_builder(&info, &mpc);

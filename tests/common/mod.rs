@@ -9,7 +9,7 @@ use std::time::Duration;
 use ventanilla::demo::{Options, Running, launch_with};
 use ventanilla::transport::{As4Client, TlsIdentity};
 
-pub use ventanilla::conformance::wire::{
+pub use ventanilla_testkit::wire::{
     BOUNDARY, PARTY_TYPE, error_code, is_receipt_for, multipart, multipart_content_type, user_message,
 };
 

@@ -394,13 +394,13 @@ mod schema {
     pub const ENVELOPE: &str = "hub_ephyto.ippc.int.xsd";
 
     const FILES: [(&str, &[u8]); 7] = [
-        ("hub_HUB.Entities.xsd", include_bytes!("../../schemas/ephyto/hub_HUB.Entities.xsd")),
-        ("hub_QualifiedDataType_21.xsd", include_bytes!("../../schemas/ephyto/hub_QualifiedDataType_21.xsd")),
-        ("hub_RABIE_21.xsd", include_bytes!("../../schemas/ephyto/hub_RABIE_21.xsd")),
-        ("hub_SPSAcknowledgement_17.xsd", include_bytes!("../../schemas/ephyto/hub_SPSAcknowledgement_17.xsd")),
-        ("hub_SPSCertificate_17.xsd", include_bytes!("../../schemas/ephyto/hub_SPSCertificate_17.xsd")),
-        ("hub_UnqualifiedDataType_21.xsd", include_bytes!("../../schemas/ephyto/hub_UnqualifiedDataType_21.xsd")),
-        ("hub_ephyto.ippc.int.xsd", include_bytes!("../../schemas/ephyto/hub_ephyto.ippc.int.xsd")),
+        ("hub_HUB.Entities.xsd", include_bytes!("../../../../schemas/ephyto/hub_HUB.Entities.xsd")),
+        ("hub_QualifiedDataType_21.xsd", include_bytes!("../../../../schemas/ephyto/hub_QualifiedDataType_21.xsd")),
+        ("hub_RABIE_21.xsd", include_bytes!("../../../../schemas/ephyto/hub_RABIE_21.xsd")),
+        ("hub_SPSAcknowledgement_17.xsd", include_bytes!("../../../../schemas/ephyto/hub_SPSAcknowledgement_17.xsd")),
+        ("hub_SPSCertificate_17.xsd", include_bytes!("../../../../schemas/ephyto/hub_SPSCertificate_17.xsd")),
+        ("hub_UnqualifiedDataType_21.xsd", include_bytes!("../../../../schemas/ephyto/hub_UnqualifiedDataType_21.xsd")),
+        ("hub_ephyto.ippc.int.xsd", include_bytes!("../../../../schemas/ephyto/hub_ephyto.ippc.int.xsd")),
     ];
 
     fn directory() -> Result<&'static PathBuf, String> {
@@ -462,7 +462,7 @@ mod schema {
 
 /// ePhyto documents for tests and the demo (TEST ONLY), from the CC0 sample certificate.
 pub mod testing {
-    const TEMPLATE: &str = include_str!("../../samples/ephyto/own/ephyto_CL-MX_851_issued.xml");
+    const TEMPLATE: &str = include_str!("../../../../samples/ephyto/own/ephyto_CL-MX_851_issued.xml");
 
     /// An issued phytosanitary certificate `number` from country `from` to `to`.
     pub fn certificate(from: &str, to: &str, number: &str) -> String {
@@ -491,7 +491,8 @@ mod tests {
     use super::*;
 
     fn sample(name: &str) -> Vec<u8> {
-        std::fs::read(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/ephyto/own").join(name)).unwrap()
+        std::fs::read(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../samples/ephyto/own").join(name))
+            .unwrap()
     }
 
     fn check(name: &str) -> Result<Document, Vec<Finding>> {

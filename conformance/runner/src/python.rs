@@ -96,7 +96,7 @@ impl PythonPair {
         let python = python(repo)?;
         let _ = std::fs::remove_dir_all(dir);
         let certs = dir.join("certs/demo");
-        crate::pki::demo::write_demo_pki(&certs, &["cl", "pe", "co"])?;
+        ventanilla_testkit::demo_pki::write_demo_pki(&certs, &["cl", "pe", "co"])?;
         let received = dir.join("python-received");
         let mut child = peer(repo, &python)
             .args(["serve", "--party", PY, "--partner", VT, "--port", "0"])

@@ -7,10 +7,10 @@ use super::verify::{PartToVerify, verify_envelope};
 use super::xml::Xml;
 use crate::ebms::write::user_message_builder;
 use crate::ebms::{EbmsCode, EbmsError};
-use crate::pki::demo::{Authority, Usage};
 use crate::pmode::model::TokenReference;
 use openssl::pkey::PKey;
 use openssl::x509::X509;
+use ventanilla_testkit::demo_pki::{Authority, Usage};
 
 pub(crate) fn credential(ca: &Authority, ed25519: bool) -> Credential {
     let key = if ed25519 {

@@ -119,7 +119,7 @@ mod tests {
     use super::*;
 
     fn samples() -> Vec<(String, Vec<u8>)> {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/edifact");
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../samples/edifact");
         let mut out: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
             .unwrap()
             .filter_map(Result::ok)
@@ -148,7 +148,7 @@ mod tests {
 
     #[test]
     fn sancrt_metadata_and_unoa() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/edifact");
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../samples/edifact");
         let d = Edifact
             .inspect(&std::fs::read(dir.join("valid_v4_sancrt_phyto_single.edi")).unwrap(), &Context::default())
             .unwrap();

@@ -129,7 +129,7 @@ async fn answer(State(endpoint): State<Endpoint>, body: Bytes) -> Response {
         seen.attempts.len()
     };
     let info = |reference: &str| MessageInfo {
-        timestamp: crate::util::timestamp_now(),
+        timestamp: ventanilla::clock::timestamp_now(),
         message_id: format!("{}@scripted.peer", uuid::Uuid::new_v4().simple()),
         ref_to_message_id: Some(reference.to_owned()),
     };

@@ -172,7 +172,7 @@ pub fn unsigned_message(mutation: &str, repo: &Path) -> Made {
         }
         "pull-default-mpc" => {
             let info = crate::ebms::MessageInfo {
-                timestamp: crate::util::timestamp_now(),
+                timestamp: crate::util::format_timestamp(time::OffsetDateTime::now_utc()),
                 message_id: id.clone(),
                 ref_to_message_id: None,
             };
@@ -379,7 +379,7 @@ pub const PULL_MPC: &str = "urn:pacific-alliance:mpc:cl-to-pe";
 fn pull_request(id: &str, signer: &str, certs: &Path) -> Made {
     let credential = credential(certs, &format!("{signer}-sign-ed25519"))?;
     let info = crate::ebms::MessageInfo {
-        timestamp: crate::util::timestamp_now(),
+        timestamp: crate::util::format_timestamp(time::OffsetDateTime::now_utc()),
         message_id: id.to_owned(),
         ref_to_message_id: None,
     };

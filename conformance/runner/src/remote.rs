@@ -72,7 +72,7 @@ impl Remote {
             ids: vec![PartyId { value: p.id.clone(), kind: p.kind.clone() }],
             role: role.to_owned(),
         };
-        um.info.timestamp = crate::util::timestamp_now();
+        um.info.timestamp = ventanilla::clock::timestamp_now();
         um.from = party(me, crate::ebms::ns::ROLE_INITIATOR);
         um.to = party(partner, crate::ebms::ns::ROLE_RESPONDER);
         um.agreement = self.link.agreement.as_ref().map(|value| AgreementRef {

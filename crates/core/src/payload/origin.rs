@@ -437,7 +437,7 @@ mod tests {
     use super::*;
 
     fn path(name: &str) -> std::path::PathBuf {
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/origin").join(name)
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../samples/origin").join(name)
     }
 
     fn check(name: &str) -> Result<Document, Vec<Finding>> {

@@ -1,4 +1,6 @@
-//! Small helpers shared by core and runtime.
+//! Pure helpers of the protocol core: digests, timestamps formatted from a given time, and
+//! the human sizes and durations of configuration files. No clock, no randomness: those are
+//! the runtime's (`ventanilla::clock`).
 
 use sha2::{Digest, Sha256};
 
@@ -24,11 +26,6 @@ pub fn sha256_file(path: &std::path::Path) -> std::io::Result<[u8; 32]> {
     Ok(hasher.finalize().into())
 }
 
-/// The current time as an xs:dateTime in UTC with milliseconds, as AS4 senders emit it.
-pub fn timestamp_now() -> String {
-    format_timestamp(time::OffsetDateTime::now_utc())
-}
-
 pub fn format_timestamp(t: time::OffsetDateTime) -> String {
     let t = t.to_offset(time::UtcOffset::UTC);
     format!(
@@ -41,11 +38,6 @@ pub fn format_timestamp(t: time::OffsetDateTime) -> String {
         t.second(),
         t.millisecond()
     )
-}
-
-/// A new globally unique RFC 2822 msg-id (no angle brackets).
-pub fn new_message_id(host: &str) -> String {
-    format!("{}@{}", uuid::Uuid::new_v4(), host)
 }
 
 /// Parses human sizes: "20MiB", "512KiB", "1GiB", "1000" (bytes), "10MB".

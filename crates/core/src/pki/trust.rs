@@ -242,8 +242,8 @@ fn is_validity_error(e: X509VerifyResult) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pki::demo::{Authority, Usage};
     use openssl::pkey::PKey;
+    use ventanilla_testkit::demo_pki::{Authority, Usage};
 
     /// Makes a CRL with `openssl ca -gencrl` listing `revoked` (an independent CRL writer).
     fn crl(dir: &Path, ca: &Authority, revoked: &[&X509], seconds: i64) -> std::path::PathBuf {

@@ -94,7 +94,7 @@ mod tests {
     async fn phase4_sample_with_base64_part_and_bare_content_id() {
         // The sample is stored with LF line ends; on the wire MIME uses CRLF.
         let raw = include_str!(
-            "../../conformance/samples/phase4/phase4-test/src/test/resources/testfiles/WrongCompression.mime"
+            "../../../../conformance/samples/phase4/phase4-test/src/test/resources/testfiles/WrongCompression.mime"
         )
         .replace('\n', "\r\n");
         let raw = raw.as_bytes();

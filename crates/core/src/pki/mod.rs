@@ -1,0 +1,5 @@
+//! Keys and certificates: keystores, truststores, path validation, CRL and OCSP checks.
+
+pub mod keys;
+pub mod ocsp;
+pub mod trust;
