@@ -42,13 +42,11 @@ impl MessageStore for CommitThenStall {
     async fn transition(
         &self,
         row: i64,
-        state: State,
-        detail: &str,
-        next_attempt_at: Option<i64>,
-        error: Option<&str>,
-        response: Option<&[u8]>,
-    ) -> Result<(), StoreError> {
-        self.inner.transition(row, state, detail, next_attempt_at, error, response).await
+        expected: State,
+        event: Happening,
+        response: Option<Vec<u8>>,
+    ) -> Result<State, StoreError> {
+        self.inner.transition(row, expected, event, response).await
     }
     async fn get(&self, direction: Direction, message_id: &str) -> Result<MessageRecord, StoreError> {
         self.inner.get(direction, message_id).await
@@ -71,7 +69,7 @@ impl MessageStore for CommitThenStall {
     async fn payload_paths(&self) -> Result<Vec<PathBuf>, StoreError> {
         self.inner.payload_paths().await
     }
-    async fn events(&self, after: i64, limit: usize) -> Result<Vec<Event>, StoreError> {
+    async fn events(&self, after: i64, limit: usize) -> Result<Vec<FeedEvent>, StoreError> {
         self.inner.events(after, limit).await
     }
     async fn purge_content(

@@ -13,7 +13,7 @@ use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 use ventanilla::backend::client::{ApiClient, Upload};
 use ventanilla::store::postgres::PostgresStore;
-use ventanilla::store::{Direction, Inserted, MessageStore, NewMessage, State};
+use ventanilla::store::{Creation, Happening, Inserted, MessageStore, NewMessage, State, StoreError};
 
 const TOKEN: &str = "cluster-test-token-0123456789";
 
@@ -180,7 +180,6 @@ async fn two_nodes_share_the_work_and_one_finishes_what_the_killed_one_started()
 
 fn inbound(id: &str) -> NewMessage {
     NewMessage {
-        direction: Direction::Inbound,
         message_id: id.into(),
         conversation_id: "c".into(),
         pmode: "cl-pe".into(),
@@ -188,13 +187,11 @@ fn inbound(id: &str) -> NewMessage {
         partner: "CL-SICEX".into(),
         service: "s".into(),
         action: "a".into(),
-        state: State::Delivered,
+        creation: Creation::Received,
         envelope: b"<env/>".to_vec(),
         response: Some(format!("<receipt for {id}/>").into_bytes()),
         payloads: Vec::new(),
-        next_attempt_at: None,
         document: None,
-        error: None,
     }
 }
 
@@ -211,15 +208,13 @@ async fn duplicates_are_detected_across_nodes_and_work_is_leased_once() {
         let outcomes = [x.unwrap(), y.unwrap()];
         assert_eq!(outcomes.iter().filter(|o| matches!(o, Inserted::New(_))).count(), 1, "{outcomes:?}");
         assert!(outcomes.iter().any(
-            |o| matches!(o, Inserted::Duplicate { response: Some(r) } if r == format!("<receipt for {id}/>").as_bytes())
+            |o| matches!(o, Inserted::Duplicate { response: Some(r), state: State::Delivered } if r == format!("<receipt for {id}/>").as_bytes())
         ));
     }
     // Outbound work leased by two nodes claiming at the same time: each message exactly once.
     for i in 0..50 {
         let mut m = inbound(&format!("out-{i}@test"));
-        m.direction = Direction::Outbound;
-        m.state = State::Submitted;
-        m.next_attempt_at = Some(0);
+        m.creation = Creation::Submitted { pull: false };
         one.insert(m).await.unwrap();
     }
     let now = ventanilla::store::now_ms();
@@ -236,4 +231,20 @@ async fn duplicates_are_detected_across_nodes_and_work_is_leased_once() {
         50,
         "after the lease, another node takes over"
     );
+    // Compare-and-set across nodes: the backend acknowledging one received message through
+    // both nodes at once moves it once, with one event.
+    for i in 0..20 {
+        let id = format!("ack-{i}@test");
+        let Inserted::New(row) = one.insert(inbound(&id)).await.unwrap() else { panic!("new") };
+        let (x, y) = tokio::join!(
+            one.transition(row, State::Delivered, Happening::BackendAcknowledged, None),
+            two.transition(row, State::Delivered, Happening::BackendAcknowledged, None)
+        );
+        let won = [&x, &y].iter().filter(|r| matches!(r, Ok(State::Acknowledged))).count();
+        let lost = [&x, &y].iter().filter(|r| matches!(r, Err(StoreError::Conflict { .. }))).count();
+        assert_eq!((won, lost), (1, 1), "{x:?} {y:?}");
+    }
+    let feed = one.events(0, 10_000).await.unwrap();
+    assert_eq!(feed.iter().filter(|e| e.event == "backend_acknowledged").count(), 20, "one event per transition");
+    assert!(feed.iter().all(|e| e.pmode == "cl-pe" && e.partner == "CL-SICEX"));
 }

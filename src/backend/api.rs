@@ -4,7 +4,7 @@
 use crate::msh::AccessPoint;
 use crate::msh::outbound::{Submission, SubmitError, new_content_id, submit};
 use crate::store::files::sync_dir;
-use crate::store::{Direction, ListFilter, MessageRecord, State, StoreError, StoredPayload};
+use crate::store::{Direction, Happening, ListFilter, MessageRecord, State, StoreError, StoredPayload};
 use axum::extract::{DefaultBodyLimit, Multipart, Path, Query, Request, State as AxState};
 use axum::http::{StatusCode, header};
 use axum::middleware::Next;
@@ -311,11 +311,14 @@ async fn download_payload(
 /// `POST /api/v1/inbox/{id}/ack`: the backend has taken the message; it leaves the inbox.
 async fn acknowledge(AxState(api): AxState<Api>, Path(id): Path<String>) -> Result<Json<MessageRecord>, ApiError> {
     let record = api.ap.store.get(Direction::Inbound, &id).await?;
-    if record.state == State::Delivered {
-        api.ap
-            .store
-            .transition(record.row, State::Acknowledged, "acknowledged by the backend", None, None, None)
-            .await?;
+    // Compare-and-set: of two acknowledgements racing, one moves it; the other (a conflict,
+    // or an already acknowledged message) answers with the record as it is: idempotent.
+    match api.ap.store.transition(record.row, State::Delivered, Happening::BackendAcknowledged, None).await {
+        Ok(_) | Err(StoreError::Conflict { .. }) | Err(StoreError::Illegal(_)) => {}
+        Err(e) if record.state != State::Delivered => {
+            tracing::debug!(error = %e, "acknowledging a message not in the inbox");
+        }
+        Err(e) => return Err(e.into()),
     }
     Ok(Json(api.ap.store.get(Direction::Inbound, &id).await?))
 }

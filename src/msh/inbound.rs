@@ -20,11 +20,12 @@
 use super::AccessPoint;
 use crate::ebms::read::{Envelope, EnvelopeError, read_envelope};
 use crate::ebms::tree::Limits as XmlLimits;
-use crate::ebms::{EbmsCode, EbmsError, MessageInfo, UserMessage, write};
+use crate::ebms::{EbmsCode, EbmsError, MessageInfo, Signal, UserMessage, write};
+use crate::lifecycle::Creation;
 use crate::mime::{self, Packaging};
 use crate::pmode::{Matched, Profile};
 use crate::store::files::{FileSink, SunkPart, sync_dir};
-use crate::store::{Direction, Inserted, NewMessage, State, StoredPayload};
+use crate::store::{Inserted, NewMessage, StoredPayload};
 use crate::transport::PeerCertificates;
 use bytes::Bytes;
 use futures_util::Stream;
@@ -163,14 +164,36 @@ pub(crate) fn error_reply(ap: &AccessPoint, error: EbmsError, matched: Option<&M
         message_id: crate::clock::new_message_id(&ap.config.host),
         ref_to_message_id: error.ref_to_message_id.clone(),
     };
-    let status = match error.code.severity() {
-        crate::ebms::error::Severity::Warning => 200,
-        _ if error.code.is_receiver_fault() => 500,
-        _ => 400,
-    };
+    let status = status_for(error.code);
     let builder = write::error_builder(&info, &[error]);
     let xml = matched.and_then(|m| sign_signal(ap, m, &builder)).unwrap_or_else(|| builder.build(""));
     Reply::soap(status, xml)
+}
+
+/// The HTTP status an error signal goes back with.
+fn status_for(code: EbmsCode) -> u16 {
+    match code.severity() {
+        crate::ebms::error::Severity::Warning => 200,
+        _ if code.is_receiver_fault() => 500,
+        _ => 400,
+    }
+}
+
+/// The HTTP status of a stored answer (a duplicate gets the first copy's answer again),
+/// decided from the parsed signal: a receipt is 200, an error as [`error_reply`] sent it.
+fn status_of_stored_answer(answer: &[u8]) -> u16 {
+    let Ok(envelope) = read_envelope(answer, XmlLimits::default()) else { return 500 };
+    for signal in &envelope.messaging.signals {
+        match &signal.signal {
+            Signal::Receipt { .. } => return 200,
+            Signal::Errors(errors) => {
+                let code = errors.iter().find(|e| e.is_failure()).or(errors.first());
+                return code.and_then(|e| EbmsCode::from_code(&e.code)).map_or(400, status_for);
+            }
+            Signal::PullRequest { .. } => {}
+        }
+    }
+    500
 }
 
 /// Signs a receipt or error with our key for the link's profile; None on a 'none' link.
@@ -248,10 +271,9 @@ where
     })?;
     let answer = match verdict {
         Ok(document) => Answer {
-            state: State::Delivered,
+            creation: Creation::Received,
             reply: Reply::soap(200, receipt(ap, &matched, &um, &references)),
             document: document.and_then(|d| serde_json::to_value(d).ok()),
-            error: None,
         },
         Err(super::documents::DocumentProblem::Unreadable(e)) => {
             // Our own trouble (disk), not the sender's: answer an error, keep nothing.
@@ -270,10 +292,9 @@ where
             tracing::warn!(code = code.code(), detail = %error.detail, "payload refused");
             let text = format!("{}: {}", code, error.detail);
             Answer {
-                state: State::Rejected,
+                creation: Creation::RefusedForContent { reason: text },
                 reply: error_reply(ap, error, Some(&matched)),
                 document: None,
-                error: Some(text),
             }
         }
     };
@@ -632,7 +653,6 @@ async fn persist_and_answer(
     let leg = matched.leg().map(|l| l.name.clone()).unwrap_or_default();
     let partner = matched.link.partner_of(ap.me()).map(|p| p.id.clone()).unwrap_or_default();
     let message = NewMessage {
-        direction: Direction::Inbound,
         message_id: um.info.message_id.clone(),
         conversation_id: um.conversation_id.clone(),
         pmode: matched.link.id.clone(),
@@ -640,13 +660,11 @@ async fn persist_and_answer(
         partner,
         service: um.service.value.clone(),
         action: um.action.clone(),
-        state: answer.state,
+        creation: answer.creation.clone(),
         envelope,
         response: Some(answer.reply.body.clone()),
         payloads,
-        next_attempt_at: None,
         document: answer.document,
-        error: answer.error,
     };
     // From the rename on, the folder may be referenced by a committed row even if the insert
     // below reports an error (or never returns: a crash); it is removed only on a definite
@@ -659,21 +677,23 @@ async fn persist_and_answer(
     };
     match outcome {
         Ok(Inserted::New(_)) => {
-            if answer.state == State::Delivered {
+            if answer.creation == Creation::Received {
                 tracing::info!("received, persisted and delivered to the backend inbox");
             } else {
                 tracing::warn!("refused for its content; kept for inspection, not delivered");
             }
             Ok(answer.reply)
         }
-        Ok(Inserted::Duplicate { response }) => {
+        Ok(Inserted::Duplicate { response, state }) => {
             // Nothing was written for this copy: its payload files are ours to remove.
             remove_final();
-            tracing::info!("duplicate: answered with the stored answer, not delivered again");
-            let body = response.unwrap_or(answer.reply.body);
+            tracing::info!(
+                first_copy = state.as_str(),
+                "duplicate: answered with the stored answer, not delivered again"
+            );
             // The stored answer is a receipt or, for a refused message, the same error.
-            let is_error = String::from_utf8_lossy(&body).contains(":Error ");
-            Ok(Reply { status: if is_error { 400 } else { 200 }, body, stream: None })
+            let body = response.unwrap_or(answer.reply.body);
+            Ok(Reply { status: status_of_stored_answer(&body), body, stream: None })
         }
         Err(e) if e.definitely_not_stored() => {
             remove_final();
@@ -685,8 +705,7 @@ async fn persist_and_answer(
 
 /// What is stored with a received message and sent back.
 struct Answer {
-    state: State,
+    creation: Creation,
     reply: Reply,
     document: Option<serde_json::Value>,
-    error: Option<String>,
 }

@@ -8,9 +8,10 @@ use crate::ebms::tree::Limits as XmlLimits;
 use crate::ebms::{
     AgreementRef, MessageInfo, PartInfo, Party, PartyId, Property, Service, Signal, UserMessage, ns, write,
 };
+use crate::lifecycle::{Creation, PartnerError};
 use crate::mime::{self, Packaging};
 use crate::pmode::Profile;
-use crate::store::{Direction, MessageRecord, NewMessage, State, StoreError, StoredPayload, now_ms};
+use crate::store::{Direction, Happening, MessageRecord, NewMessage, State, StoreError, StoredPayload, now_ms};
 use crate::transport::{BodyStream, SendError};
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -249,7 +250,6 @@ pub async fn submit(ap: &AccessPoint, sub: Submission) -> Result<MessageRecord, 
     .await
     .map_err(|e| SubmitError::Refused(format!("signing task failed: {e}")))??;
     let message = NewMessage {
-        direction: Direction::Outbound,
         message_id: um.info.message_id.clone(),
         conversation_id: um.conversation_id.clone(),
         pmode,
@@ -258,13 +258,11 @@ pub async fn submit(ap: &AccessPoint, sub: Submission) -> Result<MessageRecord, 
         service: um.service.value.clone(),
         action: um.action.clone(),
         // A pull leg holds the message until the partner pulls it.
-        state: if pull { State::Pullable } else { State::Submitted },
+        creation: Creation::Submitted { pull },
         envelope,
         response: None,
         payloads,
-        next_attempt_at: if pull { None } else { Some(now_ms()) },
         document: document.and_then(|d| serde_json::to_value(d).ok()),
-        error: None,
     };
     ap.store.insert(message).await?;
     tracing::info!(message_id = %um.info.message_id, partner = %sub.to, "submitted by the backend");
@@ -340,65 +338,90 @@ pub async fn run_sender(ap: Arc<AccessPoint>, shutdown: CancellationToken) {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Outcome {
     Receipt,
-    /// An ebMS error of severity failure: not retried.
-    Refused(String),
-    /// No usable answer: retried on the schedule.
-    NoReceipt(String),
+    /// An ebMS error of severity failure, to be trusted (signed by the partner on a signing
+    /// link): not retried.
+    Refused {
+        reason: String,
+        error: PartnerError,
+    },
+    /// No usable answer: retried on the schedule. An error signal that could not be trusted
+    /// (unsigned, or warnings only) is kept in `error` so an operator sees the partner's word.
+    NoReceipt {
+        reason: String,
+        error: Option<PartnerError>,
+    },
 }
 
-/// The partner answered with an ebMS failure: the message is failed for good, with its reason
-/// and the partner's signal kept.
+impl Outcome {
+    fn no_receipt(reason: String) -> Outcome {
+        Outcome::NoReceipt { reason, error: None }
+    }
+}
+
+/// The partner's errors in one record: the first failure (or warning) decides the code; every
+/// description is kept.
+pub(crate) fn partner_error(errors: &[crate::ebms::ErrorDetail], verified: bool) -> Option<PartnerError> {
+    let first = errors.iter().find(|e| e.is_failure()).or(errors.first())?;
+    let describe = |e: &crate::ebms::ErrorDetail| {
+        let text = [e.short_description.as_deref(), e.description.as_deref(), e.detail.as_deref()]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+            .join(": ");
+        format!("{} {text}", e.code).trim_end().to_owned()
+    };
+    Some(PartnerError {
+        code: first.code.clone(),
+        severity: if first.is_failure() { "failure".into() } else { "warning".into() },
+        description: errors.iter().map(describe).collect::<Vec<_>>().join("; "),
+        verified,
+    })
+}
+
+/// The partner answered with a verified ebMS failure: the message is failed for good, with
+/// its reason and the partner's signal kept.
 pub(crate) async fn record_refusal(
     ap: &AccessPoint,
     record: &MessageRecord,
+    expected: State,
     reason: &str,
-    signal: Option<&[u8]>,
-) -> Result<(), StoreError> {
-    let detail = format!("refused by the partner: {reason}");
-    ap.store.transition(record.row, State::Failed, &detail, None, Some(reason), signal).await
+    error: Option<PartnerError>,
+    signal: Option<Vec<u8>>,
+) -> Result<State, StoreError> {
+    let event = Happening::RefusedByPartner { reason: reason.to_owned(), error };
+    ap.store.transition(record.row, expected, event, signal).await
 }
 
 async fn send_one(ap: &AccessPoint, record: MessageRecord) {
-    let outcome = match attempt(ap, &record).await {
+    let (outcome, body) = match attempt(ap, &record).await {
         Ok((outcome, body)) => (outcome, Some(body)),
-        Err(e) => (Outcome::NoReceipt(e.to_string()), None),
+        Err(e) => (Outcome::no_receipt(e.to_string()), None),
     };
     let result = match outcome {
-        (Outcome::Receipt, body) => {
+        Outcome::Receipt => {
             tracing::info!(attempt = record.attempts, "receipt received");
-            ap.store.transition(record.row, State::Acknowledged, "receipt received", None, None, body.as_deref()).await
+            ap.store.transition(record.row, State::Sending, Happening::ReceiptReceived, body).await
         }
-        (Outcome::Refused(reason), body) => {
+        Outcome::Refused { reason, error } => {
             tracing::warn!(reason, "refused by the partner");
-            record_refusal(ap, &record, &reason, body.as_deref()).await
+            record_refusal(ap, &record, State::Sending, &reason, Some(error), body).await
         }
-        (Outcome::NoReceipt(reason), _) => {
+        Outcome::NoReceipt { reason, error } => {
             let schedule =
                 ap.pmodes().links().iter().find(|l| l.id == record.pmode).map(|l| l.retry.clone()).unwrap_or_default();
-            match schedule.get(record.attempts.saturating_sub(1) as usize) {
-                Some(wait) => {
-                    let next = now_ms() + wait.as_millis() as i64;
-                    tracing::warn!(reason, retry_in = ?wait, "no receipt; will retry");
-                    ap.store
-                        .transition(
-                            record.row,
-                            State::WaitingRetry,
-                            &format!("no receipt: {reason}"),
-                            Some(next),
-                            Some(&reason),
-                            None,
-                        )
-                        .await
-                }
-                None => {
-                    let error = format!(
-                        "EBMS:0301 MissingReceipt: no receipt after {} attempts; last: {reason}",
-                        record.attempts
-                    );
-                    tracing::error!("{error}");
-                    ap.store.transition(record.row, State::Failed, &error, None, Some(&error), None).await
-                }
+            let retry_at = schedule.get(record.attempts.saturating_sub(1) as usize).map(|wait| {
+                tracing::warn!(reason, retry_in = ?wait, "no receipt; will retry");
+                now_ms() + wait.as_millis() as i64
+            });
+            if retry_at.is_none() {
+                tracing::error!(reason, attempts = record.attempts, "EBMS:0301 MissingReceipt: retries exhausted");
             }
+            if let Some(e) = &error {
+                tracing::warn!(code = %e.code, description = %e.description, "the partner answered with an error that is not trusted (unsigned or not a failure)");
+            }
+            ap.store
+                .transition(record.row, State::Sending, Happening::NoReceipt { reason, retry_at, error }, None)
+                .await
         }
     };
     if let Err(e) = result {
@@ -426,14 +449,19 @@ async fn attempt(ap: &AccessPoint, record: &MessageRecord) -> Result<(Outcome, V
     let (outcome, envelope) =
         interpret(&record.message_id, response.status, response.content_type.as_deref(), &response.body).await;
     let outcome = match (outcome, envelope) {
-        (outcome @ (Outcome::Receipt | Outcome::Refused(_)), Some(envelope)) if link.profile.is_secure() => {
+        (outcome @ (Outcome::Receipt | Outcome::Refused { .. }), Some(envelope)) if link.profile.is_secure() => {
             let is_receipt = outcome == Outcome::Receipt;
-            match check_signal(ap, &link, partner, &envelope, &record.envelope, is_receipt) {
-                Ok(()) => outcome,
-                Err(reason) if is_receipt => Outcome::NoReceipt(format!("EBMS:0302 InvalidReceipt: {reason}")),
-                Err(reason) => Outcome::NoReceipt(format!(
-                    "an error signal that fails its security check is not trusted: {reason}"
-                )),
+            match (check_signal(ap, &link, partner, &envelope, &record.envelope, is_receipt), outcome) {
+                (Ok(()), Outcome::Refused { reason, error }) => {
+                    Outcome::Refused { reason, error: PartnerError { verified: true, ..error } }
+                }
+                (Ok(()), outcome) => outcome,
+                (Err(reason), _) if is_receipt => Outcome::no_receipt(format!("EBMS:0302 InvalidReceipt: {reason}")),
+                (Err(why), Outcome::Refused { reason, error }) => Outcome::NoReceipt {
+                    reason: format!("the partner answered {reason}, in an error signal that is not trusted: {why}"),
+                    error: Some(error),
+                },
+                (Err(why), _) => Outcome::no_receipt(why),
             }
         }
         (outcome, _) => outcome,
@@ -501,44 +529,50 @@ pub async fn interpret(
             match mime::read_multipart(stream, &boundary, start.as_deref(), mime::Limits::default(), &mut sink).await {
                 Ok(m) => m.envelope,
                 Err(e) => {
-                    return (Outcome::NoReceipt(format!("HTTP {status}, unreadable response: {}", e.detail)), None);
+                    return (Outcome::no_receipt(format!("HTTP {status}, unreadable response: {}", e.detail)), None);
                 }
             }
         }
         Err(_) if body.is_empty() => {
-            return (Outcome::NoReceipt(format!("HTTP {status} with an empty body")), None);
+            return (Outcome::no_receipt(format!("HTTP {status} with an empty body")), None);
         }
         Err(e) => {
-            return (Outcome::NoReceipt(format!("HTTP {status}, unusable response: {}", e.detail)), None);
+            return (Outcome::no_receipt(format!("HTTP {status}, unusable response: {}", e.detail)), None);
         }
     };
     let parsed = match read_envelope(&envelope, XmlLimits::default()) {
         Ok(p) => p,
         Err(e) => {
-            return (Outcome::NoReceipt(format!("HTTP {status}, response is not an ebMS signal: {e}")), None);
+            return (Outcome::no_receipt(format!("HTTP {status}, response is not an ebMS signal: {e}")), None);
         }
     };
+    let mut warnings = Vec::new();
     for signal in &parsed.messaging.signals {
         let refers_to_us = signal.info.ref_to_message_id.as_deref() == Some(message_id);
         match &signal.signal {
             Signal::Receipt { .. } if refers_to_us => return (Outcome::Receipt, Some(envelope)),
             Signal::Errors(errors) => {
-                let failures: Vec<String> = errors
+                let ours: Vec<crate::ebms::ErrorDetail> = errors
                     .iter()
-                    .filter(|e| e.is_failure())
                     .filter(|e| refers_to_us || e.ref_to_message_in_error.as_deref().is_none_or(|r| r == message_id))
-                    .map(|e| {
-                        format!("{} {}", e.code, e.detail.as_deref().or(e.short_description.as_deref()).unwrap_or(""))
-                    })
+                    .cloned()
                     .collect();
-                if !failures.is_empty() {
-                    return (Outcome::Refused(failures.join("; ")), Some(envelope));
+                if ours.iter().any(|e| e.is_failure()) {
+                    let error = partner_error(&ours, false).unwrap_or_else(|| PartnerError {
+                        code: String::new(),
+                        severity: "failure".into(),
+                        description: String::new(),
+                        verified: false,
+                    });
+                    return (Outcome::Refused { reason: error.description.clone(), error }, Some(envelope));
                 }
+                warnings.extend(ours);
             }
             _ => {}
         }
     }
-    (Outcome::NoReceipt(format!("HTTP {status} without a receipt for {message_id}")), None)
+    let reason = format!("HTTP {status} without a receipt for {message_id}");
+    (Outcome::NoReceipt { reason, error: partner_error(&warnings, false) }, None)
 }
 
 #[cfg(test)]
@@ -560,22 +594,30 @@ mod tests {
         let receipt = Bytes::from(write::receipt_envelope(&info(), &ventanilla_testkit::wire::user_message("u@x")));
         assert_eq!(interpret("m@x", 200, ct, &receipt).await.0, Outcome::Receipt);
         assert!(
-            matches!(interpret("other@x", 200, ct, &receipt).await.0, Outcome::NoReceipt(_)),
+            matches!(interpret("other@x", 200, ct, &receipt).await.0, Outcome::NoReceipt { .. }),
             "a receipt for another message"
         );
         let failure = EbmsError::new(EbmsCode::ValueNotRecognized, "unknown").with_ref(Some("m@x"));
         let error = Bytes::from(write::error_envelope(&info(), &[failure]));
-        assert!(
-            matches!(interpret("m@x", 400, ct, &error).await.0, Outcome::Refused(_)),
-            "an ebMS failure is not retried"
-        );
+        match interpret("m@x", 400, ct, &error).await.0 {
+            Outcome::Refused { error, .. } => {
+                assert_eq!((error.code.as_str(), error.verified), ("EBMS:0001", false), "verified later, by signature");
+                assert!(error.description.contains("unknown"), "{error:?}");
+            }
+            other => panic!("an ebMS failure is a refusal: {other:?}"),
+        }
         let warning = EbmsError::new(EbmsCode::EmptyMessagePartitionChannel, "empty").with_ref(Some("m@x"));
         let warn = Bytes::from(write::error_envelope(&info(), &[warning]));
-        assert!(matches!(interpret("m@x", 200, ct, &warn).await.0, Outcome::NoReceipt(_)), "a warning is no receipt");
+        match interpret("m@x", 200, ct, &warn).await.0 {
+            Outcome::NoReceipt { error: Some(e), .. } => {
+                assert_eq!((e.code.as_str(), e.severity.as_str()), ("EBMS:0006", "warning"))
+            }
+            other => panic!("a warning is no receipt, and is kept: {other:?}"),
+        }
         assert!(matches!(
             interpret("m@x", 503, Some("text/html"), &Bytes::from_static(b"<html/>")).await.0,
-            Outcome::NoReceipt(_)
+            Outcome::NoReceipt { error: None, .. }
         ));
-        assert!(matches!(interpret("m@x", 500, None, &Bytes::new()).await.0, Outcome::NoReceipt(_)));
+        assert!(matches!(interpret("m@x", 500, None, &Bytes::new()).await.0, Outcome::NoReceipt { .. }));
     }
 }

@@ -10,7 +10,7 @@ use crate::ebms::read::Envelope;
 use crate::ebms::{EbmsCode, EbmsError, MessageInfo, Signal, SignalMessage, write};
 use crate::mime::{self, Packaging};
 use crate::pmode::{Leg, Link, Matched};
-use crate::store::{Direction, State, now_ms};
+use crate::store::{Direction, Happening, State, StoreError, now_ms};
 use crate::transport::{BodyStream, PeerCertificates};
 use bytes::Bytes;
 use std::sync::Arc;
@@ -144,28 +144,25 @@ async fn settle_pulled(ap: &AccessPoint, signal: &SignalMessage, raw: &[u8]) {
         tracing::warn!(ref_to = ref_id, reason, "signal for a pulled message fails its security check; ignored");
         return;
     }
+    // Compare-and-set from `pulled`: a second signal for the same message (or a requeue that
+    // came first) finds it moved on and changes nothing.
     let result = match &signal.signal {
         Signal::Receipt { .. } => {
-            ap.store
-                .transition(
-                    record.row,
-                    State::Acknowledged,
-                    "receipt received for the pulled message",
-                    None,
-                    None,
-                    Some(raw),
-                )
-                .await
+            ap.store.transition(record.row, State::Pulled, Happening::ReceiptReceived, Some(raw.to_vec())).await
         }
         Signal::Errors(errors) => {
-            let reason: Vec<String> =
-                errors.iter().map(|e| format!("{} {}", e.code, e.detail.as_deref().unwrap_or(""))).collect();
-            super::outbound::record_refusal(ap, &record, &reason.join("; "), Some(raw)).await
+            let error = super::outbound::partner_error(errors, link.profile.is_secure());
+            let reason = error.as_ref().map(|e| e.description.clone()).unwrap_or_default();
+            super::outbound::record_refusal(ap, &record, State::Pulled, &reason, error, Some(raw.to_vec())).await
         }
-        Signal::PullRequest { .. } => Ok(()),
+        Signal::PullRequest { .. } => return,
     };
-    if let Err(e) = result {
-        tracing::error!(error = %e, "cannot record the outcome of a pulled message");
+    match result {
+        Ok(_) => {}
+        Err(StoreError::Conflict { actual, .. }) => {
+            tracing::info!(ref_to = ref_id, state = actual.as_str(), "the pulled message was settled meanwhile")
+        }
+        Err(e) => tracing::error!(error = %e, "cannot record the outcome of a pulled message"),
     }
 }
 
@@ -187,23 +184,11 @@ pub async fn requeue_expired(ap: &AccessPoint) {
         }
         let schedule =
             ap.pmodes().links().iter().find(|l| l.id == record.pmode).map(|l| l.retry.clone()).unwrap_or_default();
-        let result = if (record.attempts as usize) <= schedule.len() {
-            ap.store
-                .transition(
-                    record.row,
-                    State::Pullable,
-                    "no receipt for the pulled message; offered again",
-                    None,
-                    None,
-                    None,
-                )
-                .await
-        } else {
-            let error = format!("EBMS:0301 MissingReceipt: pulled {} times without a receipt", record.attempts);
-            ap.store.transition(record.row, State::Failed, &error, None, Some(&error), None).await
-        };
-        if let Err(e) = result {
-            tracing::error!(error = %e, "cannot requeue a pulled message");
+        let offer_again = (record.attempts as usize) <= schedule.len();
+        match ap.store.transition(record.row, State::Pulled, Happening::PullReceiptOverdue { offer_again }, None).await
+        {
+            Ok(_) | Err(StoreError::Conflict { .. }) => {}
+            Err(e) => tracing::error!(error = %e, "cannot requeue a pulled message"),
         }
     }
 }
@@ -263,35 +248,83 @@ pub async fn pull_once(ap: &Arc<AccessPoint>, link: &Link, leg: &Leg) -> Result<
     let body: BodyStream = Box::pin(futures_util::stream::iter([Ok(Bytes::from(request))]));
     let response = ap
         .client
-        .post_limited(
-            &identity,
-            &url,
-            "application/soap+xml; charset=UTF-8",
-            body,
-            link.timeout,
-            ap.config.max_message_bytes() as usize,
-        )
+        .post_streaming(&identity, &url, "application/soap+xml; charset=UTF-8", body, link.timeout)
         .await
         .map_err(|e| e.to_string())?;
-    let carries_message = match mime::parse_packaging(response.content_type.as_deref()) {
-        Ok(Packaging::Multipart { .. }) => true,
-        Ok(Packaging::Soap) => String::from_utf8_lossy(&response.body).contains("UserMessage"),
-        Err(_) => false,
-    };
-    if !carries_message {
-        let text = String::from_utf8_lossy(&response.body);
-        if text.contains("EBMS:0006") {
-            return Ok(false);
+    let status = response.status;
+    // A pulled message comes as SwA (multipart) or, without payloads, as a bare SOAP
+    // envelope; the holder's "nothing waiting" or refusal is a bare SOAP signal.
+    let content_type = response.content_type.clone();
+    let stream: BodyStream = match mime::parse_packaging(content_type.as_deref()) {
+        Ok(Packaging::Multipart { .. }) => response.body,
+        Ok(Packaging::Soap) => {
+            let envelope = read_bounded(response.body, mime::Limits::default().max_envelope_bytes).await?;
+            let parsed = crate::ebms::read::read_envelope(&envelope, crate::ebms::tree::Limits::default())
+                .map_err(|e| format!("HTTP {status}: the answer to a PullRequest is not an ebMS message: {e}"))?;
+            if parsed.messaging.user_message.is_none() {
+                return match pull_answer(&parsed) {
+                    PullAnswer::Empty => Ok(false),
+                    PullAnswer::Refused(reason) => Err(format!("HTTP {status}: {reason}")),
+                };
+            }
+            Box::pin(futures_util::stream::iter([Ok(Bytes::from(envelope))]))
         }
-        return Err(format!("HTTP {}: {}", response.status, text.chars().take(300).collect::<String>()));
-    }
-    // Process it as a received message; the answer (receipt or error) goes back as a signal.
-    let stream = futures_util::stream::iter([Ok::<_, std::io::Error>(response.body)]);
-    let answer = receive_as(ap.clone(), PeerCertificates::default(), true, response.content_type, stream).await;
+        Err(e) => return Err(format!("HTTP {status}: unusable answer to a PullRequest: {}", e.detail)),
+    };
+    // Process it as a received message, streaming to staging; the answer (receipt or error)
+    // goes back as a signal of its own.
+    let answer = receive_as(ap.clone(), PeerCertificates::default(), true, content_type, stream).await;
     let back: BodyStream = Box::pin(futures_util::stream::iter([Ok(Bytes::from(answer.body))]));
     ap.client
         .post(&identity, &url, "application/soap+xml; charset=UTF-8", back, link.timeout)
         .await
         .map_err(|e| format!("cannot return the receipt: {e}"))?;
     Ok(true)
+}
+
+/// What a signal-only answer to our PullRequest says.
+enum PullAnswer {
+    /// EBMS:0006: nothing waiting on the MPC.
+    Empty,
+    Refused(String),
+}
+
+fn pull_answer(parsed: &Envelope) -> PullAnswer {
+    let errors: Vec<&crate::ebms::ErrorDetail> = parsed
+        .messaging
+        .signals
+        .iter()
+        .flat_map(|s| match &s.signal {
+            Signal::Errors(e) => e.iter().collect(),
+            _ => Vec::new(),
+        })
+        .collect();
+    if errors.iter().any(|e| e.code == EbmsCode::EmptyMessagePartitionChannel.code())
+        && !errors.iter().any(|e| e.is_failure())
+    {
+        return PullAnswer::Empty;
+    }
+    let described: Vec<String> = errors
+        .iter()
+        .map(|e| format!("{} {}", e.code, e.detail.as_deref().or(e.short_description.as_deref()).unwrap_or("")))
+        .collect();
+    if described.is_empty() {
+        PullAnswer::Refused("neither a message nor an error signal".into())
+    } else {
+        PullAnswer::Refused(described.join("; "))
+    }
+}
+
+/// Reads a small body whole (a bare SOAP envelope), refusing more than `limit` bytes.
+async fn read_bounded(mut body: BodyStream, limit: usize) -> Result<Vec<u8>, String> {
+    use futures_util::StreamExt;
+    let mut out = Vec::new();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| format!("reading the answer: {e}"))?;
+        if out.len() + chunk.len() > limit {
+            return Err(format!("a SOAP answer of more than {limit} bytes"));
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out)
 }

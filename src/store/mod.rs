@@ -9,73 +9,9 @@ pub mod sqlite;
 
 use serde::Serialize;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Direction {
-    Outbound,
-    Inbound,
-}
-
-impl Direction {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Direction::Outbound => "outbound",
-            Direction::Inbound => "inbound",
-        }
-    }
-}
-
-/// Message states. Outbound: submitted → sending → (waiting_retry → sending)* → acknowledged |
-/// failed. Inbound: delivered (in the backend inbox) → acknowledged (the backend took it).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum State {
-    Submitted,
-    Sending,
-    WaitingRetry,
-    Acknowledged,
-    Failed,
-    Delivered,
-    /// Inbound, refused for its content (payload validation): kept for inspection, never in
-    /// the inbox.
-    Rejected,
-    /// Outbound on a pull leg: held until the partner pulls it.
-    Pullable,
-    /// Outbound on a pull leg: pulled, waiting for the partner's receipt.
-    Pulled,
-}
-
-impl State {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            State::Submitted => "submitted",
-            State::Sending => "sending",
-            State::WaitingRetry => "waiting_retry",
-            State::Acknowledged => "acknowledged",
-            State::Failed => "failed",
-            State::Delivered => "delivered",
-            State::Rejected => "rejected",
-            State::Pullable => "pullable",
-            State::Pulled => "pulled",
-        }
-    }
-
-    pub fn parse(value: &str) -> Option<State> {
-        [
-            State::Submitted,
-            State::Sending,
-            State::WaitingRetry,
-            State::Acknowledged,
-            State::Failed,
-            State::Delivered,
-            State::Rejected,
-            State::Pullable,
-            State::Pulled,
-        ]
-        .into_iter()
-        .find(|s| s.as_str() == value)
-    }
-}
+/// What happens to a stored message (see [`crate::lifecycle`]).
+pub use crate::lifecycle::Event as Happening;
+pub use crate::lifecycle::{Creation, Direction, PartnerError, State};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct StoredPayload {
@@ -95,7 +31,6 @@ pub struct StoredPayload {
 /// What is written when a message is accepted.
 #[derive(Debug, Clone)]
 pub struct NewMessage {
-    pub direction: Direction,
     pub message_id: String,
     pub conversation_id: String,
     pub pmode: String,
@@ -103,23 +38,23 @@ pub struct NewMessage {
     pub partner: String,
     pub service: String,
     pub action: String,
-    pub state: State,
+    /// How it came to be: its direction, first state, first history entry and event.
+    pub creation: Creation,
     /// The SOAP envelope as sent (outbound) or received (inbound).
     pub envelope: Vec<u8>,
-    /// Inbound: the receipt we answered with, so a duplicate gets the same receipt.
+    /// Inbound: the receipt (or error) we answered with, so a duplicate gets the same answer.
     pub response: Option<Vec<u8>>,
     pub payloads: Vec<StoredPayload>,
-    pub next_attempt_at: Option<i64>,
     /// What the payload handler extracted from the leading document (JSON).
     pub document: Option<serde_json::Value>,
-    /// Why an inbound message was refused (state `rejected`).
-    pub error: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct HistoryEntry {
     pub at: String,
     pub state: String,
+    /// The lifecycle event of a transition; None for a note (a duplicate received, retention).
+    pub event: Option<String>,
     pub detail: String,
 }
 
@@ -141,6 +76,9 @@ pub struct MessageRecord {
     pub created_at: String,
     pub updated_at: String,
     pub error: Option<String>,
+    /// The partner's last error signal, verified or not (an unverified one is shown, not
+    /// trusted).
+    pub partner_error: Option<PartnerError>,
     pub document: Option<serde_json::Value>,
     pub payloads: Vec<StoredPayload>,
     pub history: Vec<HistoryEntry>,
@@ -160,6 +98,13 @@ pub enum StoreError {
     Task(String),
     #[error("message {0} not found")]
     NotFound(String),
+    /// Compare-and-set lost: someone else moved the message first.
+    #[error("message row {row} is {actual}, not {expected}: changed concurrently", actual = .actual.as_str(), expected = .expected.as_str())]
+    Conflict { row: i64, expected: State, actual: State },
+    #[error(transparent)]
+    Illegal(#[from] crate::lifecycle::IllegalTransition),
+    #[error("store data error: {0}")]
+    Corrupt(String),
 }
 
 impl StoreError {
@@ -167,7 +112,7 @@ impl StoreError {
     /// any error it reports). A lost connection or a failed task may have committed first: the
     /// caller must then keep the files the row would name (the orphan sweep decides later).
     pub fn definitely_not_stored(&self) -> bool {
-        matches!(self, StoreError::Database(_))
+        matches!(self, StoreError::Database(_) | StoreError::Conflict { .. } | StoreError::Illegal(_))
     }
 }
 
@@ -175,9 +120,11 @@ impl StoreError {
 #[derive(Debug)]
 pub enum Inserted {
     New(i64),
-    /// Already received: the stored response (receipt) to answer with again.
+    /// Already received: the stored answer (receipt, or error for a refused message) to
+    /// answer with again, and the state the first copy is in.
     Duplicate {
         response: Option<Vec<u8>>,
+        state: State,
     },
 }
 
@@ -188,15 +135,24 @@ pub struct ListFilter {
     pub limit: usize,
 }
 
-/// One entry of a message's history, as an event feed for the backend.
+/// One transition, as the events feed shows it to the backend: exactly one per transition
+/// (notes such as a recognised duplicate are in the history, not in the feed).
 #[derive(Debug, Clone, Serialize)]
-pub struct Event {
+pub struct FeedEvent {
     pub id: i64,
     pub at: String,
     pub message_id: String,
     pub direction: Direction,
+    /// The lifecycle event (`submitted`, `claimed`, `receipt_received`, `received`…).
+    pub event: String,
+    /// The state before (None when the message was created).
+    pub from: Option<String>,
+    /// The state after.
     pub state: String,
     pub detail: String,
+    pub partner: String,
+    pub pmode: String,
+    pub leg: String,
 }
 
 #[async_trait::async_trait]
@@ -204,26 +160,28 @@ pub trait MessageStore: Send + Sync {
     /// Stores a new message with its payload files; for inbound, a MessageId already present
     /// is a duplicate and nothing is written.
     async fn insert(&self, message: NewMessage) -> Result<Inserted, StoreError>;
-    /// Leases due outbound messages (submitted or waiting_retry, next attempt reached) by
-    /// moving them to `sending`.
+    /// Leases due outbound messages (submitted or waiting_retry, next attempt reached) with
+    /// the `claimed` event, moving them to `sending`.
     async fn claim_due(&self, now_ms: i64, limit: usize) -> Result<Vec<MessageRecord>, StoreError>;
-    /// Sets a new state with a history entry; `next_attempt_at` and `error` as given.
+    /// Applies `event` to the message at `row` if it is still in `expected` (compare-and-set):
+    /// the new state, attempts, next attempt, error and partner error as the lifecycle says,
+    /// `response` (the partner's signal) when given, and one history entry (one feed event).
+    /// Returns the new state; [`StoreError::Conflict`] if the message had moved on.
     async fn transition(
         &self,
         row: i64,
-        state: State,
-        detail: &str,
-        next_attempt_at: Option<i64>,
-        error: Option<&str>,
-        response: Option<&[u8]>,
-    ) -> Result<(), StoreError>;
+        expected: State,
+        event: Happening,
+        response: Option<Vec<u8>>,
+    ) -> Result<State, StoreError>;
     async fn get(&self, direction: Direction, message_id: &str) -> Result<MessageRecord, StoreError>;
     async fn list(&self, filter: ListFilter) -> Result<Vec<MessageRecord>, StoreError>;
-    /// Messages left in `sending` by a crash go back to waiting_retry, due now: all of them
-    /// for a store one node owns, only expired leases for a shared one.
+    /// Messages left in `sending` by a crash go back to waiting_retry, due now (the
+    /// `interrupted` event): all of them for a store one node owns, only expired leases for a
+    /// shared one.
     async fn recover(&self, now_ms: i64) -> Result<usize, StoreError>;
-    /// Pull: takes the oldest message held for `pmode`/`leg`, marking it pulled (receipt
-    /// awaited until `expires_ms`).
+    /// Pull: takes the oldest message held for `pmode`/`leg` with the `pulled_by_partner`
+    /// event (receipt awaited until `expires_ms`).
     async fn take_pullable(
         &self,
         pmode: &str,
@@ -238,8 +196,8 @@ pub trait MessageStore: Send + Sync {
     }
     /// Every payload file path the store names (the orphan sweep's reference list).
     async fn payload_paths(&self) -> Result<Vec<std::path::PathBuf>, StoreError>;
-    /// History entries after `after` (an event id), oldest first.
-    async fn events(&self, after: i64, limit: usize) -> Result<Vec<Event>, StoreError>;
+    /// Transitions after `after` (an event id), oldest first.
+    async fn events(&self, after: i64, limit: usize) -> Result<Vec<FeedEvent>, StoreError>;
     /// Retention, one batch: empties the content (payload files, envelope) of messages in
     /// `state` last changed before `before_ms`; returns how many, and the files to delete.
     async fn purge_content(
@@ -267,4 +225,20 @@ pub fn format_ms(ms: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
         .map(crate::util::format_timestamp)
         .unwrap_or_default()
+}
+
+/// The time of a history entry: now, but never before the message's last entry (so the
+/// history reads in order even when clocks of nodes or threads disagree by a little).
+pub fn monotonic_at(now: i64, last: Option<i64>) -> i64 {
+    last.map_or(now, |last| now.max(last))
+}
+
+/// The next-attempt column's new value, and whether to write it.
+pub(crate) fn next_attempt_value(next: crate::lifecycle::NextAttempt) -> (bool, Option<i64>) {
+    use crate::lifecycle::NextAttempt;
+    match next {
+        NextAttempt::Keep => (false, None),
+        NextAttempt::Clear => (true, None),
+        NextAttempt::At(at) => (true, Some(at)),
+    }
 }

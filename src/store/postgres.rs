@@ -57,6 +57,9 @@ CREATE TABLE IF NOT EXISTS history (
     detail      TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS history_message ON history (message_id);
+ALTER TABLE messages ADD COLUMN IF NOT EXISTS partner_error TEXT;
+ALTER TABLE history ADD COLUMN IF NOT EXISTS event TEXT;
+ALTER TABLE history ADD COLUMN IF NOT EXISTS from_state TEXT;
 "#;
 
 /// Nodes creating the schema at the same moment take turns.
@@ -100,6 +103,7 @@ fn record(row: &Row) -> MessageRecord {
         service: row.get("service"),
         action: row.get("action"),
         state: State::parse(row.get("state")).unwrap_or(State::Failed),
+        partner_error: row.get::<_, Option<String>>("partner_error").and_then(|d| serde_json::from_str(&d).ok()),
         attempts: row.get::<_, i32>("attempts") as u32,
         next_attempt_at: row.get::<_, Option<i64>>("next_attempt_at").map(format_ms),
         created_at: format_ms(row.get("created_at")),
@@ -132,13 +136,80 @@ async fn load(client: &impl GenericClient, id: i64) -> Result<MessageRecord, Sto
         })
         .collect();
     r.history = client
-        .query("SELECT at, state, detail FROM history WHERE message_id = $1 ORDER BY id", &[&id])
+        .query("SELECT at, state, detail, event FROM history WHERE message_id = $1 ORDER BY id", &[&id])
         .await
         .map_err(pg)?
         .iter()
-        .map(|h| HistoryEntry { at: format_ms(h.get(0)), state: h.get(1), detail: h.get(2) })
+        .map(|h| HistoryEntry { at: format_ms(h.get(0)), state: h.get(1), detail: h.get(2), event: h.get(3) })
         .collect();
     Ok(r)
+}
+
+fn state_of(value: &str) -> Result<State, StoreError> {
+    State::parse(value).ok_or_else(|| StoreError::Corrupt(format!("unknown state '{value}'")))
+}
+
+/// Compare-and-set inside `tx`: the row is locked, checked to be in `expected`, moved as the
+/// lifecycle says. Another node's concurrent change makes this a [`StoreError::Conflict`].
+async fn apply(
+    tx: &deadpool_postgres::Transaction<'_>,
+    row: i64,
+    expected: State,
+    event: &Happening,
+    response: Option<&[u8]>,
+    lease_until: Option<i64>,
+) -> Result<State, StoreError> {
+    let found = tx
+        .query_opt(
+            "SELECT direction, state, attempts, (SELECT MAX(at) FROM history WHERE message_id = $1) FROM messages WHERE id = $1 FOR UPDATE",
+            &[&row],
+        )
+        .await
+        .map_err(pg)?
+        .ok_or_else(|| StoreError::NotFound(format!("row {row}")))?;
+    let direction = Direction::parse(found.get(0)).unwrap_or(Direction::Outbound);
+    let actual = state_of(found.get(1))?;
+    if actual != expected {
+        return Err(StoreError::Conflict { row, expected, actual });
+    }
+    let attempts = found.get::<_, i32>(2) as u32;
+    let t = crate::lifecycle::next(direction, actual, event, attempts)?;
+    let at = monotonic_at(now_ms(), found.get(3));
+    let (set_next, next) = next_attempt_value(t.next_attempt);
+    let partner_error = t.partner_error.as_ref().and_then(|e| serde_json::to_string(e).ok());
+    let changed = tx
+        .execute(
+            "UPDATE messages SET state = $2, attempts = attempts + $3,
+                    next_attempt_at = CASE WHEN $4 THEN $5 ELSE next_attempt_at END,
+                    error = COALESCE($6, error), partner_error = COALESCE($7, partner_error),
+                    response = COALESCE($8, response), updated_at = $9, lease_until = $11
+             WHERE id = $1 AND state = $10",
+            &[
+                &row,
+                &t.to.as_str(),
+                &(t.counts_attempt as i32),
+                &set_next,
+                &next,
+                &t.error,
+                &partner_error,
+                &response,
+                &at,
+                &expected.as_str(),
+                &lease_until,
+            ],
+        )
+        .await
+        .map_err(pg)?;
+    if changed == 0 {
+        return Err(StoreError::Conflict { row, expected, actual });
+    }
+    tx.execute(
+        "INSERT INTO history (message_id, at, state, detail, event, from_state) VALUES ($1, $2, $3, $4, $5, $6)",
+        &[&row, &at, &t.to.as_str(), &t.detail, &t.event, &expected.as_str()],
+    )
+    .await
+    .map_err(pg)?;
+    Ok(t.to)
 }
 
 #[async_trait::async_trait]
@@ -147,6 +218,8 @@ impl MessageStore for PostgresStore {
         let mut client = self.pool.get().await.map_err(pg)?;
         let tx = client.transaction().await.map_err(pg)?;
         let now = now_ms();
+        let (direction, created) = crate::lifecycle::create(&m.creation, now);
+        let (_, next_attempt) = next_attempt_value(created.next_attempt);
         let document = m.document.as_ref().map(|d| d.to_string());
         // ON CONFLICT makes duplicate detection race-free across nodes.
         let inserted = tx
@@ -156,7 +229,7 @@ impl MessageStore for PostgresStore {
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11, $12, $13, $14, $15)
                  ON CONFLICT (direction, message_id) DO NOTHING RETURNING id",
                 &[
-                    &m.direction.as_str(),
+                    &direction.as_str(),
                     &m.message_id,
                     &m.conversation_id,
                     &m.pmode,
@@ -164,13 +237,13 @@ impl MessageStore for PostgresStore {
                     &m.partner,
                     &m.service,
                     &m.action,
-                    &m.state.as_str(),
-                    &m.next_attempt_at,
+                    &created.to.as_str(),
+                    &next_attempt,
                     &now,
                     &m.envelope,
                     &m.response,
                     &document,
-                    &m.error,
+                    &created.error,
                 ],
             )
             .await
@@ -178,21 +251,24 @@ impl MessageStore for PostgresStore {
         let Some(inserted) = inserted else {
             let existing = tx
                 .query_one(
-                    "SELECT id, response FROM messages WHERE direction = $1 AND message_id = $2",
-                    &[&m.direction.as_str(), &m.message_id],
+                    "SELECT id, response, state FROM messages WHERE direction = $1 AND message_id = $2",
+                    &[&direction.as_str(), &m.message_id],
                 )
                 .await
                 .map_err(pg)?;
-            if m.direction == Direction::Inbound {
+            if direction == Direction::Inbound {
+                // A note, not a transition: nothing changed, the feed shows nothing.
                 tx.execute(
-                    "INSERT INTO history (message_id, at, state, detail) SELECT id, $2, state, 'duplicate received; answered with the stored receipt' FROM messages WHERE id = $1",
+                    "INSERT INTO history (message_id, at, state, detail)
+                     SELECT id, GREATEST($2, (SELECT MAX(at) FROM history WHERE message_id = $1)), state,
+                            'duplicate received; answered with the stored answer' FROM messages WHERE id = $1",
                     &[&existing.get::<_, i64>(0), &now],
                 )
                 .await
                 .map_err(pg)?;
             }
             tx.commit().await.map_err(pg)?;
-            return Ok(Inserted::Duplicate { response: existing.get(1) });
+            return Ok(Inserted::Duplicate { response: existing.get(1), state: state_of(existing.get(2))? });
         };
         let id: i64 = inserted.get(0);
         for (idx, p) in m.payloads.iter().enumerate() {
@@ -203,16 +279,9 @@ impl MessageStore for PostgresStore {
             .await
             .map_err(pg)?;
         }
-        let detail = match (m.direction, m.state) {
-            (Direction::Outbound, _) => "accepted from the backend".to_owned(),
-            (Direction::Inbound, State::Rejected) => {
-                format!("refused for its content and kept for inspection: {}", m.error.as_deref().unwrap_or(""))
-            }
-            (Direction::Inbound, _) => "received from the partner and persisted; receipt sent".to_owned(),
-        };
         tx.execute(
-            "INSERT INTO history (message_id, at, state, detail) VALUES ($1, $2, $3, $4)",
-            &[&id, &now, &m.state.as_str(), &detail],
+            "INSERT INTO history (message_id, at, state, detail, event) VALUES ($1, $2, $3, $4, $5)",
+            &[&id, &now, &created.to.as_str(), &created.detail, &created.event],
         )
         .await
         .map_err(pg)?;
@@ -224,30 +293,19 @@ impl MessageStore for PostgresStore {
         let mut client = self.pool.get().await.map_err(pg)?;
         let tx = client.transaction().await.map_err(pg)?;
         let lease_until = now_ms + self.lease_ms;
-        let ids: Vec<i64> = tx
+        let due = tx
             .query(
-                "UPDATE messages SET state = 'sending', attempts = attempts + 1, updated_at = $1, lease_until = $3
-                 WHERE id IN (SELECT id FROM messages WHERE direction = 'outbound' AND state IN ('submitted', 'waiting_retry')
-                              AND (next_attempt_at IS NULL OR next_attempt_at <= $1)
-                              ORDER BY next_attempt_at, id LIMIT $2 FOR UPDATE SKIP LOCKED)
-                 RETURNING id",
-                &[&now_ms, &(limit as i64), &lease_until],
-            )
-            .await
-            .map_err(pg)?
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
-        for id in &ids {
-            tx.execute(
-                "INSERT INTO history (message_id, at, state, detail) SELECT id, $2, 'sending', 'attempt ' || attempts FROM messages WHERE id = $1",
-                &[id, &now_ms],
+                "SELECT id, state FROM messages WHERE direction = 'outbound' AND state IN ('submitted', 'waiting_retry')
+                 AND (next_attempt_at IS NULL OR next_attempt_at <= $1)
+                 ORDER BY next_attempt_at, id LIMIT $2 FOR UPDATE SKIP LOCKED",
+                &[&now_ms, &(limit as i64)],
             )
             .await
             .map_err(pg)?;
-        }
-        let mut records = Vec::with_capacity(ids.len());
-        for id in ids {
+        let mut records = Vec::with_capacity(due.len());
+        for row in due {
+            let id: i64 = row.get(0);
+            apply(&tx, id, state_of(row.get(1))?, &Happening::Claimed, None, Some(lease_until)).await?;
             records.push(load(&tx, id).await?);
         }
         tx.commit().await.map_err(pg)?;
@@ -257,34 +315,15 @@ impl MessageStore for PostgresStore {
     async fn transition(
         &self,
         row: i64,
-        state: State,
-        detail: &str,
-        next_attempt_at: Option<i64>,
-        error: Option<&str>,
-        response: Option<&[u8]>,
-    ) -> Result<(), StoreError> {
+        expected: State,
+        event: Happening,
+        response: Option<Vec<u8>>,
+    ) -> Result<State, StoreError> {
         let mut client = self.pool.get().await.map_err(pg)?;
         let tx = client.transaction().await.map_err(pg)?;
-        let now = now_ms();
-        let changed = tx
-            .execute(
-                "UPDATE messages SET state = $2, next_attempt_at = $3, error = COALESCE($4, error), response = COALESCE($5, response),
-                        updated_at = $6, lease_until = NULL WHERE id = $1",
-                &[&row, &state.as_str(), &next_attempt_at, &error, &response, &now],
-            )
-            .await
-            .map_err(pg)?;
-        if changed == 0 {
-            return Err(StoreError::NotFound(format!("row {row}")));
-        }
-        tx.execute(
-            "INSERT INTO history (message_id, at, state, detail) VALUES ($1, $2, $3, $4)",
-            &[&row, &now, &state.as_str(), &detail],
-        )
-        .await
-        .map_err(pg)?;
+        let to = apply(&tx, row, expected, &event, response.as_deref(), None).await?;
         tx.commit().await.map_err(pg)?;
-        Ok(())
+        Ok(to)
     }
 
     async fn get(&self, direction: Direction, message_id: &str) -> Result<MessageRecord, StoreError> {
@@ -336,28 +375,22 @@ impl MessageStore for PostgresStore {
         &self,
         pmode: &str,
         leg: &str,
-        now_ms: i64,
+        _now_ms: i64,
         expires_ms: i64,
     ) -> Result<Option<MessageRecord>, StoreError> {
         let mut client = self.pool.get().await.map_err(pg)?;
         let tx = client.transaction().await.map_err(pg)?;
         let row = tx
             .query_opt(
-                "UPDATE messages SET state = 'pulled', attempts = attempts + 1, next_attempt_at = $4, updated_at = $3
-                 WHERE id = (SELECT id FROM messages WHERE direction = 'outbound' AND state = 'pullable' AND pmode = $1 AND leg = $2
-                             ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING id",
-                &[&pmode, &leg, &now_ms, &expires_ms],
+                "SELECT id FROM messages WHERE direction = 'outbound' AND state = 'pullable' AND pmode = $1 AND leg = $2
+                 ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED",
+                &[&pmode, &leg],
             )
             .await
             .map_err(pg)?;
         let Some(row) = row else { return Ok(None) };
         let id: i64 = row.get(0);
-        tx.execute(
-            "INSERT INTO history (message_id, at, state, detail) VALUES ($1, $2, 'pulled', 'pulled by the partner; waiting for its receipt')",
-            &[&id, &now_ms],
-        )
-        .await
-        .map_err(pg)?;
+        apply(&tx, id, State::Pullable, &Happening::PulledByPartner { receipt_due: expires_ms }, None, None).await?;
         let record = load(&tx, id).await?;
         tx.commit().await.map_err(pg)?;
         Ok(Some(record))
@@ -369,10 +402,8 @@ impl MessageStore for PostgresStore {
         let tx = client.transaction().await.map_err(pg)?;
         let ids: Vec<i64> = tx
             .query(
-                "UPDATE messages SET state = 'waiting_retry', next_attempt_at = $1, updated_at = $1, lease_until = NULL
-                 WHERE id IN (SELECT id FROM messages WHERE direction = 'outbound' AND state = 'sending'
-                              AND (lease_until IS NULL OR lease_until < $1) FOR UPDATE SKIP LOCKED)
-                 RETURNING id",
+                "SELECT id FROM messages WHERE direction = 'outbound' AND state = 'sending'
+                 AND (lease_until IS NULL OR lease_until < $1) FOR UPDATE SKIP LOCKED",
                 &[&now_ms],
             )
             .await
@@ -381,36 +412,37 @@ impl MessageStore for PostgresStore {
             .map(|r| r.get(0))
             .collect();
         for id in &ids {
-            tx.execute(
-                "INSERT INTO history (message_id, at, state, detail) VALUES ($1, $2, 'waiting_retry', 'lease expired (its node stopped); will resend')",
-                &[id, &now_ms],
-            )
-            .await
-            .map_err(pg)?;
+            apply(&tx, *id, State::Sending, &Happening::Interrupted { retry_at: now_ms }, None, None).await?;
         }
         tx.commit().await.map_err(pg)?;
         Ok(ids.len())
     }
 
-    async fn events(&self, after: i64, limit: usize) -> Result<Vec<Event>, StoreError> {
+    async fn events(&self, after: i64, limit: usize) -> Result<Vec<FeedEvent>, StoreError> {
         let client = self.pool.get().await.map_err(pg)?;
         let rows = client
             .query(
-                "SELECT h.id, h.at, m.message_id, m.direction, h.state, h.detail FROM history h JOIN messages m ON m.id = h.message_id
-                 WHERE h.id > $1 ORDER BY h.id LIMIT $2",
+                "SELECT h.id, h.at, m.message_id, m.direction, h.state, h.detail, h.event, h.from_state, m.partner, m.pmode, m.leg
+                 FROM history h JOIN messages m ON m.id = h.message_id
+                 WHERE h.id > $1 AND h.event IS NOT NULL ORDER BY h.id LIMIT $2",
                 &[&after, &(limit.clamp(1, 10_000) as i64)],
             )
             .await
             .map_err(pg)?;
         Ok(rows
             .iter()
-            .map(|r| Event {
+            .map(|r| FeedEvent {
                 id: r.get(0),
                 at: format_ms(r.get(1)),
                 message_id: r.get(2),
-                direction: if r.get::<_, String>(3) == "inbound" { Direction::Inbound } else { Direction::Outbound },
+                direction: Direction::parse(r.get(3)).unwrap_or(Direction::Outbound),
                 state: r.get(4),
                 detail: r.get(5),
+                event: r.get(6),
+                from: r.get(7),
+                partner: r.get(8),
+                pmode: r.get(9),
+                leg: r.get(10),
             })
             .collect())
     }

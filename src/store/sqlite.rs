@@ -23,6 +23,7 @@ CREATE TABLE IF NOT EXISTS messages (
     created_at      INTEGER NOT NULL,
     updated_at      INTEGER NOT NULL,
     error           TEXT,
+    partner_error   TEXT,
     envelope        BLOB NOT NULL,
     response        BLOB,
     document        TEXT,
@@ -46,7 +47,9 @@ CREATE TABLE IF NOT EXISTS history (
     message_row INTEGER NOT NULL REFERENCES messages(row) ON DELETE CASCADE,
     at          INTEGER NOT NULL,
     state       TEXT NOT NULL,
-    detail      TEXT NOT NULL
+    detail      TEXT NOT NULL,
+    event       TEXT,
+    from_state  TEXT
 );
 CREATE INDEX IF NOT EXISTS history_row ON history (message_row);
 CREATE INDEX IF NOT EXISTS messages_age ON messages (state, updated_at);
@@ -65,6 +68,7 @@ impl SqliteStore {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(30))?;
         conn.execute_batch(SCHEMA)?;
+        migrate(&conn)?;
         Ok(SqliteStore { conn: Arc::new(Mutex::new(conn)) })
     }
 
@@ -83,14 +87,88 @@ impl SqliteStore {
     }
 }
 
+/// Columns added since the first schema (a data folder of an earlier version opens as is).
+fn migrate(conn: &Connection) -> Result<(), StoreError> {
+    let has = |table: &str, column: &str| -> Result<bool, StoreError> {
+        let mut stmt = conn.prepare(&format!("PRAGMA table_info({table})"))?;
+        let names = stmt.query_map([], |r| r.get::<_, String>(1))?.collect::<Result<Vec<_>, _>>()?;
+        Ok(names.iter().any(|n| n == column))
+    };
+    for (table, column, kind) in
+        [("messages", "partner_error", "TEXT"), ("history", "event", "TEXT"), ("history", "from_state", "TEXT")]
+    {
+        if !has(table, column)? {
+            conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {kind}"))?;
+        }
+    }
+    Ok(())
+}
+
 fn direction_of(value: &str) -> Direction {
-    if value == "inbound" { Direction::Inbound } else { Direction::Outbound }
+    Direction::parse(value).unwrap_or(Direction::Outbound)
+}
+
+fn state_of(value: &str) -> Result<State, StoreError> {
+    State::parse(value).ok_or_else(|| StoreError::Corrupt(format!("unknown state '{value}'")))
+}
+
+/// Compare-and-set: applies `event` to `row` if it is in `expected`, inside `tx`.
+fn apply(
+    tx: &rusqlite::Transaction<'_>,
+    row: i64,
+    expected: State,
+    event: &Happening,
+    response: Option<&[u8]>,
+) -> Result<State, StoreError> {
+    let found: Option<(String, String, u32, Option<i64>)> = tx
+        .query_row(
+            "SELECT direction, state, attempts, (SELECT MAX(at) FROM history WHERE message_row = ?1) FROM messages WHERE row = ?1",
+            params![row],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )
+        .optional()?;
+    let (direction, actual, attempts, last_at) = found.ok_or_else(|| StoreError::NotFound(format!("row {row}")))?;
+    let actual = state_of(&actual)?;
+    if actual != expected {
+        return Err(StoreError::Conflict { row, expected, actual });
+    }
+    let t = crate::lifecycle::next(direction_of(&direction), actual, event, attempts)?;
+    let at = monotonic_at(now_ms(), last_at);
+    let (set_next, next) = next_attempt_value(t.next_attempt);
+    let partner_error = t.partner_error.as_ref().and_then(|e| serde_json::to_string(e).ok());
+    let changed = tx.execute(
+        "UPDATE messages SET state = ?2, attempts = attempts + ?3,
+                next_attempt_at = CASE WHEN ?4 THEN ?5 ELSE next_attempt_at END,
+                error = COALESCE(?6, error), partner_error = COALESCE(?7, partner_error),
+                response = COALESCE(?8, response), updated_at = ?9
+         WHERE row = ?1 AND state = ?10",
+        params![
+            row,
+            t.to.as_str(),
+            t.counts_attempt as i64,
+            set_next,
+            next,
+            t.error,
+            partner_error,
+            response,
+            at,
+            expected.as_str()
+        ],
+    )?;
+    if changed == 0 {
+        return Err(StoreError::Conflict { row, expected, actual });
+    }
+    tx.execute(
+        "INSERT INTO history (message_row, at, state, detail, event, from_state) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![row, at, t.to.as_str(), t.detail, t.event, expected.as_str()],
+    )?;
+    Ok(t.to)
 }
 
 fn load(conn: &Connection, row: i64) -> Result<MessageRecord, StoreError> {
     let mut record = conn.query_row(
         "SELECT row, direction, message_id, conversation_id, pmode, leg, partner, service, action, state, attempts,
-                next_attempt_at, created_at, updated_at, error, envelope, response, document
+                next_attempt_at, created_at, updated_at, error, envelope, response, document, partner_error
          FROM messages WHERE row = ?1",
         params![row],
         |r| {
@@ -113,6 +191,7 @@ fn load(conn: &Connection, row: i64) -> Result<MessageRecord, StoreError> {
                 envelope: r.get(15)?,
                 response: r.get(16)?,
                 document: r.get::<_, Option<String>>(17)?.and_then(|d| serde_json::from_str(&d).ok()),
+                partner_error: r.get::<_, Option<String>>(18)?.and_then(|d| serde_json::from_str(&d).ok()),
                 payloads: Vec::new(),
                 history: Vec::new(),
             })
@@ -135,10 +214,10 @@ fn load(conn: &Connection, row: i64) -> Result<MessageRecord, StoreError> {
         })?
         .collect::<Result<_, _>>()?;
     let mut stmt =
-        conn.prepare_cached("SELECT at, state, detail FROM history WHERE message_row = ?1 ORDER BY rowid")?;
+        conn.prepare_cached("SELECT at, state, detail, event FROM history WHERE message_row = ?1 ORDER BY rowid")?;
     record.history = stmt
         .query_map(params![row], |r| {
-            Ok(HistoryEntry { at: format_ms(r.get(0)?), state: r.get(1)?, detail: r.get(2)? })
+            Ok(HistoryEntry { at: format_ms(r.get(0)?), state: r.get(1)?, detail: r.get(2)?, event: r.get(3)? })
         })?
         .collect::<Result<_, _>>()?;
     Ok(record)
@@ -149,30 +228,34 @@ impl MessageStore for SqliteStore {
     async fn insert(&self, m: NewMessage) -> Result<Inserted, StoreError> {
         self.with(move |conn| {
             let tx = conn.transaction()?;
-            let existing: Option<(i64, Option<Vec<u8>>)> = tx
+            let now = now_ms();
+            let (direction, created) = crate::lifecycle::create(&m.creation, now);
+            let existing: Option<(i64, Option<Vec<u8>>, String)> = tx
                 .query_row(
-                    "SELECT row, response FROM messages WHERE direction = ?1 AND message_id = ?2",
-                    params![m.direction.as_str(), m.message_id],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
+                    "SELECT row, response, state FROM messages WHERE direction = ?1 AND message_id = ?2",
+                    params![direction.as_str(), m.message_id],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
                 )
                 .optional()?;
-            if let Some((row, response)) = existing {
-                if m.direction == Direction::Inbound {
+            if let Some((row, response, state)) = existing {
+                if direction == Direction::Inbound {
+                    // A note, not a transition: nothing changed, the feed shows nothing.
                     tx.execute(
-                        "INSERT INTO history (message_row, at, state, detail) VALUES (?1, ?2, (SELECT state FROM messages WHERE row = ?1), 'duplicate received; answered with the stored receipt')",
-                        params![row, now_ms()],
+                        "INSERT INTO history (message_row, at, state, detail)
+                         VALUES (?1, MAX(?2, (SELECT MAX(at) FROM history WHERE message_row = ?1)), ?3, 'duplicate received; answered with the stored answer')",
+                        params![row, now, state],
                     )?;
                     tx.commit()?;
                 }
-                return Ok(Inserted::Duplicate { response });
+                return Ok(Inserted::Duplicate { response, state: state_of(&state)? });
             }
-            let now = now_ms();
+            let (_, next_attempt) = next_attempt_value(created.next_attempt);
             tx.execute(
                 "INSERT INTO messages (direction, message_id, conversation_id, pmode, leg, partner, service, action, state,
                                        next_attempt_at, created_at, updated_at, envelope, response, document, error)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11, ?12, ?13, ?14, ?15)",
                 params![
-                    m.direction.as_str(),
+                    direction.as_str(),
                     m.message_id,
                     m.conversation_id,
                     m.pmode,
@@ -180,13 +263,13 @@ impl MessageStore for SqliteStore {
                     m.partner,
                     m.service,
                     m.action,
-                    m.state.as_str(),
-                    m.next_attempt_at,
+                    created.to.as_str(),
+                    next_attempt,
                     now,
                     m.envelope,
                     m.response,
                     m.document.as_ref().map(|d| d.to_string()),
-                    m.error,
+                    created.error,
                 ],
             )?;
             let row = tx.last_insert_rowid();
@@ -197,16 +280,9 @@ impl MessageStore for SqliteStore {
                     params![row, idx as i64, p.content_id, p.mime_type, p.path.to_string_lossy(), p.size as i64, p.sha256, p.filename, p.wire_type],
                 )?;
             }
-            let detail = match (m.direction, m.state) {
-                (Direction::Outbound, _) => "accepted from the backend".to_owned(),
-                (Direction::Inbound, State::Rejected) => {
-                    format!("refused for its content and kept for inspection: {}", m.error.as_deref().unwrap_or(""))
-                }
-                (Direction::Inbound, _) => "received from the partner and persisted; receipt sent".to_owned(),
-            };
             tx.execute(
-                "INSERT INTO history (message_row, at, state, detail) VALUES (?1, ?2, ?3, ?4)",
-                params![row, now, m.state.as_str(), detail],
+                "INSERT INTO history (message_row, at, state, detail, event) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![row, now, created.to.as_str(), created.detail, created.event],
             )?;
             tx.commit()?;
             Ok(Inserted::New(row))
@@ -217,25 +293,18 @@ impl MessageStore for SqliteStore {
     async fn claim_due(&self, now_ms: i64, limit: usize) -> Result<Vec<MessageRecord>, StoreError> {
         self.with(move |conn| {
             let tx = conn.transaction()?;
-            let rows: Vec<i64> = {
+            let due: Vec<(i64, String)> = {
                 let mut stmt = tx.prepare_cached(
-                    "SELECT row FROM messages WHERE direction = 'outbound' AND state IN ('submitted', 'waiting_retry')
+                    "SELECT row, state FROM messages WHERE direction = 'outbound' AND state IN ('submitted', 'waiting_retry')
                      AND (next_attempt_at IS NULL OR next_attempt_at <= ?1) ORDER BY next_attempt_at, row LIMIT ?2",
                 )?;
-                stmt.query_map(params![now_ms, limit as i64], |r| r.get(0))?.collect::<Result<_, _>>()?
+                stmt.query_map(params![now_ms, limit as i64], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?
             };
-            for row in &rows {
-                tx.execute(
-                    "UPDATE messages SET state = 'sending', attempts = attempts + 1, updated_at = ?2 WHERE row = ?1",
-                    params![row, now_ms],
-                )?;
-                tx.execute(
-                    "INSERT INTO history (message_row, at, state, detail)
-                     VALUES (?1, ?2, 'sending', 'attempt ' || (SELECT attempts FROM messages WHERE row = ?1))",
-                    params![row, now_ms],
-                )?;
+            let mut records = Vec::with_capacity(due.len());
+            for (row, state) in due {
+                apply(&tx, row, state_of(&state)?, &Happening::Claimed, None)?;
+                records.push(load(&tx, row)?);
             }
-            let records = rows.iter().map(|row| load(&tx, *row)).collect::<Result<Vec<_>, _>>()?;
             tx.commit()?;
             Ok(records)
         })
@@ -245,32 +314,15 @@ impl MessageStore for SqliteStore {
     async fn transition(
         &self,
         row: i64,
-        state: State,
-        detail: &str,
-        next_attempt_at: Option<i64>,
-        error: Option<&str>,
-        response: Option<&[u8]>,
-    ) -> Result<(), StoreError> {
-        let detail = detail.to_owned();
-        let error = error.map(str::to_owned);
-        let response = response.map(<[u8]>::to_vec);
+        expected: State,
+        event: Happening,
+        response: Option<Vec<u8>>,
+    ) -> Result<State, StoreError> {
         self.with(move |conn| {
             let tx = conn.transaction()?;
-            let now = now_ms();
-            let changed = tx.execute(
-                "UPDATE messages SET state = ?2, next_attempt_at = ?3, error = COALESCE(?4, error),
-                        response = COALESCE(?5, response), updated_at = ?6 WHERE row = ?1",
-                params![row, state.as_str(), next_attempt_at, error, response, now],
-            )?;
-            if changed == 0 {
-                return Err(StoreError::NotFound(format!("row {row}")));
-            }
-            tx.execute(
-                "INSERT INTO history (message_row, at, state, detail) VALUES (?1, ?2, ?3, ?4)",
-                params![row, now, state.as_str(), detail],
-            )?;
+            let to = apply(&tx, row, expected, &event, response.as_deref())?;
             tx.commit()?;
-            Ok(())
+            Ok(to)
         })
         .await
     }
@@ -319,21 +371,27 @@ impl MessageStore for SqliteStore {
         .await
     }
 
-    async fn events(&self, after: i64, limit: usize) -> Result<Vec<Event>, StoreError> {
+    async fn events(&self, after: i64, limit: usize) -> Result<Vec<FeedEvent>, StoreError> {
         self.with(move |conn| {
             let mut stmt = conn.prepare_cached(
-                "SELECT h.rowid, h.at, m.message_id, m.direction, h.state, h.detail FROM history h
-                 JOIN messages m ON m.row = h.message_row WHERE h.rowid > ?1 ORDER BY h.rowid LIMIT ?2",
+                "SELECT h.rowid, h.at, m.message_id, m.direction, h.state, h.detail, h.event, h.from_state, m.partner, m.pmode, m.leg
+                 FROM history h JOIN messages m ON m.row = h.message_row
+                 WHERE h.rowid > ?1 AND h.event IS NOT NULL ORDER BY h.rowid LIMIT ?2",
             )?;
             let events = stmt
                 .query_map(params![after, limit.clamp(1, 10_000) as i64], |r| {
-                    Ok(Event {
+                    Ok(FeedEvent {
                         id: r.get(0)?,
                         at: format_ms(r.get(1)?),
                         message_id: r.get(2)?,
                         direction: direction_of(&r.get::<_, String>(3)?),
                         state: r.get(4)?,
                         detail: r.get(5)?,
+                        event: r.get(6)?,
+                        from: r.get(7)?,
+                        partner: r.get(8)?,
+                        pmode: r.get(9)?,
+                        leg: r.get(10)?,
                     })
                 })?
                 .collect::<Result<_, _>>()?;
@@ -409,7 +467,7 @@ impl MessageStore for SqliteStore {
         &self,
         pmode: &str,
         leg: &str,
-        now_ms: i64,
+        _now_ms: i64,
         expires_ms: i64,
     ) -> Result<Option<MessageRecord>, StoreError> {
         let (pmode, leg) = (pmode.to_owned(), leg.to_owned());
@@ -423,14 +481,7 @@ impl MessageStore for SqliteStore {
                 )
                 .optional()?;
             let Some(row) = row else { return Ok(None) };
-            tx.execute(
-                "UPDATE messages SET state = 'pulled', attempts = attempts + 1, next_attempt_at = ?2, updated_at = ?3 WHERE row = ?1",
-                params![row, expires_ms, now_ms],
-            )?;
-            tx.execute(
-                "INSERT INTO history (message_row, at, state, detail) VALUES (?1, ?2, 'pulled', 'pulled by the partner; waiting for its receipt')",
-                params![row, now_ms],
-            )?;
+            apply(&tx, row, State::Pullable, &Happening::PulledByPartner { receipt_due: expires_ms }, None)?;
             let record = load(&tx, row)?;
             tx.commit()?;
             Ok(Some(record))
@@ -441,19 +492,16 @@ impl MessageStore for SqliteStore {
     async fn recover(&self, now_ms: i64) -> Result<usize, StoreError> {
         self.with(move |conn| {
             let tx = conn.transaction()?;
-            tx.execute(
-                "INSERT INTO history (message_row, at, state, detail)
-                 SELECT row, ?1, 'waiting_retry', 'interrupted while sending (restart); will resend' FROM messages
-                 WHERE direction = 'outbound' AND state = 'sending'",
-                params![now_ms],
-            )?;
-            let n = tx.execute(
-                "UPDATE messages SET state = 'waiting_retry', next_attempt_at = ?1, updated_at = ?1
-                 WHERE direction = 'outbound' AND state = 'sending'",
-                params![now_ms],
-            )?;
+            let rows: Vec<i64> = {
+                let mut stmt =
+                    tx.prepare_cached("SELECT row FROM messages WHERE direction = 'outbound' AND state = 'sending'")?;
+                stmt.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?
+            };
+            for row in &rows {
+                apply(&tx, *row, State::Sending, &Happening::Interrupted { retry_at: now_ms }, None)?;
+            }
             tx.commit()?;
-            Ok(n)
+            Ok(rows.len())
         })
         .await
     }
@@ -463,9 +511,8 @@ impl MessageStore for SqliteStore {
 mod tests {
     use super::*;
 
-    fn message(direction: Direction, id: &str) -> NewMessage {
+    fn message(creation: Creation, id: &str) -> NewMessage {
         NewMessage {
-            direction,
             message_id: id.into(),
             conversation_id: "c".into(),
             pmode: "cl-pe".into(),
@@ -473,7 +520,7 @@ mod tests {
             partner: "PE".into(),
             service: "s".into(),
             action: "a".into(),
-            state: if direction == Direction::Inbound { State::Delivered } else { State::Submitted },
+            creation,
             envelope: b"<env/>".to_vec(),
             response: Some(b"<receipt/>".to_vec()),
             payloads: vec![StoredPayload {
@@ -485,9 +532,7 @@ mod tests {
                 filename: Some("doc.xml".into()),
                 wire_type: None,
             }],
-            next_attempt_at: None,
             document: None,
-            error: None,
         }
     }
 
@@ -495,12 +540,15 @@ mod tests {
     async fn lifecycle_duplicates_and_recovery() {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(&dir.path().join("s.db")).unwrap();
-        assert!(matches!(store.insert(message(Direction::Inbound, "m1")).await.unwrap(), Inserted::New(_)));
-        match store.insert(message(Direction::Inbound, "m1")).await.unwrap() {
-            Inserted::Duplicate { response } => assert_eq!(response.unwrap(), b"<receipt/>"),
+        assert!(matches!(store.insert(message(Creation::Received, "m1")).await.unwrap(), Inserted::New(_)));
+        match store.insert(message(Creation::Received, "m1")).await.unwrap() {
+            Inserted::Duplicate { response, state } => {
+                assert_eq!(response.unwrap(), b"<receipt/>");
+                assert_eq!(state, State::Delivered);
+            }
             other => panic!("{other:?}"),
         }
-        store.insert(message(Direction::Outbound, "m1")).await.unwrap();
+        store.insert(message(Creation::Submitted { pull: false }, "m1")).await.unwrap();
         let claimed = store.claim_due(now_ms(), 10).await.unwrap();
         assert_eq!(claimed.len(), 1);
         assert_eq!(claimed[0].state, State::Sending);
@@ -509,15 +557,73 @@ mod tests {
         assert_eq!(store.recover(now_ms()).await.unwrap(), 1);
         let again = store.claim_due(now_ms(), 10).await.unwrap();
         assert_eq!(again[0].attempts, 2);
-        store.transition(again[0].row, State::Acknowledged, "receipt", None, None, Some(b"r")).await.unwrap();
+        let row = again[0].row;
+        store.transition(row, State::Sending, Happening::ReceiptReceived, Some(b"r".to_vec())).await.unwrap();
+        // Compare-and-set: a second receipt (or a late retry decision) finds it moved on.
+        match store.transition(row, State::Sending, Happening::ReceiptReceived, None).await {
+            Err(StoreError::Conflict { expected: State::Sending, actual: State::Acknowledged, .. }) => {}
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            store.transition(row, State::Acknowledged, Happening::Claimed, None).await,
+            Err(StoreError::Illegal(_))
+        ));
         let record = store.get(Direction::Outbound, "m1").await.unwrap();
         assert_eq!(record.state, State::Acknowledged);
-        assert_eq!(record.history.len(), 5);
+        assert_eq!(record.response.as_deref(), Some(&b"r"[..]));
+        let states: Vec<&str> = record.history.iter().map(|h| h.state.as_str()).collect();
+        assert_eq!(states, ["submitted", "sending", "waiting_retry", "sending", "acknowledged"]);
+        let times: Vec<&str> = record.history.iter().map(|h| h.at.as_str()).collect();
+        assert!(times.windows(2).all(|w| w[0] <= w[1]), "history never goes backwards: {times:?}");
         let inbox = store
             .list(ListFilter { direction: Some(Direction::Inbound), state: Some(State::Delivered), limit: 0 })
             .await
             .unwrap();
         assert_eq!(inbox.len(), 1);
         assert!(matches!(store.get(Direction::Inbound, "nope").await, Err(StoreError::NotFound(_))));
+        // The feed: one event per transition, none for the duplicate, each naming the link.
+        let feed = store.events(0, 100).await.unwrap();
+        let names: Vec<(&str, &str)> = feed.iter().map(|e| (e.message_id.as_str(), e.event.as_str())).collect();
+        assert_eq!(
+            names,
+            [
+                ("m1", "received"),
+                ("m1", "submitted"),
+                ("m1", "claimed"),
+                ("m1", "interrupted"),
+                ("m1", "claimed"),
+                ("m1", "receipt_received")
+            ]
+        );
+        assert!(feed.iter().all(|e| e.partner == "PE" && e.pmode == "cl-pe" && e.leg == "ephyto"));
+        assert_eq!(feed[2].from.as_deref(), Some("submitted"));
+        let inbound = store.get(Direction::Inbound, "m1").await.unwrap();
+        assert_eq!(inbound.history.len(), 2, "the duplicate is a note in the history");
+        assert_eq!(inbound.history[1].event, None);
+    }
+
+    #[tokio::test]
+    async fn two_racing_acknowledgements_move_the_message_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = std::sync::Arc::new(SqliteStore::open(&dir.path().join("s.db")).unwrap());
+        let Inserted::New(row) = store.insert(message(Creation::Received, "m2")).await.unwrap() else { panic!() };
+        let racers: Vec<_> = (0..8)
+            .map(|_| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    store.transition(row, State::Delivered, Happening::BackendAcknowledged, None).await
+                })
+            })
+            .collect();
+        let mut won = 0;
+        for r in racers {
+            match r.await.unwrap() {
+                Ok(State::Acknowledged) => won += 1,
+                Err(StoreError::Conflict { .. }) => {}
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(won, 1);
+        assert_eq!(store.events(0, 100).await.unwrap().len(), 2, "received, backend_acknowledged");
     }
 }

@@ -36,6 +36,14 @@ pub struct Response {
     pub body: Bytes,
 }
 
+/// A response whose body streams (a pulled message): the reader bounds it.
+pub struct StreamedResponse {
+    pub status: u16,
+    pub content_type: Option<String>,
+    /// Ends with an error if the exchange's deadline passes while it is still coming.
+    pub body: BodyStream,
+}
+
 /// Which TLS identity a request uses: the trust store, plus a client certificate when the
 /// link requires client authentication.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -127,6 +135,59 @@ impl As4Client {
             Ok(Response { status, content_type, body })
         };
         tokio::time::timeout(timeout, exchange).await.map_err(|_| SendError::Timeout(timeout))?
+    }
+}
+
+impl As4Client {
+    /// POSTs a streamed body; the response body streams too, all of it within `timeout` of
+    /// the request (a pulled message goes through the inbound pipeline as it arrives, never
+    /// held whole).
+    pub async fn post_streaming(
+        &self,
+        identity: &TlsIdentity,
+        url: &str,
+        content_type: &str,
+        body: BodyStream,
+        timeout: Duration,
+    ) -> Result<StreamedResponse, SendError> {
+        let client = self.client(identity)?;
+        let frames: FrameStream = Box::pin(body.map(|chunk| chunk.map(Frame::data)));
+        let request = hyper::Request::post(url)
+            .header(hyper::header::CONTENT_TYPE, content_type)
+            .header("MIME-Version", "1.0")
+            .body(StreamBody::new(frames))
+            .map_err(|e| SendError::Connection(e.to_string()))?;
+        let deadline = tokio::time::Instant::now() + timeout;
+        let response = tokio::time::timeout_at(deadline, client.request(request))
+            .await
+            .map_err(|_| SendError::Timeout(timeout))?
+            .map_err(|e| SendError::Connection(error_chain(&e)))?;
+        let status = response.status().as_u16();
+        let content_type =
+            response.headers().get(hyper::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let data = http_body_util::BodyStream::new(response.into_body()).filter_map(|frame| async move {
+            match frame {
+                Ok(frame) => frame.into_data().ok().map(Ok),
+                Err(e) => Some(Err(std::io::Error::other(e))),
+            }
+        });
+        let body = futures_util::stream::unfold((Box::pin(data), false), move |(mut data, done)| async move {
+            if done {
+                return None;
+            }
+            match tokio::time::timeout_at(deadline, data.next()).await {
+                Ok(Some(item)) => Some((item, (data, false))),
+                Ok(None) => None,
+                Err(_) => Some((
+                    Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("response body not complete within {timeout:?}"),
+                    )),
+                    (data, true),
+                )),
+            }
+        });
+        Ok(StreamedResponse { status, content_type, body: Box::pin(body) })
     }
 }
 
