@@ -11,7 +11,7 @@ CARGO ?= cargo
 # Two cores: keep the test harness parallel but bounded.
 TEST_THREADS ?= 2
 
-.PHONY: demo test conformance deps test-deps build lint fmt clean
+.PHONY: demo test conformance crash deps test-deps build lint fmt clean
 
 deps:
 	@missing=""; for p in $(BUILD_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -38,6 +38,17 @@ conformance: test-deps
 	./target/debug/ventanilla conformance run --all
 	./target/debug/ventanilla conformance run --peer phase4
 	./target/debug/ventanilla conformance run --peer python-as4
+
+# The crash test N times in a row (release build), stopping at the first failure:
+#   make crash RUNS=10 CRASH_MESSAGES=600
+RUNS ?= 10
+crash: test-deps
+	$(CARGO) test --release --locked --test crash --no-run
+	@for i in $$(seq 1 $(RUNS)); do \
+	  $(CARGO) test --release --locked --test crash -- --nocapture > target/crash-$$i.log 2>&1; rc=$$?; \
+	  echo "crash run $$i of $(RUNS): $$(grep -E '^crash test:|panicked' target/crash-$$i.log)"; \
+	  if [ $$rc -ne 0 ]; then echo "crash run $$i failed: see target/crash-$$i.log"; exit 1; fi; \
+	done
 
 lint:
 	$(CARGO) fmt --all -- --check

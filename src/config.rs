@@ -1,5 +1,11 @@
 //! The access point's own configuration file (TOML). Paths are relative to the file.
+//!
+//! Parsed, not guessed: sizes, durations, the store kind and retention states are typed, and
+//! every mistake is an error that names the file, the line and the key
+//! (`ventanilla.toml:14: store.kind: unknown variant `sqlit`, expected `sqlite` or `postgres``),
+//! never a silent default. `ventanilla config check FILE` runs every check without starting.
 
+use crate::lifecycle::State;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -20,7 +26,11 @@ pub struct Config {
     pub allow_insecure_profile: bool,
     /// How often the P-Mode folder is checked for changes.
     #[serde(default = "default_reload")]
-    pub pmode_reload: String,
+    pub pmode_reload: Interval,
+    /// On SIGTERM or SIGINT, how long exchanges in flight may take to finish before the
+    /// process exits anyway (what is cut off is resent at the next start).
+    #[serde(default = "default_shutdown_grace")]
+    pub shutdown_grace: Interval,
     pub as4: As4Config,
     pub backend: BackendConfig,
     /// Endpoint overrides by partner party id (e.g. a test environment's addresses).
@@ -43,8 +53,8 @@ pub struct Config {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreConfig {
-    #[serde(default = "default_store_kind")]
-    pub kind: String,
+    #[serde(default)]
+    pub kind: StoreKind,
     /// PostgreSQL: a libpq-style connection string without the password.
     pub url: Option<String>,
     /// PostgreSQL: the environment variable holding the password, if any.
@@ -54,20 +64,28 @@ pub struct StoreConfig {
     /// PostgreSQL: how long a node owns a message it is sending before another node may take
     /// it over (longer than the longest link timeout).
     #[serde(default = "default_lease")]
-    pub lease: String,
+    pub lease: Interval,
     /// This node's name, distinct per node sharing a store (its staging folder).
     #[serde(default = "default_node")]
     pub node: String,
 }
 
-fn default_store_kind() -> String {
-    "sqlite".into()
+/// Where messages are kept.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    /// One node: `data_dir/messages.db`.
+    #[default]
+    Sqlite,
+    /// Several nodes of one access point sharing a database.
+    Postgres,
 }
+
 fn default_pool() -> usize {
     8
 }
-fn default_lease() -> String {
-    "5m".into()
+fn default_lease() -> Interval {
+    Interval::secs(300)
 }
 fn default_node() -> String {
     "node".into()
@@ -76,7 +94,7 @@ fn default_node() -> String {
 impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
-            kind: default_store_kind(),
+            kind: StoreKind::default(),
             url: None,
             password_env: None,
             pool: default_pool(),
@@ -92,22 +110,25 @@ impl Default for StoreConfig {
 #[serde(deny_unknown_fields)]
 pub struct RetentionConfig {
     #[serde(default = "default_retention_interval")]
-    pub interval: String,
+    pub interval: Interval,
     #[serde(default = "default_retention_batch")]
     pub batch: usize,
+    /// By message state (`acknowledged`, `failed`, `delivered`…; a misspelt state is an error).
     #[serde(default)]
-    pub states: BTreeMap<String, RetentionRule>,
+    pub states: BTreeMap<State, RetentionRule>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RetentionRule {
-    pub content: Option<String>,
-    pub metadata: Option<String>,
+    /// After this long, the payload files and envelope go (the record and receipt stay).
+    pub content: Option<Interval>,
+    /// After this long, the whole record goes.
+    pub metadata: Option<Interval>,
 }
 
-fn default_retention_interval() -> String {
-    "10m".into()
+fn default_retention_interval() -> Interval {
+    Interval::secs(600)
 }
 fn default_retention_batch() -> usize {
     1000
@@ -161,9 +182,9 @@ pub struct SecurityConfig {
     pub ocsp: bool,
     pub ocsp_responder: Option<String>,
     /// How long an OCSP response is reused, e.g. "1h".
-    pub ocsp_cache: Option<String>,
+    pub ocsp_cache: Option<Interval>,
     /// Timeout for the OCSP responder, e.g. "5s".
-    pub ocsp_timeout: Option<String>,
+    pub ocsp_timeout: Option<Interval>,
 }
 
 fn default_true() -> bool {
@@ -197,7 +218,7 @@ pub struct As4Config {
     pub trust: PathBuf,
     /// Largest accepted request body.
     #[serde(default = "default_max_message")]
-    pub max_message: String,
+    pub max_message: ByteSize,
     /// How many outbound messages are sent at once.
     #[serde(default = "default_concurrency")]
     pub send_concurrency: usize,
@@ -219,11 +240,80 @@ fn default_host() -> String {
 fn default_path() -> String {
     "/as4".into()
 }
-fn default_reload() -> String {
-    "2s".into()
+fn default_reload() -> Interval {
+    Interval::secs(2)
 }
-fn default_max_message() -> String {
-    "256MiB".into()
+fn default_shutdown_grace() -> Interval {
+    Interval::secs(30)
+}
+fn default_max_message() -> ByteSize {
+    ByteSize(256 << 20)
+}
+
+/// A size in a config file: `"256MiB"`, `"512KiB"`, `"10MB"`, `"1000"` or a plain integer
+/// (bytes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ByteSize(pub u64);
+
+impl std::str::FromStr for ByteSize {
+    type Err = String;
+    fn from_str(value: &str) -> Result<Self, String> {
+        crate::util::parse_size(value)
+            .map(ByteSize)
+            .ok_or_else(|| format!("'{value}' is not a size (e.g. 256MiB, 512KiB, 10MB, 1000)"))
+    }
+}
+
+impl std::fmt::Display for ByteSize {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Bytes(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d).map_err(|_| serde::de::Error::custom("expected a size such as \"256MiB\""))? {
+            Raw::Bytes(n) => Ok(ByteSize(n)),
+            Raw::Text(t) => t.parse().map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// A duration in a config file: `"250ms"`, `"30s"`, `"5m"`, `"1h"`, `"30d"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Interval(pub std::time::Duration);
+
+impl Interval {
+    pub const fn secs(n: u64) -> Interval {
+        Interval(std::time::Duration::from_secs(n))
+    }
+}
+
+impl std::str::FromStr for Interval {
+    type Err = String;
+    fn from_str(value: &str) -> Result<Self, String> {
+        crate::util::parse_duration(value)
+            .map(Interval)
+            .ok_or_else(|| format!("'{value}' is not a duration (e.g. 250ms, 30s, 5m, 1h, 30d)"))
+    }
+}
+
+impl std::fmt::Display for Interval {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}ms", self.0.as_millis())
+    }
+}
+
+impl<'de> Deserialize<'de> for Interval {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+    }
 }
 fn default_concurrency() -> usize {
     16
@@ -233,8 +323,8 @@ fn default_concurrency() -> usize {
 pub enum ConfigError {
     #[error("{file}: cannot read: {source}")]
     Read { file: PathBuf, source: std::io::Error },
-    #[error("{file}:{line}: {message}")]
-    Parse { file: PathBuf, line: usize, message: String },
+    #[error("{file}:{line}: {key}: {message}")]
+    Parse { file: PathBuf, line: usize, key: String, message: String },
     #[error("{file}: {key}: {message}")]
     Invalid { file: PathBuf, key: String, message: String },
 }
@@ -242,15 +332,32 @@ pub enum ConfigError {
 impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { file: path.into(), source })?;
-        let mut config: Config = toml::from_str(&text).map_err(|e| ConfigError::Parse {
-            file: path.into(),
-            line: e.span().map(|s| text[..s.start].matches('\n').count() + 1).unwrap_or(0),
-            message: e.message().to_owned(),
-        })?;
+        let mut config = Config::parse(path, &text)?;
         let base = path.parent().unwrap_or(Path::new("."));
         config.resolve(base);
         config.validate(path)?;
         Ok(config)
+    }
+
+    /// Parses the text of `path`; a mistake names the line and the key (the dotted path).
+    pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        let deserializer = toml::Deserializer::parse(text).map_err(|e| ConfigError::Parse {
+            file: path.into(),
+            line: e.span().map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1).unwrap_or(0),
+            key: String::new(),
+            message: e.message().to_owned(),
+        })?;
+        serde_path_to_error::deserialize(deserializer).map_err(|e| {
+            // A map key that fails (a misspelt retention state) shows as `?`: name its table.
+            let key = e.path().to_string().trim_end_matches(".?").to_owned();
+            let inner = e.into_inner();
+            ConfigError::Parse {
+                file: path.into(),
+                line: inner.span().map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1).unwrap_or(0),
+                key: if key == "." { String::new() } else { key },
+                message: inner.message().to_owned(),
+            }
+        })
     }
 
     /// Makes every relative path relative to `base`.
@@ -287,31 +394,38 @@ impl Config {
 
     fn validate(&self, file: &Path) -> Result<(), ConfigError> {
         let invalid = |key: &str, message: String| ConfigError::Invalid { file: file.into(), key: key.into(), message };
-        if crate::util::parse_size(&self.as4.max_message).is_none() {
-            return Err(invalid("as4.max_message", format!("'{}' is not a size", self.as4.max_message)));
-        }
-        if crate::util::parse_duration(&self.pmode_reload).is_none() {
-            return Err(invalid("pmode_reload", format!("'{}' is not a duration", self.pmode_reload)));
-        }
         self.api_token().map_err(|m| invalid("backend.token", m))?;
-        for (key, value) in
-            [("security.ocsp_cache", &self.security.ocsp_cache), ("security.ocsp_timeout", &self.security.ocsp_timeout)]
-        {
-            if let Some(v) = value
-                && crate::util::parse_duration(v).is_none()
+        if self.store.kind == StoreKind::Postgres && self.store.url.is_none() {
+            return Err(invalid("store.url", "the postgres store needs a connection string".into()));
+        }
+        if self.store.kind == StoreKind::Sqlite && (self.store.url.is_some() || self.store.password_env.is_some()) {
+            return Err(invalid("store.url", "url and password_env are for kind = \"postgres\"".into()));
+        }
+        if self.retention.interval.0.is_zero() {
+            return Err(invalid("retention.interval", "must be more than 0".into()));
+        }
+        for (state, rule) in &self.retention.states {
+            if let (Some(content), Some(metadata)) = (rule.content, rule.metadata)
+                && metadata < content
             {
-                return Err(invalid(key, format!("'{v}' is not a duration")));
+                return Err(invalid(
+                    &format!("retention.states.{}", state.as_str()),
+                    "metadata is removed before content: metadata must be the longer".into(),
+                ));
             }
+        }
+        if self.as4.send_concurrency == 0 {
+            return Err(invalid("as4.send_concurrency", "must be at least 1".into()));
         }
         Ok(())
     }
 
     pub fn max_message_bytes(&self) -> u64 {
-        crate::util::parse_size(&self.as4.max_message).unwrap_or(256 << 20)
+        self.as4.max_message.0
     }
 
     pub fn reload_interval(&self) -> std::time::Duration {
-        crate::util::parse_duration(&self.pmode_reload).unwrap_or(std::time::Duration::from_secs(2))
+        self.pmode_reload.0
     }
 
     /// The backend API token; exactly one source must be set and the token not be short.
@@ -330,5 +444,82 @@ impl Config {
             return Err("the token must be at least 16 characters".into());
         }
         Ok(token)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = r#"party_id = "CL-SICEX"
+data_dir = "data"
+pmodes = "pmodes"
+[as4]
+listen = "127.0.0.1:0"
+tls_cert = "t.pem"
+tls_key = "t.key"
+trust = "ca.pem"
+[backend]
+listen = "127.0.0.1:0"
+token = "0123456789abcdef0123"
+"#;
+
+    fn error(extra: &str) -> String {
+        Config::parse(Path::new("ap.toml"), &format!("{BASE}{extra}")).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn mistakes_name_file_line_and_key_instead_of_becoming_defaults() {
+        // Each of these used to be silently replaced by a default.
+        assert_eq!(
+            error("[store]\nkind = \"sqlit\"\n"),
+            "ap.toml:13: store.kind: unknown variant `sqlit`, expected `sqlite` or `postgres`"
+        );
+        assert_eq!(
+            error("[store]\nkind = \"postgres\"\nlease = \"5 minutes\"\n"),
+            "ap.toml:14: store.lease: '5 minutes' is not a duration (e.g. 250ms, 30s, 5m, 1h, 30d)"
+        );
+        let typo = error("[retention.states.acknowleged]\ncontent = \"30d\"\n");
+        assert!(typo.starts_with("ap.toml:12: retention.states: unknown variant `acknowleged`"), "{typo}");
+        let reload = Config::parse(Path::new("ap.toml"), &format!("pmode_reload = \"often\"\n{BASE}"));
+        assert_eq!(
+            reload.unwrap_err().to_string(),
+            "ap.toml:1: pmode_reload: 'often' is not a duration (e.g. 250ms, 30s, 5m, 1h, 30d)"
+        );
+        let size = Config::parse(
+            Path::new("ap.toml"),
+            &BASE.replace("trust = \"ca.pem\"", "trust = \"ca.pem\"\nmax_message = \"lots\""),
+        );
+        assert_eq!(
+            size.unwrap_err().to_string(),
+            "ap.toml:9: as4.max_message: 'lots' is not a size (e.g. 256MiB, 512KiB, 10MB, 1000)"
+        );
+        assert!(error("[store]\nknd = \"sqlite\"\n").contains("store.knd"), "an unknown key is named");
+    }
+
+    #[test]
+    fn typed_values() {
+        let config = Config::parse(
+            Path::new("ap.toml"),
+            &format!(
+                "shutdown_grace = \"5s\"\n{BASE}[store]\nkind = \"postgres\"\nurl = \"host=x\"\nlease = \"2m\"\n[retention.states.failed]\ncontent = \"30d\"\nmetadata = \"365d\"\n"
+            ),
+        )
+        .unwrap();
+        assert_eq!(config.store.kind, StoreKind::Postgres);
+        assert_eq!(config.store.lease, Interval::secs(120));
+        assert_eq!(config.shutdown_grace, Interval::secs(5));
+        assert_eq!(config.max_message_bytes(), 256 << 20);
+        assert_eq!(config.retention.states[&State::Failed].content, Some(Interval::secs(30 * 86_400)));
+        let file = Path::new("ap.toml");
+        let mut shorter = config.clone();
+        shorter.retention.states.get_mut(&State::Failed).unwrap().metadata = Some(Interval::secs(1));
+        assert!(shorter.validate(file).unwrap_err().to_string().contains("retention.states.failed"));
+        let mut no_url = config;
+        no_url.store.url = None;
+        assert_eq!(
+            no_url.validate(file).unwrap_err().to_string(),
+            "ap.toml: store.url: the postgres store needs a connection string"
+        );
     }
 }

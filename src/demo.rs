@@ -150,14 +150,15 @@ pub async fn launch_with(
             data_dir: work.join(code).join("data"),
             pmodes: pmodes.to_owned(),
             allow_insecure_profile: options.insecure,
-            pmode_reload: "1s".into(),
+            pmode_reload: crate::config::Interval::secs(1),
+            shutdown_grace: crate::config::Interval::secs(10),
             as4: As4Config {
                 listen: as4.local_addr()?,
                 path: "/as4".into(),
                 tls_cert: certs.join(format!("{code}-tls.pem")),
                 tls_key: certs.join(format!("{code}-tls.key")),
                 trust: certs.join("ca.pem"),
-                max_message: options.max_message.clone(),
+                max_message: options.max_message.parse()?,
                 send_concurrency: 16,
             },
             backend: BackendConfig {
@@ -191,7 +192,7 @@ pub async fn launch_with(
             retention: Default::default(),
             store: match &options.postgres {
                 Some(base) => crate::config::StoreConfig {
-                    kind: "postgres".into(),
+                    kind: crate::config::StoreKind::Postgres,
                     url: Some(format!("{base} dbname=ventanilla_{code}")),
                     ..Default::default()
                 },

@@ -77,6 +77,11 @@ enum Command {
         #[command(subcommand)]
         command: PmodeCommand,
     },
+    /// The access point's config file.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
     /// Certificates.
     #[cfg(feature = "devtools")]
     Certs {
@@ -104,6 +109,13 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Check a config file and what it points to (P-Modes, keys, certificates, token)
+    /// without starting; errors print as file:line: key: message; exits 1 on any.
+    Check { file: PathBuf },
 }
 
 #[derive(Subcommand)]
@@ -157,13 +169,40 @@ fn init_logging(default: &str) {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
+        Command::Config { command: ConfigCommand::Check { file } } => {
+            let config = match Config::load(&file) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("{e}");
+                    std::process::exit(1);
+                }
+            };
+            let report = ventanilla::node::check(&config);
+            for line in &report.lines {
+                println!("{}: {line}", file.display());
+            }
+            for e in &report.errors {
+                eprintln!("{}: {e}", file.display());
+            }
+            if !report.errors.is_empty() {
+                std::process::exit(1);
+            }
+            println!("{}: ok", file.display());
+        }
         Command::Serve { config } => {
             init_logging("info");
             let config = Config::load(&config)?;
+            let grace = config.shutdown_grace;
+            ventanilla::node::preflight(&config).map_err(|e| anyhow::anyhow!(e))?;
             let node = ventanilla::node::Node::start(config).await?;
-            tokio::signal::ctrl_c().await?;
-            tracing::info!("stopping");
-            node.stop().await;
+            // SIGTERM is what systemd and container runtimes send; SIGINT is Ctrl-C.
+            let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+            let signal = tokio::select! {
+                _ = terminate.recv() => "SIGTERM",
+                _ = tokio::signal::ctrl_c() => "SIGINT",
+            };
+            tracing::info!(signal, ?grace, "stopping: no new work; letting exchanges in flight finish");
+            node.stop_within(grace.0).await;
         }
         Command::Verify { file, truststore, cert, decrypt_key, decrypt_cert } => {
             let options =

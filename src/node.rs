@@ -79,7 +79,7 @@ impl Node {
             StartError::Pmodes(errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))
         })?;
         if pmodes.links_of(&config.party_id).next().is_none() {
-            tracing::warn!(party = %config.party_id, dir = %config.pmodes.display(), "no P-Mode names this access point's party id");
+            return Err(StartError::Config(unknown_party(&config)));
         }
         let token = config.api_token().map_err(StartError::Config)?;
         for dir in ["tmp", "inbound", "outbound"] {
@@ -91,19 +91,18 @@ impl Node {
         let staging = config.data_dir.join("tmp").join(&config.store.node);
         let _ = std::fs::remove_dir_all(&staging);
         let _ = std::fs::create_dir_all(&staging);
-        let store: Arc<dyn crate::store::MessageStore> = match config.store.kind.as_str() {
-            "postgres" => {
+        let store: Arc<dyn crate::store::MessageStore> = match config.store.kind {
+            crate::config::StoreKind::Postgres => {
                 let mut url = config.store.url.clone().unwrap_or_default();
                 if let Some(var) = &config.store.password_env {
                     let password = std::env::var(var)
                         .map_err(|_| StartError::Config(format!("store.password_env: {var} is not set")))?;
                     url.push_str(&format!(" password='{}'", password.replace('\\', "\\\\").replace('\'', "\\'")));
                 }
-                let lease =
-                    crate::util::parse_duration(&config.store.lease).unwrap_or(std::time::Duration::from_secs(300));
+                let lease = config.store.lease.0;
                 Arc::new(crate::store::postgres::PostgresStore::connect(&url, config.store.pool, lease).await?)
             }
-            _ => Arc::new(SqliteStore::open(&config.data_dir.join("messages.db"))?),
+            crate::config::StoreKind::Sqlite => Arc::new(SqliteStore::open(&config.data_dir.join("messages.db"))?),
         };
         let store = match wrap {
             Some(wrap) => (wrap.0)(store),
@@ -145,11 +144,106 @@ impl Node {
     }
 
     pub async fn stop(self) {
+        self.stop_within(std::time::Duration::from_secs(30)).await;
+    }
+
+    /// Graceful stop: no new connections or work, then up to `grace` for what is in flight
+    /// (requests being answered, messages being sent) to finish. Returns whether everything
+    /// finished; what is cut off is safe (a send in progress is resent at the next start, a
+    /// request not yet committed was never receipted).
+    pub async fn stop_within(self, grace: std::time::Duration) -> bool {
         self.shutdown.cancel();
-        for t in self.tasks {
-            let _ = t.await;
+        let ap = self.ap.clone();
+        let everything = async move {
+            for t in self.tasks {
+                let _ = t.await;
+            }
+            ap.tasks.close();
+            ap.tasks.wait().await;
+        };
+        match tokio::time::timeout(grace, everything).await {
+            Ok(()) => {
+                tracing::info!("stopped; nothing was in flight");
+                true
+            }
+            Err(_) => {
+                tracing::warn!(
+                    in_flight = self.ap.tasks.len(),
+                    ?grace,
+                    "stopped with work in flight; interrupted sends are resent at the next start"
+                );
+                false
+            }
         }
     }
+}
+
+fn unknown_party(config: &Config) -> String {
+    format!(
+        "party_id: '{}' is a party of no P-Mode in {}: a typo, or the P-Modes of another access point",
+        config.party_id,
+        config.pmodes.display()
+    )
+}
+
+/// What `ventanilla config check` reports, one line per check.
+pub struct CheckReport {
+    pub lines: Vec<String>,
+    pub errors: Vec<String>,
+}
+
+/// Checks a loaded config and everything it points to, without starting: the P-Modes (and
+/// that this party is in one), the TLS certificate and key, the message keys and trust, the
+/// API token, and for each link of this party whether the profile has keys.
+pub fn check(config: &Config) -> CheckReport {
+    let mut report = CheckReport { lines: Vec::new(), errors: Vec::new() };
+    match crate::pmode::load_path(&config.pmodes) {
+        Ok(set) => {
+            let links: Vec<String> = set.links_of(&config.party_id).map(|l| l.id.clone()).collect();
+            if links.is_empty() {
+                report.errors.push(unknown_party(config));
+            } else {
+                report.lines.push(format!(
+                    "pmodes: {} links for {}: {}",
+                    links.len(),
+                    config.party_id,
+                    links.join(", ")
+                ));
+            }
+            match crate::msh::security::SecurityContext::load(config) {
+                Ok(security) => {
+                    report.lines.push("keys and message trust: ok".into());
+                    for link in set.links_of(&config.party_id) {
+                        if link.profile.is_secure() && security.for_profile(link.profile).is_none() {
+                            report.errors.push(format!(
+                                "P-Mode {} ({}): uses {}, but no [[keys]] entry has that profile",
+                                link.id,
+                                link.file.display(),
+                                link.profile.as_str()
+                            ));
+                        }
+                    }
+                }
+                Err(e) => report.errors.push(format!("keys: {e}")),
+            }
+        }
+        Err(errors) => report.errors.extend(errors.iter().map(ToString::to_string)),
+    }
+    match crate::transport::tls::server_config(&config.as4.tls_cert, &config.as4.tls_key, &config.as4.trust) {
+        Ok(_) => report.lines.push(format!("as4 TLS: ok ({})", config.as4.tls_cert.display())),
+        Err(e) => report.errors.push(format!("as4.tls_cert/tls_key/trust: {e}")),
+    }
+    match config.api_token() {
+        Ok(_) => report.lines.push("backend token: ok".into()),
+        Err(e) => report.errors.push(format!("backend.token: {e}")),
+    }
+    report
+}
+
+/// The checks that must pass before `serve` binds anything.
+pub fn preflight(config: &Config) -> Result<(), String> {
+    let report = check(config);
+    if report.errors.is_empty() { Ok(()) } else { Err(report.errors.join("\n")) }
 }
 
 async fn receive_as4(State(ap): State<Arc<AccessPoint>>, request: Request) -> Response {

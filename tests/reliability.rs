@@ -140,11 +140,16 @@ async fn retention_purges_content_then_records_but_not_within_the_duplicate_wind
     cluster
         .restart("cl", saved, |c| {
             let mut states = std::collections::BTreeMap::new();
+            let now = Some(ventanilla::config::Interval::secs(0));
             states.insert(
-                "acknowledged".to_owned(),
-                ventanilla::config::RetentionRule { content: Some("0s".into()), metadata: Some("0s".into()) },
+                ventanilla::store::State::Acknowledged,
+                ventanilla::config::RetentionRule { content: now, metadata: now },
             );
-            c.retention = ventanilla::config::RetentionConfig { interval: "1h".into(), batch: 2, states };
+            c.retention = ventanilla::config::RetentionConfig {
+                interval: ventanilla::config::Interval::secs(3600),
+                batch: 2,
+                states,
+            };
         })
         .await;
     let ids = submit(&cluster, 5).await;

@@ -175,7 +175,7 @@ async fn submit_message(AxState(api): AxState<Api>, mut form: Multipart) -> Resu
     // it the guard that would remove the files the committed row names).
     let ap = api.ap.clone();
     let span = tracing::Span::current();
-    let persist = tokio::spawn(
+    let persist = api.ap.tasks.spawn(
         async move {
             let result = submit(&ap, submission).await;
             // Accepted, or maybe committed: keep the files (the orphan sweep checks a folder

@@ -120,6 +120,7 @@ where
         partner = tracing::field::Empty,
         pmode = tracing::field::Empty
     );
+    let tasks = ap.tasks.clone();
     let pipeline = async move {
         let mut staging = Staging { dir: ap.tmp_dir().join(uuid::Uuid::new_v4().to_string()), keep: false };
         let mut matched = None;
@@ -137,7 +138,7 @@ where
     }
     .instrument(span);
     // Owned: the request future may be dropped (the partner hung up); the pipeline is not.
-    match tokio::spawn(pipeline).await {
+    match tasks.spawn(pipeline).await {
         Ok(reply) => reply,
         Err(e) => {
             tracing::error!(error = %e, "the inbound pipeline task failed");

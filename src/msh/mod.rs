@@ -26,6 +26,9 @@ pub struct AccessPoint {
     pub security: Arc<security::SecurityContext>,
     /// The payload handlers (one per document type).
     pub documents: Arc<crate::payload::Registry>,
+    /// The owned tasks of the message path (inbound pipelines, submissions, sends): a client
+    /// going away never cancels them; a graceful stop waits for them, up to its deadline.
+    pub tasks: tokio_util::task::TaskTracker,
 }
 
 impl AccessPoint {
@@ -43,6 +46,7 @@ impl AccessPoint {
             outbox: Notify::new(),
             security: Arc::new(security),
             documents: Arc::new(crate::payload::Registry::standard()),
+            tasks: tokio_util::task::TaskTracker::new(),
         })
     }
 

@@ -313,7 +313,8 @@ pub async fn run_sender(ap: Arc<AccessPoint>, shutdown: CancellationToken) {
             };
             let ap = ap.clone();
             let span = tracing::info_span!("outbound", message_id = %record.message_id, partner = %record.partner, pmode = %record.pmode);
-            tokio::spawn(
+            let tasks = ap.tasks.clone();
+            tasks.spawn(
                 async move {
                     send_one(&ap, record).await;
                     drop(permit);

@@ -4,8 +4,7 @@
 //! must still find its original.
 
 use super::AccessPoint;
-use crate::store::{State, now_ms};
-use crate::util::parse_duration;
+use crate::store::now_ms;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
@@ -23,9 +22,8 @@ pub async fn pass(ap: &AccessPoint) -> Purged {
     let retention = &ap.config.retention;
     let batch = retention.batch.max(1);
     let window = ap.pmodes().links().iter().map(|l| l.duplicate_window).max().unwrap_or_default();
-    for (name, rule) in &retention.states {
-        let Some(state) = State::parse(name) else { continue };
-        if let Some(age) = rule.content.as_deref().and_then(parse_duration) {
+    for (&state, rule) in &retention.states {
+        if let Some(crate::config::Interval(age)) = rule.content {
             let before = now_ms() - age.as_millis() as i64;
             loop {
                 match ap.store.purge_content(state, before, batch).await {
@@ -43,7 +41,7 @@ pub async fn pass(ap: &AccessPoint) -> Purged {
                 }
             }
         }
-        if let Some(age) = rule.metadata.as_deref().and_then(parse_duration) {
+        if let Some(crate::config::Interval(age)) = rule.metadata {
             // Each link's own duplicate window; messages of links no longer loaded wait for
             // the longest window of all.
             let mut scopes: Vec<(Option<String>, std::time::Duration)> =
@@ -93,7 +91,7 @@ pub async fn run(ap: Arc<AccessPoint>, shutdown: CancellationToken) {
     if ap.config.retention.states.is_empty() {
         return;
     }
-    let interval = parse_duration(&ap.config.retention.interval).unwrap_or(std::time::Duration::from_secs(600));
+    let interval = ap.config.retention.interval.0;
     // The first pass one interval after start, not at start.
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
     loop {

@@ -116,8 +116,8 @@ impl SecurityContext {
         if out.is_empty() {
             return Ok(SecurityContext::default());
         }
-        let duration = |v: &Option<String>, default: u64| {
-            v.as_deref().and_then(crate::util::parse_duration).unwrap_or(std::time::Duration::from_secs(default))
+        let duration = |v: &Option<crate::config::Interval>, default: u64| {
+            v.map_or(std::time::Duration::from_secs(default), |i| i.0)
         };
         let s = &config.security;
         let source = TrustSource {

@@ -1,5 +1,9 @@
 //! The HTTPS server: TLS accept loop, HTTP/1.1 with keep-alive, a per-connection handshake
 //! timeout, and the client certificate (if any) handed to the handler as an extension.
+//!
+//! Shutdown is graceful: when the token is cancelled the listener stops accepting, every open
+//! connection finishes the request it is serving and then closes, and [`serve_tls`] returns
+//! once they all have (the caller bounds the wait).
 
 use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -24,9 +28,15 @@ pub async fn serve_tls(
     shutdown: CancellationToken,
 ) {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let connections = tokio_util::task::TaskTracker::new();
     loop {
         let (tcp, remote) = tokio::select! {
-            _ = shutdown.cancelled() => return,
+            _ = shutdown.cancelled() => {
+                drop(listener);
+                connections.close();
+                connections.wait().await;
+                return;
+            }
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
                 Err(e) => {
@@ -39,7 +49,7 @@ pub async fn serve_tls(
         let acceptor = acceptor.clone();
         let router = router.clone();
         let shutdown = shutdown.clone();
-        tokio::spawn(async move {
+        connections.spawn(async move {
             let _ = tcp.set_nodelay(true);
             let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                 Ok(Ok(tls)) => tls,
@@ -72,13 +82,16 @@ pub async fn serve_tls(
                 .keep_alive(true);
             let conn = builder.serve_connection(TokioIo::new(tls), service);
             tokio::pin!(conn);
-            tokio::select! {
-                result = conn.as_mut() => {
-                    if let Err(e) = result {
-                        tracing::debug!(%remote, error = %e, "connection ended with an error");
-                    }
+            let result = tokio::select! {
+                result = conn.as_mut() => result,
+                _ = shutdown.cancelled() => {
+                    // Finish the request in flight, then close (no keep-alive past this).
+                    conn.as_mut().graceful_shutdown();
+                    conn.as_mut().await
                 }
-                _ = shutdown.cancelled() => {}
+            };
+            if let Err(e) = result {
+                tracing::debug!(%remote, error = %e, "connection ended with an error");
             }
         });
     }

@@ -161,14 +161,15 @@ retry = ["1s", "2s"]
             data_dir: dir.join("data"),
             pmodes,
             allow_insecure_profile: false,
-            pmode_reload: "1s".into(),
+            pmode_reload: crate::config::Interval::secs(1),
+            shutdown_grace: crate::config::Interval::secs(10),
             as4: As4Config {
                 listen: as4.local_addr()?,
                 path: "/as4".into(),
                 tls_cert: certs.join("cl-tls.pem"),
                 tls_key: certs.join("cl-tls.key"),
                 trust: certs.join("ca.pem"),
-                max_message: "64MiB".into(),
+                max_message: crate::config::ByteSize(64 << 20),
                 send_concurrency: 4,
             },
             backend: BackendConfig {

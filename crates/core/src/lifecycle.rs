@@ -41,7 +41,7 @@ impl Direction {
 /// Where a message is. Outbound: submitted, sending, waiting_retry, pullable, pulled,
 /// acknowledged, failed. Inbound: delivered (in the backend inbox), acknowledged (the backend
 /// took it), rejected (refused for its content, kept for inspection, never in the inbox).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum State {
     Submitted,
