@@ -6,6 +6,7 @@
 pub use ventanilla_core::{compress, ebms, lifecycle, mime, payload, pki, pmode, util, wss};
 
 pub mod backend;
+pub mod blocking;
 pub mod clock;
 pub mod config;
 #[cfg(feature = "devtools")]

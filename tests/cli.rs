@@ -77,3 +77,69 @@ fn verify_fails_on_the_broken_phase4_samples() {
         assert!(stdout.contains("INVALID") && stdout.contains(reason), "{file}: {stdout}");
     }
 }
+
+/// A config for CL on the shipped P-Modes with the demo PKI, in `dir`.
+fn demo_config(dir: &std::path::Path, party: &str, extra: &str) -> std::path::PathBuf {
+    let certs = dir.join("certs/demo");
+    ventanilla_testkit::demo_pki::write_demo_pki(&certs, &["cl", "co", "mx", "pe"]).unwrap();
+    let pmodes = dir.join("pmodes");
+    std::fs::create_dir_all(&pmodes).unwrap();
+    for entry in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/pmodes")).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, pmodes.join(path.file_name().unwrap())).unwrap();
+    }
+    let c = certs.display();
+    let text = format!(
+        r#"party_id = "{party}"
+data_dir = "data"
+pmodes = "pmodes"
+{extra}
+[as4]
+listen = "127.0.0.1:0"
+tls_cert = "{c}/cl-tls.pem"
+tls_key = "{c}/cl-tls.key"
+trust = "{c}/ca.pem"
+[backend]
+listen = "127.0.0.1:0"
+token = "0123456789abcdef0123"
+[[keys]]
+profile = "edelivery-1.15"
+sign = {{ key = "{c}/cl-sign-rsa.key", cert = "{c}/cl-sign-rsa.pem" }}
+enc = {{ key = "{c}/cl-enc-rsa.key", cert = "{c}/cl-enc-rsa.pem" }}
+[[keys]]
+profile = "edelivery-2.0"
+sign = {{ key = "{c}/cl-sign-ed25519.key", cert = "{c}/cl-sign-ed25519.pem" }}
+enc = {{ key = "{c}/cl-enc-x25519.key", cert = "{c}/cl-enc-x25519.pem" }}
+[security]
+crls = ["{c}/ca.crl"]
+"#
+    );
+    let file = dir.join("ap.toml");
+    std::fs::write(&file, text).unwrap();
+    file
+}
+
+#[test]
+fn config_check_passes_a_good_config_and_names_what_is_wrong() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = demo_config(dir.path(), "CL-SICEX", "");
+    let out = ventanilla().args(["config", "check"]).arg(&good).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("pmodes: 3 links for CL-SICEX: cl-co, cl-mx, cl-pe"), "{stdout}");
+    // A party id no P-Mode names is an error (it used to be a warning at start).
+    let typo = demo_config(dir.path(), "CL-SICES", "");
+    let out = ventanilla().args(["config", "check"]).arg(&typo).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("party_id: 'CL-SICES' is a party of no P-Mode"));
+    // serve refuses it too, before binding anything.
+    let out = ventanilla().args(["serve", "--config"]).arg(&typo).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("party of no P-Mode"));
+    // A misspelt store kind names file, line and key.
+    let bad = demo_config(dir.path(), "CL-SICEX", "[store]\nkind = \"sqllite\"");
+    let out = ventanilla().args(["config", "check"]).arg(&bad).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&format!("{}:5: store.kind: unknown variant `sqllite`", bad.display())), "{stderr}");
+}

@@ -1,5 +1,13 @@
 //! REST API: submit, status and history, the queue, the inbox, payload download, acknowledge.
 //! Every route but `/health` and the OpenAPI document needs `Authorization: Bearer <token>`.
+//!
+//! # Cancellation
+//! A handler's future is dropped when the backend hangs up. In `submit_message`, reading the
+//! multipart body only stages files (a guard removes them if the request goes away); the
+//! persist step (validate, protect, insert the row) is an owned task on `AccessPoint::tasks`
+//! that owns the guard, so a commit is never followed by the removal of the files it names.
+//! `acknowledge` is one compare-and-set transition (a SQLite blocking job or one PostgreSQL
+//! transaction: it commits whole or not at all, and names no files).
 
 use crate::msh::AccessPoint;
 use crate::msh::outbound::{Submission, SubmitError, new_content_id, submit};
@@ -294,7 +302,13 @@ async fn download_payload(
     let payload = index.checked_sub(1).and_then(|i| record.payloads.get(i)).ok_or_else(|| {
         ApiError(StatusCode::NOT_FOUND, format!("message {id} has {} payloads", record.payloads.len()))
     })?;
-    let file = tokio::fs::File::open(&payload.path).await.map_err(|e| internal(&e))?;
+    let file = tokio::fs::File::open(&payload.path).await.map_err(|e| {
+        tracing::error!(message_id = %id, file = %payload.path.display(), error = %e, "a stored payload cannot be read");
+        ApiError(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("payload {index} of message {id} cannot be read from the data folder: {e}"),
+        )
+    })?;
     let body = axum::body::Body::from_stream(tokio_util::io::ReaderStream::with_capacity(file, 64 * 1024));
     Ok((
         [

@@ -240,7 +240,7 @@ where
     let (parts, references) = if matched.link.profile.is_secure() {
         let (ap2, matched2, um2, bytes2, parts2) =
             (ap.clone(), matched.clone(), um.clone(), envelope_bytes.clone(), parts);
-        tokio::task::spawn_blocking(move || unprotect(&ap2, &matched2, &um2, &bytes2, parts2)).await.map_err(
+        crate::blocking::spawn(move || unprotect(&ap2, &matched2, &um2, &bytes2, parts2)).await.map_err(
             |e| {
                 EbmsError::new(EbmsCode::DeliveryFailure, format!("security task failed: {e}"))
                     .with_ref(Some(&um.info.message_id))
@@ -251,7 +251,7 @@ where
     };
     let payloads = check_payloads(&matched, &um, &envelope, &parts)?;
     let (matched2, um2) = (matched.clone(), um.clone());
-    let payloads = tokio::task::spawn_blocking(move || decompress(&matched2, &um2, payloads))
+    let payloads = crate::blocking::spawn(move || decompress(&matched2, &um2, payloads))
         .await
         .map_err(|e| EbmsError::new(EbmsCode::DeliveryFailure, format!("decompression task failed: {e}")))??;
     if matched.leg.is_none() {
@@ -260,7 +260,7 @@ where
     }
     // Step: validate payload, before anything reaches the backend.
     let (ap2, matched2, first) = (ap.clone(), matched.clone(), payloads.first().map(|p| p.path.clone()));
-    let verdict = tokio::task::spawn_blocking(move || {
+    let verdict = crate::blocking::spawn(move || {
         let (Some(leg), Some(first)) = (matched2.leg(), first) else { return Ok(None) };
         let sender = matched2.link.partner_of(ap2.me()).map(|p| p.id.clone()).unwrap_or_default();
         super::documents::inspect(&ap2.documents, &matched2.link, leg, &sender, ap2.me(), &first)
@@ -634,7 +634,7 @@ async fn persist_and_answer(
     if !payloads.is_empty() {
         let (from, to, root) = (staging.dir.clone(), final_dir.clone(), inbound_root.clone());
         // Off the async workers; a blocking job runs to its end whoever awaits it.
-        tokio::task::spawn_blocking(move || {
+        crate::blocking::spawn(move || {
             std::fs::create_dir_all(&root).map_err(|e| ("cannot create the inbound folder", e))?;
             std::fs::rename(&from, &to).map_err(|e| ("cannot move received payloads", e))?;
             sync_dir(&root).map_err(|e| ("cannot sync the inbound folder", e))

@@ -1,5 +1,18 @@
-//! The outbound pipeline: submit → match P-Mode → persist → (sign, encrypt: security
-//! feature) → package → POST → check receipt → done | retry | fail.
+//! The outbound pipeline: submit → validate payload → match P-Mode → compress → sign →
+//! encrypt → persist; then the sender: claim → package → POST → check receipt → acknowledged |
+//! waiting_retry | failed, each a lifecycle transition applied as compare-and-set.
+//!
+//! # Cancellation
+//! [`submit`] runs inside an owned task (the backend API spawns it on `AccessPoint::tasks`),
+//! so none of its `.await`s is cancelled by the backend hanging up: the blocking job that
+//! validates, compresses, signs and encrypts writes only beside the staged payloads (no row
+//! names them yet); `store.insert` is the commit; `store.get` only reads.
+//! The sender ([`run_sender`]) is a task of the node; each claimed message is sent by
+//! `send_one` in a task of its own on `AccessPoint::tasks`, which a graceful stop waits for.
+//! In `send_one`: the POST may time out or fail (nothing is committed by it; the outcome is a
+//! retry); `store.transition` commits the outcome. A stop or crash between the two leaves the
+//! message in `sending`, and [`crate::store::MessageStore::recover`] resends it at the next
+//! start (the partner answers a resend with its stored receipt).
 
 use super::AccessPoint;
 use crate::compress;
@@ -232,7 +245,7 @@ pub async fn submit(ap: &AccessPoint, sub: Submission) -> Result<MessageRecord, 
     let to = sub.to.clone();
     let um_for_protect = um.clone();
     let leg_name = leg.clone();
-    let (envelope, payloads, document, pull) = tokio::task::spawn_blocking(move || {
+    let (envelope, payloads, document, pull) = crate::blocking::spawn(move || {
         let leg = link.leg(&leg_name).ok_or_else(|| SubmitError::Refused(format!("leg {leg_name} was unloaded")))?;
         // Step: validate payload. The leading document must be valid and fit the link.
         let document = match sub.payloads.first() {

@@ -3,6 +3,17 @@
 //! empty); the puller polls on the leg's interval, processes what it pulls like any received
 //! message, and sends the receipt back as a separate signal. A pulled message without a
 //! receipt is offered again on the leg's retry schedule, then fails with EBMS:0301.
+//!
+//! # Cancellation
+//! Serving (`serve_pull`, `settle_pulled`) runs inside the inbound pipeline's owned task. The
+//! one commit of serving is `take_pullable` (pullable → pulled); if the puller disconnects
+//! while the message streams out, it stays `pulled` until its receipt is due and is then
+//! offered again. Receipts and errors for pulled messages are compare-and-set transitions from
+//! `pulled`, so a late or repeated signal changes nothing.
+//! Pulling ([`run`]) is a task of the node: the PullRequest's POST commits nothing; the
+//! pulled message goes through the inbound pipeline as it streams in (its own owned task, the
+//! commit inside); if returning the receipt fails, the holder offers the message again and
+//! the duplicate is answered with the stored receipt.
 
 use super::AccessPoint;
 use super::inbound::{Reply, error_reply, receive_as, sign_signal};

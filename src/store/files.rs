@@ -104,7 +104,7 @@ pub async fn sweep_orphans(
         .filter_map(|p| p.parent().and_then(Path::file_name).map(ToOwned::to_owned))
         .collect();
     let data_dir = data_dir.to_path_buf();
-    let removed = tokio::task::spawn_blocking(move || {
+    let removed = crate::blocking::spawn(move || {
         let mut removed = 0;
         for kind in ["inbound", "outbound"] {
             let Ok(entries) = std::fs::read_dir(data_dir.join(kind)) else { continue };

@@ -78,7 +78,7 @@ impl SqliteStore {
         F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     {
         let conn = self.conn.clone();
-        tokio::task::spawn_blocking(move || {
+        crate::blocking::spawn(move || {
             let mut guard = conn.lock().map_err(|_| StoreError::Task("store mutex poisoned".into()))?;
             f(&mut guard)
         })
