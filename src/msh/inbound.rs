@@ -240,12 +240,10 @@ where
     let (parts, references) = if matched.link.profile.is_secure() {
         let (ap2, matched2, um2, bytes2, parts2) =
             (ap.clone(), matched.clone(), um.clone(), envelope_bytes.clone(), parts);
-        crate::blocking::spawn(move || unprotect(&ap2, &matched2, &um2, &bytes2, parts2)).await.map_err(
-            |e| {
-                EbmsError::new(EbmsCode::DeliveryFailure, format!("security task failed: {e}"))
-                    .with_ref(Some(&um.info.message_id))
-            },
-        )??
+        crate::blocking::spawn(move || unprotect(&ap2, &matched2, &um2, &bytes2, parts2)).await.map_err(|e| {
+            EbmsError::new(EbmsCode::DeliveryFailure, format!("security task failed: {e}"))
+                .with_ref(Some(&um.info.message_id))
+        })??
     } else {
         (parts, Vec::new())
     };

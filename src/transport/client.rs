@@ -3,7 +3,7 @@
 
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
-use http_body_util::{BodyExt, StreamBody};
+use http_body_util::StreamBody;
 use hyper::body::Frame;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
@@ -98,7 +98,7 @@ impl As4Client {
         self.post_limited(identity, url, content_type, body, timeout, MAX_RESPONSE).await
     }
 
-    /// [`As4Client::post`] with a given bound on the response (a pulled message).
+    /// [`As4Client::post`] with a given bound on the response.
     pub async fn post_limited(
         &self,
         identity: &TlsIdentity,
@@ -108,37 +108,22 @@ impl As4Client {
         timeout: Duration,
         max_response: usize,
     ) -> Result<Response, SendError> {
-        let client = self.client(identity)?;
-        let frames: FrameStream = Box::pin(body.map(|chunk| chunk.map(Frame::data)));
-        let request = hyper::Request::post(url)
-            .header(hyper::header::CONTENT_TYPE, content_type)
-            .header("MIME-Version", "1.0")
-            .body(StreamBody::new(frames))
-            .map_err(|e| SendError::Connection(e.to_string()))?;
-        let exchange = async {
-            let response = client.request(request).await.map_err(|e| SendError::Connection(error_chain(&e)))?;
-            let status = response.status().as_u16();
-            let content_type =
-                response.headers().get(hyper::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
-            let limited = http_body_util::Limited::new(response.into_body(), max_response);
-            let body = limited
-                .collect()
-                .await
-                .map_err(|e| {
-                    if e.is::<http_body_util::LengthLimitError>() {
-                        SendError::ResponseTooLarge(max_response)
-                    } else {
-                        SendError::Connection(e.to_string())
-                    }
-                })?
-                .to_bytes();
-            Ok(Response { status, content_type, body })
-        };
-        tokio::time::timeout(timeout, exchange).await.map_err(|_| SendError::Timeout(timeout))?
+        let response = self.post_streaming(identity, url, content_type, body, timeout).await?;
+        let mut body = response.body;
+        let mut collected = bytes::BytesMut::new();
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| match e.kind() {
+                std::io::ErrorKind::TimedOut => SendError::Timeout(timeout),
+                _ => SendError::Connection(e.to_string()),
+            })?;
+            if collected.len() + chunk.len() > max_response {
+                return Err(SendError::ResponseTooLarge(max_response));
+            }
+            collected.extend_from_slice(&chunk);
+        }
+        Ok(Response { status: response.status, content_type: response.content_type, body: collected.freeze() })
     }
-}
 
-impl As4Client {
     /// POSTs a streamed body; the response body streams too, all of it within `timeout` of
     /// the request (a pulled message goes through the inbound pipeline as it arrives, never
     /// held whole).
