@@ -43,9 +43,10 @@ conformance: test-deps
 #   make crash RUNS=10 CRASH_MESSAGES=600
 RUNS ?= 10
 crash: test-deps
-	$(CARGO) test --release --locked --test crash --no-run
-	@for i in $$(seq 1 $(RUNS)); do \
-	  $(CARGO) test --release --locked --test crash -- --nocapture > target/crash-$$i.log 2>&1; rc=$$?; \
+	@bin=$$($(CARGO) test --release --locked --test crash --no-run 2>&1 | grep -o 'target/release/deps/crash-[0-9a-f]*' | tail -1); \
+	test -n "$$bin" || { echo "cannot build the crash test"; exit 1; }; \
+	for i in $$(seq 1 $(RUNS)); do \
+	  $$bin --nocapture > target/crash-$$i.log 2>&1; rc=$$?; \
 	  echo "crash run $$i of $(RUNS): $$(grep -E '^crash test:|panicked' target/crash-$$i.log)"; \
 	  if [ $$rc -ne 0 ]; then echo "crash run $$i failed: see target/crash-$$i.log"; exit 1; fi; \
 	done

@@ -3,6 +3,8 @@
 //! handler's pipelines, HTTPS, the backend API, configuration and the node that assembles
 //! them. The core's modules are re-exported under their own names.
 
+#![recursion_limit = "256"] // the OpenAPI document is one json! literal
+
 pub use ventanilla_core::{compress, ebms, lifecycle, mime, payload, pki, pmode, util, wss};
 
 pub mod backend;

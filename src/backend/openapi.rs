@@ -44,20 +44,28 @@ pub fn document() -> Value {
             "/api/v1/inbox/{id}/payloads/{index}": { "get": { "summary": "Download a received payload (index from 1)",
                 "parameters": [id_param, { "name": "index", "in": "path", "required": true, "schema": { "type": "integer", "minimum": 1 } }],
                 "responses": { "200": { "description": "the payload bytes, as received", "content": { "*/*": { "schema": { "type": "string", "format": "binary" } } } }, "404": error, "401": error } } },
-            "/api/v1/events": { "get": { "summary": "Message events (state changes), oldest first; poll with after = the last next",
+            "/api/v1/events": { "get": { "summary": "Message events, exactly one per lifecycle transition, oldest first; poll with after = the last next",
                 "parameters": [ { "name": "after", "in": "query", "schema": { "type": "integer", "default": 0 } }, { "name": "limit", "in": "query", "schema": { "type": "integer", "default": 500 } } ],
                 "responses": { "200": { "description": "events and the id to continue after", "content": { "application/json": { "schema": { "type": "object", "properties": {
                     "next": { "type": "integer" },
                     "events": { "type": "array", "items": { "type": "object", "properties": {
                         "id": { "type": "integer" }, "at": { "type": "string" }, "message_id": { "type": "string" },
-                        "direction": { "enum": ["outbound", "inbound"] }, "state": { "type": "string" }, "detail": { "type": "string" } } } } } } } } }, "401": error } } },
+                        "direction": { "enum": ["outbound", "inbound"] },
+                        "event": { "$ref": "#/components/schemas/LifecycleEvent" },
+                        "from": { "oneOf": [{ "$ref": "#/components/schemas/State" }, { "type": "null" }], "description": "the state before; null when the message was created" },
+                        "state": { "$ref": "#/components/schemas/State" }, "detail": { "type": "string" },
+                        "partner": { "type": "string" }, "pmode": { "type": "string" }, "leg": { "type": "string" } } } } } } } } }, "401": error } } },
             "/api/v1/inbox/{id}/ack": { "post": { "summary": "Acknowledge a received message (it leaves the inbox)", "parameters": [id_param],
                 "responses": { "200": { "description": "the message, acknowledged", "content": { "application/json": { "schema": record } } }, "404": error, "401": error } } }
         },
         "components": {
             "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer" } },
             "schemas": {
-                "State": { "enum": ["submitted", "sending", "waiting_retry", "acknowledged", "failed", "delivered", "rejected"] },
+                "State": { "enum": crate::lifecycle::State::ALL.iter().map(|s| s.as_str()).collect::<Vec<_>>() },
+                "LifecycleEvent": { "enum": crate::lifecycle::EVENT_NAMES },
+                "PartnerError": { "type": "object", "description": "the partner's last error signal; verified = its signature checked out (an unverified one is shown, never trusted as a refusal)",
+                    "properties": { "code": { "type": "string" }, "severity": { "enum": ["failure", "warning"] },
+                                    "description": { "type": "string" }, "verified": { "type": "boolean" } } },
                 "Error": { "type": "object", "properties": { "error": { "type": "string" } } },
                 "SubmitMetadata": { "type": "object", "required": ["to", "leg"], "properties": {
                     "to": { "type": "string", "description": "partner party id" },
@@ -74,9 +82,12 @@ pub fn document() -> Value {
                     "state": { "$ref": "#/components/schemas/State" }, "attempts": { "type": "integer" },
                     "next_attempt_at": { "type": ["string", "null"] }, "created_at": { "type": "string" },
                     "updated_at": { "type": "string" }, "error": { "type": ["string", "null"] },
+                    "partner_error": { "oneOf": [{ "$ref": "#/components/schemas/PartnerError" }, { "type": "null" }] },
                     "payloads": { "type": "array", "items": { "$ref": "#/components/schemas/Payload" } },
                     "history": { "type": "array", "items": { "type": "object", "properties": {
-                        "at": { "type": "string" }, "state": { "type": "string" }, "detail": { "type": "string" } } } } } }
+                        "at": { "type": "string" }, "state": { "$ref": "#/components/schemas/State" },
+                        "event": { "type": ["string", "null"], "description": "the lifecycle event; null for a note (a duplicate received, retention)" },
+                        "detail": { "type": "string" } } } } } }
             }
         }
     })

@@ -141,6 +141,23 @@ pub enum Event {
     BackendAcknowledged,
 }
 
+/// Every event name the feed can carry (creations first), for API documents.
+pub const EVENT_NAMES: [&str; 13] = [
+    "submitted",
+    "received",
+    "refused_for_content",
+    "claimed",
+    "receipt_received",
+    "refused_by_partner",
+    "no_receipt",
+    "retries_exhausted",
+    "interrupted",
+    "pulled_by_partner",
+    "pull_receipt_overdue",
+    "pull_retries_exhausted",
+    "backend_acknowledged",
+];
+
 impl Event {
     /// The name the events feed and the history carry.
     pub fn name(&self) -> &'static str {
@@ -411,6 +428,22 @@ mod tests {
         );
         let (_, rejected) = create(&Creation::RefusedForContent { reason: "EBMS:0004 bad".into() }, 1);
         assert_eq!((rejected.to, rejected.error.as_deref()), (State::Rejected, Some("EBMS:0004 bad")));
+    }
+
+    #[test]
+    fn every_event_name_is_listed() {
+        for event in every_event() {
+            assert!(EVENT_NAMES.contains(&event.name()), "{}", event.name());
+        }
+        let creations = [
+            Creation::Submitted { pull: false },
+            Creation::Submitted { pull: true },
+            Creation::Received,
+            Creation::RefusedForContent { reason: String::new() },
+        ];
+        for c in creations {
+            assert!(EVENT_NAMES.contains(&create(&c, 0).1.event));
+        }
     }
 
     #[test]
