@@ -162,9 +162,11 @@ async fn submit_message(AxState(api): AxState<Api>, mut form: Multipart) -> Resu
     if payloads.is_empty() {
         return Err(bad("at least one 'payload' part is needed".into()));
     }
-    if dir.exists() {
-        sync_dir(&dir).map_err(|e| internal(&e))?;
-    }
+    let staged = dir.clone();
+    crate::blocking::spawn(move || if staged.exists() { sync_dir(&staged) } else { Ok(()) })
+        .await
+        .map_err(|e| internal(&e))?
+        .map_err(|e| internal(&e))?;
     let submission = Submission {
         to: metadata.to,
         leg: metadata.leg,
