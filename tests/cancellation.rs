@@ -61,10 +61,9 @@ impl MessageStore for CommitThenStall {
         &self,
         pmode: &str,
         leg: &str,
-        now_ms: i64,
         expires_ms: i64,
     ) -> Result<Option<MessageRecord>, StoreError> {
-        self.inner.take_pullable(pmode, leg, now_ms, expires_ms).await
+        self.inner.take_pullable(pmode, leg, expires_ms).await
     }
     async fn payload_paths(&self) -> Result<Vec<PathBuf>, StoreError> {
         self.inner.payload_paths().await

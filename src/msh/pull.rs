@@ -102,7 +102,7 @@ async fn serve_pull(ap: &Arc<AccessPoint>, signal: &SignalMessage, mpc: &str, ra
     let leg = &link.legs[leg_index];
     let matched = Matched { link: link.clone(), leg: Some(leg_index) };
     let expires = now_ms() + link.retry.first().map(|d| d.as_millis() as i64).unwrap_or(60_000);
-    match ap.store.take_pullable(&link.id, &leg.name, now_ms(), expires).await {
+    match ap.store.take_pullable(&link.id, &leg.name, expires).await {
         Ok(Some(record)) => {
             tracing::info!(message_id = %record.message_id, mpc, "served to a PullRequest");
             let boundary = mime::writer::new_boundary();

@@ -182,13 +182,8 @@ pub trait MessageStore: Send + Sync {
     async fn recover(&self, now_ms: i64) -> Result<usize, StoreError>;
     /// Pull: takes the oldest message held for `pmode`/`leg` with the `pulled_by_partner`
     /// event (receipt awaited until `expires_ms`).
-    async fn take_pullable(
-        &self,
-        pmode: &str,
-        leg: &str,
-        now_ms: i64,
-        expires_ms: i64,
-    ) -> Result<Option<MessageRecord>, StoreError>;
+    async fn take_pullable(&self, pmode: &str, leg: &str, expires_ms: i64)
+    -> Result<Option<MessageRecord>, StoreError>;
     /// Whether several nodes share this store (then `recover` runs periodically, to take
     /// over the work of a node that died).
     fn shared(&self) -> bool {

@@ -375,7 +375,6 @@ impl MessageStore for PostgresStore {
         &self,
         pmode: &str,
         leg: &str,
-        _now_ms: i64,
         expires_ms: i64,
     ) -> Result<Option<MessageRecord>, StoreError> {
         let mut client = self.pool.get().await.map_err(pg)?;

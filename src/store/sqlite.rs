@@ -467,7 +467,6 @@ impl MessageStore for SqliteStore {
         &self,
         pmode: &str,
         leg: &str,
-        _now_ms: i64,
         expires_ms: i64,
     ) -> Result<Option<MessageRecord>, StoreError> {
         let (pmode, leg) = (pmode.to_owned(), leg.to_owned());
