@@ -46,6 +46,49 @@ pub struct Config {
     pub retention: RetentionConfig,
     #[serde(default)]
     pub store: StoreConfig,
+    #[serde(default)]
+    pub limits: LimitsConfig,
+}
+
+/// How much of each repeated ebMS element a message may carry, received or submitted. What
+/// this access point would refuse from a partner it also refuses from its backend (422), so it
+/// never sends what a receiver with the same limits refuses.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    #[serde(default = "default_max_properties")]
+    pub max_properties: usize,
+    #[serde(default = "default_max_part_properties")]
+    pub max_part_properties: usize,
+    /// Payloads in one message (the MIME reader also refuses more than 64 parts).
+    #[serde(default = "default_max_parts")]
+    pub max_parts: usize,
+    #[serde(default = "default_max_party_ids")]
+    pub max_party_ids: usize,
+}
+
+fn default_max_properties() -> usize {
+    crate::ebms::tree::Limits::default().max_properties
+}
+fn default_max_part_properties() -> usize {
+    crate::ebms::tree::Limits::default().max_part_properties
+}
+fn default_max_parts() -> usize {
+    crate::ebms::tree::Limits::default().max_parts
+}
+fn default_max_party_ids() -> usize {
+    crate::ebms::tree::Limits::default().max_party_ids
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_properties: default_max_properties(),
+            max_part_properties: default_max_part_properties(),
+            max_parts: default_max_parts(),
+            max_party_ids: default_max_party_ids(),
+        }
+    }
 }
 
 /// Where messages are kept: SQLite in `data_dir` (one node), or PostgreSQL shared by several
@@ -414,10 +457,33 @@ impl Config {
                 ));
             }
         }
+        let l = &self.limits;
+        for (key, value, most) in [
+            ("limits.max_properties", l.max_properties, 10_000),
+            ("limits.max_part_properties", l.max_part_properties, 1_000),
+            ("limits.max_parts", l.max_parts, 64),
+            ("limits.max_party_ids", l.max_party_ids, 100),
+        ] {
+            if value == 0 || value > most {
+                return Err(invalid(key, format!("{value} is outside 1..={most}")));
+            }
+        }
         if self.as4.send_concurrency == 0 {
             return Err(invalid("as4.send_concurrency", "must be at least 1".into()));
         }
         Ok(())
+    }
+
+    /// The envelope limits of received messages (and of signals), from `[limits]`.
+    pub fn envelope_limits(&self) -> crate::ebms::tree::Limits {
+        let l = &self.limits;
+        crate::ebms::tree::Limits {
+            max_properties: l.max_properties,
+            max_part_properties: l.max_part_properties,
+            max_parts: l.max_parts,
+            max_party_ids: l.max_party_ids,
+            ..crate::ebms::tree::Limits::default()
+        }
     }
 
     pub fn max_message_bytes(&self) -> u64 {

@@ -190,6 +190,7 @@ pub async fn launch_with(
                 ..SecurityConfig::default()
             },
             retention: Default::default(),
+            limits: Default::default(),
             store: match &options.postgres {
                 Some(base) => crate::config::StoreConfig {
                     kind: crate::config::StoreKind::Postgres,

@@ -224,7 +224,7 @@ where
     E: Into<Box<dyn std::error::Error + Send + Sync>> + std::fmt::Display + 'static,
 {
     let (envelope_bytes, parts) = read_mime(ap, content_type, body, staging).await?;
-    let envelope = parse_header(&envelope_bytes)?;
+    let envelope = parse_header(&envelope_bytes, ap.config.envelope_limits())?;
     let Some(um) = envelope.messaging.user_message.clone() else {
         return Ok(super::pull::handle_signals(ap, &envelope, &envelope_bytes).await);
     };
@@ -406,8 +406,8 @@ where
 }
 
 /// Step: parse the SOAP header (eb:Messaging).
-fn parse_header(bytes: &[u8]) -> Result<Envelope, Rejection> {
-    Ok(read_envelope(bytes, XmlLimits::default())?)
+fn parse_header(bytes: &[u8], limits: XmlLimits) -> Result<Envelope, Rejection> {
+    Ok(read_envelope(bytes, limits)?)
 }
 
 /// Step: match the header to exactly one P-Mode leg.
@@ -452,7 +452,13 @@ fn authorize_partner(
             .map(crate::transport::tls::load_certs)
             .transpose()
             .map_err(|e| {
-                EbmsError::new(EbmsCode::Other, format!("cannot load the partner's TLS certificate: {e}")).with_ref(id)
+                // The file's path and error stay in our log; the partner learns the link only.
+                tracing::error!(error = %e, "cannot load the partner's TLS certificate named by the P-Mode");
+                EbmsError::new(
+                    EbmsCode::Other,
+                    format!("P-Mode {}: the partner's TLS certificate cannot be loaded", link.id),
+                )
+                .with_ref(id)
             })?
             .unwrap_or_default();
         let presented = peer.0.first();

@@ -72,6 +72,22 @@ pub fn build_user_message(ap: &AccessPoint, sub: &Submission) -> Result<(UserMes
     if sub.payloads.is_empty() {
         return Err(refuse("a message needs at least one payload".into()));
     }
+    // What a receiver with our limits would refuse is refused here, before any work.
+    let limits = &ap.config.limits;
+    if sub.payloads.len() > limits.max_parts {
+        return Err(refuse(format!(
+            "{} payloads; a message may carry at most {} (limits.max_parts)",
+            sub.payloads.len(),
+            limits.max_parts
+        )));
+    }
+    if sub.properties.len() > limits.max_properties {
+        return Err(refuse(format!(
+            "{} message properties; a message may carry at most {} (limits.max_properties)",
+            sub.properties.len(),
+            limits.max_properties
+        )));
+    }
     for p in &sub.payloads {
         if p.size > leg.max_payload {
             return Err(refuse(format!(

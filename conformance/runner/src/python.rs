@@ -190,6 +190,7 @@ retry = ["1s", "2s"]
                 ..SecurityConfig::default()
             },
             retention: Default::default(),
+            limits: Default::default(),
             store: Default::default(),
         };
         let node = crate::node::Node::start_with(config, as4, backend).await?;

@@ -70,7 +70,7 @@ pub fn read_envelope(bytes: &[u8], limits: Limits) -> Result<Envelope, EnvelopeE
         }
     }
     let messaging = match messaging_blocks.as_slice() {
-        [one] => read_messaging(one)?,
+        [one] => read_messaging(one, &limits)?,
         [] => return Err(invalid("no eb:Messaging header").into()),
         _ => return Err(invalid("more than one eb:Messaging header").into()),
     };
@@ -82,7 +82,7 @@ pub fn read_envelope(bytes: &[u8], limits: Limits) -> Result<Envelope, EnvelopeE
     })
 }
 
-fn read_messaging(el: &Element) -> Result<Messaging, EbmsError> {
+fn read_messaging(el: &Element, limits: &Limits) -> Result<Messaging, EbmsError> {
     let id = el.attr(ns::WSU, "Id").or_else(|| el.attr("", "id")).map(str::to_owned);
     let users: Vec<&Element> = el.children_named(ns::EB, "UserMessage").collect();
     if users.len() > 1 {
@@ -94,7 +94,7 @@ fn read_messaging(el: &Element) -> Result<Messaging, EbmsError> {
         return Err(inconsistent(format!("{} eb:UserMessage elements; at most one is allowed", users.len()))
             .with_ref(first_id.as_deref()));
     }
-    let user_message = users.first().map(|u| read_user_message(u)).transpose()?;
+    let user_message = users.first().map(|u| read_user_message(u, limits)).transpose()?;
     let mut signals: Vec<SignalMessage> = Vec::new();
     for s in el.children_named(ns::EB, "SignalMessage") {
         let signal = read_signal(s)?;
@@ -181,7 +181,25 @@ fn read_party(party_info: &Element, local: &str) -> Result<Party, EbmsError> {
     Ok(Party { ids, role })
 }
 
-fn read_properties(container: &Element, context: &str) -> Result<Vec<Property>, EbmsError> {
+/// Refuses more than `limit` repeated `local` children of `parent` before reading any.
+fn at_most(parent: &Element, local: &str, limit: usize, setting: &str) -> Result<(), EbmsError> {
+    let count = parent.children_named(ns::EB, local).count();
+    if count > limit {
+        return Err(invalid(format!(
+            "{count} eb:{local} elements in eb:{}; this access point accepts at most {limit} ({setting})",
+            parent.local
+        )));
+    }
+    Ok(())
+}
+
+fn read_properties(
+    container: &Element,
+    context: &str,
+    limit: usize,
+    setting: &str,
+) -> Result<Vec<Property>, EbmsError> {
+    at_most(container, "Property", limit, setting)?;
     let mut properties = Vec::new();
     for p in container.children_named(ns::EB, "Property") {
         let name =
@@ -194,11 +212,22 @@ fn read_properties(container: &Element, context: &str) -> Result<Vec<Property>, 
     Ok(properties)
 }
 
-fn read_user_message(el: &Element) -> Result<UserMessage, EbmsError> {
+fn read_user_message(el: &Element, limits: &Limits) -> Result<UserMessage, EbmsError> {
     let info = read_message_info(el, "eb:UserMessage")?;
     let id = info.message_id.clone();
     let with_id = |e: EbmsError| e.with_ref(Some(&id));
     let party_info = required(el, "PartyInfo", "eb:UserMessage").map_err(with_id)?;
+    for side in ["From", "To"] {
+        if let Some(party) = party_info.child(ns::EB, side) {
+            at_most(party, "PartyId", limits.max_party_ids, "limits.max_party_ids").map_err(with_id)?;
+        }
+    }
+    if let Some(mp) = el.child(ns::EB, "MessageProperties") {
+        at_most(mp, "Property", limits.max_properties, "limits.max_properties").map_err(with_id)?;
+    }
+    if let Some(pi) = el.child(ns::EB, "PayloadInfo") {
+        at_most(pi, "PartInfo", limits.max_parts, "limits.max_parts").map_err(with_id)?;
+    }
     let from = read_party(party_info, "From").map_err(with_id)?;
     let to = read_party(party_info, "To").map_err(with_id)?;
     let collab = required(el, "CollaborationInfo", "eb:UserMessage").map_err(with_id)?;
@@ -230,7 +259,8 @@ fn read_user_message(el: &Element) -> Result<UserMessage, EbmsError> {
         }
     };
     let properties = match el.child(ns::EB, "MessageProperties") {
-        Some(mp) => read_properties(mp, "eb:MessageProperties").map_err(with_id)?,
+        Some(mp) => read_properties(mp, "eb:MessageProperties", limits.max_properties, "limits.max_properties")
+            .map_err(with_id)?,
         None => Vec::new(),
     };
     let mut parts = Vec::new();
@@ -238,7 +268,10 @@ fn read_user_message(el: &Element) -> Result<UserMessage, EbmsError> {
         for part in payload_info.children_named(ns::EB, "PartInfo") {
             let href = optional_attr(part, "href");
             let properties = match part.child(ns::EB, "PartProperties") {
-                Some(pp) => read_properties(pp, "eb:PartProperties").map_err(with_id)?,
+                Some(pp) => {
+                    read_properties(pp, "eb:PartProperties", limits.max_part_properties, "limits.max_part_properties")
+                        .map_err(with_id)?
+                }
                 None => Vec::new(),
             };
             parts.push(PartInfo { href, properties });
@@ -318,5 +351,44 @@ mod tests {
         assert!(valid_timestamp("2016-12-21T11:01:16.795+01:00"));
         assert!(valid_timestamp("2016-12-21T11:01:16.795"));
         assert!(!valid_timestamp("yesterday"));
+    }
+
+    #[test]
+    fn repeated_elements_are_bounded_before_they_are_read() {
+        let mut um = crate::ebms::write::tests_support::sample();
+        let property = |i: usize| Property { name: format!("p{i}"), kind: None, value: "v".into() };
+        um.properties = (0..101).map(property).collect();
+        let envelope = crate::ebms::write::user_message_envelope(&um);
+        let Err(EnvelopeError::Ebms(e)) = read_envelope(envelope.as_bytes(), Limits::default()) else {
+            panic!("101 properties accepted")
+        };
+        assert_eq!(e.code, EbmsCode::InvalidHeader);
+        assert_eq!(e.ref_to_message_id.as_deref(), Some(um.info.message_id.as_str()));
+        assert!(e.detail.contains("101 eb:Property elements in eb:MessageProperties; this access point accepts at most 100 (limits.max_properties)"), "{}", e.detail);
+        um.properties.truncate(100);
+        assert!(read_envelope(crate::ebms::write::user_message_envelope(&um).as_bytes(), Limits::default()).is_ok());
+        // Part properties and parts, with limits an operator set lower.
+        let tight = Limits { max_part_properties: 1, max_parts: 2, ..Limits::default() };
+        um.parts[0].properties = vec![property(1), property(2)];
+        let Err(EnvelopeError::Ebms(e)) =
+            read_envelope(crate::ebms::write::user_message_envelope(&um).as_bytes(), tight)
+        else {
+            panic!("two part properties accepted under a limit of 1")
+        };
+        assert!(
+            e.detail.contains("eb:PartProperties; this access point accepts at most 1 (limits.max_part_properties)"),
+            "{}",
+            e.detail
+        );
+        um.parts = vec![um.parts[0].clone(); 3];
+        for p in &mut um.parts {
+            p.properties.truncate(1);
+        }
+        let Err(EnvelopeError::Ebms(e)) =
+            read_envelope(crate::ebms::write::user_message_envelope(&um).as_bytes(), tight)
+        else {
+            panic!("three parts accepted under a limit of 2")
+        };
+        assert!(e.detail.contains("3 eb:PartInfo elements in eb:PayloadInfo"), "{}", e.detail);
     }
 }

@@ -9,17 +9,35 @@ use quick_xml::events::Event;
 use quick_xml::name::ResolveResult;
 use quick_xml::reader::NsReader;
 
-/// Limits on an envelope; every one is checked while reading.
-#[derive(Debug, Clone, Copy)]
+/// Limits on an envelope. The first three are checked while the tree is read; the counts of
+/// repeated ebMS elements when eb:Messaging is read — all before any signature or decryption
+/// work, so a hostile message is refused for the price of parsing it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     pub max_bytes: usize,
     pub max_depth: usize,
     pub max_elements: usize,
+    /// eb:Property elements in eb:MessageProperties.
+    pub max_properties: usize,
+    /// eb:Property elements in one eb:PartProperties.
+    pub max_part_properties: usize,
+    /// eb:PartInfo elements (payloads) in a user message.
+    pub max_parts: usize,
+    /// eb:PartyId elements in eb:From or eb:To.
+    pub max_party_ids: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_bytes: 4 << 20, max_depth: 64, max_elements: 20_000 }
+        Limits {
+            max_bytes: 4 << 20,
+            max_depth: 64,
+            max_elements: 20_000,
+            max_properties: 100,
+            max_part_properties: 20,
+            max_parts: 64,
+            max_party_ids: 10,
+        }
     }
 }
 

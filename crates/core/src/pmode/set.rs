@@ -130,7 +130,8 @@ impl PmodeSet {
         let mut reasons = Vec::new();
         for link in with_sender {
             let partner = link.partner_of(me).map(|p| p.id.as_str()).unwrap_or_default();
-            let mismatch = |what: String| format!("{} ({}): {what}", link.id, link.file.display());
+            // The detail goes to the partner: the link id, never a local path.
+            let mismatch = |what: String| format!("P-Mode {}: {what}", link.id);
             if let Some(reason) = party_mismatch(link, me, partner, um) {
                 reasons.push(mismatch(reason));
                 continue;
@@ -265,6 +266,10 @@ mod tests {
         assert_eq!(err.code, EbmsCode::ProcessingModeMismatch);
         assert!(err.detail.contains("agreement"), "{}", err.detail);
         assert_eq!(err.ref_to_message_id.as_deref(), Some("m@x"));
+        // Issue 10.8: the detail sent to the partner names the link, not a file of ours.
+        let s = PmodeSet::build(vec![parse_link(Path::new("../pmodes/cl-pe.toml"), GOOD).unwrap()]).unwrap();
+        let err = s.match_incoming("PE-SENASA", &um).unwrap_err();
+        assert!(err.detail.contains("P-Mode cl-pe:") && !err.detail.contains(".toml"), "{}", err.detail);
     }
 
     #[test]
