@@ -47,9 +47,76 @@ async fn submissions_over_the_limits_are_refused_with_the_limit_named() {
     let uploads: Vec<Upload> = (0..65).map(|_| Upload { path: &doc, mime_type: "application/xml" }).collect();
     match api.submit(&serde_json::json!({"to": "PE-VUCE", "leg": "ephyto"}), &uploads).await {
         Err(ClientError::Status { status: 422, body }) => {
-            assert!(body.contains("65 payloads") && body.contains("limits.max_parts"), "{body}")
+            assert!(body.contains("more than 64 payloads") && body.contains("limits.max_parts"), "{body}")
         }
         other => panic!("{other:?}"),
     }
+    cluster.stop().await;
+}
+
+/// 10.3: the metadata part and the whole request are bounded; a long field is named.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_metadata_and_payloads_are_refused_as_they_stream() {
+    let cluster = Cluster::start_secure(&[("cl", "CL-SICEX")]).await;
+    let doc = file(cluster.dir.path(), "doc.xml", &ephyto("CL", "PE"));
+    let api = &cluster.node("cl").api;
+    let upload = [Upload { path: &doc, mime_type: "application/xml" }];
+    let huge = "x".repeat(100 << 10);
+    match api.submit(&serde_json::json!({"to": "PE-VUCE", "leg": "ephyto", "conversation_id": huge}), &upload).await {
+        Err(ClientError::Status { status: 413, body }) => {
+            assert!(body.contains("'metadata' part exceeds 65536 bytes"), "{body}")
+        }
+        other => panic!("{other:?}"),
+    }
+    let long = "x".repeat(2000);
+    match api.submit(&serde_json::json!({"to": "PE-VUCE", "leg": "ephyto", "conversation_id": long}), &upload).await {
+        Err(ClientError::Status { status: 422, body }) => {
+            assert!(body.contains("conversation_id has 2000 bytes"), "{body}")
+        }
+        other => panic!("{other:?}"),
+    }
+    // 10.6: a request over as4.max_message (8 MiB here) is cut off while it streams...
+    let big = file(cluster.dir.path(), "big.bin", &vec![b'a'; 10 << 20]);
+    let metadata = serde_json::json!({"to": "PE-VUCE", "leg": "ephyto"});
+    match api.submit(&metadata, &[Upload { path: &big, mime_type: "application/xml" }]).await {
+        Err(ClientError::Status { status: 413, body }) => {
+            assert!(body.contains("exceeds as4.max_message (8388608 bytes)"), "{body}")
+        }
+        other => panic!("{other:?}"),
+    }
+    // ...and a payload over the leg's max_payload as soon as it passes it.
+    let pmode = cluster.pmodes_dir().join("cl-pe.toml");
+    std::fs::write(
+        &pmode,
+        std::fs::read_to_string(&pmode).unwrap().replace("max_payload = \"20MiB\"", "max_payload = \"1MiB\""),
+    )
+    .unwrap();
+    let node = &cluster.node("cl").node;
+    let reloaded = async {
+        loop {
+            let link = node.ap.pmodes().links().iter().find(|l| l.id == "cl-pe").cloned().unwrap();
+            if link.legs.iter().all(|l| l.max_payload == 1 << 20) {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(20), reloaded).await.expect("the P-Mode change was picked up");
+    let two_mib = file(cluster.dir.path(), "two.bin", &vec![b'a'; 2 << 20]);
+    match api
+        .submit(
+            &serde_json::json!({"to": "PE-VUCE", "leg": "ephyto"}),
+            &[Upload { path: &two_mib, mime_type: "application/xml" }],
+        )
+        .await
+    {
+        Err(ClientError::Status { status: 413, body }) => {
+            assert!(body.contains("payload 1 exceeds 1048576 bytes"), "{body}")
+        }
+        other => panic!("{other:?}"),
+    }
+    let outbound = cluster.dir.path().join("cl/data/outbound");
+    let left: Vec<_> = std::fs::read_dir(&outbound).unwrap().collect();
+    assert!(left.is_empty(), "nothing of a refused submission stays: {left:?}");
     cluster.stop().await;
 }

@@ -42,12 +42,17 @@ pub fn router(ap: Arc<AccessPoint>, token: String) -> Router {
         .route("/api/v1/inbox/{id}/ack", post(acknowledge))
         .route("/api/v1/events", get(events))
         .layer(axum::middleware::from_fn_with_state(api.clone(), require_token))
-        .layer(DefaultBodyLimit::disable());
+        // The whole request: the largest message plus room for the metadata and the framing.
+        .layer(DefaultBodyLimit::max(request_limit(&api.ap.config)));
     Router::new()
         .route("/health", get(|| async { "ok" }))
         .route("/api/v1/openapi.json", get(|| async { Json(super::openapi::document()) }))
         .merge(protected)
         .with_state(api)
+}
+
+fn request_limit(config: &crate::config::Config) -> usize {
+    usize::try_from(config.max_message_bytes()).unwrap_or(usize::MAX).saturating_add(MAX_METADATA_BYTES + (1 << 20))
 }
 
 /// A JSON error body that says what went wrong and what to do.
@@ -90,6 +95,11 @@ async fn require_token(AxState(api): AxState<Api>, request: Request, next: Next)
     }
 }
 
+/// The metadata part is a small JSON object; more is refused (413) before it is parsed.
+pub const MAX_METADATA_BYTES: usize = 64 << 10;
+/// The longest id, name or value in the metadata (a MessageId-like string).
+pub const MAX_METADATA_FIELD: usize = 1024;
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SubmitMetadata {
@@ -101,6 +111,31 @@ pub struct SubmitMetadata {
     /// Message properties: `"name": "value"`, or `"name": {"value": "...", "type": "..."}`.
     #[serde(default)]
     pub properties: std::collections::BTreeMap<String, PropertyValue>,
+}
+
+impl SubmitMetadata {
+    /// Every field within [`MAX_METADATA_FIELD`] characters.
+    fn check(&self) -> Result<(), String> {
+        let long = |what: &str, value: &str| {
+            (value.len() > MAX_METADATA_FIELD)
+                .then(|| format!("{what} has {} bytes; at most {MAX_METADATA_FIELD}", value.len()))
+        };
+        let mut problems = vec![long("to", &self.to), long("leg", &self.leg)];
+        problems.push(self.conversation_id.as_deref().and_then(|c| long("conversation_id", c)));
+        for (name, value) in &self.properties {
+            problems.push(long("a property name", name));
+            let (value, kind) = match value {
+                PropertyValue::Plain(v) => (v, None),
+                PropertyValue::Typed { value, kind } => (value, kind.as_deref()),
+            };
+            problems.push(long(&format!("property '{name}'"), value));
+            problems.push(kind.and_then(|k| long(&format!("the type of property '{name}'"), k)));
+        }
+        match problems.into_iter().flatten().next() {
+            Some(problem) => Err(format!("metadata: {problem}")),
+            None => Ok(()),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -122,13 +157,52 @@ async fn submit_message(AxState(api): AxState<Api>, mut form: Multipart) -> Resu
     let cleanup = scopeguard(dir.clone());
     let mut metadata: Option<SubmitMetadata> = None;
     let mut payloads: Vec<StoredPayload> = Vec::new();
-    while let Some(mut field) = form.next_field().await.map_err(|e| bad(format!("malformed multipart body: {e}")))? {
+    let limits = api.ap.config.limits;
+    let too_large = |m: String| ApiError(StatusCode::PAYLOAD_TOO_LARGE, m);
+    let multipart_error = |e: axum::extract::multipart::MultipartError| {
+        // The request limit (DefaultBodyLimit) shows as a multipart error with status 413.
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            too_large(format!("the request exceeds as4.max_message ({} bytes)", api.ap.config.max_message_bytes()))
+        } else {
+            bad(format!("malformed multipart body: {}", e.body_text()))
+        }
+    };
+    while let Some(mut field) = form.next_field().await.map_err(multipart_error)? {
         match field.name() {
+            Some("metadata") if metadata.is_some() => return Err(bad("a second 'metadata' part".into())),
             Some("metadata") => {
-                let text = field.text().await.map_err(|e| bad(format!("metadata: {e}")))?;
-                metadata = Some(serde_json::from_str(&text).map_err(|e| bad(format!("metadata: {e}")))?);
+                // Bounded: the metadata is a small JSON object, never read whole if it is not.
+                let mut text = Vec::new();
+                while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
+                    if text.len() + chunk.len() > MAX_METADATA_BYTES {
+                        return Err(too_large(format!("the 'metadata' part exceeds {MAX_METADATA_BYTES} bytes")));
+                    }
+                    text.extend_from_slice(&chunk);
+                }
+                let parsed: SubmitMetadata =
+                    serde_json::from_slice(&text).map_err(|e| bad(format!("metadata: {e}")))?;
+                parsed.check().map_err(|m| ApiError(StatusCode::UNPROCESSABLE_ENTITY, m))?;
+                metadata = Some(parsed);
             }
             Some("payload") => {
+                if payloads.len() >= limits.max_parts {
+                    return Err(ApiError(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        format!(
+                            "more than {} payloads; a message may carry at most that (limits.max_parts)",
+                            limits.max_parts
+                        ),
+                    ));
+                }
+                // The leg's max_payload when the metadata came first (as the API asks), else the
+                // request limit: a payload too large is cut off as it streams, not after.
+                let max_payload = metadata
+                    .as_ref()
+                    .and_then(|m| {
+                        let pmodes = api.ap.pmodes();
+                        pmodes.outbound(api.ap.me(), &m.to, &m.leg).ok().map(|(link, i)| link.legs[i].max_payload)
+                    })
+                    .unwrap_or(api.ap.config.max_message_bytes());
                 tokio::fs::create_dir_all(&dir).await.map_err(|e| internal(&e))?;
                 let index = payloads.len();
                 let path = dir.join(format!("part-{}", index + 1));
@@ -137,9 +211,15 @@ async fn submit_message(AxState(api): AxState<Api>, mut form: Multipart) -> Resu
                 let mut file = tokio::fs::File::create(&path).await.map_err(|e| internal(&e))?;
                 let mut hasher = Sha256::new();
                 let mut size = 0u64;
-                while let Some(chunk) = field.chunk().await.map_err(|e| bad(format!("payload: {e}")))? {
-                    hasher.update(&chunk);
+                while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
                     size += chunk.len() as u64;
+                    if size > max_payload {
+                        return Err(too_large(format!(
+                            "payload {} exceeds {max_payload} bytes (the leg's max_payload, or as4.max_message)",
+                            index + 1
+                        )));
+                    }
+                    hasher.update(&chunk);
                     file.write_all(&chunk).await.map_err(|e| internal(&e))?;
                 }
                 file.sync_all().await.map_err(|e| internal(&e))?;
