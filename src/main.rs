@@ -191,6 +191,10 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Serve { config } => {
             init_logging("info");
+            // Everything the service creates (database, payload files, staging) is its own:
+            // files 0600, folders 0700, whatever umask the service manager left.
+            // SAFETY: umask only sets this process's file mode creation mask.
+            unsafe { libc::umask(0o077) };
             let config = Config::load(&config)?;
             let grace = config.shutdown_grace;
             ventanilla::node::preflight(&config).map_err(|e| anyhow::anyhow!(e))?;

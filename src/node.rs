@@ -82,10 +82,15 @@ impl Node {
             return Err(StartError::Config(unknown_party(&config)));
         }
         let token = config.api_token().map_err(StartError::Config)?;
-        for dir in ["tmp", "inbound", "outbound"] {
-            let path = config.data_dir.join(dir);
-            std::fs::create_dir_all(&path)
+        // Decrypted payloads and the database are for this service only: folders 0700.
+        for path in
+            [config.data_dir.clone()].into_iter().chain(["tmp", "inbound", "outbound"].map(|d| config.data_dir.join(d)))
+        {
+            private_dir(&path)
                 .map_err(|source| StartError::Io { what: format!("cannot create {}", path.display()), source })?;
+        }
+        for warning in key_file_warnings(&config) {
+            tracing::warn!("{warning}");
         }
         // Staged parts of requests cut short by a crash are garbage: the sender never got a receipt.
         let staging = config.data_dir.join("tmp").join(&config.store.node);
@@ -102,7 +107,18 @@ impl Node {
                 let lease = config.store.lease.0;
                 Arc::new(crate::store::postgres::PostgresStore::connect(&url, config.store.pool, lease).await?)
             }
-            crate::config::StoreKind::Sqlite => Arc::new(SqliteStore::open(&config.data_dir.join("messages.db"))?),
+            crate::config::StoreKind::Sqlite => {
+                let path = config.data_dir.join("messages.db");
+                let store = SqliteStore::open(&path)?;
+                // A database made by an earlier version (or under another umask) is made private.
+                for file in [path.clone(), path.with_extension("db-wal"), path.with_extension("db-shm")] {
+                    use std::os::unix::fs::PermissionsExt;
+                    if file.exists() {
+                        let _ = std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600));
+                    }
+                }
+                Arc::new(store)
+            }
         };
         let store = match wrap {
             Some(wrap) => (wrap.0)(store),
@@ -178,6 +194,43 @@ impl Node {
     }
 }
 
+/// Creates `path` (and its parents) and makes it 0700.
+fn private_dir(path: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))
+}
+
+/// Private key and password files that the group or others may read.
+pub fn key_file_warnings(config: &Config) -> Vec<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut files: Vec<(&str, &std::path::Path)> = vec![("as4.tls_key", config.as4.tls_key.as_path())];
+    for k in &config.keys {
+        for pair in [&k.sign, &k.enc] {
+            for p in [&pair.key, &pair.pkcs12, &pair.password_file].into_iter().flatten() {
+                files.push(("keys", p.as_path()));
+            }
+        }
+    }
+    if let Some(f) = &config.backend.token_file {
+        files.push(("backend.token_file", f.as_path()));
+    }
+    files
+        .into_iter()
+        .filter_map(|(key, file)| {
+            let mode = std::fs::metadata(file).ok()?.permissions().mode();
+            (mode & 0o077 != 0).then(|| {
+                format!(
+                    "{key}: {} is readable by {} (mode {:o}); make it 0600",
+                    file.display(),
+                    if mode & 0o007 != 0 { "everyone" } else { "its group" },
+                    mode & 0o777
+                )
+            })
+        })
+        .collect()
+}
+
 fn unknown_party(config: &Config) -> String {
     format!(
         "party_id: '{}' is a party of no P-Mode in {}: a typo, or the P-Modes of another access point",
@@ -237,6 +290,7 @@ pub fn check(config: &Config) -> CheckReport {
         Ok(_) => report.lines.push("backend token: ok".into()),
         Err(e) => report.errors.push(format!("backend.token: {e}")),
     }
+    report.lines.extend(key_file_warnings(config).into_iter().map(|w| format!("warning: {w}")));
     report
 }
 

@@ -143,3 +143,41 @@ fn config_check_passes_a_good_config_and_names_what_is_wrong() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains(&format!("{}:5: store.kind: unknown variant `sqllite`", bad.display())), "{stderr}");
 }
+
+/// Issue 10.7: keys are made 0600 by `certs demo`, `serve` keeps its data private (folders
+/// 0700, database 0600) and warns about a key file others can read.
+#[test]
+fn files_and_secrets_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let dir = tempfile::tempdir().unwrap();
+    let out = ventanilla().args(["certs", "demo", "--out"]).arg(dir.path().join("pki")).output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(mode(&dir.path().join("pki/ca.key")), 0o600);
+    assert_eq!(mode(&dir.path().join("pki/cl-enc-x25519.key")), 0o600);
+
+    let config = demo_config(dir.path(), "CL-SICEX", "");
+    let tls_key = dir.path().join("certs/demo/cl-tls.key");
+    std::fs::set_permissions(&tls_key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let log = std::fs::File::create(dir.path().join("serve.log")).unwrap();
+    let mut child = ventanilla().args(["serve", "--config"]).arg(&config).stderr(log).spawn().unwrap();
+    let db = dir.path().join("data/messages.db");
+    for _ in 0..200 {
+        if db.exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let _ = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "SIGTERM: exit 0");
+    assert_eq!(mode(&dir.path().join("data")), 0o700);
+    assert_eq!(mode(&dir.path().join("data/inbound")), 0o700);
+    assert_eq!(mode(&db), 0o600);
+    let log = std::fs::read_to_string(dir.path().join("serve.log")).unwrap();
+    assert!(
+        log.contains(&format!("as4.tls_key: {} is readable by everyone (mode 644); make it 0600", tls_key.display())),
+        "{log}"
+    );
+}

@@ -203,6 +203,16 @@ fn write(path: &Path, bytes: &[u8]) -> Result<(), PkiError> {
     std::fs::write(path, bytes).map_err(|source| PkiError::Io { path: path.to_owned(), source })
 }
 
+/// A private key: created 0600 (owner only), whatever the umask.
+fn write_key(path: &Path, bytes: &[u8]) -> Result<(), PkiError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let io = |source| PkiError::Io { path: path.to_owned(), source };
+    let _ = std::fs::remove_file(path); // an older file keeps its mode when rewritten
+    let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).map_err(io)?;
+    file.write_all(bytes).map_err(io)
+}
+
 /// The files of one access point in a demo PKI folder, by country code.
 pub fn file(dir: &Path, name: &str, what: &str) -> PathBuf {
     dir.join(format!("{name}-{what}"))
@@ -216,7 +226,7 @@ pub fn write_demo_pki(dir: &Path, names: &[&str]) -> Result<(), PkiError> {
     std::fs::create_dir_all(dir).map_err(|source| PkiError::Io { path: dir.to_owned(), source })?;
     let ca = Authority::new("Ventanilla demo root CA")?;
     write(&dir.join("ca.pem"), &ca.cert_pem()?)?;
-    write(&dir.join("ca.key"), &ca.key_pem()?)?;
+    write_key(&dir.join("ca.key"), &ca.key_pem()?)?;
     write(&dir.join("ca.crl"), &ca.crl(&[], 3650 * 86_400)?.to_pem()?)?;
     for n in names {
         let keys: [(&str, PKey<Private>, Usage); 5] = [
@@ -229,7 +239,7 @@ pub fn write_demo_pki(dir: &Path, names: &[&str]) -> Result<(), PkiError> {
         for (what, key, usage) in keys {
             let cert = ca.issue(&format!("{} {what}", n.to_uppercase()), &key, usage, 3650)?;
             write(&file(dir, n, &format!("{what}.pem")), &cert.to_pem()?)?;
-            write(&file(dir, n, &format!("{what}.key")), &key.private_key_to_pem_pkcs8()?)?;
+            write_key(&file(dir, n, &format!("{what}.key")), &key.private_key_to_pem_pkcs8()?)?;
         }
     }
     write(

@@ -75,8 +75,11 @@ pub fn load_key(file: &Path, password: Option<&PasswordSource>) -> Result<PKey<P
 /// Key, certificate and chain from a PKCS#12 file.
 pub fn load_pkcs12(file: &Path, password: &PasswordSource) -> Result<(PKey<Private>, X509, Vec<X509>), KeyError> {
     let bytes = read(file)?;
+    // A password that cannot be read is that error ("environment variable X is not set"),
+    // not a guess about a wrong password.
+    let password = password.read()?;
     let parsed = Pkcs12::from_der(&bytes)
-        .and_then(|p| p.parse2(&password.read().unwrap_or_default()))
+        .and_then(|p| p.parse2(&password))
         .map_err(|e| file_error(file, format!("cannot open the PKCS#12 file (wrong password?): {e}")))?;
     let key = parsed.pkey.ok_or_else(|| file_error(file, "no private key inside"))?;
     let cert = parsed.cert.ok_or_else(|| file_error(file, "no certificate inside"))?;
@@ -151,4 +154,20 @@ fn der_header(input: &[u8], tag: u8) -> Option<(usize, &[u8])> {
 /// SHA-256 fingerprint of a certificate, hex, for logs and the console.
 pub fn fingerprint(cert: &X509) -> String {
     cert.digest(openssl::hash::MessageDigest::sha256()).map(|d| hex::encode(d.as_ref())).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unset_password_variable_is_named_not_guessed_at() {
+        let dir = tempfile::tempdir().unwrap();
+        let p12 = dir.path().join("k.p12");
+        std::fs::write(&p12, b"not read before the password").unwrap();
+        let source = PasswordSource::Env("VENTANILLA_TEST_SURELY_UNSET_PASSWORD".into());
+        let err = load_pkcs12(&p12, &source).unwrap_err().to_string();
+        assert!(err.contains("environment variable VENTANILLA_TEST_SURELY_UNSET_PASSWORD is not set"), "{err}");
+        assert!(!err.contains("wrong password"), "{err}");
+    }
 }
