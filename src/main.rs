@@ -168,6 +168,16 @@ fn init_logging(default: &str) {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    // A report piped into `head` ends quietly, as other command-line tools do. Commands that
+    // use sockets (serve, demo, send) keep Rust's default (SIGPIPE ignored), so a peer closing
+    // a connection is an error to handle, never a signal that kills the process.
+    if matches!(
+        cli.command,
+        Command::Payload { .. } | Command::Pmode { .. } | Command::Verify { .. } | Command::Config { .. }
+    ) {
+        // SAFETY: sets the process's disposition of one signal; these commands open no socket.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     match cli.command {
         Command::Config { command: ConfigCommand::Check { file } } => {
             let config = match Config::load(&file) {

@@ -181,3 +181,28 @@ fn files_and_secrets_are_private() {
         "{log}"
     );
 }
+
+/// Issue 10.9: a report piped into `head` ends quietly (no panic on the broken pipe).
+#[test]
+fn a_closed_pipe_ends_a_report_quietly() {
+    use std::io::Read;
+    let samples: Vec<std::path::PathBuf> =
+        std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/samples/ephyto/own"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "xml"))
+            .collect();
+    let many: Vec<&std::path::PathBuf> = samples.iter().cycle().take(samples.len() * 100).collect();
+    let mut child = ventanilla()
+        .args(["payload", "check"])
+        .args(many)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = [0u8; 64];
+    child.stdout.take().unwrap().read_exact(&mut first).unwrap(); // then the pipe closes
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
