@@ -7,6 +7,16 @@ use common::*;
 use ventanilla::backend::client::{ClientError, Upload};
 use ventanilla::ebms::{Property, write};
 
+/// A submission refused while its body streams: the access point answers 413 with `expected`
+/// and closes the connection; a client still sending may see the close before the answer.
+fn cut_off(result: Result<serde_json::Value, ClientError>, expected: &str) {
+    match result {
+        Err(ClientError::Status { status: 413, body }) => assert!(body.contains(expected), "{body}"),
+        Err(ClientError::Connection(_)) => {}
+        other => panic!("not refused as it streamed: {other:?}"),
+    }
+}
+
 /// 10.2: thousands of eb:Property elements (an unauthenticated sender's CPU bomb) are refused
 /// with EBMS:0009 when the header is read, before any decryption or signature work.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -78,12 +88,10 @@ async fn oversized_metadata_and_payloads_are_refused_as_they_stream() {
     // 10.6: a request over as4.max_message (8 MiB here) is cut off while it streams...
     let big = file(cluster.dir.path(), "big.bin", &vec![b'a'; 10 << 20]);
     let metadata = serde_json::json!({"to": "PE-VUCE", "leg": "ephyto"});
-    match api.submit(&metadata, &[Upload { path: &big, mime_type: "application/xml" }]).await {
-        Err(ClientError::Status { status: 413, body }) => {
-            assert!(body.contains("exceeds as4.max_message (8388608 bytes)"), "{body}")
-        }
-        other => panic!("{other:?}"),
-    }
+    cut_off(
+        api.submit(&metadata, &[Upload { path: &big, mime_type: "application/xml" }]).await,
+        "exceeds as4.max_message (8388608 bytes)",
+    );
     // ...and a payload over the leg's max_payload as soon as it passes it.
     let pmode = cluster.pmodes_dir().join("cl-pe.toml");
     std::fs::write(
@@ -103,20 +111,43 @@ async fn oversized_metadata_and_payloads_are_refused_as_they_stream() {
     };
     tokio::time::timeout(std::time::Duration::from_secs(20), reloaded).await.expect("the P-Mode change was picked up");
     let two_mib = file(cluster.dir.path(), "two.bin", &vec![b'a'; 2 << 20]);
-    match api
-        .submit(
-            &serde_json::json!({"to": "PE-VUCE", "leg": "ephyto"}),
-            &[Upload { path: &two_mib, mime_type: "application/xml" }],
-        )
-        .await
-    {
-        Err(ClientError::Status { status: 413, body }) => {
-            assert!(body.contains("payload 1 exceeds 1048576 bytes"), "{body}")
-        }
-        other => panic!("{other:?}"),
-    }
+    cut_off(
+        api.submit(&metadata, &[Upload { path: &two_mib, mime_type: "application/xml" }]).await,
+        "payload 1 exceeds 1048576 bytes",
+    );
     let outbound = cluster.dir.path().join("cl/data/outbound");
     let left: Vec<_> = std::fs::read_dir(&outbound).unwrap().collect();
     assert!(left.is_empty(), "nothing of a refused submission stays: {left:?}");
+    cluster.stop().await;
+}
+
+/// 10.10: a validly signed and encrypted message dated 2020, or 2099, is refused for its
+/// eb:Timestamp (older than the link's max_age = duplicate window, or beyond its clock skew);
+/// one dated now is receipted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_and_future_timestamps_are_refused() {
+    let cluster = Cluster::start_secure(&[("pe", "PE-VUCE")]).await;
+    let certs = cluster.dir.path().join("certs/demo");
+    let signer = ventanilla_testkit::wire::credential(&certs, "cl-sign-ed25519").unwrap();
+    let recipient = certs.join("pe-enc-x25519.pem");
+    let send = |timestamp: Option<&str>| {
+        let mut um = user_message(&format!("fresh-{}@test", uuid::Uuid::new_v4().simple()));
+        if let Some(t) = timestamp {
+            um.info.timestamp = t.into();
+        }
+        let protection = ventanilla_testkit::wire::Protection::edelivery(&signer, &recipient);
+        ventanilla_testkit::wire::protected_message(&um, &ephyto("CL", "PE"), &protection).unwrap()
+    };
+    for (timestamp, expected) in [
+        ("2020-01-01T00:00:00.000Z", "s old; P-Mode cl-pe accepts messages up to 2592000 s old (reliability.max_age)"),
+        ("2099-01-01T00:00:00.000Z", "in the future; P-Mode cl-pe allows 900 s (reliability.max_clock_skew)"),
+    ] {
+        let (status, answer) = cluster.post_raw("pe", &multipart_content_type(), send(Some(timestamp))).await;
+        assert_eq!(status, 400, "{answer}");
+        assert_eq!(error_code(&answer).as_deref(), Some("EBMS:0004"), "{answer}");
+        assert!(answer.contains(expected), "{timestamp}: {answer}");
+    }
+    let (status, answer) = cluster.post_raw("pe", &multipart_content_type(), send(None)).await;
+    assert_eq!(status, 200, "a message dated now is receipted: {answer}");
     cluster.stop().await;
 }

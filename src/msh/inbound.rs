@@ -237,6 +237,7 @@ where
     }
     *matched_out = Some(matched.clone());
     authorize_partner(ap, peer, pulled, &matched, &um, &envelope)?;
+    check_freshness(&matched, &um)?;
     let (parts, references) = if matched.link.profile.is_secure() {
         let (ap2, matched2, um2, bytes2, parts2) =
             (ap.clone(), matched.clone(), um.clone(), envelope_bytes.clone(), parts);
@@ -472,6 +473,16 @@ fn authorize_partner(
         }
     }
     Ok(())
+}
+
+/// Step: check freshness. Cheap and needing no trust, so before decryption: an eb:Timestamp
+/// from the future (past the link's clock skew) or older than the link's max_age (at most its
+/// duplicate window, within which a replayed MessageId is recognised) is refused.
+fn check_freshness(matched: &Matched, um: &UserMessage) -> Result<(), Rejection> {
+    matched
+        .link
+        .check_timestamp(&um.info.timestamp, time::OffsetDateTime::now_utc())
+        .map_err(|detail| EbmsError::new(EbmsCode::Other, detail).with_ref(Some(&um.info.message_id)).into())
 }
 
 /// Step: check PayloadInfo against the MIME parts and the leg.

@@ -138,11 +138,23 @@ pub fn unsigned_message(mutation: &str, repo: &Path) -> Made {
             Ok(m)
         }
         "timestamp-offset" => {
-            um.info.timestamp = "2026-11-26T12:00:00.000+02:00".into();
+            // Now, written with a +02:00 offset.
+            let now = time::OffsetDateTime::now_utc().to_offset(time::UtcOffset::from_hms(2, 0, 0)?);
+            um.info.timestamp = format!(
+                "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.000+02:00",
+                now.year(),
+                u8::from(now.month()),
+                now.day(),
+                now.hour(),
+                now.minute(),
+                now.second()
+            );
             with_doc(&good(&um))
         }
         "timestamp-no-zone" => {
-            um.info.timestamp = "2026-11-26T10:00:00".into();
+            // Now, without a zone (read as UTC).
+            um.info.timestamp =
+                crate::util::format_timestamp(time::OffsetDateTime::now_utc()).trim_end_matches('Z').to_owned();
             with_doc(&good(&um))
         }
         "unknown-from-party" => {

@@ -17,7 +17,7 @@ pub fn user_message(message_id: &str) -> UserMessage {
     UserMessage {
         mpc: None,
         info: MessageInfo {
-            timestamp: "2026-11-26T10:00:00.000Z".into(),
+            timestamp: crate::util::format_timestamp(time::OffsetDateTime::now_utc()),
             message_id: message_id.into(),
             ref_to_message_id: None,
         },

@@ -91,6 +91,11 @@ pub struct PropertiesFile {
 pub struct ReliabilityFile {
     pub retry: Option<Spanned<Vec<String>>>,
     pub duplicate_window: Option<Spanned<String>>,
+    /// How far in the future an eb:Timestamp may be (clocks differ a little).
+    pub max_clock_skew: Option<Spanned<String>>,
+    /// How old an eb:Timestamp may be; at most the duplicate window (an older message's id
+    /// could no longer be recognised as a replay).
+    pub max_age: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

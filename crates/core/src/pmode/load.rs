@@ -250,6 +250,8 @@ fn validate(r: &mut Reporter<'_>, path: &Path, raw: LinkFile) -> Option<Link> {
     }
     let mut retry: Vec<Duration> = DEFAULT_RETRY.iter().map(|s| Duration::from_secs(*s)).collect();
     let mut duplicate_window = DEFAULT_DUPLICATE_WINDOW;
+    let mut max_clock_skew = DEFAULT_MAX_CLOCK_SKEW;
+    let mut max_age = None;
     if let Some(rel) = &raw.reliability {
         if let Some(list) = &rel.retry {
             let parsed: Vec<Option<Duration>> = list.get_ref().iter().map(|v| parse_duration(v)).collect();
@@ -261,7 +263,23 @@ fn validate(r: &mut Reporter<'_>, path: &Path, raw: LinkFile) -> Option<Link> {
         if let Some(w) = &rel.duplicate_window {
             duplicate_window = duration(r, w, "reliability.duplicate_window").unwrap_or(duplicate_window);
         }
+        if let Some(v) = &rel.max_clock_skew {
+            max_clock_skew = duration(r, v, "reliability.max_clock_skew").unwrap_or(max_clock_skew);
+        }
+        if let Some(v) = &rel.max_age {
+            max_age = duration(r, v, "reliability.max_age");
+            if let Some(age) = max_age
+                && age > duplicate_window
+            {
+                r.at(
+                    v.span(),
+                    "reliability.max_age",
+                    "must not exceed duplicate_window: an older message could be replayed unrecognised",
+                );
+            }
+        }
     }
+    let max_age = max_age.unwrap_or(duplicate_window);
     let mut timeout = DEFAULT_TIMEOUT;
     let mut tls_client_auth = false;
     if let Some(t) = &raw.transport {
@@ -300,6 +318,8 @@ fn validate(r: &mut Reporter<'_>, path: &Path, raw: LinkFile) -> Option<Link> {
         legs,
         retry,
         duplicate_window,
+        max_clock_skew,
+        max_age,
         tls_client_auth,
         timeout,
         token_reference,
@@ -399,6 +419,29 @@ duplicate_window = "30d"
         assert_eq!(link.partner_of("CL-SAG").unwrap().id, "PE-SENASA");
         assert_eq!(link.legs[1].max_payload, 5 << 20);
         assert_eq!(link.retry, vec![Duration::from_secs(60), Duration::from_secs(300)]);
+    }
+
+    #[test]
+    fn timestamps_are_fresh_within_the_link_bounds() {
+        use time::macros::datetime;
+        let link = parse_link(Path::new("cl-pe.toml"), GOOD).unwrap();
+        assert_eq!((link.max_age, link.max_clock_skew), (link.duplicate_window, DEFAULT_MAX_CLOCK_SKEW));
+        let now = datetime!(2026-12-02 12:00:00 UTC);
+        assert!(link.check_timestamp("2026-12-02T12:10:00.000Z", now).is_ok(), "within the skew");
+        assert!(link.check_timestamp("2026-12-02T14:00:00+02:00", now).is_ok(), "an offset");
+        assert!(link.check_timestamp("2026-12-01T12:00:00", now).is_ok(), "no zone: UTC");
+        assert!(link.check_timestamp("2026-12-02T12:20:00Z", now).unwrap_err().contains("in the future"));
+        assert!(link.check_timestamp("2026-10-01T00:00:00Z", now).unwrap_err().contains("reliability.max_age"));
+        assert!(link.check_timestamp("tomorrow", now).is_err());
+        let wide = GOOD.replace(r#"duplicate_window = "30d""#, "duplicate_window = \"30d\"\nmax_age = \"31d\"");
+        let errs = parse_link(Path::new("cl-pe.toml"), &wide).unwrap_err();
+        assert_eq!(errs[0].key, "reliability.max_age", "{errs:?}");
+        let tight = GOOD.replace(
+            r#"duplicate_window = "30d""#,
+            "duplicate_window = \"30d\"\nmax_age = \"1h\"\nmax_clock_skew = \"1m\"",
+        );
+        let link = parse_link(Path::new("cl-pe.toml"), &tight).unwrap();
+        assert_eq!((link.max_age.as_secs(), link.max_clock_skew.as_secs()), (3600, 60));
     }
 
     #[test]

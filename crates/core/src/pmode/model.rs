@@ -87,6 +87,10 @@ pub struct Link {
     pub legs: Vec<Leg>,
     pub retry: Vec<Duration>,
     pub duplicate_window: Duration,
+    /// eb:Timestamp freshness: at most this far in the future...
+    pub max_clock_skew: Duration,
+    /// ...and at most this old (never more than `duplicate_window`).
+    pub max_age: Duration,
     pub tls_client_auth: bool,
     pub timeout: Duration,
     pub token_reference: TokenReference,
@@ -126,5 +130,38 @@ impl Link {
 
 pub const DEFAULT_RETRY: [u64; 5] = [60, 300, 900, 3600, 14_400];
 pub const DEFAULT_DUPLICATE_WINDOW: Duration = Duration::from_secs(30 * 86_400);
+pub const DEFAULT_MAX_CLOCK_SKEW: Duration = Duration::from_secs(15 * 60);
 pub const DEFAULT_MAX_PAYLOAD: u64 = 20 << 20;
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+
+impl Link {
+    /// Whether a received eb:Timestamp is fresh for this link at `now`: not further in the
+    /// future than `max_clock_skew`, not older than `max_age`. Replay protection rests on the
+    /// stored MessageIds of the duplicate window; a message older than that window could be
+    /// replayed unrecognised, so it is refused for its age. A timestamp without a zone is UTC.
+    pub fn check_timestamp(&self, timestamp: &str, now: time::OffsetDateTime) -> Result<(), String> {
+        use time::format_description::well_known::Rfc3339;
+        let parsed = time::OffsetDateTime::parse(timestamp, &Rfc3339)
+            .or_else(|_| time::OffsetDateTime::parse(&format!("{timestamp}Z"), &Rfc3339))
+            .map_err(|_| format!("eb:Timestamp '{timestamp}' is not an xs:dateTime"))?;
+        let ahead = parsed - now;
+        if ahead > self.max_clock_skew {
+            return Err(format!(
+                "eb:Timestamp {timestamp} is {} s in the future; P-Mode {} allows {} s (reliability.max_clock_skew)",
+                ahead.whole_seconds(),
+                self.id,
+                self.max_clock_skew.as_secs()
+            ));
+        }
+        let age = now - parsed;
+        if age > self.max_age {
+            return Err(format!(
+                "eb:Timestamp {timestamp} is {} s old; P-Mode {} accepts messages up to {} s old (reliability.max_age)",
+                age.whole_seconds(),
+                self.id,
+                self.max_age.as_secs()
+            ));
+        }
+        Ok(())
+    }
+}
