@@ -265,6 +265,59 @@ pub struct As4Config {
     /// How many outbound messages are sent at once.
     #[serde(default = "default_concurrency")]
     pub send_concurrency: usize,
+    /// What one connection, and one remote address, may hold of this port.
+    #[serde(default)]
+    pub connections: ConnectionLimits,
+}
+
+/// Limits on the AS4 port's connections, against slow or too many clients.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectionLimits {
+    /// Open connections at once; also kept 64 below the process's file-descriptor limit, so
+    /// the store, the payload files and the P-Mode watcher always have descriptors left.
+    #[serde(default = "default_max_connections")]
+    pub max: usize,
+    /// Open connections from one remote IP address.
+    #[serde(default = "default_per_address")]
+    pub per_address: usize,
+    /// Time to send the request headers (after the TLS handshake).
+    #[serde(default = "default_header_timeout")]
+    pub header_timeout: Interval,
+    /// Longest silence inside a request body.
+    #[serde(default = "default_body_idle_timeout")]
+    pub body_idle_timeout: Interval,
+    /// Slowest average body rate, in bytes per second, once a body has taken 10 seconds.
+    #[serde(default = "default_min_rate")]
+    pub min_rate: ByteSize,
+}
+
+fn default_max_connections() -> usize {
+    512
+}
+fn default_per_address() -> usize {
+    64
+}
+fn default_header_timeout() -> Interval {
+    Interval::secs(30)
+}
+fn default_body_idle_timeout() -> Interval {
+    Interval::secs(30)
+}
+fn default_min_rate() -> ByteSize {
+    ByteSize(1024)
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        ConnectionLimits {
+            max: default_max_connections(),
+            per_address: default_per_address(),
+            header_timeout: default_header_timeout(),
+            body_idle_timeout: default_body_idle_timeout(),
+            min_rate: default_min_rate(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -160,6 +160,7 @@ pub async fn launch_with(
                 trust: certs.join("ca.pem"),
                 max_message: options.max_message.parse()?,
                 send_concurrency: 16,
+                connections: Default::default(),
             },
             backend: BackendConfig {
                 listen: backend.local_addr()?,

@@ -148,7 +148,7 @@ impl Node {
         let as4_router = Router::new().route(&as4_path, post(receive_as4)).with_state(ap.clone());
         let backend_router = crate::backend::router(ap.clone(), token);
         let tasks = vec![
-            tokio::spawn(serve_tls(as4, tls, as4_router, shutdown.clone())),
+            tokio::spawn(serve_tls(as4, tls, as4_router, ap.config.as4.connections, shutdown.clone())),
             tokio::spawn(serve_plain(backend, backend_router, shutdown.clone())),
             tokio::spawn(outbound::run_sender(ap.clone(), shutdown.clone())),
             tokio::spawn(pmode_watch::run(ap.clone(), watcher, shutdown.clone())),
@@ -304,7 +304,12 @@ async fn receive_as4(State(ap): State<Arc<AccessPoint>>, request: Request) -> Re
     let peer = request.extensions().get::<PeerCertificates>().cloned().unwrap_or_default();
     let content_type =
         request.headers().get(axum::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
-    let body = request.into_body().into_data_stream();
+    let limits = ap.config.as4.connections;
+    let body = crate::transport::server::paced(
+        request.into_body().into_data_stream(),
+        limits.body_idle_timeout.0,
+        limits.min_rate.0,
+    );
     let reply = inbound::receive(ap, peer, content_type, body).await;
     let status =
         axum::http::StatusCode::from_u16(reply.status).unwrap_or(axum::http::StatusCode::INTERNAL_SERVER_ERROR);

@@ -151,3 +151,62 @@ async fn stale_and_future_timestamps_are_refused() {
     assert_eq!(status, 200, "a message dated now is receipted: {answer}");
     cluster.stop().await;
 }
+
+/// 10.1: a client that holds connections, or sends a body that never comes, cannot take the
+/// AS4 port: a connection over the per-address cap is closed at once, and a silent body is
+/// cut off (here after 1 s) with an answer, never held for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_bodies_and_connection_floods_are_cut_off() {
+    use tokio::io::AsyncReadExt;
+    let mut cluster = Cluster::start_secure(&[("pe", "PE-VUCE")]).await;
+    let saved = cluster.take_down("pe").await;
+    cluster
+        .restart("pe", saved, |c| {
+            c.as4.connections = ventanilla::config::ConnectionLimits {
+                per_address: 4,
+                body_idle_timeout: ventanilla::config::Interval::secs(1),
+                header_timeout: ventanilla::config::Interval::secs(2),
+                ..Default::default()
+            }
+        })
+        .await;
+    let addr = cluster.node("pe").node.as4_addr;
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        held.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+    }
+    let mut fifth = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut buf = [0u8; 16];
+    let read = tokio::time::timeout(std::time::Duration::from_secs(10), fifth.read(&mut buf)).await;
+    assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "the fifth connection is closed at once: {read:?}");
+    drop(held);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // Headers announcing 2 GiB, then nothing.
+    let answer = tokio::task::spawn_blocking(move || {
+        use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode};
+        use std::io::{Read, Write};
+        let mut builder = SslConnector::builder(SslMethod::tls_client()).unwrap();
+        builder.set_verify(SslVerifyMode::NONE);
+        let tcp = std::net::TcpStream::connect(addr).unwrap();
+        tcp.set_read_timeout(Some(std::time::Duration::from_secs(20))).unwrap();
+        let mut tls = builder.build().connect("localhost", tcp).unwrap();
+        tls.write_all(b"POST /as4 HTTP/1.1\r\nHost: pe\r\nContent-Type: multipart/related; boundary=b; type=\"application/soap+xml\"\r\nContent-Length: 2147483648\r\n\r\n--b\r\n").unwrap();
+        let mut answer = Vec::new();
+        let mut chunk = [0u8; 4096];
+        while let Ok(n) = tls.read(&mut chunk) {
+            if n == 0 {
+                break;
+            }
+            answer.extend_from_slice(&chunk[..n]);
+        }
+        String::from_utf8_lossy(&answer).into_owned()
+    })
+    .await
+    .unwrap();
+    assert!(
+        answer.starts_with("HTTP/1.1 4") || answer.starts_with("HTTP/1.1 5"),
+        "an answer, then the close: {answer}"
+    );
+    assert!(answer.contains("eb:Error"), "{answer}");
+    cluster.stop().await;
+}

@@ -171,6 +171,7 @@ retry = ["1s", "2s"]
                 trust: certs.join("ca.pem"),
                 max_message: crate::config::ByteSize(64 << 20),
                 send_concurrency: 4,
+                connections: Default::default(),
             },
             backend: BackendConfig {
                 listen: backend.local_addr()?,
