@@ -65,6 +65,9 @@ impl MessageStore for CommitThenStall {
     ) -> Result<Option<MessageRecord>, StoreError> {
         self.inner.take_pullable(pmode, leg, expires_ms).await
     }
+    async fn pulled_overdue(&self, now_ms: i64, limit: usize) -> Result<Vec<Overdue>, StoreError> {
+        self.inner.pulled_overdue(now_ms, limit).await
+    }
     async fn payload_paths(&self) -> Result<Vec<PathBuf>, StoreError> {
         self.inner.payload_paths().await
     }

@@ -177,22 +177,17 @@ async fn settle_pulled(ap: &AccessPoint, signal: &SignalMessage, raw: &[u8]) {
     }
 }
 
-/// Pulled messages whose receipt did not come in time are offered again, or fail.
+/// Pulled messages whose receipt did not come in time are offered again, or fail. Called
+/// every tick: one indexed query that reads no message content.
 pub async fn requeue_expired(ap: &AccessPoint) {
-    let filter =
-        crate::store::ListFilter { direction: Some(Direction::Outbound), state: Some(State::Pulled), limit: 1000 };
-    let Ok(pulled) = ap.store.list(filter).await else { return };
-    let now = now_ms();
-    for record in pulled {
-        let due = record
-            .next_attempt_at
-            .as_deref()
-            .and_then(|t| time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok())
-            .map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64 <= now)
-            .unwrap_or(true);
-        if !due {
-            continue;
+    let overdue = match ap.store.pulled_overdue(now_ms(), 1000).await {
+        Ok(o) => o,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read the pulled messages");
+            return;
         }
+    };
+    for record in overdue {
         let schedule =
             ap.pmodes().links().iter().find(|l| l.id == record.pmode).map(|l| l.retry.clone()).unwrap_or_default();
         let offer_again = (record.attempts as usize) <= schedule.len();

@@ -116,6 +116,14 @@ impl StoreError {
     }
 }
 
+/// A pulled message whose receipt did not come in time.
+#[derive(Debug, Clone)]
+pub struct Overdue {
+    pub row: i64,
+    pub attempts: u32,
+    pub pmode: String,
+}
+
 /// The outcome of storing an inbound message.
 #[derive(Debug)]
 pub enum Inserted {
@@ -189,6 +197,8 @@ pub trait MessageStore: Send + Sync {
     fn shared(&self) -> bool {
         false
     }
+    /// Pulled messages whose receipt is overdue (indexed; no content read).
+    async fn pulled_overdue(&self, now_ms: i64, limit: usize) -> Result<Vec<Overdue>, StoreError>;
     /// Every payload file path the store names (the orphan sweep's reference list).
     async fn payload_paths(&self) -> Result<Vec<std::path::PathBuf>, StoreError>;
     /// Transitions after `after` (an event id), oldest first.

@@ -37,6 +37,7 @@ CREATE TABLE IF NOT EXISTS messages (
 );
 CREATE INDEX IF NOT EXISTS messages_due ON messages (state, next_attempt_at);
 CREATE INDEX IF NOT EXISTS messages_age ON messages (state, updated_at);
+CREATE INDEX IF NOT EXISTS messages_listing ON messages (direction, state, id);
 CREATE TABLE IF NOT EXISTS payloads (
     message_id  BIGINT NOT NULL REFERENCES messages(id) ON DELETE CASCADE,
     idx         INTEGER NOT NULL,
@@ -363,6 +364,21 @@ impl MessageStore for PostgresStore {
 
     fn shared(&self) -> bool {
         true
+    }
+
+    async fn pulled_overdue(&self, now_ms: i64, limit: usize) -> Result<Vec<Overdue>, StoreError> {
+        let client = self.pool.get().await.map_err(pg)?;
+        let rows = client
+            .query(
+                "SELECT id, attempts, pmode FROM messages WHERE state = 'pulled' AND next_attempt_at <= $1 LIMIT $2",
+                &[&now_ms, &(limit as i64)],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(rows
+            .iter()
+            .map(|r| Overdue { row: r.get(0), attempts: r.get::<_, i32>(1) as u32, pmode: r.get(2) })
+            .collect())
     }
 
     async fn payload_paths(&self) -> Result<Vec<std::path::PathBuf>, StoreError> {

@@ -53,6 +53,7 @@ CREATE TABLE IF NOT EXISTS history (
 );
 CREATE INDEX IF NOT EXISTS history_row ON history (message_row);
 CREATE INDEX IF NOT EXISTS messages_age ON messages (state, updated_at);
+CREATE INDEX IF NOT EXISTS messages_listing ON messages (direction, state);
 "#;
 
 #[derive(Clone)]
@@ -103,6 +104,26 @@ fn migrate(conn: &Connection) -> Result<(), StoreError> {
     }
     Ok(())
 }
+
+/// The listing query with only the conditions given, so SQLite uses an index (`?1 IS NULL OR
+/// …` made it scan the whole table, envelopes included, four times a second; issue 10.5).
+fn list_query(filter: &ListFilter, limit: usize) -> (String, Vec<&'static str>) {
+    let mut conditions = Vec::new();
+    let mut values: Vec<&'static str> = Vec::new();
+    if let Some(d) = filter.direction {
+        values.push(d.as_str());
+        conditions.push(format!("direction = ?{}", values.len()));
+    }
+    if let Some(s) = filter.state {
+        values.push(s.as_str());
+        conditions.push(format!("state = ?{}", values.len()));
+    }
+    let clause = if conditions.is_empty() { String::new() } else { format!("WHERE {}", conditions.join(" AND ")) };
+    (format!("SELECT row FROM messages {clause} ORDER BY row DESC LIMIT {limit}"), values)
+}
+
+const PULLED_OVERDUE: &str =
+    "SELECT row, attempts, pmode FROM messages WHERE state = 'pulled' AND next_attempt_at <= ?1 LIMIT ?2";
 
 fn direction_of(value: &str) -> Direction {
     Direction::parse(value).unwrap_or(Direction::Outbound)
@@ -346,18 +367,25 @@ impl MessageStore for SqliteStore {
     async fn list(&self, filter: ListFilter) -> Result<Vec<MessageRecord>, StoreError> {
         self.with(move |conn| {
             let limit = if filter.limit == 0 { 100 } else { filter.limit.min(10_000) };
+            let (sql, values) = list_query(&filter, limit);
             let rows: Vec<i64> = {
-                let mut stmt = conn.prepare_cached(
-                    "SELECT row FROM messages WHERE (?1 IS NULL OR direction = ?1) AND (?2 IS NULL OR state = ?2)
-                     ORDER BY row DESC LIMIT ?3",
-                )?;
-                stmt.query_map(
-                    params![filter.direction.map(Direction::as_str), filter.state.map(State::as_str), limit as i64],
-                    |r| r.get(0),
-                )?
-                .collect::<Result<_, _>>()?
+                let mut stmt = conn.prepare_cached(&sql)?;
+                stmt.query_map(rusqlite::params_from_iter(values), |r| r.get(0))?.collect::<Result<_, _>>()?
             };
             rows.iter().map(|row| load(conn, *row)).collect()
+        })
+        .await
+    }
+
+    async fn pulled_overdue(&self, now_ms: i64, limit: usize) -> Result<Vec<Overdue>, StoreError> {
+        self.with(move |conn| {
+            let mut stmt = conn.prepare_cached(PULLED_OVERDUE)?;
+            let overdue = stmt
+                .query_map(params![now_ms, limit as i64], |r| {
+                    Ok(Overdue { row: r.get(0)?, attempts: r.get(1)?, pmode: r.get(2)? })
+                })?
+                .collect::<Result<_, _>>()?;
+            Ok(overdue)
         })
         .await
     }
@@ -599,6 +627,35 @@ mod tests {
         let inbound = store.get(Direction::Inbound, "m1").await.unwrap();
         assert_eq!(inbound.history.len(), 2, "the duplicate is a note in the history");
         assert_eq!(inbound.history[1].event, None);
+    }
+
+    /// Issue 10.5: what runs on a timer or per API call reads through an index, never the
+    /// whole table (whose rows carry the envelopes).
+    #[test]
+    fn periodic_and_listing_queries_use_an_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("s.db")).unwrap();
+        let conn = store.conn.lock().unwrap();
+        let plan = |sql: &str, n: usize| -> String {
+            let explain = format!("EXPLAIN QUERY PLAN {sql}");
+            let mut stmt = conn.prepare(&explain).unwrap();
+            let params: Vec<&str> = vec!["x"; n];
+            stmt.query_map(rusqlite::params_from_iter(params), |r| r.get::<_, String>(3))
+                .unwrap()
+                .collect::<Result<Vec<_>, _>>()
+                .unwrap()
+                .join("; ")
+        };
+        let overdue = plan(PULLED_OVERDUE, 2);
+        assert!(overdue.contains("USING INDEX"), "{overdue}");
+        for filter in [
+            ListFilter { direction: Some(Direction::Outbound), state: Some(State::Pulled), limit: 10 },
+            ListFilter { direction: Some(Direction::Inbound), state: None, limit: 10 },
+        ] {
+            let (sql, values) = list_query(&filter, 10);
+            let listing = plan(&sql, values.len());
+            assert!(listing.contains("INDEX"), "{filter:?}: {listing}");
+        }
     }
 
     #[tokio::test]
