@@ -304,6 +304,27 @@ async fn receive_as4(State(ap): State<Arc<AccessPoint>>, request: Request) -> Re
     let peer = request.extensions().get::<PeerCertificates>().cloned().unwrap_or_default();
     let content_type =
         request.headers().get(axum::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    // A request that announces more than we accept is answered before its body is read: the
+    // sender gets an ebMS error (EBMS:0007), not just a closed connection.
+    let announced = request
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if let Some(length) = announced.filter(|l| *l > ap.config.max_message_bytes()) {
+        let error = crate::ebms::EbmsError::new(
+            crate::ebms::EbmsCode::MimeInconsistency,
+            format!(
+                "the request has {length} bytes; this access point accepts at most {} (as4.max_message)",
+                ap.config.max_message_bytes()
+            ),
+        );
+        tracing::warn!(length, "refused: request larger than as4.max_message");
+        let reply = inbound::error_reply(&ap, error, None);
+        let status = axum::http::StatusCode::from_u16(reply.status).unwrap_or(axum::http::StatusCode::BAD_REQUEST);
+        return (status, [(axum::http::header::CONTENT_TYPE, "application/soap+xml; charset=UTF-8")], reply.body)
+            .into_response();
+    }
     let limits = ap.config.as4.connections;
     let body = crate::transport::server::paced(
         request.into_body().into_data_stream(),

@@ -181,8 +181,23 @@ async fn slow_bodies_and_connection_floods_are_cut_off() {
     assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "the fifth connection is closed at once: {read:?}");
     drop(held);
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    // Headers announcing 2 GiB, then nothing.
-    let answer = tokio::task::spawn_blocking(move || {
+    // Headers announcing 1 MB, then nothing: cut off after the idle timeout, with an answer.
+    let answer = raw_post(addr, 1_000_000).await;
+    assert!(
+        answer.starts_with("HTTP/1.1 4") || answer.starts_with("HTTP/1.1 5"),
+        "an answer, then the close: {answer}"
+    );
+    assert!(answer.contains("eb:Error"), "{answer}");
+    // 10.6: headers announcing 2 GiB (over as4.max_message): EBMS:0007 at once, body unread.
+    let answer = raw_post(addr, 2_147_483_648).await;
+    assert!(answer.contains("EBMS:0007") && answer.contains("as4.max_message"), "{answer}");
+    cluster.stop().await;
+}
+
+/// POSTs headers announcing `length` bytes and the first line of a multipart body, then
+/// reads whatever comes back until the access point closes the connection.
+async fn raw_post(addr: std::net::SocketAddr, length: u64) -> String {
+    tokio::task::spawn_blocking(move || {
         use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode};
         use std::io::{Read, Write};
         let mut builder = SslConnector::builder(SslMethod::tls_client()).unwrap();
@@ -190,7 +205,10 @@ async fn slow_bodies_and_connection_floods_are_cut_off() {
         let tcp = std::net::TcpStream::connect(addr).unwrap();
         tcp.set_read_timeout(Some(std::time::Duration::from_secs(20))).unwrap();
         let mut tls = builder.build().connect("localhost", tcp).unwrap();
-        tls.write_all(b"POST /as4 HTTP/1.1\r\nHost: pe\r\nContent-Type: multipart/related; boundary=b; type=\"application/soap+xml\"\r\nContent-Length: 2147483648\r\n\r\n--b\r\n").unwrap();
+        let head = format!(
+            "POST /as4 HTTP/1.1\r\nHost: pe\r\nContent-Type: multipart/related; boundary=b; type=\"application/soap+xml\"\r\nContent-Length: {length}\r\n\r\n--b\r\n"
+        );
+        tls.write_all(head.as_bytes()).unwrap();
         let mut answer = Vec::new();
         let mut chunk = [0u8; 4096];
         while let Ok(n) = tls.read(&mut chunk) {
@@ -202,11 +220,5 @@ async fn slow_bodies_and_connection_floods_are_cut_off() {
         String::from_utf8_lossy(&answer).into_owned()
     })
     .await
-    .unwrap();
-    assert!(
-        answer.starts_with("HTTP/1.1 4") || answer.starts_with("HTTP/1.1 5"),
-        "an answer, then the close: {answer}"
-    );
-    assert!(answer.contains("eb:Error"), "{answer}");
-    cluster.stop().await;
+    .unwrap()
 }
