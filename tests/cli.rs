@@ -206,3 +206,32 @@ fn a_closed_pipe_ends_a_report_quietly() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+/// Issue 10.9: `verify` on an encrypted message without the key checks what it can (the
+/// signature over the header and Body) and says the attachments were not checked, instead of
+/// reporting a digest mismatch over ciphertext.
+#[test]
+fn verify_judges_what_it_can_check_of_an_encrypted_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("pki");
+    ventanilla_testkit::demo_pki::write_demo_pki(&certs, &["cl", "pe"]).unwrap();
+    let signer = ventanilla_testkit::wire::credential(&certs, "cl-sign-ed25519").unwrap();
+    let recipient = certs.join("pe-enc-x25519.pem");
+    let um = ventanilla_testkit::wire::user_message("encrypted@cli.test");
+    let protection = ventanilla_testkit::wire::Protection::edelivery(&signer, &recipient);
+    let body = ventanilla_testkit::wire::protected_message(&um, b"<doc/>", &protection).unwrap();
+    let file = dir.path().join("message.mime");
+    let mut bytes =
+        format!("Content-Type: {}\r\n\r\n", ventanilla_testkit::wire::multipart_content_type()).into_bytes();
+    bytes.extend_from_slice(&body);
+    std::fs::write(&file, bytes).unwrap();
+    let out = ventanilla().arg("verify").arg(&file).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("cid:doc@test: not checked (encrypted; pass --decrypt-key and --decrypt-cert)"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("digest mismatch"), "{stdout}");
+    assert!(stdout.contains("VALID as far as checked"), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success());
+}

@@ -38,21 +38,22 @@ pub const MAX_XML_BYTES: usize = 256 << 20;
 
 impl Xml {
     pub fn parse(bytes: &[u8]) -> Result<Xml, XmlError> {
-        init();
-        if bytes.len() > MAX_XML_BYTES {
-            return Err(XmlError::TooLarge(MAX_XML_BYTES));
-        }
-        let options =
-            ParserOptions { recover: false, no_net: true, no_def_dtd: true, huge: false, ..ParserOptions::default() };
-        let doc = Parser::default()
-            .parse_string_with_options(bytes, options)
-            .map_err(|e| XmlError::Parse(format!("{e:?}")))?;
-        // SAFETY: doc_ptr is a valid document owned by `doc`.
-        let has_dtd = unsafe { !(*doc.doc_ptr()).intSubset.is_null() };
-        if has_dtd {
-            return Err(XmlError::Doctype);
-        }
-        Ok(Xml { doc })
+        // libxml2's own diagnostic ("XML declaration allowed only at the start of the
+        // document", line 2) instead of the binding's "Got a Null pointer".
+        Xml::parse_located(bytes).map_err(|diagnostics| {
+            if diagnostics.iter().any(|(_, m)| m.contains("document type declarations")) {
+                return XmlError::Doctype;
+            }
+            let described: Vec<String> = diagnostics
+                .into_iter()
+                .take(3)
+                .map(|(line, message)| match line {
+                    Some(l) => format!("line {l}: {message}"),
+                    None => message,
+                })
+                .collect();
+            XmlError::Parse(if described.is_empty() { "not well-formed".into() } else { described.join("; ") })
+        })
     }
 
     /// Like [`Xml::parse`], but a refusal keeps libxml2's diagnostics with their line numbers.
@@ -287,6 +288,16 @@ mod tests {
     use super::*;
 
     const WSU: &str = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-utility-1.0.xsd";
+
+    #[test]
+    fn a_refusal_says_what_libxml2_found_and_where() {
+        // Issue 10.9: a comment before the root is fine; before the XML declaration it is not,
+        // and the error says why (it used to say "Got a Null pointer").
+        assert!(Xml::parse(b"<!-- c -->\n<a/>").is_ok());
+        let err = Xml::parse(b"<!-- c -->\n<?xml version=\"1.0\"?>\n<a/>").err().unwrap().to_string();
+        assert!(err.contains("line 2") && err.contains("XML declaration allowed only at the start"), "{err}");
+        assert_eq!(Xml::parse(b"<!DOCTYPE a []><a/>").err(), Some(XmlError::Doctype));
+    }
 
     #[test]
     fn exclusive_c14n_of_a_subtree() {
