@@ -23,6 +23,9 @@ pub struct VerifyOptions {
 pub struct Report {
     pub lines: Vec<String>,
     pub valid: bool,
+    /// Valid as far as it could be checked, with parts left unchecked (encrypted attachments
+    /// without the key): `verify` exits 3, so a script does not take it for a full check.
+    pub partial: bool,
 }
 
 /// Splits optional HTTP headers from the body and finds the Content-Type.
@@ -132,7 +135,7 @@ pub async fn verify_file(path: &Path, options: &VerifyOptions) -> Result<Report,
     let method = declared_signature_method(&xml).unwrap_or_default();
     if method != ns::RSA_SHA256 && method != ns::ED25519 {
         lines.push(format!("INVALID: SignatureMethod '{method}' is not RSA-SHA256 or Ed25519"));
-        return Ok(Report { lines, valid: false });
+        return Ok(Report { lines, valid: false, partial: false });
     }
     let given = match &options.cert {
         Some(c) => Some(crate::pki::keys::load_cert(c).map_err(|e| e.to_string())?),
@@ -156,14 +159,14 @@ pub async fn verify_file(path: &Path, options: &VerifyOptions) -> Result<Report,
         Ok(v) => v,
         Err(e) => {
             lines.push(format!("INVALID: {} {}", e.code, e.detail));
-            return Ok(Report { lines, valid: false });
+            return Ok(Report { lines, valid: false, partial: false });
         }
     };
     if let Some(truststore) = &options.truststore {
         let trust = TrustStore::load(truststore, &[], RevocationPolicy::Off)?;
         if let Err(e) = trust.validate(&verified.signer, &verified.intermediates) {
             lines.push(format!("INVALID: {e}"));
-            return Ok(Report { lines, valid: false });
+            return Ok(Report { lines, valid: false, partial: false });
         }
         lines.push(format!("certificate chain of '{}' is trusted", subject_of(&verified.signer)));
     }
@@ -172,10 +175,10 @@ pub async fn verify_file(path: &Path, options: &VerifyOptions) -> Result<Report,
             "VALID as far as checked: signature by '{}' ({method}) over the header and Body; the encrypted attachments were not checked",
             subject_of(&verified.signer)
         ));
-        return Ok(Report { lines, valid: true });
+        return Ok(Report { lines, valid: true, partial: true });
     }
     lines.push(format!("VALID: signature by '{}' ({method})", subject_of(&verified.signer)));
-    Ok(Report { lines, valid: true })
+    Ok(Report { lines, valid: true, partial: false })
 }
 
 struct TempDir {

@@ -52,7 +52,8 @@ enum Command {
         files: Vec<PathBuf>,
     },
     /// Verify the signature of a raw AS4 message or signal (HTTP headers optional, MIME or
-    /// bare SOAP): one line per reference and a verdict; exit 0 only if valid.
+    /// bare SOAP): one line per reference and a verdict; exit 0 if valid, 1 if not, 3 if valid
+    /// as far as it could be checked (encrypted attachments without --decrypt-key).
     Verify {
         file: PathBuf,
         /// Also validate the signer's certificate chain against these CA certificates (PEM).
@@ -227,6 +228,9 @@ async fn main() -> anyhow::Result<()> {
             }
             if !report.valid {
                 std::process::exit(1);
+            }
+            if report.partial {
+                std::process::exit(3);
             }
         }
         Command::Payload { command: PayloadCommand::Check { files, document, versions } } => {
