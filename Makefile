@@ -11,7 +11,7 @@ CARGO ?= cargo
 # Two cores: keep the test harness parallel but bounded.
 TEST_THREADS ?= 2
 
-.PHONY: demo test conformance crash deps test-deps build lint fmt clean
+.PHONY: demo test conformance crash fuzz deps test-deps build lint fmt clean
 
 deps:
 	@missing=""; for p in $(BUILD_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -50,6 +50,13 @@ crash: test-deps
 	  echo "crash run $$i of $(RUNS): $$(grep -E '^crash test:|panicked' target/crash-$$i.log)"; \
 	  if [ $$rc -ne 0 ]; then echo "crash run $$i failed: see target/crash-$$i.log"; exit 1; fi; \
 	done
+
+# Every fuzz target for FUZZ_SECONDS each (nightly + cargo-fuzz, installed if missing).
+FUZZ_SECONDS ?= 60
+fuzz: deps
+	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
+	@rustup toolchain list | grep -q nightly || rustup toolchain install nightly --profile minimal
+	fuzz/campaign.sh $(FUZZ_SECONDS)
 
 lint:
 	$(CARGO) fmt --all -- --check
