@@ -113,6 +113,19 @@ pub struct SubmitMetadata {
     pub properties: std::collections::BTreeMap<String, PropertyValue>,
 }
 
+/// The submission's metadata part: JSON of the right shape (400 otherwise), every field within
+/// its limit (422 naming it). A parser of bytes from the backend, fuzzed by
+/// `fuzz/runtime` (`submission_metadata`).
+pub fn parse_metadata(bytes: &[u8]) -> Result<SubmitMetadata, (StatusCode, String)> {
+    if bytes.len() > MAX_METADATA_BYTES {
+        return Err((StatusCode::PAYLOAD_TOO_LARGE, format!("the 'metadata' part exceeds {MAX_METADATA_BYTES} bytes")));
+    }
+    let parsed: SubmitMetadata =
+        serde_json::from_slice(bytes).map_err(|e| (StatusCode::BAD_REQUEST, format!("metadata: {e}")))?;
+    parsed.check().map_err(|m| (StatusCode::UNPROCESSABLE_ENTITY, m))?;
+    Ok(parsed)
+}
+
 impl SubmitMetadata {
     /// Every field within [`MAX_METADATA_FIELD`] characters.
     fn check(&self) -> Result<(), String> {
@@ -179,10 +192,7 @@ async fn submit_message(AxState(api): AxState<Api>, mut form: Multipart) -> Resu
                     }
                     text.extend_from_slice(&chunk);
                 }
-                let parsed: SubmitMetadata =
-                    serde_json::from_slice(&text).map_err(|e| bad(format!("metadata: {e}")))?;
-                parsed.check().map_err(|m| ApiError(StatusCode::UNPROCESSABLE_ENTITY, m))?;
-                metadata = Some(parsed);
+                metadata = Some(parse_metadata(&text).map_err(|(status, m)| ApiError(status, m))?);
             }
             Some("payload") => {
                 if payloads.len() >= limits.max_parts {
