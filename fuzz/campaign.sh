@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every fuzz target in turn for SECONDS each (default 60: `make fuzz`), one job, on the
-# seed corpus in fuzz/corpus/<target> (new inputs are added there), crashes in
+# committed seeds in fuzz/seeds/<target> and the working corpus fuzz/corpus/<target> (new
+# inputs are added there), crashes in
 # fuzz/artifacts/<target>. Prints one summary line per target: executions, coverage, findings.
 # Core targets live in fuzz/ (ventanilla-core only); the runtime's own parsers in fuzz/runtime.
 set -uo pipefail
@@ -13,7 +14,7 @@ for entry in $TARGETS; do
   dir=.
   [ "$t" != "$entry" ] && dir=runtime
   mkdir -p "corpus/$t" "artifacts/$t"
-  cargo +nightly fuzz run --fuzz-dir "$dir" "$t" "corpus/$t" -- -max_total_time="$SECONDS_EACH" -max_len=65536 \
+  cargo +nightly fuzz run --fuzz-dir "$dir" "$t" "corpus/$t" "seeds/$t" -- -max_total_time="$SECONDS_EACH" -max_len=65536 \
     -rss_limit_mb=2048 -timeout=10 -artifact_prefix="artifacts/$t/" -print_final_stats=1 > "logs/$t.log" 2>&1
   rc=$?
   execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "logs/$t.log" | grep -o '[0-9]*$')

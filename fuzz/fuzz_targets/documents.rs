@@ -1,8 +1,3 @@
-//! Every payload handler (ePhyto, COD, EDIFACT) on arbitrary bytes.
+//! See ventanilla_core::fuzzing::documents.
 #![no_main]
-libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    let registry = ventanilla_core::payload::Registry::standard();
-    for name in registry.names() {
-        let _ = registry.inspect(Some(name), data, &ventanilla_core::payload::Context::default());
-    }
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| ventanilla_core::fuzzing::documents(data));

@@ -1,5 +1,3 @@
-//! The SOAP envelope reader: never panics, whatever the bytes.
+//! See ventanilla_core::fuzzing::envelope.
 #![no_main]
-libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    let _ = ventanilla_core::ebms::read::read_envelope(data, ventanilla_core::ebms::tree::Limits::default());
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| ventanilla_core::fuzzing::envelope(data));

@@ -8,6 +8,8 @@
 
 pub mod compress;
 pub mod ebms;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod lifecycle;
 pub mod mime;
 pub mod payload;
