@@ -19,9 +19,12 @@ fn inputs(target: &str) -> Vec<(std::path::PathBuf, Vec<u8>)> {
     out
 }
 
+/// A target's name and what it does with an input.
+type Target = (&'static str, fn(&[u8]));
+
 #[test]
 fn the_core_targets_survive_their_seeds_and_regressions() {
-    let targets: [(&str, fn(&[u8])); 5] = [
+    let targets: [Target; 5] = [
         ("envelope", ventanilla_core::fuzzing::envelope),
         ("multipart", ventanilla_core::fuzzing::multipart),
         ("signed_envelope", ventanilla_core::fuzzing::signed_envelope),
