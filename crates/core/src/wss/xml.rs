@@ -168,37 +168,15 @@ impl Xml {
 
     /// Exclusive canonicalization of the whole document (XML attachments).
     pub fn c14n_document(&self) -> Result<Vec<u8>, XmlError> {
-        self.dump(std::ptr::null_mut(), &[])
-    }
-
-    fn dump(&self, nodes: bindings::xmlNodeSetPtr, inclusive_prefixes: &[String]) -> Result<Vec<u8>, XmlError> {
-        self.dump_mode(nodes, 1, false, inclusive_prefixes)
-    }
-
-    fn dump_mode(
-        &self,
-        nodes: bindings::xmlNodeSetPtr,
-        mode: i32,
-        with_comments: bool,
-        inclusive_prefixes: &[String],
-    ) -> Result<Vec<u8>, XmlError> {
-        let prefixes: Vec<CString> = inclusive_prefixes
-            .iter()
-            .map(|p| CString::new(p.as_str()).map_err(|_| XmlError::C14n("NUL in a prefix".into())))
-            .collect::<Result<_, _>>()?;
-        let mut prefix_ptrs: Vec<*mut bindings::xmlChar> =
-            prefixes.iter().map(|p| p.as_ptr() as *mut bindings::xmlChar).collect();
-        prefix_ptrs.push(std::ptr::null_mut());
-        let prefix_arg = if inclusive_prefixes.is_empty() { std::ptr::null_mut() } else { prefix_ptrs.as_mut_ptr() };
         let mut out: *mut bindings::xmlChar = std::ptr::null_mut();
         // SAFETY: all pointers are valid for the call; libxml2 allocates `out`, freed below.
         let len = unsafe {
             bindings::xmlC14NDocDumpMemory(
                 self.doc.doc_ptr(),
-                nodes,
-                mode,
-                prefix_arg,
-                i32::from(with_comments),
+                std::ptr::null_mut(),
+                1,
+                std::ptr::null_mut(),
+                0,
                 &mut out,
             )
         };
