@@ -48,6 +48,14 @@ pub struct Config {
     pub store: StoreConfig,
     #[serde(default)]
     pub limits: LimitsConfig,
+    /// The web console, metrics and health listener (off unless the section is present).
+    pub console: Option<crate::ops::settings::ConsoleConfig>,
+    #[serde(default)]
+    pub health: crate::ops::settings::HealthConfig,
+    #[serde(default)]
+    pub alerts: crate::ops::settings::AlertsConfig,
+    #[serde(default)]
+    pub logging: crate::ops::settings::LoggingConfig,
 }
 
 /// How much of each repeated ebMS element a message may carry, received or submitted. What
@@ -486,6 +494,14 @@ impl Config {
         for p in &mut self.security.crls {
             fix(p);
         }
+        if let Some(console) = self.console.as_mut() {
+            for p in [&mut console.tls_cert, &mut console.tls_key].into_iter().flatten() {
+                fix(p);
+            }
+        }
+        if let Some(p) = self.alerts.webhook.as_mut().and_then(|w| w.secret_file.as_mut()) {
+            fix(p);
+        }
     }
 
     fn validate(&self, file: &Path) -> Result<(), ConfigError> {
@@ -520,6 +536,19 @@ impl Config {
             if value == 0 || value > most {
                 return Err(invalid(key, format!("{value} is outside 1..={most}")));
             }
+        }
+        if let Some(console) = &self.console
+            && console.tls_cert.is_some() != console.tls_key.is_some()
+        {
+            return Err(invalid("console.tls_cert", "give both tls_cert and tls_key, or neither".into()));
+        }
+        if let Some(webhook) = &self.alerts.webhook
+            && webhook.secret_env.is_some() == webhook.secret_file.is_some()
+        {
+            return Err(invalid("alerts.webhook", "give exactly one of secret_env and secret_file".into()));
+        }
+        if !self.alerts.rules.is_empty() && self.alerts.webhook.is_none() && self.alerts.email.is_none() {
+            tracing::debug!("alert rules without a webhook or e-mail: alerts show in the console only");
         }
         if self.as4.send_concurrency == 0 {
             return Err(invalid("as4.send_concurrency", "must be at least 1".into()));

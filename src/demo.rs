@@ -200,6 +200,14 @@ pub async fn launch_with(
                 },
                 None => Default::default(),
             },
+
+            console: Some(crate::ops::settings::ConsoleConfig {
+                listen: ([127, 0, 0, 1], 0).into(),
+                ..Default::default()
+            }),
+            health: Default::default(),
+            alerts: Default::default(),
+            logging: Default::default(),
         };
         let node = Node::start_wrapped(config, as4, backend, options.store_wrappers.get(*code)).await?;
         let api = ApiClient::new(&format!("http://{}", node.backend_addr), &token);
@@ -375,6 +383,18 @@ pub fn print_table(exchanges: &[Exchange]) {
     }
 }
 
+/// The console user the demo creates on each access point.
+pub const DEMO_USER: &str = "demo";
+
+/// Adds the demo's console user (role admin) with a fresh password, and returns it.
+pub async fn add_console_user(r: &Running) -> Result<String, DemoError> {
+    let password = format!("demo-{}", uuid::Uuid::new_v4().simple());
+    crate::ops::users::put(r.node.ap.store.as_ref(), "demo", DEMO_USER, crate::ops::users::Role::Admin, &password)
+        .await
+        .map_err(|e| -> DemoError { e.to_string().into() })?;
+    Ok(password)
+}
+
 /// The whole demo; true when every exchange succeeded.
 pub async fn run(work: &Path, pmodes: &Path, samples: &Path, keep_running: bool) -> Result<bool, DemoError> {
     if work.exists() {
@@ -422,6 +442,15 @@ pub async fn run(work: &Path, pmodes: &Path, samples: &Path, keep_running: bool)
             "\nThe access points keep running; the API tokens are in the configs under {}. Ctrl-C stops them.",
             work.display()
         );
+        for r in &running {
+            let password = add_console_user(r).await?;
+            println!("\n  {} {}", r.code.to_uppercase(), r.party);
+            if let Some(addr) = r.node.console_addr {
+                println!("console: http://{addr}/");
+                println!("  login: {DEMO_USER} / {password} (role admin)");
+                println!("metrics: http://{addr}/metrics");
+            }
+        }
         for r in &running {
             let config = toml_config(&r.node.ap.config);
             std::fs::write(work.join(format!("{}.toml", r.code)), config)?;

@@ -16,5 +16,6 @@ pub mod demo;
 pub mod inspect;
 pub mod msh;
 pub mod node;
+pub mod ops;
 pub mod store;
 pub mod transport;

@@ -19,6 +19,14 @@ enum Command {
     Serve {
         #[arg(long)]
         config: PathBuf,
+        /// Log lines as text or as JSON objects (overrides `[logging] format`).
+        #[arg(long, value_enum)]
+        log_format: Option<ventanilla::ops::settings::LogFormat>,
+    },
+    /// Console users (stored in the access point's store; each change is audited).
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
     },
     /// Submit a document through a running access point's backend API, or (with
     /// --dry-run) print its ebMS envelope as built before signing and encryption.
@@ -113,6 +121,32 @@ enum Command {
 }
 
 #[derive(Subcommand)]
+enum UserCommand {
+    /// Add a user, or change its role and password. The password is read from the
+    /// environment variable named by --password-env, else from the first line of stdin.
+    Add {
+        #[arg(long)]
+        config: PathBuf,
+        name: String,
+        #[arg(long, value_parser = ["viewer", "operator", "admin"])]
+        role: String,
+        #[arg(long)]
+        password_env: Option<String>,
+    },
+    /// List the users, their roles and whether they are locked out.
+    List {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Remove a user.
+    Remove {
+        #[arg(long)]
+        config: PathBuf,
+        name: String,
+    },
+}
+
+#[derive(Subcommand)]
 enum ConfigCommand {
     /// Check a config file and what it points to (P-Modes, keys, certificates, token)
     /// without starting; errors print as file:line: key: message; exits 1 on any.
@@ -161,9 +195,22 @@ fn parse_property(value: &str) -> Result<(String, String), String> {
 }
 
 fn init_logging(default: &str) {
+    init_logging_as(default, ventanilla::ops::settings::LogFormat::Text);
+}
+
+/// Logs to stderr: text (colours only on a terminal) or one JSON object per line, with the
+/// span fields (message id, partner, P-Mode) of the message path.
+fn init_logging_as(default: &str, format: ventanilla::ops::settings::LogFormat) {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        ventanilla::ops::settings::LogFormat::Json => {
+            builder.json().with_current_span(true).with_span_list(false).flatten_event(true).init()
+        }
+        ventanilla::ops::settings::LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+    }
 }
 
 #[tokio::main]
@@ -174,7 +221,11 @@ async fn main() -> anyhow::Result<()> {
     // a connection is an error to handle, never a signal that kills the process.
     if matches!(
         cli.command,
-        Command::Payload { .. } | Command::Pmode { .. } | Command::Verify { .. } | Command::Config { .. }
+        Command::Payload { .. }
+            | Command::Pmode { .. }
+            | Command::Verify { .. }
+            | Command::Config { .. }
+            | Command::User { .. }
     ) {
         // SAFETY: sets the process's disposition of one signal; these commands open no socket.
         unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
@@ -200,13 +251,19 @@ async fn main() -> anyhow::Result<()> {
             }
             println!("{}: ok", file.display());
         }
-        Command::Serve { config } => {
-            init_logging("info");
+        Command::Serve { config, log_format } => {
             // Everything the service creates (database, payload files, staging) is its own:
             // files 0600, folders 0700, whatever umask the service manager left.
             // SAFETY: umask only sets this process's file mode creation mask.
             unsafe { libc::umask(0o077) };
-            let config = Config::load(&config)?;
+            let config = match Config::load(&config) {
+                Ok(c) => c,
+                Err(e) => {
+                    init_logging_as("info", log_format.unwrap_or_default());
+                    return Err(e.into());
+                }
+            };
+            init_logging_as("info", log_format.unwrap_or(config.logging.format));
             let grace = config.shutdown_grace;
             ventanilla::node::preflight(&config).map_err(|e| anyhow::anyhow!(e))?;
             let node = ventanilla::node::Node::start(config).await?;
@@ -219,6 +276,7 @@ async fn main() -> anyhow::Result<()> {
             tracing::info!(signal, ?grace, "stopping: no new work; letting exchanges in flight finish");
             node.stop_within(grace.0).await;
         }
+        Command::User { command } => user_command(command).await?,
         Command::Verify { file, truststore, cert, decrypt_key, decrypt_cert } => {
             let options =
                 ventanilla::inspect::VerifyOptions { truststore, cert, decrypt: decrypt_key.zip(decrypt_cert) };
@@ -357,6 +415,57 @@ async fn main() -> anyhow::Result<()> {
             }
             let record = client.submit(&metadata, &uploads).await?;
             println!("{}", serde_json::to_string_pretty(&record)?);
+        }
+    }
+    Ok(())
+}
+
+async fn user_command(command: UserCommand) -> anyhow::Result<()> {
+    use ventanilla::ops::users::{self, Role};
+    // SAFETY: umask only sets this process's file mode creation mask (a new database is 0600).
+    unsafe { libc::umask(0o077) };
+    let config_of = |path: &PathBuf| -> anyhow::Result<Config> {
+        let config = Config::load(path)?;
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("cannot create {}", config.data_dir.display()))?;
+        Ok(config)
+    };
+    match command {
+        UserCommand::Add { config, name, role, password_env } => {
+            let config = config_of(&config)?;
+            let password = match password_env {
+                Some(var) => {
+                    std::env::var(&var).map_err(|_| anyhow::anyhow!("environment variable {var} is not set"))?
+                }
+                None => {
+                    let mut line = String::new();
+                    std::io::stdin().read_line(&mut line).context("cannot read the password from stdin")?;
+                    line.trim_end_matches(['\r', '\n']).to_owned()
+                }
+            };
+            let store = ventanilla::node::open_store(&config).await?;
+            let role = Role::parse(&role).context("unknown role")?;
+            users::put(store.as_ref(), "cli", &name, role, &password).await?;
+            println!("user {name}: {} (password stored as an argon2id hash)", role.as_str());
+        }
+        UserCommand::List { config } => {
+            let store = ventanilla::node::open_store(&config_of(&config)?).await?;
+            let now = ventanilla::store::now_ms();
+            for u in store.users().await? {
+                let status = match u.locked_until_ms.filter(|t| *t > now) {
+                    Some(until) => format!("locked until {}", ventanilla::store::format_ms(until)),
+                    None if u.failures > 0 => format!("{} failed logins", u.failures),
+                    None => "ok".into(),
+                };
+                println!("{}\t{}\t{}", u.name, u.role, status);
+            }
+        }
+        UserCommand::Remove { config, name } => {
+            let store = ventanilla::node::open_store(&config_of(&config)?).await?;
+            if !users::remove(store.as_ref(), "cli", &name).await? {
+                anyhow::bail!("no user named {name}");
+            }
+            println!("user {name} removed");
         }
     }
     Ok(())

@@ -45,6 +45,8 @@ pub struct Node {
     pub ap: Arc<AccessPoint>,
     pub as4_addr: SocketAddr,
     pub backend_addr: SocketAddr,
+    /// The console, `/metrics` and `/health/*` listener, when `[console]` is configured.
+    pub console_addr: Option<SocketAddr>,
     pub shutdown: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -96,30 +98,7 @@ impl Node {
         let staging = config.data_dir.join("tmp").join(&config.store.node);
         let _ = std::fs::remove_dir_all(&staging);
         let _ = std::fs::create_dir_all(&staging);
-        let store: Arc<dyn crate::store::MessageStore> = match config.store.kind {
-            crate::config::StoreKind::Postgres => {
-                let mut url = config.store.url.clone().unwrap_or_default();
-                if let Some(var) = &config.store.password_env {
-                    let password = std::env::var(var)
-                        .map_err(|_| StartError::Config(format!("store.password_env: {var} is not set")))?;
-                    url.push_str(&format!(" password='{}'", password.replace('\\', "\\\\").replace('\'', "\\'")));
-                }
-                let lease = config.store.lease.0;
-                Arc::new(crate::store::postgres::PostgresStore::connect(&url, config.store.pool, lease).await?)
-            }
-            crate::config::StoreKind::Sqlite => {
-                let path = config.data_dir.join("messages.db");
-                let store = SqliteStore::open(&path)?;
-                // A database made by an earlier version (or under another umask) is made private.
-                for file in [path.clone(), path.with_extension("db-wal"), path.with_extension("db-shm")] {
-                    use std::os::unix::fs::PermissionsExt;
-                    if file.exists() {
-                        let _ = std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600));
-                    }
-                }
-                Arc::new(store)
-            }
-        };
+        let store = open_store(&config).await?;
         let store = match wrap {
             Some(wrap) => (wrap.0)(store),
             None => store,
@@ -139,24 +118,59 @@ impl Node {
                 tracing::warn!(pmode = %link.id, profile = link.profile.as_str(), "no [[keys]] entry for this profile: the link cannot exchange messages");
             }
         }
+        let console = match &config.console {
+            Some(settings) => {
+                let listener = TcpListener::bind(settings.listen).await.map_err(|source| StartError::Io {
+                    what: format!("cannot listen on {} (console.listen)", settings.listen),
+                    source,
+                })?;
+                let tls = match (&settings.tls_cert, &settings.tls_key) {
+                    (Some(cert), Some(key)) => Some(crate::transport::tls::plain_server_config(cert, key)?),
+                    _ => None,
+                };
+                if tls.is_none() && !settings.listen.ip().is_loopback() {
+                    tracing::warn!(listen = %settings.listen, "the console listens on a non-loopback address without TLS: passwords and session cookies cross the network in clear");
+                }
+                Some((listener, tls, settings.clone()))
+            }
+            None => None,
+        };
         let as4_path = config.as4.path.clone();
         let ap = AccessPoint::new(config, store, pmodes, security);
+        let started = crate::store::now_ms();
+        for file in watcher.loaded_files() {
+            ap.ops.pmode_file_loaded(file, started);
+        }
         let shutdown = CancellationToken::new();
         let as4_addr = as4.local_addr().map_err(|source| StartError::Io { what: "AS4 listener".into(), source })?;
         let backend_addr =
             backend.local_addr().map_err(|source| StartError::Io { what: "backend listener".into(), source })?;
         let as4_router = Router::new().route(&as4_path, post(receive_as4)).with_state(ap.clone());
         let backend_router = crate::backend::router(ap.clone(), token);
-        let tasks = vec![
+        let mut tasks = vec![
             tokio::spawn(serve_tls(as4, tls, as4_router, ap.config.as4.connections, shutdown.clone())),
             tokio::spawn(serve_plain(backend, backend_router, shutdown.clone())),
             tokio::spawn(outbound::run_sender(ap.clone(), shutdown.clone())),
             tokio::spawn(pmode_watch::run(ap.clone(), watcher, shutdown.clone())),
             tokio::spawn(crate::msh::retention::run(ap.clone(), shutdown.clone())),
             tokio::spawn(crate::msh::pull::run(ap.clone(), shutdown.clone())),
+            tokio::spawn(crate::ops::alerts::run(ap.clone(), shutdown.clone())),
         ];
-        tracing::info!(party = %ap.me(), %as4_addr, %backend_addr, "access point started");
-        Ok(Node { ap, as4_addr, backend_addr, shutdown, tasks })
+        let mut console_addr = None;
+        if let Some((listener, tls, settings)) = console {
+            let addr =
+                listener.local_addr().map_err(|source| StartError::Io { what: "console listener".into(), source })?;
+            let router = crate::ops::console::router(ap.clone(), settings);
+            tasks.push(match tls {
+                Some(tls) => {
+                    tokio::spawn(serve_tls(listener, tls, router, ap.config.as4.connections, shutdown.clone()))
+                }
+                None => tokio::spawn(serve_plain(listener, router, shutdown.clone())),
+            });
+            console_addr = Some(addr);
+        }
+        tracing::info!(party = %ap.me(), %as4_addr, %backend_addr, console = ?console_addr, "access point started");
+        Ok(Node { ap, as4_addr, backend_addr, console_addr, shutdown, tasks })
     }
 
     pub async fn stop(self) {
@@ -192,6 +206,36 @@ impl Node {
             }
         }
     }
+}
+
+/// Opens the configured store (SQLite in the data folder, or PostgreSQL), creating or
+/// migrating its schema.
+pub async fn open_store(config: &Config) -> Result<SharedStore, StartError> {
+    let store: SharedStore = match config.store.kind {
+        crate::config::StoreKind::Postgres => {
+            let mut url = config.store.url.clone().unwrap_or_default();
+            if let Some(var) = &config.store.password_env {
+                let password = std::env::var(var)
+                    .map_err(|_| StartError::Config(format!("store.password_env: {var} is not set")))?;
+                url.push_str(&format!(" password='{}'", password.replace('\\', "\\\\").replace('\'', "\\'")));
+            }
+            let lease = config.store.lease.0;
+            Arc::new(crate::store::postgres::PostgresStore::connect(&url, config.store.pool, lease).await?)
+        }
+        crate::config::StoreKind::Sqlite => {
+            let path = config.data_dir.join("messages.db");
+            let store = SqliteStore::open(&path)?;
+            // A database made by an earlier version (or under another umask) is made private.
+            for file in [path.clone(), path.with_extension("db-wal"), path.with_extension("db-shm")] {
+                use std::os::unix::fs::PermissionsExt;
+                if file.exists() {
+                    let _ = std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600));
+                }
+            }
+            Arc::new(store)
+        }
+    };
+    Ok(store)
 }
 
 /// Creates `path` (and its parents) and makes it 0700.

@@ -91,6 +91,48 @@ impl MessageStore for CommitThenStall {
     ) -> Result<(usize, Vec<PathBuf>), StoreError> {
         self.inner.purge_messages(state, pmode, before_ms, limit).await
     }
+    async fn search(&self, search: &Search) -> Result<Vec<Summary>, StoreError> {
+        self.inner.search(search).await
+    }
+    async fn queue_stats(&self) -> Result<Vec<QueueStat>, StoreError> {
+        self.inner.queue_stats().await
+    }
+    async fn note(&self, row: i64, detail: &str) -> Result<(), StoreError> {
+        self.inner.note(row, detail).await
+    }
+    async fn record_refusal(&self, refusal: NewRefusal, keep: usize, max_age_ms: i64) -> Result<(), StoreError> {
+        self.inner.record_refusal(refusal, keep, max_age_ms).await
+    }
+    async fn refusals(&self, before: Option<i64>, limit: usize) -> Result<Vec<Refusal>, StoreError> {
+        self.inner.refusals(before, limit).await
+    }
+    async fn user(&self, name: &str) -> Result<Option<User>, StoreError> {
+        self.inner.user(name).await
+    }
+    async fn users(&self) -> Result<Vec<User>, StoreError> {
+        self.inner.users().await
+    }
+    async fn put_user(&self, user: &User) -> Result<(), StoreError> {
+        self.inner.put_user(user).await
+    }
+    async fn delete_user(&self, name: &str) -> Result<bool, StoreError> {
+        self.inner.delete_user(name).await
+    }
+    async fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
+        self.inner.append_audit(entry).await
+    }
+    async fn audit_log(&self, before: Option<i64>, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
+        self.inner.audit_log(before, limit).await
+    }
+    async fn raise_alert(&self, key: &str, rule: &str, detail: &str, at_ms: i64) -> Result<bool, StoreError> {
+        self.inner.raise_alert(key, rule, detail, at_ms).await
+    }
+    async fn clear_alert(&self, key: &str, at_ms: i64) -> Result<Option<AlertRecord>, StoreError> {
+        self.inner.clear_alert(key, at_ms).await
+    }
+    async fn alerts(&self, limit: usize) -> Result<Vec<AlertRecord>, StoreError> {
+        self.inner.alerts(limit).await
+    }
 }
 
 fn stalling(committed: Arc<Notify>) -> StoreWrapper {

@@ -45,10 +45,17 @@ pub fn router(ap: Arc<AccessPoint>, token: String) -> Router {
         // The whole request: the largest message plus room for the metadata and the framing.
         .layer(DefaultBodyLimit::max(request_limit(&api.ap.config)));
     Router::new()
-        .route("/health", get(|| async { "ok" }))
+        .route("/health", get(health))
+        .route("/health/ready", get(health))
+        .route("/health/live", get(|| async { Json(serde_json::json!({ "status": "live" })) }))
         .route("/api/v1/openapi.json", get(|| async { Json(super::openapi::document()) }))
         .merge(protected)
         .with_state(api)
+}
+
+/// Readiness (the store answers, disk, P-Modes, keys): 200 or 503 with each component.
+async fn health(AxState(api): AxState<Api>) -> Response {
+    crate::ops::console::readiness_response(&api.ap).await
 }
 
 fn request_limit(config: &crate::config::Config) -> usize {

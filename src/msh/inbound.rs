@@ -122,19 +122,26 @@ where
     );
     let tasks = ap.tasks.clone();
     let pipeline = async move {
+        let started = std::time::Instant::now();
         let mut staging = Staging { dir: ap.tmp_dir().join(uuid::Uuid::new_v4().to_string()), keep: false };
-        let mut matched = None;
-        match process(&ap, &peer, pulled, content_type.as_deref(), body, &mut staging, &mut matched).await {
-            Ok(reply) => reply,
+        let mut seen = Seen::default();
+        let outcome = process(&ap, &peer, pulled, content_type.as_deref(), body, &mut staging, &mut seen).await;
+        ap.ops.metrics.inbound_seconds.observe(started.elapsed().as_secs_f64());
+        let (code, detail, reply) = match outcome {
+            Ok(reply) => return reply,
             Err(Rejection::MustUnderstand(header)) => {
                 tracing::warn!(header, "refused: mustUnderstand header not processed");
-                Reply::soap(400, write::must_understand_fault(&header))
+                let detail = format!("header {header} not understood");
+                ("SOAP:MustUnderstand".to_owned(), detail, Reply::soap(400, write::must_understand_fault(&header)))
             }
             Err(Rejection::Ebms(error)) => {
                 tracing::warn!(code = error.code.code(), detail = %error.detail, "refused with an ebMS error");
-                error_reply(&ap, error, matched.as_ref())
+                let (code, detail) = (error.code.code().to_owned(), error.detail.clone());
+                (code, detail, error_reply(&ap, error, seen.matched.as_ref()))
             }
-        }
+        };
+        record_refusal(&ap, &peer, seen, code, detail).await;
+        reply
     }
     .instrument(span);
     // Owned: the request future may be dropped (the partner hung up); the pipeline is not.
@@ -154,6 +161,45 @@ where
                 ),
             )
         }
+    }
+}
+
+/// What the pipeline learnt about a request before it was refused.
+#[derive(Default)]
+struct Seen {
+    matched: Option<Matched>,
+    message_id: Option<String>,
+    /// The start of the SOAP envelope as received.
+    header: Vec<u8>,
+}
+
+/// Counts a refused request and keeps a record of it for the console (bounded in count and
+/// age). Runs in the owned pipeline task.
+async fn record_refusal(ap: &AccessPoint, peer: &PeerCertificates, seen: Seen, code: String, detail: String) {
+    ap.ops.metrics.error_sent(&code);
+    ap.ops
+        .metrics
+        .refused
+        .get_or_create(&crate::ops::metrics::ErrorLabels { code: code.clone(), side: "sent".into() })
+        .inc();
+    let partner = seen.matched.as_ref().and_then(|m| m.link.partner_of(ap.me())).map(|p| p.id.clone());
+    let refusal = crate::store::NewRefusal {
+        at_ms: crate::store::now_ms(),
+        remote: peer.1.map(|a| a.ip().to_string()),
+        partner,
+        message_id: seen.message_id,
+        code,
+        detail,
+        header: seen.header,
+    };
+    let (keep, age) = ap
+        .config
+        .console
+        .as_ref()
+        .map(|c| (c.refusals_kept, c.refusals_age.0))
+        .unwrap_or((10_000, std::time::Duration::from_secs(30 * 86_400)));
+    if let Err(e) = ap.store.record_refusal(refusal, keep, age.as_millis() as i64).await {
+        tracing::warn!(error = %e, "cannot record the refused message for the console");
     }
 }
 
@@ -217,25 +263,27 @@ async fn process<S, E>(
     content_type: Option<&str>,
     body: S,
     staging: &mut Staging,
-    matched_out: &mut Option<Matched>,
+    seen: &mut Seen,
 ) -> Result<Reply, Rejection>
 where
     S: Stream<Item = Result<Bytes, E>> + Send + Unpin + 'static,
     E: Into<Box<dyn std::error::Error + Send + Sync>> + std::fmt::Display + 'static,
 {
     let (envelope_bytes, parts) = read_mime(ap, content_type, body, staging).await?;
+    seen.header = envelope_bytes[..envelope_bytes.len().min(crate::store::operations::REFUSAL_HEADER_BYTES)].to_vec();
     let envelope = parse_header(&envelope_bytes, ap.config.envelope_limits())?;
     let Some(um) = envelope.messaging.user_message.clone() else {
         return Ok(super::pull::handle_signals(ap, &envelope, &envelope_bytes).await);
     };
     let span = tracing::Span::current();
     span.record("message_id", um.info.message_id.as_str());
+    seen.message_id = Some(um.info.message_id.clone());
     let matched = match_pmode(ap, &um)?;
     span.record("pmode", matched.link.id.as_str());
     if let Some(partner) = matched.link.partner_of(ap.me()) {
         span.record("partner", partner.id.as_str());
     }
-    *matched_out = Some(matched.clone());
+    seen.matched = Some(matched.clone());
     authorize_partner(ap, peer, pulled, &matched, &um, &envelope)?;
     check_freshness(&matched, &um)?;
     let (parts, references) = if matched.link.profile.is_secure() {
@@ -255,6 +303,9 @@ where
         .map_err(|e| EbmsError::new(EbmsCode::DeliveryFailure, format!("decompression task failed: {e}")))??;
     if matched.leg.is_none() {
         tracing::info!("test service message answered with a receipt, not delivered");
+        if let Some(partner) = matched.link.partner_of(ap.me()) {
+            ap.ops.metrics.receipt("sent", &partner.id);
+        }
         return Ok(Reply::soap(200, receipt(ap, &matched, &um, &references)));
     }
     // Step: validate payload, before anything reaches the backend.
@@ -668,6 +719,9 @@ async fn persist_and_answer(
     }
     let leg = matched.leg().map(|l| l.name.clone()).unwrap_or_default();
     let partner = matched.link.partner_of(ap.me()).map(|p| p.id.clone()).unwrap_or_default();
+    let sizes: Vec<u64> = payloads.iter().map(|p| p.size).collect();
+    let metrics = &ap.ops.metrics;
+    let partner_label = crate::ops::metrics::PartnerLabels { partner: partner.clone() };
     let message = NewMessage {
         message_id: um.info.message_id.clone(),
         conversation_id: um.conversation_id.clone(),
@@ -695,12 +749,20 @@ async fn persist_and_answer(
         Ok(Inserted::New(_)) => {
             if answer.creation == Creation::Received {
                 tracing::info!("received, persisted and delivered to the backend inbox");
+                metrics.receipt("sent", &partner_label.partner);
+                for size in sizes {
+                    metrics.payload(crate::store::Direction::Inbound, size);
+                }
             } else {
                 tracing::warn!("refused for its content; kept for inspection, not delivered");
+                if let Creation::RefusedForContent { reason } = &answer.creation {
+                    metrics.error_sent(reason.split(' ').next().unwrap_or("EBMS:0004"));
+                }
             }
             Ok(answer.reply)
         }
         Ok(Inserted::Duplicate { response, state }) => {
+            metrics.duplicates.get_or_create(&partner_label).inc();
             // Nothing was written for this copy: its payload files are ours to remove.
             remove_final();
             tracing::info!(

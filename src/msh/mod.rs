@@ -1,5 +1,6 @@
 //! The message service handler (runtime): the outbound and inbound pipelines as named steps.
 
+pub mod connection_test;
 pub mod documents;
 pub mod inbound;
 pub mod outbound;
@@ -29,6 +30,8 @@ pub struct AccessPoint {
     /// The owned tasks of the message path (inbound pipelines, submissions, sends): a client
     /// going away never cancels them; a graceful stop waits for them, up to its deadline.
     pub tasks: tokio_util::task::TaskTracker,
+    /// Metrics, partner contact and P-Mode file status (see [`crate::ops`]).
+    pub ops: crate::ops::Operations,
 }
 
 impl AccessPoint {
@@ -47,6 +50,7 @@ impl AccessPoint {
             security: Arc::new(security),
             documents: Arc::new(crate::payload::Registry::standard()),
             tasks: tokio_util::task::TaskTracker::new(),
+            ops: crate::ops::Operations::default(),
         })
     }
 

@@ -170,7 +170,7 @@ pub fn build_user_message(ap: &AccessPoint, sub: &Submission) -> Result<(UserMes
 /// Steps: compress, sign and encrypt, once, so that every retry sends the identical
 /// message. The payload rows then name the files that go on the wire; the plaintext stays
 /// beside them.
-fn protect(
+pub(crate) fn protect(
     security: &super::security::SecurityContext,
     link: &crate::pmode::Link,
     compression: bool,
@@ -261,6 +261,7 @@ pub async fn submit(ap: &AccessPoint, sub: Submission) -> Result<MessageRecord, 
     let to = sub.to.clone();
     let um_for_protect = um.clone();
     let leg_name = leg.clone();
+    let sizes: Vec<u64> = sub.payloads.iter().map(|p| p.size).collect();
     let (envelope, payloads, document, pull) = crate::blocking::spawn(move || {
         let leg = link.leg(&leg_name).ok_or_else(|| SubmitError::Refused(format!("leg {leg_name} was unloaded")))?;
         // Step: validate payload. The leading document must be valid and fit the link.
@@ -294,6 +295,9 @@ pub async fn submit(ap: &AccessPoint, sub: Submission) -> Result<MessageRecord, 
         document: document.and_then(|d| serde_json::to_value(d).ok()),
     };
     ap.store.insert(message).await?;
+    for size in sizes {
+        ap.ops.metrics.payload(Direction::Outbound, size);
+    }
     tracing::info!(message_id = %um.info.message_id, partner = %sub.to, "submitted by the backend");
     ap.outbox.notify_one();
     Ok(ap.store.get(Direction::Outbound, &um.info.message_id).await?)
@@ -423,10 +427,12 @@ pub(crate) async fn record_refusal(
 }
 
 async fn send_one(ap: &AccessPoint, record: MessageRecord) {
+    let started = std::time::Instant::now();
     let (outcome, body) = match attempt(ap, &record).await {
         Ok((outcome, body)) => (outcome, Some(body)),
         Err(e) => (Outcome::no_receipt(e.to_string()), None),
     };
+    observe(ap, &record.partner, &outcome, started.elapsed());
     let result = match outcome {
         Outcome::Receipt => {
             tracing::info!(attempt = record.attempts, "receipt received");
@@ -456,6 +462,39 @@ async fn send_one(ap: &AccessPoint, record: MessageRecord) {
     };
     if let Err(e) = result {
         tracing::error!(error = %e, "cannot record the outcome; the message will be resent after a restart");
+    }
+}
+
+/// Metrics and the partner's contact status, from one attempt's outcome.
+fn observe(ap: &AccessPoint, partner: &str, outcome: &Outcome, took: std::time::Duration) {
+    let ops = &ap.ops;
+    let now = now_ms();
+    ops.metrics
+        .send_seconds
+        .get_or_create(&crate::ops::metrics::PartnerLabels { partner: partner.to_owned() })
+        .observe(took.as_secs_f64());
+    match outcome {
+        Outcome::Receipt => {
+            ops.metrics.receipt("received", partner);
+            ops.partner_answered(partner, now);
+        }
+        Outcome::Refused { error, .. } => {
+            ops.metrics.error_received(&error.code);
+            ops.partner_answered(partner, now);
+        }
+        Outcome::NoReceipt { reason, error } => {
+            ops.metrics
+                .retries
+                .get_or_create(&crate::ops::metrics::PartnerLabels { partner: partner.to_owned() })
+                .inc();
+            match error {
+                Some(error) => {
+                    ops.metrics.error_received(&error.code);
+                    ops.partner_answered(partner, now);
+                }
+                None => ops.partner_silent(partner, now, reason),
+            }
+        }
     }
 }
 

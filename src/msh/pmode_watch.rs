@@ -45,8 +45,16 @@ impl Watcher {
         Ok((watcher, set))
     }
 
-    /// Re-reads the folder; returns a new set when something changed and is valid.
-    pub fn poll(&mut self, dir: &std::path::Path) -> Option<PmodeSet> {
+    /// The files whose links are in force.
+    pub fn loaded_files(&self) -> impl Iterator<Item = &std::path::Path> {
+        self.active.keys().map(PathBuf::as_path)
+    }
+
+    /// Re-reads the folder; returns a new set when something changed and is valid. What
+    /// loaded or failed, file by file, is recorded in `ops` (the console's Partners page, the
+    /// reload-failure metric and alert).
+    pub fn poll(&mut self, dir: &std::path::Path, ops: &crate::ops::Operations) -> Option<PmodeSet> {
+        let at = crate::store::now_ms();
         let files = match read_files(dir) {
             Ok(f) => f,
             Err(e) => {
@@ -67,17 +75,21 @@ impl Watcher {
             match parse_link(path, text) {
                 Ok(link) => {
                     tracing::info!(file = %path.display(), pmode = %link.id, "P-Mode loaded");
+                    ops.pmode_file_loaded(path, at);
                     next.insert(path.clone(), link);
                 }
                 Err(errors) => {
-                    for e in errors {
+                    for e in &errors {
                         tracing::error!("{e}; the previous version of this file stays in force");
                     }
+                    let text = errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
+                    ops.pmode_file_failed(path, at, text);
                 }
             }
         }
-        for path in self.active.keys().filter(|p| !now.contains_key(*p)) {
+        for path in self.seen.keys().filter(|p| !now.contains_key(*p)) {
             tracing::info!(file = %path.display(), "P-Mode file removed");
+            ops.pmode_file_removed(path);
         }
         self.seen = now;
         match PmodeSet::build(next.values().cloned().collect()) {
@@ -86,8 +98,9 @@ impl Watcher {
                 Some(set)
             }
             Err(errors) => {
-                for e in errors {
+                for e in &errors {
                     tracing::error!("{e}; the P-Modes in force are kept");
+                    ops.pmode_file_failed(&e.file, at, e.to_string());
                 }
                 None
             }
@@ -103,7 +116,7 @@ pub async fn run(ap: Arc<AccessPoint>, mut watcher: Watcher, shutdown: Cancellat
             _ = tick.tick() => {}
         }
         let dir = ap.config.pmodes.clone();
-        if let Some(set) = watcher.poll(&dir) {
+        if let Some(set) = watcher.poll(&dir, &ap.ops) {
             ap.replace_pmodes(set);
         }
         ap.security.refresh_crls();
@@ -135,17 +148,22 @@ action = "Send"
     fn added_changed_broken_and_removed_files() {
         let dir = tempfile::tempdir().unwrap();
         let mut w = Watcher::default();
-        assert!(w.poll(dir.path()).is_none() || w.active.is_empty());
+        let ops = crate::ops::Operations::default();
+        assert!(w.poll(dir.path(), &ops).is_none() || w.active.is_empty());
         std::fs::write(dir.path().join("a-b.toml"), LINK).unwrap();
-        let set = w.poll(dir.path()).expect("new file loads");
+        let set = w.poll(dir.path(), &ops).expect("new file loads");
         assert_eq!(set.links().len(), 1);
-        assert!(w.poll(dir.path()).is_none(), "nothing changed");
+        assert!(w.poll(dir.path(), &ops).is_none(), "nothing changed");
         std::fs::write(dir.path().join("a-b.toml"), LINK.replace("action = \"Send\"", "action = ")).unwrap();
-        let set = w.poll(dir.path()).expect("set rebuilt with the old version kept");
+        let set = w.poll(dir.path(), &ops).expect("set rebuilt with the old version kept");
         assert_eq!(set.links()[0].legs[0].action, "Send");
+        let status = &ops.pmode_files()[&dir.path().join("a-b.toml")];
+        assert!(status.error.as_ref().is_some_and(|(_, e)| e.contains("action")), "{status:?}");
+        assert_eq!(ops.metrics.pmode_reload_failures.get(), 1);
         std::fs::write(dir.path().join("a-b.toml"), LINK.replace("\"Send\"", "\"Deliver\"")).unwrap();
-        assert_eq!(w.poll(dir.path()).unwrap().links()[0].legs[0].action, "Deliver");
+        assert_eq!(w.poll(dir.path(), &ops).unwrap().links()[0].legs[0].action, "Deliver");
+        assert!(ops.pmode_files()[&dir.path().join("a-b.toml")].error.is_none(), "a good version clears the error");
         std::fs::remove_file(dir.path().join("a-b.toml")).unwrap();
-        assert!(w.poll(dir.path()).unwrap().links().is_empty());
+        assert!(w.poll(dir.path(), &ops).unwrap().links().is_empty());
     }
 }

@@ -4,10 +4,13 @@
 //! before anyone is told it was accepted: the backend on submit, the partner by a receipt.
 
 pub mod files;
+pub mod operations;
 pub mod postgres;
 pub mod sqlite;
 
 use serde::Serialize;
+
+pub use operations::{AlertRecord, AuditEntry, NewRefusal, QueueStat, Refusal, Search, Summary, User, document_number};
 
 /// What happens to a stored message (see [`crate::lifecycle`]).
 pub use crate::lifecycle::Event as Happening;
@@ -220,6 +223,38 @@ pub trait MessageStore: Send + Sync {
         before_ms: i64,
         limit: usize,
     ) -> Result<(usize, Vec<std::path::PathBuf>), StoreError>;
+
+    // What the console, the metrics and the alerts read and write (see [`operations`]).
+
+    /// One page of messages, newest first, matching every condition given; rows below
+    /// `search.before` (the cursor). At most `search.limit` + 1 (the extra one says there is a
+    /// next page).
+    async fn search(&self, search: &Search) -> Result<Vec<Summary>, StoreError>;
+    /// Message counts by direction, state and partner, with the oldest creation and the
+    /// latest change in each group (queue depth, oldest waiting, last success).
+    async fn queue_stats(&self) -> Result<Vec<QueueStat>, StoreError>;
+    /// Adds a note to a message's history (not a transition: the feed shows nothing).
+    async fn note(&self, row: i64, detail: &str) -> Result<(), StoreError>;
+    /// Records an inbound message this access point refused; keeps at most `keep` records
+    /// and none older than `max_age_ms`.
+    async fn record_refusal(&self, refusal: NewRefusal, keep: usize, max_age_ms: i64) -> Result<(), StoreError>;
+    /// Refusals, newest first, with ids below `before`.
+    async fn refusals(&self, before: Option<i64>, limit: usize) -> Result<Vec<Refusal>, StoreError>;
+    async fn user(&self, name: &str) -> Result<Option<User>, StoreError>;
+    async fn users(&self) -> Result<Vec<User>, StoreError>;
+    /// Creates or replaces the user of that name.
+    async fn put_user(&self, user: &User) -> Result<(), StoreError>;
+    async fn delete_user(&self, name: &str) -> Result<bool, StoreError>;
+    async fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError>;
+    /// The audit log, newest first, with ids below `before`.
+    async fn audit_log(&self, before: Option<i64>, limit: usize) -> Result<Vec<AuditEntry>, StoreError>;
+    /// Raises the alert `key` unless it is already active (compare-and-set: of several nodes,
+    /// one raises it). Returns whether this call raised it.
+    async fn raise_alert(&self, key: &str, rule: &str, detail: &str, at_ms: i64) -> Result<bool, StoreError>;
+    /// Clears the active alert `key`; returns it if this call cleared it.
+    async fn clear_alert(&self, key: &str, at_ms: i64) -> Result<Option<AlertRecord>, StoreError>;
+    /// Active alerts first, then the latest cleared ones.
+    async fn alerts(&self, limit: usize) -> Result<Vec<AlertRecord>, StoreError>;
 }
 
 pub fn now_ms() -> i64 {

@@ -61,6 +61,49 @@ CREATE INDEX IF NOT EXISTS history_message ON history (message_id);
 ALTER TABLE messages ADD COLUMN IF NOT EXISTS partner_error TEXT;
 ALTER TABLE history ADD COLUMN IF NOT EXISTS event TEXT;
 ALTER TABLE history ADD COLUMN IF NOT EXISTS from_state TEXT;
+ALTER TABLE messages ADD COLUMN IF NOT EXISTS document_number TEXT;
+CREATE INDEX IF NOT EXISTS messages_partner ON messages (partner);
+CREATE INDEX IF NOT EXISTS messages_message_id ON messages (message_id);
+CREATE INDEX IF NOT EXISTS messages_conversation ON messages (conversation_id);
+CREATE INDEX IF NOT EXISTS messages_created ON messages (created_at);
+CREATE INDEX IF NOT EXISTS messages_document ON messages (document_number);
+CREATE INDEX IF NOT EXISTS messages_queue ON messages (direction, state, partner, created_at, updated_at);
+CREATE TABLE IF NOT EXISTS refusals (
+    id         BIGSERIAL PRIMARY KEY,
+    at         BIGINT NOT NULL,
+    remote     TEXT,
+    partner    TEXT,
+    message_id TEXT,
+    code       TEXT NOT NULL,
+    detail     TEXT NOT NULL,
+    header     BYTEA NOT NULL
+);
+CREATE INDEX IF NOT EXISTS refusals_at ON refusals (at);
+CREATE TABLE IF NOT EXISTS users (
+    name          TEXT PRIMARY KEY,
+    role          TEXT NOT NULL,
+    password_hash TEXT NOT NULL,
+    failures      INTEGER NOT NULL DEFAULT 0,
+    locked_until  BIGINT,
+    created_at    BIGINT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS audit (
+    id     BIGSERIAL PRIMARY KEY,
+    at     BIGINT NOT NULL,
+    actor  TEXT NOT NULL,
+    action TEXT NOT NULL,
+    target TEXT NOT NULL,
+    detail TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS alerts (
+    id         BIGSERIAL PRIMARY KEY,
+    key        TEXT NOT NULL,
+    rule       TEXT NOT NULL,
+    detail     TEXT NOT NULL,
+    raised_at  BIGINT NOT NULL,
+    cleared_at BIGINT
+);
+CREATE UNIQUE INDEX IF NOT EXISTS alerts_active ON alerts (key) WHERE cleared_at IS NULL;
 "#;
 
 /// Nodes creating the schema at the same moment take turns.
@@ -180,7 +223,7 @@ async fn apply(
     let partner_error = t.partner_error.as_ref().and_then(|e| serde_json::to_string(e).ok());
     let changed = tx
         .execute(
-            "UPDATE messages SET state = $2, attempts = attempts + $3,
+            "UPDATE messages SET state = $2, attempts = CASE WHEN $12 THEN 0 ELSE attempts + $3 END,
                     next_attempt_at = CASE WHEN $4 THEN $5 ELSE next_attempt_at END,
                     error = COALESCE($6, error), partner_error = COALESCE($7, partner_error),
                     response = COALESCE($8, response), updated_at = $9, lease_until = $11
@@ -197,6 +240,7 @@ async fn apply(
                 &at,
                 &expected.as_str(),
                 &lease_until,
+                &t.resets_attempts,
             ],
         )
         .await
@@ -226,8 +270,9 @@ impl MessageStore for PostgresStore {
         let inserted = tx
             .query_opt(
                 "INSERT INTO messages (direction, message_id, conversation_id, pmode, leg, partner, service, action, state,
-                                       next_attempt_at, created_at, updated_at, envelope, response, document, error)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11, $12, $13, $14, $15)
+                                       next_attempt_at, created_at, updated_at, envelope, response, document, error,
+                                       document_number)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11, $12, $13, $14, $15, $16)
                  ON CONFLICT (direction, message_id) DO NOTHING RETURNING id",
                 &[
                     &direction.as_str(),
@@ -245,6 +290,7 @@ impl MessageStore for PostgresStore {
                     &m.response,
                     &document,
                     &created.error,
+                    &document_number(m.document.as_ref()),
                 ],
             )
             .await
@@ -517,5 +563,282 @@ impl MessageStore for PostgresStore {
         tx.execute("DELETE FROM messages WHERE id = ANY($1)", &[&ids]).await.map_err(pg)?;
         tx.commit().await.map_err(pg)?;
         Ok((ids.len(), files.iter().map(|r| std::path::PathBuf::from(r.get::<_, String>(0))).collect()))
+    }
+
+    async fn search(&self, search: &Search) -> Result<Vec<Summary>, StoreError> {
+        let client = self.pool.get().await.map_err(pg)?;
+        let mut conditions = Vec::new();
+        let mut values: Vec<Box<dyn tokio_postgres::types::ToSql + Sync + Send>> = Vec::new();
+        let mut push = |condition: &str, value: Box<dyn tokio_postgres::types::ToSql + Sync + Send>| {
+            values.push(value);
+            conditions.push(condition.replace('?', &format!("${}", values.len())));
+        };
+        if let Some(d) = search.direction {
+            push("direction = ?", Box::new(d.as_str()));
+        }
+        if let Some(s) = search.state {
+            push("state = ?", Box::new(s.as_str()));
+        }
+        for (column, value) in search.text_conditions() {
+            push(&format!("{column} = ?"), Box::new(value.to_owned()));
+        }
+        if let Some(from) = search.from_ms {
+            push("created_at >= ?", Box::new(from));
+        }
+        if let Some(to) = search.to_ms {
+            push("created_at < ?", Box::new(to));
+        }
+        if let Some(before) = search.before {
+            push("id < ?", Box::new(before));
+        }
+        let clause = if conditions.is_empty() { String::new() } else { format!("WHERE {}", conditions.join(" AND ")) };
+        let sql = format!(
+            "SELECT id, direction, message_id, conversation_id, pmode, leg, partner, service, action, state, attempts,
+                    created_at, updated_at, error, document_number
+             FROM messages {clause} ORDER BY id DESC LIMIT {}",
+            search.limit.saturating_add(1)
+        );
+        let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
+            values.iter().map(|v| v.as_ref() as &(dyn tokio_postgres::types::ToSql + Sync)).collect();
+        let rows = client.query(&sql, &params).await.map_err(pg)?;
+        Ok(rows
+            .iter()
+            .map(|r| Summary {
+                row: r.get(0),
+                direction: Direction::parse(r.get(1)).unwrap_or(Direction::Outbound),
+                message_id: r.get(2),
+                conversation_id: r.get(3),
+                pmode: r.get(4),
+                leg: r.get(5),
+                partner: r.get(6),
+                service: r.get(7),
+                action: r.get(8),
+                state: State::parse(r.get(9)).unwrap_or(State::Failed),
+                attempts: r.get::<_, i32>(10) as u32,
+                created_at: format_ms(r.get(11)),
+                updated_at: format_ms(r.get(12)),
+                error: r.get(13),
+                document_number: r.get(14),
+            })
+            .collect())
+    }
+
+    async fn queue_stats(&self) -> Result<Vec<QueueStat>, StoreError> {
+        let client = self.pool.get().await.map_err(pg)?;
+        let rows = client
+            .query(
+                "SELECT direction, state, partner, COUNT(*), MIN(created_at), MAX(updated_at)
+                 FROM messages GROUP BY direction, state, partner",
+                &[],
+            )
+            .await
+            .map_err(pg)?;
+        rows.iter()
+            .map(|r| {
+                Ok(QueueStat {
+                    direction: Direction::parse(r.get(0)).unwrap_or(Direction::Outbound),
+                    state: state_of(r.get(1))?,
+                    partner: r.get(2),
+                    count: r.get::<_, i64>(3) as u64,
+                    oldest_created_ms: r.get(4),
+                    latest_updated_ms: r.get(5),
+                })
+            })
+            .collect()
+    }
+
+    async fn note(&self, row: i64, detail: &str) -> Result<(), StoreError> {
+        let client = self.pool.get().await.map_err(pg)?;
+        let changed = client
+            .execute(
+                "INSERT INTO history (message_id, at, state, detail)
+                 SELECT id, GREATEST($2, COALESCE((SELECT MAX(at) FROM history WHERE message_id = $1), 0)), state, $3
+                 FROM messages WHERE id = $1",
+                &[&row, &now_ms(), &detail],
+            )
+            .await
+            .map_err(pg)?;
+        if changed == 0 { Err(StoreError::NotFound(format!("row {row}"))) } else { Ok(()) }
+    }
+
+    async fn record_refusal(&self, r: NewRefusal, keep: usize, max_age_ms: i64) -> Result<(), StoreError> {
+        let client = self.pool.get().await.map_err(pg)?;
+        let row = client
+            .query_one(
+                "INSERT INTO refusals (at, remote, partner, message_id, code, detail, header)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+                &[&r.at_ms, &r.remote, &r.partner, &r.message_id, &r.code, &r.detail, &r.header],
+            )
+            .await
+            .map_err(pg)?;
+        let newest: i64 = row.get(0);
+        client
+            .execute(
+                "DELETE FROM refusals WHERE id <= $1 - $2 OR at < $3",
+                &[&newest, &(keep as i64), &(r.at_ms - max_age_ms)],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(())
+    }
+
+    async fn refusals(&self, before: Option<i64>, limit: usize) -> Result<Vec<Refusal>, StoreError> {
+        let client = self.pool.get().await.map_err(pg)?;
+        let rows = client
+            .query(
+                "SELECT id, at, remote, partner, message_id, code, detail, header FROM refusals
+                 WHERE id < $1 ORDER BY id DESC LIMIT $2",
+                &[&before.unwrap_or(i64::MAX), &(limit as i64)],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(rows
+            .iter()
+            .map(|r| Refusal {
+                id: r.get(0),
+                at: format_ms(r.get(1)),
+                remote: r.get(2),
+                partner: r.get(3),
+                message_id: r.get(4),
+                code: r.get(5),
+                detail: r.get(6),
+                header: String::from_utf8_lossy(r.get::<_, &[u8]>(7)).into_owned(),
+            })
+            .collect())
+    }
+
+    async fn user(&self, name: &str) -> Result<Option<User>, StoreError> {
+        let client = self.pool.get().await.map_err(pg)?;
+        let row = client
+            .query_opt(
+                "SELECT name, role, password_hash, failures, locked_until, created_at FROM users WHERE name = $1",
+                &[&name],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(row.as_ref().map(pg_user))
+    }
+
+    async fn users(&self) -> Result<Vec<User>, StoreError> {
+        let client = self.pool.get().await.map_err(pg)?;
+        let rows = client
+            .query("SELECT name, role, password_hash, failures, locked_until, created_at FROM users ORDER BY name", &[])
+            .await
+            .map_err(pg)?;
+        Ok(rows.iter().map(pg_user).collect())
+    }
+
+    async fn put_user(&self, u: &User) -> Result<(), StoreError> {
+        let client = self.pool.get().await.map_err(pg)?;
+        client
+            .execute(
+                "INSERT INTO users (name, role, password_hash, failures, locked_until, created_at)
+                 VALUES ($1, $2, $3, $4, $5, $6)
+                 ON CONFLICT (name) DO UPDATE SET role = $2, password_hash = $3, failures = $4, locked_until = $5",
+                &[&u.name, &u.role, &u.password_hash, &(u.failures as i32), &u.locked_until_ms, &u.created_ms],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(())
+    }
+
+    async fn delete_user(&self, name: &str) -> Result<bool, StoreError> {
+        let client = self.pool.get().await.map_err(pg)?;
+        Ok(client.execute("DELETE FROM users WHERE name = $1", &[&name]).await.map_err(pg)? > 0)
+    }
+
+    async fn append_audit(&self, e: &AuditEntry) -> Result<(), StoreError> {
+        let client = self.pool.get().await.map_err(pg)?;
+        client
+            .execute(
+                "INSERT INTO audit (at, actor, action, target, detail) VALUES ($1, $2, $3, $4, $5)",
+                &[&e.at_ms, &e.actor, &e.action, &e.target, &e.detail],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(())
+    }
+
+    async fn audit_log(&self, before: Option<i64>, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
+        let client = self.pool.get().await.map_err(pg)?;
+        let rows = client
+            .query(
+                "SELECT id, at, actor, action, target, detail FROM audit WHERE id < $1 ORDER BY id DESC LIMIT $2",
+                &[&before.unwrap_or(i64::MAX), &(limit as i64)],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(rows
+            .iter()
+            .map(|r| AuditEntry {
+                id: r.get(0),
+                at_ms: r.get(1),
+                at: format_ms(r.get(1)),
+                actor: r.get(2),
+                action: r.get(3),
+                target: r.get(4),
+                detail: r.get(5),
+            })
+            .collect())
+    }
+
+    async fn raise_alert(&self, key: &str, rule: &str, detail: &str, at_ms: i64) -> Result<bool, StoreError> {
+        let client = self.pool.get().await.map_err(pg)?;
+        let raised = client
+            .execute(
+                "INSERT INTO alerts (key, rule, detail, raised_at) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (key) WHERE cleared_at IS NULL DO NOTHING",
+                &[&key, &rule, &detail, &at_ms],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(raised > 0)
+    }
+
+    async fn clear_alert(&self, key: &str, at_ms: i64) -> Result<Option<AlertRecord>, StoreError> {
+        let client = self.pool.get().await.map_err(pg)?;
+        let row = client
+            .query_opt(
+                "UPDATE alerts SET cleared_at = $2 WHERE key = $1 AND cleared_at IS NULL
+                 RETURNING key, rule, detail, raised_at, cleared_at",
+                &[&key, &at_ms],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(row.as_ref().map(pg_alert))
+    }
+
+    async fn alerts(&self, limit: usize) -> Result<Vec<AlertRecord>, StoreError> {
+        let client = self.pool.get().await.map_err(pg)?;
+        let rows = client
+            .query(
+                "SELECT key, rule, detail, raised_at, cleared_at FROM alerts
+                 ORDER BY cleared_at IS NOT NULL, COALESCE(cleared_at, raised_at) DESC LIMIT $1",
+                &[&(limit as i64)],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(rows.iter().map(pg_alert).collect())
+    }
+}
+
+fn pg_user(r: &Row) -> User {
+    User {
+        name: r.get(0),
+        role: r.get(1),
+        password_hash: r.get(2),
+        failures: r.get::<_, i32>(3) as u32,
+        locked_until_ms: r.get(4),
+        created_ms: r.get(5),
+    }
+}
+
+fn pg_alert(r: &Row) -> AlertRecord {
+    AlertRecord {
+        key: r.get(0),
+        rule: r.get(1),
+        detail: r.get(2),
+        raised_at: format_ms(r.get(3)),
+        cleared_at: r.get::<_, Option<i64>>(4).map(format_ms),
     }
 }

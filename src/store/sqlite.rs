@@ -54,6 +54,47 @@ CREATE TABLE IF NOT EXISTS history (
 CREATE INDEX IF NOT EXISTS history_row ON history (message_row);
 CREATE INDEX IF NOT EXISTS messages_age ON messages (state, updated_at);
 CREATE INDEX IF NOT EXISTS messages_listing ON messages (direction, state);
+CREATE INDEX IF NOT EXISTS messages_partner ON messages (partner);
+CREATE INDEX IF NOT EXISTS messages_message_id ON messages (message_id);
+CREATE INDEX IF NOT EXISTS messages_conversation ON messages (conversation_id);
+CREATE INDEX IF NOT EXISTS messages_created ON messages (created_at);
+CREATE INDEX IF NOT EXISTS messages_queue ON messages (direction, state, partner, created_at, updated_at);
+CREATE TABLE IF NOT EXISTS refusals (
+    id         INTEGER PRIMARY KEY,
+    at         INTEGER NOT NULL,
+    remote     TEXT,
+    partner    TEXT,
+    message_id TEXT,
+    code       TEXT NOT NULL,
+    detail     TEXT NOT NULL,
+    header     BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS refusals_at ON refusals (at);
+CREATE TABLE IF NOT EXISTS users (
+    name          TEXT PRIMARY KEY,
+    role          TEXT NOT NULL,
+    password_hash TEXT NOT NULL,
+    failures      INTEGER NOT NULL DEFAULT 0,
+    locked_until  INTEGER,
+    created_at    INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS audit (
+    id     INTEGER PRIMARY KEY,
+    at     INTEGER NOT NULL,
+    actor  TEXT NOT NULL,
+    action TEXT NOT NULL,
+    target TEXT NOT NULL,
+    detail TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS alerts (
+    id         INTEGER PRIMARY KEY,
+    key        TEXT NOT NULL,
+    rule       TEXT NOT NULL,
+    detail     TEXT NOT NULL,
+    raised_at  INTEGER NOT NULL,
+    cleared_at INTEGER
+);
+CREATE UNIQUE INDEX IF NOT EXISTS alerts_active ON alerts (key) WHERE cleared_at IS NULL;
 "#;
 
 #[derive(Clone)]
@@ -95,13 +136,23 @@ fn migrate(conn: &Connection) -> Result<(), StoreError> {
         let names = stmt.query_map([], |r| r.get::<_, String>(1))?.collect::<Result<Vec<_>, _>>()?;
         Ok(names.iter().any(|n| n == column))
     };
-    for (table, column, kind) in
-        [("messages", "partner_error", "TEXT"), ("history", "event", "TEXT"), ("history", "from_state", "TEXT")]
-    {
+    for (table, column, kind) in [
+        ("messages", "partner_error", "TEXT"),
+        ("history", "event", "TEXT"),
+        ("history", "from_state", "TEXT"),
+        ("messages", "document_number", "TEXT"),
+    ] {
         if !has(table, column)? {
             conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {kind}"))?;
+            if column == "document_number" {
+                // Messages stored before the console searched by document number.
+                conn.execute_batch(
+                    "UPDATE messages SET document_number = json_extract(document, '$.number') WHERE document IS NOT NULL",
+                )?;
+            }
         }
     }
+    conn.execute_batch("CREATE INDEX IF NOT EXISTS messages_document ON messages (document_number)")?;
     Ok(())
 }
 
@@ -158,7 +209,7 @@ fn apply(
     let (set_next, next) = next_attempt_value(t.next_attempt);
     let partner_error = t.partner_error.as_ref().and_then(|e| serde_json::to_string(e).ok());
     let changed = tx.execute(
-        "UPDATE messages SET state = ?2, attempts = attempts + ?3,
+        "UPDATE messages SET state = ?2, attempts = CASE WHEN ?11 THEN 0 ELSE attempts + ?3 END,
                 next_attempt_at = CASE WHEN ?4 THEN ?5 ELSE next_attempt_at END,
                 error = COALESCE(?6, error), partner_error = COALESCE(?7, partner_error),
                 response = COALESCE(?8, response), updated_at = ?9
@@ -173,7 +224,8 @@ fn apply(
             partner_error,
             response,
             at,
-            expected.as_str()
+            expected.as_str(),
+            t.resets_attempts
         ],
     )?;
     if changed == 0 {
@@ -273,8 +325,9 @@ impl MessageStore for SqliteStore {
             let (_, next_attempt) = next_attempt_value(created.next_attempt);
             tx.execute(
                 "INSERT INTO messages (direction, message_id, conversation_id, pmode, leg, partner, service, action, state,
-                                       next_attempt_at, created_at, updated_at, envelope, response, document, error)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11, ?12, ?13, ?14, ?15)",
+                                       next_attempt_at, created_at, updated_at, envelope, response, document, error,
+                                       document_number)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11, ?12, ?13, ?14, ?15, ?16)",
                 params![
                     direction.as_str(),
                     m.message_id,
@@ -291,6 +344,7 @@ impl MessageStore for SqliteStore {
                     m.response,
                     m.document.as_ref().map(|d| d.to_string()),
                     created.error,
+                    document_number(m.document.as_ref()),
                 ],
             )?;
             let row = tx.last_insert_rowid();
@@ -532,6 +586,298 @@ impl MessageStore for SqliteStore {
         })
         .await
     }
+
+    async fn search(&self, search: &Search) -> Result<Vec<Summary>, StoreError> {
+        let search = search.clone();
+        self.with(move |conn| {
+            let (sql, values) = search_query(&search);
+            let mut stmt = conn.prepare_cached(&sql)?;
+            let rows = stmt.query_map(rusqlite::params_from_iter(values.iter()), summary)?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
+    async fn queue_stats(&self) -> Result<Vec<QueueStat>, StoreError> {
+        self.with(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT direction, state, partner, COUNT(*), MIN(created_at), MAX(updated_at)
+                 FROM messages GROUP BY direction, state, partner",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get(2)?,
+                    r.get::<_, i64>(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                ))
+            })?;
+            let mut stats = Vec::new();
+            for row in rows {
+                let (direction, state, partner, count, oldest, latest) = row?;
+                stats.push(QueueStat {
+                    direction: direction_of(&direction),
+                    state: state_of(&state)?,
+                    partner,
+                    count: count as u64,
+                    oldest_created_ms: oldest,
+                    latest_updated_ms: latest,
+                });
+            }
+            Ok(stats)
+        })
+        .await
+    }
+
+    async fn note(&self, row: i64, detail: &str) -> Result<(), StoreError> {
+        let detail = detail.to_owned();
+        self.with(move |conn| {
+            let changed = conn.execute(
+                "INSERT INTO history (message_row, at, state, detail)
+                 SELECT row, MAX(?2, COALESCE((SELECT MAX(at) FROM history WHERE message_row = ?1), 0)), state, ?3
+                 FROM messages WHERE row = ?1",
+                params![row, now_ms(), detail],
+            )?;
+            if changed == 0 { Err(StoreError::NotFound(format!("row {row}"))) } else { Ok(()) }
+        })
+        .await
+    }
+
+    async fn record_refusal(&self, r: NewRefusal, keep: usize, max_age_ms: i64) -> Result<(), StoreError> {
+        self.with(move |conn| {
+            let tx = conn.transaction()?;
+            tx.execute(
+                "INSERT INTO refusals (at, remote, partner, message_id, code, detail, header) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![r.at_ms, r.remote, r.partner, r.message_id, r.code, r.detail, r.header],
+            )?;
+            let newest = tx.last_insert_rowid();
+            tx.execute(
+                "DELETE FROM refusals WHERE id <= ?1 - ?2 OR at < ?3",
+                params![newest, keep as i64, r.at_ms - max_age_ms],
+            )?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn refusals(&self, before: Option<i64>, limit: usize) -> Result<Vec<Refusal>, StoreError> {
+        self.with(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT id, at, remote, partner, message_id, code, detail, header FROM refusals
+                 WHERE id < ?1 ORDER BY id DESC LIMIT ?2",
+            )?;
+            let rows = stmt.query_map(params![before.unwrap_or(i64::MAX), limit as i64], |r| {
+                Ok(Refusal {
+                    id: r.get(0)?,
+                    at: format_ms(r.get(1)?),
+                    remote: r.get(2)?,
+                    partner: r.get(3)?,
+                    message_id: r.get(4)?,
+                    code: r.get(5)?,
+                    detail: r.get(6)?,
+                    header: String::from_utf8_lossy(&r.get::<_, Vec<u8>>(7)?).into_owned(),
+                })
+            })?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
+    async fn user(&self, name: &str) -> Result<Option<User>, StoreError> {
+        let name = name.to_owned();
+        self.with(move |conn| {
+            Ok(conn
+                .query_row(
+                    "SELECT name, role, password_hash, failures, locked_until, created_at FROM users WHERE name = ?1",
+                    params![name],
+                    user,
+                )
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn users(&self) -> Result<Vec<User>, StoreError> {
+        self.with(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT name, role, password_hash, failures, locked_until, created_at FROM users ORDER BY name",
+            )?;
+            Ok(stmt.query_map([], user)?.collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
+    async fn put_user(&self, u: &User) -> Result<(), StoreError> {
+        let u = u.clone();
+        self.with(move |conn| {
+            conn.execute(
+                "INSERT INTO users (name, role, password_hash, failures, locked_until, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (name) DO UPDATE SET role = ?2, password_hash = ?3, failures = ?4, locked_until = ?5",
+                params![u.name, u.role, u.password_hash, u.failures, u.locked_until_ms, u.created_ms],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn delete_user(&self, name: &str) -> Result<bool, StoreError> {
+        let name = name.to_owned();
+        self.with(move |conn| Ok(conn.execute("DELETE FROM users WHERE name = ?1", params![name])? > 0)).await
+    }
+
+    async fn append_audit(&self, e: &AuditEntry) -> Result<(), StoreError> {
+        let e = e.clone();
+        self.with(move |conn| {
+            conn.execute(
+                "INSERT INTO audit (at, actor, action, target, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![e.at_ms, e.actor, e.action, e.target, e.detail],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn audit_log(&self, before: Option<i64>, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
+        self.with(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT id, at, actor, action, target, detail FROM audit WHERE id < ?1 ORDER BY id DESC LIMIT ?2",
+            )?;
+            let rows = stmt.query_map(params![before.unwrap_or(i64::MAX), limit as i64], |r| {
+                Ok(AuditEntry {
+                    id: r.get(0)?,
+                    at_ms: r.get(1)?,
+                    at: format_ms(r.get(1)?),
+                    actor: r.get(2)?,
+                    action: r.get(3)?,
+                    target: r.get(4)?,
+                    detail: r.get(5)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
+    async fn raise_alert(&self, key: &str, rule: &str, detail: &str, at_ms: i64) -> Result<bool, StoreError> {
+        let (key, rule, detail) = (key.to_owned(), rule.to_owned(), detail.to_owned());
+        self.with(move |conn| {
+            let raised = conn.execute(
+                "INSERT INTO alerts (key, rule, detail, raised_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (key) WHERE cleared_at IS NULL DO NOTHING",
+                params![key, rule, detail, at_ms],
+            )?;
+            Ok(raised > 0)
+        })
+        .await
+    }
+
+    async fn clear_alert(&self, key: &str, at_ms: i64) -> Result<Option<AlertRecord>, StoreError> {
+        let key = key.to_owned();
+        self.with(move |conn| {
+            Ok(conn
+                .query_row(
+                    "UPDATE alerts SET cleared_at = ?2 WHERE key = ?1 AND cleared_at IS NULL
+                     RETURNING key, rule, detail, raised_at, cleared_at",
+                    params![key, at_ms],
+                    alert,
+                )
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn alerts(&self, limit: usize) -> Result<Vec<AlertRecord>, StoreError> {
+        self.with(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT key, rule, detail, raised_at, cleared_at FROM alerts
+                 ORDER BY cleared_at IS NOT NULL, COALESCE(cleared_at, raised_at) DESC LIMIT ?1",
+            )?;
+            Ok(stmt.query_map(params![limit as i64], alert)?.collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+}
+
+/// The search with only the conditions given (each one indexed), newest first.
+fn search_query(search: &Search) -> (String, Vec<rusqlite::types::Value>) {
+    use rusqlite::types::Value;
+    let mut conditions = Vec::new();
+    let mut values: Vec<Value> = Vec::new();
+    let mut push = |condition: &str, value: Value| {
+        values.push(value);
+        conditions.push(condition.replace('?', &format!("?{}", values.len())));
+    };
+    if let Some(d) = search.direction {
+        push("direction = ?", Value::Text(d.as_str().into()));
+    }
+    if let Some(s) = search.state {
+        push("state = ?", Value::Text(s.as_str().into()));
+    }
+    for (column, value) in search.text_conditions() {
+        push(&format!("{column} = ?"), Value::Text(value.into()));
+    }
+    if let Some(from) = search.from_ms {
+        push("created_at >= ?", Value::Integer(from));
+    }
+    if let Some(to) = search.to_ms {
+        push("created_at < ?", Value::Integer(to));
+    }
+    if let Some(before) = search.before {
+        push("row < ?", Value::Integer(before));
+    }
+    let clause = if conditions.is_empty() { String::new() } else { format!("WHERE {}", conditions.join(" AND ")) };
+    let sql = format!(
+        "SELECT row, direction, message_id, conversation_id, pmode, leg, partner, service, action, state, attempts,
+                created_at, updated_at, error, document_number
+         FROM messages {clause} ORDER BY row DESC LIMIT {}",
+        search.limit.saturating_add(1)
+    );
+    (sql, values)
+}
+
+fn summary(r: &rusqlite::Row<'_>) -> rusqlite::Result<Summary> {
+    Ok(Summary {
+        row: r.get(0)?,
+        direction: direction_of(&r.get::<_, String>(1)?),
+        message_id: r.get(2)?,
+        conversation_id: r.get(3)?,
+        pmode: r.get(4)?,
+        leg: r.get(5)?,
+        partner: r.get(6)?,
+        service: r.get(7)?,
+        action: r.get(8)?,
+        state: State::parse(&r.get::<_, String>(9)?).unwrap_or(State::Failed),
+        attempts: r.get(10)?,
+        created_at: format_ms(r.get(11)?),
+        updated_at: format_ms(r.get(12)?),
+        error: r.get(13)?,
+        document_number: r.get(14)?,
+    })
+}
+
+fn user(r: &rusqlite::Row<'_>) -> rusqlite::Result<User> {
+    Ok(User {
+        name: r.get(0)?,
+        role: r.get(1)?,
+        password_hash: r.get(2)?,
+        failures: r.get(3)?,
+        locked_until_ms: r.get(4)?,
+        created_ms: r.get(5)?,
+    })
+}
+
+fn alert(r: &rusqlite::Row<'_>) -> rusqlite::Result<AlertRecord> {
+    Ok(AlertRecord {
+        key: r.get(0)?,
+        rule: r.get(1)?,
+        detail: r.get(2)?,
+        raised_at: format_ms(r.get(3)?),
+        cleared_at: r.get::<_, Option<i64>>(4)?.map(format_ms),
+    })
 }
 
 #[cfg(test)]

@@ -186,3 +186,30 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     }
     out
 }
+
+/// POSTs a small JSON body to an operator's service (an alert webhook): HTTPS verified
+/// against the system's CA certificates, or plain HTTP; returns the status.
+pub async fn post_json(url: &str, body: &[u8], headers: &[(&str, &str)], timeout: Duration) -> Result<u16, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_native_certs::load_native_certs().certs {
+        let _ = roots.add(cert);
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector =
+        hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls).https_or_http().enable_http1().build();
+    let client: Client<_, http_body_util::Full<Bytes>> = Client::builder(TokioExecutor::new()).build(connector);
+    let mut request = hyper::Request::post(url).header("content-type", "application/json");
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let request = request.body(http_body_util::Full::new(Bytes::copy_from_slice(body))).map_err(|e| e.to_string())?;
+    match tokio::time::timeout(timeout, client.request(request)).await {
+        Ok(Ok(response)) => Ok(response.status().as_u16()),
+        Ok(Err(e)) => Err(format!("cannot POST to {url}: {e}")),
+        Err(_) => Err(format!("no answer from {url} within {timeout:?}")),
+    }
+}

@@ -16,7 +16,7 @@ use tower::Service;
 
 /// The verified TLS client certificate chain of the connection, leaf first.
 #[derive(Clone, Debug, Default)]
-pub struct PeerCertificates(pub Arc<Vec<CertificateDer<'static>>>);
+pub struct PeerCertificates(pub Arc<Vec<CertificateDer<'static>>>, pub Option<std::net::SocketAddr>);
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
 /// File descriptors kept free of connections: the store, payload files, the P-Mode watcher.
@@ -191,13 +191,16 @@ pub async fn serve_tls(
                     return;
                 }
             };
-            let peer = PeerCertificates(Arc::new(
-                tls.get_ref()
-                    .1
-                    .peer_certificates()
-                    .map(|c| c.iter().map(|c| c.clone().into_owned()).collect())
-                    .unwrap_or_default(),
-            ));
+            let peer = PeerCertificates(
+                Arc::new(
+                    tls.get_ref()
+                        .1
+                        .peer_certificates()
+                        .map(|c| c.iter().map(|c| c.clone().into_owned()).collect())
+                        .unwrap_or_default(),
+                ),
+                Some(remote),
+            );
             let service = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
                 req.extensions_mut().insert(peer.clone());
                 let mut router = router.clone();

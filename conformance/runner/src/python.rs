@@ -193,6 +193,11 @@ retry = ["1s", "2s"]
             retention: Default::default(),
             limits: Default::default(),
             store: Default::default(),
+
+            console: None,
+            health: Default::default(),
+            alerts: Default::default(),
+            logging: Default::default(),
         };
         let node = crate::node::Node::start_with(config, as4, backend).await?;
         let api = ApiClient::new(&format!("http://{}", node.backend_addr), &token);

@@ -88,7 +88,7 @@ impl State {
         State::ALL.into_iter().find(|s| s.as_str() == value)
     }
 
-    /// No event leaves it.
+    /// No protocol event leaves it (only an operator's resend takes a failed message back).
     pub fn is_final(self) -> bool {
         matches!(self, State::Acknowledged | State::Failed | State::Rejected)
     }
@@ -139,10 +139,13 @@ pub enum Event {
     PullReceiptOverdue { offer_again: bool },
     /// The backend took the received message out of its inbox.
     BackendAcknowledged,
+    /// An operator resends a failed message, the identical envelope, with a fresh retry
+    /// schedule: sent at `at` (push) or offered to the partner's next PullRequest (pull).
+    ResentByOperator { by: String, pull: bool, at: i64 },
 }
 
 /// Every event name the feed can carry (creations first), for API documents.
-pub const EVENT_NAMES: [&str; 13] = [
+pub const EVENT_NAMES: [&str; 14] = [
     "submitted",
     "received",
     "refused_for_content",
@@ -156,6 +159,7 @@ pub const EVENT_NAMES: [&str; 13] = [
     "pull_receipt_overdue",
     "pull_retries_exhausted",
     "backend_acknowledged",
+    "resent_by_operator",
 ];
 
 impl Event {
@@ -172,6 +176,7 @@ impl Event {
             Event::PullReceiptOverdue { offer_again: true } => "pull_receipt_overdue",
             Event::PullReceiptOverdue { offer_again: false } => "pull_retries_exhausted",
             Event::BackendAcknowledged => "backend_acknowledged",
+            Event::ResentByOperator { .. } => "resent_by_operator",
         }
     }
 }
@@ -195,6 +200,8 @@ pub struct Transition {
     pub next_attempt: NextAttempt,
     /// One more attempt (a send, or a serve to a PullRequest).
     pub counts_attempt: bool,
+    /// The attempt count starts again from zero (an operator's resend: a fresh schedule).
+    pub resets_attempts: bool,
     /// Replaces the message's error text when Some.
     pub error: Option<String>,
     /// Replaces the recorded partner error when Some.
@@ -219,6 +226,7 @@ pub fn create(creation: &Creation, now_ms: i64) -> (Direction, Transition) {
         detail: detail.to_owned(),
         next_attempt: NextAttempt::Clear,
         counts_attempt: false,
+        resets_attempts: false,
         error: None,
         partner_error: None,
     };
@@ -263,6 +271,7 @@ pub fn next(direction: Direction, from: State, event: &Event, attempts: u32) -> 
         detail,
         next_attempt: NextAttempt::Keep,
         counts_attempt: false,
+        resets_attempts: false,
         error: None,
         partner_error: None,
     };
@@ -320,6 +329,16 @@ pub fn next(direction: Direction, from: State, event: &Event, attempts: u32) -> 
         (Direction::Inbound, Delivered, Event::BackendAcknowledged) => {
             to(Acknowledged, "acknowledged by the backend".into())
         }
+        (Direction::Outbound, Failed, Event::ResentByOperator { by, pull: false, at }) => Transition {
+            resets_attempts: true,
+            next_attempt: NextAttempt::At(*at),
+            ..to(Submitted, format!("resent by {by}: the identical message, with a fresh retry schedule"))
+        },
+        (Direction::Outbound, Failed, Event::ResentByOperator { by, pull: true, .. }) => Transition {
+            resets_attempts: true,
+            next_attempt: NextAttempt::Clear,
+            ..to(Pullable, format!("resent by {by}: offered again to the partner's next pull"))
+        },
         _ => return Err(illegal()),
     };
     Ok(t)
@@ -347,7 +366,23 @@ mod tests {
             Event::PullReceiptOverdue { offer_again: true },
             Event::PullReceiptOverdue { offer_again: false },
             Event::BackendAcknowledged,
+            Event::ResentByOperator { by: "ana".into(), pull: false, at: 7 },
+            Event::ResentByOperator { by: "ana".into(), pull: true, at: 7 },
         ]
+    }
+
+    #[test]
+    fn only_a_failed_outbound_message_can_be_resent_and_its_schedule_starts_again() {
+        let push = Event::ResentByOperator { by: "ana".into(), pull: false, at: 42 };
+        let t = next(Direction::Outbound, State::Failed, &push, 6).unwrap();
+        assert_eq!((t.to, t.next_attempt, t.resets_attempts), (State::Submitted, NextAttempt::At(42), true));
+        assert!(t.detail.contains("ana"));
+        let pull = Event::ResentByOperator { by: "ana".into(), pull: true, at: 42 };
+        assert_eq!(next(Direction::Outbound, State::Failed, &pull, 6).unwrap().to, State::Pullable);
+        for from in State::ALL.into_iter().filter(|s| *s != State::Failed) {
+            assert!(next(Direction::Outbound, from, &push, 1).is_err(), "{from:?} is not resent");
+        }
+        assert!(next(Direction::Inbound, State::Failed, &push, 1).is_err());
     }
 
     #[test]
@@ -356,7 +391,8 @@ mod tests {
             for from in State::ALL {
                 for event in every_event() {
                     if let Ok(t) = next(direction, from, &event, 1) {
-                        assert!(!from.is_final(), "{from:?} --{}--> {:?}", event.name(), t.to);
+                        let operator = matches!(event, Event::ResentByOperator { .. });
+                        assert!(!from.is_final() || operator, "{from:?} --{}--> {:?}", event.name(), t.to);
                         let inbound_state = matches!(t.to, State::Delivered | State::Rejected);
                         assert_eq!(direction == Direction::Inbound, inbound_state || from == State::Delivered);
                         assert_eq!(t.from, Some(from));
