@@ -6,7 +6,7 @@
 
 SHELL := /bin/bash
 BUILD_PKGS := pkg-config libxml2-dev libclang-dev libssl-dev
-TEST_PKGS  := xmlsec1 postgresql openssl python3 python3-venv
+TEST_PKGS  := xmlsec1 postgresql openssl python3 python3-venv chromium chromium-driver
 CARGO ?= cargo
 # Two cores: keep the test harness parallel but bounded.
 TEST_THREADS ?= 2

@@ -49,6 +49,8 @@ pub struct Options {
     pub retry: Option<Vec<String>>,
     /// Stores put in between, by country code (tests that stall or fail the store).
     pub store_wrappers: BTreeMap<String, crate::node::StoreWrapper>,
+    /// Alert rules and their webhook or e-mail, for every access point.
+    pub alerts: crate::ops::settings::AlertsConfig,
 }
 
 impl Default for Options {
@@ -62,6 +64,7 @@ impl Default for Options {
             pmode_patches: Vec::new(),
             retry: None,
             store_wrappers: BTreeMap::new(),
+            alerts: Default::default(),
         }
     }
 }
@@ -206,7 +209,7 @@ pub async fn launch_with(
                 ..Default::default()
             }),
             health: Default::default(),
-            alerts: Default::default(),
+            alerts: options.alerts.clone(),
             logging: Default::default(),
         };
         let node = Node::start_wrapped(config, as4, backend, options.store_wrappers.get(*code)).await?;

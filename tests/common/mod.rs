@@ -31,6 +31,13 @@ impl Cluster {
         Cluster::start_with(countries, false).await
     }
 
+    /// Access points with the given options (shipped P-Modes, `options.pmode_patches` applied).
+    pub async fn start_options(countries: &[(&str, &str)], options: Options) -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        let nodes = launch_with(dir.path(), &repo().join("pmodes"), countries, &options).await.unwrap();
+        Cluster { dir, nodes, stopped: Vec::new() }
+    }
+
     async fn start_with(countries: &[(&str, &str)], insecure: bool) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         let options = Options { max_message: "8MiB".into(), insecure, ..Options::default() };

@@ -32,9 +32,13 @@ fn login_form(party: &str, token: &str, problem: Option<&str>) -> Markup {
     }
 }
 
-/// The login page sets a double-submit cookie its form must echo (login CSRF).
-pub async fn login_page(AxState(console): AxState<Console>) -> Response {
-    let token = random_token();
+/// The login page sets a double-submit cookie its form must echo (login CSRF). A browser that
+/// already holds one keeps it, so two loads of the page (a reload, a second tab) agree.
+pub async fn login_page(AxState(console): AxState<Console>, headers: HeaderMap) -> Response {
+    let token = cookie(&headers, LOGIN_COOKIE)
+        .filter(|t| t.len() == 64 && t.bytes().all(|b| b.is_ascii_hexdigit()))
+        .map(str::to_owned)
+        .unwrap_or_else(random_token);
     ([(header::SET_COOKIE, set_cookie(LOGIN_COOKIE, &token, Some(600)))], login_form(console.ap.me(), &token, None))
         .into_response()
 }
@@ -60,11 +64,10 @@ pub async fn login(AxState(console): AxState<Console>, headers: HeaderMap, Form(
         users::login(console.ap.store.as_ref(), &form.user, &form.password, settings.max_failures, settings.lockout.0)
             .await;
     let retry = |problem: &str| {
-        let token = random_token();
         (
             StatusCode::UNAUTHORIZED,
-            [(header::SET_COOKIE, set_cookie(LOGIN_COOKIE, &token, Some(600)))],
-            login_form(console.ap.me(), &token, Some(problem)),
+            [(header::SET_COOKIE, set_cookie(LOGIN_COOKIE, expected, Some(600)))],
+            login_form(console.ap.me(), expected, Some(problem)),
         )
             .into_response()
     };

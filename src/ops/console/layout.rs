@@ -12,6 +12,7 @@ pub const STYLE: &str = r#"
 body { margin:0; font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color:var(--ink); background:var(--bg); }
 header { background:var(--brand); color:#fff; display:flex; align-items:center; gap:1.5rem; padding:.6rem 1.2rem; }
 header .brand { font-weight:700; font-size:1.1rem; letter-spacing:.02em; }
+header .party { color:#cfe0f3; font-weight:600; }
 header nav a { color:#dbe8f7; text-decoration:none; margin-right:1rem; }
 header nav a.active, header nav a:hover { color:#fff; text-decoration:underline; }
 header .who { margin-left:auto; display:flex; gap:.6rem; align-items:center; }
@@ -71,7 +72,7 @@ pub fn page(title: &str, party: &str, session: &Session, active: &str, content: 
             }
             body {
                 header {
-                    span.brand { "Ventanilla " span.muted style="color:#cfe0f3" { (party) } }
+                    span.brand { "Ventanilla " span.party { (party) } }
                     nav {
                         @for (path, name, role) in MENU {
                             @if session.role >= role {
