@@ -248,3 +248,103 @@ async fn duplicates_are_detected_across_nodes_and_work_is_leased_once() {
     assert_eq!(feed.iter().filter(|e| e.event == "backend_acknowledged").count(), 20, "one event per transition");
     assert!(feed.iter().all(|e| e.pmode == "cl-pe" && e.partner == "CL-SICEX"));
 }
+
+/// What the console and the alerts read and write, on PostgreSQL with two nodes: one search
+/// with cursor paging, queue statistics, users, the audit log, refusals, alerts raised and
+/// cleared once across nodes, and an operator's resend (failed → submitted, attempts reset).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operations_queries_work_across_nodes_on_postgresql() {
+    use ventanilla::store::{AuditEntry, Direction, NewRefusal, Search, User};
+    let pg = Postgres::start();
+    let one = PostgresStore::connect(&pg.url(), 4, Duration::from_secs(60)).await.unwrap();
+    let two = PostgresStore::connect(&pg.url(), 4, Duration::from_secs(60)).await.unwrap();
+    for i in 0..25 {
+        let mut m = inbound(&format!("ops-{i}@test"));
+        m.document = Some(serde_json::json!({ "number": format!("CL-2026-{i}") }));
+        one.insert(m).await.unwrap();
+    }
+    let (mut rows, mut before) = (Vec::new(), None);
+    loop {
+        let mut page = two
+            .search(&Search { direction: Some(Direction::Inbound), before, limit: 10, ..Default::default() })
+            .await
+            .unwrap();
+        let more = page.len() > 10;
+        page.truncate(10);
+        before = page.last().map(|m| m.row);
+        rows.extend(page.into_iter().map(|m| m.message_id));
+        if !more {
+            break;
+        }
+    }
+    assert_eq!(rows.len(), 25);
+    assert_eq!(rows[0], "ops-24@test", "newest first");
+    let found = two
+        .search(&Search { document_number: Some("CL-2026-7".into()), limit: 5, ..Default::default() })
+        .await
+        .unwrap();
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].message_id, "ops-7@test");
+    let stats = two.queue_stats().await.unwrap();
+    assert_eq!(stats.iter().filter(|s| s.direction == Direction::Inbound).map(|s| s.count).sum::<u64>(), 25);
+
+    let user = User {
+        name: "ana".into(),
+        role: "operator".into(),
+        password_hash: "$argon2id$x".into(),
+        failures: 0,
+        locked_until_ms: None,
+        created_ms: 1,
+    };
+    one.put_user(&user).await.unwrap();
+    one.put_user(&User { failures: 2, ..user.clone() }).await.unwrap();
+    assert_eq!(two.user("ana").await.unwrap().unwrap().failures, 2, "users are shared");
+    assert_eq!(two.users().await.unwrap().len(), 1);
+    let entry = AuditEntry {
+        id: 0,
+        at: String::new(),
+        at_ms: 5,
+        actor: "ana".into(),
+        action: "resend".into(),
+        target: "m".into(),
+        detail: String::new(),
+    };
+    one.append_audit(&entry).await.unwrap();
+    assert_eq!(two.audit_log(None, 10).await.unwrap()[0].action, "resend");
+    assert!(two.delete_user("ana").await.unwrap());
+
+    let now = ventanilla::store::now_ms();
+    for i in 0..5 {
+        let r = NewRefusal {
+            at_ms: now + i,
+            remote: Some("192.0.2.7".into()),
+            partner: None,
+            message_id: None,
+            code: "EBMS:0009".into(),
+            detail: "bad".into(),
+            header: b"<x".to_vec(),
+        };
+        one.record_refusal(r, 3, 60_000).await.unwrap();
+    }
+    assert_eq!(two.refusals(None, 10).await.unwrap().len(), 3, "bounded in count");
+
+    let (x, y) = tokio::join!(one.raise_alert("k", "disk_low", "d", now), two.raise_alert("k", "disk_low", "d", now));
+    assert_eq!([x.unwrap(), y.unwrap()].iter().filter(|r| **r).count(), 1, "raised by one node");
+    let (x, y) = tokio::join!(one.clear_alert("k", now), two.clear_alert("k", now));
+    assert_eq!([x.unwrap(), y.unwrap()].iter().filter(|r| r.is_some()).count(), 1, "cleared by one node");
+    assert_eq!(two.alerts(10).await.unwrap().len(), 1);
+
+    let mut m = inbound("resend@test");
+    m.creation = Creation::Submitted { pull: false };
+    let Inserted::New(row) = one.insert(m).await.unwrap() else { panic!("new") };
+    one.claim_due(ventanilla::store::now_ms(), 100).await.unwrap();
+    let exhausted = Happening::NoReceipt { reason: "down".into(), retry_at: None, error: None };
+    assert_eq!(one.transition(row, State::Sending, exhausted, None).await.unwrap(), State::Failed);
+    let resend = Happening::ResentByOperator { by: "ana".into(), pull: false, at: 0 };
+    assert_eq!(two.transition(row, State::Failed, resend, None).await.unwrap(), State::Submitted);
+    let record = two.get(Direction::Outbound, "resend@test").await.unwrap();
+    assert_eq!(record.attempts, 0, "a fresh schedule");
+    two.note(row, "resubmitted by ana as x").await.unwrap();
+    let record = one.get(Direction::Outbound, "resend@test").await.unwrap();
+    assert_eq!(record.history.last().unwrap().detail, "resubmitted by ana as x");
+}

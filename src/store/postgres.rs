@@ -115,8 +115,10 @@ pub struct PostgresStore {
     lease_ms: i64,
 }
 
-fn pg(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Task(format!("PostgreSQL: {e}"))
+fn pg(e: impl std::fmt::Display + std::error::Error + 'static) -> StoreError {
+    // tokio-postgres says only "db error"; the server's message is in the source.
+    let detail = std::error::Error::source(&e).map(|s| format!(": {s}")).unwrap_or_default();
+    StoreError::Task(format!("PostgreSQL: {e}{detail}"))
 }
 
 impl PostgresStore {
@@ -674,7 +676,7 @@ impl MessageStore for PostgresStore {
         let newest: i64 = row.get(0);
         client
             .execute(
-                "DELETE FROM refusals WHERE id <= $1 - $2 OR at < $3",
+                "DELETE FROM refusals WHERE id <= $1::BIGINT - $2::BIGINT OR at < $3",
                 &[&newest, &(keep as i64), &(r.at_ms - max_age_ms)],
             )
             .await

@@ -1004,6 +1004,141 @@ mod tests {
         }
     }
 
+    /// 100,000 messages (bulk-inserted in one transaction): every page of a filtered search is
+    /// newest first, pages join without gaps or repeats, and every filter is served by an index.
+    #[tokio::test]
+    async fn searches_page_through_100_000_messages_by_cursor_with_indexed_filters() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("s.db")).unwrap();
+        {
+            let mut conn = store.conn.lock().unwrap();
+            let tx = conn.transaction().unwrap();
+            tx.execute_batch(
+                "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 100000)
+                 INSERT INTO messages (direction, message_id, conversation_id, pmode, leg, partner, service, action,
+                                       state, created_at, updated_at, envelope, document_number)
+                 SELECT CASE WHEN i % 2 = 0 THEN 'outbound' ELSE 'inbound' END, 'm' || i, 'c' || (i / 10),
+                        'cl-pe', 'ephyto', CASE WHEN i % 3 = 0 THEN 'PE-VUCE' ELSE 'CO-VUCE' END, 's', 'a',
+                        CASE WHEN i % 7 = 0 THEN 'failed' ELSE 'acknowledged' END, 1700000000000 + i * 1000,
+                        1700000000000 + i * 1000, x'', 'CL-2026-' || i
+                 FROM n",
+            )
+            .unwrap();
+            tx.commit().unwrap();
+        }
+        let search = Search {
+            direction: Some(Direction::Outbound),
+            state: Some(State::Failed),
+            partner: Some("PE-VUCE".into()),
+            limit: 500,
+            ..Default::default()
+        };
+        let (mut seen, mut before, mut pages) = (Vec::new(), None, 0);
+        loop {
+            let mut page = store.search(&Search { before, ..search.clone() }).await.unwrap();
+            let more = page.len() > 500;
+            page.truncate(500);
+            assert!(page.windows(2).all(|w| w[0].row > w[1].row), "newest first");
+            assert!(page.iter().all(|m| m.state == State::Failed && m.partner == "PE-VUCE"));
+            before = page.last().map(|m| m.row);
+            seen.extend(page.into_iter().map(|m| m.row));
+            pages += 1;
+            if !more {
+                break;
+            }
+        }
+        // i even, i % 3 == 0, i % 7 == 0: multiples of 42.
+        assert_eq!(seen.len(), 100_000 / 42);
+        assert_eq!(pages, seen.len().div_ceil(500));
+        let unique: std::collections::BTreeSet<i64> = seen.iter().copied().collect();
+        assert_eq!(unique.len(), seen.len(), "no message on two pages");
+        let by_number = store
+            .search(&Search { document_number: Some("CL-2026-4242".into()), limit: 10, ..Default::default() })
+            .await
+            .unwrap();
+        assert_eq!(by_number.iter().map(|m| m.message_id.as_str()).collect::<Vec<_>>(), ["m4242"]);
+        let day = store
+            .search(&Search {
+                from_ms: Some(1700000000000 + 1000 * 1000),
+                to_ms: Some(1700000000000 + 1010 * 1000),
+                limit: 100,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(day.len(), 10);
+        let stats = store.queue_stats().await.unwrap();
+        assert_eq!(stats.iter().map(|s| s.count).sum::<u64>(), 100_000);
+        // Each single filter is answered through an index, not a scan of the table.
+        let conn = store.conn.lock().unwrap();
+        for search in [
+            Search { partner: Some("x".into()), ..Default::default() },
+            Search { message_id: Some("x".into()), ..Default::default() },
+            Search { conversation_id: Some("x".into()), ..Default::default() },
+            Search { document_number: Some("x".into()), ..Default::default() },
+            Search { from_ms: Some(1), to_ms: Some(2), ..Default::default() },
+            Search { direction: Some(Direction::Outbound), state: Some(State::Failed), ..Default::default() },
+        ] {
+            let (sql, values) = search_query(&Search { limit: 50, ..search.clone() });
+            let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+            let plan = stmt
+                .query_map(rusqlite::params_from_iter(values.iter()), |r| r.get::<_, String>(3))
+                .unwrap()
+                .collect::<Result<Vec<_>, _>>()
+                .unwrap()
+                .join("; ");
+            assert!(plan.contains("INDEX"), "{search:?}: {plan}");
+        }
+    }
+
+    #[tokio::test]
+    async fn refusals_are_bounded_and_alerts_are_raised_and_cleared_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("s.db")).unwrap();
+        let now = now_ms();
+        for i in 0..30 {
+            let refusal = NewRefusal {
+                at_ms: now - 1000 + i,
+                remote: Some("192.0.2.1".into()),
+                partner: None,
+                message_id: Some(format!("r{i}")),
+                code: "EBMS:0009".into(),
+                detail: "bad".into(),
+                header: b"<S12:Envelope".to_vec(),
+            };
+            store.record_refusal(refusal, 20, 60_000).await.unwrap();
+        }
+        let kept = store.refusals(None, 100).await.unwrap();
+        assert_eq!(kept.len(), 20, "at most `keep`");
+        assert_eq!(kept[0].message_id.as_deref(), Some("r29"), "newest first");
+        let old = NewRefusal { at_ms: now + 120_000, ..store_refusal("late") };
+        store.record_refusal(old, 20, 60_000).await.unwrap();
+        assert_eq!(store.refusals(None, 100).await.unwrap().len(), 1, "none older than the age limit");
+        let page = store.refusals(Some(kept[5].id), 100).await.unwrap();
+        assert!(page.iter().all(|r| r.id < kept[5].id));
+
+        assert!(store.raise_alert("disk_low", "disk_low", "10 MiB free", now).await.unwrap());
+        assert!(!store.raise_alert("disk_low", "disk_low", "9 MiB free", now).await.unwrap(), "raised once");
+        assert!(store.clear_alert("disk_low", now + 1).await.unwrap().is_some());
+        assert!(store.clear_alert("disk_low", now + 2).await.unwrap().is_none(), "cleared once");
+        assert!(store.raise_alert("disk_low", "disk_low", "again", now + 3).await.unwrap(), "a new episode");
+        let alerts = store.alerts(10).await.unwrap();
+        assert_eq!(alerts.len(), 2);
+        assert!(alerts[0].cleared_at.is_none(), "active first: {alerts:?}");
+    }
+
+    fn store_refusal(id: &str) -> NewRefusal {
+        NewRefusal {
+            at_ms: now_ms(),
+            remote: None,
+            partner: Some("PE-VUCE".into()),
+            message_id: Some(id.into()),
+            code: "EBMS:0101".into(),
+            detail: "signature".into(),
+            header: Vec::new(),
+        }
+    }
+
     #[tokio::test]
     async fn two_racing_acknowledgements_move_the_message_once() {
         let dir = tempfile::tempdir().unwrap();
