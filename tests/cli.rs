@@ -235,3 +235,59 @@ fn verify_judges_what_it_can_check_of_an_encrypted_message() {
     assert!(stdout.contains("VALID as far as checked"), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(out.status.code(), Some(3), "valid as far as checked");
 }
+
+/// Console users from the command line (password on stdin, argon2id in the store), JSON logs
+/// without colours, and the alert rules checked like the rest of the config.
+#[test]
+fn users_json_logs_and_alert_rules_from_the_command_line() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let config = demo_config(dir.path(), "CL-SICEX", "[console]\nlisten = \"127.0.0.1:0\"");
+    let add = |name: &str, password: &str| {
+        let mut child = ventanilla()
+            .args(["user", "add", "--config"])
+            .arg(&config)
+            .args([name, "--role", "operator"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(format!("{password}\n").as_bytes()).unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let out = add("ana", "a-long-enough-password");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("user ana: operator (password stored as an argon2id hash)"));
+    let out = add("bo", "short");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("at least 12 characters"));
+    let out = ventanilla().args(["user", "list", "--config"]).arg(&config).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "ana\toperator\tok\n");
+
+    let log = std::fs::File::create(dir.path().join("serve.log")).unwrap();
+    let mut child =
+        ventanilla().args(["serve", "--log-format", "json", "--config"]).arg(&config).stderr(log).spawn().unwrap();
+    let mut text = String::new();
+    for _ in 0..200 {
+        text = std::fs::read_to_string(dir.path().join("serve.log")).unwrap();
+        if text.contains("access point started") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let _ = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    assert!(child.wait().unwrap().success());
+    assert!(!text.contains('\u{1b}'), "no ANSI colours in a file: {text}");
+    let lines: Vec<serde_json::Value> =
+        text.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"))).collect();
+    let started = lines.iter().find(|l| l["message"] == "access point started").expect("the start line");
+    assert_eq!(started["party"], "CL-SICEX");
+    assert!(started["console"].as_str().unwrap().contains("127.0.0.1:"), "{started}");
+
+    let bad = demo_config(dir.path(), "CL-SICEX", "[[alerts.rule]]\nkind = \"disk_lo\"");
+    let out = ventanilla().args(["config", "check"]).arg(&bad).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&format!("{}:5: alerts.rule", bad.display())) && stderr.contains("disk_lo"), "{stderr}");
+}

@@ -106,7 +106,16 @@ async fn log_in(client: &fantoccini::Client, console: &str, user: &str, password
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_finds_downloads_and_resends_a_failed_message_in_the_browser() {
-    let options = Options { retry: Some(vec!["1s".into()]), ..Options::default() };
+    let alerts = ventanilla::ops::settings::AlertsConfig {
+        interval: ventanilla::config::Interval(Duration::from_millis(300)),
+        rules: vec![
+            ventanilla::ops::settings::AlertRule::MessageFailed,
+            ventanilla::ops::settings::AlertRule::PartnerUnreachable { after: ventanilla::config::Interval::secs(0) },
+            ventanilla::ops::settings::AlertRule::CertificateExpiry { days: 30 },
+        ],
+        ..Default::default()
+    };
+    let options = Options { retry: Some(vec!["1s".into()]), alerts, ..Options::default() };
     let mut cluster = Cluster::start_options(&[("cl", "CL-SICEX"), ("pe", "PE-VUCE")], options).await;
     let ap = cluster.node("cl").node.ap.clone();
     put(ap.store.as_ref(), "cli", "ana", Role::Operator, "ana-password-123").await.unwrap();
@@ -201,7 +210,7 @@ async fn an_operator_finds_downloads_and_resends_a_failed_message_in_the_browser
     for (path, name, expect) in [
         ("/certificates", "certificates", "partner"),
         ("/refused", "refused", "not-soap"),
-        ("/alerts", "alerts", "Rules"),
+        ("/alerts", "alerts", "partner_unreachable"),
         ("/audit", "audit", "resend"),
     ] {
         client.goto(&format!("{console}{path}")).await.unwrap();

@@ -127,6 +127,19 @@ pub enum AlertRule {
 }
 
 impl AlertRule {
+    /// The condition in words, for the console.
+    pub fn describe(&self) -> String {
+        let d = |i: &Interval| crate::util::format_duration(i.0);
+        match self {
+            AlertRule::CertificateExpiry { days } => format!("a certificate or CRL expires within {days} days"),
+            AlertRule::MessageFailed => "an outbound message failed (one alert per message)".into(),
+            AlertRule::PartnerUnreachable { after } => format!("a partner has not answered for {}", d(after)),
+            AlertRule::MessageWaiting { after } => format!("an outbound message waits longer than {}", d(after)),
+            AlertRule::PmodeReloadFailed => "a P-Mode file failed to load".into(),
+            AlertRule::DiskLow { below } => format!("less than {} MiB free in the data folder", below.0 >> 20),
+        }
+    }
+
     pub fn name(&self) -> &'static str {
         match self {
             AlertRule::CertificateExpiry { .. } => "certificate_expiry",

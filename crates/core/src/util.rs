@@ -76,6 +76,21 @@ pub fn parse_duration(value: &str) -> Option<std::time::Duration> {
     Some(std::time::Duration::from_secs(secs))
 }
 
+/// A duration in the largest unit that divides it: "30d", "1h", "5m", "30s", "250ms".
+pub fn format_duration(d: std::time::Duration) -> String {
+    let ms = d.as_millis();
+    if ms % 1000 != 0 {
+        return format!("{ms}ms");
+    }
+    let s = ms / 1000;
+    for (unit, size) in [("d", 86_400), ("h", 3600), ("m", 60)] {
+        if s >= size && s % size == 0 {
+            return format!("{}{unit}", s / size);
+        }
+    }
+    format!("{s}s")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -88,6 +103,9 @@ mod tests {
         assert_eq!(parse_duration("5m"), Some(std::time::Duration::from_secs(300)));
         assert_eq!(parse_duration("250ms"), Some(std::time::Duration::from_millis(250)));
         assert_eq!(parse_duration("1y"), None);
+        for text in ["30d", "1h", "90m", "0s", "45s", "250ms"] {
+            assert_eq!(format_duration(parse_duration(text).unwrap()), text);
+        }
     }
 
     #[test]

@@ -151,7 +151,7 @@ pub async fn alerts(AxState(console): AxState<Console>, Extension(session): Exte
         table #rules {
             thead { tr { th { "Rule" } th { "Condition" } } }
             tbody {
-                @for rule in &config.rules { tr { td { (rule.name()) } td.mono { (format!("{rule:?}")) } } }
+                @for rule in &config.rules { tr { td { (rule.name()) } td { (rule.describe()) } } }
                 @if config.rules.is_empty() { tr { td colspan="2" .muted { "No rule is configured ([[alerts.rule]] in the config file)." } } }
             }
         }
@@ -167,7 +167,7 @@ pub async fn alerts(AxState(console): AxState<Console>, Extension(session): Exte
             tbody {
                 @for a in &alerts {
                     tr {
-                        td { @if a.cleared_at.is_none() { (badge("active")) } @else { (badge("ok")) } }
+                        td { @if a.cleared_at.is_none() { (badge("active")) } @else { (badge("recovered")) } }
                         td { (a.rule) } td { (a.detail) } td { (a.raised_at) } td { (a.cleared_at.as_deref().unwrap_or("")) }
                     }
                 }

@@ -32,7 +32,7 @@ button.secondary, .button.secondary { background:#fff; color:var(--brand); }
 button.danger { background:var(--bad); border-color:var(--bad); }
 .actions { display:flex; gap:.6rem; align-items:end; flex-wrap:wrap; }
 .badge { display:inline-block; padding:.05rem .45rem; border-radius:10px; font-size:12px; font-weight:600; background:#e4e9ef; color:var(--ink); white-space:nowrap; }
-.badge.acknowledged, .badge.delivered, .badge.ok, .badge.verified { background:#dcf1e1; color:var(--ok); }
+.badge.acknowledged, .badge.delivered, .badge.ok, .badge.verified, .badge.recovered { background:#dcf1e1; color:var(--ok); }
 .badge.failed, .badge.rejected, .badge.expired, .badge.critical, .badge.active, .badge.unverified { background:#fbe1de; color:var(--bad); }
 .badge.waiting_retry, .badge.warning, .badge.pulled, .badge.sending { background:#fdf0d5; color:var(--warn); }
 .notice { padding:.6rem .8rem; border-radius:4px; margin:0 0 1rem; border:1px solid var(--line); background:#fff; }
