@@ -194,10 +194,6 @@ fn parse_property(value: &str) -> Result<(String, String), String> {
         .ok_or_else(|| format!("'{value}' is not NAME=VALUE"))
 }
 
-fn init_logging(default: &str) {
-    init_logging_as(default, ventanilla::ops::settings::LogFormat::Text);
-}
-
 /// Logs to stderr: text (colours only on a terminal) or one JSON object per line, with the
 /// span fields (message id, partner, P-Mode) of the message path.
 fn init_logging_as(default: &str, format: ventanilla::ops::settings::LogFormat) {
@@ -368,7 +364,7 @@ async fn main() -> anyhow::Result<()> {
         }
         #[cfg(feature = "devtools")]
         Command::Demo { work, pmodes, samples, keep_running } => {
-            init_logging("warn");
+            init_logging_as("warn", ventanilla::ops::settings::LogFormat::Text);
             let ok =
                 ventanilla::demo::run(&work, &pmodes, &samples, keep_running).await.map_err(|e| anyhow::anyhow!(e))?;
             if !ok {
