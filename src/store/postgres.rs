@@ -115,7 +115,7 @@ pub struct PostgresStore {
     lease_ms: i64,
 }
 
-fn pg(e: impl std::fmt::Display + std::error::Error + 'static) -> StoreError {
+fn pg(e: impl std::error::Error + 'static) -> StoreError {
     // tokio-postgres says only "db error"; the server's message is in the source.
     let detail = std::error::Error::source(&e).map(|s| format!(": {s}")).unwrap_or_default();
     StoreError::Task(format!("PostgreSQL: {e}{detail}"))
