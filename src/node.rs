@@ -259,6 +259,12 @@ pub fn key_file_warnings(config: &Config) -> Vec<String> {
     if let Some(f) = &config.backend.token_file {
         files.push(("backend.token_file", f.as_path()));
     }
+    if let Some(key) = config.console.as_ref().and_then(|c| c.tls_key.as_ref()) {
+        files.push(("console.tls_key", key.as_path()));
+    }
+    if let Some(secret) = config.alerts.webhook.as_ref().and_then(|w| w.secret_file.as_ref()) {
+        files.push(("alerts.webhook.secret_file", secret.as_path()));
+    }
     files
         .into_iter()
         .filter_map(|(key, file)| {
@@ -333,6 +339,39 @@ pub fn check(config: &Config) -> CheckReport {
     match config.api_token() {
         Ok(_) => report.lines.push("backend token: ok".into()),
         Err(e) => report.errors.push(format!("backend.token: {e}")),
+    }
+    if let Some(console) = &config.console {
+        match (&console.tls_cert, &console.tls_key) {
+            (Some(cert), Some(key)) => match crate::transport::tls::plain_server_config(cert, key) {
+                Ok(_) => report.lines.push(format!("console: https://{}/ ({})", console.listen, cert.display())),
+                Err(e) => report.errors.push(format!("console.tls_cert/tls_key: {e}")),
+            },
+            _ if console.listen.ip().is_loopback() => {
+                report.lines.push(format!("console: http://localhost:{}/", console.listen.port()))
+            }
+            _ => report.lines.push(format!(
+                "warning: console.listen {} is not loopback and has no TLS: passwords would cross the network in clear",
+                console.listen
+            )),
+        }
+    }
+    if let Some(webhook) = &config.alerts.webhook {
+        match (&webhook.secret_env, &webhook.secret_file) {
+            (Some(var), _) if std::env::var_os(var).is_none() => {
+                report.errors.push(format!("alerts.webhook.secret_env: environment variable {var} is not set"))
+            }
+            (None, Some(file)) if std::fs::metadata(file).is_err() => {
+                report.errors.push(format!("alerts.webhook.secret_file: cannot read {}", file.display()))
+            }
+            _ => report.lines.push(format!("alerts: webhook {}", webhook.url)),
+        }
+    }
+    if let Some(email) = &config.alerts.email {
+        if let Some(var) = email.password_env.as_ref().filter(|v| std::env::var_os(v).is_none()) {
+            report.errors.push(format!("alerts.email.password_env: environment variable {var} is not set"));
+        } else {
+            report.lines.push(format!("alerts: e-mail to {} via {}:{}", email.to.join(", "), email.server, email.port));
+        }
     }
     report.lines.extend(key_file_warnings(config).into_iter().map(|w| format!("warning: {w}")));
     report

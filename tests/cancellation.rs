@@ -130,6 +130,9 @@ impl MessageStore for CommitThenStall {
     async fn clear_alert(&self, key: &str, at_ms: i64) -> Result<Option<AlertRecord>, StoreError> {
         self.inner.clear_alert(key, at_ms).await
     }
+    async fn acknowledge_alert(&self, key: &str, by: &str, at_ms: i64) -> Result<bool, StoreError> {
+        self.inner.acknowledge_alert(key, by, at_ms).await
+    }
     async fn alerts(&self, limit: usize) -> Result<Vec<AlertRecord>, StoreError> {
         self.inner.alerts(limit).await
     }

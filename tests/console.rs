@@ -112,6 +112,8 @@ async fn an_operator_finds_downloads_and_resends_a_failed_message_in_the_browser
             ventanilla::ops::settings::AlertRule::MessageFailed,
             ventanilla::ops::settings::AlertRule::PartnerUnreachable { after: ventanilla::config::Interval::secs(0) },
             ventanilla::ops::settings::AlertRule::CertificateExpiry { days: 30 },
+            // Always true here: an alert that stays active, to acknowledge.
+            ventanilla::ops::settings::AlertRule::DiskLow { below: ventanilla::config::ByteSize(1 << 60) },
         ],
         ..Default::default()
     };
@@ -218,6 +220,13 @@ async fn an_operator_finds_downloads_and_resends_a_failed_message_in_the_browser
         shot(&client, name).await;
     }
 
+    // An operator acknowledges the active alert; it stays active, marked with who.
+    client.goto(&format!("{console}/alerts")).await.unwrap();
+    client.find(Locator::Css("form[action='/alerts/acknowledge'] button")).await.unwrap().click().await.unwrap();
+    assert!(arrived(&client, "/alerts").await);
+    let page = wait_text(&client, "disk_low").await;
+    assert!(!page.contains("Acknowledge\n") && page.contains("ana 20"), "{page}");
+
     // A form that did not come from a console page (no CSRF token) changes nothing.
     client
         .execute(
@@ -254,6 +263,7 @@ async fn an_operator_finds_downloads_and_resends_a_failed_message_in_the_browser
     assert!(audit.iter().any(|e| e.actor == "ana" && e.action == "resend" && e.target == failed));
     assert!(audit.iter().any(|e| e.actor == "ana" && e.action == "csrf_refused"));
     assert!(audit.iter().any(|e| e.actor == "ana" && e.action == "login_failed"));
+    assert!(audit.iter().any(|e| e.actor == "ana" && e.action == "alert_acknowledged" && e.target == "disk_low"));
     client.close().await.unwrap();
     cluster.stop().await;
 }

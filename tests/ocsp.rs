@@ -81,4 +81,12 @@ fn ocsp_good_revoked_cached_and_unreachable() {
         Err(TrustError::RevocationUnknown { reason, .. }) => assert!(reason.contains("unreachable"), "{reason}"),
         other => panic!("fail-closed when the responder is down: {other:?}"),
     }
+    // What the console's Certificates page shows: the last answer for each certificate.
+    let results = store.ocsp_results();
+    let status_of = |name: &str| {
+        results.iter().find(|r| r.subject.contains(&format!("CN={name}"))).map(|r| r.status.clone()).unwrap_or_default()
+    };
+    assert_eq!(status_of("good"), "good", "{results:?}");
+    assert!(status_of("bad").starts_with("revoked"), "{results:?}");
+    assert!(status_of("other").starts_with("unknown") && status_of("other").contains("unreachable"), "{results:?}");
 }

@@ -277,3 +277,42 @@ async fn a_failed_message_alerts_shows_in_metrics_and_an_operator_resends_it() {
     assert!(text.contains("ventanilla_refused_inbound_total{code=\""), "{text}");
     cluster.stop().await;
 }
+
+/// `[console] tls_cert`/`tls_key`: the console, metrics and health answer over HTTPS only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_listens_on_tls_when_configured() {
+    let mut cluster = Cluster::start_options(&[("cl", "CL-SICEX")], Options::default()).await;
+    let certs = cluster.dir.path().join("certs/demo");
+    let saved = cluster.take_down("cl").await;
+    let (cert, key) = (certs.join("cl-tls.pem"), certs.join("cl-tls.key"));
+    cluster
+        .restart("cl", saved, |config| {
+            let console = config.console.as_mut().unwrap();
+            console.tls_cert = Some(cert);
+            console.tls_key = Some(key);
+        })
+        .await;
+    let addr = cluster.node("cl").node.console_addr.unwrap();
+    let tls = ventanilla::transport::tls::client_config(&cluster.ca(), None).unwrap();
+    let connector = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls).https_only().enable_http1().build();
+    let client: hyper_util::client::legacy::Client<_, http_body_util::Empty<bytes::Bytes>> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build(connector);
+    let response = client.get(format!("https://127.0.0.1:{}/health/live", addr.port()).parse().unwrap()).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let response = client.get(format!("https://127.0.0.1:{}/login", addr.port()).parse().unwrap()).await.unwrap();
+    let cookie = response.headers().get("set-cookie").unwrap().to_str().unwrap().to_owned();
+    assert!(cookie.contains("HttpOnly; Secure; SameSite=Strict"), "{cookie}");
+    // Plain HTTP on the same port gets nothing useful.
+    let answer = tokio::time::timeout(Duration::from_secs(5), async {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let _ = socket.write_all(b"GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        let mut buffer = Vec::new();
+        let _ = socket.read_to_end(&mut buffer).await;
+        buffer
+    })
+    .await
+    .unwrap_or_default();
+    assert!(!String::from_utf8_lossy(&answer).contains("200 OK"), "plain HTTP is not served");
+    cluster.stop().await;
+}

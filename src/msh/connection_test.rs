@@ -6,7 +6,7 @@
 
 use super::AccessPoint;
 use super::outbound::{Outcome, check_signal, interpret, package, protect};
-use crate::ebms::{AgreementRef, MessageInfo, PartInfo, Party, PartyId, Property, Service, UserMessage, ns};
+use crate::ebms::{PartInfo, Property, Service, UserMessage, ns};
 use crate::mime;
 use crate::store::StoredPayload;
 use std::sync::Arc;
@@ -108,25 +108,6 @@ async fn send(
         wire_type: None,
     };
     let um = UserMessage {
-        mpc: None,
-        info: MessageInfo {
-            timestamp: crate::clock::timestamp_now(),
-            message_id: message_id.to_owned(),
-            ref_to_message_id: None,
-        },
-        from: Party {
-            ids: vec![PartyId { value: me.id.clone(), kind: me.kind.clone() }],
-            role: ns::ROLE_INITIATOR.into(),
-        },
-        to: Party {
-            ids: vec![PartyId { value: partner.id.clone(), kind: partner.kind.clone() }],
-            role: ns::ROLE_RESPONDER.into(),
-        },
-        agreement: link.agreement.as_ref().map(|a| AgreementRef {
-            value: a.clone(),
-            kind: link.agreement_type.clone(),
-            pmode: Some(link.id.clone()),
-        }),
         service: Service { value: ns::TEST_SERVICE.into(), kind: None },
         action: ns::TEST_ACTION.into(),
         conversation_id: uuid::Uuid::new_v4().to_string(),
@@ -135,6 +116,7 @@ async fn send(
             href: Some(format!("cid:{content_id}")),
             properties: vec![Property { name: "MimeType".into(), kind: None, value: "text/plain".into() }],
         }],
+        ..super::outbound::addressed(link, me, partner, message_id)
     };
     let (security, link2, me_id) = (ap.security.clone(), link.clone(), ap.me().to_owned());
     let (envelope, payloads) =

@@ -121,27 +121,12 @@ pub fn build_user_message(ap: &AccessPoint, sub: &Submission) -> Result<(UserMes
     let message_id = crate::clock::new_message_id(&ap.config.host);
     let um = UserMessage {
         mpc: leg.mpc.clone(),
-        info: MessageInfo {
-            timestamp: crate::clock::timestamp_now(),
-            message_id: message_id.clone(),
-            ref_to_message_id: None,
-        },
-        from: Party {
-            ids: vec![PartyId { value: me.id.clone(), kind: me.kind.clone() }],
-            role: ns::ROLE_INITIATOR.into(),
-        },
-        to: Party {
-            ids: vec![PartyId { value: partner.id.clone(), kind: partner.kind.clone() }],
-            role: ns::ROLE_RESPONDER.into(),
-        },
-        agreement: link.agreement.as_ref().map(|a| AgreementRef {
-            value: a.clone(),
-            kind: link.agreement_type.clone(),
-            pmode: Some(link.id.clone()),
-        }),
         service: Service { value: leg.service.clone(), kind: leg.service_type.clone() },
         action: leg.action.clone(),
         conversation_id: sub.conversation_id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+        ..addressed(&link, me, partner, &message_id)
+    };
+    let um = UserMessage {
         properties: sub
             .properties
             .iter()
@@ -163,8 +148,45 @@ pub fn build_user_message(ap: &AccessPoint, sub: &Submission) -> Result<(UserMes
                 PartInfo { href: Some(format!("cid:{}", p.content_id)), properties }
             })
             .collect(),
+        ..um
     };
     Ok((um, link.id.clone(), leg.name.clone()))
+}
+
+/// A user message from `me` to `partner` on `link`, with a fresh MessageInfo; service,
+/// action and content are the caller's.
+pub(crate) fn addressed(
+    link: &crate::pmode::Link,
+    me: &crate::pmode::Party,
+    partner: &crate::pmode::Party,
+    message_id: &str,
+) -> UserMessage {
+    UserMessage {
+        mpc: None,
+        info: MessageInfo {
+            timestamp: crate::clock::timestamp_now(),
+            message_id: message_id.to_owned(),
+            ref_to_message_id: None,
+        },
+        from: Party {
+            ids: vec![PartyId { value: me.id.clone(), kind: me.kind.clone() }],
+            role: ns::ROLE_INITIATOR.into(),
+        },
+        to: Party {
+            ids: vec![PartyId { value: partner.id.clone(), kind: partner.kind.clone() }],
+            role: ns::ROLE_RESPONDER.into(),
+        },
+        agreement: link.agreement.as_ref().map(|a| AgreementRef {
+            value: a.clone(),
+            kind: link.agreement_type.clone(),
+            pmode: Some(link.id.clone()),
+        }),
+        service: Service { value: String::new(), kind: None },
+        action: String::new(),
+        conversation_id: String::new(),
+        properties: Vec::new(),
+        parts: Vec::new(),
+    }
 }
 
 /// Steps: compress, sign and encrypt, once, so that every retry sends the identical

@@ -158,7 +158,7 @@ action = "Send"
         let set = w.poll(dir.path(), &ops).expect("set rebuilt with the old version kept");
         assert_eq!(set.links()[0].legs[0].action, "Send");
         let status = &ops.pmode_files()[&dir.path().join("a-b.toml")];
-        assert!(status.error.as_ref().is_some_and(|(_, e)| e.contains("action")), "{status:?}");
+        assert!(status.error.as_ref().is_some_and(|(_, e)| e.contains("a-b.toml:")), "{status:?}");
         assert_eq!(ops.metrics.pmode_reload_failures.get(), 1);
         std::fs::write(dir.path().join("a-b.toml"), LINK.replace("\"Send\"", "\"Deliver\"")).unwrap();
         assert_eq!(w.poll(dir.path(), &ops).unwrap().links()[0].legs[0].action, "Deliver");

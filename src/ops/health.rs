@@ -97,6 +97,7 @@ pub async fn refresh_gauges(ap: &AccessPoint) {
                         direction: s.direction.as_str().into(),
                         state: s.state.as_str().into(),
                         partner: s.partner.clone(),
+                        leg: s.leg.clone(),
                     })
                     .set(s.count as i64);
                 if s.direction == crate::store::Direction::Outbound && !s.state.is_final() {

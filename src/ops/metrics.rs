@@ -41,6 +41,7 @@ pub struct MessageLabels {
     pub direction: String,
     pub state: String,
     pub partner: String,
+    pub leg: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -157,7 +158,7 @@ impl Metrics {
             "Alert notices (webhook or e-mail) that could not be delivered",
             m.alerts_delivery_failures.clone(),
         );
-        registry.register("messages", "Stored messages by direction, state and partner", m.messages.clone());
+        registry.register("messages", "Stored messages by direction, state, partner and leg", m.messages.clone());
         registry.register_with_unit(
             "oldest_waiting_message_age",
             "Age of the oldest outbound message not yet acknowledged or failed, by partner",

@@ -253,6 +253,8 @@ pub trait MessageStore: Send + Sync {
     async fn raise_alert(&self, key: &str, rule: &str, detail: &str, at_ms: i64) -> Result<bool, StoreError>;
     /// Clears the active alert `key`; returns it if this call cleared it.
     async fn clear_alert(&self, key: &str, at_ms: i64) -> Result<Option<AlertRecord>, StoreError>;
+    /// An operator acknowledges the active alert `key` (once); returns whether this call did.
+    async fn acknowledge_alert(&self, key: &str, by: &str, at_ms: i64) -> Result<bool, StoreError>;
     /// Active alerts first, then the latest cleared ones.
     async fn alerts(&self, limit: usize) -> Result<Vec<AlertRecord>, StoreError>;
 }

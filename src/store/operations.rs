@@ -72,6 +72,7 @@ pub struct QueueStat {
     pub direction: Direction,
     pub state: State,
     pub partner: String,
+    pub leg: String,
     pub count: u64,
     /// The oldest message's creation (ms).
     pub oldest_created_ms: i64,
@@ -145,6 +146,9 @@ pub struct AlertRecord {
     pub detail: String,
     pub raised_at: String,
     pub cleared_at: Option<String>,
+    /// An operator saw it (it stays active until its condition ends).
+    pub acknowledged_by: Option<String>,
+    pub acknowledged_at: Option<String>,
 }
 
 /// The document number a payload handler's summary names (indexed for the search).

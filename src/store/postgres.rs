@@ -67,7 +67,8 @@ CREATE INDEX IF NOT EXISTS messages_message_id ON messages (message_id);
 CREATE INDEX IF NOT EXISTS messages_conversation ON messages (conversation_id);
 CREATE INDEX IF NOT EXISTS messages_created ON messages (created_at);
 CREATE INDEX IF NOT EXISTS messages_document ON messages (document_number);
-CREATE INDEX IF NOT EXISTS messages_queue ON messages (direction, state, partner, created_at, updated_at);
+DROP INDEX IF EXISTS messages_queue;
+CREATE INDEX IF NOT EXISTS messages_queue_leg ON messages (direction, state, partner, leg, created_at, updated_at);
 CREATE TABLE IF NOT EXISTS refusals (
     id         BIGSERIAL PRIMARY KEY,
     at         BIGINT NOT NULL,
@@ -101,7 +102,9 @@ CREATE TABLE IF NOT EXISTS alerts (
     rule       TEXT NOT NULL,
     detail     TEXT NOT NULL,
     raised_at  BIGINT NOT NULL,
-    cleared_at BIGINT
+    cleared_at BIGINT,
+    acknowledged_by TEXT,
+    acknowledged_at BIGINT
 );
 CREATE UNIQUE INDEX IF NOT EXISTS alerts_active ON alerts (key) WHERE cleared_at IS NULL;
 "#;
@@ -629,8 +632,8 @@ impl MessageStore for PostgresStore {
         let client = self.pool.get().await.map_err(pg)?;
         let rows = client
             .query(
-                "SELECT direction, state, partner, COUNT(*), MIN(created_at), MAX(updated_at)
-                 FROM messages GROUP BY direction, state, partner",
+                "SELECT direction, state, partner, leg, COUNT(*), MIN(created_at), MAX(updated_at)
+                 FROM messages GROUP BY direction, state, partner, leg",
                 &[],
             )
             .await
@@ -641,9 +644,10 @@ impl MessageStore for PostgresStore {
                     direction: Direction::parse(r.get(0)).unwrap_or(Direction::Outbound),
                     state: state_of(r.get(1))?,
                     partner: r.get(2),
-                    count: r.get::<_, i64>(3) as u64,
-                    oldest_created_ms: r.get(4),
-                    latest_updated_ms: r.get(5),
+                    leg: r.get(3),
+                    count: r.get::<_, i64>(4) as u64,
+                    oldest_created_ms: r.get(5),
+                    latest_updated_ms: r.get(6),
                 })
             })
             .collect()
@@ -802,7 +806,7 @@ impl MessageStore for PostgresStore {
         let row = client
             .query_opt(
                 "UPDATE alerts SET cleared_at = $2 WHERE key = $1 AND cleared_at IS NULL
-                 RETURNING key, rule, detail, raised_at, cleared_at",
+                 RETURNING key, rule, detail, raised_at, cleared_at, acknowledged_by, acknowledged_at",
                 &[&key, &at_ms],
             )
             .await
@@ -810,11 +814,24 @@ impl MessageStore for PostgresStore {
         Ok(row.as_ref().map(pg_alert))
     }
 
+    async fn acknowledge_alert(&self, key: &str, by: &str, at_ms: i64) -> Result<bool, StoreError> {
+        let client = self.pool.get().await.map_err(pg)?;
+        let changed = client
+            .execute(
+                "UPDATE alerts SET acknowledged_by = $2, acknowledged_at = $3
+                 WHERE key = $1 AND cleared_at IS NULL AND acknowledged_by IS NULL",
+                &[&key, &by, &at_ms],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(changed > 0)
+    }
+
     async fn alerts(&self, limit: usize) -> Result<Vec<AlertRecord>, StoreError> {
         let client = self.pool.get().await.map_err(pg)?;
         let rows = client
             .query(
-                "SELECT key, rule, detail, raised_at, cleared_at FROM alerts
+                "SELECT key, rule, detail, raised_at, cleared_at, acknowledged_by, acknowledged_at FROM alerts
                  ORDER BY cleared_at IS NOT NULL, COALESCE(cleared_at, raised_at) DESC LIMIT $1",
                 &[&(limit as i64)],
             )
@@ -842,5 +859,7 @@ fn pg_alert(r: &Row) -> AlertRecord {
         detail: r.get(2),
         raised_at: format_ms(r.get(3)),
         cleared_at: r.get::<_, Option<i64>>(4).map(format_ms),
+        acknowledged_by: r.get(5),
+        acknowledged_at: r.get::<_, Option<i64>>(6).map(format_ms),
     }
 }

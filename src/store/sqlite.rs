@@ -58,7 +58,8 @@ CREATE INDEX IF NOT EXISTS messages_partner ON messages (partner);
 CREATE INDEX IF NOT EXISTS messages_message_id ON messages (message_id);
 CREATE INDEX IF NOT EXISTS messages_conversation ON messages (conversation_id);
 CREATE INDEX IF NOT EXISTS messages_created ON messages (created_at);
-CREATE INDEX IF NOT EXISTS messages_queue ON messages (direction, state, partner, created_at, updated_at);
+DROP INDEX IF EXISTS messages_queue;
+CREATE INDEX IF NOT EXISTS messages_queue_leg ON messages (direction, state, partner, leg, created_at, updated_at);
 CREATE TABLE IF NOT EXISTS refusals (
     id         INTEGER PRIMARY KEY,
     at         INTEGER NOT NULL,
@@ -92,7 +93,9 @@ CREATE TABLE IF NOT EXISTS alerts (
     rule       TEXT NOT NULL,
     detail     TEXT NOT NULL,
     raised_at  INTEGER NOT NULL,
-    cleared_at INTEGER
+    cleared_at INTEGER,
+    acknowledged_by TEXT,
+    acknowledged_at INTEGER
 );
 CREATE UNIQUE INDEX IF NOT EXISTS alerts_active ON alerts (key) WHERE cleared_at IS NULL;
 "#;
@@ -601,26 +604,28 @@ impl MessageStore for SqliteStore {
     async fn queue_stats(&self) -> Result<Vec<QueueStat>, StoreError> {
         self.with(|conn| {
             let mut stmt = conn.prepare_cached(
-                "SELECT direction, state, partner, COUNT(*), MIN(created_at), MAX(updated_at)
-                 FROM messages GROUP BY direction, state, partner",
+                "SELECT direction, state, partner, leg, COUNT(*), MIN(created_at), MAX(updated_at)
+                 FROM messages GROUP BY direction, state, partner, leg",
             )?;
             let rows = stmt.query_map([], |r| {
                 Ok((
                     r.get::<_, String>(0)?,
                     r.get::<_, String>(1)?,
                     r.get(2)?,
-                    r.get::<_, i64>(3)?,
-                    r.get(4)?,
+                    r.get(3)?,
+                    r.get::<_, i64>(4)?,
                     r.get(5)?,
+                    r.get(6)?,
                 ))
             })?;
             let mut stats = Vec::new();
             for row in rows {
-                let (direction, state, partner, count, oldest, latest) = row?;
+                let (direction, state, partner, leg, count, oldest, latest) = row?;
                 stats.push(QueueStat {
                     direction: direction_of(&direction),
                     state: state_of(&state)?,
                     partner,
+                    leg,
                     count: count as u64,
                     oldest_created_ms: oldest,
                     latest_updated_ms: latest,
@@ -781,7 +786,7 @@ impl MessageStore for SqliteStore {
             Ok(conn
                 .query_row(
                     "UPDATE alerts SET cleared_at = ?2 WHERE key = ?1 AND cleared_at IS NULL
-                     RETURNING key, rule, detail, raised_at, cleared_at",
+                     RETURNING key, rule, detail, raised_at, cleared_at, acknowledged_by, acknowledged_at",
                     params![key, at_ms],
                     alert,
                 )
@@ -790,10 +795,22 @@ impl MessageStore for SqliteStore {
         .await
     }
 
+    async fn acknowledge_alert(&self, key: &str, by: &str, at_ms: i64) -> Result<bool, StoreError> {
+        let (key, by) = (key.to_owned(), by.to_owned());
+        self.with(move |conn| {
+            Ok(conn.execute(
+                "UPDATE alerts SET acknowledged_by = ?2, acknowledged_at = ?3
+                 WHERE key = ?1 AND cleared_at IS NULL AND acknowledged_by IS NULL",
+                params![key, by, at_ms],
+            )? > 0)
+        })
+        .await
+    }
+
     async fn alerts(&self, limit: usize) -> Result<Vec<AlertRecord>, StoreError> {
         self.with(move |conn| {
             let mut stmt = conn.prepare_cached(
-                "SELECT key, rule, detail, raised_at, cleared_at FROM alerts
+                "SELECT key, rule, detail, raised_at, cleared_at, acknowledged_by, acknowledged_at FROM alerts
                  ORDER BY cleared_at IS NOT NULL, COALESCE(cleared_at, raised_at) DESC LIMIT ?1",
             )?;
             Ok(stmt.query_map(params![limit as i64], alert)?.collect::<Result<_, _>>()?)
@@ -877,6 +894,8 @@ fn alert(r: &rusqlite::Row<'_>) -> rusqlite::Result<AlertRecord> {
         detail: r.get(2)?,
         raised_at: format_ms(r.get(3)?),
         cleared_at: r.get::<_, Option<i64>>(4)?.map(format_ms),
+        acknowledged_by: r.get(5)?,
+        acknowledged_at: r.get::<_, Option<i64>>(6)?.map(format_ms),
     })
 }
 
@@ -1122,9 +1141,12 @@ mod tests {
         assert!(store.clear_alert("disk_low", now + 1).await.unwrap().is_some());
         assert!(store.clear_alert("disk_low", now + 2).await.unwrap().is_none(), "cleared once");
         assert!(store.raise_alert("disk_low", "disk_low", "again", now + 3).await.unwrap(), "a new episode");
+        assert!(store.acknowledge_alert("disk_low", "ana", now + 4).await.unwrap());
+        assert!(!store.acknowledge_alert("disk_low", "bo", now + 5).await.unwrap(), "acknowledged once");
         let alerts = store.alerts(10).await.unwrap();
         assert_eq!(alerts.len(), 2);
         assert!(alerts[0].cleared_at.is_none(), "active first: {alerts:?}");
+        assert_eq!(alerts[0].acknowledged_by.as_deref(), Some("ana"));
     }
 
     fn store_refusal(id: &str) -> NewRefusal {

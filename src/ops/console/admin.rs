@@ -163,19 +163,50 @@ pub async fn alerts(AxState(console): AxState<Console>, Extension(session): Exte
         }
         h2 { "Alerts" }
         table #alerts {
-            thead { tr { th { "State" } th { "Rule" } th { "Detail" } th { "Raised (UTC)" } th { "Recovered (UTC)" } } }
+            thead { tr { th { "State" } th { "Rule" } th { "Detail" } th { "Raised (UTC)" } th { "Recovered (UTC)" } th { "Acknowledged" } } }
             tbody {
                 @for a in &alerts {
                     tr {
                         td { @if a.cleared_at.is_none() { (badge("active")) } @else { (badge("recovered")) } }
                         td { (a.rule) } td { (a.detail) } td { (a.raised_at) } td { (a.cleared_at.as_deref().unwrap_or("")) }
+                        td {
+                            @if let Some(by) = &a.acknowledged_by { (by) " " span.muted { (a.acknowledged_at.as_deref().unwrap_or("")) } }
+                            @else if a.cleared_at.is_none() && session.role >= Role::Operator {
+                                form method="post" action="/alerts/acknowledge" { (csrf(&session)) input type="hidden" name="key" value=(a.key); button.secondary type="submit" { "Acknowledge" } }
+                            }
+                        }
                     }
                 }
-                @if alerts.is_empty() { tr { td colspan="5" .muted { "No alert has been raised." } } }
+                @if alerts.is_empty() { tr { td colspan="6" .muted { "No alert has been raised." } } }
             }
         }
     };
     page("Alerts", console.ap.me(), &session, "/alerts", content)
+}
+
+#[derive(Debug, Deserialize)]
+pub struct AlertForm {
+    key: String,
+}
+
+/// An operator has seen an active alert: it stays active until its condition ends, marked
+/// with who acknowledged it and when (audited).
+pub async fn acknowledge_alert(
+    AxState(console): AxState<Console>,
+    Extension(session): Extension<Session>,
+    Form(form): Form<AlertForm>,
+) -> Response {
+    if let Some(refused) = forbidden(&session, Role::Operator) {
+        return refused;
+    }
+    match console.ap.store.acknowledge_alert(&form.key, &session.user, crate::store::now_ms()).await {
+        Ok(true) => {
+            users::audit(console.ap.store.as_ref(), &session.user, "alert_acknowledged", &form.key, "").await;
+            Redirect::to("/alerts").into_response()
+        }
+        Ok(false) => error_page(StatusCode::CONFLICT, "That alert is no longer active, or was already acknowledged."),
+        Err(e) => error_page(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+    }
 }
 
 pub async fn audit(

@@ -53,6 +53,7 @@ pub fn router(ap: Arc<AccessPoint>, settings: ConsoleConfig) -> Router {
         .route("/partners/test", post(partners::test))
         .route("/certificates", get(partners::certificates))
         .route("/alerts", get(admin::alerts))
+        .route("/alerts/acknowledge", post(admin::acknowledge_alert))
         .route("/audit", get(admin::audit))
         .route("/users", get(admin::users).post(admin::add_user))
         .route("/users/delete", post(admin::delete_user))

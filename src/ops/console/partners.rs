@@ -167,6 +167,22 @@ pub async fn certificates(AxState(console): AxState<Console>, Extension(session)
             dt { "Policy" } dd { (format!("{:?}", security.revocation)) }
             dt { "OCSP" } dd { @if security.ocsp { "asked when no CRL answers" @if let Some(r) = &security.ocsp_responder { " (responder " span.mono { (r) } ")" } } @else { "off" } }
         }
+        @let ocsp = ap.security.trust().map(|t| t.ocsp_results()).unwrap_or_default();
+        @if security.ocsp {
+            table #ocsp {
+                thead { tr { th { "OCSP: certificate" } th { "Responder" } th { "Last answer" } th { "At (UTC)" } } }
+                tbody {
+                    @for r in &ocsp {
+                        tr {
+                            td { (r.subject) } td.mono { (r.responder) }
+                            td { @if r.status == "good" { (badge("ok")) } @else { span.badge.failed { (r.status) } } }
+                            td { (format_ms(r.checked_at * 1000)) }
+                        }
+                    }
+                    @if ocsp.is_empty() { tr { td colspan="4" .muted { "No certificate has needed OCSP since the last (re)load of the truststore." } } }
+                }
+            }
+        }
         table #crls {
             thead { tr { th { "CRL file" } th { "Issuer" } th { "Next update" } th { "Left" } th { "Revoked" } } }
             tbody {

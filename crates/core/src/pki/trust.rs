@@ -49,6 +49,19 @@ pub struct OcspSettings {
     /// How long a response is reused (it is re-checked for currency each time).
     pub cache_ttl: std::time::Duration,
     cache: std::sync::Mutex<ResponseCache>,
+    /// The last answer for each certificate asked about, for operators.
+    results: std::sync::Mutex<std::collections::BTreeMap<String, OcspResult>>,
+}
+
+/// The last OCSP answer about one certificate.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct OcspResult {
+    pub subject: String,
+    pub responder: String,
+    /// `good`, `revoked: …` or `unknown: …`.
+    pub status: String,
+    /// Seconds since the epoch.
+    pub checked_at: i64,
 }
 
 impl OcspSettings {
@@ -57,7 +70,7 @@ impl OcspSettings {
         responder: Option<String>,
         cache_ttl: std::time::Duration,
     ) -> Self {
-        OcspSettings { transport, responder, cache_ttl, cache: Default::default() }
+        OcspSettings { transport, responder, cache_ttl, cache: Default::default(), results: Default::default() }
     }
 }
 
@@ -166,7 +179,36 @@ impl TrustStore {
         Ok(warnings)
     }
 
+    /// The last OCSP answer for each certificate checked since this truststore was loaded.
+    pub fn ocsp_results(&self) -> Vec<OcspResult> {
+        self.ocsp
+            .as_ref()
+            .and_then(|s| s.results.lock().ok().map(|r| r.values().cloned().collect()))
+            .unwrap_or_default()
+    }
+
     fn ocsp_status(&self, cert: &X509, issuer: &X509) -> Revocation {
+        let answer = self.ask_ocsp(cert, issuer);
+        if let Some(settings) = &self.ocsp {
+            let status = match &answer {
+                Revocation::Good => "good".to_owned(),
+                Revocation::Revoked(r) => format!("revoked: {r}"),
+                Revocation::Unknown(r) => format!("unknown: {r}"),
+            };
+            let responder = settings.responder.clone().or_else(|| super::ocsp::responder_url(cert)).unwrap_or_default();
+            let checked_at = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs() as i64)
+                .unwrap_or_default();
+            let subject = subject_of(cert);
+            if let Ok(mut results) = settings.results.lock() {
+                results.insert(subject.clone(), OcspResult { subject, responder, status, checked_at });
+            }
+        }
+        answer
+    }
+
+    fn ask_ocsp(&self, cert: &X509, issuer: &X509) -> Revocation {
         use super::ocsp::{OcspAnswer, check_response, request, responder_url};
         let Some(settings) = &self.ocsp else { return Revocation::Unknown("OCSP is off".into()) };
         let Some(url) = settings.responder.clone().or_else(|| responder_url(cert)) else {
