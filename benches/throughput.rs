@@ -60,14 +60,14 @@ async fn main() {
     }
     let submit_time = started.elapsed();
     loop {
-        let done = cl.api.get_json("/api/v1/messages?direction=outbound&state=acknowledged&limit=10000").await.unwrap();
-        if done.as_array().unwrap().len() >= messages {
+        let done = cl.api.list_all("/api/v1/messages?direction=outbound&state=acknowledged").await.unwrap();
+        if done.len() >= messages {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let total = started.elapsed();
-    let delivered = pe.api.get_json("/api/v1/inbox?limit=10000").await.unwrap().as_array().unwrap().len();
+    let delivered = pe.api.list_all("/api/v1/inbox").await.unwrap().len();
     assert_eq!(delivered, messages);
     println!(
         "throughput ({profile}, {store}, {size}-byte ePhyto, {messages} messages): {:.0} messages/s delivered and receipted end to end ({total:.2?}; submissions took {submit_time:.2?})",

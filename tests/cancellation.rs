@@ -51,8 +51,8 @@ impl MessageStore for CommitThenStall {
     async fn get(&self, direction: Direction, message_id: &str) -> Result<MessageRecord, StoreError> {
         self.inner.get(direction, message_id).await
     }
-    async fn list(&self, filter: ListFilter) -> Result<Vec<MessageRecord>, StoreError> {
-        self.inner.list(filter).await
+    async fn list(&self, search: &Search) -> Result<Vec<MessageRecord>, StoreError> {
+        self.inner.list(search).await
     }
     async fn recover(&self, now_ms: i64) -> Result<usize, StoreError> {
         self.inner.recover(now_ms).await

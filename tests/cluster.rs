@@ -142,15 +142,15 @@ async fn two_nodes_share_the_work_and_one_finishes_what_the_killed_one_started()
     // Node b finishes everything, including what a had leased.
     let deadline = Instant::now() + Duration::from_secs(180);
     loop {
-        let done = api_b.get_json("/api/v1/messages?direction=outbound&state=acknowledged&limit=10000").await.unwrap();
-        if done.as_array().unwrap().len() >= accepted.len() {
+        let done = api_b.list_all("/api/v1/messages?direction=outbound&state=acknowledged").await.unwrap();
+        if done.len() >= accepted.len() {
             break;
         }
-        assert!(Instant::now() < deadline, "{} of {} acknowledged", done.as_array().unwrap().len(), accepted.len());
+        assert!(Instant::now() < deadline, "{} of {} acknowledged", done.len(), accepted.len());
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
-    let inbox = api_pe.get_json("/api/v1/inbox?all=true&limit=10000").await.unwrap();
-    let delivered: Vec<&str> = inbox.as_array().unwrap().iter().map(|m| m["message_id"].as_str().unwrap()).collect();
+    let inbox = api_pe.list_all("/api/v1/inbox?all=true").await.unwrap();
+    let delivered: Vec<&str> = inbox.iter().map(|m| m["message_id"].as_str().unwrap()).collect();
     let unique: HashSet<&str> = delivered.iter().copied().collect();
     assert_eq!(unique.len(), delivered.len(), "delivered once each");
     assert!(accepted.iter().all(|id| unique.contains(id.as_str())), "every accepted message delivered");

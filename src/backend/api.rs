@@ -12,8 +12,8 @@
 use crate::msh::AccessPoint;
 use crate::msh::outbound::{Submission, SubmitError, new_content_id, submit};
 use crate::store::files::sync_dir;
-use crate::store::{Direction, Happening, ListFilter, MessageRecord, State, StoreError, StoredPayload};
-use axum::extract::{DefaultBodyLimit, Multipart, Path, Query, Request, State as AxState};
+use crate::store::{StoreError, StoredPayload};
+use axum::extract::{DefaultBodyLimit, Multipart, Request, State as AxState};
 use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -26,21 +26,26 @@ use tokio::io::AsyncWriteExt;
 use tracing::Instrument;
 
 #[derive(Clone)]
-struct Api {
-    ap: Arc<AccessPoint>,
+pub(super) struct Api {
+    pub(super) ap: Arc<AccessPoint>,
     token: Arc<String>,
 }
 
 pub fn router(ap: Arc<AccessPoint>, token: String) -> Router {
     let api = Api { ap, token: Arc::new(token) };
+    use super::queries;
     let protected = Router::new()
-        .route("/api/v1/messages", post(submit_message).get(list_messages))
-        .route("/api/v1/messages/{id}", get(get_message))
-        .route("/api/v1/inbox", get(inbox))
-        .route("/api/v1/inbox/{id}", get(get_received))
-        .route("/api/v1/inbox/{id}/payloads/{index}", get(download_payload))
-        .route("/api/v1/inbox/{id}/ack", post(acknowledge))
-        .route("/api/v1/events", get(events))
+        .route("/api/v1/messages", post(submit_message).get(queries::list_messages))
+        .route("/api/v1/messages/{id}", get(queries::get_message))
+        .route("/api/v1/messages/{id}/payloads/{index}", get(queries::download_payload))
+        .route("/api/v1/messages/{id}/envelope", get(queries::envelope))
+        .route("/api/v1/messages/{id}/signal", get(queries::signal))
+        .route("/api/v1/messages/{id}/resend", post(queries::resend))
+        .route("/api/v1/inbox", get(queries::inbox))
+        .route("/api/v1/inbox/{id}", get(queries::get_received))
+        .route("/api/v1/inbox/{id}/payloads/{index}", get(queries::download_received))
+        .route("/api/v1/inbox/{id}/ack", post(queries::acknowledge))
+        .route("/api/v1/events", get(queries::events))
         .layer(axum::middleware::from_fn_with_state(api.clone(), require_token))
         // The whole request: the largest message plus room for the metadata and the framing.
         .layer(DefaultBodyLimit::max(request_limit(&api.ap.config)));
@@ -50,6 +55,10 @@ pub fn router(ap: Arc<AccessPoint>, token: String) -> Router {
         .route("/health/live", get(|| async { Json(serde_json::json!({ "status": "live" })) }))
         .route("/api/v1/openapi.json", get(|| async { Json(super::openapi::document()) }))
         .merge(protected)
+        .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such API path; see /api/v1/openapi.json".into()) })
+        .method_not_allowed_fallback(|| async {
+            ApiError(StatusCode::METHOD_NOT_ALLOWED, "method not allowed on this path; see /api/v1/openapi.json".into())
+        })
         .with_state(api)
 }
 
@@ -64,7 +73,7 @@ fn request_limit(config: &crate::config::Config) -> usize {
 
 /// A JSON error body that says what went wrong and what to do.
 #[derive(Debug)]
-struct ApiError(StatusCode, String);
+pub(super) struct ApiError(pub(super) StatusCode, pub(super) String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -330,124 +339,4 @@ impl Drop for Cleanup {
 
 fn scopeguard(dir: std::path::PathBuf) -> Cleanup {
     Cleanup(Some(dir))
-}
-
-#[derive(Debug, Deserialize)]
-struct ListQuery {
-    direction: Option<String>,
-    state: Option<String>,
-    limit: Option<usize>,
-}
-
-fn parse_filter(q: &ListQuery) -> Result<ListFilter, ApiError> {
-    let direction = match q.direction.as_deref() {
-        None => None,
-        Some("outbound") => Some(Direction::Outbound),
-        Some("inbound") => Some(Direction::Inbound),
-        Some(other) => {
-            return Err(ApiError(StatusCode::BAD_REQUEST, format!("direction '{other}' is not inbound or outbound")));
-        }
-    };
-    let state = match q.state.as_deref() {
-        None => None,
-        Some(s) => {
-            Some(State::parse(s).ok_or_else(|| ApiError(StatusCode::BAD_REQUEST, format!("unknown state '{s}'")))?)
-        }
-    };
-    Ok(ListFilter { direction, state, limit: q.limit.unwrap_or(100) })
-}
-
-/// `GET /api/v1/messages?direction=&state=&limit=`: the queue, with each next attempt.
-async fn list_messages(
-    AxState(api): AxState<Api>,
-    Query(q): Query<ListQuery>,
-) -> Result<Json<Vec<MessageRecord>>, ApiError> {
-    Ok(Json(api.ap.store.list(parse_filter(&q)?).await?))
-}
-
-/// `GET /api/v1/messages/{id}`: an outbound message's status and history.
-async fn get_message(AxState(api): AxState<Api>, Path(id): Path<String>) -> Result<Json<MessageRecord>, ApiError> {
-    Ok(Json(api.ap.store.get(Direction::Outbound, &id).await?))
-}
-
-#[derive(Debug, Deserialize)]
-struct InboxQuery {
-    /// Include messages the backend already acknowledged.
-    #[serde(default)]
-    all: bool,
-    limit: Option<usize>,
-}
-
-/// `GET /api/v1/inbox`: received messages not yet acknowledged by the backend.
-async fn inbox(AxState(api): AxState<Api>, Query(q): Query<InboxQuery>) -> Result<Json<Vec<MessageRecord>>, ApiError> {
-    let filter = ListFilter {
-        direction: Some(Direction::Inbound),
-        state: if q.all { None } else { Some(State::Delivered) },
-        limit: q.limit.unwrap_or(100),
-    };
-    Ok(Json(api.ap.store.list(filter).await?))
-}
-
-async fn get_received(AxState(api): AxState<Api>, Path(id): Path<String>) -> Result<Json<MessageRecord>, ApiError> {
-    Ok(Json(api.ap.store.get(Direction::Inbound, &id).await?))
-}
-
-/// `GET /api/v1/inbox/{id}/payloads/{index}`: streams a received payload (index from 1).
-async fn download_payload(
-    AxState(api): AxState<Api>,
-    Path((id, index)): Path<(String, usize)>,
-) -> Result<Response, ApiError> {
-    let record = api.ap.store.get(Direction::Inbound, &id).await?;
-    let payload = index.checked_sub(1).and_then(|i| record.payloads.get(i)).ok_or_else(|| {
-        ApiError(StatusCode::NOT_FOUND, format!("message {id} has {} payloads", record.payloads.len()))
-    })?;
-    let file = tokio::fs::File::open(&payload.path).await.map_err(|e| {
-        tracing::error!(message_id = %id, file = %payload.path.display(), error = %e, "a stored payload cannot be read");
-        ApiError(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("payload {index} of message {id} cannot be read from the data folder: {e}"),
-        )
-    })?;
-    let body = axum::body::Body::from_stream(tokio_util::io::ReaderStream::with_capacity(file, 64 * 1024));
-    Ok((
-        [
-            (header::CONTENT_TYPE, payload.mime_type.clone()),
-            (header::CONTENT_LENGTH, payload.size.to_string()),
-            (header::HeaderName::from_static("x-content-id"), payload.content_id.clone()),
-            (header::HeaderName::from_static("x-sha256"), payload.sha256.clone()),
-        ],
-        body,
-    )
-        .into_response())
-}
-
-/// `POST /api/v1/inbox/{id}/ack`: the backend has taken the message; it leaves the inbox.
-async fn acknowledge(AxState(api): AxState<Api>, Path(id): Path<String>) -> Result<Json<MessageRecord>, ApiError> {
-    let record = api.ap.store.get(Direction::Inbound, &id).await?;
-    // Compare-and-set: of two acknowledgements racing, one moves it; the other (a conflict,
-    // or an already acknowledged message) answers with the record as it is: idempotent.
-    match api.ap.store.transition(record.row, State::Delivered, Happening::BackendAcknowledged, None).await {
-        Ok(_) | Err(StoreError::Conflict { .. }) | Err(StoreError::Illegal(_)) => {}
-        Err(e) if record.state != State::Delivered => {
-            tracing::debug!(error = %e, "acknowledging a message not in the inbox");
-        }
-        Err(e) => return Err(e.into()),
-    }
-    Ok(Json(api.ap.store.get(Direction::Inbound, &id).await?))
-}
-
-#[derive(Debug, Deserialize)]
-struct EventsQuery {
-    /// The last event id already seen (0 for the start).
-    #[serde(default)]
-    after: i64,
-    limit: Option<usize>,
-}
-
-/// `GET /api/v1/events?after=N`: what happened to messages (submitted, sent, acknowledged,
-/// failed with EBMS:0301, received, rejected...), oldest first, for the backend to follow.
-async fn events(AxState(api): AxState<Api>, Query(q): Query<EventsQuery>) -> Result<Json<serde_json::Value>, ApiError> {
-    let events = api.ap.store.events(q.after, q.limit.unwrap_or(500)).await?;
-    let next = events.last().map(|e| e.id).unwrap_or(q.after);
-    Ok(Json(serde_json::json!({ "events": events, "next": next })))
 }

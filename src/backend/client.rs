@@ -53,6 +53,17 @@ impl ApiClient {
         content_type: Option<&str>,
         body: Bytes,
     ) -> Result<(u16, Bytes), ClientError> {
+        self.call_with_headers(method, path, content_type, body).await.map(|(status, _, body)| (status, body))
+    }
+
+    /// Any call: the status, headers and body as they came (tests of the API itself).
+    pub async fn call_with_headers(
+        &self,
+        method: &str,
+        path: &str,
+        content_type: Option<&str>,
+        body: Bytes,
+    ) -> Result<(u16, hyper::HeaderMap, Bytes), ClientError> {
         let mut req = hyper::Request::builder()
             .method(method)
             .uri(format!("{}{}", self.base, path))
@@ -63,8 +74,33 @@ impl ApiClient {
         let req = req.body(Full::new(body)).map_err(|e| ClientError::Connection(e.to_string()))?;
         let resp = self.http.request(req).await.map_err(|e| ClientError::Connection(e.to_string()))?;
         let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
         let body = resp.into_body().collect().await.map_err(|e| ClientError::Connection(e.to_string()))?.to_bytes();
-        Ok((status, body))
+        Ok((status, headers, body))
+    }
+
+    /// Every item of a list (`/api/v1/messages?…`, `/api/v1/inbox?…`), following the
+    /// `X-Next-Cursor` of each page.
+    pub async fn list_all(&self, path: &str) -> Result<Vec<Value>, ClientError> {
+        let mut items = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let separator = if path.contains('?') { '&' } else { '?' };
+            let page_path = match &cursor {
+                Some(c) => format!("{path}{separator}limit=1000&cursor={c}"),
+                None => format!("{path}{separator}limit=1000"),
+            };
+            let (status, headers, body) = self.call_with_headers("GET", &page_path, None, Bytes::new()).await?;
+            if !(200..300).contains(&status) {
+                return Err(ClientError::Status { status, body: String::from_utf8_lossy(&body).into_owned() });
+            }
+            let page: Vec<Value> = serde_json::from_slice(&body)?;
+            items.extend(page);
+            match headers.get("x-next-cursor").and_then(|v| v.to_str().ok()) {
+                Some(next) => cursor = Some(next.to_owned()),
+                None => return Ok(items),
+            }
+        }
     }
 
     async fn json(

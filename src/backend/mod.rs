@@ -3,5 +3,6 @@
 pub mod api;
 pub mod client;
 pub mod openapi;
+mod queries;
 
 pub use api::router;

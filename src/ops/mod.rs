@@ -4,6 +4,7 @@
 
 pub mod alerts;
 pub mod console;
+pub mod filters;
 pub mod health;
 pub mod inventory;
 pub mod metrics;

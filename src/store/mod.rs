@@ -139,13 +139,6 @@ pub enum Inserted {
     },
 }
 
-#[derive(Debug, Clone, Default)]
-pub struct ListFilter {
-    pub direction: Option<Direction>,
-    pub state: Option<State>,
-    pub limit: usize,
-}
-
 /// One transition, as the events feed shows it to the backend: exactly one per transition
 /// (notes such as a recognised duplicate are in the history, not in the feed).
 #[derive(Debug, Clone, Serialize)]
@@ -186,7 +179,9 @@ pub trait MessageStore: Send + Sync {
         response: Option<Vec<u8>>,
     ) -> Result<State, StoreError>;
     async fn get(&self, direction: Direction, message_id: &str) -> Result<MessageRecord, StoreError>;
-    async fn list(&self, filter: ListFilter) -> Result<Vec<MessageRecord>, StoreError>;
+    /// The messages of one page of [`MessageStore::search`] as records with payloads and
+    /// history, but without the envelope and the stored signal (a list never reads them).
+    async fn list(&self, search: &Search) -> Result<Vec<MessageRecord>, StoreError>;
     /// Messages left in `sending` by a crash go back to waiting_retry, due now (the
     /// `interrupted` event): all of them for a store one node owns, only expired leases for a
     /// shared one.

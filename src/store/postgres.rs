@@ -167,7 +167,20 @@ fn record(row: &Row) -> MessageRecord {
 }
 
 async fn load(client: &impl GenericClient, id: i64) -> Result<MessageRecord, StoreError> {
-    let row = client.query_opt("SELECT * FROM messages WHERE id = $1", &[&id]).await.map_err(pg)?;
+    load_with(client, id, true).await
+}
+
+/// A record; with its envelope and stored signal only when `content` (lists leave them out).
+async fn load_with(client: &impl GenericClient, id: i64, content: bool) -> Result<MessageRecord, StoreError> {
+    let sql = if content {
+        "SELECT * FROM messages WHERE id = $1"
+    } else {
+        "SELECT id, direction, message_id, conversation_id, pmode, leg, partner, service, action, state, attempts,
+                next_attempt_at, created_at, updated_at, error, partner_error, document,
+                ''::BYTEA AS envelope, NULL::BYTEA AS response
+         FROM messages WHERE id = $1"
+    };
+    let row = client.query_opt(sql, &[&id]).await.map_err(pg)?;
     let mut r = record(&row.ok_or_else(|| StoreError::NotFound(format!("row {id}")))?);
     r.payloads = client
         .query("SELECT content_id, mime_type, path, size, sha256, filename, wire_type FROM payloads WHERE message_id = $1 ORDER BY idx", &[&id])
@@ -391,24 +404,12 @@ impl MessageStore for PostgresStore {
         load(&client, row.get(0)).await
     }
 
-    async fn list(&self, filter: ListFilter) -> Result<Vec<MessageRecord>, StoreError> {
+    async fn list(&self, search: &Search) -> Result<Vec<MessageRecord>, StoreError> {
+        let rows = self.search(search).await?;
         let client = self.pool.get().await.map_err(pg)?;
-        let limit = if filter.limit == 0 { 100 } else { filter.limit.min(10_000) } as i64;
-        let direction = filter.direction.map(Direction::as_str);
-        let state = filter.state.map(State::as_str);
-        let ids: Vec<i64> = client
-            .query(
-                "SELECT id FROM messages WHERE ($1::TEXT IS NULL OR direction = $1) AND ($2::TEXT IS NULL OR state = $2) ORDER BY id DESC LIMIT $3",
-                &[&direction, &state, &limit],
-            )
-            .await
-            .map_err(pg)?
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
-        let mut out = Vec::with_capacity(ids.len());
-        for id in ids {
-            out.push(load(&client, id).await?);
+        let mut out = Vec::with_capacity(rows.len());
+        for summary in rows {
+            out.push(load_with(&client, summary.row, false).await?);
         }
         Ok(out)
     }

@@ -4,112 +4,19 @@
 use super::layout::{badge, csrf, error_page, page, query};
 use super::session::Session;
 use super::{Console, forbidden};
+use crate::ops::filters::Filters;
 use crate::ops::resend::{ResendMode, resend as resend_message};
 use crate::ops::users::Role;
-use crate::store::{Direction, Search, State, StoreError};
+use crate::store::{Direction, State, StoreError};
 use axum::extract::{Extension, Form, Query, State as AxState};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use maud::{Markup, html};
+use maud::html;
 use serde::Deserialize;
 
 pub const PAGE_SIZE: usize = 50;
 /// The most messages one "resend all filtered" resends.
 const MAX_BULK: usize = 1000;
-
-/// The filter form as submitted (empty fields are absent).
-#[derive(Debug, Clone, Default, Deserialize)]
-pub struct Filters {
-    #[serde(default)]
-    pub message_id: String,
-    #[serde(default)]
-    pub conversation_id: String,
-    #[serde(default)]
-    pub partner: String,
-    #[serde(default)]
-    pub direction: String,
-    #[serde(default)]
-    pub state: String,
-    #[serde(default)]
-    pub leg: String,
-    #[serde(default)]
-    pub service: String,
-    #[serde(default)]
-    pub action: String,
-    #[serde(default)]
-    pub document_number: String,
-    /// `YYYY-MM-DD`, UTC, inclusive.
-    #[serde(default)]
-    pub from: String,
-    /// `YYYY-MM-DD`, UTC, inclusive.
-    #[serde(default)]
-    pub to: String,
-    #[serde(default)]
-    pub before: Option<i64>,
-}
-
-fn day_ms(value: &str) -> Option<i64> {
-    let format = time::macros::format_description!("[year]-[month]-[day]");
-    let date = time::Date::parse(value.trim(), &format).ok()?;
-    Some((date.midnight().assume_utc().unix_timestamp_nanos() / 1_000_000) as i64)
-}
-
-impl Filters {
-    pub fn search(&self, limit: usize) -> Result<Search, String> {
-        let text = |v: &String| Some(v.trim().to_owned()).filter(|v| !v.is_empty());
-        let date = |v: &String, key: &str| -> Result<Option<i64>, String> {
-            if v.trim().is_empty() {
-                return Ok(None);
-            }
-            day_ms(v).map(Some).ok_or_else(|| format!("{key}: '{v}' is not a date (YYYY-MM-DD)"))
-        };
-        Ok(Search {
-            direction: match self.direction.as_str() {
-                "" => None,
-                d => Some(Direction::parse(d).ok_or_else(|| format!("direction: unknown '{d}'"))?),
-            },
-            state: match self.state.as_str() {
-                "" => None,
-                s => Some(State::parse(s).ok_or_else(|| format!("state: unknown '{s}'"))?),
-            },
-            partner: text(&self.partner),
-            message_id: text(&self.message_id),
-            conversation_id: text(&self.conversation_id),
-            leg: text(&self.leg),
-            service: text(&self.service),
-            action: text(&self.action),
-            document_number: text(&self.document_number),
-            from_ms: date(&self.from, "from")?,
-            to_ms: date(&self.to, "to")?.map(|t| t + 86_400_000),
-            before: self.before,
-            limit,
-        })
-    }
-
-    fn pairs(&self) -> Vec<(&'static str, &str)> {
-        [
-            ("message_id", &self.message_id),
-            ("conversation_id", &self.conversation_id),
-            ("partner", &self.partner),
-            ("direction", &self.direction),
-            ("state", &self.state),
-            ("leg", &self.leg),
-            ("service", &self.service),
-            ("action", &self.action),
-            ("document_number", &self.document_number),
-            ("from", &self.from),
-            ("to", &self.to),
-        ]
-        .into_iter()
-        .filter(|(_, v)| !v.is_empty())
-        .map(|(k, v)| (k, v.as_str()))
-        .collect()
-    }
-
-    fn hidden(&self) -> Markup {
-        html! { @for (k, v) in self.pairs() { input type="hidden" name=(k) value=(v); } }
-    }
-}
 
 fn store_error(e: StoreError) -> Response {
     match e {
