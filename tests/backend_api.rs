@@ -89,6 +89,11 @@ async fn a_national_system_pages_filters_downloads_and_resends_through_the_api()
             assert_eq!(headers.get("content-disposition").unwrap(), "attachment; filename=\"certificate.xml\"");
         }
     }
+    // Sizes are the originals' on both sides (not the compressed or encrypted size).
+    let sent = cl.status(&ids[0]).await.unwrap();
+    assert_eq!(sent["payloads"][0]["size"].as_u64(), Some(document.len() as u64), "{sent}");
+    assert_eq!(received["payloads"][0]["size"].as_u64(), Some(document.len() as u64), "{received}");
+    assert_eq!(sent["payloads"][0]["sha256"], received["payloads"][0]["sha256"]);
     // The envelope as sent, and the partner's signed receipt.
     let (status, _, envelope) = cl
         .call_with_headers("GET", &format!("/api/v1/messages/{}/envelope", ids[0]), None, Bytes::new())

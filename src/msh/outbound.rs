@@ -219,10 +219,8 @@ pub(crate) fn protect(
         let wire = payloads
             .into_iter()
             .zip(working)
-            .map(|(p, (path, kind))| {
-                let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(p.size);
-                StoredPayload { path, size, wire_type: Some(kind), ..p }
-            })
+            // `size` and `sha256` stay the original's: what the backend submitted.
+            .map(|(p, (path, kind))| StoredPayload { path, wire_type: Some(kind), ..p })
             .collect();
         return Ok((builder.build("").into_bytes(), wire));
     }
@@ -259,10 +257,7 @@ pub(crate) fn protect(
     let wire = payloads
         .into_iter()
         .zip(ciphertexts)
-        .map(|(p, c)| {
-            let size = std::fs::metadata(&c).map(|m| m.len()).unwrap_or(p.size);
-            StoredPayload { path: c, size, wire_type: Some("application/octet-stream".into()), ..p }
-        })
+        .map(|(p, c)| StoredPayload { path: c, wire_type: Some("application/octet-stream".into()), ..p })
         .collect();
     Ok((envelope.into_bytes(), wire))
 }
