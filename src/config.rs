@@ -336,6 +336,18 @@ pub struct BackendConfig {
     pub token: Option<String>,
     pub token_file: Option<PathBuf>,
     pub token_env: Option<String>,
+    /// HTTPS for the API (PEM): both or neither.
+    #[serde(default)]
+    pub tls_cert: Option<PathBuf>,
+    #[serde(default)]
+    pub tls_key: Option<PathBuf>,
+    /// With TLS, require a client certificate issued by one of these CAs (PEM).
+    #[serde(default)]
+    pub client_ca: Option<PathBuf>,
+    /// Plain HTTP on an address other than loopback: refused unless this is true (the token
+    /// and the documents would cross the network in clear).
+    #[serde(default)]
+    pub allow_plain_http: bool,
 }
 
 fn default_host() -> String {
@@ -476,7 +488,15 @@ impl Config {
         fix(&mut self.as4.tls_cert);
         fix(&mut self.as4.tls_key);
         fix(&mut self.as4.trust);
-        if let Some(p) = self.backend.token_file.as_mut() {
+        for p in [
+            &mut self.backend.token_file,
+            &mut self.backend.tls_cert,
+            &mut self.backend.tls_key,
+            &mut self.backend.client_ca,
+        ]
+        .into_iter()
+        .flatten()
+        {
             fix(p);
         }
         for k in &mut self.keys {
@@ -536,6 +556,22 @@ impl Config {
             if value == 0 || value > most {
                 return Err(invalid(key, format!("{value} is outside 1..={most}")));
             }
+        }
+        let b = &self.backend;
+        if b.tls_cert.is_some() != b.tls_key.is_some() {
+            return Err(invalid("backend.tls_cert", "give both tls_cert and tls_key, or neither".into()));
+        }
+        if b.client_ca.is_some() && b.tls_cert.is_none() {
+            return Err(invalid("backend.client_ca", "client certificates need TLS: set tls_cert and tls_key".into()));
+        }
+        if b.tls_cert.is_none() && !b.listen.ip().is_loopback() && !b.allow_plain_http {
+            return Err(invalid(
+                "backend.listen",
+                format!(
+                    "{} is not a loopback address and the API has no TLS: the token and the documents would cross the network in clear; set tls_cert and tls_key, or allow_plain_http = true",
+                    b.listen
+                ),
+            ));
         }
         if let Some(console) = &self.console
             && console.tls_cert.is_some() != console.tls_key.is_some()

@@ -170,6 +170,10 @@ pub async fn launch_with(
                 token: Some(token.clone()),
                 token_file: None,
                 token_env: None,
+                tls_cert: None,
+                tls_key: None,
+                client_ca: None,
+                allow_plain_http: false,
             },
             endpoints: endpoints
                 .iter()

@@ -135,6 +135,7 @@ impl Node {
             }
             None => None,
         };
+        let backend_tls = backend_tls(&config.backend)?;
         let as4_path = config.as4.path.clone();
         let ap = AccessPoint::new(config, store, pmodes, security);
         let started = crate::store::now_ms();
@@ -149,7 +150,12 @@ impl Node {
         let backend_router = crate::backend::router(ap.clone(), token);
         let mut tasks = vec![
             tokio::spawn(serve_tls(as4, tls, as4_router, ap.config.as4.connections, shutdown.clone())),
-            tokio::spawn(serve_plain(backend, backend_router, shutdown.clone())),
+            match backend_tls {
+                Some(tls) => {
+                    tokio::spawn(serve_tls(backend, tls, backend_router, ap.config.as4.connections, shutdown.clone()))
+                }
+                None => tokio::spawn(serve_plain(backend, backend_router, shutdown.clone())),
+            },
             tokio::spawn(outbound::run_sender(ap.clone(), shutdown.clone())),
             tokio::spawn(pmode_watch::run(ap.clone(), watcher, shutdown.clone())),
             tokio::spawn(crate::msh::retention::run(ap.clone(), shutdown.clone())),
@@ -236,6 +242,19 @@ pub async fn open_store(config: &Config) -> Result<SharedStore, StartError> {
         }
     };
     Ok(store)
+}
+
+/// The backend API's TLS configuration, when it has one (with client certificates required
+/// when `client_ca` is set).
+fn backend_tls(
+    backend: &crate::config::BackendConfig,
+) -> Result<Option<Arc<rustls::ServerConfig>>, crate::transport::tls::TlsError> {
+    use crate::transport::tls::{client_auth_server_config, plain_server_config};
+    Ok(match (&backend.tls_cert, &backend.tls_key, &backend.client_ca) {
+        (Some(cert), Some(key), Some(ca)) => Some(client_auth_server_config(cert, key, ca)?),
+        (Some(cert), Some(key), None) => Some(plain_server_config(cert, key)?),
+        _ => None,
+    })
 }
 
 /// Creates `path` (and its parents) and makes it 0700.
@@ -339,6 +358,15 @@ pub fn check(config: &Config) -> CheckReport {
     match config.api_token() {
         Ok(_) => report.lines.push("backend token: ok".into()),
         Err(e) => report.errors.push(format!("backend.token: {e}")),
+    }
+    match backend_tls(&config.backend) {
+        Ok(Some(_)) => report.lines.push(format!(
+            "backend API: https://{}/{}",
+            config.backend.listen,
+            if config.backend.client_ca.is_some() { " (client certificates required)" } else { "" }
+        )),
+        Ok(None) => report.lines.push(format!("backend API: http://{}/", config.backend.listen)),
+        Err(e) => report.errors.push(format!("backend.tls_cert/tls_key/client_ca: {e}")),
     }
     if let Some(console) = &config.console {
         match (&console.tls_cert, &console.tls_key) {

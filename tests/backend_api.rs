@@ -170,3 +170,38 @@ async fn a_national_system_pages_filters_downloads_and_resends_through_the_api()
     assert_eq!(woke["events"][0]["event"], "submitted");
     cluster.stop().await;
 }
+
+/// The API over HTTPS with client certificates required: no certificate, no API.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_can_require_tls_and_a_client_certificate() {
+    let mut cluster = Cluster::start_options(&[("cl", "CL-SICEX")], Options::default()).await;
+    let certs = cluster.dir.path().join("certs/demo");
+    let ca = cluster.ca();
+    let saved = cluster.take_down("cl").await;
+    let (cert, key) = (certs.join("cl-tls.pem"), certs.join("cl-tls.key"));
+    let (c, k, a) = (cert.clone(), key.clone(), ca.clone());
+    cluster
+        .restart("cl", saved, |config| {
+            config.backend.tls_cert = Some(c);
+            config.backend.tls_key = Some(k);
+            config.backend.client_ca = Some(a);
+        })
+        .await;
+    let node = &cluster.node("cl");
+    let url = format!("https://127.0.0.1:{}/api/v1/inbox", node.node.backend_addr.port());
+    let get = async |client_cert: Option<(&std::path::Path, &std::path::Path)>| {
+        let tls = ventanilla::transport::tls::client_config(&ca, client_cert).unwrap();
+        let connector =
+            hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls).https_only().enable_http1().build();
+        let client: hyper_util::client::legacy::Client<_, http_body_util::Empty<Bytes>> =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build(connector);
+        let request = hyper::Request::get(&url)
+            .header("authorization", format!("Bearer {}", node.api.token()))
+            .body(http_body_util::Empty::new())
+            .unwrap();
+        client.request(request).await.map(|r| r.status().as_u16())
+    };
+    assert!(get(None).await.is_err(), "no client certificate: the handshake fails");
+    assert_eq!(get(Some((&cert, &key))).await.unwrap(), 200);
+    cluster.stop().await;
+}

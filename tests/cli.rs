@@ -285,6 +285,19 @@ fn users_json_logs_and_alert_rules_from_the_command_line() {
     assert_eq!(started["party"], "CL-SICEX");
     assert!(started["console"].as_str().unwrap().contains("127.0.0.1:"), "{started}");
 
+    // The API on a public address without TLS: refused unless the config says so.
+    let open = demo_config(dir.path(), "CL-SICEX", "");
+    let text = std::fs::read_to_string(&open)
+        .unwrap()
+        .replace("[backend]\nlisten = \"127.0.0.1:0\"", "[backend]\nlisten = \"0.0.0.0:0\"");
+    std::fs::write(&open, &text).unwrap();
+    let out = ventanilla().args(["config", "check"]).arg(&open).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("backend.listen: 0.0.0.0:0 is not a loopback address"));
+    std::fs::write(&open, text.replace("[backend]\n", "[backend]\nallow_plain_http = true\n")).unwrap();
+    let out = ventanilla().args(["config", "check"]).arg(&open).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
     let bad = demo_config(dir.path(), "CL-SICEX", "[[alerts.rule]]\nkind = \"disk_lo\"");
     let out = ventanilla().args(["config", "check"]).arg(&bad).output().unwrap();
     assert_eq!(out.status.code(), Some(1));

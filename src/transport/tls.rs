@@ -74,6 +74,26 @@ pub fn client_config(trust: &Path, client_auth: Option<(&Path, &Path)>) -> Resul
     Ok(config)
 }
 
+/// A server that requires a client certificate issued by one of the CAs in `client_ca` (the
+/// backend API with mutual TLS).
+pub fn client_auth_server_config(
+    cert: &Path,
+    key: &Path,
+    client_ca: &Path,
+) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(roots(client_ca)?, provider())
+        .build()
+        .map_err(|e| TlsError::Config(e.to_string()))?;
+    let mut config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Config(e.to_string()))?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(load_certs(cert)?, load_key(key)?)
+        .map_err(|e| TlsError::Config(e.to_string()))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
 /// A server without client authentication (the web console).
 pub fn plain_server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     let mut config = rustls::ServerConfig::builder_with_provider(provider())

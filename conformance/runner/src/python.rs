@@ -178,6 +178,10 @@ retry = ["1s", "2s"]
                 token: Some(token.clone()),
                 token_file: None,
                 token_env: None,
+                tls_cert: None,
+                tls_key: None,
+                client_ca: None,
+                allow_plain_http: false,
             },
             endpoints: Default::default(),
             keys: vec![KeyConfig {
