@@ -56,6 +56,11 @@ pub struct Config {
     pub alerts: crate::ops::settings::AlertsConfig,
     #[serde(default)]
     pub logging: crate::ops::settings::LoggingConfig,
+    /// Push delivery of received messages (webhooks, folders), first match wins.
+    #[serde(default, rename = "delivery")]
+    pub deliveries: Vec<crate::push::settings::DeliveryRule>,
+    /// Submission by dropping files into a folder.
+    pub submit_folder: Option<crate::push::settings::SubmitFolder>,
 }
 
 /// How much of each repeated ebMS element a message may carry, received or submitted. What
@@ -522,6 +527,17 @@ impl Config {
         if let Some(p) = self.alerts.webhook.as_mut().and_then(|w| w.secret_file.as_mut()) {
             fix(p);
         }
+        for rule in &mut self.deliveries {
+            if let Some(p) = rule.folder.as_mut() {
+                fix(p);
+            }
+            if let Some(p) = rule.webhook.as_mut().and_then(|w| w.secret_file.as_mut()) {
+                fix(p);
+            }
+        }
+        if let Some(folder) = self.submit_folder.as_mut() {
+            fix(&mut folder.path);
+        }
     }
 
     fn validate(&self, file: &Path) -> Result<(), ConfigError> {
@@ -586,6 +602,8 @@ impl Config {
         if !self.alerts.rules.is_empty() && self.alerts.webhook.is_none() && self.alerts.email.is_none() {
             tracing::debug!("alert rules without a webhook or e-mail: alerts show in the console only");
         }
+        crate::push::settings::check(&self.deliveries)
+            .map_err(|(key, message): (String, String)| invalid(&key, message))?;
         if self.as4.send_concurrency == 0 {
             return Err(invalid("as4.send_concurrency", "must be at least 1".into()));
         }

@@ -215,6 +215,8 @@ pub async fn launch_with(
             health: Default::default(),
             alerts: options.alerts.clone(),
             logging: Default::default(),
+            deliveries: Vec::new(),
+            submit_folder: None,
         };
         let node = Node::start_wrapped(config, as4, backend, options.store_wrappers.get(*code)).await?;
         let api = ApiClient::new(&format!("http://{}", node.backend_addr), &token);

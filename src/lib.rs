@@ -17,5 +17,6 @@ pub mod inspect;
 pub mod msh;
 pub mod node;
 pub mod ops;
+pub mod push;
 pub mod store;
 pub mod transport;

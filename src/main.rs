@@ -397,7 +397,14 @@ async fn main() -> anyhow::Result<()> {
                     });
                 }
                 let properties = properties.into_iter().map(|(n, v)| (n, v, None)).collect();
-                let sub = ventanilla::msh::outbound::Submission { to, leg, conversation_id, properties, payloads };
+                let sub = ventanilla::msh::outbound::Submission {
+                    to,
+                    leg,
+                    conversation_id,
+                    properties,
+                    payloads,
+                    message_id: None,
+                };
                 let (um, _, _) = ventanilla::msh::outbound::build_user_message(&ap, &sub)?;
                 println!("{}", ventanilla::ebms::write::user_message_envelope(&um));
                 return Ok(());

@@ -161,6 +161,7 @@ impl Node {
             tokio::spawn(crate::msh::retention::run(ap.clone(), shutdown.clone())),
             tokio::spawn(crate::msh::pull::run(ap.clone(), shutdown.clone())),
             tokio::spawn(crate::ops::alerts::run(ap.clone(), shutdown.clone())),
+            tokio::spawn(crate::push::run(ap.clone(), shutdown.clone())),
         ];
         let mut console_addr = None;
         if let Some((listener, tls, settings)) = console {

@@ -130,6 +130,34 @@ impl MessageStore for CommitThenStall {
     async fn clear_alert(&self, key: &str, at_ms: i64) -> Result<Option<AlertRecord>, StoreError> {
         self.inner.clear_alert(key, at_ms).await
     }
+    async fn enqueue_deliveries(
+        &self,
+        target: &str,
+        pmode: Option<&str>,
+        leg: Option<&str>,
+        now_ms: i64,
+        limit: usize,
+    ) -> Result<usize, StoreError> {
+        self.inner.enqueue_deliveries(target, pmode, leg, now_ms, limit).await
+    }
+    async fn claim_deliveries(
+        &self,
+        target: &str,
+        now_ms: i64,
+        lease_until_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<(i64, String, u32)>, StoreError> {
+        self.inner.claim_deliveries(target, now_ms, lease_until_ms, limit).await
+    }
+    async fn finish_delivery(&self, row: i64, target: &str, outcome: DeliveryOutcome) -> Result<(), StoreError> {
+        self.inner.finish_delivery(row, target, outcome).await
+    }
+    async fn deliveries(&self, state: Option<&str>, limit: usize) -> Result<Vec<Delivery>, StoreError> {
+        self.inner.deliveries(state, limit).await
+    }
+    async fn retry_delivery(&self, row: i64, target: &str, now_ms: i64) -> Result<bool, StoreError> {
+        self.inner.retry_delivery(row, target, now_ms).await
+    }
     async fn acknowledge_alert(&self, key: &str, by: &str, at_ms: i64) -> Result<bool, StoreError> {
         self.inner.acknowledge_alert(key, by, at_ms).await
     }

@@ -143,6 +143,17 @@ pub fn parse_metadata(bytes: &[u8]) -> Result<SubmitMetadata, (StatusCode, Strin
 }
 
 impl SubmitMetadata {
+    /// The message properties as (name, value, type).
+    pub fn properties_list(&self) -> Vec<(String, String, Option<String>)> {
+        self.properties
+            .iter()
+            .map(|(name, v)| match v {
+                PropertyValue::Plain(value) => (name.clone(), value.clone(), None),
+                PropertyValue::Typed { value, kind } => (name.clone(), value.clone(), kind.clone()),
+            })
+            .collect()
+    }
+
     /// Every field within [`MAX_METADATA_FIELD`] characters.
     fn check(&self) -> Result<(), String> {
         let long = |what: &str, value: &str| {
@@ -273,19 +284,14 @@ async fn submit_message(AxState(api): AxState<Api>, mut form: Multipart) -> Resu
         .await
         .map_err(|e| internal(&e))?
         .map_err(|e| internal(&e))?;
+    let properties = metadata.properties_list();
     let submission = Submission {
         to: metadata.to,
         leg: metadata.leg,
         conversation_id: metadata.conversation_id,
-        properties: metadata
-            .properties
-            .into_iter()
-            .map(|(name, v)| match v {
-                PropertyValue::Plain(value) => (name, value, None),
-                PropertyValue::Typed { value, kind } => (name, value, kind),
-            })
-            .collect(),
+        properties,
         payloads,
+        message_id: None,
     };
     // Owned: once the row may commit, the backend hanging up must not drop the work (and with
     // it the guard that would remove the files the committed row names).

@@ -5,4 +5,6 @@ pub mod client;
 pub mod openapi;
 mod queries;
 
+pub use queries::safe_file_name;
+
 pub use api::router;

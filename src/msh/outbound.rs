@@ -42,6 +42,9 @@ pub struct Submission {
     /// (name, value, type)
     pub properties: Vec<(String, String, Option<String>)>,
     pub payloads: Vec<StoredPayload>,
+    /// The MessageId to use, for a submission that may be repeated (a watched folder after a
+    /// crash): the same id is accepted once; a repeat returns the stored message.
+    pub message_id: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -118,7 +121,7 @@ pub fn build_user_message(ap: &AccessPoint, sub: &Submission) -> Result<(UserMes
     }
     let me = link.party(ap.me()).ok_or_else(|| refuse("this access point is not a party of the link".into()))?;
     let partner = link.partner_of(ap.me()).ok_or_else(|| refuse("no partner".into()))?;
-    let message_id = crate::clock::new_message_id(&ap.config.host);
+    let message_id = sub.message_id.clone().unwrap_or_else(|| crate::clock::new_message_id(&ap.config.host));
     let um = UserMessage {
         mpc: leg.mpc.clone(),
         service: Service { value: leg.service.clone(), kind: leg.service_type.clone() },
@@ -279,6 +282,7 @@ pub async fn submit(ap: &AccessPoint, sub: Submission) -> Result<MessageRecord, 
     let um_for_protect = um.clone();
     let leg_name = leg.clone();
     let sizes: Vec<u64> = sub.payloads.iter().map(|p| p.size).collect();
+    let payload_dir = sub.payloads.first().and_then(|p| p.path.parent()).map(std::path::Path::to_path_buf);
     let (envelope, payloads, document, pull) = crate::blocking::spawn(move || {
         let leg = link.leg(&leg_name).ok_or_else(|| SubmitError::Refused(format!("leg {leg_name} was unloaded")))?;
         // Step: validate payload. The leading document must be valid and fit the link.
@@ -311,7 +315,14 @@ pub async fn submit(ap: &AccessPoint, sub: Submission) -> Result<MessageRecord, 
         payloads,
         document: document.and_then(|d| serde_json::to_value(d).ok()),
     };
-    ap.store.insert(message).await?;
+    if let crate::store::Inserted::Duplicate { .. } = ap.store.insert(message).await? {
+        // A repeated submission (same MessageId): the first is the message; these files are not.
+        tracing::info!(message_id = %um.info.message_id, "submitted again; already accepted");
+        if let Some(dir) = payload_dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+        return Ok(ap.store.get(Direction::Outbound, &um.info.message_id).await?);
+    }
     for size in sizes {
         ap.ops.metrics.payload(Direction::Outbound, size);
     }

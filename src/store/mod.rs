@@ -10,7 +10,10 @@ pub mod sqlite;
 
 use serde::Serialize;
 
-pub use operations::{AlertRecord, AuditEntry, NewRefusal, QueueStat, Refusal, Search, Summary, User, document_number};
+pub use operations::{
+    AlertRecord, AuditEntry, Delivery, DeliveryOutcome, NewRefusal, QueueStat, Refusal, Search, Summary, User,
+    document_number,
+};
 
 /// What happens to a stored message (see [`crate::lifecycle`]).
 pub use crate::lifecycle::Event as Happening;
@@ -248,6 +251,30 @@ pub trait MessageStore: Send + Sync {
     async fn raise_alert(&self, key: &str, rule: &str, detail: &str, at_ms: i64) -> Result<bool, StoreError>;
     /// Clears the active alert `key`; returns it if this call cleared it.
     async fn clear_alert(&self, key: &str, at_ms: i64) -> Result<Option<AlertRecord>, StoreError>;
+    /// Push delivery: queues for `target` the received messages in the inbox (of `pmode` and
+    /// `leg` when given) that no rule has queued yet; returns how many.
+    async fn enqueue_deliveries(
+        &self,
+        target: &str,
+        pmode: Option<&str>,
+        leg: Option<&str>,
+        now_ms: i64,
+        limit: usize,
+    ) -> Result<usize, StoreError>;
+    /// Leases due deliveries of `target` until `lease_until_ms` (compare-and-set: of several
+    /// nodes, one takes each); returns (message row, MessageId, attempts so far).
+    async fn claim_deliveries(
+        &self,
+        target: &str,
+        now_ms: i64,
+        lease_until_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<(i64, String, u32)>, StoreError>;
+    async fn finish_delivery(&self, row: i64, target: &str, outcome: DeliveryOutcome) -> Result<(), StoreError>;
+    /// Deliveries, newest first, in `state` when given.
+    async fn deliveries(&self, state: Option<&str>, limit: usize) -> Result<Vec<Delivery>, StoreError>;
+    /// A dead delivery is tried again now; returns whether it was dead.
+    async fn retry_delivery(&self, row: i64, target: &str, now_ms: i64) -> Result<bool, StoreError>;
     /// An operator acknowledges the active alert `key` (once); returns whether this call did.
     async fn acknowledge_alert(&self, key: &str, by: &str, at_ms: i64) -> Result<bool, StoreError>;
     /// Active alerts first, then the latest cleared ones.

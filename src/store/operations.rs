@@ -151,6 +151,33 @@ pub struct AlertRecord {
     pub acknowledged_at: Option<String>,
 }
 
+/// One received message's push to the national system (a webhook or a folder).
+#[derive(Debug, Clone, Serialize)]
+pub struct Delivery {
+    #[serde(skip)]
+    pub row: i64,
+    pub message_id: String,
+    pub partner: String,
+    pub pmode: String,
+    pub leg: String,
+    /// The `[[delivery]]` rule's name.
+    pub target: String,
+    /// `pending`, `delivered`, or `dead` (the schedule ran out; an operator may retry it).
+    pub state: String,
+    pub attempts: u32,
+    pub next_at: Option<String>,
+    pub last_error: Option<String>,
+    pub updated_at: String,
+}
+
+/// How a delivery attempt ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeliveryOutcome {
+    Delivered,
+    Retry { at_ms: i64, error: String },
+    Dead { error: String },
+}
+
 /// The document number a payload handler's summary names (indexed for the search).
 pub fn document_number(document: Option<&serde_json::Value>) -> Option<String> {
     document?.get("number")?.as_str().filter(|n| !n.is_empty()).map(str::to_owned)

@@ -107,6 +107,16 @@ CREATE TABLE IF NOT EXISTS alerts (
     acknowledged_at BIGINT
 );
 CREATE UNIQUE INDEX IF NOT EXISTS alerts_active ON alerts (key) WHERE cleared_at IS NULL;
+CREATE TABLE IF NOT EXISTS deliveries (
+    message_row BIGINT NOT NULL PRIMARY KEY REFERENCES messages(id) ON DELETE CASCADE,
+    target      TEXT NOT NULL,
+    state       TEXT NOT NULL,
+    attempts    INTEGER NOT NULL DEFAULT 0,
+    next_at     BIGINT,
+    last_error  TEXT,
+    updated_at  BIGINT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (target, state, next_at);
 "#;
 
 /// Nodes creating the schema at the same moment take turns.
@@ -813,6 +823,116 @@ impl MessageStore for PostgresStore {
             .await
             .map_err(pg)?;
         Ok(row.as_ref().map(pg_alert))
+    }
+
+    async fn enqueue_deliveries(
+        &self,
+        target: &str,
+        pmode: Option<&str>,
+        leg: Option<&str>,
+        now_ms: i64,
+        limit: usize,
+    ) -> Result<usize, StoreError> {
+        let client = self.pool.get().await.map_err(pg)?;
+        let queued = client
+            .execute(
+                "INSERT INTO deliveries (message_row, target, state, attempts, next_at, updated_at)
+                 SELECT id, $1, 'pending', 0, $4, $4 FROM messages m
+                 WHERE direction = 'inbound' AND state = 'delivered'
+                   AND ($2::TEXT IS NULL OR pmode = $2) AND ($3::TEXT IS NULL OR leg = $3)
+                   AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.message_row = m.id)
+                 ORDER BY id LIMIT $5
+                 ON CONFLICT (message_row) DO NOTHING",
+                &[&target, &pmode, &leg, &now_ms, &(limit as i64)],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(queued as usize)
+    }
+
+    async fn claim_deliveries(
+        &self,
+        target: &str,
+        now_ms: i64,
+        lease_until_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<(i64, String, u32)>, StoreError> {
+        let client = self.pool.get().await.map_err(pg)?;
+        let rows = client
+            .query(
+                "WITH claimed AS (
+                     UPDATE deliveries SET next_at = $3 WHERE message_row IN (
+                         SELECT message_row FROM deliveries WHERE target = $1 AND state = 'pending' AND next_at <= $2
+                         ORDER BY next_at LIMIT $4 FOR UPDATE SKIP LOCKED)
+                     RETURNING message_row, attempts)
+                 SELECT c.message_row, m.message_id, c.attempts FROM claimed c JOIN messages m ON m.id = c.message_row",
+                &[&target, &now_ms, &lease_until_ms, &(limit as i64)],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1), r.get::<_, i32>(2) as u32)).collect())
+    }
+
+    async fn finish_delivery(&self, row: i64, target: &str, outcome: DeliveryOutcome) -> Result<(), StoreError> {
+        let client = self.pool.get().await.map_err(pg)?;
+        let (state, next, error) = match outcome {
+            DeliveryOutcome::Delivered => ("delivered", None, None),
+            DeliveryOutcome::Retry { at_ms, error } => ("pending", Some(at_ms), Some(error)),
+            DeliveryOutcome::Dead { error } => ("dead", None, Some(error)),
+        };
+        client
+            .execute(
+                "UPDATE deliveries SET state = $3, attempts = attempts + 1, next_at = $4,
+                        last_error = COALESCE($5, last_error), updated_at = $6
+                 WHERE message_row = $1 AND target = $2",
+                &[&row, &target, &state, &next, &error, &now_ms()],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(())
+    }
+
+    async fn deliveries(&self, state: Option<&str>, limit: usize) -> Result<Vec<Delivery>, StoreError> {
+        let client = self.pool.get().await.map_err(pg)?;
+        let rows = client
+            .query(
+                "SELECT d.message_row, m.message_id, m.partner, m.pmode, m.leg, d.target, d.state, d.attempts,
+                        d.next_at, d.last_error, d.updated_at
+                 FROM deliveries d JOIN messages m ON m.id = d.message_row
+                 WHERE $1::TEXT IS NULL OR d.state = $1 ORDER BY d.updated_at DESC LIMIT $2",
+                &[&state, &(limit as i64)],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(rows
+            .iter()
+            .map(|r| Delivery {
+                row: r.get(0),
+                message_id: r.get(1),
+                partner: r.get(2),
+                pmode: r.get(3),
+                leg: r.get(4),
+                target: r.get(5),
+                state: r.get(6),
+                attempts: r.get::<_, i32>(7) as u32,
+                next_at: r.get::<_, Option<i64>>(8).map(format_ms),
+                last_error: r.get(9),
+                updated_at: format_ms(r.get(10)),
+            })
+            .collect())
+    }
+
+    async fn retry_delivery(&self, row: i64, target: &str, now_ms: i64) -> Result<bool, StoreError> {
+        let client = self.pool.get().await.map_err(pg)?;
+        let changed = client
+            .execute(
+                "UPDATE deliveries SET state = 'pending', attempts = 0, next_at = $3, updated_at = $3
+                 WHERE message_row = $1 AND target = $2 AND state = 'dead'",
+                &[&row, &target, &now_ms],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(changed > 0)
     }
 
     async fn acknowledge_alert(&self, key: &str, by: &str, at_ms: i64) -> Result<bool, StoreError> {

@@ -98,6 +98,16 @@ CREATE TABLE IF NOT EXISTS alerts (
     acknowledged_at INTEGER
 );
 CREATE UNIQUE INDEX IF NOT EXISTS alerts_active ON alerts (key) WHERE cleared_at IS NULL;
+CREATE TABLE IF NOT EXISTS deliveries (
+    message_row INTEGER NOT NULL PRIMARY KEY REFERENCES messages(row) ON DELETE CASCADE,
+    target      TEXT NOT NULL,
+    state       TEXT NOT NULL,
+    attempts    INTEGER NOT NULL DEFAULT 0,
+    next_at     INTEGER,
+    last_error  TEXT,
+    updated_at  INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (target, state, next_at);
 "#;
 
 #[derive(Clone)]
@@ -780,6 +790,116 @@ impl MessageStore for SqliteStore {
                     alert,
                 )
                 .optional()?)
+        })
+        .await
+    }
+
+    async fn enqueue_deliveries(
+        &self,
+        target: &str,
+        pmode: Option<&str>,
+        leg: Option<&str>,
+        now_ms: i64,
+        limit: usize,
+    ) -> Result<usize, StoreError> {
+        let (target, pmode, leg) = (target.to_owned(), pmode.map(str::to_owned), leg.map(str::to_owned));
+        self.with(move |conn| {
+            Ok(conn.execute(
+                "INSERT INTO deliveries (message_row, target, state, attempts, next_at, updated_at)
+                 SELECT row, ?1, 'pending', 0, ?4, ?4 FROM messages m
+                 WHERE direction = 'inbound' AND state = 'delivered'
+                   AND (?2 IS NULL OR pmode = ?2) AND (?3 IS NULL OR leg = ?3)
+                   AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.message_row = m.row)
+                 ORDER BY row LIMIT ?5",
+                params![target, pmode, leg, now_ms, limit as i64],
+            )?)
+        })
+        .await
+    }
+
+    async fn claim_deliveries(
+        &self,
+        target: &str,
+        now_ms: i64,
+        lease_until_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<(i64, String, u32)>, StoreError> {
+        let target = target.to_owned();
+        self.with(move |conn| {
+            let tx = conn.transaction()?;
+            let due: Vec<(i64, String, u32)> = {
+                let mut stmt = tx.prepare_cached(
+                    "SELECT d.message_row, m.message_id, d.attempts FROM deliveries d JOIN messages m ON m.row = d.message_row
+                     WHERE d.target = ?1 AND d.state = 'pending' AND d.next_at <= ?2 ORDER BY d.next_at LIMIT ?3",
+                )?;
+                stmt.query_map(params![target, now_ms, limit as i64], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                    .collect::<Result<_, _>>()?
+            };
+            for (row, _, _) in &due {
+                tx.execute("UPDATE deliveries SET next_at = ?2 WHERE message_row = ?1", params![row, lease_until_ms])?;
+            }
+            tx.commit()?;
+            Ok(due)
+        })
+        .await
+    }
+
+    async fn finish_delivery(&self, row: i64, target: &str, outcome: DeliveryOutcome) -> Result<(), StoreError> {
+        let target = target.to_owned();
+        self.with(move |conn| {
+            let (state, next, error) = match outcome {
+                DeliveryOutcome::Delivered => ("delivered", None, None),
+                DeliveryOutcome::Retry { at_ms, error } => ("pending", Some(at_ms), Some(error)),
+                DeliveryOutcome::Dead { error } => ("dead", None, Some(error)),
+            };
+            conn.execute(
+                "UPDATE deliveries SET state = ?3, attempts = attempts + 1, next_at = ?4,
+                        last_error = COALESCE(?5, last_error), updated_at = ?6
+                 WHERE message_row = ?1 AND target = ?2",
+                params![row, target, state, next, error, now_ms()],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn deliveries(&self, state: Option<&str>, limit: usize) -> Result<Vec<Delivery>, StoreError> {
+        let state = state.map(str::to_owned);
+        self.with(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT d.message_row, m.message_id, m.partner, m.pmode, m.leg, d.target, d.state, d.attempts,
+                        d.next_at, d.last_error, d.updated_at
+                 FROM deliveries d JOIN messages m ON m.row = d.message_row
+                 WHERE ?1 IS NULL OR d.state = ?1 ORDER BY d.updated_at DESC LIMIT ?2",
+            )?;
+            let rows = stmt.query_map(params![state, limit as i64], |r| {
+                Ok(Delivery {
+                    row: r.get(0)?,
+                    message_id: r.get(1)?,
+                    partner: r.get(2)?,
+                    pmode: r.get(3)?,
+                    leg: r.get(4)?,
+                    target: r.get(5)?,
+                    state: r.get(6)?,
+                    attempts: r.get(7)?,
+                    next_at: r.get::<_, Option<i64>>(8)?.map(format_ms),
+                    last_error: r.get(9)?,
+                    updated_at: format_ms(r.get(10)?),
+                })
+            })?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
+    async fn retry_delivery(&self, row: i64, target: &str, now_ms: i64) -> Result<bool, StoreError> {
+        let target = target.to_owned();
+        self.with(move |conn| {
+            Ok(conn.execute(
+                "UPDATE deliveries SET state = 'pending', attempts = 0, next_at = ?3, updated_at = ?3
+                 WHERE message_row = ?1 AND target = ?2 AND state = 'dead'",
+                params![row, target, now_ms],
+            )? > 0)
         })
         .await
     }

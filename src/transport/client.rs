@@ -187,9 +187,14 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     out
 }
 
-/// POSTs a small JSON body to an operator's service (an alert webhook): HTTPS verified
-/// against the system's CA certificates, or plain HTTP; returns the status.
-pub async fn post_json(url: &str, body: &[u8], headers: &[(&str, &str)], timeout: Duration) -> Result<u16, String> {
+/// A client for the national system's and the operators' own services (alert and delivery
+/// webhooks): HTTPS verified against the system's CA certificates, or plain HTTP.
+fn service_client<B>()
+-> Result<Client<hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>, B>, String>
+where
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+{
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls_native_certs::load_native_certs().certs {
         let _ = roots.add(cert);
@@ -201,7 +206,12 @@ pub async fn post_json(url: &str, body: &[u8], headers: &[(&str, &str)], timeout
         .with_no_client_auth();
     let connector =
         hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls).https_or_http().enable_http1().build();
-    let client: Client<_, http_body_util::Full<Bytes>> = Client::builder(TokioExecutor::new()).build(connector);
+    Ok(Client::builder(TokioExecutor::new()).build(connector))
+}
+
+/// POSTs a small JSON body to an operator's service (an alert webhook); returns the status.
+pub async fn post_json(url: &str, body: &[u8], headers: &[(&str, &str)], timeout: Duration) -> Result<u16, String> {
+    let client = service_client::<http_body_util::Full<Bytes>>()?;
     let mut request = hyper::Request::post(url).header("content-type", "application/json");
     for (name, value) in headers {
         request = request.header(*name, *value);
@@ -212,4 +222,38 @@ pub async fn post_json(url: &str, body: &[u8], headers: &[(&str, &str)], timeout
         Ok(Err(e)) => Err(format!("cannot POST to {url}: {e}")),
         Err(_) => Err(format!("no answer from {url} within {timeout:?}")),
     }
+}
+
+/// POSTs a streamed body to the national system's service (a delivery webhook); returns the
+/// status and the start of the answer.
+pub async fn post_stream(
+    url: &str,
+    content_type: &str,
+    headers: &[(&str, &str)],
+    body: BodyStream,
+    timeout: Duration,
+) -> Result<(u16, String), String> {
+    let client = service_client::<StreamBody<FrameStream>>()?;
+    let mut request = hyper::Request::post(url).header("content-type", content_type);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let frames: FrameStream = Box::pin(body.map(|chunk| chunk.map(Frame::data)));
+    let request = request.body(StreamBody::new(frames)).map_err(|e| e.to_string())?;
+    let exchange = async {
+        let response = client.request(request).await.map_err(|e| format!("cannot POST to {url}: {e}"))?;
+        let status = response.status().as_u16();
+        let mut answer = Vec::new();
+        let mut body = response.into_body();
+        while let Some(frame) = http_body_util::BodyExt::frame(&mut body).await {
+            if let Ok(data) = frame.map_err(|e| e.to_string())?.into_data() {
+                answer.extend_from_slice(&data[..data.len().min(1024usize.saturating_sub(answer.len()))]);
+            }
+            if answer.len() >= 1024 {
+                break;
+            }
+        }
+        Ok((status, String::from_utf8_lossy(&answer).into_owned()))
+    };
+    tokio::time::timeout(timeout, exchange).await.map_err(|_| format!("no answer from {url} within {timeout:?}"))?
 }

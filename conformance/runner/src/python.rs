@@ -202,6 +202,8 @@ retry = ["1s", "2s"]
             health: Default::default(),
             alerts: Default::default(),
             logging: Default::default(),
+            deliveries: Vec::new(),
+            submit_folder: None,
         };
         let node = crate::node::Node::start_with(config, as4, backend).await?;
         let api = ApiClient::new(&format!("http://{}", node.backend_addr), &token);
