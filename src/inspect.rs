@@ -60,6 +60,13 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 
 pub async fn verify_file(path: &Path, options: &VerifyOptions) -> Result<Report, String> {
     let raw = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    // An evidence bundle (`GET /api/v1/messages/{id}/evidence`) is JSON; messages are XML or MIME.
+    if raw.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{') {
+        let bundle: crate::evidence::Bundle =
+            serde_json::from_slice(&raw).map_err(|e| format!("{}: not an evidence bundle: {e}", path.display()))?;
+        let check = crate::evidence::check(&bundle);
+        return Ok(Report { lines: check.lines, valid: check.valid, partial: false });
+    }
     let (content_type, body) = split_http(&raw);
     let work = tempfile_dir()?;
     let mut parts: Vec<(String, String, PathBuf)> = Vec::new();

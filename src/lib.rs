@@ -13,6 +13,7 @@ pub mod clock;
 pub mod config;
 #[cfg(feature = "devtools")]
 pub mod demo;
+pub mod evidence;
 pub mod inspect;
 pub mod msh;
 pub mod node;

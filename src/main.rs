@@ -60,8 +60,10 @@ enum Command {
         files: Vec<PathBuf>,
     },
     /// Verify the signature of a raw AS4 message or signal (HTTP headers optional, MIME or
-    /// bare SOAP): one line per reference and a verdict; exit 0 if valid, 1 if not, 3 if valid
-    /// as far as it could be checked (encrypted attachments without --decrypt-key).
+    /// bare SOAP), or an evidence bundle (`GET /api/v1/messages/{id}/evidence`, checked offline:
+    /// both signatures, the receipt's NRR against the envelope, the certificate chains): one
+    /// line per check and a verdict; exit 0 if valid, 1 if not, 3 if valid as far as it could
+    /// be checked (encrypted attachments without --decrypt-key).
     Verify {
         file: PathBuf,
         /// Also validate the signer's certificate chain against these CA certificates (PEM).

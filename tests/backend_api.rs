@@ -106,6 +106,41 @@ async fn a_national_system_pages_filters_downloads_and_resends_through_the_api()
     assert_eq!(status, 200);
     assert!(String::from_utf8_lossy(&signal).contains("Receipt"), "{}", String::from_utf8_lossy(&signal));
 
+    // Evidence: a bundle each side can hand to a lawyer, checked offline by `ventanilla verify`.
+    for (api, name) in [(cl, "sent"), (pe, "received")] {
+        let (status, headers, bundle) = api
+            .call_with_headers("GET", &format!("/api/v1/messages/{}/evidence", ids[0]), None, Bytes::new())
+            .await
+            .unwrap();
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&bundle));
+        assert!(headers.get("content-disposition").unwrap().to_str().unwrap().contains("evidence-"));
+        let path = file(cluster.dir.path(), &format!("evidence-{name}.json"), &bundle);
+        let out =
+            std::process::Command::new(env!("CARGO_BIN_EXE_ventanilla")).arg("verify").arg(&path).output().unwrap();
+        let report = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(0), "{name}: {report}{}", String::from_utf8_lossy(&out.stderr));
+        assert!(report.contains("envelope: signature VALID") && report.contains("signal: signature VALID"), "{report}");
+        assert!(
+            report.contains("repeats every signed reference") && report.contains("chains to the bundled CAs"),
+            "{report}"
+        );
+        // A receipt for another message does not prove this one.
+        let mut forged: serde_json::Value = serde_json::from_slice(&bundle).unwrap();
+        let other: serde_json::Value = serde_json::from_slice(
+            &api.call_with_headers("GET", &format!("/api/v1/messages/{}/evidence", ids[1]), None, Bytes::new())
+                .await
+                .unwrap()
+                .2,
+        )
+        .unwrap();
+        forged["signal"] = other["signal"].clone();
+        let path = file(cluster.dir.path(), &format!("forged-{name}.json"), forged.to_string().as_bytes());
+        let out =
+            std::process::Command::new(env!("CARGO_BIN_EXE_ventanilla")).arg("verify").arg(&path).output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stdout));
+        assert!(String::from_utf8_lossy(&out.stdout).contains("does not refer to"));
+    }
+
     // Resend: only a failed message; 409 otherwise.
     let resend = |id: &str| format!("/api/v1/messages/{id}/resend");
     let body = Bytes::from_static(br#"{"mode":"identical"}"#);

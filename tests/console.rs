@@ -214,6 +214,7 @@ async fn an_operator_finds_downloads_and_resends_a_failed_message_in_the_browser
         ("/refused", "refused", "not-soap"),
         ("/alerts", "alerts", "partner_unreachable"),
         ("/audit", "audit", "resend"),
+        ("/deliveries", "deliveries", "no [[delivery]] rule"),
     ] {
         client.goto(&format!("{console}{path}")).await.unwrap();
         wait_text(&client, expect).await;

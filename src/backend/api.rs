@@ -41,6 +41,7 @@ pub fn router(ap: Arc<AccessPoint>, token: String) -> Router {
         .route("/api/v1/messages/{id}/envelope", get(queries::envelope))
         .route("/api/v1/messages/{id}/signal", get(queries::signal))
         .route("/api/v1/messages/{id}/resend", post(queries::resend))
+        .route("/api/v1/messages/{id}/evidence", get(queries::evidence))
         .route("/api/v1/inbox", get(queries::inbox))
         .route("/api/v1/inbox/{id}", get(queries::get_received))
         .route("/api/v1/inbox/{id}/payloads/{index}", get(queries::download_received))

@@ -241,6 +241,27 @@ pub async fn signal(
     }
 }
 
+/// `GET /api/v1/messages/{id}/evidence?direction=`: the evidence bundle (see
+/// [`crate::evidence`]); `ventanilla verify BUNDLE` checks it offline.
+pub async fn evidence(
+    AxState(api): AxState<Api>,
+    id: Result<Path<String>, PathRejection>,
+    q: Result<Query<DirectionQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let record = find(&api, &path(id)?, query(q)?.direction).await?;
+    let ap = api.ap.clone();
+    let bundle = crate::blocking::spawn(move || crate::evidence::bundle(&ap, &record))
+        .await
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        .map_err(|e| ApiError(StatusCode::GONE, e))?;
+    let name = format!("evidence-{}.json", safe_file_name(&bundle.message_id));
+    let mut response = Json(bundle).into_response();
+    if let Ok(value) = HeaderValue::from_str(&format!("attachment; filename=\"{name}\"")) {
+        response.headers_mut().insert(header::CONTENT_DISPOSITION, value);
+    }
+    Ok(response)
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ResendBody {

@@ -185,6 +185,96 @@ pub async fn alerts(AxState(console): AxState<Console>, Extension(session): Exte
 }
 
 #[derive(Debug, Deserialize)]
+pub struct DeliveryFilter {
+    #[serde(default)]
+    state: String,
+}
+
+/// Push deliveries to the national system: dead ones first (with Retry), then the rest.
+pub async fn deliveries(
+    AxState(console): AxState<Console>,
+    Extension(session): Extension<Session>,
+    Query(filter): Query<DeliveryFilter>,
+) -> Response {
+    let state = Some(filter.state.as_str()).filter(|s| !s.is_empty());
+    let mut rows = console.ap.store.deliveries(state, 500).await.unwrap_or_default();
+    rows.sort_by_key(|d| match d.state.as_str() {
+        "dead" => 0,
+        "pending" => 1,
+        _ => 2,
+    });
+    let rules = &console.ap.config.deliveries;
+    let content = html! {
+        p.muted {
+            "Received messages pushed to the national system ("
+            @for (i, r) in rules.iter().enumerate() {
+                @if i > 0 { ", " }
+                (r.name) ": " @if let Some(w) = &r.webhook { "webhook " span.mono { (w.url) } } @if let Some(f) = &r.folder { "folder " span.mono { (f.display()) } }
+            }
+            @if rules.is_empty() { "no [[delivery]] rule is configured; the backend polls the inbox" }
+            "). A dead delivery stays in the inbox until it is retried or the backend takes it."
+        }
+        p { a href="/deliveries?state=dead" { "dead" } " · " a href="/deliveries?state=pending" { "pending" } " · " a href="/deliveries?state=delivered" { "delivered" } " · " a href="/deliveries" { "all" } }
+        table #deliveries {
+            thead { tr { th { "State" } th { "Message id" } th { "Partner" } th { "Rule" } th { "Attempts" } th { "Next attempt" } th { "Last error" } th { "Changed (UTC)" } th {} } }
+            tbody {
+                @for d in &rows {
+                    tr {
+                        td { (badge(if d.state == "dead" { "failed" } else if d.state == "delivered" { "acknowledged" } else { "waiting_retry" })) " " (d.state) }
+                        td.mono { a href=(format!("/message?{}", query(&[("d", "inbound"), ("id", &d.message_id)]))) { (d.message_id) } }
+                        td { (d.partner) } td { (d.target) } td { (d.attempts) }
+                        td { (d.next_at.as_deref().unwrap_or("")) } td { (d.last_error.as_deref().unwrap_or("")) } td { (d.updated_at) }
+                        td {
+                            @if d.state == "dead" && session.role >= Role::Operator {
+                                form method="post" action="/deliveries/retry" {
+                                    (csrf(&session))
+                                    input type="hidden" name="message_id" value=(d.message_id);
+                                    input type="hidden" name="target" value=(d.target);
+                                    button.secondary type="submit" { "Retry" }
+                                }
+                            }
+                        }
+                    }
+                }
+                @if rows.is_empty() { tr { td colspan="9" .muted { "Nothing here." } } }
+            }
+        }
+    };
+    page("Deliveries", console.ap.me(), &session, "/deliveries", content)
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RetryForm {
+    message_id: String,
+    target: String,
+}
+
+pub async fn retry_delivery(
+    AxState(console): AxState<Console>,
+    Extension(session): Extension<Session>,
+    Form(form): Form<RetryForm>,
+) -> Response {
+    if let Some(refused) = forbidden(&session, Role::Operator) {
+        return refused;
+    }
+    let store = console.ap.store.as_ref();
+    let row = match store.get(crate::store::Direction::Inbound, &form.message_id).await {
+        Ok(m) => m.row,
+        Err(e) => return error_page(StatusCode::NOT_FOUND, &e.to_string()),
+    };
+    match store.retry_delivery(row, &form.target, crate::store::now_ms()).await {
+        Ok(true) => {
+            users::audit(store, &session.user, "delivery_retried", &form.message_id, &form.target).await;
+            Redirect::to("/deliveries?state=pending").into_response()
+        }
+        Ok(false) => {
+            error_page(StatusCode::CONFLICT, "That delivery is not dead (it was retried or delivered meanwhile).")
+        }
+        Err(e) => error_page(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+    }
+}
+
+#[derive(Debug, Deserialize)]
 pub struct AlertForm {
     key: String,
 }

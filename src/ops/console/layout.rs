@@ -49,9 +49,10 @@ pre { background:#fff; border:1px solid var(--line); padding:.6rem; overflow:aut
 "#;
 
 /// The pages in the menu: (path, title, role needed).
-const MENU: [(&str, &str, Role); 8] = [
+const MENU: [(&str, &str, Role); 9] = [
     ("/messages", "Messages", Role::Viewer),
     ("/refused", "Refused", Role::Viewer),
+    ("/deliveries", "Deliveries", Role::Viewer),
     ("/partners", "Partners", Role::Viewer),
     ("/certificates", "Certificates", Role::Viewer),
     ("/alerts", "Alerts", Role::Viewer),

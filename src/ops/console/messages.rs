@@ -197,6 +197,7 @@ pub async fn detail(
         }
         p.actions {
             a.button.secondary href=(link("envelope", None)) id="download-envelope" { "Raw envelope" }
+            a.button.secondary href=(link("evidence", None)) id="download-evidence" { "Evidence bundle" }
             @if m.response.is_some() { a.button.secondary href=(link("receipt", None)) id="download-receipt" { (if m.direction == Direction::Outbound { "Partner's receipt or error" } else { "Our receipt or error" }) } }
         }
         @if let Some(doc) = document { h2 { "Document summary" } pre #document { (doc) } }
@@ -253,6 +254,24 @@ pub async fn envelope(AxState(console): AxState<Console>, Query(r): Query<Messag
         Ok(m) if !m.envelope.is_empty() => attachment("envelope.xml", "application/xml", m.envelope.into()),
         Ok(_) => error_page(StatusCode::GONE, "The envelope is no longer stored (removed by retention)."),
         Err(e) => e,
+    }
+}
+
+/// The evidence bundle (the API's), for a dispute; `ventanilla verify` checks it offline.
+pub async fn evidence(AxState(console): AxState<Console>, Query(r): Query<MessageRef>) -> Response {
+    let record = match load(&console, &r).await {
+        Ok(m) => m,
+        Err(e) => return e,
+    };
+    let ap = console.ap.clone();
+    match crate::blocking::spawn(move || crate::evidence::bundle(&ap, &record)).await {
+        Ok(Ok(bundle)) => {
+            let name = format!("evidence-{}.json", bundle.message_id);
+            let json = serde_json::to_vec_pretty(&bundle).unwrap_or_default();
+            attachment(&name, "application/json", json.into())
+        }
+        Ok(Err(e)) => error_page(StatusCode::GONE, &e),
+        Err(e) => error_page(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     }
 }
 
