@@ -150,7 +150,7 @@ impl SubmitMetadata {
             .iter()
             .map(|(name, v)| match v {
                 PropertyValue::Plain(value) => (name.clone(), value.clone(), None),
-                PropertyValue::Typed { value, kind } => (name.clone(), value.clone(), kind.clone()),
+                PropertyValue::Typed(TypedValue { value, kind }) => (name.clone(), value.clone(), kind.clone()),
             })
             .collect()
     }
@@ -167,7 +167,7 @@ impl SubmitMetadata {
             problems.push(long("a property name", name));
             let (value, kind) = match value {
                 PropertyValue::Plain(v) => (v, None),
-                PropertyValue::Typed { value, kind } => (value, kind.as_deref()),
+                PropertyValue::Typed(TypedValue { value, kind }) => (value, kind.as_deref()),
             };
             problems.push(long(&format!("property '{name}'"), value));
             problems.push(kind.and_then(|k| long(&format!("the type of property '{name}'"), k)));
@@ -183,17 +183,26 @@ impl SubmitMetadata {
 #[serde(untagged)]
 pub enum PropertyValue {
     Plain(String),
-    Typed {
-        value: String,
-        #[serde(rename = "type")]
-        kind: Option<String>,
-    },
+    Typed(TypedValue),
+}
+
+/// `{"value": "...", "type": "..."}`; nothing else.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TypedValue {
+    pub value: String,
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
 }
 
 /// `POST /api/v1/messages`: multipart/form-data with a `metadata` JSON part and one or more
 /// `payload` parts. Payloads stream to disk; 202 once the message is durable.
-async fn submit_message(AxState(api): AxState<Api>, mut form: Multipart) -> Result<Response, ApiError> {
+async fn submit_message(
+    AxState(api): AxState<Api>,
+    form: Result<Multipart, axum::extract::multipart::MultipartRejection>,
+) -> Result<Response, ApiError> {
     let bad = |m: String| ApiError(StatusCode::BAD_REQUEST, m);
+    let mut form = form.map_err(|e| bad(format!("the body must be multipart/form-data: {}", e.body_text())))?;
     let dir = api.ap.config.data_dir.join("outbound").join(uuid::Uuid::new_v4().to_string());
     let cleanup = scopeguard(dir.clone());
     let mut metadata: Option<SubmitMetadata> = None;

@@ -49,6 +49,14 @@ fn time_ms(value: &str) -> Option<(i64, bool)> {
 
 impl Filters {
     pub fn search(&self, limit: usize) -> Result<Search, String> {
+        for (key, value) in self.pairs() {
+            if value.len() > 1024 {
+                return Err(format!("{key}: {} bytes; at most 1024", value.len()));
+            }
+        }
+        if let Some(before) = self.before.filter(|b| *b < 0) {
+            return Err(format!("cursor {before} is negative"));
+        }
         let text = |v: &String| Some(v.trim().to_owned()).filter(|v| !v.is_empty());
         let date = |v: &String, key: &str| -> Result<Option<(i64, bool)>, String> {
             if v.trim().is_empty() {
