@@ -42,6 +42,26 @@ fn roots(trust: &Path) -> Result<Arc<rustls::RootCertStore>, TlsError> {
     Ok(Arc::new(store))
 }
 
+/// A server with our certificate for HTTP/1.1, checking client certificates with `verifier`
+/// (none: no client authentication).
+fn server_with(
+    cert: &Path,
+    key: &Path,
+    verifier: Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>,
+) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let builder = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Config(e.to_string()))?;
+    let builder = match verifier {
+        Some(v) => builder.with_client_cert_verifier(v),
+        None => builder.with_no_client_auth(),
+    };
+    let mut config =
+        builder.with_single_cert(load_certs(cert)?, load_key(key)?).map_err(|e| TlsError::Config(e.to_string()))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
 /// The server asks for a client certificate but does not require one: links that require
 /// client authentication are enforced per P-Mode once the partner is known.
 pub fn server_config(cert: &Path, key: &Path, trust: &Path) -> Result<Arc<rustls::ServerConfig>, TlsError> {
@@ -49,14 +69,25 @@ pub fn server_config(cert: &Path, key: &Path, trust: &Path) -> Result<Arc<rustls
         .allow_unauthenticated()
         .build()
         .map_err(|e| TlsError::Config(e.to_string()))?;
-    let mut config = rustls::ServerConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| TlsError::Config(e.to_string()))?
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(load_certs(cert)?, load_key(key)?)
+    server_with(cert, key, Some(verifier))
+}
+
+/// A server that requires a client certificate issued by one of the CAs in `client_ca` (the
+/// backend API with mutual TLS).
+pub fn client_auth_server_config(
+    cert: &Path,
+    key: &Path,
+    client_ca: &Path,
+) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(roots(client_ca)?, provider())
+        .build()
         .map_err(|e| TlsError::Config(e.to_string()))?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
+    server_with(cert, key, Some(verifier))
+}
+
+/// A server without client authentication (the web console).
+pub fn plain_server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    server_with(cert, key, None)
 }
 
 /// TLS 1.2 and 1.3 only (rustls has nothing older); a client certificate when given.
@@ -72,36 +103,4 @@ pub fn client_config(trust: &Path, client_auth: Option<(&Path, &Path)>) -> Resul
         None => builder.with_no_client_auth(),
     };
     Ok(config)
-}
-
-/// A server that requires a client certificate issued by one of the CAs in `client_ca` (the
-/// backend API with mutual TLS).
-pub fn client_auth_server_config(
-    cert: &Path,
-    key: &Path,
-    client_ca: &Path,
-) -> Result<Arc<rustls::ServerConfig>, TlsError> {
-    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(roots(client_ca)?, provider())
-        .build()
-        .map_err(|e| TlsError::Config(e.to_string()))?;
-    let mut config = rustls::ServerConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| TlsError::Config(e.to_string()))?
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(load_certs(cert)?, load_key(key)?)
-        .map_err(|e| TlsError::Config(e.to_string()))?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
-}
-
-/// A server without client authentication (the web console).
-pub fn plain_server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, TlsError> {
-    let mut config = rustls::ServerConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| TlsError::Config(e.to_string()))?
-        .with_no_client_auth()
-        .with_single_cert(load_certs(cert)?, load_key(key)?)
-        .map_err(|e| TlsError::Config(e.to_string()))?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
 }
