@@ -144,6 +144,8 @@ async fn an_operator_finds_downloads_and_resends_a_failed_message_in_the_browser
     let saved = cluster.take_down("pe").await;
     let (failed, state) = send(&cluster).await;
     assert_eq!(state, "failed");
+    let (also_failed, state) = send(&cluster).await;
+    assert_eq!(state, "failed");
     cluster.restart("pe", saved, |_| {}).await;
     // Something refused, for the Refused page.
     let _ = cluster.post_raw("cl", &multipart_content_type(), multipart("<not-soap/>", &[])).await;
@@ -194,6 +196,13 @@ async fn an_operator_finds_downloads_and_resends_a_failed_message_in_the_browser
     client.find(Locator::Id("resend-button")).await.unwrap().click().await.unwrap();
     wait_text(&client, "Resent.").await;
     let status = cluster.node("cl").api.wait_settled(&failed, Duration::from_secs(60)).await.unwrap();
+    assert_eq!(status["state"], "acknowledged", "{status}");
+    // The other failed one, through "resend all" on the filtered list.
+    client.goto(&format!("{console}/messages?state=failed")).await.unwrap();
+    wait_text(&client, &also_failed).await;
+    client.find(Locator::Css("#resend-filtered button")).await.unwrap().click().await.unwrap();
+    wait_text(&client, "Resent 1 failed message.").await;
+    let status = cluster.node("cl").api.wait_settled(&also_failed, Duration::from_secs(60)).await.unwrap();
     assert_eq!(status["state"], "acknowledged", "{status}");
 
     // Partners: the connection test.

@@ -345,7 +345,7 @@ pub async fn resend_filtered(
         }
     }
     let content = html! {
-        p.notice.ok #outcome { (done) " failed messages resent." }
+        p.notice.ok #outcome { "Resent " (done) (if done == 1 { " failed message." } else { " failed messages." }) }
         @if !problems.is_empty() { p.notice.bad { (problems.len()) " not resent:" } ul { @for p in &problems { li { (p) } } } }
         p { a href="/messages?state=failed" { "Failed messages" } }
     };
