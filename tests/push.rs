@@ -206,8 +206,8 @@ async fn a_document_dropped_in_one_folder_arrives_once_in_the_partners_folder() 
     std::fs::create_dir(&inbox).unwrap();
     let written = inbox.join(ventanilla::push::folder::folder_name(&id));
     wait_for("the written message", async || written.join("message.json").exists()).await;
-    // The partner's file name does not travel in AS4 (no part property carries it): payload-N.
-    assert_eq!(std::fs::read(written.join("payload-1")).unwrap(), document, "byte-identical");
+    // The sender's file name travels as the part property FileName.
+    assert_eq!(std::fs::read(written.join("cert-001.xml")).unwrap(), document, "byte-identical, under its name");
     let message: serde_json::Value =
         serde_json::from_slice(&std::fs::read(written.join("message.json")).unwrap()).unwrap();
     assert_eq!(message["conversation_id"], "drop-1");

@@ -598,7 +598,8 @@ fn check_payloads(
             path: part.path.clone(),
             size: part.size,
             sha256: part.sha256.clone(),
-            filename: None,
+            // Cleaned: a partner's name becomes a file name on our disks and in our folders.
+            filename: part_info.property(super::outbound::FILE_NAME).map(crate::backend::safe_file_name),
             wire_type: None,
         });
     }

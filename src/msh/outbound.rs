@@ -33,6 +33,9 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+/// The part property that carries a payload's file name.
+pub const FILE_NAME: &str = "FileName";
+
 /// What the backend asks to send. Payload files are already on disk (fsync'ed).
 #[derive(Debug, Clone)]
 pub struct Submission {
@@ -147,6 +150,11 @@ pub fn build_user_message(ap: &AccessPoint, sub: &Submission) -> Result<(UserMes
                         kind: None,
                         value: compress::GZIP.into(),
                     });
+                }
+                // The backend's file name travels with the part, so the receiving national
+                // system gets the document under the name it was sent with.
+                if let Some(name) = p.filename.as_deref().map(crate::backend::safe_file_name) {
+                    properties.push(Property { name: FILE_NAME.into(), kind: None, value: name });
                 }
                 PartInfo { href: Some(format!("cid:{}", p.content_id)), properties }
             })
