@@ -307,3 +307,83 @@ async fn a_revoked_certificate_is_refused_once_the_crl_lists_it() {
     assert!(still.contains("revoked"), "{still}");
     cluster.stop().await;
 }
+
+/// Issue 14: a partner moves to a certificate from a new CA; its operator sends the new CA and
+/// certificate; ours adds the CA to the truststore file and replaces the certificate file the
+/// P-Mode names. No restart: the next message is accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_partner_ca_and_certificate_take_effect_without_a_restart() {
+    let options = ventanilla::demo::Options {
+        revocation: ventanilla::pki::trust::RevocationPolicy::Off,
+        ..ventanilla::demo::Options::default()
+    };
+    let mut cluster = Cluster::start_options(&[("cl", "CL-SICEX"), ("pe", "PE-VUCE")], options).await;
+    let demo = cluster.dir.path().join("certs/demo");
+    let fresh = cluster.dir.path().join("certs/pe-new");
+    ventanilla_testkit::demo_pki::write_demo_pki(&fresh, &["pe"]).unwrap();
+    // The partner restarts with its new signing key (its business, not ours).
+    let saved = cluster.take_down("pe").await;
+    let (key, cert) = (fresh.join("pe-sign-ed25519.key"), fresh.join("pe-sign-ed25519.pem"));
+    cluster
+        .restart("pe", saved, |config| {
+            let keys = config.keys.iter_mut().find(|k| k.profile == "edelivery-2.0").unwrap();
+            keys.sign.key = Some(key);
+            keys.sign.cert = Some(cert);
+        })
+        .await;
+    let send = async |cluster: &Cluster| {
+        let doc = file(cluster.dir.path(), "pe.xml", &ephyto("PE", "CL"));
+        let r = cluster
+            .node("pe")
+            .api
+            .submit(
+                &serde_json::json!({"to": "CL-SICEX", "leg": "ephyto"}),
+                &[ventanilla::backend::client::Upload { path: &doc, mime_type: "application/xml" }],
+            )
+            .await
+            .unwrap();
+        let id = r["message_id"].as_str().unwrap().to_owned();
+        cluster.node("pe").api.wait_settled(&id, Duration::from_secs(30)).await.unwrap()
+    };
+    // Before our operator acts: refused (the P-Mode binds the old certificate).
+    let refused = {
+        let cl = cluster.node("cl").node.ap.clone();
+        let before = cl.store.refusals(None, 100).await.unwrap().len();
+        let doc = file(cluster.dir.path(), "pe0.xml", &ephyto("PE", "CL"));
+        cluster
+            .node("pe")
+            .api
+            .submit(
+                &serde_json::json!({"to": "CL-SICEX", "leg": "ephyto"}),
+                &[ventanilla::backend::client::Upload { path: &doc, mime_type: "application/xml" }],
+            )
+            .await
+            .unwrap();
+        let mut refused = false;
+        for _ in 0..100 {
+            if cl.store.refusals(None, 100).await.unwrap().len() > before {
+                refused = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        refused
+    };
+    assert!(refused, "the old binding refuses the new certificate");
+    // Our operator: the new CA into the truststore file, the new certificate into the file the
+    // P-Mode names.
+    let mut cas = std::fs::read(demo.join("ca.pem")).unwrap();
+    cas.extend(std::fs::read(fresh.join("ca.pem")).unwrap());
+    std::fs::write(demo.join("ca.pem"), cas).unwrap();
+    std::fs::copy(fresh.join("pe-sign-ed25519.pem"), demo.join("pe-sign-ed25519.pem")).unwrap();
+    let mut state = serde_json::Value::Null;
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        state = send(&cluster).await;
+        if state["state"] == "acknowledged" {
+            break;
+        }
+    }
+    assert_eq!(state["state"], "acknowledged", "{state}");
+    cluster.stop().await;
+}

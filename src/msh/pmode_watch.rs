@@ -1,5 +1,6 @@
 //! Hot reload of the P-Mode folder: a file added, changed or removed takes effect without a
-//! restart. A broken file is reported and its previous version kept (or, if new, left out).
+//! restart, and so does a replaced certificate file a P-Mode names. A broken file is reported
+//! and its previous version kept (or, if new, left out).
 
 use super::AccessPoint;
 use crate::pmode::{Link, PmodeSet, parse_link, read_files};
@@ -13,6 +14,18 @@ use tokio_util::sync::CancellationToken;
 pub struct Watcher {
     seen: BTreeMap<PathBuf, String>,
     active: BTreeMap<PathBuf, Link>,
+    /// The certificate files each P-Mode file's link read, as they were then.
+    certs: BTreeMap<PathBuf, Stamps>,
+}
+
+/// Modification time and size of each file.
+type Stamps = Vec<(PathBuf, Option<(std::time::SystemTime, u64)>)>;
+
+fn stamps(files: &[PathBuf]) -> Stamps {
+    files
+        .iter()
+        .map(|f| (f.clone(), std::fs::metadata(f).ok().and_then(|m| Some((m.modified().ok()?, m.len())))))
+        .collect()
 }
 
 impl Watcher {
@@ -32,6 +45,7 @@ impl Watcher {
         for (path, text) in files {
             match parse_link(&path, &text) {
                 Ok(link) => {
+                    watcher.certs.insert(path.clone(), stamps(&link.cert_files));
                     watcher.active.insert(path.clone(), link);
                 }
                 Err(e) => errors.extend(e),
@@ -63,19 +77,39 @@ impl Watcher {
             }
         };
         let now: BTreeMap<PathBuf, String> = files.into_iter().collect();
-        if now == self.seen {
+        // A certificate file replaced under an unchanged P-Mode reloads that P-Mode.
+        let replaced: std::collections::BTreeSet<PathBuf> = self
+            .certs
+            .iter()
+            .filter(|(_, old)| {
+                let files: Vec<PathBuf> = old.iter().map(|(f, _)| f.clone()).collect();
+                stamps(&files) != **old
+            })
+            .map(|(path, _)| path.clone())
+            .collect();
+        if now == self.seen && replaced.is_empty() {
             return None;
         }
         let mut next = self.active.clone();
         next.retain(|path, _| now.contains_key(path));
         for (path, text) in &now {
-            if self.seen.get(path) == Some(text) {
+            if self.seen.get(path) == Some(text) && !replaced.contains(path) {
                 continue;
+            }
+            if replaced.contains(path) {
+                tracing::info!(file = %path.display(), "a certificate file this P-Mode names changed; reloading it");
+            }
+            // Whatever the outcome, these are the certificate files as seen now (a broken one
+            // is reported once, not at every poll).
+            if let Some(old) = self.certs.get(path) {
+                let files: Vec<PathBuf> = old.iter().map(|(f, _)| f.clone()).collect();
+                self.certs.insert(path.clone(), stamps(&files));
             }
             match parse_link(path, text) {
                 Ok(link) => {
                     tracing::info!(file = %path.display(), pmode = %link.id, "P-Mode loaded");
                     ops.pmode_file_loaded(path, at);
+                    self.certs.insert(path.clone(), stamps(&link.cert_files));
                     next.insert(path.clone(), link);
                 }
                 Err(errors) => {
@@ -91,6 +125,7 @@ impl Watcher {
             tracing::info!(file = %path.display(), "P-Mode file removed");
             ops.pmode_file_removed(path);
         }
+        self.certs.retain(|path, _| now.contains_key(path));
         self.seen = now;
         match PmodeSet::build(next.values().cloned().collect()) {
             Ok(set) => {
@@ -119,7 +154,7 @@ pub async fn run(ap: Arc<AccessPoint>, mut watcher: Watcher, shutdown: Cancellat
         if let Some(set) = watcher.poll(&dir, &ap.ops) {
             ap.replace_pmodes(set);
         }
-        ap.security.refresh_crls();
+        ap.security.refresh_trust();
     }
 }
 
@@ -165,5 +200,40 @@ action = "Send"
         assert!(ops.pmode_files()[&dir.path().join("a-b.toml")].error.is_none(), "a good version clears the error");
         std::fs::remove_file(dir.path().join("a-b.toml")).unwrap();
         assert!(w.poll(dir.path(), &ops).unwrap().links().is_empty());
+    }
+
+    /// Issue 14: a partner certificate file replaced under an unchanged P-Mode takes effect
+    /// (it used to be ignored until a restart); a broken replacement keeps the old one and is
+    /// reported once.
+    #[test]
+    fn a_replaced_certificate_file_reloads_its_pmode() {
+        let dir = tempfile::tempdir().unwrap();
+        let certs = dir.path().join("certs/demo");
+        ventanilla_testkit::demo_pki::write_demo_pki(&certs, &["cl", "pe", "co"]).unwrap();
+        let pmodes = dir.path().join("pmodes");
+        std::fs::create_dir_all(&pmodes).unwrap();
+        let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/pmodes/cl-pe.toml");
+        std::fs::copy(shipped, pmodes.join("cl-pe.toml")).unwrap();
+        let ops = crate::ops::Operations::default();
+        let (mut w, set) = Watcher::load(&pmodes).unwrap();
+        let partner_cert = |set: &PmodeSet| set.links()[0].party("PE-VUCE").unwrap().sign_certs[0].clone();
+        let before = partner_cert(&set);
+        assert!(w.poll(&pmodes, &ops).is_none(), "nothing changed");
+        // The partner's new certificate, in the same file.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::copy(certs.join("co-sign-ed25519.pem"), certs.join("pe-sign-ed25519.pem")).unwrap();
+        let set = w.poll(&pmodes, &ops).expect("the P-Mode is reloaded");
+        let after = partner_cert(&set);
+        assert_ne!(before, after);
+        let expected =
+            openssl::x509::X509::from_pem(&std::fs::read(certs.join("co-sign-ed25519.pem")).unwrap()).unwrap();
+        assert_eq!(after, expected.to_der().unwrap());
+        // A broken replacement: the certificate in force stays, the error is reported once.
+        std::fs::write(certs.join("pe-sign-ed25519.pem"), "not a certificate").unwrap();
+        let set = w.poll(&pmodes, &ops).expect("rebuilt with the previous version");
+        assert_eq!(partner_cert(&set), after);
+        assert!(ops.pmode_files()[&pmodes.join("cl-pe.toml")].error.is_some());
+        assert!(w.poll(&pmodes, &ops).is_none(), "not reloaded again until something changes");
+        assert_eq!(ops.metrics.pmode_reload_failures.get(), 1);
     }
 }

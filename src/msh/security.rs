@@ -36,6 +36,11 @@ struct TrustSource {
 }
 
 impl TrustSource {
+    /// The files the truststore is made of: the CA certificates and the CRLs.
+    fn files(&self) -> Vec<std::path::PathBuf> {
+        std::iter::once(self.roots.clone()).chain(self.crls.iter().cloned()).collect()
+    }
+
     fn load(&self) -> Result<TrustStore, String> {
         let store = TrustStore::load(&self.roots, &self.crls, self.policy)?;
         Ok(match &self.ocsp {
@@ -127,8 +132,9 @@ impl SecurityContext {
             ocsp: s
                 .ocsp
                 .then(|| (s.ocsp_responder.clone(), duration(&s.ocsp_cache, 3600), duration(&s.ocsp_timeout, 5))),
-            stamps: std::sync::Mutex::new(stamps(&s.crls)),
+            stamps: std::sync::Mutex::new(Vec::new()),
         };
+        *source.stamps.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = stamps(&source.files());
         let trust = source.load()?;
         Ok(SecurityContext {
             keys: out,
@@ -141,11 +147,12 @@ impl SecurityContext {
         self.trust.read().ok().and_then(|t| t.clone())
     }
 
-    /// Reloads the truststore when a CRL file changed (operators replace CRLs as they are
-    /// published). A file that fails to load keeps the truststore in force, with an alert.
-    pub fn refresh_crls(&self) {
+    /// Reloads the truststore when its CA file or a CRL file changed (CRLs are replaced as
+    /// they are published; a new partner CA is added to the file). A file that fails to load
+    /// keeps the truststore in force, with an alert.
+    pub fn refresh_trust(&self) {
         let Some(source) = &self.trust_source else { return };
-        let now = stamps(&source.crls);
+        let now = stamps(&source.files());
         let Ok(mut seen) = source.stamps.lock() else { return };
         if *seen == now {
             return;
@@ -155,11 +162,11 @@ impl SecurityContext {
                 if let Ok(mut t) = self.trust.write() {
                     *t = Some(std::sync::Arc::new(store));
                 }
-                tracing::info!(files = source.crls.len(), "CRLs reloaded");
+                tracing::info!(ca_file = %source.roots.display(), crls = source.crls.len(), "truststore reloaded");
                 *seen = now;
             }
             Err(e) => {
-                tracing::error!(error = %e, "ALERT: a CRL file could not be loaded; the previous CRLs stay in force");
+                tracing::error!(error = %e, "ALERT: the truststore (CA or CRL file) could not be loaded; the previous one stays in force");
                 *seen = now;
             }
         }

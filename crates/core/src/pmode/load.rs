@@ -111,6 +111,7 @@ fn validate(r: &mut Reporter<'_>, path: &Path, raw: LinkFile) -> Option<Link> {
         r.at(a.span(), "agreement", "without agreement_type the agreement must be a URI");
     }
     let base = path.parent().unwrap_or(Path::new("."));
+    let mut cert_files: Vec<std::path::PathBuf> = Vec::new();
     let mut parties = Vec::new();
     if raw.party.len() != 2 {
         let span = raw.party.first().map(|p| p.span()).unwrap_or(0..0);
@@ -139,6 +140,7 @@ fn validate(r: &mut Reporter<'_>, path: &Path, raw: LinkFile) -> Option<Link> {
         }
         let mut cert = |value: &Option<Spanned<String>>, what: &str, sign: bool| -> Option<Vec<u8>> {
             let v = value.as_ref()?;
+            cert_files.push(base.join(v.get_ref()));
             match certificate(base, v.get_ref(), profile, sign) {
                 Ok(der) => Some(der),
                 Err(message) => {
@@ -308,9 +310,11 @@ fn validate(r: &mut Reporter<'_>, path: &Path, raw: LinkFile) -> Option<Link> {
         },
     };
     let parties: [Party; 2] = parties.try_into().ok()?;
+    cert_files.extend(parties.iter().filter_map(|p| p.tls_cert.clone()));
     Some(Link {
         id: id?,
         file: path.to_owned(),
+        cert_files,
         profile: profile?,
         agreement: raw.agreement.map(|a| a.into_inner()),
         agreement_type: raw.agreement_type,

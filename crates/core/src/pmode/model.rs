@@ -80,6 +80,9 @@ impl Leg {
 pub struct Link {
     pub id: String,
     pub file: PathBuf,
+    /// The certificate files the link read (its parties' sign, enc and TLS certificates): a
+    /// replaced file reloads the link as a changed P-Mode file does.
+    pub cert_files: Vec<PathBuf>,
     pub profile: Profile,
     pub agreement: Option<String>,
     pub agreement_type: Option<String>,
