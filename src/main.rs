@@ -7,7 +7,11 @@ use ventanilla::backend::client::{ApiClient, Upload};
 use ventanilla::config::Config;
 
 #[derive(Parser)]
-#[command(name = "ventanilla", version, about = "AS4 access point for customs and trade single windows")]
+#[command(
+    name = "ventanilla",
+    version = concat!(env!("CARGO_PKG_VERSION"), " (", env!("VENTANILLA_COMMIT"), ")"),
+    about = "AS4 access point for customs and trade single windows"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

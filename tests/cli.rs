@@ -304,3 +304,13 @@ fn users_json_logs_and_alert_rules_from_the_command_line() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains(&format!("{}:5: alerts.rule", bad.display())) && stderr.contains("disk_lo"), "{stderr}");
 }
+
+/// Issue 14: `--version` names the version and the commit it was built from.
+#[test]
+fn version_names_the_commit() {
+    let out = ventanilla().arg("--version").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with(&format!("ventanilla {} (", env!("CARGO_PKG_VERSION"))), "{text}");
+    let commit = text.split('(').nth(1).unwrap().split([' ', ')']).next().unwrap();
+    assert!(commit.len() == 12 && commit.chars().all(|c| c.is_ascii_hexdigit()) || commit == "unknown", "{text}");
+}
