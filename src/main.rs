@@ -27,6 +27,11 @@ enum Command {
         #[arg(long, value_enum)]
         log_format: Option<ventanilla::ops::settings::LogFormat>,
     },
+    /// Partner links.
+    Partner {
+        #[command(subcommand)]
+        command: PartnerCommand,
+    },
     /// Console users (stored in the access point's store; each change is audited).
     User {
         #[command(subcommand)]
@@ -123,6 +128,19 @@ enum Command {
     Conformance {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum PartnerCommand {
+    /// Before the first message: the link's P-Mode, our keys, the partner's certificates
+    /// (chain and revocation status), and its endpoint answering the AS4 test service message
+    /// over TLS with a valid signed receipt. One line per check; exit 1 if any fails.
+    Check {
+        /// The P-Mode (link) id, e.g. cl-pe.
+        link: String,
+        #[arg(long)]
+        config: PathBuf,
     },
 }
 
@@ -279,6 +297,17 @@ async fn main() -> anyhow::Result<()> {
             node.stop_within(grace.0).await;
         }
         Command::User { command } => user_command(command).await?,
+        Command::Partner { command: PartnerCommand::Check { link, config } } => {
+            init_logging_as("warn", ventanilla::ops::settings::LogFormat::Text);
+            let config = Config::load(&config)?;
+            let report = ventanilla::ops::partner_check::check(config, &link).await.map_err(|e| anyhow::anyhow!(e))?;
+            for line in &report.lines {
+                println!("{line}");
+            }
+            if !report.ok {
+                std::process::exit(1);
+            }
+        }
         Command::Verify { file, truststore, cert, decrypt_key, decrypt_cert } => {
             let options =
                 ventanilla::inspect::VerifyOptions { truststore, cert, decrypt: decrypt_key.zip(decrypt_cert) };

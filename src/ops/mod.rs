@@ -8,6 +8,7 @@ pub mod filters;
 pub mod health;
 pub mod inventory;
 pub mod metrics;
+pub mod partner_check;
 pub mod resend;
 pub mod settings;
 pub mod users;
