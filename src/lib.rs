@@ -9,6 +9,7 @@ pub use ventanilla_core::{compress, ebms, lifecycle, mime, payload, pki, pmode, 
 
 pub mod backend;
 pub mod blocking;
+pub mod certs;
 pub mod clock;
 pub mod config;
 #[cfg(feature = "devtools")]

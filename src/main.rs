@@ -102,8 +102,7 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
-    /// Certificates.
-    #[cfg(feature = "devtools")]
+    /// Certificates: requests for a CA, installing what it issued, the demo PKI.
     Certs {
         #[command(subcommand)]
         command: CertsCommand,
@@ -199,10 +198,50 @@ enum PayloadCommand {
     },
 }
 
-#[cfg(feature = "devtools")]
 #[derive(Subcommand)]
 enum CertsCommand {
+    /// Make the key pairs a profile needs (keys 0600) and PKCS#10 requests for your CA
+    /// (X25519 cannot sign a request: its public key is written for the CA to certify).
+    Request {
+        /// Your party id, e.g. EC-VUE.
+        #[arg(long)]
+        party: String,
+        #[arg(long, value_parser = ["edelivery-1.15", "edelivery-2.0"])]
+        profile: String,
+        #[arg(long)]
+        out: PathBuf,
+        /// The AS4 endpoint's host name, for the TLS request's subjectAltName.
+        #[arg(long)]
+        host: Option<String>,
+        #[arg(long)]
+        organisation: Option<String>,
+        /// ISO 3166 alpha-2 country code.
+        #[arg(long)]
+        country: Option<String>,
+    },
+    /// Check a certificate the CA issued against its key and the profile (and the CA), then
+    /// install both into a folder (key 0600) and print the config lines that use them.
+    Import {
+        #[arg(long)]
+        key: PathBuf,
+        #[arg(long)]
+        cert: PathBuf,
+        #[arg(long, value_parser = ["edelivery-1.15", "edelivery-2.0"])]
+        profile: String,
+        #[arg(long, value_parser = ["sign", "enc", "tls"])]
+        usage: String,
+        /// The CA certificates it must chain to (PEM).
+        #[arg(long)]
+        ca: Option<PathBuf>,
+        /// Where to install them.
+        #[arg(long)]
+        to: PathBuf,
+        /// The installed files' name (default: the certificate file's stem).
+        #[arg(long)]
+        name: Option<String>,
+    },
     /// Make a throw-away demo PKI (root CA and TLS certificates), for tests and the demo.
+    #[cfg(feature = "devtools")]
     Demo {
         #[arg(long)]
         out: PathBuf,
@@ -380,6 +419,48 @@ async fn main() -> anyhow::Result<()> {
                 std::process::exit(1);
             }
         },
+        Command::Certs { command: CertsCommand::Request { party, profile, out, host, organisation, country } } => {
+            // SAFETY: umask only sets this process's file mode creation mask.
+            unsafe { libc::umask(0o077) };
+            let made = ventanilla::certs::request_all(
+                &out,
+                &party,
+                &profile,
+                host.as_deref(),
+                organisation.as_deref(),
+                country.as_deref(),
+            )
+            .map_err(|e| anyhow::anyhow!(e))?;
+            for f in &made.files {
+                println!("wrote {}", f.display());
+            }
+            println!("send the .csr files (and the .pub.pem of an X25519 key) to your CA; keep the .key files here");
+        }
+        Command::Certs { command: CertsCommand::Import { key, cert, profile, usage, ca, to, name } } => {
+            let usage = ventanilla::certs::Usage::parse(&usage).context("usage")?;
+            let lines = ventanilla::certs::check_issued(&key, &cert, &profile, usage, ca.as_deref())
+                .map_err(|e| anyhow::anyhow!("{}: {e}", cert.display()))?;
+            for line in &lines {
+                println!("ok: {line}");
+            }
+            let name = name.unwrap_or_else(|| {
+                cert.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "certificate".into())
+            });
+            let (key_to, cert_to) =
+                ventanilla::certs::install(&key, &cert, &to, &name).map_err(|e| anyhow::anyhow!(e))?;
+            println!("installed {} and {}", key_to.display(), cert_to.display());
+            match usage {
+                ventanilla::certs::Usage::Tls => {
+                    println!("config: [as4] tls_cert = \"{}\"  tls_key = \"{}\"", cert_to.display(), key_to.display())
+                }
+                _ => println!(
+                    "config: [[keys]] profile = \"{profile}\"  {} = {{ key = \"{}\", cert = \"{}\" }}",
+                    if usage == ventanilla::certs::Usage::Sign { "sign" } else { "enc" },
+                    key_to.display(),
+                    cert_to.display()
+                ),
+            }
+        }
         #[cfg(feature = "devtools")]
         Command::Certs { command: CertsCommand::Demo { out, names } } => {
             let names: Vec<&str> = names.iter().map(String::as_str).collect();

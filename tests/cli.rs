@@ -314,3 +314,86 @@ fn version_names_the_commit() {
     let commit = text.split('(').nth(1).unwrap().split([' ', ')']).next().unwrap();
     assert!(commit.len() == 12 && commit.chars().all(|c| c.is_ascii_hexdigit()) || commit == "unknown", "{text}");
 }
+
+/// Issue 14: keys and requests for a CA (keys 0600; X25519 as a public key), certificates
+/// issued by a test CA from them, checked and installed by `certs import`.
+#[test]
+fn certs_request_and_import_with_a_test_ca() {
+    use std::os::unix::fs::PermissionsExt;
+    use ventanilla_testkit::demo_pki::{Authority, Usage};
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("req");
+    let run = |args: &[&str]| {
+        let out = ventanilla().args(args).output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
+    };
+    let (code, text) = run(&[
+        "certs",
+        "request",
+        "--party",
+        "EC-VUE",
+        "--profile",
+        "edelivery-2.0",
+        "--out",
+        out.to_str().unwrap(),
+        "--host",
+        "as4.vue.ec.example",
+        "--country",
+        "EC",
+    ]);
+    assert_eq!(code, Some(0), "{text}");
+    for key in ["ec-vue-sign-ed25519.key", "ec-vue-enc-x25519.key", "ec-vue-tls.key"] {
+        assert_eq!(std::fs::metadata(out.join(key)).unwrap().permissions().mode() & 0o777, 0o600, "{key}");
+    }
+    // The CA's side: requests verified, certificates issued (X25519 from its public key).
+    let ca = Authority::new("Test CA of Ecuador").unwrap();
+    std::fs::write(dir.path().join("ca.pem"), ca.cert_pem().unwrap()).unwrap();
+    let csr = openssl::x509::X509Req::from_pem(&std::fs::read(out.join("ec-vue-sign-ed25519.csr")).unwrap()).unwrap();
+    let public = csr.public_key().unwrap();
+    assert!(csr.verify(&public).unwrap(), "the request is signed by its key");
+    let sign = ca.issue("EC-VUE sign", &public, Usage::Signing, 365).unwrap();
+    std::fs::write(dir.path().join("sign.pem"), sign.to_pem().unwrap()).unwrap();
+    let x25519 =
+        openssl::pkey::PKey::public_key_from_pem(&std::fs::read(out.join("ec-vue-enc-x25519.pub.pem")).unwrap())
+            .unwrap();
+    let enc = ca.issue("EC-VUE enc", &x25519, Usage::KeyAgreement, 365).unwrap();
+    std::fs::write(dir.path().join("enc.pem"), enc.to_pem().unwrap()).unwrap();
+    let keys = dir.path().join("keys");
+    let import = |key: &str, cert: &str, usage: &str| {
+        run(&[
+            "certs",
+            "import",
+            "--profile",
+            "edelivery-2.0",
+            "--usage",
+            usage,
+            "--key",
+            out.join(key).to_str().unwrap(),
+            "--cert",
+            dir.path().join(cert).to_str().unwrap(),
+            "--ca",
+            dir.path().join("ca.pem").to_str().unwrap(),
+            "--to",
+            keys.to_str().unwrap(),
+        ])
+    };
+    let (code, text) = import("ec-vue-sign-ed25519.key", "sign.pem", "sign");
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("ok: the certificate is for this key") && text.contains("ok: chains to"), "{text}");
+    assert!(text.contains("config: [[keys]] profile = \"edelivery-2.0\"  sign = { key ="), "{text}");
+    assert_eq!(std::fs::metadata(keys.join("sign.key")).unwrap().permissions().mode() & 0o777, 0o600);
+    let (code, text) = import("ec-vue-enc-x25519.key", "enc.pem", "enc");
+    assert_eq!(code, Some(0), "{text}");
+    // The wrong key, or the wrong use for the profile, is refused.
+    let (code, text) = import("ec-vue-enc-x25519.key", "sign.pem", "sign");
+    assert_eq!(code, Some(1));
+    assert!(text.contains("not for this key"), "{text}");
+    let (code, text) = import("ec-vue-sign-ed25519.key", "sign.pem", "enc");
+    assert_eq!(code, Some(1));
+    assert!(text.contains("needs a X25519 key"), "{text}");
+    // A second request into the same folder never overwrites a key.
+    let (code, text) =
+        run(&["certs", "request", "--party", "EC-VUE", "--profile", "edelivery-2.0", "--out", out.to_str().unwrap()]);
+    assert_eq!(code, Some(1));
+    assert!(text.contains("never overwrites a key"), "{text}");
+}
