@@ -19,6 +19,7 @@ pub mod inspect;
 pub mod msh;
 pub mod node;
 pub mod ops;
+pub mod pmode_new;
 pub mod push;
 pub mod store;
 pub mod transport;

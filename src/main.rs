@@ -180,6 +180,24 @@ enum ConfigCommand {
 enum PmodeCommand {
     /// Validate a P-Mode file or folder; errors print as file:line: key: message.
     Check { path: PathBuf },
+    /// Draft a link between two parties with their certificates inline (the same file on both
+    /// access points); checked before it is written.
+    New {
+        /// The link id, e.g. cl-ec.
+        #[arg(long)]
+        id: String,
+        #[arg(long, value_parser = ["edelivery-1.15", "edelivery-2.0"])]
+        profile: String,
+        /// ID,https://endpoint/as4,SIGN-CERT.pem,ENC-CERT.pem (twice: both parties).
+        #[arg(long = "party", num_args = 1)]
+        parties: Vec<String>,
+        /// Legs: ephyto, origin.
+        #[arg(long = "leg", default_values_t = ["ephyto".to_owned()])]
+        legs: Vec<String>,
+        /// Where to write it (it is not overwritten).
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -396,6 +414,34 @@ async fn main() -> anyhow::Result<()> {
             if invalid > 0 {
                 std::process::exit(1);
             }
+        }
+        Command::Pmode { command: PmodeCommand::New { id, profile, parties, legs, out } } => {
+            let specs: Vec<ventanilla::pmode_new::PartySpec> = parties
+                .iter()
+                .map(|p| ventanilla::pmode_new::PartySpec::parse(p))
+                .collect::<Result<_, _>>()
+                .map_err(|e| anyhow::anyhow!("--party: {e}"))?;
+            let Ok(pair) = <[ventanilla::pmode_new::PartySpec; 2]>::try_from(specs) else {
+                anyhow::bail!("--party: give exactly two parties");
+            };
+            let text = ventanilla::pmode_new::draft(&id, &profile, &pair, &legs);
+            if let Err(errors) = ventanilla::pmode::parse_link(&out, &text) {
+                for e in &errors {
+                    eprintln!("{e}");
+                }
+                anyhow::bail!("the draft does not check; nothing written");
+            }
+            if out.exists() {
+                anyhow::bail!("{} exists; not overwritten", out.display());
+            }
+            std::fs::write(&out, text)?;
+            println!(
+                "{}: link {id} drafted ({}, {} <-> {}); check it with your partner, then both load the same file",
+                out.display(),
+                profile,
+                pair[0].id,
+                pair[1].id
+            );
         }
         Command::Pmode { command: PmodeCommand::Check { path } } => match ventanilla::pmode::load_path(&path) {
             Ok(set) => {

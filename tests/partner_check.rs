@@ -50,3 +50,49 @@ async fn partner_check_tells_what_a_link_lacks_before_the_first_message() {
     cluster.restart("pe", saved, |_| {}).await;
     cluster.stop().await;
 }
+
+/// Issue 14: `pmode new` drafts a link with the certificates inline; the same file, loaded by
+/// both access points, carries messages both ways.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drafted_pmode_with_inline_certificates_works_on_both_sides() {
+    let cluster = Cluster::start_secure(&[("cl", "CL-SICEX"), ("pe", "PE-VUCE")]).await;
+    let certs = cluster.dir.path().join("certs/demo");
+    let draft = cluster.dir.path().join("cl-pe-draft.toml");
+    let party = |id: &str, code: &str| {
+        format!(
+            "{id},https://as4.{code}.example/as4,{},{}",
+            certs.join(format!("{code}-sign-ed25519.pem")).display(),
+            certs.join(format!("{code}-enc-x25519.pem")).display()
+        )
+    };
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ventanilla"))
+        .args(["pmode", "new", "--id", "cl-pe", "--profile", "edelivery-2.0", "--leg", "ephyto", "--leg", "origin"])
+        .args(["--party", &party("CL-SICEX", "cl"), "--party", &party("PE-VUCE", "pe"), "--out"])
+        .arg(&draft)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = std::fs::read_to_string(&draft).unwrap();
+    assert!(text.contains("-----BEGIN CERTIFICATE-----") && !text.contains("certs/demo"), "{text}");
+    // Both access points load the very same file in place of the shipped one.
+    std::fs::write(cluster.pmodes_dir().join("cl-pe.toml"), &text).unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    for (from, to, party) in [("cl", "pe", "PE-VUCE"), ("pe", "cl", "CL-SICEX")] {
+        let link = cluster.node(from).node.ap.pmodes().links().iter().find(|l| l.id == "cl-pe").cloned().unwrap();
+        assert!(link.cert_files.is_empty(), "the draft is loaded (no certificate file)");
+        let doc = file(cluster.dir.path(), &format!("{from}.xml"), &ephyto(&from.to_uppercase(), &to.to_uppercase()));
+        let r = cluster
+            .node(from)
+            .api
+            .submit(
+                &serde_json::json!({"to": party, "leg": "ephyto"}),
+                &[ventanilla::backend::client::Upload { path: &doc, mime_type: "application/xml" }],
+            )
+            .await
+            .unwrap();
+        let id = r["message_id"].as_str().unwrap();
+        let status = cluster.node(from).api.wait_settled(id, std::time::Duration::from_secs(60)).await.unwrap();
+        assert_eq!(status["state"], "acknowledged", "{from} → {to}: {status}");
+    }
+    cluster.stop().await;
+}

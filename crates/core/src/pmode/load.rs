@@ -140,7 +140,9 @@ fn validate(r: &mut Reporter<'_>, path: &Path, raw: LinkFile) -> Option<Link> {
         }
         let mut cert = |value: &Option<Spanned<String>>, what: &str, sign: bool| -> Option<Vec<u8>> {
             let v = value.as_ref()?;
-            cert_files.push(base.join(v.get_ref()));
+            if !is_inline_pem(v.get_ref()) {
+                cert_files.push(base.join(v.get_ref()));
+            }
             match certificate(base, v.get_ref(), profile, sign) {
                 Ok(der) => Some(der),
                 Err(message) => {
@@ -330,11 +332,24 @@ fn validate(r: &mut Reporter<'_>, path: &Path, raw: LinkFile) -> Option<Link> {
     })
 }
 
-/// Loads a partner certificate and checks its key fits the profile.
+/// Whether a certificate value is the PEM itself (inline) rather than a file name: the same
+/// P-Mode file then works on both access points whatever their folder layouts.
+pub fn is_inline_pem(value: &str) -> bool {
+    value.trim_start().starts_with("-----BEGIN CERTIFICATE-----")
+}
+
+/// Loads a partner certificate (a file, or PEM inline) and checks its key fits the profile.
 fn certificate(base: &Path, file: &str, profile: Option<Profile>, sign: bool) -> Result<Vec<u8>, String> {
     use crate::pki::keys::{KeyKind, kind_of, load_cert};
-    let path = base.join(file);
-    let cert = load_cert(&path).map_err(|e| e.to_string())?;
+    let (path, cert) = if is_inline_pem(file) {
+        let cert = openssl::x509::X509::from_pem(file.trim().as_bytes())
+            .map_err(|e| format!("the inline certificate is not valid PEM: {e}"))?;
+        (Path::new("(inline certificate)").to_path_buf(), cert)
+    } else {
+        let path = base.join(file);
+        let cert = load_cert(&path).map_err(|e| e.to_string())?;
+        (path, cert)
+    };
     let key = cert.public_key().map_err(|e| format!("{}: no usable public key: {e}", path.display()))?;
     let kind = kind_of(&key);
     let expected = match (profile, sign) {
