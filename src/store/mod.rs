@@ -281,6 +281,18 @@ pub trait MessageStore: Send + Sync {
     async fn alerts(&self, limit: usize) -> Result<Vec<AlertRecord>, StoreError>;
 }
 
+/// The store's schema version. 1: the first release's tables; 2: document numbers, refusals,
+/// users, audit, alerts and deliveries (the console and push delivery). A store at a higher
+/// version was made by a newer release and is refused rather than misread.
+pub const SCHEMA_VERSION: i64 = 2;
+
+/// The error for a store made by a newer release.
+pub fn newer_schema(found: i64) -> StoreError {
+    StoreError::Corrupt(format!(
+        "the store is at schema version {found}, made by a newer release; this one knows up to {SCHEMA_VERSION}: run that release, or restore a backup made by this one"
+    ))
+}
+
 pub fn now_ms() -> i64 {
     (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
 }

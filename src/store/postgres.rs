@@ -142,11 +142,25 @@ impl PostgresStore {
         let pool = Pool::builder(manager).max_size(pool_size.max(2)).build().map_err(pg)?;
         let client = pool.get().await.map_err(pg)?;
         client.execute("SELECT pg_advisory_lock($1)", &[&SCHEMA_LOCK]).await.map_err(pg)?;
-        let created = client.batch_execute(SCHEMA).await.map_err(pg);
+        let created = migrate(&client).await;
         client.execute("SELECT pg_advisory_unlock($1)", &[&SCHEMA_LOCK]).await.map_err(pg)?;
         created?;
         Ok(PostgresStore { pool, lease_ms: lease.as_millis() as i64 })
     }
+}
+
+/// Checks the schema version, then creates or migrates forward in one transaction (DDL is
+/// transactional in PostgreSQL). Run under the schema lock.
+async fn migrate(client: &deadpool_postgres::Object) -> Result<(), StoreError> {
+    client.batch_execute("CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)").await.map_err(pg)?;
+    let found: Option<i64> = client.query_one("SELECT MAX(version) FROM schema_version", &[]).await.map_err(pg)?.get(0);
+    if let Some(found) = found.filter(|v| *v > SCHEMA_VERSION) {
+        return Err(newer_schema(found));
+    }
+    let sql = format!(
+        "BEGIN; {SCHEMA} DELETE FROM schema_version; INSERT INTO schema_version (version) VALUES ({SCHEMA_VERSION}); COMMIT;"
+    );
+    client.batch_execute(&sql).await.map_err(pg)
 }
 
 fn record(row: &Row) -> MessageRecord {

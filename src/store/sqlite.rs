@@ -122,8 +122,18 @@ impl SqliteStore {
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(30))?;
-        conn.execute_batch(SCHEMA)?;
-        migrate(&conn)?;
+        conn.execute_batch("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")?;
+        let found: Option<i64> = conn.query_row("SELECT MAX(version) FROM schema_version", [], |r| r.get(0))?;
+        if let Some(found) = found.filter(|v| *v > SCHEMA_VERSION) {
+            return Err(newer_schema(found));
+        }
+        // Forward, in one transaction: a failure leaves the store as it was.
+        let tx = conn.unchecked_transaction()?;
+        tx.execute_batch(SCHEMA)?;
+        migrate(&tx)?;
+        tx.execute("DELETE FROM schema_version", [])?;
+        tx.execute("INSERT INTO schema_version (version) VALUES (?1)", params![SCHEMA_VERSION])?;
+        tx.commit()?;
         Ok(SqliteStore { conn: Arc::new(Mutex::new(conn)) })
     }
 
@@ -1290,5 +1300,40 @@ mod tests {
         }
         assert_eq!(won, 1);
         assert_eq!(store.events(0, 100).await.unwrap().len(), 2, "received, backend_acknowledged");
+    }
+
+    /// Issue 14: a store made by the release before schema versions opens, migrates forward in
+    /// one transaction and keeps its messages; a store from a newer release is refused.
+    #[tokio::test]
+    async fn an_older_store_is_migrated_and_a_newer_one_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/store-v1.sql");
+            conn.execute_batch(&std::fs::read_to_string(fixture).unwrap()).unwrap();
+        }
+        let store = SqliteStore::open(&path).unwrap();
+        let old = store.get(Direction::Outbound, "old-1@ap.cl.demo").await.unwrap();
+        assert_eq!(
+            (old.state, old.history.len(), old.payloads[0].filename.as_deref()),
+            (State::Acknowledged, 2, Some("cert.xml"))
+        );
+        let found = store
+            .search(&Search { document_number: Some("CL-2025-0042".into()), limit: 5, ..Default::default() })
+            .await
+            .unwrap();
+        assert_eq!(found.len(), 1, "the document number was filled in from the stored summary");
+        assert!(store.users().await.unwrap().is_empty() && store.alerts(5).await.unwrap().is_empty(), "new tables");
+        drop(store);
+        let version = |path: &Path| -> i64 {
+            Connection::open(path).unwrap().query_row("SELECT version FROM schema_version", [], |r| r.get(0)).unwrap()
+        };
+        assert_eq!(version(&path), SCHEMA_VERSION);
+        SqliteStore::open(&path).unwrap();
+        assert_eq!(version(&path), SCHEMA_VERSION, "opening again changes nothing");
+        Connection::open(&path).unwrap().execute("UPDATE schema_version SET version = 99", []).unwrap();
+        let refused = SqliteStore::open(&path).err().expect("a newer store is refused");
+        assert!(refused.to_string().contains("schema version 99, made by a newer release"), "{refused}");
     }
 }
