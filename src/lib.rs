@@ -8,6 +8,7 @@
 pub use ventanilla_core::{compress, ebms, lifecycle, mime, payload, pki, pmode, util, wss};
 
 pub mod backend;
+pub mod backup;
 pub mod blocking;
 pub mod certs;
 pub mod clock;

@@ -27,6 +27,21 @@ enum Command {
         #[arg(long, value_enum)]
         log_format: Option<ventanilla::ops::settings::LogFormat>,
     },
+    /// A consistent copy of a running access point's SQLite store and the message folders it
+    /// names, into an empty folder.
+    Backup {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        to: PathBuf,
+    },
+    /// Puts a backup into the (empty) data folder of a config, the stored paths rewritten.
+    Restore {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        from: PathBuf,
+    },
     /// Partner links.
     Partner {
         #[command(subcommand)]
@@ -354,6 +369,32 @@ async fn main() -> anyhow::Result<()> {
             node.stop_within(grace.0).await;
         }
         Command::User { command } => user_command(command).await?,
+        Command::Backup { config, to } => {
+            // SAFETY: umask only sets this process's file mode creation mask (a private copy).
+            unsafe { libc::umask(0o077) };
+            let m = ventanilla::backup::backup(&Config::load(&config)?, &to).map_err(|e| anyhow::anyhow!(e))?;
+            println!(
+                "backup of {} in {}: {} messages, {} message folders (schema {})",
+                m.party_id,
+                to.display(),
+                m.messages,
+                m.folders,
+                m.schema_version
+            );
+        }
+        Command::Restore { config, from } => {
+            // SAFETY: as for backup.
+            unsafe { libc::umask(0o077) };
+            let config = Config::load(&config)?;
+            let m = ventanilla::backup::restore(&config, &from).map_err(|e| anyhow::anyhow!(e))?;
+            println!(
+                "restored {} messages of {} (backup of {}) into {}",
+                m.messages,
+                m.party_id,
+                m.created_at,
+                config.data_dir.display()
+            );
+        }
         Command::Partner { command: PartnerCommand::Check { link, config } } => {
             init_logging_as("warn", ventanilla::ops::settings::LogFormat::Text);
             let config = Config::load(&config)?;
