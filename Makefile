@@ -11,7 +11,7 @@ CARGO ?= cargo
 # Two cores: keep the test harness parallel but bounded.
 TEST_THREADS ?= 2
 
-.PHONY: demo test conformance crash fuzz deps test-deps build lint fmt clean
+.PHONY: demo test conformance crash fuzz deps test-deps build lint fmt clean package
 
 deps:
 	@missing=""; for p in $(BUILD_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -29,6 +29,17 @@ demo: build
 
 test: test-deps
 	$(CARGO) test --workspace --locked -- --test-threads=$(TEST_THREADS)
+
+# The Debian package (cargo-deb; a production build: no demo, no test kit), then its install
+# test: unpacked into a throwaway root, unit checked with systemd-analyze, the installed binary
+# started with the installed example config (packaging/test-install.sh).
+CARGO_DEB_VERSION ?= 3.8.0
+package: deps
+	@command -v systemd-analyze >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq systemd; }
+	@command -v cargo-deb >/dev/null || $(CARGO) install cargo-deb --locked --version $(CARGO_DEB_VERSION)
+	$(CARGO) deb --locked
+	$(CARGO) build --locked --quiet -p ventanilla
+	./packaging/test-install.sh $$(ls -t target/debian/ventanilla_*.deb | head -1) target/debug/ventanilla
 
 # The conformance suite (conformance/cases): against the self peer (every case, the ones not
 # run listed with their reason), then with phase4 (Java 17 + Maven; downloads cached in
