@@ -111,10 +111,21 @@ impl TrustStore {
         let mut crls = Vec::new();
         for f in crl_files {
             let bytes = std::fs::read(f).map_err(|e| format!("{}: {e}", f.display()))?;
-            let crl = X509Crl::from_pem(&bytes)
-                .or_else(|_| X509Crl::from_der(&bytes))
-                .map_err(|e| format!("{}: not a CRL: {e}", f.display()))?;
-            crls.push(crl);
+            // A PEM file may hold several CRLs (one per CA): operators append a new partner's.
+            let text = String::from_utf8_lossy(&bytes);
+            let blocks: Vec<&str> = text
+                .split_inclusive("-----END X509 CRL-----")
+                .filter(|b| b.contains("-----BEGIN X509 CRL-----"))
+                .collect();
+            if blocks.is_empty() {
+                let crl = X509Crl::from_der(&bytes).map_err(|e| format!("{}: not a CRL: {e}", f.display()))?;
+                crls.push(crl);
+            }
+            for block in blocks {
+                let crl = X509Crl::from_pem(block.trim_start().as_bytes())
+                    .map_err(|e| format!("{}: not a CRL: {e}", f.display()))?;
+                crls.push(crl);
+            }
         }
         TrustStore::new(roots, crls, policy).map_err(|e| e.to_string())
     }
