@@ -111,7 +111,13 @@ impl Node {
             Ok(n) => tracing::warn!(count = n, "removed message folders left by an interrupted write"),
             Err(e) => tracing::error!(error = %e, "cannot check for orphaned message folders"),
         }
-        let tls = crate::transport::tls::server_config(&config.as4.tls_cert, &config.as4.tls_key, &config.as4.trust)?;
+        let tls = {
+            let (cert, key, trust) =
+                (config.as4.tls_cert.clone(), config.as4.tls_key.clone(), config.as4.trust.clone());
+            crate::transport::tls::TlsSource::watching(vec![cert.clone(), key.clone(), trust.clone()], move || {
+                crate::transport::tls::server_config(&cert, &key, &trust)
+            })?
+        };
         let security = crate::msh::security::SecurityContext::load(&config).map_err(StartError::Config)?;
         for link in pmodes.links_of(&config.party_id) {
             if link.profile.is_secure() && security.for_profile(link.profile).is_none() {
@@ -125,7 +131,12 @@ impl Node {
                     source,
                 })?;
                 let tls = match (&settings.tls_cert, &settings.tls_key) {
-                    (Some(cert), Some(key)) => Some(crate::transport::tls::plain_server_config(cert, key)?),
+                    (Some(cert), Some(key)) => {
+                        let (cert, key) = (cert.clone(), key.clone());
+                        Some(crate::transport::tls::TlsSource::watching(vec![cert.clone(), key.clone()], move || {
+                            crate::transport::tls::plain_server_config(&cert, &key)
+                        })?)
+                    }
                     _ => None,
                 };
                 if tls.is_none() && !settings.listen.ip().is_loopback() {
@@ -249,11 +260,17 @@ pub async fn open_store(config: &Config) -> Result<SharedStore, StartError> {
 /// when `client_ca` is set).
 fn backend_tls(
     backend: &crate::config::BackendConfig,
-) -> Result<Option<Arc<rustls::ServerConfig>>, crate::transport::tls::TlsError> {
-    use crate::transport::tls::{client_auth_server_config, plain_server_config};
-    Ok(match (&backend.tls_cert, &backend.tls_key, &backend.client_ca) {
-        (Some(cert), Some(key), Some(ca)) => Some(client_auth_server_config(cert, key, ca)?),
-        (Some(cert), Some(key), None) => Some(plain_server_config(cert, key)?),
+) -> Result<Option<Arc<crate::transport::tls::TlsSource>>, crate::transport::tls::TlsError> {
+    use crate::transport::tls::{TlsSource, client_auth_server_config, plain_server_config};
+    Ok(match (backend.tls_cert.clone(), backend.tls_key.clone(), backend.client_ca.clone()) {
+        (Some(cert), Some(key), Some(ca)) => {
+            Some(TlsSource::watching(vec![cert.clone(), key.clone(), ca.clone()], move || {
+                client_auth_server_config(&cert, &key, &ca)
+            })?)
+        }
+        (Some(cert), Some(key), None) => {
+            Some(TlsSource::watching(vec![cert.clone(), key.clone()], move || plain_server_config(&cert, &key))?)
+        }
         _ => None,
     })
 }

@@ -387,3 +387,62 @@ async fn a_new_partner_ca_and_certificate_take_effect_without_a_restart() {
     assert_eq!(state["state"], "acknowledged", "{state}");
     cluster.stop().await;
 }
+
+/// Issue 14: TLS files reload without a restart. Client side: a partner's new TLS CA appended
+/// to our trust file is used at the next connection. Server side: our replaced certificate is
+/// what the next connection sees.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_trust_and_certificates_reload_without_a_restart() {
+    use ventanilla::transport::tls::{TlsSource, plain_server_config};
+    use ventanilla::transport::{As4Client, TlsIdentity};
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    ventanilla_testkit::demo_pki::write_demo_pki(&a, &["x"]).unwrap();
+    ventanilla_testkit::demo_pki::write_demo_pki(&b, &["x"]).unwrap();
+    let router = axum::Router::new().route("/as4", axum::routing::post(|| async { "ok" }));
+    let serve = async |cert: PathBuf, key: PathBuf| {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let source =
+            TlsSource::watching(vec![cert.clone(), key.clone()], move || plain_server_config(&cert, &key)).unwrap();
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        tokio::spawn(ventanilla::transport::server::serve_tls(
+            listener,
+            source,
+            router.clone(),
+            Default::default(),
+            shutdown,
+        ));
+        format!("https://localhost:{port}/as4")
+    };
+    let post = async |client: &As4Client, trust: &Path, url: &str| {
+        let identity = TlsIdentity { trust: trust.to_owned(), client_cert: None };
+        let body: ventanilla::transport::BodyStream =
+            Box::pin(futures_util::stream::iter([Ok(bytes::Bytes::from_static(b"x"))]));
+        client.post(&identity, url, "text/plain", body, Duration::from_secs(10)).await.map(|r| r.status)
+    };
+    // Client side: one client, one trust file; a server of the other CA is trusted once its CA is added.
+    let trust = dir.path().join("trust.pem");
+    std::fs::copy(a.join("ca.pem"), &trust).unwrap();
+    let of_a = serve(a.join("x-tls.pem"), a.join("x-tls.key")).await;
+    let of_b = serve(b.join("x-tls.pem"), b.join("x-tls.key")).await;
+    let client = As4Client::default();
+    assert_eq!(post(&client, &trust, &of_a).await.unwrap(), 200);
+    assert!(post(&client, &trust, &of_b).await.is_err(), "B is not trusted yet");
+    let mut both = std::fs::read(&trust).unwrap();
+    both.extend(std::fs::read(b.join("ca.pem")).unwrap());
+    std::fs::write(&trust, both).unwrap();
+    assert_eq!(post(&client, &trust, &of_b).await.unwrap(), 200, "the appended CA is used without a restart");
+    // Server side: its certificate replaced by one of CA B; a client trusting only B connects.
+    let served_cert = dir.path().join("served.pem");
+    let served_key = dir.path().join("served.key");
+    std::fs::copy(a.join("x-tls.pem"), &served_cert).unwrap();
+    std::fs::copy(a.join("x-tls.key"), &served_key).unwrap();
+    let url = serve(served_cert.clone(), served_key.clone()).await;
+    let only_b = b.join("ca.pem");
+    assert!(post(&As4Client::default(), &only_b, &url).await.is_err());
+    std::thread::sleep(Duration::from_millis(20));
+    std::fs::copy(b.join("x-tls.key"), &served_key).unwrap();
+    std::fs::copy(b.join("x-tls.pem"), &served_cert).unwrap();
+    assert_eq!(post(&As4Client::default(), &only_b, &url).await.unwrap(), 200, "the new certificate is served");
+}

@@ -54,7 +54,9 @@ pub struct TlsIdentity {
 
 #[derive(Default, Clone)]
 pub struct As4Client {
-    clients: Arc<Mutex<HashMap<TlsIdentity, HttpsClient>>>,
+    /// One pooled client per TLS identity, with the stamps of its files when it was made: a
+    /// replaced trust file (a partner's new CA) or client certificate makes a new one.
+    clients: Arc<Mutex<HashMap<TlsIdentity, (super::tls::FileStamps, HttpsClient)>>>,
 }
 
 const MAX_RESPONSE: usize = 4 << 20;
@@ -62,7 +64,14 @@ const MAX_RESPONSE: usize = 4 << 20;
 impl As4Client {
     fn client(&self, identity: &TlsIdentity) -> Result<HttpsClient, SendError> {
         let mut clients = self.clients.lock().map_err(|_| SendError::Connection("client pool poisoned".into()))?;
-        if let Some(c) = clients.get(identity) {
+        let mut files = vec![identity.trust.clone()];
+        if let Some((cert, key)) = &identity.client_cert {
+            files.extend([cert.clone(), key.clone()]);
+        }
+        let stamps = super::tls::file_stamps(&files);
+        if let Some((made_with, c)) = clients.get(identity)
+            && *made_with == stamps
+        {
             return Ok(c.clone());
         }
         let tls = super::tls::client_config(
@@ -82,7 +91,7 @@ impl As4Client {
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_max_idle_per_host(32)
             .build(connector);
-        clients.insert(identity.clone(), client.clone());
+        clients.insert(identity.clone(), (stamps, client.clone()));
         Ok(client)
     }
 

@@ -140,12 +140,11 @@ where
 
 pub async fn serve_tls(
     listener: TcpListener,
-    tls: Arc<rustls::ServerConfig>,
+    tls: Arc<super::tls::TlsSource>,
     router: Router,
     limits: crate::config::ConnectionLimits,
     shutdown: CancellationToken,
 ) {
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     let gate = Gate::new(&limits);
     let header_timeout = limits.header_timeout.0;
     let connections = tokio_util::task::TaskTracker::new();
@@ -174,7 +173,8 @@ pub async fn serve_tls(
                 continue;
             }
         };
-        let acceptor = acceptor.clone();
+        // The configuration in force now (a replaced certificate or CA file takes effect here).
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls.config());
         let router = router.clone();
         let shutdown = shutdown.clone();
         connections.spawn(async move {

@@ -104,3 +104,63 @@ pub fn client_config(trust: &Path, client_auth: Option<(&Path, &Path)>) -> Resul
     };
     Ok(config)
 }
+
+/// Modification time and size of each file (what says a file was replaced).
+pub type FileStamps = Vec<Option<(std::time::SystemTime, u64)>>;
+
+pub fn file_stamps(files: &[std::path::PathBuf]) -> FileStamps {
+    files.iter().map(|f| std::fs::metadata(f).ok().and_then(|m| Some((m.modified().ok()?, m.len())))).collect()
+}
+
+/// A listener's TLS configuration, rebuilt when one of its files (certificate, key, trusted
+/// CAs) is replaced: a renewed certificate or a new partner CA takes effect at the next
+/// connection, without a restart. A replacement that does not load keeps the one in force.
+type Build = Box<dyn Fn() -> Result<Arc<rustls::ServerConfig>, TlsError> + Send + Sync>;
+
+pub struct TlsSource {
+    files: Vec<std::path::PathBuf>,
+    build: Option<Build>,
+    current: std::sync::Mutex<(FileStamps, Arc<rustls::ServerConfig>)>,
+}
+
+impl TlsSource {
+    /// Built now from `files` by `build`, and again whenever they change.
+    pub fn watching(
+        files: Vec<std::path::PathBuf>,
+        build: impl Fn() -> Result<Arc<rustls::ServerConfig>, TlsError> + Send + Sync + 'static,
+    ) -> Result<Arc<TlsSource>, TlsError> {
+        let stamps = file_stamps(&files);
+        let config = build()?;
+        Ok(Arc::new(TlsSource {
+            files,
+            build: Some(Box::new(build)),
+            current: std::sync::Mutex::new((stamps, config)),
+        }))
+    }
+
+    /// A configuration that never changes (tests, scripted peers).
+    pub fn fixed(config: Arc<rustls::ServerConfig>) -> Arc<TlsSource> {
+        Arc::new(TlsSource { files: Vec::new(), build: None, current: std::sync::Mutex::new((Vec::new(), config)) })
+    }
+
+    /// The configuration for a new connection (a few `stat` calls; rebuilt after a change).
+    pub fn config(&self) -> Arc<rustls::ServerConfig> {
+        let mut current = self.current.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(build) = &self.build {
+            let now = file_stamps(&self.files);
+            if now != current.0 {
+                match build() {
+                    Ok(config) => {
+                        tracing::info!(files = ?self.files, "TLS certificate or trust reloaded");
+                        current.1 = config;
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "ALERT: a replaced TLS file does not load; the previous one stays in force")
+                    }
+                }
+                current.0 = now;
+            }
+        }
+        current.1.clone()
+    }
+}

@@ -84,7 +84,13 @@ impl ScriptedPeer {
         let endpoint = Endpoint { script, seen: seen.clone(), signer: signer.map(Arc::new) };
         let router = axum::Router::new().route("/as4", axum::routing::post(answer)).with_state(endpoint);
         let shutdown = CancellationToken::new();
-        tokio::spawn(crate::transport::server::serve_tls(listener, tls, router, Default::default(), shutdown.clone()));
+        tokio::spawn(crate::transport::server::serve_tls(
+            listener,
+            crate::transport::tls::TlsSource::fixed(tls),
+            router,
+            Default::default(),
+            shutdown.clone(),
+        ));
         Ok(ScriptedPeer { url, seen, shutdown })
     }
 
