@@ -142,7 +142,14 @@ async fn a_fifth_country_with_its_own_ca_is_onboarded_with_the_commands_alone() 
     std::fs::copy(&link, config.pmodes.join("cl-ec.toml")).unwrap();
     std::fs::copy(&link, cluster.pmodes_dir().join("cl-ec.toml")).unwrap();
     let ec_node = ventanilla::node::Node::start_with(config.clone(), as4, backend).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(2500)).await; // Chile's reload of the P-Mode and trust
+    // Chile's watcher loads the new P-Mode (and, in the same round, the appended CA and CRL).
+    for _ in 0..300 {
+        if cl_node.ap.pmodes().links().iter().any(|l| l.id == "cl-ec") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(cl_node.ap.pmodes().links().iter().any(|l| l.id == "cl-ec"), "Chile loaded the link");
     // 7. Both sides check the link before the first message.
     let cl_config = file(work, "cl.toml", ventanilla::demo::toml_config(&cl_node.ap.config).as_bytes());
     let ec_config = file(work, "ec.toml", ventanilla::demo::toml_config(&config).as_bytes());

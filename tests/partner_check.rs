@@ -76,10 +76,19 @@ async fn a_drafted_pmode_with_inline_certificates_works_on_both_sides() {
     assert!(text.contains("-----BEGIN CERTIFICATE-----") && !text.contains("certs/demo"), "{text}");
     // Both access points load the very same file in place of the shipped one.
     std::fs::write(cluster.pmodes_dir().join("cl-pe.toml"), &text).unwrap();
-    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
     for (from, to, party) in [("cl", "pe", "PE-VUCE"), ("pe", "cl", "CL-SICEX")] {
-        let link = cluster.node(from).node.ap.pmodes().links().iter().find(|l| l.id == "cl-pe").cloned().unwrap();
-        assert!(link.cert_files.is_empty(), "the draft is loaded (no certificate file)");
+        // The draft is loaded (its link names no certificate file) once the watcher has seen it.
+        let loaded = || {
+            let pmodes = cluster.node(from).node.ap.pmodes();
+            pmodes.links().iter().any(|l| l.id == "cl-pe" && l.cert_files.is_empty())
+        };
+        for _ in 0..300 {
+            if loaded() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        assert!(loaded(), "{from} loaded the drafted P-Mode");
         let doc = file(cluster.dir.path(), &format!("{from}.xml"), &ephyto(&from.to_uppercase(), &to.to_uppercase()));
         let r = cluster
             .node(from)
