@@ -7,9 +7,11 @@
 //! [`compress`] gzip, [`lifecycle`] the states of a message and their transitions.
 
 pub mod compress;
+pub mod dsig;
 pub mod ebms;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod iop;
 pub mod lifecycle;
 pub mod mime;
 pub mod payload;

@@ -484,6 +484,21 @@ pub mod testing {
         let text = set_country(&text, "ImportSPSCountry", to);
         text.replacen("<ram:ID>CL-2025-0001234</ram:ID>", &format!("<ram:ID>{number}</ram:ID>"), 1)
     }
+
+    /// The same certificate in the D13B namespaces (`SPSCertificate:11`) the Pacific Alliance
+    /// IOP exchanges, unsigned.
+    pub fn certificate_v11(from: &str, to: &str, number: &str) -> String {
+        certificate(from, to, number)
+            .replace(super::SPS17, super::SPS11)
+            .replace(
+                "urn:un:unece:uncefact:data:standard:ReusableAggregateBusinessInformationEntity:21",
+                "urn:un:unece:uncefact:data:standard:ReusableAggregateBusinessInformationEntity:14",
+            )
+            .replace(
+                "urn:un:unece:uncefact:data:standard:UnqualifiedDataType:21",
+                "urn:un:unece:uncefact:data:standard:UnqualifiedDataType:15",
+            )
+    }
 }
 
 #[cfg(test)]

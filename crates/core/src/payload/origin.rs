@@ -6,22 +6,14 @@
 //! exporter's signature).
 
 use super::{Context, Document, Finding, PayloadHandler, finding, locate, parse_findings};
-use crate::wss::digest::{b64, unb64};
+use crate::wss::digest::b64;
 use crate::wss::xml::{Xml, child};
 use libxml::tree::Node;
 use openssl::x509::X509;
 use sha2::{Digest, Sha256};
 
 const ENVELOPE_NS: &str = "http://www.w3.org/2001/12/soap-envelope";
-const DS: &str = "http://www.w3.org/2000/09/xmldsig#";
-const C14N: &str = "http://www.w3.org/TR/2001/REC-xml-c14n-20010315";
-const C14N_COMMENTS: &str = "http://www.w3.org/TR/2001/REC-xml-c14n-20010315#WithComments";
-const EXC_C14N: &str = "http://www.w3.org/2001/10/xml-exc-c14n#";
-const ENVELOPED: &str = "http://www.w3.org/2000/09/xmldsig#enveloped-signature";
-const RSA_SHA256: &str = "http://www.w3.org/2001/04/xmldsig-more#rsa-sha256";
-const RSA_SHA1: &str = "http://www.w3.org/2000/09/xmldsig#rsa-sha1";
-const SHA256: &str = "http://www.w3.org/2001/04/xmlenc#sha256";
-const SHA1: &str = "http://www.w3.org/2000/09/xmldsig#sha1";
+use crate::dsig::{C14N_COMMENTS, DS, ENVELOPED, EXC_C14N, RSA_SHA256, SHA256};
 
 pub struct AladiCod;
 
@@ -222,97 +214,29 @@ fn ds(node: &Node, name: &str) -> Option<Node> {
     child(node, DS, name)
 }
 
-fn algorithm(node: Option<Node>) -> String {
-    node.and_then(|n| n.get_property_no_ns("Algorithm")).unwrap_or_default()
-}
-
-/// Verifies an enveloped XML signature over `#target`; returns the signer and warnings. The
-/// certificate must have been valid at `when` (the declaration or certification date: COD
-/// dates carry no zone and are taken as UTC), not merely now.
+/// Verifies an XML signature over `#target` (beside it, never inside: the COD layout); returns
+/// the signer and warnings. The certificate must have been valid at `when` (the declaration
+/// or certification date: COD dates carry no zone and are taken as UTC), not merely now.
 fn verify_embedded(xml: &Xml, sig: &Node, target: &str, when: &str) -> Result<(String, Vec<Finding>), Finding> {
     let fail = |m: String| finding("COD-SIG", locate(sig), m);
-    let mut warnings = Vec::new();
-    let signed_info = ds(sig, "SignedInfo").ok_or_else(|| fail("ds:Signature without SignedInfo".into()))?;
-    let references: Vec<Node> =
-        signed_info.get_child_elements().into_iter().filter(|c| c.get_name() == "Reference").collect();
-    let [reference] = references.as_slice() else { return Err(fail("exactly one ds:Reference is expected".into())) };
-    let uri = reference.get_property_no_ns("URI").unwrap_or_default();
-    if uri != format!("#{target}") {
-        return Err(fail(format!("the signature references '{uri}', not #{target}")));
-    }
-    let targets = xml.elements_with_id(target);
-    let [target_node] = targets.as_slice() else {
-        return Err(fail(format!("#{target} resolves to {} elements", targets.len())));
-    };
     let mut ancestor = sig.get_parent();
     while let Some(a) = ancestor {
-        if a.node_ptr() == target_node.node_ptr() {
+        if a.get_property_no_ns("id").as_deref() == Some(target)
+            || a.get_property_no_ns("Id").as_deref() == Some(target)
+        {
             return Err(fail("a signature inside the element it signs is not a COD layout".into()));
         }
         ancestor = a.get_parent();
     }
-    let transforms: Vec<String> = ds(reference, "Transforms")
-        .map(|t| {
-            t.get_child_elements().into_iter().map(|x| x.get_property_no_ns("Algorithm").unwrap_or_default()).collect()
-        })
-        .unwrap_or_default();
-    let canonical =
-        match transforms.iter().filter(|t| *t != ENVELOPED).map(String::as_str).collect::<Vec<_>>().as_slice() {
-            [EXC_C14N] => xml.c14n_subtree(target_node, &[]),
-            [] | [C14N] => xml.c14n_subtree_mode(target_node, 0, false),
-            [C14N_COMMENTS] => xml.c14n_subtree_mode(target_node, 0, true),
-            other => return Err(fail(format!("unsupported transforms {other:?}"))),
-        }
-        .map_err(|e| fail(e.to_string()))?;
-    let digest_method = algorithm(ds(reference, "DigestMethod"));
-    let digest = match digest_method.as_str() {
-        SHA256 => Sha256::digest(&canonical).to_vec(),
-        SHA1 => {
-            warnings.push(finding("COD-SIG-WEAK", locate(sig), "SHA-1 digest (accepted for older COD signatures)"));
-            openssl::sha::sha1(&canonical).to_vec()
-        }
-        other => return Err(fail(format!("unsupported DigestMethod '{other}'"))),
-    };
-    let expected = ds(reference, "DigestValue")
-        .and_then(|d| unb64(&d.get_content()))
-        .ok_or_else(|| fail("no DigestValue".into()))?;
-    if digest != expected {
-        return Err(fail(format!("the digest of #{target} does not match: the document was altered after signing")));
+    let verified = crate::dsig::verify(xml, sig, target).map_err(fail)?;
+    let mut warnings = Vec::new();
+    if verified.sha1.contains(&"digest") {
+        warnings.push(finding("COD-SIG-WEAK", locate(sig), "SHA-1 digest (accepted for older COD signatures)"));
     }
-    let c14n_method = algorithm(ds(&signed_info, "CanonicalizationMethod"));
-    let signed_info_bytes = match c14n_method.as_str() {
-        C14N => xml.c14n_subtree_mode(&signed_info, 0, false),
-        C14N_COMMENTS => xml.c14n_subtree_mode(&signed_info, 0, true),
-        EXC_C14N => xml.c14n_subtree(&signed_info, &[]),
-        other => return Err(fail(format!("unsupported CanonicalizationMethod '{other}'"))),
+    if verified.sha1.contains(&"signature") {
+        warnings.push(finding("COD-SIG-WEAK", locate(sig), "RSA-SHA1 signature (older exporter certificates)"));
     }
-    .map_err(|e| fail(e.to_string()))?;
-    let cert = ds(sig, "KeyInfo")
-        .and_then(|k| ds(&k, "X509Data"))
-        .and_then(|d| ds(&d, "X509Certificate"))
-        .and_then(|c| unb64(&c.get_content()))
-        .and_then(|der| X509::from_der(&der).ok())
-        .ok_or_else(|| fail("KeyInfo carries no X509Certificate".into()))?;
-    let value = ds(sig, "SignatureValue")
-        .and_then(|v| unb64(&v.get_content()))
-        .ok_or_else(|| fail("no SignatureValue".into()))?;
-    let method = algorithm(ds(&signed_info, "SignatureMethod"));
-    let key = cert.public_key().map_err(|e| fail(e.to_string()))?;
-    let md = match method.as_str() {
-        RSA_SHA256 => openssl::hash::MessageDigest::sha256(),
-        RSA_SHA1 => {
-            warnings.push(finding("COD-SIG-WEAK", locate(sig), "RSA-SHA1 signature (older exporter certificates)"));
-            openssl::hash::MessageDigest::sha1()
-        }
-        other => return Err(fail(format!("unsupported SignatureMethod '{other}'"))),
-    };
-    let ok = openssl::sign::Verifier::new(md, &key).and_then(|mut v| {
-        v.update(&signed_info_bytes)?;
-        v.verify(&value)
-    });
-    if !ok.unwrap_or(false) {
-        return Err(fail(format!("the signature over #{target} does not verify with its certificate")));
-    }
+    let cert = verified.signer;
     // Reported, not fatal: the shared COD samples were signed with keys issued after their
     // declaration dates, and no ALADI directory is at hand to tell a real back-dating apart.
     if let Some(at) = date_as_asn1(when)

@@ -105,13 +105,25 @@ impl Xml {
 
     /// Exclusive XML canonicalization (without comments) of `node` and its subtree.
     pub fn c14n_subtree(&self, node: &Node, inclusive_prefixes: &[String]) -> Result<Vec<u8>, XmlError> {
-        self.c14n_of(node, 1, false, inclusive_prefixes)
+        self.c14n_of(node, None, 1, false, inclusive_prefixes)
     }
 
     /// Canonicalization of a subtree in any mode: 0 = C14N 1.0, 1 = exclusive, 2 = C14N 1.1
     /// (embedded document signatures use inclusive C14N, sometimes with comments).
     pub fn c14n_subtree_mode(&self, node: &Node, mode: i32, with_comments: bool) -> Result<Vec<u8>, XmlError> {
-        self.c14n_of(node, mode, with_comments, &[])
+        self.c14n_of(node, None, mode, with_comments, &[])
+    }
+
+    /// A subtree's canonical form without one of its descendants: the enveloped-signature
+    /// transform (XML-DSig §6.6.4) over an element that holds its own signature.
+    pub fn c14n_subtree_without(
+        &self,
+        node: &Node,
+        excluded: &Node,
+        mode: i32,
+        with_comments: bool,
+    ) -> Result<Vec<u8>, XmlError> {
+        self.c14n_of(node, Some(excluded), mode, with_comments, &[])
     }
 
     /// A subtree's canonical form, in linear time: libxml2 walks the document once and asks
@@ -122,6 +134,7 @@ impl Xml {
     fn c14n_of(
         &self,
         node: &Node,
+        excluded: Option<&Node>,
         mode: i32,
         with_comments: bool,
         inclusive_prefixes: &[String],
@@ -139,13 +152,16 @@ impl Xml {
         if buffer.is_null() {
             return Err(XmlError::C14n("no output buffer".into()));
         }
-        // SAFETY: the document and the subtree root are live for the call; `in_subtree` reads
-        // only node pointers libxml2 hands it; the buffer is valid until closed.
+        let mut visible =
+            Visible { root: node.node_ptr(), excluded: excluded.map_or(std::ptr::null_mut(), |e| e.node_ptr()) };
+        // SAFETY: the document, the subtree root and the excluded node are live for the call;
+        // `in_subtree` reads only `visible` and node pointers libxml2 hands it; the buffer is
+        // valid until closed.
         let result = unsafe {
             bindings::xmlC14NExecute(
                 self.doc.doc_ptr(),
                 Some(in_subtree),
-                node.node_ptr() as *mut std::ffi::c_void,
+                &mut visible as *mut Visible as *mut std::ffi::c_void,
                 mode,
                 prefix_arg,
                 i32::from(with_comments),
@@ -195,21 +211,33 @@ impl Xml {
     }
 }
 
+/// The nodes [`Xml::c14n_of`] renders: the subtree of `root`, less that of `excluded` (null
+/// for none).
+struct Visible {
+    root: bindings::xmlNodePtr,
+    excluded: bindings::xmlNodePtr,
+}
+
 /// libxml2's visibility question during [`Xml::c14n_of`]: is `node` in the subtree whose root
-/// is `root`? An attribute's parent is its element; a namespace node (an `xmlNs`, whose `type`
-/// field sits where a node's does) is asked about with the element it would be rendered on.
+/// is `root`, and not in the excluded one? An attribute's parent is its element; a namespace
+/// node (an `xmlNs`, whose `type` field sits where a node's does) is asked about with the
+/// element it would be rendered on.
 unsafe extern "C" fn in_subtree(
-    root: *mut std::ffi::c_void,
+    visible: *mut std::ffi::c_void,
     node: bindings::xmlNodePtr,
     parent: bindings::xmlNodePtr,
 ) -> std::ffi::c_int {
-    let root = root as bindings::xmlNodePtr;
-    // SAFETY: libxml2 passes live node pointers (or null) of the document being canonicalized.
+    // SAFETY: `visible` is the `Visible` c14n_of passed; libxml2 passes live node pointers
+    // (or null) of the document being canonicalized.
     unsafe {
+        let visible = &*(visible as *const Visible);
         let mut current =
             if node.is_null() || (*node).type_ == bindings::xmlElementType_XML_NAMESPACE_DECL { parent } else { node };
         while !current.is_null() {
-            if current == root {
+            if current == visible.excluded {
+                return 0;
+            }
+            if current == visible.root {
                 return 1;
             }
             current = (*current).parent;
