@@ -61,6 +61,31 @@ pub struct Config {
     pub deliveries: Vec<crate::push::settings::DeliveryRule>,
     /// Submission by dropping files into a folder.
     pub submit_folder: Option<crate::push::settings::SubmitFolder>,
+    /// The legacy Pacific Alliance IOP service, for links with `transport = "iop"` legs.
+    #[serde(default)]
+    pub iop: IopConfig,
+}
+
+/// `[iop]`: where legacy partners reach us, and how we sign SPS certificates.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IopConfig {
+    /// The path on the AS4 listener that serves `EnvioCertificadoFitosanitario`.
+    #[serde(default = "default_iop_path")]
+    pub path: String,
+    /// An RSA key and certificate that sign the SPS certificates the backend submits unsigned
+    /// (the single window's document signer); without it, the edelivery-1.15 signing key.
+    pub document_key: Option<KeyPair>,
+}
+
+impl Default for IopConfig {
+    fn default() -> Self {
+        IopConfig { path: default_iop_path(), document_key: None }
+    }
+}
+
+fn default_iop_path() -> String {
+    crate::iop::DEFAULT_PATH.to_owned()
 }
 
 /// How much of each repeated ebMS element a message may carry, received or submitted. What

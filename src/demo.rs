@@ -217,6 +217,7 @@ pub async fn launch_with(
             logging: Default::default(),
             deliveries: Vec::new(),
             submit_folder: None,
+            iop: Default::default(),
         };
         let node = Node::start_wrapped(config, as4, backend, options.store_wrappers.get(*code)).await?;
         let api = ApiClient::new(&format!("http://{}", node.backend_addr), &token);

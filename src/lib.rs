@@ -5,7 +5,7 @@
 
 #![recursion_limit = "256"] // the OpenAPI document is one json! literal
 
-pub use ventanilla_core::{compress, ebms, lifecycle, mime, payload, pki, pmode, util, wss};
+pub use ventanilla_core::{compress, dsig, ebms, iop, lifecycle, mime, payload, pki, pmode, util, wss};
 
 pub mod backend;
 pub mod backup;

@@ -192,6 +192,7 @@ fn inbound(id: &str) -> NewMessage {
         response: Some(format!("<receipt for {id}/>").into_bytes()),
         payloads: Vec::new(),
         document: None,
+        transport: ventanilla::pmode::Transport::As4,
     }
 }
 

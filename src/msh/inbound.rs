@@ -736,6 +736,7 @@ async fn persist_and_answer(
         response: Some(answer.reply.body.clone()),
         payloads,
         document: answer.document,
+        transport: crate::pmode::Transport::As4,
     };
     // From the rename on, the folder may be referenced by a committed row even if the insert
     // below reports an error (or never returns: a crash); it is removed only on a definite

@@ -322,6 +322,7 @@ pub async fn submit(ap: &AccessPoint, sub: Submission) -> Result<MessageRecord, 
         response: None,
         payloads,
         document: document.and_then(|d| serde_json::to_value(d).ok()),
+        transport: crate::pmode::Transport::As4,
     };
     if let crate::store::Inserted::Duplicate { .. } = ap.store.insert(message).await? {
         // A repeated submission (same MessageId): the first is the message; these files are not.

@@ -21,6 +21,9 @@ pub struct ProfileKeys {
 #[derive(Default)]
 pub struct SecurityContext {
     pub keys: Vec<ProfileKeys>,
+    /// Signs SPS certificates submitted unsigned for IOP links (`[iop] document_key`, else
+    /// the edelivery-1.15 signing key).
+    pub document_signer: Option<Credential>,
     /// Swapped whole when a CRL file changes on disk.
     trust: std::sync::RwLock<Option<std::sync::Arc<TrustStore>>>,
     trust_source: Option<TrustSource>,
@@ -117,9 +120,22 @@ impl SecurityContext {
                 None => out.push(ProfileKeys { profile, sign, enc: vec![enc] }),
             }
         }
+        let document_signer = match &config.iop.document_key {
+            Some(pair) => {
+                let cred = load_pair(pair, "iop.document_key")?;
+                if kind_of(&cred.key) != keys::KeyKind::Rsa {
+                    return Err("iop.document_key: SPS certificates are signed with RSA keys".into());
+                }
+                if !cred.cert.public_key().map(|p| p.public_eq(&cred.key)).unwrap_or(false) {
+                    return Err("iop.document_key: the certificate does not belong to the key".into());
+                }
+                Some(cred)
+            }
+            None => out.iter().find(|k| k.profile == Profile::Edelivery115).map(|k| k.sign.clone()),
+        };
         let trust_file = config.security.truststore.clone().unwrap_or_else(|| config.as4.trust.clone());
         if out.is_empty() {
-            return Ok(SecurityContext::default());
+            return Ok(SecurityContext { document_signer, ..SecurityContext::default() });
         }
         let duration = |v: &Option<crate::config::Interval>, default: u64| {
             v.map_or(std::time::Duration::from_secs(default), |i| i.0)
@@ -138,6 +154,7 @@ impl SecurityContext {
         let trust = source.load()?;
         Ok(SecurityContext {
             keys: out,
+            document_signer,
             trust: std::sync::RwLock::new(Some(std::sync::Arc::new(trust))),
             trust_source: Some(source),
         })

@@ -53,6 +53,8 @@ pub struct NewMessage {
     pub payloads: Vec<StoredPayload>,
     /// What the payload handler extracted from the leading document (JSON).
     pub document: Option<serde_json::Value>,
+    /// AS4, or the legacy IOP service.
+    pub transport: crate::pmode::Transport,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -76,6 +78,7 @@ pub struct MessageRecord {
     pub partner: String,
     pub service: String,
     pub action: String,
+    pub transport: crate::pmode::Transport,
     pub state: State,
     pub attempts: u32,
     pub next_attempt_at: Option<String>,
@@ -284,7 +287,7 @@ pub trait MessageStore: Send + Sync {
 /// The store's schema version. 1: the first release's tables; 2: document numbers, refusals,
 /// users, audit, alerts and deliveries (the console and push delivery). A store at a higher
 /// version was made by a newer release and is refused rather than misread.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// The error for a store made by a newer release.
 pub fn newer_schema(found: i64) -> StoreError {

@@ -62,6 +62,7 @@ ALTER TABLE messages ADD COLUMN IF NOT EXISTS partner_error TEXT;
 ALTER TABLE history ADD COLUMN IF NOT EXISTS event TEXT;
 ALTER TABLE history ADD COLUMN IF NOT EXISTS from_state TEXT;
 ALTER TABLE messages ADD COLUMN IF NOT EXISTS document_number TEXT;
+ALTER TABLE messages ADD COLUMN IF NOT EXISTS transport TEXT NOT NULL DEFAULT 'as4';
 CREATE INDEX IF NOT EXISTS messages_partner ON messages (partner);
 CREATE INDEX IF NOT EXISTS messages_message_id ON messages (message_id);
 CREATE INDEX IF NOT EXISTS messages_conversation ON messages (conversation_id);
@@ -175,6 +176,7 @@ fn record(row: &Row) -> MessageRecord {
         partner: row.get("partner"),
         service: row.get("service"),
         action: row.get("action"),
+        transport: crate::pmode::Transport::parse(row.get("transport")).unwrap_or_default(),
         state: State::parse(row.get("state")).unwrap_or(State::Failed),
         partner_error: row.get::<_, Option<String>>("partner_error").and_then(|d| serde_json::from_str(&d).ok()),
         attempts: row.get::<_, i32>("attempts") as u32,
@@ -200,7 +202,7 @@ async fn load_with(client: &impl GenericClient, id: i64, content: bool) -> Resul
         "SELECT * FROM messages WHERE id = $1"
     } else {
         "SELECT id, direction, message_id, conversation_id, pmode, leg, partner, service, action, state, attempts,
-                next_attempt_at, created_at, updated_at, error, partner_error, document,
+                next_attempt_at, created_at, updated_at, error, partner_error, document, transport,
                 ''::BYTEA AS envelope, NULL::BYTEA AS response
          FROM messages WHERE id = $1"
     };
@@ -313,8 +315,8 @@ impl MessageStore for PostgresStore {
             .query_opt(
                 "INSERT INTO messages (direction, message_id, conversation_id, pmode, leg, partner, service, action, state,
                                        next_attempt_at, created_at, updated_at, envelope, response, document, error,
-                                       document_number)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11, $12, $13, $14, $15, $16)
+                                       document_number, transport)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11, $12, $13, $14, $15, $16, $17)
                  ON CONFLICT (direction, message_id) DO NOTHING RETURNING id",
                 &[
                     &direction.as_str(),
@@ -333,6 +335,7 @@ impl MessageStore for PostgresStore {
                     &document,
                     &created.error,
                     &document_number(m.document.as_ref()),
+                    &m.transport.as_str(),
                 ],
             )
             .await

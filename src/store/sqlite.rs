@@ -28,6 +28,7 @@ CREATE TABLE IF NOT EXISTS messages (
     response        BLOB,
     document        TEXT,
     purged          INTEGER NOT NULL DEFAULT 0,
+    transport       TEXT NOT NULL DEFAULT 'as4',
     UNIQUE (direction, message_id)
 );
 CREATE INDEX IF NOT EXISTS messages_due ON messages (state, next_attempt_at);
@@ -164,6 +165,7 @@ fn migrate(conn: &Connection) -> Result<(), StoreError> {
         ("history", "event", "TEXT"),
         ("history", "from_state", "TEXT"),
         ("messages", "document_number", "TEXT"),
+        ("messages", "transport", "TEXT NOT NULL DEFAULT 'as4'"),
     ] {
         if !has(table, column)? {
             conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {kind}"))?;
@@ -253,7 +255,8 @@ fn load_with(conn: &Connection, row: i64, content: bool) -> Result<MessageRecord
     let mut record = conn.query_row(
         "SELECT row, direction, message_id, conversation_id, pmode, leg, partner, service, action, state, attempts,
                 next_attempt_at, created_at, updated_at, error,
-                CASE WHEN ?2 THEN envelope ELSE x'' END, CASE WHEN ?2 THEN response END, document, partner_error
+                CASE WHEN ?2 THEN envelope ELSE x'' END, CASE WHEN ?2 THEN response END, document, partner_error,
+                transport
          FROM messages WHERE row = ?1",
         params![row, content],
         |r| {
@@ -277,6 +280,7 @@ fn load_with(conn: &Connection, row: i64, content: bool) -> Result<MessageRecord
                 response: r.get(16)?,
                 document: r.get::<_, Option<String>>(17)?.and_then(|d| serde_json::from_str(&d).ok()),
                 partner_error: r.get::<_, Option<String>>(18)?.and_then(|d| serde_json::from_str(&d).ok()),
+                transport: crate::pmode::Transport::parse(&r.get::<_, String>(19)?).unwrap_or_default(),
                 payloads: Vec::new(),
                 history: Vec::new(),
             })
@@ -338,8 +342,8 @@ impl MessageStore for SqliteStore {
             tx.execute(
                 "INSERT INTO messages (direction, message_id, conversation_id, pmode, leg, partner, service, action, state,
                                        next_attempt_at, created_at, updated_at, envelope, response, document, error,
-                                       document_number)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11, ?12, ?13, ?14, ?15, ?16)",
+                                       document_number, transport)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
                 params![
                     direction.as_str(),
                     m.message_id,
@@ -357,6 +361,7 @@ impl MessageStore for SqliteStore {
                     m.document.as_ref().map(|d| d.to_string()),
                     created.error,
                     document_number(m.document.as_ref()),
+                    m.transport.as_str(),
                 ],
             )?;
             let row = tx.last_insert_rowid();
@@ -1044,6 +1049,7 @@ mod tests {
                 wire_type: None,
             }],
             document: None,
+            transport: crate::pmode::Transport::As4,
         }
     }
 

@@ -118,19 +118,23 @@ impl As4Client {
         max_response: usize,
     ) -> Result<Response, SendError> {
         let response = self.post_streaming(identity, url, content_type, body, timeout).await?;
-        let mut body = response.body;
-        let mut collected = bytes::BytesMut::new();
-        while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(|e| match e.kind() {
-                std::io::ErrorKind::TimedOut => SendError::Timeout(timeout),
-                _ => SendError::Connection(e.to_string()),
-            })?;
-            if collected.len() + chunk.len() > max_response {
-                return Err(SendError::ResponseTooLarge(max_response));
-            }
-            collected.extend_from_slice(&chunk);
-        }
-        Ok(Response { status: response.status, content_type: response.content_type, body: collected.freeze() })
+        collect(response, timeout, max_response).await
+    }
+
+    /// POSTs a SOAP 1.1 request (the legacy IOP service): `text/xml` with its SOAPAction.
+    pub async fn post_soap11(
+        &self,
+        identity: &TlsIdentity,
+        url: &str,
+        soap_action: &str,
+        body: Bytes,
+        timeout: Duration,
+    ) -> Result<Response, SendError> {
+        let action = format!("\"{soap_action}\"");
+        let headers = [("content-type", "text/xml; charset=utf-8"), ("SOAPAction", action.as_str())];
+        let body: BodyStream = Box::pin(futures_util::stream::once(async move { Ok(body) }));
+        let response = self.post_streaming_with(identity, url, &headers, body, timeout).await?;
+        collect(response, timeout, MAX_RESPONSE).await
     }
 
     /// POSTs a streamed body; the response body streams too, all of it within `timeout` of
@@ -144,13 +148,25 @@ impl As4Client {
         body: BodyStream,
         timeout: Duration,
     ) -> Result<StreamedResponse, SendError> {
+        let headers = [("content-type", content_type), ("MIME-Version", "1.0")];
+        self.post_streaming_with(identity, url, &headers, body, timeout).await
+    }
+
+    async fn post_streaming_with(
+        &self,
+        identity: &TlsIdentity,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: BodyStream,
+        timeout: Duration,
+    ) -> Result<StreamedResponse, SendError> {
         let client = self.client(identity)?;
         let frames: FrameStream = Box::pin(body.map(|chunk| chunk.map(Frame::data)));
-        let request = hyper::Request::post(url)
-            .header(hyper::header::CONTENT_TYPE, content_type)
-            .header("MIME-Version", "1.0")
-            .body(StreamBody::new(frames))
-            .map_err(|e| SendError::Connection(e.to_string()))?;
+        let mut request = hyper::Request::post(url);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let request = request.body(StreamBody::new(frames)).map_err(|e| SendError::Connection(e.to_string()))?;
         let deadline = tokio::time::Instant::now() + timeout;
         let response = tokio::time::timeout_at(deadline, client.request(request))
             .await
@@ -183,6 +199,23 @@ impl As4Client {
         });
         Ok(StreamedResponse { status, content_type, body: Box::pin(body) })
     }
+}
+
+/// Reads a streamed response whole, up to `max_response` bytes.
+async fn collect(response: StreamedResponse, timeout: Duration, max_response: usize) -> Result<Response, SendError> {
+    let mut body = response.body;
+    let mut collected = bytes::BytesMut::new();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| match e.kind() {
+            std::io::ErrorKind::TimedOut => SendError::Timeout(timeout),
+            _ => SendError::Connection(e.to_string()),
+        })?;
+        if collected.len() + chunk.len() > max_response {
+            return Err(SendError::ResponseTooLarge(max_response));
+        }
+        collected.extend_from_slice(&chunk);
+    }
+    Ok(Response { status: response.status, content_type: response.content_type, body: collected.freeze() })
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {

@@ -20,6 +20,22 @@ pub struct LinkFile {
     pub transport: Option<TransportFile>,
     #[serde(default)]
     pub security: Option<SecurityFile>,
+    /// What the legs with `transport = "iop"` need (docs/iop.md §3).
+    #[serde(default)]
+    pub iop: Option<IopFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IopFile {
+    pub codigo_interaccion: Spanned<String>,
+    pub id_servicio: Spanned<String>,
+    pub tipo_documento: Option<Spanned<String>>,
+    pub estado_transaccion: Option<Spanned<String>>,
+    pub soap_action: Option<Spanned<String>>,
+    /// How this access point signs an unsigned SPS certificate: rsa-sha256 (default) or
+    /// rsa-sha1 (inclusive c14n; only for a partner that cannot check anything newer).
+    pub signature: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -47,6 +63,18 @@ pub struct PartyFile {
     /// The certificates it rolls over to: accepted alongside the current ones.
     pub next_sign_cert: Option<Spanned<String>>,
     pub next_enc_cert: Option<Spanned<String>>,
+    /// The party's id on the IOP (`IDdeRemitente`/`IDdeDestinatario`, 3-10 alphanumerics).
+    pub iop_id: Option<Spanned<String>>,
+    /// Its IOP service URL (default: `endpoint`).
+    pub iop_endpoint: Option<Spanned<String>>,
+    /// The UsernameToken this party presents when it sends over the IOP...
+    pub iop_username: Option<Spanned<String>>,
+    /// ...and where its password is: an environment variable or a file (never in the P-Mode).
+    pub iop_password_env: Option<Spanned<String>>,
+    pub iop_password_file: Option<Spanned<String>>,
+    /// The certificate that signs this party's SPS certificates (the single window's
+    /// document signer); absent, any signer the truststore validates is accepted.
+    pub document_cert: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -75,6 +103,8 @@ pub struct LegFile {
     pub pull_interval: Option<Spanned<String>>,
     #[serde(default)]
     pub properties: PropertiesFile,
+    /// "as4" (default) or "iop": the legacy Pacific Alliance SOAP service.
+    pub transport: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

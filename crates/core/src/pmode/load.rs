@@ -155,7 +155,8 @@ fn validate(r: &mut Reporter<'_>, path: &Path, raw: LinkFile) -> Option<Link> {
         let next_sign_cert = cert(&p.next_sign_cert, "next_sign_cert", true);
         let enc_cert = cert(&p.enc_cert, "enc_cert", false);
         let next_enc_cert = cert(&p.next_enc_cert, "next_enc_cert", false);
-        if profile.is_some_and(Profile::is_secure) {
+        let iop = iop_party(r, base, &raw, i, p, &mut cert_files);
+        if profile.is_some_and(Profile::is_secure) && has_as4_legs(&raw) {
             for (value, what) in [(&p.sign_cert, "sign_cert"), (&p.enc_cert, "enc_cert")] {
                 if value.is_none() {
                     r.at(
@@ -175,6 +176,7 @@ fn validate(r: &mut Reporter<'_>, path: &Path, raw: LinkFile) -> Option<Link> {
             sign_certs: sign_cert.into_iter().chain(next_sign_cert).collect(),
             enc_cert,
             next_enc_cert,
+            iop,
         });
     }
     if parties.len() == 2 && parties[0].id == parties[1].id {
@@ -223,6 +225,29 @@ fn validate(r: &mut Reporter<'_>, path: &Path, raw: LinkFile) -> Option<Link> {
         if l.pull && (l.mpc.is_none() || l.from.is_none()) {
             r.at(span.clone(), key("pull"), "a pull leg needs its mpc and `from` (the party holding the messages)");
         }
+        let transport = match l.transport.as_ref().map(|t| (t.get_ref().as_str(), t.span())) {
+            None | Some(("as4", _)) => Transport::As4,
+            Some(("iop", _)) => Transport::Iop,
+            Some((other, at)) => {
+                r.at(at, key("transport"), format!("'{other}' is not a transport (as4, iop)"));
+                Transport::As4
+            }
+        };
+        if transport == Transport::Iop {
+            // The IOP carries one signed phytosanitary certificate per message (docs/iop.md §3).
+            if l.document.as_deref() != Some("ephyto") {
+                r.at(span.clone(), key("document"), "an IOP leg carries ePhyto certificates: document = \"ephyto\"");
+            }
+            if !l.versions.is_empty() && !l.versions.iter().any(|v| v == "11") {
+                r.at(span.clone(), key("versions"), "the IOP exchanges SPSCertificate:11: versions must include \"11\"");
+            }
+            if l.pull || l.compression {
+                r.at(span.clone(), key("transport"), "an IOP leg is pushed and uncompressed (no pull, no compression)");
+            }
+            if raw.iop.is_none() {
+                r.at(span.clone(), key("transport"), "an IOP leg needs the link's [iop] table");
+            }
+        }
         if let Some(doc) = &l.document
             && !KNOWN_DOCUMENTS.contains(&doc.as_str())
         {
@@ -250,6 +275,7 @@ fn validate(r: &mut Reporter<'_>, path: &Path, raw: LinkFile) -> Option<Link> {
             },
             required_properties: l.properties.required.clone(),
             allowed_properties: l.properties.allowed.clone(),
+            transport,
         });
     }
     let mut retry: Vec<Duration> = DEFAULT_RETRY.iter().map(|s| Duration::from_secs(*s)).collect();
@@ -311,6 +337,7 @@ fn validate(r: &mut Reporter<'_>, path: &Path, raw: LinkFile) -> Option<Link> {
             }
         },
     };
+    let iop = raw.iop.as_ref().map(|t| iop_link(r, t));
     let parties: [Party; 2] = parties.try_into().ok()?;
     cert_files.extend(parties.iter().filter_map(|p| p.tls_cert.clone()));
     Some(Link {
@@ -329,6 +356,138 @@ fn validate(r: &mut Reporter<'_>, path: &Path, raw: LinkFile) -> Option<Link> {
         tls_client_auth,
         timeout,
         token_reference,
+        iop,
+    })
+}
+
+fn has_as4_legs(raw: &LinkFile) -> bool {
+    raw.leg.iter().any(|l| l.get_ref().transport.as_ref().is_none_or(|t| t.get_ref() != "iop"))
+}
+
+fn has_iop_legs(raw: &LinkFile) -> bool {
+    raw.leg.iter().any(|l| l.get_ref().transport.as_ref().is_some_and(|t| t.get_ref() == "iop"))
+}
+
+/// The `[iop]` table, checked against the limits of docs/iop.md §3.
+fn iop_link(r: &mut Reporter<'_>, t: &IopFile) -> IopLink {
+    use crate::iop;
+    let mut checked = |value: Option<&Spanned<String>>, default: &str, key: &str, ok: fn(&str) -> bool, rule: &str| {
+        match value {
+            Some(v) => {
+                if !ok(v.get_ref()) {
+                    r.at(v.span(), format!("iop.{key}"), format!("'{}' is not {rule}", v.get_ref()));
+                }
+                v.get_ref().clone()
+            }
+            None => default.to_owned(),
+        }
+    };
+    let codigo_interaccion =
+        checked(Some(&t.codigo_interaccion), "", "codigo_interaccion", iop::is_code, "8-16 of [a-zA-Z0-9.]");
+    let id_servicio = checked(Some(&t.id_servicio), "", "id_servicio", iop::is_code, "8-16 of [a-zA-Z0-9.]");
+    let tipo_documento = checked(
+        t.tipo_documento.as_ref(),
+        iop::DEFAULT_TIPO_DOCUMENTO,
+        "tipo_documento",
+        iop::is_short,
+        "1-5 characters",
+    );
+    let estado_transaccion = checked(
+        t.estado_transaccion.as_ref(),
+        iop::DEFAULT_ESTADO,
+        "estado_transaccion",
+        iop::is_short,
+        "1-5 characters",
+    );
+    let soap_action =
+        checked(t.soap_action.as_ref(), iop::DEFAULT_SOAP_ACTION, "soap_action", looks_like_uri, "a URI");
+    let signature = match t.signature.as_ref().map(|v| (v.get_ref().as_str(), v.span())) {
+        None | Some(("rsa-sha256", _)) => crate::dsig::Algorithms::RsaSha256,
+        Some(("rsa-sha1", _)) => crate::dsig::Algorithms::LegacyRsaSha1,
+        Some((other, at)) => {
+            r.at(at, "iop.signature", format!("'{other}' is not rsa-sha256 or rsa-sha1"));
+            crate::dsig::Algorithms::RsaSha256
+        }
+    };
+    IopLink { codigo_interaccion, id_servicio, tipo_documento, estado_transaccion, soap_action, signature }
+}
+
+/// A party's IOP fields: required when the link has IOP legs, refused otherwise.
+fn iop_party(
+    r: &mut Reporter<'_>,
+    base: &Path,
+    raw: &LinkFile,
+    i: usize,
+    p: &PartyFile,
+    cert_files: &mut Vec<PathBuf>,
+) -> Option<IopParty> {
+    let key = |k: &str| format!("party[{i}].{k}");
+    if !has_iop_legs(raw) {
+        if let Some(v) = p.iop_id.as_ref().or(p.iop_username.as_ref()) {
+            r.at(v.span(), key("iop_id"), "IOP fields on a link without a leg with transport = \"iop\"");
+        }
+        return None;
+    }
+    let missing = |r: &mut Reporter<'_>, what: &str| {
+        r.at(p.id.span(), key(what), "a link with IOP legs needs each party's iop_id, country, iop_username and password");
+    };
+    let id = match &p.iop_id {
+        Some(v) if crate::iop::is_party_id(v.get_ref()) => Some(v.get_ref().clone()),
+        Some(v) => {
+            r.at(v.span(), key("iop_id"), format!("'{}' is not 3-10 of [a-zA-Z0-9]", v.get_ref()));
+            None
+        }
+        None => {
+            missing(r, "iop_id");
+            None
+        }
+    };
+    let country = p.country.as_ref().map(|c| c.get_ref().clone());
+    if country.is_none() {
+        missing(r, "country");
+    }
+    let username = p.iop_username.as_ref().map(|u| u.get_ref().clone());
+    if username.as_deref().is_none_or(str::is_empty) {
+        missing(r, "iop_username");
+    }
+    let password = match (&p.iop_password_env, &p.iop_password_file) {
+        (Some(env), None) => Some(SecretSource::Env(env.get_ref().clone())),
+        (None, Some(file)) => Some(SecretSource::File(base.join(file.get_ref()))),
+        (Some(env), Some(_)) => {
+            r.at(env.span(), key("iop_password_env"), "give iop_password_env or iop_password_file, not both");
+            None
+        }
+        (None, None) => {
+            missing(r, "iop_password_env");
+            None
+        }
+    };
+    let endpoint = p.iop_endpoint.as_ref().unwrap_or(&p.endpoint);
+    if !endpoint.get_ref().starts_with("https://") || endpoint.get_ref().parse::<http::Uri>().is_err() {
+        r.at(endpoint.span(), key("iop_endpoint"), format!("'{}' is not an https:// URL", endpoint.get_ref()));
+    }
+    let document_cert = match &p.document_cert {
+        Some(v) => {
+            if !is_inline_pem(v.get_ref()) {
+                cert_files.push(base.join(v.get_ref()));
+            }
+            match certificate(base, v.get_ref(), None, true) {
+                Ok(der) => Some(der),
+                Err(message) => {
+                    r.at(v.span(), key("document_cert"), message);
+                    None
+                }
+            }
+        }
+        None => None,
+    };
+    Some(IopParty {
+        id: id?,
+        country: country?,
+        endpoint: endpoint.get_ref().clone(),
+        username: username?,
+        password: password?,
+        document_cert,
     })
 }
 

@@ -7,7 +7,7 @@ pub mod model;
 pub mod set;
 
 pub use load::{PmodeError, parse_link, read_files};
-pub use model::{Leg, Link, Party, Profile};
+pub use model::{IopLink, IopParty, Leg, Link, Party, Profile, SecretSource, Transport};
 pub use set::{Matched, PmodeSet};
 
 use std::path::Path;

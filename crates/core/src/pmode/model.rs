@@ -48,6 +48,85 @@ pub struct Party {
     /// one it rolls over to.
     pub enc_cert: Option<Vec<u8>>,
     pub next_enc_cert: Option<Vec<u8>>,
+    /// The party on the IOP, when the link has IOP legs.
+    pub iop: Option<IopParty>,
+}
+
+/// A party as the IOP knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IopParty {
+    pub id: String,
+    pub country: String,
+    pub endpoint: String,
+    pub username: String,
+    pub password: SecretSource,
+    /// DER of the certificate bound to sign its SPS certificates.
+    pub document_cert: Option<Vec<u8>>,
+}
+
+/// Where a secret is kept: never in the P-Mode itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretSource {
+    Env(String),
+    File(PathBuf),
+}
+
+impl SecretSource {
+    /// The secret, without a trailing line break (files are often written with one).
+    pub fn read(&self) -> Result<String, String> {
+        match self {
+            SecretSource::Env(name) => std::env::var(name).map_err(|_| format!("environment variable {name} is not set")),
+            SecretSource::File(path) => std::fs::read_to_string(path)
+                .map(|s| s.trim_end_matches(['\r', '\n']).to_owned())
+                .map_err(|e| format!("cannot read {}: {e}", path.display())),
+        }
+        .and_then(|s| if s.is_empty() { Err("the password is empty".into()) } else { Ok(s) })
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            SecretSource::Env(name) => format!("environment variable {name}"),
+            SecretSource::File(path) => format!("file {}", path.display()),
+        }
+    }
+}
+
+/// How a leg's messages travel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    #[default]
+    As4,
+    /// The Pacific Alliance IOP SOAP service (docs/iop.md).
+    Iop,
+}
+
+impl Transport {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::As4 => "as4",
+            Transport::Iop => "iop",
+        }
+    }
+
+    pub fn parse(value: &str) -> Option<Transport> {
+        match value {
+            "as4" => Some(Transport::As4),
+            "iop" => Some(Transport::Iop),
+            _ => None,
+        }
+    }
+}
+
+/// What the IOP legs of a link put in every `Cabecera`, and how we sign.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IopLink {
+    pub codigo_interaccion: String,
+    pub id_servicio: String,
+    pub tipo_documento: String,
+    pub estado_transaccion: String,
+    pub soap_action: String,
+    pub signature: crate::dsig::Algorithms,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,6 +147,7 @@ pub struct Leg {
     pub pull_interval: Duration,
     pub required_properties: Vec<String>,
     pub allowed_properties: Vec<String>,
+    pub transport: Transport,
 }
 
 impl Leg {
@@ -97,6 +177,7 @@ pub struct Link {
     pub tls_client_auth: bool,
     pub timeout: Duration,
     pub token_reference: TokenReference,
+    pub iop: Option<IopLink>,
 }
 
 /// How a signature's KeyInfo points at the signing certificate.
@@ -128,6 +209,11 @@ impl Link {
 
     pub fn leg(&self, name: &str) -> Option<&Leg> {
         self.legs.iter().find(|l| l.name == name)
+    }
+
+    /// Whether any leg travels over AS4 (its profile's certificates are then needed).
+    pub fn has_as4_legs(&self) -> bool {
+        self.legs.iter().any(|l| l.transport == Transport::As4)
     }
 }
 

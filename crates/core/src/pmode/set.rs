@@ -87,6 +87,33 @@ impl PmodeSet {
         Ok((link.clone(), index))
     }
 
+    /// The IOP leg a legacy request from `remitente` to `destinatario` (IOP party ids) arrives
+    /// on, where `me` is `destinatario`.
+    pub fn match_iop(&self, me: &str, remitente: &str, destinatario: &str) -> Result<(Arc<Link>, usize), String> {
+        let mut known = false;
+        for link in self.links_of(me) {
+            let (Some(me_party), Some(partner)) = (link.party(me), link.partner_of(me)) else { continue };
+            let (Some(ours), Some(theirs)) = (&me_party.iop, &partner.iop) else { continue };
+            if theirs.id != remitente {
+                continue;
+            }
+            known = true;
+            if ours.id != destinatario {
+                continue;
+            }
+            if let Some(i) =
+                link.legs.iter().position(|l| l.transport == Transport::Iop && l.may_send(&partner.id))
+            {
+                return Ok((link.clone(), i));
+            }
+        }
+        Err(if known {
+            format!("IDdeDestinatario '{destinatario}' is not this access point on the IOP links with '{remitente}'")
+        } else {
+            format!("IDdeRemitente '{remitente}' is not a partner on any IOP link of this access point")
+        })
+    }
+
     /// Matches an incoming user message addressed to `me` to exactly one leg.
     pub fn match_incoming(&self, me: &str, um: &UserMessage) -> Result<Matched, EbmsError> {
         let id = Some(um.info.message_id.as_str());
@@ -158,6 +185,8 @@ impl PmodeSet {
                     reasons.push(mismatch(format!("leg '{}' uses another MPC than {:?}", leg.name, um.mpc)));
                 } else if !leg.may_send(partner) {
                     reasons.push(mismatch(format!("leg '{}' may not be sent by {partner}", leg.name)));
+                } else if leg.transport != Transport::As4 {
+                    reasons.push(mismatch(format!("leg '{}' travels over the IOP, not AS4", leg.name)));
                 } else {
                     matches.push(Matched { link: link.clone(), leg: Some(i) });
                 }
