@@ -148,6 +148,7 @@ impl Node {
         };
         let backend_tls = backend_tls(&config.backend)?;
         let as4_path = config.as4.path.clone();
+        let iop_path = config.iop.path.clone();
         let ap = AccessPoint::new(config, store, pmodes, security);
         let started = crate::store::now_ms();
         for file in watcher.loaded_files() {
@@ -157,7 +158,19 @@ impl Node {
         let as4_addr = as4.local_addr().map_err(|source| StartError::Io { what: "AS4 listener".into(), source })?;
         let backend_addr =
             backend.local_addr().map_err(|source| StartError::Io { what: "backend listener".into(), source })?;
-        let as4_router = Router::new().route(&as4_path, post(receive_as4)).with_state(ap.clone());
+        let mut as4_router = Router::new().route(&as4_path, post(receive_as4));
+        if iop_path != as4_path {
+            as4_router = as4_router.route(&iop_path, post(receive_iop));
+            // CXF serves the operation with and without the trailing slash.
+            let other = match iop_path.strip_suffix('/') {
+                Some(bare) if !bare.is_empty() => bare.to_owned(),
+                _ => format!("{iop_path}/"),
+            };
+            if other != as4_path {
+                as4_router = as4_router.route(&other, post(receive_iop));
+            }
+        }
+        let as4_router = as4_router.with_state(ap.clone());
         let backend_router = crate::backend::router(ap.clone(), token);
         let mut tasks = vec![
             tokio::spawn(serve_tls(as4, tls, as4_router, ap.config.as4.connections, shutdown.clone())),
@@ -472,4 +485,56 @@ async fn receive_as4(State(ap): State<Arc<AccessPoint>>, request: Request) -> Re
         return status.into_response();
     }
     (status, [(axum::http::header::CONTENT_TYPE, "application/soap+xml; charset=UTF-8")], reply.body).into_response()
+}
+
+/// The legacy IOP service (`[iop] path` on the AS4 listener): the body is read whole, up to
+/// the largest certificate a message may carry, then handed to the owned IOP pipeline.
+async fn receive_iop(State(ap): State<Arc<AccessPoint>>, request: Request) -> Response {
+    let peer = request.extensions().get::<PeerCertificates>().cloned().unwrap_or_default();
+    let limit = crate::iop::soap::limits(crate::payload::MAX_DOCUMENT_BYTES).max_bytes;
+    let soap = |status: axum::http::StatusCode, body: Vec<u8>| {
+        (status, [(axum::http::header::CONTENT_TYPE, "text/xml; charset=utf-8")], body).into_response()
+    };
+    let limits = ap.config.as4.connections;
+    let body = crate::transport::server::paced(
+        request.into_body().into_data_stream(),
+        limits.body_idle_timeout.0,
+        limits.min_rate.0,
+    );
+    let bytes = match read_bounded(body, limit).await {
+        Ok(bytes) => bytes,
+        Err(why) => {
+            tracing::warn!(reason = %why, "IOP request not read");
+            let falla = crate::iop::Falla {
+                cabecera: None,
+                detalles: vec![crate::iop::Detalle::new(crate::iop::code::MALFORMED, why)],
+            };
+            return soap(
+                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                crate::iop::soap::fault_envelope(&falla, true).into_bytes(),
+            );
+        }
+    };
+    let reply = crate::msh::iop::receive(ap, peer.1, bytes).await;
+    soap(
+        axum::http::StatusCode::from_u16(reply.status).unwrap_or(axum::http::StatusCode::INTERNAL_SERVER_ERROR),
+        reply.body,
+    )
+}
+
+async fn read_bounded<S, E>(mut body: S, limit: usize) -> Result<bytes::Bytes, String>
+where
+    S: futures_util::Stream<Item = Result<bytes::Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    use futures_util::StreamExt;
+    let mut collected = bytes::BytesMut::new();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| format!("the request body broke off: {e}"))?;
+        if collected.len() + chunk.len() > limit {
+            return Err(format!("the request exceeds {limit} bytes"));
+        }
+        collected.extend_from_slice(&chunk);
+    }
+    Ok(collected.freeze())
 }

@@ -176,12 +176,6 @@ struct Seen {
 /// Counts a refused request and keeps a record of it for the console (bounded in count and
 /// age). Runs in the owned pipeline task.
 async fn record_refusal(ap: &AccessPoint, peer: &PeerCertificates, seen: Seen, code: String, detail: String) {
-    ap.ops.metrics.error_sent(&code);
-    ap.ops
-        .metrics
-        .refused
-        .get_or_create(&crate::ops::metrics::ErrorLabels { code: code.clone(), side: "sent".into() })
-        .inc();
     let partner = seen.matched.as_ref().and_then(|m| m.link.partner_of(ap.me())).map(|p| p.id.clone());
     let refusal = crate::store::NewRefusal {
         at_ms: crate::store::now_ms(),
@@ -192,6 +186,17 @@ async fn record_refusal(ap: &AccessPoint, peer: &PeerCertificates, seen: Seen, c
         detail,
         header: seen.header,
     };
+    store_refusal(ap, refusal).await;
+}
+
+/// Counts a refused request (AS4 or IOP) and keeps its record, bounded in count and age.
+pub(crate) async fn store_refusal(ap: &AccessPoint, refusal: crate::store::NewRefusal) {
+    ap.ops.metrics.error_sent(&refusal.code);
+    ap.ops
+        .metrics
+        .refused
+        .get_or_create(&crate::ops::metrics::ErrorLabels { code: refusal.code.clone(), side: "sent".into() })
+        .inc();
     let (keep, age) = ap
         .config
         .console
@@ -682,6 +687,23 @@ fn receipt(
 
 /// Step: detect a duplicate, persist, and answer. The receipt is stored with the message in
 /// one transaction, so a duplicate gets the very same receipt and is not delivered twice.
+/// Moves a staging folder to its final place under `inbound/` (durably: the parent folder is
+/// synced); returns the new path. Off the async workers; a blocking job runs to its end
+/// whoever awaits it.
+pub(crate) async fn commit_staging(ap: &AccessPoint, staging: &std::path::Path) -> Result<PathBuf, String> {
+    let root = ap.config.data_dir.join("inbound");
+    let to = root.join(uuid::Uuid::new_v4().to_string());
+    let (from, target) = (staging.to_owned(), to.clone());
+    crate::blocking::spawn(move || {
+        std::fs::create_dir_all(&root).map_err(|e| format!("cannot create the inbound folder: {e}"))?;
+        std::fs::rename(&from, &target).map_err(|e| format!("cannot move received payloads: {e}"))?;
+        sync_dir(&root).map_err(|e| format!("cannot sync the inbound folder: {e}"))
+    })
+    .await
+    .map_err(|e| format!("the file task failed: {e}"))??;
+    Ok(to)
+}
+
 async fn persist_and_answer(
     ap: &AccessPoint,
     matched: &Matched,
@@ -696,19 +718,9 @@ async fn persist_and_answer(
         tracing::error!(error = %e, "{what}");
         Rejection::Ebms(EbmsError::new(EbmsCode::DeliveryFailure, format!("{what}; try again later")).with_ref(id))
     };
-    let inbound_root = ap.config.data_dir.join("inbound");
-    let final_dir = inbound_root.join(uuid::Uuid::new_v4().to_string());
+    let mut final_dir = PathBuf::new();
     if !payloads.is_empty() {
-        let (from, to, root) = (staging.dir.clone(), final_dir.clone(), inbound_root.clone());
-        // Off the async workers; a blocking job runs to its end whoever awaits it.
-        crate::blocking::spawn(move || {
-            std::fs::create_dir_all(&root).map_err(|e| ("cannot create the inbound folder", e))?;
-            std::fs::rename(&from, &to).map_err(|e| ("cannot move received payloads", e))?;
-            sync_dir(&root).map_err(|e| ("cannot sync the inbound folder", e))
-        })
-        .await
-        .map_err(|e| failure("the file task failed", &e))?
-        .map_err(|(what, e)| failure(what, &e))?;
+        final_dir = commit_staging(ap, &staging.dir).await.map_err(|e| failure("cannot keep the payloads", &e))?;
         staging.dir = final_dir.clone();
         // The folder may be named by a committed row from here on (see the module doc).
         staging.keep = true;

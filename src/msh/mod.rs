@@ -3,6 +3,7 @@
 pub mod connection_test;
 pub mod documents;
 pub mod inbound;
+pub mod iop;
 pub mod outbound;
 pub mod pmode_watch;
 pub mod pull;

@@ -275,6 +275,14 @@ pub(crate) fn protect(
 
 /// Accepts a submission: after this returns, the message is on disk and will be sent.
 pub async fn submit(ap: &AccessPoint, sub: Submission) -> Result<MessageRecord, SubmitError> {
+    let iop_leg = ap
+        .pmodes()
+        .outbound(ap.me(), &sub.to, &sub.leg)
+        .ok()
+        .filter(|(link, index)| link.legs[*index].transport == crate::pmode::Transport::Iop);
+    if let Some((link, index)) = iop_leg {
+        return super::iop::submit(ap, sub, link, index).await;
+    }
     let (um, pmode, leg) = build_user_message(ap, &sub)?;
     let link = ap
         .pmodes()
@@ -424,7 +432,7 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    fn no_receipt(reason: String) -> Outcome {
+    pub(crate) fn no_receipt(reason: String) -> Outcome {
         Outcome::NoReceipt { reason, error: None }
     }
 }
@@ -544,6 +552,9 @@ async fn attempt(ap: &AccessPoint, record: &MessageRecord) -> Result<(Outcome, V
         .find(|l| l.id == record.pmode)
         .cloned()
         .ok_or_else(|| SendError::Connection(format!("P-Mode {} is no longer loaded", record.pmode)))?;
+    if record.transport == crate::pmode::Transport::Iop {
+        return super::iop::attempt(ap, record, &link).await;
+    }
     let partner = link.partner_of(ap.me()).ok_or_else(|| SendError::Connection("no partner in the P-Mode".into()))?;
     let url = ap.endpoint_of(partner).to_owned();
     let identity = ap.tls_identity(&link);

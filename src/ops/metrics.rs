@@ -76,6 +76,9 @@ pub struct Metrics {
     pub errors: Family<ErrorLabels, Counter>,
     pub retries: Family<PartnerLabels, Counter>,
     pub duplicates: Family<PartnerLabels, Counter>,
+    /// SPS certificates received over the IOP with a SHA-1 signature or digest (accepted there,
+    /// inside the payload only).
+    pub iop_legacy_signatures: Family<PartnerLabels, Counter>,
     pub refused: Family<ErrorLabels, Counter>,
     pub send_seconds: Family<PartnerLabels, Histogram, fn() -> Histogram>,
     pub inbound_seconds: Histogram,
@@ -104,6 +107,7 @@ impl Metrics {
             errors: Family::default(),
             retries: Family::default(),
             duplicates: Family::default(),
+            iop_legacy_signatures: Family::default(),
             refused: Family::default(),
             send_seconds: Family::new_with_constructor(seconds_histogram),
             inbound_seconds: seconds_histogram(),
@@ -129,6 +133,11 @@ impl Metrics {
         );
         registry.register("retries", "Sends that got no receipt and will be retried", m.retries.clone());
         registry.register("duplicates", "Inbound duplicates answered with the stored answer", m.duplicates.clone());
+        registry.register(
+            "iop_legacy_signatures",
+            "SPS certificates received over the IOP signed with SHA-1 (accepted inside the payload only)",
+            m.iop_legacy_signatures.clone(),
+        );
         registry.register(
             "refused_inbound",
             "Inbound messages refused before they were stored (see the console's Refused page)",

@@ -204,6 +204,7 @@ retry = ["1s", "2s"]
             logging: Default::default(),
             deliveries: Vec::new(),
             submit_folder: None,
+            iop: Default::default(),
         };
         let node = crate::node::Node::start_with(config, as4, backend).await?;
         let api = ApiClient::new(&format!("http://{}", node.backend_addr), &token);

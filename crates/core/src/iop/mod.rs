@@ -224,6 +224,8 @@ pub enum Answer {
     Acuse(Acuse),
     /// A SOAP fault; `falla` when it carried a readable `MensajeFalla`.
     Fault {
+        /// `soapenv:Client` (the request is at fault) or `soapenv:Server` (try again).
+        faultcode: String,
         faultstring: String,
         falla: Option<Falla>,
     },

@@ -201,6 +201,7 @@ pub fn read_answer(bytes: &[u8]) -> Result<Answer, ReadError> {
     let body = body_of(&root)?;
     if let Some(fault) = body.child(ns::SOAP11, "Fault") {
         let faultstring = fault.child("", "faultstring").map(|f| f.trimmed_text().to_owned()).unwrap_or_default();
+        let faultcode = fault.child("", "faultcode").map(|f| f.trimmed_text().to_owned()).unwrap_or_default();
         let falla = fault.child("", "detail").and_then(|d| d.child(ns::FALLA, "MensajeFalla")).map(|m| Falla {
             cabecera: m.child(ns::CAB, "Cabecera").and_then(|c| read_cabecera(c).ok()),
             detalles: m
@@ -215,7 +216,7 @@ pub fn read_answer(bytes: &[u8]) -> Result<Answer, ReadError> {
                 })
                 .collect(),
         });
-        return Ok(Answer::Fault { faultstring, falla });
+        return Ok(Answer::Fault { faultcode, faultstring, falla });
     }
     let acuse = only_child(body, ns::ACK, "AcuseRecibo", "the Body")?;
     let cabecera = read_cabecera(only_child(acuse, ns::CAB, "Cabecera", "AcuseRecibo")?)?;
@@ -223,7 +224,10 @@ pub fn read_answer(bytes: &[u8]) -> Result<Answer, ReadError> {
         "RCB" => Codigo::Recibido,
         "ERR" => Codigo::Error,
         other => {
-            return Err(ReadError(format!("CodigoAcuseRecibo '{}' is neither RCB nor ERR", super::truncate(other, 20))));
+            return Err(ReadError(format!(
+                "CodigoAcuseRecibo '{}' is neither RCB nor ERR",
+                super::truncate(other, 20)
+            )));
         }
     };
     let text = |local: &str| acuse.child(ns::ACK, local).map(|e| e.trimmed_text().to_owned()).unwrap_or_default();
@@ -283,8 +287,8 @@ mod tests {
             ],
         };
         match read_answer(fault_envelope(&falla, true).as_bytes()).unwrap() {
-            Answer::Fault { faultstring, falla: Some(read) } => {
-                assert_eq!(faultstring, "wrong password");
+            Answer::Fault { faultcode, faultstring, falla: Some(read) } => {
+                assert_eq!((faultcode.as_str(), faultstring.as_str()), ("soapenv:Client", "wrong password"));
                 assert_eq!(read, falla);
             }
             other => panic!("{other:?}"),

@@ -239,7 +239,11 @@ fn validate(r: &mut Reporter<'_>, path: &Path, raw: LinkFile) -> Option<Link> {
                 r.at(span.clone(), key("document"), "an IOP leg carries ePhyto certificates: document = \"ephyto\"");
             }
             if !l.versions.is_empty() && !l.versions.iter().any(|v| v == "11") {
-                r.at(span.clone(), key("versions"), "the IOP exchanges SPSCertificate:11: versions must include \"11\"");
+                r.at(
+                    span.clone(),
+                    key("versions"),
+                    "the IOP exchanges SPSCertificate:11: versions must include \"11\"",
+                );
             }
             if l.pull || l.compression {
                 r.at(span.clone(), key("transport"), "an IOP leg is pushed and uncompressed (no pull, no compression)");
@@ -371,8 +375,8 @@ fn has_iop_legs(raw: &LinkFile) -> bool {
 /// The `[iop]` table, checked against the limits of docs/iop.md §3.
 fn iop_link(r: &mut Reporter<'_>, t: &IopFile) -> IopLink {
     use crate::iop;
-    let mut checked = |value: Option<&Spanned<String>>, default: &str, key: &str, ok: fn(&str) -> bool, rule: &str| {
-        match value {
+    let mut checked =
+        |value: Option<&Spanned<String>>, default: &str, key: &str, ok: fn(&str) -> bool, rule: &str| match value {
             Some(v) => {
                 if !ok(v.get_ref()) {
                     r.at(v.span(), format!("iop.{key}"), format!("'{}' is not {rule}", v.get_ref()));
@@ -380,8 +384,7 @@ fn iop_link(r: &mut Reporter<'_>, t: &IopFile) -> IopLink {
                 v.get_ref().clone()
             }
             None => default.to_owned(),
-        }
-    };
+        };
     let codigo_interaccion =
         checked(Some(&t.codigo_interaccion), "", "codigo_interaccion", iop::is_code, "8-16 of [a-zA-Z0-9.]");
     let id_servicio = checked(Some(&t.id_servicio), "", "id_servicio", iop::is_code, "8-16 of [a-zA-Z0-9.]");
@@ -399,8 +402,7 @@ fn iop_link(r: &mut Reporter<'_>, t: &IopFile) -> IopLink {
         iop::is_short,
         "1-5 characters",
     );
-    let soap_action =
-        checked(t.soap_action.as_ref(), iop::DEFAULT_SOAP_ACTION, "soap_action", looks_like_uri, "a URI");
+    let soap_action = checked(t.soap_action.as_ref(), iop::DEFAULT_SOAP_ACTION, "soap_action", looks_like_uri, "a URI");
     let signature = match t.signature.as_ref().map(|v| (v.get_ref().as_str(), v.span())) {
         None | Some(("rsa-sha256", _)) => crate::dsig::Algorithms::RsaSha256,
         Some(("rsa-sha1", _)) => crate::dsig::Algorithms::LegacyRsaSha1,
@@ -429,7 +431,11 @@ fn iop_party(
         return None;
     }
     let missing = |r: &mut Reporter<'_>, what: &str| {
-        r.at(p.id.span(), key(what), "a link with IOP legs needs each party's iop_id, country, iop_username and password");
+        r.at(
+            p.id.span(),
+            key(what),
+            "a link with IOP legs needs each party's iop_id, country, iop_username and password",
+        );
     };
     let id = match &p.iop_id {
         Some(v) if crate::iop::is_party_id(v.get_ref()) => Some(v.get_ref().clone()),

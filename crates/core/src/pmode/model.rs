@@ -75,7 +75,9 @@ impl SecretSource {
     /// The secret, without a trailing line break (files are often written with one).
     pub fn read(&self) -> Result<String, String> {
         match self {
-            SecretSource::Env(name) => std::env::var(name).map_err(|_| format!("environment variable {name} is not set")),
+            SecretSource::Env(name) => {
+                std::env::var(name).map_err(|_| format!("environment variable {name} is not set"))
+            }
             SecretSource::File(path) => std::fs::read_to_string(path)
                 .map(|s| s.trim_end_matches(['\r', '\n']).to_owned())
                 .map_err(|e| format!("cannot read {}: {e}", path.display())),

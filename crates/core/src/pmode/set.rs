@@ -101,9 +101,7 @@ impl PmodeSet {
             if ours.id != destinatario {
                 continue;
             }
-            if let Some(i) =
-                link.legs.iter().position(|l| l.transport == Transport::Iop && l.may_send(&partner.id))
-            {
+            if let Some(i) = link.legs.iter().position(|l| l.transport == Transport::Iop && l.may_send(&partner.id)) {
                 return Ok((link.clone(), i));
             }
         }
