@@ -51,6 +51,9 @@ pub struct Options {
     pub store_wrappers: BTreeMap<String, crate::node::StoreWrapper>,
     /// Alert rules and their webhook or e-mail, for every access point.
     pub alerts: crate::ops::settings::AlertsConfig,
+    /// Country codes whose demo certificates are made too, for partners not started here (the
+    /// legacy IOP node).
+    pub extra_pki: Vec<String>,
 }
 
 impl Default for Options {
@@ -65,6 +68,7 @@ impl Default for Options {
             retry: None,
             store_wrappers: BTreeMap::new(),
             alerts: Default::default(),
+            extra_pki: Vec::new(),
         }
     }
 }
@@ -131,6 +135,7 @@ pub async fn launch_with(
     // Every shipped P-Mode names all four countries' certificates, whoever is started.
     let mut codes: Vec<&str> = COUNTRIES.iter().map(|(c, _)| *c).collect();
     codes.extend(countries.iter().map(|(c, _)| *c).filter(|c| !COUNTRIES.iter().any(|(k, _)| k == c)));
+    codes.extend(options.extra_pki.iter().map(String::as_str));
     ventanilla_testkit::demo_pki::write_demo_pki(&certs, &codes)?;
     let mut listeners = Vec::new();
     for _ in countries {

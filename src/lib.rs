@@ -17,6 +17,8 @@ pub mod config;
 pub mod demo;
 pub mod evidence;
 pub mod inspect;
+#[cfg(feature = "devtools")]
+pub mod legacy_peer;
 pub mod msh;
 pub mod node;
 pub mod ops;

@@ -131,7 +131,13 @@ impl As4Client {
         timeout: Duration,
     ) -> Result<Response, SendError> {
         let action = format!("\"{soap_action}\"");
-        let headers = [("content-type", "text/xml; charset=utf-8"), ("SOAPAction", action.as_str())];
+        // A length, not chunks: older SOAP stacks expect one.
+        let length = body.len().to_string();
+        let headers = [
+            ("content-type", "text/xml; charset=utf-8"),
+            ("SOAPAction", action.as_str()),
+            ("content-length", length.as_str()),
+        ];
         let body: BodyStream = Box::pin(futures_util::stream::once(async move { Ok(body) }));
         let response = self.post_streaming_with(identity, url, &headers, body, timeout).await?;
         collect(response, timeout, MAX_RESPONSE).await
