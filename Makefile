@@ -7,11 +7,13 @@
 SHELL := /bin/bash
 BUILD_PKGS := pkg-config libxml2-dev libclang-dev libssl-dev
 TEST_PKGS  := xmlsec1 postgresql openssl python3 python3-venv chromium chromium-driver
+# The demo's legacy IOP partner (conformance/peers/iop) is Python with xmlsec1.
+DEMO_PKGS  := xmlsec1 python3
 CARGO ?= cargo
 # Two cores: keep the test harness parallel but bounded.
 TEST_THREADS ?= 2
 
-.PHONY: demo test conformance crash fuzz deps test-deps build lint fmt clean package
+.PHONY: demo demo-deps test conformance crash fuzz deps test-deps build lint fmt clean package
 
 deps:
 	@missing=""; for p in $(BUILD_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -24,7 +26,11 @@ test-deps: deps
 build: deps
 	$(CARGO) build --release --locked
 
-demo: build
+demo-deps: deps
+	@missing=""; for p in $(DEMO_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then echo "installing:$$missing"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi
+
+demo: build demo-deps
 	./target/release/ventanilla demo --work target/demo
 
 test: test-deps

@@ -7,7 +7,7 @@
 set -uo pipefail
 cd "$(dirname "$0")"
 SECONDS_EACH=${1:-60}
-TARGETS=${TARGETS:-"envelope multipart signed_envelope documents pmode runtime/config runtime/submission_metadata"}
+TARGETS=${TARGETS:-"envelope multipart signed_envelope documents pmode iop runtime/config runtime/submission_metadata"}
 mkdir -p logs
 for entry in $TARGETS; do
   t=${entry#runtime/}

@@ -245,6 +245,8 @@ pub struct Exchange {
     pub certificate: String,
     pub doc_status: String,
     pub problem: Option<String>,
+    /// "as4", or "iop" with a legacy node.
+    pub transport: String,
 }
 
 impl Exchange {
@@ -321,6 +323,7 @@ pub async fn exchange(sender: &Running, receiver: &Running, leg: &str, document:
         certificate: String::new(),
         doc_status: String::new(),
         problem: None,
+        transport: "as4".into(),
     };
     let started = Instant::now();
     let metadata = serde_json::json!({ "to": receiver.party, "leg": leg, "properties": { "originalSender": sender.party, "finalRecipient": receiver.party } });
@@ -375,17 +378,18 @@ pub async fn exchange(sender: &Running, receiver: &Running, leg: &str, document:
 
 pub fn print_table(exchanges: &[Exchange]) {
     println!(
-        "{:<3} {:<52} {:<9} {:<9} {:<15} {:<13} {:>7}  {:<22} status (receiver)",
-        "#", "message id", "from → to", "document", "profile", "state", "rtt ms", "certificate (receiver)"
+        "{:<3} {:<52} {:<9} {:<9} {:<9} {:<15} {:<13} {:>7}  {:<22} status (receiver)",
+        "#", "message id", "from → to", "document", "transport", "profile", "state", "rtt ms", "certificate (receiver)"
     );
     for (i, e) in exchanges.iter().enumerate() {
         let state = if e.ok() { e.state.clone() } else { format!("{} ✗", e.state) };
         println!(
-            "{:<3} {:<52} {:<9} {:<9} {:<15} {:<13} {:>7}  {:<22} {}",
+            "{:<3} {:<52} {:<9} {:<9} {:<9} {:<15} {:<13} {:>7}  {:<22} {}",
             i + 1,
             e.message_id,
             format!("{} → {}", e.from, e.to),
             e.document,
+            e.transport,
             e.profile,
             state,
             e.round_trip_ms,
@@ -416,7 +420,8 @@ pub async fn run(work: &Path, pmodes: &Path, samples: &Path, keep_running: bool)
         std::fs::remove_dir_all(work)?;
     }
     std::fs::create_dir_all(work)?;
-    let running = launch(work, pmodes, &COUNTRIES).await?;
+    let options = Options { extra_pki: vec![crate::legacy_peer::CODE.into()], ..Options::default() };
+    let running = launch_with(work, pmodes, &COUNTRIES, &options).await?;
     println!("Four access points on loopback (HTTPS AS4 endpoint, backend API):");
     for r in &running {
         println!(
@@ -444,7 +449,16 @@ pub async fn run(work: &Path, pmodes: &Path, samples: &Path, keep_running: bool)
     }
     println!("\nSending {} documents on {} links...\n", jobs.len(), links.len());
     let futures = jobs.iter().map(|(from, to, leg, doc)| exchange(from, to, leg, doc, Duration::from_secs(60)));
-    let exchanges = futures_util::future::join_all(futures).await;
+    let mut exchanges = futures_util::future::join_all(futures).await;
+    // Chile's link with a partner still on the legacy IOP: one exchange each way.
+    let repo = samples.parent().unwrap_or(Path::new("."));
+    let chile = running.iter().find(|r| r.code == "cl").ok_or("no Chilean access point")?;
+    let (legacy, iop_exchanges) = iop_exchanges(repo, work, chile).await;
+    println!(
+        "Chile also keeps a link with Ecuador's legacy IOP node (conformance/peers/iop), by one P-Mode file: {}",
+        work.join("pmodes/cl-ec-iop.toml").display()
+    );
+    exchanges.extend(iop_exchanges);
     print_table(&exchanges);
     let ok = exchanges.iter().filter(|e| e.ok()).count();
     println!(
@@ -472,10 +486,149 @@ pub async fn run(work: &Path, pmodes: &Path, samples: &Path, keep_running: bool)
         }
         tokio::signal::ctrl_c().await?;
     }
+    drop(legacy);
     for r in running {
         r.node.stop().await;
     }
     Ok(all_ok)
+}
+
+/// Starts the legacy IOP node, gives `chile` a link with it, and exchanges one :11 certificate
+/// each way: ours signed by the access point, the node's with its legacy RSA-SHA1.
+async fn iop_exchanges(
+    repo: &Path,
+    work: &Path,
+    chile: &Running,
+) -> (Option<crate::legacy_peer::LegacyPeer>, Vec<Exchange>) {
+    use crate::legacy_peer::{self as legacy, Answer, LegacyPeer, Sending, Setup};
+    let setup = Setup::new(repo, &work.join("certs/demo"), work);
+    let blank = |from: &str, to: &str| Exchange {
+        message_id: String::new(),
+        from: from.into(),
+        to: to.into(),
+        document: "ephyto".into(),
+        profile: "SPS:11".into(),
+        state: "not sent".into(),
+        round_trip_ms: 0,
+        identical: false,
+        certificate: String::new(),
+        doc_status: String::new(),
+        problem: None,
+        transport: "iop".into(),
+    };
+    let (mut out, mut back) = (blank("CL", "EC"), blank("EC", "CL"));
+    let peer = match LegacyPeer::start(&setup, 0, Answer::Rcb, &chile.party) {
+        Ok(peer) => peer,
+        Err(e) => {
+            out.problem = Some(format!("the legacy IOP node did not start (python3 and xmlsec1 are needed): {e}"));
+            back.problem = out.problem.clone();
+            return (None, vec![out, back]);
+        }
+    };
+    let link = legacy::link_pmode(&setup, &chile.code, &chile.party, &peer.url())
+        .and_then(|text| Ok(std::fs::write(work.join("pmodes/cl-ec-iop.toml"), text)?));
+    if let Err(e) = link {
+        out.problem = Some(format!("cannot write the IOP P-Mode: {e}"));
+        return (Some(peer), vec![out, back]);
+    }
+    for _ in 0..100 {
+        if chile.node.ap.pmodes().links().iter().any(|l| l.id == "cl-ec-iop") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let documents = work.join("documents");
+    let _ = std::fs::create_dir_all(&documents);
+    let write = |from: &str, to: &str| -> std::io::Result<(PathBuf, String)> {
+        let number = format!("{from}-2026-IOP{to}1");
+        let path = documents.join(format!("ephyto-v11-{from}-{to}.xml"));
+        std::fs::write(&path, crate::payload::ephyto::testing::certificate_v11(from, to, &number))?;
+        Ok((path, number))
+    };
+    // Out: through the backend API, as any AS4 message.
+    match write("CL", "EC") {
+        Ok((path, number)) => {
+            let started = Instant::now();
+            let metadata = serde_json::json!({ "to": legacy::PARTY, "leg": "ephyto-iop" });
+            match chile.api.submit(&metadata, &[Upload { path: &path, mime_type: "application/xml" }]).await {
+                Ok(record) => {
+                    out.message_id = record["message_id"].as_str().unwrap_or_default().to_owned();
+                    match chile.api.wait_settled(&out.message_id, Duration::from_secs(60)).await {
+                        Ok(status) => {
+                            out.state = status["state"].as_str().unwrap_or("?").to_owned();
+                            out.round_trip_ms = started.elapsed().as_millis();
+                            let kept = peer.received(&out.message_id);
+                            out.identical = kept.as_deref().is_some_and(|k| {
+                                crate::iop::certificate::verify(k).is_ok()
+                                    && String::from_utf8_lossy(k).contains(&number)
+                            });
+                            out.certificate = if out.identical { number } else { String::new() };
+                            out.doc_status = "issued (signed by CL)".into();
+                            if out.state != "acknowledged" {
+                                out.problem = status["error"].as_str().map(str::to_owned);
+                            } else if !out.identical {
+                                out.problem = Some("the legacy node holds no verifiable certificate".into());
+                            }
+                        }
+                        Err(e) => out.problem = Some(format!("status failed: {e}")),
+                    }
+                }
+                Err(e) => out.problem = Some(format!("submit failed: {e}")),
+            }
+        }
+        Err(e) => out.problem = Some(e.to_string()),
+    }
+    // In: the legacy node posts to Chile's IOP path; the document lands in the same inbox.
+    match write("EC", "CL") {
+        Ok((path, number)) => {
+            let started = Instant::now();
+            let url = format!("https://{}{}", chile.node.as4_addr, chile.node.ap.config.iop.path);
+            let (setup2, party) = (setup.clone(), chile.party.clone());
+            let report = tokio::task::spawn_blocking(move || {
+                let sending = Sending {
+                    url,
+                    to_party: &party,
+                    to_country: "CL",
+                    document: &path,
+                    transaction: None,
+                    password: None,
+                    algorithm: "rsa-sha1",
+                };
+                legacy::send(&setup2, &sending)
+            })
+            .await;
+            match report {
+                Ok(Ok(report)) => {
+                    back.round_trip_ms = started.elapsed().as_millis();
+                    back.message_id = report["transaction"].as_str().unwrap_or_default().to_owned();
+                    back.state = match report["codigo"].as_str() {
+                        Some("RCB") => "acknowledged".into(),
+                        _ => format!("refused {}", report["detalles"]),
+                    };
+                    match chile.api.download(&back.message_id, 1).await {
+                        Ok(bytes) => {
+                            back.identical = crate::iop::certificate::verify(&bytes).is_ok()
+                                && String::from_utf8_lossy(&bytes).contains(&number);
+                            if let Ok(record) = chile.api.received(&back.message_id).await {
+                                back.certificate = record["document"]["number"].as_str().unwrap_or_default().to_owned();
+                                back.doc_status = "issued (RSA-SHA1, legacy)".into();
+                            }
+                            if !back.identical {
+                                back.problem = Some("the inbox holds no verifiable certificate".into());
+                            } else if let Err(e) = chile.api.acknowledge(&back.message_id).await {
+                                back.problem = Some(format!("inbox acknowledge failed: {e}"));
+                            }
+                        }
+                        Err(e) => back.problem = Some(format!("not in Chile's inbox: {e}")),
+                    }
+                }
+                Ok(Err(e)) => back.problem = Some(e.to_string()),
+                Err(e) => back.problem = Some(e.to_string()),
+            }
+        }
+        Err(e) => back.problem = Some(e.to_string()),
+    }
+    (Some(peer), vec![out, back])
 }
 
 /// A config file equivalent to a running node's config (for `--keep-running`).

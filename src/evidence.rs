@@ -58,6 +58,14 @@ pub fn bundle(ap: &AccessPoint, record: &MessageRecord) -> Result<Bundle, String
     if record.envelope.is_empty() {
         return Err(format!("the envelope of {} was removed (retention); no evidence remains", record.message_id));
     }
+    if record.transport == crate::pmode::Transport::Iop {
+        // Nothing to bundle that proves delivery: the SPS certificate's own signature proves
+        // its origin, not its receipt.
+        return Err(format!(
+            "{} travelled over the legacy IOP, whose AcuseRecibo is unsigned: there is no non-repudiation evidence; the raw body, the AcuseRecibo and the signed certificate can be downloaded",
+            record.message_id
+        ));
+    }
     let pmodes = ap.pmodes();
     let link = pmodes.links().iter().find(|l| l.id == record.pmode).cloned();
     let partner_certs: Vec<String> = link

@@ -24,12 +24,13 @@ type Target = (&'static str, fn(&[u8]));
 
 #[test]
 fn the_core_targets_survive_their_seeds_and_regressions() {
-    let targets: [Target; 5] = [
+    let targets: [Target; 6] = [
         ("envelope", ventanilla_core::fuzzing::envelope),
         ("multipart", ventanilla_core::fuzzing::multipart),
         ("signed_envelope", ventanilla_core::fuzzing::signed_envelope),
         ("documents", ventanilla_core::fuzzing::documents),
         ("pmode", ventanilla_core::fuzzing::pmode),
+        ("iop", ventanilla_core::fuzzing::iop),
     ];
     for (target, run) in targets {
         let inputs = inputs(target);

@@ -167,6 +167,7 @@ pub fn document() -> Value {
                     "direction": { "$ref": "#/components/schemas/Direction" }, "message_id": { "type": "string" },
                     "conversation_id": { "type": "string" }, "pmode": { "type": "string" }, "leg": { "type": "string" },
                     "partner": { "type": "string" }, "service": { "type": "string" }, "action": { "type": "string" },
+                    "transport": { "type": "string", "enum": ["as4", "iop"], "description": "AS4, or the legacy Pacific Alliance IOP service" },
                     "state": { "$ref": "#/components/schemas/State" }, "attempts": { "type": "integer", "minimum": 0 },
                     "next_attempt_at": { "type": ["string", "null"] }, "created_at": { "type": "string" },
                     "updated_at": { "type": "string" }, "error": { "type": ["string", "null"] },

@@ -62,3 +62,15 @@ fn run_to_end<F: std::future::Future>(future: F) -> F::Output {
         }
     }
 }
+
+/// The IOP SOAP readers (request and answer) and the SPS certificate's signature check, on
+/// what a legacy node sends.
+pub fn iop(data: &[u8]) {
+    let limits = crate::iop::soap::limits(1 << 20);
+    if let Ok(request) = crate::iop::soap::read_request(data, limits) {
+        let _ = request.envio.cabecera.check();
+        let _ = crate::iop::certificate::verify(request.envio.signed_sps_cert.as_bytes());
+    }
+    let _ = crate::iop::soap::read_answer(data);
+    let _ = crate::iop::certificate::verify(data);
+}

@@ -154,6 +154,12 @@ pub async fn detail(
             dt { "State" } dd #state { (badge(m.state.as_str())) }
             dt { "Partner" } dd { (m.partner) }
             dt { "P-Mode / leg" } dd { (m.pmode) " / " (m.leg) }
+            dt { "Transport" } dd #transport {
+                @match m.transport {
+                    crate::pmode::Transport::As4 => "AS4",
+                    crate::pmode::Transport::Iop => "IOP (legacy Pacific Alliance SOAP service; IDdeTransaccion = message id)",
+                }
+            }
             dt { "Service / action" } dd.mono { (m.service) " / " (m.action) }
             dt { "Conversation" } dd.mono { (m.conversation_id) }
             dt { "Attempts" } dd { (m.attempts) @if let Some(next) = &m.next_attempt_at { " (next: " (next) ")" } }
@@ -165,7 +171,11 @@ pub async fn detail(
             dl.facts {
                 dt { "Code" } dd { (pe.code) " (" (pe.severity) ")" }
                 dt { "Description" } dd { (pe.description) }
-                @if !pe.verified { dt { "" } dd.muted { "Not signed by the partner's bound certificate: shown, not trusted." } }
+                @if m.transport == crate::pmode::Transport::Iop {
+                    dt { "" } dd.muted { "The IOP has no signed answers: taken as the partner's word over its authenticated TLS." }
+                } @else if !pe.verified {
+                    dt { "" } dd.muted { "Not signed by the partner's bound certificate: shown, not trusted." }
+                }
             }
         }
         @if m.direction == Direction::Outbound && m.state == State::Failed && session.role >= Role::Operator {

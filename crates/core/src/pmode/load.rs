@@ -414,7 +414,7 @@ fn iop_link(r: &mut Reporter<'_>, t: &IopFile) -> IopLink {
     IopLink { codigo_interaccion, id_servicio, tipo_documento, estado_transaccion, soap_action, signature }
 }
 
-/// A party's IOP fields: required when the link has IOP legs, refused otherwise.
+/// A party's IOP fields: required when the link has IOP legs, ignored otherwise.
 fn iop_party(
     r: &mut Reporter<'_>,
     base: &Path,
@@ -424,10 +424,8 @@ fn iop_party(
     cert_files: &mut Vec<PathBuf>,
 ) -> Option<IopParty> {
     let key = |k: &str| format!("party[{i}].{k}");
+    // A link that moved to AS4 may keep its IOP fields (moving back is one word).
     if !has_iop_legs(raw) {
-        if let Some(v) = p.iop_id.as_ref().or(p.iop_username.as_ref()) {
-            r.at(v.span(), key("iop_id"), "IOP fields on a link without a leg with transport = \"iop\"");
-        }
         return None;
     }
     let missing = |r: &mut Reporter<'_>, what: &str| {
@@ -595,6 +593,74 @@ max_payload = "5MiB"
 retry = ["1m", "5m"]
 duplicate_window = "30d"
 "#;
+
+    const IOP: &str = r#"
+id = "cl-ec-iop"
+profile = "edelivery-2.0"
+
+[[party]]
+id = "CL-SAG"
+type = "urn:oasis:names:tc:ebcore:partyid-type:unregistered:pacific-alliance"
+country = "CL"
+endpoint = "https://as4.cl.example/as4"
+iop_id = "VUCECL"
+iop_username = "vucecl"
+iop_password_env = "CL_IOP_PASSWORD"
+
+[[party]]
+id = "EC-VUE"
+type = "urn:oasis:names:tc:ebcore:partyid-type:unregistered:pacific-alliance"
+country = "EC"
+endpoint = "https://iop.ec.example/cxf/IOP/Certificados/WSDL/EnvioCertificadoFitosanitario/"
+iop_id = "VUCEEC"
+iop_username = "vuceec"
+iop_password_file = "secrets/ec.password"
+
+[[leg]]
+name = "ephyto-iop"
+service = "urn:pacific-alliance:iop:service:ephyto"
+action = "EnvioCertificadoFitosanitario"
+document = "ephyto"
+versions = ["11"]
+transport = "iop"
+
+[iop]
+codigo_interaccion = "IOP.MC.101"
+id_servicio = "IOP.FS.001"
+signature = "rsa-sha1"
+"#;
+
+    #[test]
+    fn iop_links_and_the_limits_of_their_fields() {
+        let link = parse_link(Path::new("pmodes/cl-ec-iop.toml"), IOP).unwrap();
+        assert_eq!(link.legs[0].transport, Transport::Iop);
+        assert!(!link.has_as4_legs(), "no AS4 certificates needed while every leg is IOP");
+        let iop = link.iop.as_ref().unwrap();
+        assert_eq!((iop.tipo_documento.as_str(), iop.estado_transaccion.as_str()), ("FS", "ECIOP"));
+        assert_eq!(iop.signature, crate::dsig::Algorithms::LegacyRsaSha1);
+        let ec = link.party("EC-VUE").unwrap().iop.as_ref().unwrap();
+        assert_eq!(ec.password, SecretSource::File(PathBuf::from("pmodes/secrets/ec.password")));
+        assert_eq!(ec.endpoint, link.party("EC-VUE").unwrap().endpoint, "iop_endpoint defaults to endpoint");
+        let keys = |text: &str| -> Vec<String> {
+            parse_link(Path::new("cl-ec-iop.toml"), text).unwrap_err().into_iter().map(|e| e.key).collect()
+        };
+        let bad = IOP
+            .replace(r#"iop_id = "VUCEEC""#, r#"iop_id = "EC""#)
+            .replace(r#"codigo_interaccion = "IOP.MC.101""#, r#"codigo_interaccion = "IOP_MC_101""#)
+            .replace(r#"signature = "rsa-sha1""#, r#"signature = "md5""#);
+        assert_eq!(keys(&bad), ["party[1].iop_id", "iop.codigo_interaccion", "iop.signature"]);
+        let no_password = IOP.replace(r#"iop_password_env = "CL_IOP_PASSWORD""#, "");
+        assert_eq!(keys(&no_password), ["party[0].iop_password_env"]);
+        let wrong_document = IOP.replace(r#"versions = ["11"]"#, r#"versions = ["17"]"#);
+        assert_eq!(keys(&wrong_document), ["leg[0].versions"]);
+        let without_table = &IOP[..IOP.find("[iop]").unwrap()];
+        assert_eq!(keys(without_table), ["leg[0].transport"]);
+        let unknown = IOP.replace(r#"transport = "iop""#, r#"transport = "ftp""#);
+        assert!(keys(&unknown).contains(&"leg[0].transport".to_owned()));
+        // Migrated to AS4: the same file, the leg says as4, and the profile's certificates are due.
+        let migrated = IOP.replace(r#"transport = "iop""#, r#"transport = "as4""#);
+        assert!(keys(&migrated).iter().any(|k| k == "party[0].sign_cert"), "{:?}", keys(&migrated));
+    }
 
     #[test]
     fn parses_a_good_file() {
