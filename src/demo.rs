@@ -562,8 +562,10 @@ async fn iop_exchanges(
                                 crate::iop::certificate::verify(k).is_ok()
                                     && String::from_utf8_lossy(k).contains(&number)
                             });
-                            out.certificate = if out.identical { number } else { String::new() };
-                            out.doc_status = "issued (signed by CL)".into();
+                            if out.identical {
+                                out.certificate = number;
+                                out.doc_status = "issued (signed by CL)".into();
+                            }
                             if out.state != "acknowledged" {
                                 out.problem = status["error"].as_str().map(str::to_owned);
                             } else if !out.identical {

@@ -53,7 +53,8 @@ impl Setup {
 
     /// The password file our access point reads for `party` (mode 0600), written on first use.
     pub fn password_file(&self, party: &str) -> Result<PathBuf, PeerError> {
-        let dir = self.work.join("iop");
+        // Absolute: the P-Mode that names it is read from another folder.
+        let dir = std::path::absolute(self.work.join("iop"))?;
         std::fs::create_dir_all(&dir)?;
         let path = dir.join(format!("{}.password", party.to_lowercase()));
         if !path.exists() {

@@ -260,3 +260,80 @@ async fn a_legacy_partner_refusing_failing_and_down_then_back() {
     peer.stop();
     cluster.stop().await;
 }
+
+/// Two of our access points on an IOP link with each other, then the link moved to AS4 by
+/// changing one word of the one P-Mode file both load, without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_moves_from_the_iop_to_as4_by_one_pmode_change() {
+    let cluster = Cluster::start_options(&[("cl", CL), ("pe", "PE-VUCE")], Options::default()).await;
+    let setup = setup(&cluster);
+    let (cl, pe) = (cluster.node("cl"), cluster.node("pe"));
+    let file = cluster.pmodes_dir().join("cl-pe.toml");
+    let shipped = std::fs::read_to_string(&file).unwrap();
+    let iop_fields = |code: &str, party: &str, node: &Running| {
+        format!(
+            "iop_id = \"{}\"\niop_endpoint = \"https://{}{}\"\niop_username = \"{}\"\niop_password_file = \"{}\"\ndocument_cert = \"../certs/demo/{code}-sign-rsa.pem\"\n",
+            legacy_peer::iop_id_of(code),
+            node.node.as4_addr,
+            ventanilla::iop::DEFAULT_PATH,
+            legacy_peer::user_of(party),
+            setup.password_file(party).unwrap().display()
+        )
+    };
+    let with_iop = shipped
+        .replacen("country  = \"CL\"\n", &format!("country  = \"CL\"\n{}", iop_fields("cl", CL, cl)), 1)
+        .replacen("country  = \"PE\"\n", &format!("country  = \"PE\"\n{}", iop_fields("pe", "PE-VUCE", pe)), 1)
+        .replacen(
+            "document    = \"ephyto\"\nmax_payload = \"20MiB\"\ncompression = true",
+            "document    = \"ephyto\"\nmax_payload = \"20MiB\"\ntransport   = \"iop\"",
+            1,
+        )
+        + "\n[iop]\ncodigo_interaccion = \"IOP.MC.101\"\nid_servicio = \"IOP.PE.FS.001\"\n";
+    assert_ne!(with_iop, shipped);
+    let nodes = [cl, pe];
+    let wait_for = |transport: ventanilla::pmode::Transport| async move {
+        for _ in 0..200 {
+            let now = |n: &Running| {
+                n.node
+                    .ap
+                    .pmodes()
+                    .links()
+                    .iter()
+                    .any(|l| l.id == "cl-pe" && l.leg("ephyto").is_some_and(|leg| leg.transport == transport))
+            };
+            if nodes.iter().all(|n| now(n)) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("the P-Mode change to {transport:?} was not picked up");
+    };
+    std::fs::write(&file, &with_iop).unwrap();
+    wait_for(ventanilla::pmode::Transport::Iop).await;
+    let docs = cluster.dir.path().join("docs");
+    std::fs::create_dir_all(&docs).unwrap();
+    let (document, number) = certificate(&docs, "CL", "PE");
+    let metadata = serde_json::json!({ "to": "PE-VUCE", "leg": "ephyto" });
+    let record = cl.api.submit(&metadata, &[Upload { path: &document, mime_type: "application/xml" }]).await.unwrap();
+    let id = record["message_id"].as_str().unwrap().to_owned();
+    let status = cl.api.wait_settled(&id, Duration::from_secs(60)).await.unwrap();
+    assert_eq!(
+        (status["state"].as_str(), status["transport"].as_str()),
+        (Some("acknowledged"), Some("iop")),
+        "{status}"
+    );
+    let received = pe.api.received(&id).await.unwrap();
+    assert_eq!(
+        (received["transport"].as_str(), received["document"]["number"].as_str()),
+        (Some("iop"), Some(number.as_str()))
+    );
+
+    // The move: one word, in the one file, no restart.
+    std::fs::write(&file, with_iop.replacen("transport   = \"iop\"", "transport   = \"as4\"", 1)).unwrap();
+    wait_for(ventanilla::pmode::Transport::As4).await;
+    let (document, _) = certificate(&docs, "CL", "PE");
+    let moved = ventanilla::demo::exchange(cl, pe, "ephyto", &document, Duration::from_secs(60)).await;
+    assert!(moved.ok(), "{moved:?}");
+    assert_eq!(pe.api.received(&moved.message_id).await.unwrap()["transport"], "as4");
+    cluster.stop().await;
+}
