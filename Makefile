@@ -13,7 +13,7 @@ CARGO ?= cargo
 # Two cores: keep the test harness parallel but bounded.
 TEST_THREADS ?= 2
 
-.PHONY: demo demo-deps test conformance crash fuzz deps test-deps build lint fmt clean package
+.PHONY: bench demo demo-deps test conformance crash fuzz deps test-deps build lint fmt clean package
 
 deps:
 	@missing=""; for p in $(BUILD_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -55,6 +55,13 @@ conformance: test-deps
 	./target/debug/ventanilla conformance run --all
 	./target/debug/ventanilla conformance run --peer phase4
 	./target/debug/ventanilla conformance run --peer python-as4
+
+# The performance figures of issue 11 (benches/bench.rs): `bench: NAME value UNIT` lines and
+# target/bench/results.json. Parts: make bench BENCH="crypto throughput latency large".
+BENCH ?=
+bench: test-deps
+	$(CARGO) build --release --locked -p ventanilla
+	$(CARGO) bench --locked --bench bench -- $(BENCH)
 
 # The crash test N times in a row (release build), stopping at the first failure:
 #   make crash RUNS=10 CRASH_MESSAGES=600

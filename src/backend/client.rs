@@ -38,6 +38,11 @@ impl ApiClient {
         &self.token
     }
 
+    /// The API's base URL (`http://host:port`).
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
     pub fn new(base: &str, token: &str) -> ApiClient {
         ApiClient {
             base: base.trim_end_matches('/').to_owned(),

@@ -1,5 +1,14 @@
-//! The SQLite message store: WAL, synchronous=FULL, one connection behind a mutex, every
-//! call on the blocking pool.
+//! The SQLite message store: WAL, synchronous=FULL, one connection owned by a writer thread
+//! that commits in groups.
+//!
+//! # Group commit
+//! Every call is a job for the writer thread. The thread takes the first job waiting and every
+//! other job already queued behind it (up to [`MAX_GROUP`]), runs them in one transaction, each
+//! inside a savepoint of its own (a job that fails rolls back alone), commits once — one WAL
+//! fsync for the group — and only then answers each caller. So nothing is reported committed
+//! before it is durable, and concurrent messages share the fsync instead of queueing for one
+//! each. A lone job runs in its own transaction as before. The thread runs a job to its end
+//! whether or not its caller still waits (a caller that went away cancels nothing).
 
 use super::*;
 use rusqlite::{Connection, OptionalExtension, params};
@@ -113,7 +122,66 @@ CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (target, state, next_at)
 
 #[derive(Clone)]
 pub struct SqliteStore {
+    /// The writer thread's connection; tests reach into it directly.
+    #[cfg_attr(not(test), allow(dead_code))]
     conn: Arc<Mutex<Connection>>,
+    jobs: std::sync::mpsc::Sender<Job>,
+}
+
+/// What a job hands back to the writer: the caller's answer, sent once the group's commit is
+/// known (`Err` with the commit's failure if it failed).
+type Finish = Box<dyn FnOnce(Option<String>) + Send>;
+type Job = Box<dyn FnOnce(&mut Connection) -> Finish + Send>;
+
+/// At most this many jobs share one commit.
+const MAX_GROUP: usize = 64;
+
+/// The writer thread: groups of jobs, one commit each (see the module doc).
+fn writer(conn: Arc<Mutex<Connection>>, jobs: std::sync::mpsc::Receiver<Job>) {
+    while let Ok(first) = jobs.recv() {
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP {
+            match jobs.try_recv() {
+                Ok(job) => group.push(job),
+                Err(_) => break,
+            }
+        }
+        let Ok(mut guard) = conn.lock() else {
+            for job in group {
+                drop(job);
+            }
+            continue;
+        };
+        let conn: &mut Connection = &mut guard;
+        // A job that panics answers nothing (its caller gets an error); the thread goes on.
+        let run = |job: Job, conn: &mut Connection| -> Option<Finish> {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(conn))).ok()
+        };
+        if group.len() == 1 {
+            if let Some(finish) = group.pop().and_then(|job| run(job, conn)) {
+                finish(None);
+            }
+            continue;
+        }
+        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+            // Cannot group: run each on its own.
+            tracing::warn!(error = %e, "cannot open a group transaction; committing one by one");
+            for job in group {
+                if let Some(finish) = run(job, conn) {
+                    finish(None);
+                }
+            }
+            continue;
+        }
+        let finishers: Vec<Finish> = group.into_iter().filter_map(|job| run(job, conn)).collect();
+        let committed = conn.execute_batch("COMMIT").err().map(|e| {
+            let _ = conn.execute_batch("ROLLBACK");
+            format!("the group commit failed: {e}")
+        });
+        for finish in finishers {
+            finish(committed.clone());
+        }
+    }
 }
 
 impl SqliteStore {
@@ -135,21 +203,34 @@ impl SqliteStore {
         tx.execute("DELETE FROM schema_version", [])?;
         tx.execute("INSERT INTO schema_version (version) VALUES (?1)", params![SCHEMA_VERSION])?;
         tx.commit()?;
-        Ok(SqliteStore { conn: Arc::new(Mutex::new(conn)) })
+        let conn = Arc::new(Mutex::new(conn));
+        let (jobs, queue) = std::sync::mpsc::channel::<Job>();
+        let owned = conn.clone();
+        std::thread::Builder::new()
+            .name("sqlite-writer".into())
+            .spawn(move || writer(owned, queue))
+            .map_err(|e| StoreError::Task(format!("cannot start the store's writer thread: {e}")))?;
+        Ok(SqliteStore { conn, jobs })
     }
 
+    /// Runs `f` on the writer thread; its answer comes once its changes are durable.
     async fn with<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        let conn = self.conn.clone();
-        crate::blocking::spawn(move || {
-            let mut guard = conn.lock().map_err(|_| StoreError::Task("store mutex poisoned".into()))?;
-            f(&mut guard)
-        })
-        .await
-        .map_err(|e| StoreError::Task(e.to_string()))?
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move |conn: &mut Connection| -> Finish {
+            let result = f(conn);
+            Box::new(move |commit_failed: Option<String>| {
+                let _ = reply.send(match commit_failed {
+                    Some(e) => Err(StoreError::Task(e)),
+                    None => result,
+                });
+            })
+        });
+        self.jobs.send(job).map_err(|_| StoreError::Task("the store's writer thread has stopped".into()))?;
+        answer.await.map_err(|_| StoreError::Task("the store's writer thread dropped a job".into()))?
     }
 }
 
@@ -194,7 +275,7 @@ fn state_of(value: &str) -> Result<State, StoreError> {
 
 /// Compare-and-set: applies `event` to `row` if it is in `expected`, inside `tx`.
 fn apply(
-    tx: &rusqlite::Transaction<'_>,
+    tx: &Connection,
     row: i64,
     expected: State,
     event: &Happening,
@@ -316,7 +397,7 @@ fn load_with(conn: &Connection, row: i64, content: bool) -> Result<MessageRecord
 impl MessageStore for SqliteStore {
     async fn insert(&self, m: NewMessage) -> Result<Inserted, StoreError> {
         self.with(move |conn| {
-            let tx = conn.transaction()?;
+            let tx = conn.savepoint()?;
             let now = now_ms();
             let (direction, created) = crate::lifecycle::create(&m.creation, now);
             let existing: Option<(i64, Option<Vec<u8>>, String)> = tx
@@ -384,7 +465,7 @@ impl MessageStore for SqliteStore {
 
     async fn claim_due(&self, now_ms: i64, limit: usize) -> Result<Vec<MessageRecord>, StoreError> {
         self.with(move |conn| {
-            let tx = conn.transaction()?;
+            let tx = conn.savepoint()?;
             let due: Vec<(i64, String)> = {
                 let mut stmt = tx.prepare_cached(
                     "SELECT row, state FROM messages WHERE direction = 'outbound' AND state IN ('submitted', 'waiting_retry')
@@ -411,7 +492,7 @@ impl MessageStore for SqliteStore {
         response: Option<Vec<u8>>,
     ) -> Result<State, StoreError> {
         self.with(move |conn| {
-            let tx = conn.transaction()?;
+            let tx = conn.savepoint()?;
             let to = apply(&tx, row, expected, &event, response.as_deref())?;
             tx.commit()?;
             Ok(to)
@@ -506,7 +587,7 @@ impl MessageStore for SqliteStore {
         limit: usize,
     ) -> Result<(usize, Vec<std::path::PathBuf>), StoreError> {
         self.with(move |conn| {
-            let tx = conn.transaction()?;
+            let tx = conn.savepoint()?;
             let rows: Vec<i64> = {
                 let mut stmt = tx.prepare_cached("SELECT row FROM messages WHERE state = ?1 AND updated_at < ?2 AND purged = 0 LIMIT ?3")?;
                 stmt.query_map(params![state.as_str(), before_ms, limit as i64], |r| r.get(0))?.collect::<Result<_, _>>()?
@@ -539,7 +620,7 @@ impl MessageStore for SqliteStore {
     ) -> Result<(usize, Vec<std::path::PathBuf>), StoreError> {
         let pmode = pmode.map(str::to_owned);
         self.with(move |conn| {
-            let tx = conn.transaction()?;
+            let tx = conn.savepoint()?;
             let rows: Vec<i64> = {
                 let mut stmt = tx.prepare_cached(
                     "SELECT row FROM messages WHERE state = ?1 AND updated_at < ?2 AND (?4 IS NULL OR pmode = ?4) LIMIT ?3",
@@ -570,7 +651,7 @@ impl MessageStore for SqliteStore {
     ) -> Result<Option<MessageRecord>, StoreError> {
         let (pmode, leg) = (pmode.to_owned(), leg.to_owned());
         self.with(move |conn| {
-            let tx = conn.transaction()?;
+            let tx = conn.savepoint()?;
             let row: Option<i64> = tx
                 .query_row(
                     "SELECT row FROM messages WHERE direction = 'outbound' AND state = 'pullable' AND pmode = ?1 AND leg = ?2 ORDER BY row LIMIT 1",
@@ -589,7 +670,7 @@ impl MessageStore for SqliteStore {
 
     async fn recover(&self, now_ms: i64) -> Result<usize, StoreError> {
         self.with(move |conn| {
-            let tx = conn.transaction()?;
+            let tx = conn.savepoint()?;
             let rows: Vec<i64> = {
                 let mut stmt =
                     tx.prepare_cached("SELECT row FROM messages WHERE direction = 'outbound' AND state = 'sending'")?;
@@ -666,7 +747,7 @@ impl MessageStore for SqliteStore {
 
     async fn record_refusal(&self, r: NewRefusal, keep: usize, max_age_ms: i64) -> Result<(), StoreError> {
         self.with(move |conn| {
-            let tx = conn.transaction()?;
+            let tx = conn.savepoint()?;
             tx.execute(
                 "INSERT INTO refusals (at, remote, partner, message_id, code, detail, header) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 params![r.at_ms, r.remote, r.partner, r.message_id, r.code, r.detail, r.header],
@@ -841,7 +922,7 @@ impl MessageStore for SqliteStore {
     ) -> Result<Vec<(i64, String, u32)>, StoreError> {
         let target = target.to_owned();
         self.with(move |conn| {
-            let tx = conn.transaction()?;
+            let tx = conn.savepoint()?;
             let due: Vec<(i64, String, u32)> = {
                 let mut stmt = tx.prepare_cached(
                     "SELECT d.message_row, m.message_id, d.attempts FROM deliveries d JOIN messages m ON m.row = d.message_row

@@ -1,0 +1,429 @@
+//! `make bench` (issue 11): the figures of the performance issue, measured in one run on this
+//! machine, printed as `bench: NAME value UNIT` lines and written to `target/bench/results.json`.
+//!
+//! - the crypto bound: `openssl speed` for the asymmetric operations of one exchange;
+//! - Ventanilla → Ventanilla, both profiles: two `ventanilla serve` processes (release build,
+//!   the durable SQLite store, their own data folders), signed + encrypted + compressed push of
+//!   an 8 KB ePhyto with signed receipts, at most 32 messages in flight, `BENCH_MESSAGES`
+//!   (2,000) after `BENCH_WARMUP` (200) of warm-up: messages per second, CPU per message of both
+//!   processes together (from /proc), and their peak RSS;
+//! - latency at half the measured rate (2.0), from the timestamps the sender records
+//!   (submitted → acknowledged in each message's history): p50, p95, p99;
+//! - large payloads: `BENCH_LARGE` (1 GiB) pushed under each profile, compressed and not, with
+//!   fresh processes each time: peak RSS of each side, seconds, byte-identical at the receiver.
+//!
+//! The client runs in this process, the access points in their own. What is not measured
+//! here yet: phase4 side by side (issue 11 asks for it), pull of large payloads, a soak.
+//!
+//!     cargo bench --bench bench            (make bench builds the release binary first)
+
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use ventanilla::backend::client::{ApiClient, Upload};
+
+struct Results {
+    lines: Vec<(String, f64, String)>,
+}
+
+impl Results {
+    fn add(&mut self, name: &str, value: f64, unit: &str) {
+        println!("bench: {name} {} {unit}", round(value));
+        self.lines.push((name.to_owned(), value, unit.to_owned()));
+    }
+}
+
+fn round(v: f64) -> String {
+    if v >= 100.0 {
+        format!("{v:.0}")
+    } else if v >= 10.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// One `ventanilla serve` process.
+struct Process {
+    child: Child,
+    api: ApiClient,
+}
+
+impl Process {
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+    /// User + system CPU seconds so far.
+    fn cpu_seconds(&self) -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap_or_default();
+        // The fields after the command name (which may hold spaces) start at ") ".
+        let rest = stat.rsplit_once(") ").map(|(_, r)| r).unwrap_or("");
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        // utime and stime are fields 14 and 15 of stat(5): 12 and 13 after the name.
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+        (ticks(11) + ticks(12)) / hz
+    }
+    fn status_kib(&self, key: &str) -> f64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        status
+            .lines()
+            .find(|l| l.starts_with(key))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    }
+    fn peak_rss_mib(&self) -> f64 {
+        self.status_kib("VmHWM:") / 1024.0
+    }
+    fn stop(mut self) {
+        // SAFETY: sending SIGTERM to our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn binary() -> PathBuf {
+    std::env::var("VENTANILLA_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/release/ventanilla"))
+}
+
+/// The cl-pe link under `profile`, with a bulk leg (no document type) for large payloads.
+fn pmode(profile: &str, compression: bool) -> String {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/pmodes/cl-pe.toml")).unwrap();
+    let text = if profile == "edelivery-1.15" {
+        text.replace("edelivery-2.0", "edelivery-1.15")
+            .replace("sign-ed25519", "sign-rsa")
+            .replace("enc-x25519", "enc-rsa")
+    } else {
+        text
+    };
+    let text = text
+        .replace("retry            = [\"1m\", \"5m\", \"15m\", \"1h\", \"4h\"]", "retry = [\"1s\", \"2s\", \"5s\"]");
+    text.replacen(
+        "[reliability]",
+        &format!(
+            "[[leg]]\nname = \"bulk\"\nservice = \"urn:pacific-alliance:as4:service:bulk\"\naction = \"Bulk\"\nmax_payload = \"4GiB\"\ncompression = {compression}\n\n[reliability]"
+        ),
+        1,
+    )
+}
+
+/// Two access points (Chile sends, Peru receives) as their own processes.
+async fn start_pair(work: &Path, profile: &str, compression: bool) -> (Process, Process) {
+    let _ = std::fs::remove_dir_all(work);
+    let source = work.join("pmodes-src");
+    std::fs::create_dir_all(&source).unwrap();
+    std::fs::write(source.join("cl-pe.toml"), pmode(profile, compression)).unwrap();
+    let options = ventanilla::demo::Options { max_message: "4GiB".into(), ..Default::default() };
+    // The demo's launcher makes the PKI, the folders and the configs; its in-process access
+    // points are stopped and the same configs served by separate processes.
+    let nodes =
+        ventanilla::demo::launch_with(work, &source, &[("cl", "CL-SICEX"), ("pe", "PE-VUCE")], &options).await.unwrap();
+    let mut configs = Vec::new();
+    for n in nodes {
+        let text = ventanilla::demo::toml_config(&n.node.ap.config)
+            .replacen("[as4]\n", "[as4]\nmax_message = \"4GiB\"\n", 1)
+            .replacen("[backend]\n", "[backend]\n", 1);
+        let path = work.join(format!("{}.toml", n.code));
+        std::fs::write(&path, text).unwrap();
+        let (base, token) = (format!("http://{}", n.node.backend_addr), n.api.token().to_owned());
+        n.node.stop().await;
+        configs.push((path, base, token, n.code.clone()));
+    }
+    let mut started = Vec::new();
+    for (path, base, token, code) in configs {
+        let log = std::fs::File::create(work.join(format!("{code}.log"))).unwrap();
+        let child = Command::new(binary())
+            .arg("serve")
+            .arg("--config")
+            .arg(&path)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e} (make bench builds it)", binary().display()));
+        let api = ApiClient::new(&base, &token);
+        started.push(Process { child, api });
+    }
+    for p in &started {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while p.api.get_json("/api/v1/openapi.json").await.is_err() {
+            assert!(Instant::now() < deadline, "an access point did not come up");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let pe = started.pop().unwrap();
+    let cl = started.pop().unwrap();
+    (cl, pe)
+}
+
+/// Sends `count` messages keeping at most `in_flight` unacknowledged; returns when all are
+/// acknowledged. Completion is read from the sender's event feed.
+async fn run_batch(cl: &Process, doc: &Path, count: usize, in_flight: usize, cursor: &mut i64) {
+    let permits = Arc::new(tokio::sync::Semaphore::new(in_flight));
+    let metadata = json!({"to": "PE-VUCE", "leg": "ephyto"});
+    let api = cl.api.clone();
+    let doc = doc.to_owned();
+    let submitter = {
+        let permits = permits.clone();
+        tokio::spawn(async move {
+            let mut tasks = Vec::new();
+            for _ in 0..count {
+                permits.acquire().await.unwrap().forget();
+                let (api, metadata, doc) = (api.clone(), metadata.clone(), doc.clone());
+                tasks.push(tokio::spawn(async move {
+                    api.submit(&metadata, &[Upload { path: &doc, mime_type: "application/xml" }])
+                        .await
+                        .expect("submit");
+                }));
+            }
+            for t in tasks {
+                t.await.unwrap();
+            }
+        })
+    };
+    let mut done = 0;
+    while done < count {
+        let page = cl.api.get_json(&format!("/api/v1/events?after={}&limit=1000", *cursor)).await.unwrap();
+        let events = page["events"].as_array().cloned().unwrap_or_default();
+        *cursor = page["next"].as_i64().unwrap_or(*cursor);
+        let acked = events.iter().filter(|e| e["direction"] == "outbound" && e["state"] == "acknowledged").count();
+        let failed: Vec<&Value> = events.iter().filter(|e| e["state"] == "failed").collect();
+        assert!(failed.is_empty(), "messages failed: {failed:?}");
+        done += acked;
+        permits.add_permits(acked);
+        if events.is_empty() {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+    submitter.await.unwrap();
+}
+
+async fn throughput(r: &mut Results, work: &Path, profile: &str, label: &str) -> f64 {
+    let (messages, warmup, in_flight) =
+        (env_usize("BENCH_MESSAGES", 2000), env_usize("BENCH_WARMUP", 200), env_usize("BENCH_IN_FLIGHT", 32));
+    let (cl, pe) = start_pair(work, profile, true).await;
+    let doc = work.join("ephyto.xml");
+    std::fs::write(&doc, ventanilla::payload::ephyto::testing::certificate("CL", "PE", "CL-2026-BENCH")).unwrap();
+    let mut cursor = 0;
+    run_batch(&cl, &doc, warmup, in_flight, &mut cursor).await;
+    let (cpu0, t0) = (cl.cpu_seconds() + pe.cpu_seconds(), Instant::now());
+    run_batch(&cl, &doc, messages, in_flight, &mut cursor).await;
+    let elapsed = t0.elapsed().as_secs_f64();
+    let cpu = cl.cpu_seconds() + pe.cpu_seconds() - cpu0;
+    let rate = messages as f64 / elapsed;
+    r.add(&format!("ventanilla-{label}-msg-per-s"), rate, "msg/s");
+    r.add(&format!("cpu-ms-per-msg-{label}"), cpu * 1000.0 / messages as f64, "ms");
+    r.add(&format!("rss-mib-{in_flight}-in-flight-sender-{label}"), cl.peak_rss_mib(), "MiB");
+    r.add(&format!("rss-mib-{in_flight}-in-flight-receiver-{label}"), pe.peak_rss_mib(), "MiB");
+    let delivered = pe.api.list_all("/api/v1/inbox").await.unwrap().len();
+    assert_eq!(delivered, messages + warmup, "every message in the receiver's inbox");
+    cl.stop();
+    pe.stop();
+    rate
+}
+
+fn millis(at: &str) -> Option<i64> {
+    let t = time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339).ok()?;
+    Some((t.unix_timestamp_nanos() / 1_000_000) as i64)
+}
+
+async fn latency(r: &mut Results, work: &Path, profile: &str, label: &str, rate: f64) {
+    let seconds = env_usize("BENCH_LATENCY_SECONDS", 20) as f64;
+    let (cl, pe) = start_pair(work, profile, true).await;
+    let doc = work.join("ephyto.xml");
+    std::fs::write(&doc, ventanilla::payload::ephyto::testing::certificate("CL", "PE", "CL-2026-BENCH")).unwrap();
+    let mut cursor = 0;
+    run_batch(&cl, &doc, env_usize("BENCH_WARMUP", 200), 32, &mut cursor).await;
+    let count = (rate * seconds).max(20.0) as usize;
+    let interval = Duration::from_secs_f64(1.0 / rate);
+    let metadata = json!({"to": "PE-VUCE", "leg": "ephyto"});
+    let mut ticker = tokio::time::interval(interval);
+    let mut tasks = Vec::new();
+    for _ in 0..count {
+        ticker.tick().await;
+        let (api, metadata, doc) = (cl.api.clone(), metadata.clone(), doc.clone());
+        tasks.push(tokio::spawn(async move {
+            let record = api.submit(&metadata, &[Upload { path: &doc, mime_type: "application/xml" }]).await.unwrap();
+            record["message_id"].as_str().unwrap().to_owned()
+        }));
+    }
+    let mut ids = Vec::new();
+    for t in tasks {
+        ids.push(t.await.unwrap());
+    }
+    let mut latencies = Vec::new();
+    for id in &ids {
+        let status = cl.api.wait_settled(id, Duration::from_secs(120)).await.unwrap();
+        let history = status["history"].as_array().cloned().unwrap_or_default();
+        let at =
+            |state: &str| history.iter().find(|h| h["state"] == state).and_then(|h| h["at"].as_str().and_then(millis));
+        if let (Some(a), Some(b)) = (at("submitted"), at("acknowledged")) {
+            latencies.push(b - a);
+        }
+    }
+    latencies.sort_unstable();
+    let pct = |p: f64| latencies[((latencies.len() as f64 * p).ceil() as usize).clamp(1, latencies.len()) - 1] as f64;
+    r.add(&format!("latency-rate-{label}"), rate, "msg/s");
+    r.add(&format!("p50-ms-{label}"), pct(0.50), "ms");
+    r.add(&format!("p95-ms-{label}"), pct(0.95), "ms");
+    r.add(&format!("p99-ms-{label}"), pct(0.99), "ms");
+    cl.stop();
+    pe.stop();
+}
+
+fn sha256_file(path: &Path) -> String {
+    ventanilla::store::files::sha256_file(path).unwrap()
+}
+
+async fn large(r: &mut Results, work: &Path, profile: &str, label: &str, compression: bool, size: u64) {
+    let (cl, pe) = start_pair(work, profile, compression).await;
+    let file = work.join("large.bin");
+    {
+        use std::io::Write;
+        // Text-like content: compressible, as business documents are.
+        let mut out = std::io::BufWriter::new(std::fs::File::create(&file).unwrap());
+        let line = b"<ram:IncludedSPSTradeLineItem><ram:SequenceNumeric>1</ram:SequenceNumeric></ram:IncludedSPSTradeLineItem>\n";
+        let mut written = 0u64;
+        let mut counter = 0u64;
+        while written < size {
+            let chunk = format!("{counter:016x}");
+            out.write_all(chunk.as_bytes()).unwrap();
+            out.write_all(line).unwrap();
+            written += (chunk.len() + line.len()) as u64;
+            counter += 1;
+        }
+    }
+    let expected = sha256_file(&file);
+    let bytes = std::fs::metadata(&file).unwrap().len();
+    let started = Instant::now();
+    // curl streams the upload; the client does not hold the gigabyte either.
+    let output = Command::new("curl")
+        .args(["-sS", "--fail-with-body", "-H"])
+        .arg(format!("Authorization: Bearer {}", cl.api.token()))
+        .arg("-F")
+        .arg(r#"metadata={"to":"PE-VUCE","leg":"bulk"};type=application/json"#)
+        .arg("-F")
+        .arg(format!("payload=@{};type=application/octet-stream", file.display()))
+        .arg(format!("{}/api/v1/messages", cl.api.base()))
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "submit failed: {}", String::from_utf8_lossy(&output.stdout));
+    let record: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let id = record["message_id"].as_str().unwrap().to_owned();
+    let status = cl.api.wait_settled(&id, Duration::from_secs(1800)).await.unwrap();
+    assert_eq!(status["state"], "acknowledged", "{status}");
+    let seconds = started.elapsed().as_secs_f64();
+    let received = work.join("received.bin");
+    let got = Command::new("curl")
+        .args(["-sS", "--fail", "-o"])
+        .arg(&received)
+        .arg("-H")
+        .arg(format!("Authorization: Bearer {}", pe.api.token()))
+        .arg(format!("{}/api/v1/inbox/{}/payloads/1", pe.api.base(), id))
+        .status()
+        .unwrap();
+    assert!(got.success());
+    let identical = sha256_file(&received) == expected;
+    let name = format!("{}gib-{label}{}", bytes as f64 / (1u64 << 30) as f64, if compression { "-gzip" } else { "" });
+    r.add(&format!("rss-mib-{name}-sender"), cl.peak_rss_mib(), "MiB");
+    r.add(&format!("rss-mib-{name}-receiver"), pe.peak_rss_mib(), "MiB");
+    r.add(&format!("seconds-{name}"), seconds, "s");
+    r.add(&format!("identical-{name}"), if identical { 1.0 } else { 0.0 }, "bool");
+    cl.stop();
+    pe.stop();
+    let _ = std::fs::remove_dir_all(work);
+}
+
+/// `openssl speed`: the asymmetric operations of one exchange, both sides together.
+fn crypto_bound(r: &mut Results) {
+    let output = Command::new("openssl").args(["speed", "-seconds", "1", "rsa2048", "ed25519", "ecdhx25519"]).output();
+    let Ok(output) = output else { return };
+    let text = String::from_utf8_lossy(&output.stdout);
+    let per_second = |prefix: &str, column_from_end: usize| -> Option<f64> {
+        let line = text.lines().find(|l| l.trim_start().starts_with(prefix))?;
+        let cols: Vec<&str> = line.split_whitespace().collect();
+        cols.get(cols.len().checked_sub(column_from_end)?)?.parse().ok()
+    };
+    let (Some(rsa_sign), Some(rsa_verify), Some(x25519), Some(ed_sign), Some(ed_verify)) = (
+        per_second("rsa 2048", 2),
+        per_second("rsa 2048", 1),
+        per_second("253 bits ecdh", 1),
+        per_second("253 bits EdDSA", 2),
+        per_second("253 bits EdDSA", 1),
+    ) else {
+        println!("bench: crypto bound not read from openssl speed");
+        return;
+    };
+    // 1.15: sign the message, decrypt its key, sign the receipt (private); encrypt the key,
+    // verify the message, verify the receipt (public).
+    let bound_115 = 3.0 / rsa_sign + 3.0 / rsa_verify;
+    // 2.0: two Ed25519 signatures and two verifications, an ephemeral X25519 key and two
+    // key agreements.
+    let bound_20 = 2.0 / ed_sign + 2.0 / ed_verify + 3.0 / x25519;
+    r.add("crypto-bound-ms-1.15", bound_115 * 1000.0, "ms");
+    r.add("crypto-bound-ms-2.0", bound_20 * 1000.0, "ms");
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() {
+    let only: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
+    let wants = |part: &str| only.is_empty() || only.iter().any(|o| o == part);
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench");
+    std::fs::create_dir_all(&root).unwrap();
+    let mut r = Results { lines: Vec::new() };
+    println!(
+        "bench: machine {} cores, {}",
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        std::fs::read_to_string("/proc/cpuinfo")
+            .ok()
+            .and_then(|c| c.lines().find(|l| l.starts_with("model name")).map(|l| l
+                .split(':')
+                .nth(1)
+                .unwrap_or("")
+                .trim()
+                .to_owned()))
+            .unwrap_or_default()
+    );
+    if wants("crypto") {
+        crypto_bound(&mut r);
+    }
+    let mut rate_20 = 0.0;
+    if wants("throughput") {
+        throughput(&mut r, &root.join("t115"), "edelivery-1.15", "1.15").await;
+        rate_20 = throughput(&mut r, &root.join("t20"), "edelivery-2.0", "2.0").await;
+    }
+    if wants("latency") {
+        let rate = if rate_20 > 0.0 { rate_20 / 2.0 } else { 20.0 };
+        latency(&mut r, &root.join("lat"), "edelivery-2.0", "2.0", rate).await;
+    }
+    if wants("large") {
+        let size = std::env::var("BENCH_LARGE").ok().and_then(|v| ventanilla::util::parse_size(&v)).unwrap_or(1 << 30);
+        for (profile, label) in [("edelivery-2.0", "2.0"), ("edelivery-1.15", "1.15")] {
+            for compression in [false, true] {
+                large(&mut r, &root.join("large"), profile, label, compression, size).await;
+            }
+        }
+    }
+    let json: Vec<Value> = r.lines.iter().map(|(n, v, u)| json!({"name": n, "value": v, "unit": u})).collect();
+    let path = root.join("results.json");
+    std::fs::write(&path, serde_json::to_vec_pretty(&json!({"results": json})).unwrap()).unwrap();
+    println!("bench: results written to {}", path.display());
+}
