@@ -305,8 +305,18 @@ fn init_logging_as(default: &str, format: ventanilla::ops::settings::LogFormat) 
     }
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    // Blocking-pool threads live long: each keeps what it prepared once (the compiled ePhyto
+    // schema set, libxml2's parser state) instead of being made again after 10 s idle.
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_keep_alive(std::time::Duration::from_secs(600))
+        .max_blocking_threads(64)
+        .build()?
+        .block_on(run())
+}
+
+async fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     // A report piped into `head` ends quietly, as other command-line tools do. Commands that
     // use sockets (serve, demo, send) keep Rust's default (SIGPIPE ignored), so a peer closing

@@ -36,7 +36,15 @@ pub struct TrustStore {
     crls: Vec<X509Crl>,
     pub policy: RevocationPolicy,
     ocsp: Option<OcspSettings>,
+    /// Chains found valid, by the digest of certificate and intermediates: a partner's
+    /// certificate is checked once a minute, not for every message. The cache lives and dies
+    /// with this truststore, which is replaced whole when a CA or CRL file changes.
+    validated: std::sync::Mutex<std::collections::HashMap<[u8; 32], (std::time::Instant, Vec<String>)>>,
 }
+
+/// How long a successful validation is reused (expiry and OCSP answers are seen within it).
+pub const VALIDATION_TTL: std::time::Duration = std::time::Duration::from_secs(60);
+const VALIDATED_MAX: usize = 4096;
 
 /// OCSP responses by certificate fingerprint, with when they were fetched.
 type ResponseCache = std::collections::HashMap<Vec<u8>, (std::time::Instant, Vec<u8>)>;
@@ -94,7 +102,7 @@ impl TrustStore {
         for root in roots {
             builder.add_cert(root)?;
         }
-        Ok(TrustStore { store: builder.build(), crls, policy, ocsp: None })
+        Ok(TrustStore { store: builder.build(), crls, policy, ocsp: None, validated: Default::default() })
     }
 
     pub fn with_ocsp(mut self, settings: OcspSettings) -> TrustStore {
@@ -131,8 +139,34 @@ impl TrustStore {
     }
 
     /// Validates `cert` (with optional intermediates) against the roots, at the current time,
-    /// then its revocation status under the policy. Returns the warnings to log.
+    /// then its revocation status under the policy. Returns the warnings to log. A success is
+    /// reused for [`VALIDATION_TTL`]; a failure is always checked again.
     pub fn validate(&self, cert: &X509, intermediates: &[X509]) -> Result<Vec<String>, TrustError> {
+        let mut hasher = openssl::sha::Sha256::new();
+        for c in std::iter::once(cert).chain(intermediates) {
+            hasher.update(&c.to_der().unwrap_or_default());
+        }
+        let key = hasher.finish();
+        let now = std::time::Instant::now();
+        let cached = self.validated.lock().ok().and_then(|v| v.get(&key).cloned());
+        // An OCSP answer is not reused longer than its own cache keeps it.
+        let ttl = self.ocsp.as_ref().map_or(VALIDATION_TTL, |o| o.cache_ttl.min(VALIDATION_TTL));
+        if let Some((at, warnings)) = cached
+            && now.duration_since(at) < ttl
+        {
+            return Ok(warnings);
+        }
+        let warnings = self.validate_now(cert, intermediates)?;
+        if let Ok(mut validated) = self.validated.lock() {
+            if validated.len() >= VALIDATED_MAX {
+                validated.clear();
+            }
+            validated.insert(key, (now, warnings.clone()));
+        }
+        Ok(warnings)
+    }
+
+    fn validate_now(&self, cert: &X509, intermediates: &[X509]) -> Result<Vec<String>, TrustError> {
         let subject = subject_of(cert);
         let mut untrusted =
             Stack::new().map_err(|e| TrustError::Untrusted { subject: subject.clone(), reason: e.to_string() })?;
