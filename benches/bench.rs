@@ -7,6 +7,8 @@
 //!   an 8 KB ePhyto with signed receipts, at most 32 messages in flight, `BENCH_MESSAGES`
 //!   (2,000) after `BENCH_WARMUP` (200) of warm-up: messages per second, CPU per message of both
 //!   processes together (from /proc), and their peak RSS;
+//! - fsync calls per message on both sides (2.0), `strace -c` attached for the measured
+//!   messages, in a run of its own (tracing slows it);
 //! - latency at half the measured rate (2.0), from the timestamps the sender records
 //!   (submitted → acknowledged in each message's history): p50, p95, p99;
 //! - large payloads: `BENCH_LARGE` (1 GiB) pushed under each profile, compressed and not, with
@@ -240,6 +242,53 @@ async fn throughput(r: &mut Results, work: &Path, profile: &str, label: &str) ->
     rate
 }
 
+/// fsync and fdatasync calls per message, both access points together, from `strace -c`.
+async fn fsyncs(r: &mut Results, work: &Path, profile: &str, label: &str) {
+    if Command::new("strace").arg("-V").output().is_err() {
+        println!("bench: strace not found; fsyncs per message not measured");
+        return;
+    }
+    let messages = env_usize("BENCH_FSYNC_MESSAGES", 500);
+    let (cl, pe) = start_pair(work, profile, true).await;
+    let doc = work.join("ephyto.xml");
+    std::fs::write(&doc, ventanilla::payload::ephyto::testing::certificate("CL", "PE", "CL-2026-BENCH")).unwrap();
+    let mut cursor = 0;
+    run_batch(&cl, &doc, env_usize("BENCH_WARMUP", 200), 32, &mut cursor).await;
+    // strace attached for the measured messages only; SIGINT makes it detach and report.
+    let tracers: Vec<Child> = [("cl", cl.pid()), ("pe", pe.pid())]
+        .iter()
+        .map(|(code, pid)| {
+            Command::new("strace")
+                .args(["-f", "-c", "-e", "trace=fsync,fdatasync", "-o"])
+                .arg(work.join(format!("{code}.strace")))
+                .args(["-p", &pid.to_string()])
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    run_batch(&cl, &doc, messages, env_usize("BENCH_IN_FLIGHT", 32), &mut cursor).await;
+    for mut tracer in tracers {
+        // SAFETY: sending SIGINT to our own child.
+        unsafe { libc::kill(tracer.id() as i32, libc::SIGINT) };
+        let _ = tracer.wait();
+    }
+    cl.stop();
+    pe.stop();
+    let mut calls = 0.0;
+    for code in ["cl", "pe"] {
+        let text = std::fs::read_to_string(work.join(format!("{code}.strace"))).unwrap_or_default();
+        for line in text.lines() {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            if matches!(cols.last(), Some(&"fsync" | &"fdatasync")) && cols.len() >= 5 {
+                calls += cols[3].parse::<f64>().unwrap_or(0.0);
+            }
+        }
+    }
+    r.add(&format!("fsyncs-per-msg-{label}"), calls / messages as f64, "fsync");
+}
+
 fn millis(at: &str) -> Option<i64> {
     let t = time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339).ok()?;
     Some((t.unix_timestamp_nanos() / 1_000_000) as i64)
@@ -409,6 +458,9 @@ async fn main() {
     if wants("throughput") {
         throughput(&mut r, &root.join("t115"), "edelivery-1.15", "1.15").await;
         rate_20 = throughput(&mut r, &root.join("t20"), "edelivery-2.0", "2.0").await;
+    }
+    if wants("fsync") {
+        fsyncs(&mut r, &root.join("fsync"), "edelivery-2.0", "2.0").await;
     }
     if wants("latency") {
         let rate = if rate_20 > 0.0 { rate_20 / 2.0 } else { 20.0 };

@@ -11,7 +11,6 @@
 
 use crate::msh::AccessPoint;
 use crate::msh::outbound::{Submission, SubmitError, new_content_id, submit};
-use crate::store::files::sync_dir;
 use crate::store::{StoreError, StoredPayload};
 use axum::extract::{DefaultBodyLimit, Multipart, Request, State as AxState};
 use axum::http::{StatusCode, header};
@@ -269,7 +268,8 @@ async fn submit_message(
                     hasher.update(&chunk);
                     file.write_all(&chunk).await.map_err(|e| internal(&e))?;
                 }
-                file.sync_all().await.map_err(|e| internal(&e))?;
+                // Made durable by `submit`, with the files it derives, before its commit.
+                file.flush().await.map_err(|e| internal(&e))?;
                 payloads.push(StoredPayload {
                     content_id: new_content_id(&api.ap, index),
                     mime_type,
@@ -289,11 +289,6 @@ async fn submit_message(
     if payloads.is_empty() {
         return Err(bad("at least one 'payload' part is needed".into()));
     }
-    let staged = dir.clone();
-    crate::blocking::spawn(move || if staged.exists() { sync_dir(&staged) } else { Ok(()) })
-        .await
-        .map_err(|e| internal(&e))?
-        .map_err(|e| internal(&e))?;
     let properties = metadata.properties_list();
     let submission = Submission {
         to: metadata.to,

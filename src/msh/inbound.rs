@@ -720,6 +720,13 @@ async fn persist_and_answer(
     };
     let mut final_dir = PathBuf::new();
     if !payloads.is_empty() {
+        // The files the row will name, and the staging folder's entries, durable first (the
+        // received parts and intermediates were only flushed).
+        let named: Vec<PathBuf> = payloads.iter().map(|p| p.path.clone()).collect();
+        crate::blocking::spawn(move || crate::store::files::sync_files(named.iter().map(PathBuf::as_path)))
+            .await
+            .map_err(|e| failure("the file task failed", &e))?
+            .map_err(|e| failure("cannot make the payloads durable", &e))?;
         final_dir = commit_staging(ap, &staging.dir).await.map_err(|e| failure("cannot keep the payloads", &e))?;
         staging.dir = final_dir.clone();
         // The folder may be named by a committed row from here on (see the module doc).

@@ -524,6 +524,7 @@ fn check_certificate(
         file.write_all(document).map_err(ours)?;
         file.sync_all().map_err(ours)?;
     }
+    crate::store::files::sync_dir(staging).map_err(ours)?;
     let leg = &link.legs[leg_index];
     let sender_id = link.partner_of(ap.me()).map(|p| p.id.clone()).unwrap_or_default();
     let document_record = super::documents::inspect(&ap.documents, link, leg, &sender_id, ap.me(), &path)

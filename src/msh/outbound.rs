@@ -311,7 +311,14 @@ pub async fn submit(ap: &AccessPoint, sub: Submission) -> Result<MessageRecord, 
             })?,
             None => None,
         };
+        let originals: Vec<std::path::PathBuf> = sub.payloads.iter().map(|p| p.path.clone()).collect();
         let (envelope, payloads) = protect(&security, &link, leg.compression, &me, &um_for_protect, sub.payloads)?;
+        // Durable before the commit that names them: the submitted files (kept for a
+        // resubmission) and what goes on the wire; intermediates (the gzip before encryption)
+        // are not synced.
+        let named = originals.iter().map(|p| p.as_path()).chain(payloads.iter().map(|p| p.path.as_path()));
+        crate::store::files::sync_files(named)
+            .map_err(|e| SubmitError::Refused(format!("cannot make the payloads durable: {e}")))?;
         Ok::<_, SubmitError>((envelope, payloads, document, leg.pull))
     })
     .await

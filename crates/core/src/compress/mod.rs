@@ -18,20 +18,21 @@ pub enum CompressError {
     Corrupt(String),
 }
 
-/// Gzips `input` into `output` (streaming); returns the compressed size.
+/// Gzips `input` into `output` (streaming); returns the compressed size. The output is not
+/// synced: often an intermediate, it is made durable by the caller when a commit names it.
 pub fn gzip_file(input: &Path, output: &Path) -> Result<u64, CompressError> {
     let mut reader = std::fs::File::open(input)?;
     let file = std::fs::File::create(output)?;
     let mut encoder = GzEncoder::new(std::io::BufWriter::new(file), flate2::Compression::default());
     std::io::copy(&mut reader, &mut encoder)?;
     let writer = encoder.finish()?;
-    let file = writer.into_inner().map_err(|e| e.into_error())?;
-    file.sync_all()?;
+    writer.into_inner().map_err(|e| e.into_error())?;
     Ok(std::fs::metadata(output)?.len())
 }
 
 /// Gunzips `input` into `output`, refusing more than `limit` bytes of output (a bound on
-/// decompression bombs); the output is removed on any error.
+/// decompression bombs); the output is removed on any error, and not synced (the caller
+/// makes durable what a commit names).
 pub fn gunzip_file(input: &Path, output: &Path, limit: u64) -> Result<u64, CompressError> {
     let result = gunzip_inner(input, output, limit);
     if result.is_err() {
@@ -57,8 +58,7 @@ fn gunzip_inner(input: &Path, output: &Path, limit: u64) -> Result<u64, Compress
         }
         writer.write_all(&buf[..n])?;
     }
-    let file = writer.into_inner().map_err(|e| e.into_error())?;
-    file.sync_all()?;
+    writer.into_inner().map_err(|e| e.into_error())?;
     Ok(total)
 }
 

@@ -56,8 +56,8 @@ pub fn gcm_encrypt_file(cek: &[u8], input: &Path, output: &Path) -> Result<u64, 
     let mut tag = [0u8; GCM_TAG];
     crypter.get_tag(&mut tag)?;
     writer.write_all(&tag)?;
-    let file = writer.into_inner().map_err(|e| e.into_error())?;
-    file.sync_all()?;
+    // Not synced: the caller makes durable what a commit names.
+    writer.into_inner().map_err(|e| e.into_error())?;
     Ok(total + (m + GCM_TAG) as u64)
 }
 
@@ -102,8 +102,8 @@ fn gcm_decrypt_inner(cek: &[u8], input: &Path, output: &Path) -> Result<u64, Cip
     crypter.set_tag(&pending)?;
     let m = crypter.finalize(&mut out).map_err(|_| CipherError::Tag)?;
     writer.write_all(&out[..m])?;
-    let file = writer.into_inner().map_err(|e| e.into_error())?;
-    file.sync_all()?;
+    // Not synced: the caller makes durable what a commit names.
+    writer.into_inner().map_err(|e| e.into_error())?;
     Ok(total + m as u64)
 }
 
