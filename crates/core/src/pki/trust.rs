@@ -39,8 +39,11 @@ pub struct TrustStore {
     /// Chains found valid, by the digest of certificate and intermediates: a partner's
     /// certificate is checked once a minute, not for every message. The cache lives and dies
     /// with this truststore, which is replaced whole when a CA or CRL file changes.
-    validated: std::sync::Mutex<std::collections::HashMap<[u8; 32], (std::time::Instant, Vec<String>)>>,
+    validated: std::sync::Mutex<ValidatedChains>,
 }
+
+/// Chain digest → when it was found valid, with the warnings it gave.
+type ValidatedChains = std::collections::HashMap<[u8; 32], (std::time::Instant, Vec<String>)>;
 
 /// How long a successful validation is reused (expiry and OCSP answers are seen within it).
 pub const VALIDATION_TTL: std::time::Duration = std::time::Duration::from_secs(60);
