@@ -141,8 +141,7 @@ async fn start_pair(work: &Path, profile: &str, compression: bool) -> (Process, 
     let mut configs = Vec::new();
     for n in nodes {
         let text = ventanilla::demo::toml_config(&n.node.ap.config)
-            .replacen("[as4]\n", "[as4]\nmax_message = \"4GiB\"\n", 1)
-            .replacen("[backend]\n", "[backend]\n", 1);
+            .replacen("[as4]\n", "[as4]\nmax_message = \"4GiB\"\n", 1);
         let path = work.join(format!("{}.toml", n.code));
         std::fs::write(&path, text).unwrap();
         let (base, token) = (format!("http://{}", n.node.backend_addr), n.api.token().to_owned());
