@@ -140,8 +140,8 @@ async fn start_pair(work: &Path, profile: &str, compression: bool) -> (Process, 
         ventanilla::demo::launch_with(work, &source, &[("cl", "CL-SICEX"), ("pe", "PE-VUCE")], &options).await.unwrap();
     let mut configs = Vec::new();
     for n in nodes {
-        let text = ventanilla::demo::toml_config(&n.node.ap.config)
-            .replacen("[as4]\n", "[as4]\nmax_message = \"4GiB\"\n", 1);
+        let text =
+            ventanilla::demo::toml_config(&n.node.ap.config).replacen("[as4]\n", "[as4]\nmax_message = \"4GiB\"\n", 1);
         let path = work.join(format!("{}.toml", n.code));
         std::fs::write(&path, text).unwrap();
         let (base, token) = (format!("http://{}", n.node.backend_addr), n.api.token().to_owned());
@@ -358,6 +358,7 @@ async fn large(r: &mut Results, work: &Path, profile: &str, label: &str, compres
             written += (chunk.len() + line.len()) as u64;
             counter += 1;
         }
+        out.into_inner().unwrap().set_len(size).unwrap();
     }
     let expected = sha256_file(&file);
     let bytes = std::fs::metadata(&file).unwrap().len();
@@ -390,7 +391,8 @@ async fn large(r: &mut Results, work: &Path, profile: &str, label: &str, compres
         .unwrap();
     assert!(got.success());
     let identical = sha256_file(&received) == expected;
-    let name = format!("{}gib-{label}{}", bytes as f64 / (1u64 << 30) as f64, if compression { "-gzip" } else { "" });
+    let amount = if bytes % (1 << 30) == 0 { format!("{}gib", bytes >> 30) } else { format!("{}mib", bytes >> 20) };
+    let name = format!("{amount}-{label}{}", if compression { "-gzip" } else { "" });
     r.add(&format!("rss-mib-{name}-sender"), cl.peak_rss_mib(), "MiB");
     r.add(&format!("rss-mib-{name}-receiver"), pe.peak_rss_mib(), "MiB");
     r.add(&format!("seconds-{name}"), seconds, "s");

@@ -254,7 +254,7 @@ id_servicio        = "{ID_SERVICIO}"
 tipo_documento     = "FS"
 
 [reliability]
-retry = ["1s", "2s", "4s"]
+retry = ["1s", "2s", "4s", "8s", "16s"]
 "#,
         our_iop = iop_id_of(code),
         our_user = user_of(party),
