@@ -391,7 +391,8 @@ async fn large(r: &mut Results, work: &Path, profile: &str, label: &str, compres
         .unwrap();
     assert!(got.success());
     let identical = sha256_file(&received) == expected;
-    let amount = if bytes % (1 << 30) == 0 { format!("{}gib", bytes >> 30) } else { format!("{}mib", bytes >> 20) };
+    let amount =
+        if bytes.is_multiple_of(1 << 30) { format!("{}gib", bytes >> 30) } else { format!("{}mib", bytes >> 20) };
     let name = format!("{amount}-{label}{}", if compression { "-gzip" } else { "" });
     r.add(&format!("rss-mib-{name}-sender"), cl.peak_rss_mib(), "MiB");
     r.add(&format!("rss-mib-{name}-receiver"), pe.peak_rss_mib(), "MiB");
