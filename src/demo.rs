@@ -250,6 +250,24 @@ pub struct Exchange {
 }
 
 impl Exchange {
+    /// An exchange not sent yet.
+    pub fn new(from: &str, to: &str, document: &str, profile: &str, transport: &str) -> Exchange {
+        Exchange {
+            message_id: String::new(),
+            from: from.to_uppercase(),
+            to: to.to_uppercase(),
+            document: document.to_owned(),
+            profile: profile.to_owned(),
+            state: "not sent".into(),
+            round_trip_ms: 0,
+            identical: false,
+            certificate: String::new(),
+            doc_status: String::new(),
+            problem: None,
+            transport: transport.to_owned(),
+        }
+    }
+
     pub fn ok(&self) -> bool {
         self.state == "acknowledged" && self.identical && self.problem.is_none()
     }
@@ -311,20 +329,7 @@ pub async fn exchange(sender: &Running, receiver: &Running, leg: &str, document:
         .outbound(&sender.party, &receiver.party, leg)
         .map(|(l, _)| l.profile.as_str().to_owned())
         .unwrap_or_else(|_| "?".into());
-    let mut result = Exchange {
-        message_id: String::new(),
-        from: sender.code.to_uppercase(),
-        to: receiver.code.to_uppercase(),
-        document: leg.to_owned(),
-        profile,
-        state: "not sent".into(),
-        round_trip_ms: 0,
-        identical: false,
-        certificate: String::new(),
-        doc_status: String::new(),
-        problem: None,
-        transport: "as4".into(),
-    };
+    let mut result = Exchange::new(&sender.code, &receiver.code, leg, &profile, "as4");
     let started = Instant::now();
     let metadata = serde_json::json!({ "to": receiver.party, "leg": leg, "properties": { "originalSender": sender.party, "finalRecipient": receiver.party } });
     let submitted = match sender.api.submit(&metadata, &[Upload { path: document, mime_type: "application/xml" }]).await
@@ -502,21 +507,8 @@ async fn iop_exchanges(
 ) -> (Option<crate::legacy_peer::LegacyPeer>, Vec<Exchange>) {
     use crate::legacy_peer::{self as legacy, Answer, LegacyPeer, Sending, Setup};
     let setup = Setup::new(repo, &work.join("certs/demo"), work);
-    let blank = |from: &str, to: &str| Exchange {
-        message_id: String::new(),
-        from: from.into(),
-        to: to.into(),
-        document: "ephyto".into(),
-        profile: "SPS:11".into(),
-        state: "not sent".into(),
-        round_trip_ms: 0,
-        identical: false,
-        certificate: String::new(),
-        doc_status: String::new(),
-        problem: None,
-        transport: "iop".into(),
-    };
-    let (mut out, mut back) = (blank("CL", "EC"), blank("EC", "CL"));
+    let (mut out, mut back) =
+        (Exchange::new("CL", "EC", "ephyto", "SPS:11", "iop"), Exchange::new("EC", "CL", "ephyto", "SPS:11", "iop"));
     let peer = match LegacyPeer::start(&setup, 0, Answer::Rcb, &chile.party) {
         Ok(peer) => peer,
         Err(e) => {

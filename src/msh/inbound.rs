@@ -60,9 +60,9 @@ impl Reply {
 }
 
 /// A temporary folder for the parts of one request, removed unless the message is kept.
-struct Staging {
-    dir: PathBuf,
-    keep: bool,
+pub(crate) struct Staging {
+    pub(crate) dir: PathBuf,
+    pub(crate) keep: bool,
 }
 
 impl Drop for Staging {

@@ -381,7 +381,7 @@ async fn process(ap: &Arc<AccessPoint>, body: &Bytes, seen: &mut Option<Cabecera
     }
     // Steps: verify the SPS signature, run the ePhyto handler (off the async workers).
     let staging = ap.tmp_dir().join(uuid::Uuid::new_v4().to_string());
-    let mut guard = StagingGuard { dir: staging.clone(), keep: false };
+    let mut guard = super::inbound::Staging { dir: staging.clone(), keep: false };
     let (ap2, link2, document_text) = (ap.clone(), link.clone(), request.envio.signed_sps_cert.clone());
     let id_documento = cabecera.id_documento.clone();
     let checked = crate::blocking::spawn(move || {
@@ -457,20 +457,6 @@ async fn process(ap: &Arc<AccessPoint>, body: &Bytes, seen: &mut Option<Cabecera
 }
 
 const CERTIFICATE_FILE: &str = "certificate.xml";
-
-/// A staging folder removed unless kept.
-struct StagingGuard {
-    dir: std::path::PathBuf,
-    keep: bool,
-}
-
-impl Drop for StagingGuard {
-    fn drop(&mut self) {
-        if !self.keep {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
-    }
-}
 
 struct Checked {
     payload: StoredPayload,
