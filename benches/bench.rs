@@ -14,8 +14,13 @@
 //! - large payloads: `BENCH_LARGE` (1 GiB) pushed under each profile, compressed and not, with
 //!   fresh processes each time: peak RSS of each side, seconds, byte-identical at the receiver.
 //!
+//! - phase4 → phase4 with the same payload, concurrency and security (its default sender, a
+//!   connection per message; the harness beside the conformance peer, built with Maven), and
+//!   the ratio of Ventanilla's rate to it.
+//!
 //! The client runs in this process, the access points in their own. What is not measured
-//! here yet: phase4 side by side (issue 11 asks for it), pull of large payloads, a soak.
+//! here yet: phase4 with a pooled HTTP client, phase4 ↔ Ventanilla under load, pull of large
+//! payloads, a soak.
 //!
 //!     cargo bench --bench bench            (make bench builds the release binary first)
 
@@ -403,6 +408,98 @@ async fn large(r: &mut Results, work: &Path, profile: &str, label: &str, compres
     let _ = std::fs::remove_dir_all(work);
 }
 
+fn proc_cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let rest = stat.rsplit_once(") ").map(|(_, r)| r).unwrap_or("");
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // SAFETY: sysconf has no preconditions.
+    (ticks(11) + ticks(12)) / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
+}
+
+/// phase4 → phase4 with the same payload, concurrency and security (the harness beside the
+/// conformance peer, built with Maven): its default sender, a connection per message.
+/// Returns messages per second.
+fn phase4(r: &mut Results, work: &Path, profile: &str, label: &str) -> Option<f64> {
+    use std::io::BufRead;
+    let _ = std::fs::remove_dir_all(work);
+    std::fs::create_dir_all(work).unwrap();
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let harness = match ventanilla_conformance::phase4::Harness::build(repo, work) {
+        Ok(h) => h,
+        Err(e) => {
+            println!("bench: phase4 not measured: {e}");
+            return None;
+        }
+    };
+    let certs = work.join("certs");
+    ventanilla_testkit::demo_pki::write_demo_pki(&certs, &["cl", "pe"]).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let (service, action, agreement, pmode_id) = (
+        "urn:pacific-alliance:as4:service:ephyto",
+        "SPSCertificate",
+        "urn:pacific-alliance:as4:agreement:cl-pe",
+        "cl-pe",
+    );
+    let out = work.join("received");
+    std::fs::create_dir_all(&out).unwrap();
+    let receiver = harness
+        .receive(profile, &certs, port, ("CL-SICEX", "PE-VUCE", "pe"), (service, action, agreement, pmode_id), &out)
+        .ok()?;
+    let doc = work.join("ephyto.xml");
+    std::fs::write(&doc, ventanilla::payload::ephyto::testing::certificate("CL", "PE", "CL-2026-BENCH")).unwrap();
+    let message = ventanilla_conformance::phase4::Phase4Message {
+        profile,
+        endpoint: &receiver.url,
+        certs: &certs,
+        from_code: "cl",
+        to_code: "pe",
+        from: "CL-SICEX",
+        to: "PE-VUCE",
+        service,
+        action,
+        agreement,
+        pmode_id,
+        message_id: "",
+        payload: &doc,
+        variant: "",
+    };
+    let (messages, warmup, in_flight) =
+        (env_usize("BENCH_MESSAGES", 2000), env_usize("BENCH_WARMUP", 200), env_usize("BENCH_IN_FLIGHT", 32));
+    let mut load = harness
+        .load(&message, messages, warmup, in_flight)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    let lines = std::io::BufReader::new(load.stdout.take()?).lines();
+    let mut receiver_cpu = 0.0;
+    let mut report = None;
+    for line in lines.map_while(Result::ok) {
+        if line == "MEASURING" {
+            receiver_cpu = proc_cpu_seconds(receiver.pid());
+        } else if let Some(rest) = line.strip_prefix("LOAD ") {
+            receiver_cpu = proc_cpu_seconds(receiver.pid()) - receiver_cpu;
+            report = Some(rest.to_owned());
+        }
+    }
+    let _ = load.wait();
+    let report = report?;
+    let field = |name: &str| -> f64 {
+        report
+            .split_whitespace()
+            .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    };
+    let (ok, failed, seconds, sender_cpu) = (field("ok"), field("failed"), field("seconds"), field("cpu-seconds"));
+    let rate = ok / seconds;
+    r.add(&format!("phase4-{label}-msg-per-s"), rate, "msg/s");
+    r.add(&format!("phase4-{label}-failed"), failed, "msg");
+    r.add(&format!("phase4-cpu-ms-per-msg-{label}"), (sender_cpu + receiver_cpu) * 1000.0 / ok.max(1.0), "ms");
+    Some(rate)
+}
+
 /// `openssl speed`: the asymmetric operations of one exchange, both sides together.
 fn crypto_bound(r: &mut Results) {
     let output = Command::new("openssl").args(["speed", "-seconds", "1", "rsa2048", "ed25519", "ecdhx25519"]).output();
@@ -457,9 +554,19 @@ async fn main() {
         crypto_bound(&mut r);
     }
     let mut rate_20 = 0.0;
+    let mut ours = Vec::new();
     if wants("throughput") {
-        throughput(&mut r, &root.join("t115"), "edelivery-1.15", "1.15").await;
+        ours.push(("1.15", throughput(&mut r, &root.join("t115"), "edelivery-1.15", "1.15").await));
         rate_20 = throughput(&mut r, &root.join("t20"), "edelivery-2.0", "2.0").await;
+        ours.push(("2.0", rate_20));
+    }
+    if wants("phase4") {
+        for (profile, label) in [("edelivery-1.15", "1.15"), ("edelivery-2.0", "2.0")] {
+            let theirs = phase4(&mut r, &root.join("phase4"), profile, label);
+            if let (Some(theirs), Some((_, ours))) = (theirs, ours.iter().find(|(l, _)| *l == label)) {
+                r.add(&format!("ratio-{label}"), ours / theirs, "x");
+            }
+        }
     }
     if wants("fsync") {
         fsyncs(&mut r, &root.join("fsync"), "edelivery-2.0", "2.0").await;

@@ -54,18 +54,18 @@ impl Harness {
         Ok(Harness { classpath: format!("{}:{}", classes.display(), deps.trim()) })
     }
 
-    /// phase4 sends `payload` as one user message; returns whether phase4 got and verified a
-    /// receipt, and the answer it got.
-    pub fn send(&self, message: &Phase4Message<'_>) -> Result<Sent, String> {
+    /// The harness run as the sending access point (`send` or `load`) for `message`.
+    fn sender(&self, mode: &str, message: &Phase4Message<'_>) -> Command {
         let certs = message.certs;
         let pem = |name: &str| certs.join(name).display().to_string();
         let (sign, enc) =
             if message.profile == "edelivery-2.0" { ("sign-ed25519", "enc-x25519") } else { ("sign-rsa", "enc-rsa") };
-        let output = Command::new("java")
+        let mut command = Command::new("java");
+        command
             .arg("-cp")
             .arg(&self.classpath)
             .arg("ventanilla.peer.Phase4Peer")
-            .arg("send")
+            .arg(mode)
             .args(["--endpoint", message.endpoint])
             .args(["--profile", message.profile])
             .args(["--key", &pem(&format!("{}-{sign}.key", message.from_code))])
@@ -79,9 +79,24 @@ impl Harness {
             .args(["--service", message.service, "--action", message.action])
             .args(["--agreement", message.agreement, "--pmode-id", message.pmode_id])
             .args(["--message-id", message.message_id])
-            .args(["--variant", message.variant])
-            .output()
-            .map_err(|e| format!("java: {e}"))?;
+            .args(["--variant", message.variant]);
+        command
+    }
+
+    /// phase4 sending `count` messages after `warmup`, `concurrency` at a time, each with a
+    /// fresh MessageId, with its default sender (`make bench`). It prints `MEASURING` after the
+    /// warm-up, then `LOAD ok=K failed=F seconds=S cpu-seconds=T`.
+    pub fn load(&self, message: &Phase4Message<'_>, count: usize, warmup: usize, concurrency: usize) -> Command {
+        let mut command = self.sender("load", message);
+        command.args(["--count", &count.to_string(), "--warmup", &warmup.to_string()]);
+        command.args(["--concurrency", &concurrency.to_string()]);
+        command
+    }
+
+    /// phase4 sends `payload` as one user message; returns whether phase4 got and verified a
+    /// receipt, and the answer it got.
+    pub fn send(&self, message: &Phase4Message<'_>) -> Result<Sent, String> {
+        let output = self.sender("send", message).output().map_err(|e| format!("java: {e}"))?;
         // Exit 1 means no verified receipt, which a negative case expects; anything else is a
         // harness failure.
         if !matches!(output.status.code(), Some(0 | 1)) {
@@ -102,6 +117,12 @@ pub struct Receiver {
     child: std::process::Child,
     pub url: String,
     pub out: PathBuf,
+}
+
+impl Receiver {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
 }
 
 impl Drop for Receiver {

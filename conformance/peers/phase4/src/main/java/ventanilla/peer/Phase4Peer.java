@@ -247,6 +247,8 @@ public final class Phase4Peer
 
     final HttpsServer server = HttpsServer.create (new InetSocketAddress ("127.0.0.1", Integer.parseInt (o.getOrDefault ("port", "0"))), 0);
     server.setHttpsConfigurator (new HttpsConfigurator (tls));
+    // Requests in parallel, as a servlet container would serve them (load runs send 32 at once).
+    server.setExecutor (java.util.concurrent.Executors.newFixedThreadPool (Integer.parseInt (o.getOrDefault ("threads", "32"))));
     server.createContext ("/as4", exchange -> {
       try
       {
@@ -387,6 +389,108 @@ public final class Phase4Peer
     return ret;
   }
 
+  /** One user message with phase4's default sender (a connection per message). */
+  private static EAS4UserMessageSendResult sendOne (final Map <String, String> o,
+                                                    final IPMode pmode,
+                                                    final KeyStore keys,
+                                                    final KeyStore trust,
+                                                    final SSLContext tls,
+                                                    final String messageID,
+                                                    final boolean printResponse) throws Exception
+  {
+    final String variant = o.getOrDefault ("variant", "");
+    return AS4Sender.builderUserMessage ()
+                    .as4ProfileID (PROFILE)
+                    .pmode (pmode)
+                    .httpClientFactory (new HttpClientSettings ().setSSLContext (tls))
+                    .cryptoFactory (new AS4CryptoFactoryInMemoryKeyStore (keys, "sign", PASSWORD, trust))
+                    .withSigningParams (p -> p.setKeyIdentifierType (signingKeyReference (variant))
+                                              .setAlgorithmSign (signatureAlgorithm (o))
+                                              .setAlgorithmSignDigest (ECryptoAlgorithmSignDigest.DIGEST_SHA_256))
+                    .withCryptParams (p -> {
+                      p.setAlgorithmCrypt (ECryptoAlgorithmCrypt.AES_128_GCM);
+                      if (isEDelivery2 (o))
+                        p.setEDelivery2KeyAgreementX25519 ();
+                      else
+                        p.setKeyEncAlgorithm (ECryptoKeyEncryptionAlgorithm.RSA_OAEP_XENC11)
+                         .setMGFAlgorithm (WSS4JConstants.MGF_SHA256)
+                         .setDigestAlgorithm (WSS4JConstants.SHA256);
+                    })
+                    .receiverCertificate ("unencrypted".equals (variant) ? null : cert (o.get ("receiver-cert")))
+                    .fromPartyIDType (o.get ("party-type"))
+                    .fromPartyID (o.get ("from"))
+                    .fromRole (CAS4.DEFAULT_INITIATOR_URL)
+                    .toPartyIDType (o.get ("party-type"))
+                    .toPartyID (o.get ("to"))
+                    .toRole (CAS4.DEFAULT_RESPONDER_URL)
+                    .service (o.get ("service"))
+                    .action (o.get ("action"))
+                    .agreementRef (o.get ("agreement"))
+                    .payload (payload (Path.of (o.get ("payload")), variant))
+                    .endpointURL (o.get ("endpoint"))
+                    .messageID (messageID)
+                    .rawResponseConsumer (r -> {
+                      if (printResponse)
+                        System.out.println ("RESPONSE " + new String (r.getResponseContent (), StandardCharsets.UTF_8));
+                    })
+                    .sendMessageAndCheckForReceipt ();
+  }
+
+  /**
+   * load ... --count N --warmup W --concurrency C: W messages, then N measured, C at a time,
+   * each with a fresh MessageId. Prints "MEASURING" after the warm-up and then
+   * "LOAD ok=K failed=F seconds=S cpu-seconds=T" (this process's CPU in the measured part).
+   */
+  private static int load (final Map <String, String> o,
+                           final IPMode pmode,
+                           final KeyStore keys,
+                           final KeyStore trust,
+                           final SSLContext tls) throws Exception
+  {
+    final int count = Integer.parseInt (o.getOrDefault ("count", "2000"));
+    final int warmup = Integer.parseInt (o.getOrDefault ("warmup", "200"));
+    final int concurrency = Integer.parseInt (o.getOrDefault ("concurrency", "32"));
+    final java.util.concurrent.ExecutorService pool = java.util.concurrent.Executors.newFixedThreadPool (concurrency);
+    final com.sun.management.OperatingSystemMXBean os = (com.sun.management.OperatingSystemMXBean) java.lang.management.ManagementFactory.getOperatingSystemMXBean ();
+    final java.util.concurrent.atomic.AtomicInteger ok = new java.util.concurrent.atomic.AtomicInteger ();
+    final java.util.concurrent.atomic.AtomicInteger failed = new java.util.concurrent.atomic.AtomicInteger ();
+    long started = 0;
+    long cpuStarted = 0;
+    for (final int n : new int [] { warmup, count })
+    {
+      if (n == count)
+      {
+        ok.set (0);
+        failed.set (0);
+        System.out.println ("MEASURING");
+        System.out.flush ();
+        started = System.nanoTime ();
+        cpuStarted = os.getProcessCpuTime ();
+      }
+      final java.util.List <java.util.concurrent.Future <?>> tasks = new java.util.ArrayList <> ();
+      for (int i = 0; i < n; i++)
+        tasks.add (pool.submit ( () -> {
+          try (final WebScoped scope = new WebScoped ())
+          {
+            final EAS4UserMessageSendResult r = sendOne (o, pmode, keys, trust, tls, null, false);
+            (r.isSuccess () ? ok : failed).incrementAndGet ();
+          }
+          catch (final Exception ex)
+          {
+            failed.incrementAndGet ();
+          }
+        }));
+      for (final java.util.concurrent.Future <?> t : tasks)
+        t.get ();
+    }
+    final double seconds = (System.nanoTime () - started) / 1e9;
+    final double cpu = (os.getProcessCpuTime () - cpuStarted) / 1e9;
+    pool.shutdown ();
+    System.out.println ("LOAD ok=" + ok.get () + " failed=" + failed.get () + " seconds=" + seconds + " cpu-seconds=" + cpu);
+    System.out.flush ();
+    return failed.get () == 0 ? 0 : 1;
+  }
+
   public static void main (final String [] args) throws Exception
   {
     // Ed25519 and X25519 in XML-DSig/XML-Enc come from BouncyCastle.
@@ -396,7 +500,7 @@ public final class Phase4Peer
       receive (options (args));
       return;
     }
-    if (args.length == 0 || !"send".equals (args[0]))
+    if (args.length == 0 || !("send".equals (args[0]) || "load".equals (args[0])))
     {
       System.err.println ("usage: send --endpoint URL --key PEM --cert PEM --ca PEM --receiver-cert PEM --payload FILE ...");
       System.exit (2);
@@ -423,44 +527,15 @@ public final class Phase4Peer
     {
       final IPMode pmode = pmode (o);
       registerProfile (pmode);
-      final EAS4UserMessageSendResult result = AS4Sender.builderUserMessage ()
-                                                        .as4ProfileID (PROFILE)
-                                                        .pmode (pmode)
-                                                        .httpClientFactory (new HttpClientSettings ().setSSLContext (tls))
-                                                        .cryptoFactory (new AS4CryptoFactoryInMemoryKeyStore (keys, "sign", PASSWORD, trust))
-                                                        .withSigningParams (p -> p.setKeyIdentifierType (signingKeyReference (variant))
-                                                                                  .setAlgorithmSign (signatureAlgorithm (o))
-                                                                                  .setAlgorithmSignDigest (ECryptoAlgorithmSignDigest.DIGEST_SHA_256))
-                                                        .withCryptParams (p -> {
-                                                          p.setAlgorithmCrypt (ECryptoAlgorithmCrypt.AES_128_GCM);
-                                                          if (isEDelivery2 (o))
-                                                            p.setEDelivery2KeyAgreementX25519 ();
-                                                          else
-                                                            p.setKeyEncAlgorithm (ECryptoKeyEncryptionAlgorithm.RSA_OAEP_XENC11)
-                                                             .setMGFAlgorithm (WSS4JConstants.MGF_SHA256)
-                                                             .setDigestAlgorithm (WSS4JConstants.SHA256);
-                                                        })
-                                                        .receiverCertificate ("unencrypted".equals (variant) ? null
-                                                                                                             : cert (o.get ("receiver-cert")))
-                                                        .fromPartyIDType (o.get ("party-type"))
-                                                        .fromPartyID (o.get ("from"))
-                                                        .fromRole (CAS4.DEFAULT_INITIATOR_URL)
-                                                        .toPartyIDType (o.get ("party-type"))
-                                                        .toPartyID (o.get ("to"))
-                                                        .toRole (CAS4.DEFAULT_RESPONDER_URL)
-                                                        .service (o.get ("service"))
-                                                        .action (o.get ("action"))
-                                                        .agreementRef (o.get ("agreement"))
-                                                        .payload (payload (Path.of (o.get ("payload")), variant))
-                                                        .endpointURL (o.get ("endpoint"))
-                                                        .messageID (o.get ("message-id"))
-                                                        .rawResponseConsumer (r -> System.out.println ("RESPONSE " +
-                                                                                                       new String (r.getResponseContent (),
-                                                                                                                   StandardCharsets.UTF_8)))
-                                                        .sendMessageAndCheckForReceipt ();
-      System.out.println ("RESULT " + result);
-      if (result.isSuccess ())
-        exit = 0;
+      if ("load".equals (args[0]))
+        exit = load (o, pmode, keys, trust, tls);
+      else
+      {
+        final EAS4UserMessageSendResult result = sendOne (o, pmode, keys, trust, tls, o.get ("message-id"), true);
+        System.out.println ("RESULT " + result);
+        if (result.isSuccess ())
+          exit = 0;
+      }
     }
     finally
     {
