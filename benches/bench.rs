@@ -11,16 +11,16 @@
 //!   messages, in a run of its own (tracing slows it);
 //! - latency at half the measured rate (2.0), from the timestamps the sender records
 //!   (submitted → acknowledged in each message's history): p50, p95, p99;
-//! - large payloads: `BENCH_LARGE` (1 GiB) pushed under each profile, compressed and not, with
-//!   fresh processes each time: peak RSS of each side, seconds, byte-identical at the receiver.
+//! - large payloads: `BENCH_LARGE` (1 GiB) pushed, then pulled, under each profile, compressed
+//!   and not, with fresh processes each time: peak RSS of each side, seconds, byte-identical at
+//!   the receiver.
 //!
 //! - phase4 → phase4 with the same payload, concurrency and security (its default sender, a
 //!   connection per message; the harness beside the conformance peer, built with Maven), and
 //!   the ratio of Ventanilla's rate to it.
 //!
 //! The client runs in this process, the access points in their own. What is not measured
-//! here yet: phase4 with a pooled HTTP client, phase4 ↔ Ventanilla under load, pull of large
-//! payloads, a soak.
+//! here yet: phase4 with a pooled HTTP client, phase4 ↔ Ventanilla under load, a soak.
 //!
 //!     cargo bench --bench bench            (make bench builds the release binary first)
 
@@ -126,7 +126,7 @@ fn pmode(profile: &str, compression: bool) -> String {
     text.replacen(
         "[reliability]",
         &format!(
-            "[[leg]]\nname = \"bulk\"\nservice = \"urn:pacific-alliance:as4:service:bulk\"\naction = \"Bulk\"\nmax_payload = \"4GiB\"\ncompression = {compression}\n\n[reliability]"
+            "[[leg]]\nname = \"bulk\"\nservice = \"urn:pacific-alliance:as4:service:bulk\"\naction = \"Bulk\"\nmax_payload = \"4GiB\"\ncompression = {compression}\n\n[[leg]]\nname = \"bulk-pull\"\nservice = \"urn:pacific-alliance:as4:service:bulk-pull\"\naction = \"BulkPull\"\nmax_payload = \"4GiB\"\ncompression = {compression}\nmpc = \"urn:pacific-alliance:as4:mpc:bulk\"\nfrom = \"CL-SICEX\"\npull = true\npull_interval = \"1s\"\n\n[reliability]"
         ),
         1,
     )
@@ -346,7 +346,9 @@ fn sha256_file(path: &Path) -> String {
     ventanilla::store::files::sha256_file(path).unwrap()
 }
 
-async fn large(r: &mut Results, work: &Path, profile: &str, label: &str, compression: bool, size: u64) {
+/// One large payload from Chile to Peru on the `bulk` leg (pushed) or `bulk-pull` (held by
+/// Chile until Peru pulls it).
+async fn large(r: &mut Results, work: &Path, profile: &str, label: &str, compression: bool, pull: bool, size: u64) {
     let (cl, pe) = start_pair(work, profile, compression).await;
     let file = work.join("large.bin");
     {
@@ -373,7 +375,10 @@ async fn large(r: &mut Results, work: &Path, profile: &str, label: &str, compres
         .args(["-sS", "--fail-with-body", "-H"])
         .arg(format!("Authorization: Bearer {}", cl.api.token()))
         .arg("-F")
-        .arg(r#"metadata={"to":"PE-VUCE","leg":"bulk"};type=application/json"#)
+        .arg(format!(
+            r#"metadata={{"to":"PE-VUCE","leg":"{}"}};type=application/json"#,
+            if pull { "bulk-pull" } else { "bulk" }
+        ))
         .arg("-F")
         .arg(format!("payload=@{};type=application/octet-stream", file.display()))
         .arg(format!("{}/api/v1/messages", cl.api.base()))
@@ -398,7 +403,7 @@ async fn large(r: &mut Results, work: &Path, profile: &str, label: &str, compres
     let identical = sha256_file(&received) == expected;
     let amount =
         if bytes.is_multiple_of(1 << 30) { format!("{}gib", bytes >> 30) } else { format!("{}mib", bytes >> 20) };
-    let name = format!("{amount}-{label}{}", if compression { "-gzip" } else { "" });
+    let name = format!("{amount}-{}{label}{}", if pull { "pull-" } else { "" }, if compression { "-gzip" } else { "" });
     r.add(&format!("rss-mib-{name}-sender"), cl.peak_rss_mib(), "MiB");
     r.add(&format!("rss-mib-{name}-receiver"), pe.peak_rss_mib(), "MiB");
     r.add(&format!("seconds-{name}"), seconds, "s");
@@ -577,9 +582,11 @@ async fn main() {
     }
     if wants("large") {
         let size = std::env::var("BENCH_LARGE").ok().and_then(|v| ventanilla::util::parse_size(&v)).unwrap_or(1 << 30);
-        for (profile, label) in [("edelivery-2.0", "2.0"), ("edelivery-1.15", "1.15")] {
-            for compression in [false, true] {
-                large(&mut r, &root.join("large"), profile, label, compression, size).await;
+        for pull in [false, true] {
+            for (profile, label) in [("edelivery-2.0", "2.0"), ("edelivery-1.15", "1.15")] {
+                for compression in [false, true] {
+                    large(&mut r, &root.join("large"), profile, label, compression, pull, size).await;
+                }
             }
         }
     }
