@@ -121,8 +121,8 @@ fn pmode(profile: &str, compression: bool) -> String {
     } else {
         text
     };
-    let text = text
-        .replace("retry            = [\"1m\", \"5m\", \"15m\", \"1h\", \"4h\"]", "retry = [\"1s\", \"2s\", \"5s\"]");
+    // The shipped retry schedule: its first step (1 minute) is also how long a pulled message
+    // waits for its receipt, which a gigabyte needs.
     text.replacen(
         "[reliability]",
         &format!(
