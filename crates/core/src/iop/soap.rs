@@ -177,9 +177,7 @@ pub fn read_request(bytes: &[u8], limits: Limits) -> Result<Request, ReadError> 
     };
     let body = body_of(&root)?;
     let envio = only_child(body, ns::CFS, "EnvioCertificadoFitosanitario", "the Body")?;
-    let cabecera = read_cabecera(only_child(envio, ns::CAB, "Cabecera", "EnvioCertificadoFitosanitario")?)?;
-    let signed_sps_cert = only_child(envio, ns::CFS, "SignedSPSCert", "EnvioCertificadoFitosanitario")?.text.clone();
-    Ok(Request { username, password, envio: Envio { cabecera, signed_sps_cert } })
+    Ok(Request { username, password, envio: read_envio(envio)? })
 }
 
 /// Reads the body element stored for an outbound message (what [`envio_body`] wrote).
@@ -188,8 +186,13 @@ pub fn read_envio_body(bytes: &[u8], limits: Limits) -> Result<Envio, ReadError>
     if !envio.is(ns::CFS, "EnvioCertificadoFitosanitario") {
         return Err(ReadError("not an EnvioCertificadoFitosanitario".into()));
     }
-    let cabecera = read_cabecera(only_child(&envio, ns::CAB, "Cabecera", "EnvioCertificadoFitosanitario")?)?;
-    let signed_sps_cert = only_child(&envio, ns::CFS, "SignedSPSCert", "EnvioCertificadoFitosanitario")?.text.clone();
+    read_envio(&envio)
+}
+
+/// The header and the certificate text of an `EnvioCertificadoFitosanitario` element.
+fn read_envio(envio: &Element) -> Result<Envio, ReadError> {
+    let cabecera = read_cabecera(only_child(envio, ns::CAB, "Cabecera", "EnvioCertificadoFitosanitario")?)?;
+    let signed_sps_cert = only_child(envio, ns::CFS, "SignedSPSCert", "EnvioCertificadoFitosanitario")?.text.clone();
     Ok(Envio { cabecera, signed_sps_cert })
 }
 
