@@ -238,7 +238,7 @@ async fn throughput(r: &mut Results, work: &Path, profile: &str, label: &str) ->
     rate
 }
 
-/// fsync and fdatasync calls per message, both access points together, from `strace -c`.
+/// fsync, fdatasync and syncfs calls per message, both access points together, from `strace -c`.
 async fn fsyncs(r: &mut Results, work: &Path, profile: &str, label: &str) {
     if Command::new("strace").arg("-V").output().is_err() {
         println!("bench: strace not found; fsyncs per message not measured");
@@ -255,7 +255,7 @@ async fn fsyncs(r: &mut Results, work: &Path, profile: &str, label: &str) {
         .iter()
         .map(|(code, pid)| {
             Command::new("strace")
-                .args(["-f", "-c", "-e", "trace=fsync,fdatasync", "-o"])
+                .args(["-f", "-c", "-e", "trace=fsync,fdatasync,syncfs", "-o"])
                 .arg(work.join(format!("{code}.strace")))
                 .args(["-p", &pid.to_string()])
                 .stderr(Stdio::null())
@@ -277,7 +277,7 @@ async fn fsyncs(r: &mut Results, work: &Path, profile: &str, label: &str) {
         let text = std::fs::read_to_string(work.join(format!("{code}.strace"))).unwrap_or_default();
         for line in text.lines() {
             let cols: Vec<&str> = line.split_whitespace().collect();
-            if matches!(cols.last(), Some(&"fsync" | &"fdatasync")) && cols.len() >= 5 {
+            if matches!(cols.last(), Some(&"fsync" | &"fdatasync" | &"syncfs")) && cols.len() >= 5 {
                 calls += cols[3].parse::<f64>().unwrap_or(0.0);
             }
         }

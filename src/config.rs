@@ -149,6 +149,11 @@ pub struct StoreConfig {
     /// This node's name, distinct per node sharing a store (its staging folder).
     #[serde(default = "default_node")]
     pub node: String,
+    /// How payload files are made durable before their row commits: `filesystem` (one shared
+    /// `syncfs` of the data folder's filesystem for concurrent messages) or `each` (one fsync
+    /// per file and folder).
+    #[serde(default)]
+    pub file_sync: crate::store::durability::FileSyncMode,
 }
 
 /// Where messages are kept.
@@ -181,6 +186,7 @@ impl Default for StoreConfig {
             pool: default_pool(),
             lease: default_lease(),
             node: default_node(),
+            file_sync: Default::default(),
         }
     }
 }

@@ -24,7 +24,7 @@ use crate::ebms::{EbmsCode, EbmsError, MessageInfo, Signal, UserMessage, write};
 use crate::lifecycle::Creation;
 use crate::mime::{self, Packaging};
 use crate::pmode::{Matched, Profile};
-use crate::store::files::{FileSink, SunkPart, sync_dir};
+use crate::store::files::{FileSink, SunkPart};
 use crate::store::{Inserted, NewMessage, StoredPayload};
 use crate::transport::PeerCertificates;
 use bytes::Bytes;
@@ -687,17 +687,25 @@ fn receipt(
 
 /// Step: detect a duplicate, persist, and answer. The receipt is stored with the message in
 /// one transaction, so a duplicate gets the very same receipt and is not delivered twice.
-/// Moves a staging folder to its final place under `inbound/` (durably: the parent folder is
-/// synced); returns the new path. Off the async workers; a blocking job runs to its end
-/// whoever awaits it.
-pub(crate) async fn commit_staging(ap: &AccessPoint, staging: &std::path::Path) -> Result<PathBuf, String> {
+/// Moves a staging folder to its final place under `inbound/` and makes it durable: the files
+/// named (by file name inside the folder) and the folder's new entry, in one shared sync (see
+/// [`crate::store::durability`]); returns the new path. Off the async workers; a blocking job
+/// runs to its end whoever awaits it.
+pub(crate) async fn commit_staging(
+    ap: &AccessPoint,
+    staging: &std::path::Path,
+    files: Vec<std::ffi::OsString>,
+) -> Result<PathBuf, String> {
     let root = ap.config.data_dir.join("inbound");
     let to = root.join(uuid::Uuid::new_v4().to_string());
     let (from, target) = (staging.to_owned(), to.clone());
+    let file_sync = ap.file_sync.clone();
     crate::blocking::spawn(move || {
         std::fs::create_dir_all(&root).map_err(|e| format!("cannot create the inbound folder: {e}"))?;
         std::fs::rename(&from, &target).map_err(|e| format!("cannot move received payloads: {e}"))?;
-        sync_dir(&root).map_err(|e| format!("cannot sync the inbound folder: {e}"))
+        let named: Vec<PathBuf> = files.iter().map(|name| target.join(name)).collect();
+        let named: Vec<&std::path::Path> = named.iter().map(PathBuf::as_path).collect();
+        file_sync.sync(&named, &[&target, &root]).map_err(|e| format!("cannot make the payloads durable: {e}"))
     })
     .await
     .map_err(|e| format!("the file task failed: {e}"))??;
@@ -720,14 +728,12 @@ async fn persist_and_answer(
     };
     let mut final_dir = PathBuf::new();
     if !payloads.is_empty() {
-        // The files the row will name, and the staging folder's entries, durable first (the
-        // received parts and intermediates were only flushed).
-        let named: Vec<PathBuf> = payloads.iter().map(|p| p.path.clone()).collect();
-        crate::blocking::spawn(move || crate::store::files::sync_files(named.iter().map(PathBuf::as_path)))
-            .await
-            .map_err(|e| failure("the file task failed", &e))?
-            .map_err(|e| failure("cannot make the payloads durable", &e))?;
-        final_dir = commit_staging(ap, &staging.dir).await.map_err(|e| failure("cannot keep the payloads", &e))?;
+        // The files the row will name, with the staging folder's entries, durable in their final
+        // place (the received parts and intermediates were only flushed).
+        let named: Vec<std::ffi::OsString> =
+            payloads.iter().filter_map(|p| p.path.file_name().map(ToOwned::to_owned)).collect();
+        final_dir =
+            commit_staging(ap, &staging.dir, named).await.map_err(|e| failure("cannot keep the payloads", &e))?;
         staging.dir = final_dir.clone();
         // The folder may be named by a committed row from here on (see the module doc).
         staging.keep = true;

@@ -416,7 +416,8 @@ async fn process(ap: &Arc<AccessPoint>, body: &Bytes, seen: &mut Option<Cabecera
             ..with_partner(vec![Detalle::new(code::INTERNAL, "cannot store the message; try again later")])
         }
     };
-    let final_dir = super::inbound::commit_staging(ap, &guard.dir).await.map_err(internal)?;
+    let final_dir =
+        super::inbound::commit_staging(ap, &guard.dir, vec![CERTIFICATE_FILE.into()]).await.map_err(internal)?;
     guard.dir = final_dir.clone();
     guard.keep = true;
     let leg = &link.legs[leg_index];
@@ -507,10 +508,9 @@ fn check_certificate(
     {
         use std::io::Write;
         let mut file = std::fs::File::create(&path).map_err(ours)?;
+        // Synced with the folder when it moves into place (`commit_staging`).
         file.write_all(document).map_err(ours)?;
-        file.sync_all().map_err(ours)?;
     }
-    crate::store::files::sync_dir(staging).map_err(ours)?;
     let leg = &link.legs[leg_index];
     let sender_id = link.partner_of(ap.me()).map(|p| p.id.clone()).unwrap_or_default();
     let document_record = super::documents::inspect(&ap.documents, link, leg, &sender_id, ap.me(), &path)

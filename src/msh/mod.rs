@@ -33,6 +33,8 @@ pub struct AccessPoint {
     pub tasks: tokio_util::task::TaskTracker,
     /// Metrics, partner contact and P-Mode file status (see [`crate::ops`]).
     pub ops: crate::ops::Operations,
+    /// Makes payload files durable before their rows commit, sharing syncs between messages.
+    pub file_sync: Arc<crate::store::durability::FileSync>,
 }
 
 impl AccessPoint {
@@ -43,7 +45,6 @@ impl AccessPoint {
         security: security::SecurityContext,
     ) -> Arc<AccessPoint> {
         Arc::new(AccessPoint {
-            config,
             store,
             pmodes: RwLock::new(Arc::new(pmodes)),
             client: As4Client::default(),
@@ -52,6 +53,8 @@ impl AccessPoint {
             documents: Arc::new(crate::payload::Registry::standard()),
             tasks: tokio_util::task::TaskTracker::new(),
             ops: crate::ops::Operations::default(),
+            file_sync: Arc::new(crate::store::durability::FileSync::new(&config.data_dir, config.store.file_sync)),
+            config,
         })
     }
 

@@ -298,6 +298,7 @@ pub async fn submit(ap: &AccessPoint, sub: Submission) -> Result<MessageRecord, 
     let um_for_protect = um.clone();
     let leg_name = leg.clone();
     let sizes: Vec<u64> = sub.payloads.iter().map(|p| p.size).collect();
+    let file_sync = ap.file_sync.clone();
     let payload_dir = sub.payloads.first().and_then(|p| p.path.parent()).map(std::path::Path::to_path_buf);
     let (envelope, payloads, document, pull) = crate::blocking::spawn(move || {
         let leg = link.leg(&leg_name).ok_or_else(|| SubmitError::Refused(format!("leg {leg_name} was unloaded")))?;
@@ -314,10 +315,12 @@ pub async fn submit(ap: &AccessPoint, sub: Submission) -> Result<MessageRecord, 
         let originals: Vec<std::path::PathBuf> = sub.payloads.iter().map(|p| p.path.clone()).collect();
         let (envelope, payloads) = protect(&security, &link, leg.compression, &me, &um_for_protect, sub.payloads)?;
         // Durable before the commit that names them: the submitted files (kept for a
-        // resubmission) and what goes on the wire; intermediates (the gzip before encryption)
-        // are not synced.
-        let named = originals.iter().map(|p| p.as_path()).chain(payloads.iter().map(|p| p.path.as_path()));
-        crate::store::files::sync_files(named)
+        // resubmission) and what goes on the wire, with their folder's entries; intermediates
+        // (the gzip before encryption) are not synced.
+        let named: Vec<&std::path::Path> =
+            originals.iter().map(|p| p.as_path()).chain(payloads.iter().map(|p| p.path.as_path())).collect();
+        file_sync
+            .sync(&named, &[])
             .map_err(|e| SubmitError::Refused(format!("cannot make the payloads durable: {e}")))?;
         Ok::<_, SubmitError>((envelope, payloads, document, leg.pull))
     })

@@ -1,4 +1,5 @@
-//! Payload files: written as they stream in, fsync'ed before the row that names them commits.
+//! Payload files: written as they stream in, made durable before the row that names them
+//! commits ([`super::durability`]).
 
 use crate::mime::PartSink;
 use sha2::{Digest, Sha256};
@@ -66,7 +67,8 @@ impl PartSink for FileSink {
     async fn finish(&mut self) -> std::io::Result<()> {
         if let Some((mut file, hasher)) = self.current.take() {
             // Flushed, not synced: a received part is often decrypted or decompressed into
-            // another file; what the commit names is synced then ([`sync_files`]).
+            // another file; what the commit names is synced then
+            // ([`super::durability::FileSync`]).
             file.flush().await?;
             if let Some(part) = self.parts.last_mut() {
                 part.size = self.written;
@@ -75,29 +77,6 @@ impl PartSink for FileSink {
         }
         Ok(())
     }
-}
-
-/// Makes each file's content durable, then the folders that hold them (their entries): what a
-/// commit is about to name. One fsync per file and one per distinct folder.
-pub fn sync_files<'a>(paths: impl IntoIterator<Item = &'a Path>) -> std::io::Result<()> {
-    let mut folders: Vec<&Path> = Vec::new();
-    let mut synced: Vec<&Path> = Vec::new();
-    for path in paths {
-        if synced.contains(&path) {
-            continue;
-        }
-        synced.push(path);
-        std::fs::File::open(path)?.sync_all()?;
-        if let Some(dir) = path.parent()
-            && !folders.contains(&dir)
-        {
-            folders.push(dir);
-        }
-    }
-    for dir in folders {
-        sync_dir(dir)?;
-    }
-    Ok(())
 }
 
 /// Makes a directory entry durable (after files were created or renamed in it).

@@ -3,6 +3,7 @@
 //! Rule: a message is on disk (payload files fsync'ed, row committed with synchronous=FULL)
 //! before anyone is told it was accepted: the backend on submit, the partner by a receipt.
 
+pub mod durability;
 pub mod files;
 pub mod operations;
 pub mod postgres;
