@@ -241,7 +241,7 @@ pub(crate) fn protect(
     let enc_cert = partner
         .enc_cert
         .as_deref()
-        .and_then(|der| openssl::x509::X509::from_der(der).ok())
+        .and_then(|der| crate::pki::parsed::certificate(der).ok())
         .ok_or_else(|| refuse(format!("P-Mode {} has no encryption certificate for {}", link.id, partner.id)))?;
     let ciphertexts: Vec<std::path::PathBuf> = payloads.iter().map(|p| p.path.with_extension("enc")).collect();
     let to_encrypt: Vec<PartToEncrypt> = payloads

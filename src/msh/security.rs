@@ -197,7 +197,8 @@ impl SecurityContext {
     /// P-Mode binds to that party (current or next), valid, trusted and not revoked.
     pub fn partner_signer(&self, partner: &Party, reference: &KeyReference) -> Result<X509, EbmsError> {
         let fail = |detail: String| EbmsError::new(EbmsCode::FailedAuthentication, detail);
-        let bound: Vec<X509> = partner.sign_certs.iter().filter_map(|der| X509::from_der(der).ok()).collect();
+        let bound: Vec<X509> =
+            partner.sign_certs.iter().filter_map(|der| crate::pki::parsed::certificate(der).ok()).collect();
         let cert = bound.into_iter().find(|c| reference.matches(c)).ok_or_else(|| {
             fail(format!("the signing certificate is not the one the P-Mode binds to {}", partner.id))
         })?;

@@ -2,4 +2,5 @@
 
 pub mod keys;
 pub mod ocsp;
+pub mod parsed;
 pub mod trust;

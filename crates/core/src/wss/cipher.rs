@@ -191,6 +191,12 @@ pub fn generate_x25519() -> Result<PKey<Private>, CipherError> {
 
 /// An X25519 public key from its DER SubjectPublicKeyInfo (OID 1.3.101.110).
 pub fn x25519_public_from_der(der: &[u8]) -> Result<PKey<Public>, CipherError> {
+    // The fixed 12-byte SubjectPublicKeyInfo header, then the raw key: taken directly (the
+    // generic decoder costs more than the key agreement); anything else is decoded in full.
+    const SPKI_X25519: [u8; 12] = [0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x6e, 0x03, 0x21, 0x00];
+    if let Some(raw) = der.strip_prefix(&SPKI_X25519[..]).filter(|raw| raw.len() == 32) {
+        return Ok(PKey::public_key_from_raw_bytes(raw, Id::X25519)?);
+    }
     let key = PKey::public_key_from_der(der)?;
     if key.id() != Id::X25519 {
         return Err(CipherError::Invalid("originator key is not an X25519 key".into()));
@@ -204,6 +210,18 @@ mod tests {
 
     fn hex(s: &str) -> Vec<u8> {
         ::hex::decode(s).unwrap()
+    }
+
+    #[test]
+    fn x25519_keys_read_by_the_short_path_equal_the_decoders_and_others_are_refused() {
+        let key = generate_x25519().unwrap();
+        let der = key.public_key_to_der().unwrap();
+        let read = x25519_public_from_der(&der).unwrap();
+        assert_eq!(read.raw_public_key().unwrap(), key.raw_public_key().unwrap());
+        assert_eq!(read.public_key_to_der().unwrap(), der);
+        let ed = PKey::generate_ed25519().unwrap().public_key_to_der().unwrap();
+        assert!(x25519_public_from_der(&ed).is_err());
+        assert!(x25519_public_from_der(&der[..der.len() - 1]).is_err());
     }
 
     /// The worked example of docs/as4.md §2.6.3 (RFC 7748 keys, HKDF, AES-KW).

@@ -167,7 +167,7 @@ pub fn read_key_info(xml: &Xml, key_info: &Node, security: &Node) -> Result<KeyR
         }
         let certs: Vec<X509> = children(&data, ns::DS, "X509Certificate")
             .iter()
-            .filter_map(|c| unb64(&c.get_content()).and_then(|der| X509::from_der(&der).ok()))
+            .filter_map(|c| unb64(&c.get_content()).and_then(|der| crate::pki::parsed::certificate(&der).ok()))
             .collect();
         if !certs.is_empty() {
             return Ok(KeyReference::Certificate(certs));
@@ -182,9 +182,9 @@ pub fn read_bst(bst: &Node) -> Result<Vec<X509>, String> {
     let value_type = bst.get_property_no_ns("ValueType").unwrap_or_default();
     let der = unb64(&compact_text(bst)).ok_or("BinarySecurityToken is not base64")?;
     match value_type.as_str() {
-        ns::X509V3 => {
-            X509::from_der(&der).map(|c| vec![c]).map_err(|e| format!("BinarySecurityToken is not a certificate: {e}"))
-        }
+        ns::X509V3 => crate::pki::parsed::certificate(&der)
+            .map(|c| vec![c])
+            .map_err(|e| format!("BinarySecurityToken is not a certificate: {e}")),
         ns::X509_PKIPATH => {
             let mut path = pkipath(&der).ok_or("X509PKIPathv1 token cannot be read")?;
             path.reverse();
@@ -205,7 +205,7 @@ fn pkipath(der: &[u8]) -> Option<Vec<X509>> {
     while !rest.is_empty() {
         let (l, _, header) = der_len(rest.get(1..)?)?;
         let total = 1 + header + l;
-        certs.push(X509::from_der(rest.get(..total)?).ok()?);
+        certs.push(crate::pki::parsed::certificate(rest.get(..total)?).ok()?);
         rest = &rest[total..];
     }
     Some(certs)
