@@ -191,8 +191,9 @@ impl SqliteStore {
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(30))?;
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         conn.execute_batch("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")?;
-        let found: Option<i64> = conn.query_row("SELECT MAX(version) FROM schema_version", [], |r| r.get(0))?;
+        let found: Option<i64> = one(&conn, "SELECT MAX(version) FROM schema_version", [], |r| r.get(0))?;
         if let Some(found) = found.filter(|v| *v > SCHEMA_VERSION) {
             return Err(newer_schema(found));
         }
@@ -200,8 +201,8 @@ impl SqliteStore {
         let tx = conn.unchecked_transaction()?;
         tx.execute_batch(SCHEMA)?;
         migrate(&tx)?;
-        tx.execute("DELETE FROM schema_version", [])?;
-        tx.execute("INSERT INTO schema_version (version) VALUES (?1)", params![SCHEMA_VERSION])?;
+        exec(&tx, "DELETE FROM schema_version", [])?;
+        exec(&tx, "INSERT INTO schema_version (version) VALUES (?1)", params![SCHEMA_VERSION])?;
         tx.commit()?;
         let conn = Arc::new(Mutex::new(conn));
         let (jobs, queue) = std::sync::mpsc::channel::<Job>();
@@ -262,6 +263,25 @@ fn migrate(conn: &Connection) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// `execute` through the connection's statement cache (each statement is parsed once, not per
+/// message: parsing was ~10% of the writer's time).
+fn exec(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> rusqlite::Result<usize> {
+    conn.prepare_cached(sql)?.execute(params)
+}
+
+/// `query_row` through the statement cache.
+fn one<T>(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+    row: impl FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+) -> rusqlite::Result<T> {
+    conn.prepare_cached(sql)?.query_row(params, row)
+}
+
+/// Distinct statements the store runs (more than rusqlite's default cache of 16).
+const STATEMENT_CACHE: usize = 128;
+
 const PULLED_OVERDUE: &str =
     "SELECT row, attempts, pmode FROM messages WHERE state = 'pulled' AND next_attempt_at <= ?1 LIMIT ?2";
 
@@ -281,8 +301,7 @@ fn apply(
     event: &Happening,
     response: Option<&[u8]>,
 ) -> Result<State, StoreError> {
-    let found: Option<(String, String, u32, Option<i64>)> = tx
-        .query_row(
+    let found: Option<(String, String, u32, Option<i64>)> = one(&tx, 
             "SELECT direction, state, attempts, (SELECT MAX(at) FROM history WHERE message_row = ?1) FROM messages WHERE row = ?1",
             params![row],
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
@@ -297,7 +316,7 @@ fn apply(
     let at = monotonic_at(now_ms(), last_at);
     let (set_next, next) = next_attempt_value(t.next_attempt);
     let partner_error = t.partner_error.as_ref().and_then(|e| serde_json::to_string(e).ok());
-    let changed = tx.execute(
+    let changed = exec(&tx, 
         "UPDATE messages SET state = ?2, attempts = CASE WHEN ?11 THEN 0 ELSE attempts + ?3 END,
                 next_attempt_at = CASE WHEN ?4 THEN ?5 ELSE next_attempt_at END,
                 error = COALESCE(?6, error), partner_error = COALESCE(?7, partner_error),
@@ -320,7 +339,7 @@ fn apply(
     if changed == 0 {
         return Err(StoreError::Conflict { row, expected, actual });
     }
-    tx.execute(
+    exec(&tx, 
         "INSERT INTO history (message_row, at, state, detail, event, from_state) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         params![row, at, t.to.as_str(), t.detail, t.event, expected.as_str()],
     )?;
@@ -333,7 +352,7 @@ fn load(conn: &Connection, row: i64) -> Result<MessageRecord, StoreError> {
 
 /// A record; with its envelope and stored signal only when `content` (lists leave them out).
 fn load_with(conn: &Connection, row: i64, content: bool) -> Result<MessageRecord, StoreError> {
-    let mut record = conn.query_row(
+    let mut record = one(&conn, 
         "SELECT row, direction, message_id, conversation_id, pmode, leg, partner, service, action, state, attempts,
                 next_attempt_at, created_at, updated_at, error,
                 CASE WHEN ?2 THEN envelope ELSE x'' END, CASE WHEN ?2 THEN response END, document, partner_error,
@@ -400,8 +419,7 @@ impl MessageStore for SqliteStore {
             let tx = conn.savepoint()?;
             let now = now_ms();
             let (direction, created) = crate::lifecycle::create(&m.creation, now);
-            let existing: Option<(i64, Option<Vec<u8>>, String)> = tx
-                .query_row(
+            let existing: Option<(i64, Option<Vec<u8>>, String)> = one(&tx, 
                     "SELECT row, response, state FROM messages WHERE direction = ?1 AND message_id = ?2",
                     params![direction.as_str(), m.message_id],
                     |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
@@ -410,7 +428,7 @@ impl MessageStore for SqliteStore {
             if let Some((row, response, state)) = existing {
                 if direction == Direction::Inbound {
                     // A note, not a transition: nothing changed, the feed shows nothing.
-                    tx.execute(
+                    exec(&tx, 
                         "INSERT INTO history (message_row, at, state, detail)
                          VALUES (?1, MAX(?2, (SELECT MAX(at) FROM history WHERE message_row = ?1)), ?3, 'duplicate received; answered with the stored answer')",
                         params![row, now, state],
@@ -420,7 +438,7 @@ impl MessageStore for SqliteStore {
                 return Ok(Inserted::Duplicate { response, state: state_of(&state)? });
             }
             let (_, next_attempt) = next_attempt_value(created.next_attempt);
-            tx.execute(
+            exec(&tx, 
                 "INSERT INTO messages (direction, message_id, conversation_id, pmode, leg, partner, service, action, state,
                                        next_attempt_at, created_at, updated_at, envelope, response, document, error,
                                        document_number, transport)
@@ -447,13 +465,13 @@ impl MessageStore for SqliteStore {
             )?;
             let row = tx.last_insert_rowid();
             for (idx, p) in m.payloads.iter().enumerate() {
-                tx.execute(
+                exec(&tx, 
                     "INSERT INTO payloads (message_row, idx, content_id, mime_type, path, size, sha256, filename, wire_type)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
                     params![row, idx as i64, p.content_id, p.mime_type, p.path.to_string_lossy(), p.size as i64, p.sha256, p.filename, p.wire_type],
                 )?;
             }
-            tx.execute(
+            exec(&tx, 
                 "INSERT INTO history (message_row, at, state, detail, event) VALUES (?1, ?2, ?3, ?4, ?5)",
                 params![row, now, created.to.as_str(), created.detail, created.event],
             )?;
@@ -503,8 +521,7 @@ impl MessageStore for SqliteStore {
     async fn get(&self, direction: Direction, message_id: &str) -> Result<MessageRecord, StoreError> {
         let message_id = message_id.to_owned();
         self.with(move |conn| {
-            let row: Option<i64> = conn
-                .query_row(
+            let row: Option<i64> = one(&conn, 
                     "SELECT row FROM messages WHERE direction = ?1 AND message_id = ?2",
                     params![direction.as_str(), message_id],
                     |r| r.get(0),
@@ -599,8 +616,8 @@ impl MessageStore for SqliteStore {
                     files.push(std::path::PathBuf::from(path?));
                 }
                 // The stored receipt stays: a duplicate within the window gets it again.
-                tx.execute("UPDATE messages SET envelope = x'', purged = 1 WHERE row = ?1", params![row])?;
-                tx.execute(
+                exec(&tx, "UPDATE messages SET envelope = x'', purged = 1 WHERE row = ?1", params![row])?;
+                exec(&tx, 
                     "INSERT INTO history (message_row, at, state, detail) VALUES (?1, ?2, ?3, 'content removed by retention')",
                     params![row, now_ms(), state.as_str()],
                 )?;
@@ -633,9 +650,9 @@ impl MessageStore for SqliteStore {
                 for path in stmt.query_map(params![row], |r| r.get::<_, String>(0))? {
                     files.push(std::path::PathBuf::from(path?));
                 }
-                tx.execute("DELETE FROM history WHERE message_row = ?1", params![row])?;
-                tx.execute("DELETE FROM payloads WHERE message_row = ?1", params![row])?;
-                tx.execute("DELETE FROM messages WHERE row = ?1", params![row])?;
+                exec(&tx, "DELETE FROM history WHERE message_row = ?1", params![row])?;
+                exec(&tx, "DELETE FROM payloads WHERE message_row = ?1", params![row])?;
+                exec(&tx, "DELETE FROM messages WHERE row = ?1", params![row])?;
             }
             tx.commit()?;
             Ok((rows.len(), files))
@@ -652,8 +669,7 @@ impl MessageStore for SqliteStore {
         let (pmode, leg) = (pmode.to_owned(), leg.to_owned());
         self.with(move |conn| {
             let tx = conn.savepoint()?;
-            let row: Option<i64> = tx
-                .query_row(
+            let row: Option<i64> = one(&tx, 
                     "SELECT row FROM messages WHERE direction = 'outbound' AND state = 'pullable' AND pmode = ?1 AND leg = ?2 ORDER BY row LIMIT 1",
                     params![pmode, leg],
                     |r| r.get(0),
@@ -734,7 +750,7 @@ impl MessageStore for SqliteStore {
     async fn note(&self, row: i64, detail: &str) -> Result<(), StoreError> {
         let detail = detail.to_owned();
         self.with(move |conn| {
-            let changed = conn.execute(
+            let changed = exec(&conn, 
                 "INSERT INTO history (message_row, at, state, detail)
                  SELECT row, MAX(?2, COALESCE((SELECT MAX(at) FROM history WHERE message_row = ?1), 0)), state, ?3
                  FROM messages WHERE row = ?1",
@@ -748,12 +764,12 @@ impl MessageStore for SqliteStore {
     async fn record_refusal(&self, r: NewRefusal, keep: usize, max_age_ms: i64) -> Result<(), StoreError> {
         self.with(move |conn| {
             let tx = conn.savepoint()?;
-            tx.execute(
+            exec(&tx, 
                 "INSERT INTO refusals (at, remote, partner, message_id, code, detail, header) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 params![r.at_ms, r.remote, r.partner, r.message_id, r.code, r.detail, r.header],
             )?;
             let newest = tx.last_insert_rowid();
-            tx.execute(
+            exec(&tx, 
                 "DELETE FROM refusals WHERE id <= ?1 - ?2 OR at < ?3",
                 params![newest, keep as i64, r.at_ms - max_age_ms],
             )?;
@@ -789,8 +805,7 @@ impl MessageStore for SqliteStore {
     async fn user(&self, name: &str) -> Result<Option<User>, StoreError> {
         let name = name.to_owned();
         self.with(move |conn| {
-            Ok(conn
-                .query_row(
+            Ok(one(&conn, 
                     "SELECT name, role, password_hash, failures, locked_until, created_at FROM users WHERE name = ?1",
                     params![name],
                     user,
@@ -813,7 +828,7 @@ impl MessageStore for SqliteStore {
     async fn put_user(&self, u: &User) -> Result<(), StoreError> {
         let u = u.clone();
         self.with(move |conn| {
-            conn.execute(
+            exec(&conn, 
                 "INSERT INTO users (name, role, password_hash, failures, locked_until, created_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)
                  ON CONFLICT (name) DO UPDATE SET role = ?2, password_hash = ?3, failures = ?4, locked_until = ?5",
@@ -826,13 +841,13 @@ impl MessageStore for SqliteStore {
 
     async fn delete_user(&self, name: &str) -> Result<bool, StoreError> {
         let name = name.to_owned();
-        self.with(move |conn| Ok(conn.execute("DELETE FROM users WHERE name = ?1", params![name])? > 0)).await
+        self.with(move |conn| Ok(exec(&conn, "DELETE FROM users WHERE name = ?1", params![name])? > 0)).await
     }
 
     async fn append_audit(&self, e: &AuditEntry) -> Result<(), StoreError> {
         let e = e.clone();
         self.with(move |conn| {
-            conn.execute(
+            exec(&conn, 
                 "INSERT INTO audit (at, actor, action, target, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
                 params![e.at_ms, e.actor, e.action, e.target, e.detail],
             )?;
@@ -865,7 +880,7 @@ impl MessageStore for SqliteStore {
     async fn raise_alert(&self, key: &str, rule: &str, detail: &str, at_ms: i64) -> Result<bool, StoreError> {
         let (key, rule, detail) = (key.to_owned(), rule.to_owned(), detail.to_owned());
         self.with(move |conn| {
-            let raised = conn.execute(
+            let raised = exec(&conn, 
                 "INSERT INTO alerts (key, rule, detail, raised_at) VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT (key) WHERE cleared_at IS NULL DO NOTHING",
                 params![key, rule, detail, at_ms],
@@ -878,8 +893,7 @@ impl MessageStore for SqliteStore {
     async fn clear_alert(&self, key: &str, at_ms: i64) -> Result<Option<AlertRecord>, StoreError> {
         let key = key.to_owned();
         self.with(move |conn| {
-            Ok(conn
-                .query_row(
+            Ok(one(&conn, 
                     "UPDATE alerts SET cleared_at = ?2 WHERE key = ?1 AND cleared_at IS NULL
                      RETURNING key, rule, detail, raised_at, cleared_at, acknowledged_by, acknowledged_at",
                     params![key, at_ms],
@@ -900,7 +914,7 @@ impl MessageStore for SqliteStore {
     ) -> Result<usize, StoreError> {
         let (target, pmode, leg) = (target.to_owned(), pmode.map(str::to_owned), leg.map(str::to_owned));
         self.with(move |conn| {
-            Ok(conn.execute(
+            Ok(exec(&conn, 
                 "INSERT INTO deliveries (message_row, target, state, attempts, next_at, updated_at)
                  SELECT row, ?1, 'pending', 0, ?4, ?4 FROM messages m
                  WHERE direction = 'inbound' AND state = 'delivered'
@@ -932,7 +946,7 @@ impl MessageStore for SqliteStore {
                     .collect::<Result<_, _>>()?
             };
             for (row, _, _) in &due {
-                tx.execute("UPDATE deliveries SET next_at = ?2 WHERE message_row = ?1", params![row, lease_until_ms])?;
+                exec(&tx, "UPDATE deliveries SET next_at = ?2 WHERE message_row = ?1", params![row, lease_until_ms])?;
             }
             tx.commit()?;
             Ok(due)
@@ -948,7 +962,7 @@ impl MessageStore for SqliteStore {
                 DeliveryOutcome::Retry { at_ms, error } => ("pending", Some(at_ms), Some(error)),
                 DeliveryOutcome::Dead { error } => ("dead", None, Some(error)),
             };
-            conn.execute(
+            exec(&conn, 
                 "UPDATE deliveries SET state = ?3, attempts = attempts + 1, next_at = ?4,
                         last_error = COALESCE(?5, last_error), updated_at = ?6
                  WHERE message_row = ?1 AND target = ?2",
@@ -991,7 +1005,7 @@ impl MessageStore for SqliteStore {
     async fn retry_delivery(&self, row: i64, target: &str, now_ms: i64) -> Result<bool, StoreError> {
         let target = target.to_owned();
         self.with(move |conn| {
-            Ok(conn.execute(
+            Ok(exec(&conn, 
                 "UPDATE deliveries SET state = 'pending', attempts = 0, next_at = ?3, updated_at = ?3
                  WHERE message_row = ?1 AND target = ?2 AND state = 'dead'",
                 params![row, target, now_ms],
@@ -1003,7 +1017,7 @@ impl MessageStore for SqliteStore {
     async fn acknowledge_alert(&self, key: &str, by: &str, at_ms: i64) -> Result<bool, StoreError> {
         let (key, by) = (key.to_owned(), by.to_owned());
         self.with(move |conn| {
-            Ok(conn.execute(
+            Ok(exec(&conn, 
                 "UPDATE alerts SET acknowledged_by = ?2, acknowledged_at = ?3
                  WHERE key = ?1 AND cleared_at IS NULL AND acknowledged_by IS NULL",
                 params![key, by, at_ms],
