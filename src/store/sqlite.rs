@@ -316,7 +316,8 @@ fn apply(
     let at = monotonic_at(now_ms(), last_at);
     let (set_next, next) = next_attempt_value(t.next_attempt);
     let partner_error = t.partner_error.as_ref().and_then(|e| serde_json::to_string(e).ok());
-    let changed = exec(&tx, 
+    let changed = exec(
+        &tx,
         "UPDATE messages SET state = ?2, attempts = CASE WHEN ?11 THEN 0 ELSE attempts + ?3 END,
                 next_attempt_at = CASE WHEN ?4 THEN ?5 ELSE next_attempt_at END,
                 error = COALESCE(?6, error), partner_error = COALESCE(?7, partner_error),
@@ -339,7 +340,8 @@ fn apply(
     if changed == 0 {
         return Err(StoreError::Conflict { row, expected, actual });
     }
-    exec(&tx, 
+    exec(
+        &tx,
         "INSERT INTO history (message_row, at, state, detail, event, from_state) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         params![row, at, t.to.as_str(), t.detail, t.event, expected.as_str()],
     )?;
@@ -352,7 +354,8 @@ fn load(conn: &Connection, row: i64) -> Result<MessageRecord, StoreError> {
 
 /// A record; with its envelope and stored signal only when `content` (lists leave them out).
 fn load_with(conn: &Connection, row: i64, content: bool) -> Result<MessageRecord, StoreError> {
-    let mut record = one(&conn, 
+    let mut record = one(
+        &conn,
         "SELECT row, direction, message_id, conversation_id, pmode, leg, partner, service, action, state, attempts,
                 next_attempt_at, created_at, updated_at, error,
                 CASE WHEN ?2 THEN envelope ELSE x'' END, CASE WHEN ?2 THEN response END, document, partner_error,
@@ -521,12 +524,13 @@ impl MessageStore for SqliteStore {
     async fn get(&self, direction: Direction, message_id: &str) -> Result<MessageRecord, StoreError> {
         let message_id = message_id.to_owned();
         self.with(move |conn| {
-            let row: Option<i64> = one(&conn, 
-                    "SELECT row FROM messages WHERE direction = ?1 AND message_id = ?2",
-                    params![direction.as_str(), message_id],
-                    |r| r.get(0),
-                )
-                .optional()?;
+            let row: Option<i64> = one(
+                &conn,
+                "SELECT row FROM messages WHERE direction = ?1 AND message_id = ?2",
+                params![direction.as_str(), message_id],
+                |r| r.get(0),
+            )
+            .optional()?;
             let row = row.ok_or_else(|| StoreError::NotFound(message_id.clone()))?;
             load(conn, row)
         })
@@ -750,7 +754,8 @@ impl MessageStore for SqliteStore {
     async fn note(&self, row: i64, detail: &str) -> Result<(), StoreError> {
         let detail = detail.to_owned();
         self.with(move |conn| {
-            let changed = exec(&conn, 
+            let changed = exec(
+                &conn,
                 "INSERT INTO history (message_row, at, state, detail)
                  SELECT row, MAX(?2, COALESCE((SELECT MAX(at) FROM history WHERE message_row = ?1), 0)), state, ?3
                  FROM messages WHERE row = ?1",
@@ -805,12 +810,13 @@ impl MessageStore for SqliteStore {
     async fn user(&self, name: &str) -> Result<Option<User>, StoreError> {
         let name = name.to_owned();
         self.with(move |conn| {
-            Ok(one(&conn, 
-                    "SELECT name, role, password_hash, failures, locked_until, created_at FROM users WHERE name = ?1",
-                    params![name],
-                    user,
-                )
-                .optional()?)
+            Ok(one(
+                &conn,
+                "SELECT name, role, password_hash, failures, locked_until, created_at FROM users WHERE name = ?1",
+                params![name],
+                user,
+            )
+            .optional()?)
         })
         .await
     }
@@ -828,7 +834,8 @@ impl MessageStore for SqliteStore {
     async fn put_user(&self, u: &User) -> Result<(), StoreError> {
         let u = u.clone();
         self.with(move |conn| {
-            exec(&conn, 
+            exec(
+                &conn,
                 "INSERT INTO users (name, role, password_hash, failures, locked_until, created_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)
                  ON CONFLICT (name) DO UPDATE SET role = ?2, password_hash = ?3, failures = ?4, locked_until = ?5",
@@ -847,7 +854,8 @@ impl MessageStore for SqliteStore {
     async fn append_audit(&self, e: &AuditEntry) -> Result<(), StoreError> {
         let e = e.clone();
         self.with(move |conn| {
-            exec(&conn, 
+            exec(
+                &conn,
                 "INSERT INTO audit (at, actor, action, target, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
                 params![e.at_ms, e.actor, e.action, e.target, e.detail],
             )?;
@@ -880,7 +888,8 @@ impl MessageStore for SqliteStore {
     async fn raise_alert(&self, key: &str, rule: &str, detail: &str, at_ms: i64) -> Result<bool, StoreError> {
         let (key, rule, detail) = (key.to_owned(), rule.to_owned(), detail.to_owned());
         self.with(move |conn| {
-            let raised = exec(&conn, 
+            let raised = exec(
+                &conn,
                 "INSERT INTO alerts (key, rule, detail, raised_at) VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT (key) WHERE cleared_at IS NULL DO NOTHING",
                 params![key, rule, detail, at_ms],
@@ -893,13 +902,14 @@ impl MessageStore for SqliteStore {
     async fn clear_alert(&self, key: &str, at_ms: i64) -> Result<Option<AlertRecord>, StoreError> {
         let key = key.to_owned();
         self.with(move |conn| {
-            Ok(one(&conn, 
-                    "UPDATE alerts SET cleared_at = ?2 WHERE key = ?1 AND cleared_at IS NULL
+            Ok(one(
+                &conn,
+                "UPDATE alerts SET cleared_at = ?2 WHERE key = ?1 AND cleared_at IS NULL
                      RETURNING key, rule, detail, raised_at, cleared_at, acknowledged_by, acknowledged_at",
-                    params![key, at_ms],
-                    alert,
-                )
-                .optional()?)
+                params![key, at_ms],
+                alert,
+            )
+            .optional()?)
         })
         .await
     }
@@ -914,7 +924,8 @@ impl MessageStore for SqliteStore {
     ) -> Result<usize, StoreError> {
         let (target, pmode, leg) = (target.to_owned(), pmode.map(str::to_owned), leg.map(str::to_owned));
         self.with(move |conn| {
-            Ok(exec(&conn, 
+            Ok(exec(
+                &conn,
                 "INSERT INTO deliveries (message_row, target, state, attempts, next_at, updated_at)
                  SELECT row, ?1, 'pending', 0, ?4, ?4 FROM messages m
                  WHERE direction = 'inbound' AND state = 'delivered'
@@ -962,7 +973,8 @@ impl MessageStore for SqliteStore {
                 DeliveryOutcome::Retry { at_ms, error } => ("pending", Some(at_ms), Some(error)),
                 DeliveryOutcome::Dead { error } => ("dead", None, Some(error)),
             };
-            exec(&conn, 
+            exec(
+                &conn,
                 "UPDATE deliveries SET state = ?3, attempts = attempts + 1, next_at = ?4,
                         last_error = COALESCE(?5, last_error), updated_at = ?6
                  WHERE message_row = ?1 AND target = ?2",
@@ -1005,7 +1017,8 @@ impl MessageStore for SqliteStore {
     async fn retry_delivery(&self, row: i64, target: &str, now_ms: i64) -> Result<bool, StoreError> {
         let target = target.to_owned();
         self.with(move |conn| {
-            Ok(exec(&conn, 
+            Ok(exec(
+                &conn,
                 "UPDATE deliveries SET state = 'pending', attempts = 0, next_at = ?3, updated_at = ?3
                  WHERE message_row = ?1 AND target = ?2 AND state = 'dead'",
                 params![row, target, now_ms],
@@ -1017,7 +1030,8 @@ impl MessageStore for SqliteStore {
     async fn acknowledge_alert(&self, key: &str, by: &str, at_ms: i64) -> Result<bool, StoreError> {
         let (key, by) = (key.to_owned(), by.to_owned());
         self.with(move |conn| {
-            Ok(exec(&conn, 
+            Ok(exec(
+                &conn,
                 "UPDATE alerts SET acknowledged_by = ?2, acknowledged_at = ?3
                  WHERE key = ?1 AND cleared_at IS NULL AND acknowledged_by IS NULL",
                 params![key, by, at_ms],

@@ -380,15 +380,16 @@ fn envelope_with_content(root: &Node, context: &Context) -> Result<Document, Vec
 }
 
 /// The hub schema set, embedded in the binary and written out once for libxml2 to resolve
-/// its imports; compiled once per thread (libxml2 schema contexts are not `Send`).
+/// its imports. Compiled contexts are pooled per process: a validation borrows one and gives it
+/// back, so there are as many as validations ever ran at once (a few), not one per thread (a
+/// compiled set per blocking thread was much of an access point's memory under load).
 mod schema {
     use super::super::{Finding, finding};
     use crate::wss::xml::Xml;
     use libxml::schemas::{SchemaParserContext, SchemaValidationContext};
-    use std::cell::RefCell;
     use std::collections::HashMap;
     use std::path::PathBuf;
-    use std::sync::OnceLock;
+    use std::sync::{Mutex, OnceLock};
 
     pub const CERTIFICATE: &str = "hub_SPSCertificate_17.xsd";
     pub const ENVELOPE: &str = "hub_ephyto.ippc.int.xsd";
@@ -419,44 +420,96 @@ mod schema {
         .map_err(Clone::clone)
     }
 
-    thread_local! {
-        static COMPILED: RefCell<HashMap<&'static str, SchemaValidationContext>> = RefCell::new(HashMap::new());
+    /// A compiled context, used by one thread at a time.
+    struct Compiled(SchemaValidationContext);
+    // SAFETY: a libxml2 schema validation context (and the schema it owns) has no thread
+    // affinity: it is plain heap data behind raw pointers, with its error handler set on the
+    // context itself. The pool hands each one to a single thread at a time (taken out of the
+    // mutex-guarded pool, put back after use), so it is never used concurrently.
+    unsafe impl Send for Compiled {}
+
+    /// Idle contexts kept per schema entry; more are compiled when more validations run at
+    /// once, and dropped on return beyond this.
+    const IDLE_KEPT: usize = 8;
+
+    static POOL: Mutex<Option<HashMap<&'static str, Vec<Compiled>>>> = Mutex::new(None);
+
+    fn take(entry: &'static str) -> Option<Compiled> {
+        POOL.lock().ok()?.get_or_insert_with(HashMap::new).get_mut(entry)?.pop()
+    }
+
+    fn give_back(entry: &'static str, compiled: Compiled) {
+        if let Ok(mut pool) = POOL.lock() {
+            let idle = pool.get_or_insert_with(HashMap::new).entry(entry).or_default();
+            if idle.len() < IDLE_KEPT {
+                idle.push(compiled);
+            }
+        }
+    }
+
+    fn compile(dir: &std::path::Path, entry: &'static str) -> Result<Compiled, Vec<Finding>> {
+        let path = dir.join(entry);
+        let mut parser = SchemaParserContext::from_file(&path.to_string_lossy());
+        SchemaValidationContext::from_parser(&mut parser).map(Compiled).map_err(|errors| {
+            vec![finding(
+                "EPHYTO-XSD",
+                "schema",
+                format!("the schema set does not compile: {:?}", errors.first().and_then(|e| e.message.clone())),
+            )]
+        })
     }
 
     pub fn validate(xml: &Xml, entry: &'static str) -> Result<(), Vec<Finding>> {
         let dir = directory()
             .map_err(|e| vec![finding("EPHYTO-XSD", "schema", format!("cannot prepare the schema set: {e}"))])?;
-        COMPILED.with(|cache| {
-            let mut cache = cache.borrow_mut();
-            if !cache.contains_key(entry) {
-                let path = dir.join(entry);
-                let mut parser = SchemaParserContext::from_file(&path.to_string_lossy());
-                let context = SchemaValidationContext::from_parser(&mut parser).map_err(|errors| {
-                    vec![finding(
+        let mut compiled = match take(entry) {
+            Some(c) => c,
+            None => compile(dir, entry)?,
+        };
+        let outcome = compiled.0.validate_document(xml.document()).map_err(|errors| {
+            errors
+                .into_iter()
+                .map(|e| {
+                    finding(
                         "EPHYTO-XSD",
-                        "schema",
-                        format!(
-                            "the schema set does not compile: {:?}",
-                            errors.first().and_then(|e| e.message.clone())
-                        ),
-                    )]
-                })?;
-                cache.insert(entry, context);
-            }
-            let context = cache.get_mut(entry).ok_or_else(|| vec![finding("EPHYTO-XSD", "schema", "schema cache")])?;
-            context.validate_document(xml.document()).map_err(|errors| {
-                errors
-                    .into_iter()
-                    .map(|e| {
-                        finding(
-                            "EPHYTO-XSD",
-                            e.line.map(|l| format!("line {l}")).unwrap_or_else(|| "document".into()),
-                            e.message.unwrap_or_default().trim().to_owned(),
-                        )
+                        e.line.map(|l| format!("line {l}")).unwrap_or_else(|| "document".into()),
+                        e.message.unwrap_or_default().trim().to_owned(),
+                    )
+                })
+                .collect()
+        });
+        give_back(entry, compiled);
+        outcome
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn contexts_are_reused_across_threads_and_errors_do_not_leak_between_documents() {
+            let valid = super::super::testing::certificate("CL", "PE", "CL-2026-POOL-1");
+            let broken = valid.replace("<rsm:SPSExchangedDocument>", "<rsm:SPSExchangedDocument><rsm:Unknown/>");
+            let check = |text: &str| validate(&Xml::parse(text.as_bytes()).unwrap(), CERTIFICATE);
+            assert!(check(&valid).is_ok());
+            let threads: Vec<_> = (0..4)
+                .map(|_| {
+                    let (valid, broken) = (valid.clone(), broken.clone());
+                    std::thread::spawn(move || {
+                        for _ in 0..5 {
+                            assert!(validate(&Xml::parse(broken.as_bytes()).unwrap(), CERTIFICATE).is_err());
+                            assert!(validate(&Xml::parse(valid.as_bytes()).unwrap(), CERTIFICATE).is_ok());
+                        }
                     })
-                    .collect()
-            })
-        })
+                })
+                .collect();
+            for t in threads {
+                t.join().unwrap();
+            }
+            let idle = POOL.lock().unwrap().as_ref().unwrap().get(CERTIFICATE).map_or(0, Vec::len);
+            assert!((1..=IDLE_KEPT).contains(&idle), "{idle} idle contexts");
+            assert!(check(&valid).is_ok());
+        }
     }
 }
 
