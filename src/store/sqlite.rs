@@ -301,7 +301,7 @@ fn apply(
     event: &Happening,
     response: Option<&[u8]>,
 ) -> Result<State, StoreError> {
-    let found: Option<(String, String, u32, Option<i64>)> = one(&tx, 
+    let found: Option<(String, String, u32, Option<i64>)> = one(&tx,
             "SELECT direction, state, attempts, (SELECT MAX(at) FROM history WHERE message_row = ?1) FROM messages WHERE row = ?1",
             params![row],
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
@@ -422,7 +422,7 @@ impl MessageStore for SqliteStore {
             let tx = conn.savepoint()?;
             let now = now_ms();
             let (direction, created) = crate::lifecycle::create(&m.creation, now);
-            let existing: Option<(i64, Option<Vec<u8>>, String)> = one(&tx, 
+            let existing: Option<(i64, Option<Vec<u8>>, String)> = one(&tx,
                     "SELECT row, response, state FROM messages WHERE direction = ?1 AND message_id = ?2",
                     params![direction.as_str(), m.message_id],
                     |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
@@ -431,7 +431,7 @@ impl MessageStore for SqliteStore {
             if let Some((row, response, state)) = existing {
                 if direction == Direction::Inbound {
                     // A note, not a transition: nothing changed, the feed shows nothing.
-                    exec(&tx, 
+                    exec(&tx,
                         "INSERT INTO history (message_row, at, state, detail)
                          VALUES (?1, MAX(?2, (SELECT MAX(at) FROM history WHERE message_row = ?1)), ?3, 'duplicate received; answered with the stored answer')",
                         params![row, now, state],
@@ -441,7 +441,7 @@ impl MessageStore for SqliteStore {
                 return Ok(Inserted::Duplicate { response, state: state_of(&state)? });
             }
             let (_, next_attempt) = next_attempt_value(created.next_attempt);
-            exec(&tx, 
+            exec(&tx,
                 "INSERT INTO messages (direction, message_id, conversation_id, pmode, leg, partner, service, action, state,
                                        next_attempt_at, created_at, updated_at, envelope, response, document, error,
                                        document_number, transport)
@@ -468,13 +468,13 @@ impl MessageStore for SqliteStore {
             )?;
             let row = tx.last_insert_rowid();
             for (idx, p) in m.payloads.iter().enumerate() {
-                exec(&tx, 
+                exec(&tx,
                     "INSERT INTO payloads (message_row, idx, content_id, mime_type, path, size, sha256, filename, wire_type)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
                     params![row, idx as i64, p.content_id, p.mime_type, p.path.to_string_lossy(), p.size as i64, p.sha256, p.filename, p.wire_type],
                 )?;
             }
-            exec(&tx, 
+            exec(&tx,
                 "INSERT INTO history (message_row, at, state, detail, event) VALUES (?1, ?2, ?3, ?4, ?5)",
                 params![row, now, created.to.as_str(), created.detail, created.event],
             )?;
@@ -621,7 +621,7 @@ impl MessageStore for SqliteStore {
                 }
                 // The stored receipt stays: a duplicate within the window gets it again.
                 exec(&tx, "UPDATE messages SET envelope = x'', purged = 1 WHERE row = ?1", params![row])?;
-                exec(&tx, 
+                exec(&tx,
                     "INSERT INTO history (message_row, at, state, detail) VALUES (?1, ?2, ?3, 'content removed by retention')",
                     params![row, now_ms(), state.as_str()],
                 )?;
@@ -673,7 +673,7 @@ impl MessageStore for SqliteStore {
         let (pmode, leg) = (pmode.to_owned(), leg.to_owned());
         self.with(move |conn| {
             let tx = conn.savepoint()?;
-            let row: Option<i64> = one(&tx, 
+            let row: Option<i64> = one(&tx,
                     "SELECT row FROM messages WHERE direction = 'outbound' AND state = 'pullable' AND pmode = ?1 AND leg = ?2 ORDER BY row LIMIT 1",
                     params![pmode, leg],
                     |r| r.get(0),
@@ -769,12 +769,12 @@ impl MessageStore for SqliteStore {
     async fn record_refusal(&self, r: NewRefusal, keep: usize, max_age_ms: i64) -> Result<(), StoreError> {
         self.with(move |conn| {
             let tx = conn.savepoint()?;
-            exec(&tx, 
+            exec(&tx,
                 "INSERT INTO refusals (at, remote, partner, message_id, code, detail, header) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 params![r.at_ms, r.remote, r.partner, r.message_id, r.code, r.detail, r.header],
             )?;
             let newest = tx.last_insert_rowid();
-            exec(&tx, 
+            exec(&tx,
                 "DELETE FROM refusals WHERE id <= ?1 - ?2 OR at < ?3",
                 params![newest, keep as i64, r.at_ms - max_age_ms],
             )?;
