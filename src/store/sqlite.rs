@@ -301,7 +301,7 @@ fn apply(
     event: &Happening,
     response: Option<&[u8]>,
 ) -> Result<State, StoreError> {
-    let found: Option<(String, String, u32, Option<i64>)> = one(&tx,
+    let found: Option<(String, String, u32, Option<i64>)> = one(tx,
             "SELECT direction, state, attempts, (SELECT MAX(at) FROM history WHERE message_row = ?1) FROM messages WHERE row = ?1",
             params![row],
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
@@ -317,7 +317,7 @@ fn apply(
     let (set_next, next) = next_attempt_value(t.next_attempt);
     let partner_error = t.partner_error.as_ref().and_then(|e| serde_json::to_string(e).ok());
     let changed = exec(
-        &tx,
+        tx,
         "UPDATE messages SET state = ?2, attempts = CASE WHEN ?11 THEN 0 ELSE attempts + ?3 END,
                 next_attempt_at = CASE WHEN ?4 THEN ?5 ELSE next_attempt_at END,
                 error = COALESCE(?6, error), partner_error = COALESCE(?7, partner_error),
@@ -341,7 +341,7 @@ fn apply(
         return Err(StoreError::Conflict { row, expected, actual });
     }
     exec(
-        &tx,
+        tx,
         "INSERT INTO history (message_row, at, state, detail, event, from_state) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         params![row, at, t.to.as_str(), t.detail, t.event, expected.as_str()],
     )?;
@@ -355,7 +355,7 @@ fn load(conn: &Connection, row: i64) -> Result<MessageRecord, StoreError> {
 /// A record; with its envelope and stored signal only when `content` (lists leave them out).
 fn load_with(conn: &Connection, row: i64, content: bool) -> Result<MessageRecord, StoreError> {
     let mut record = one(
-        &conn,
+        conn,
         "SELECT row, direction, message_id, conversation_id, pmode, leg, partner, service, action, state, attempts,
                 next_attempt_at, created_at, updated_at, error,
                 CASE WHEN ?2 THEN envelope ELSE x'' END, CASE WHEN ?2 THEN response END, document, partner_error,
@@ -525,7 +525,7 @@ impl MessageStore for SqliteStore {
         let message_id = message_id.to_owned();
         self.with(move |conn| {
             let row: Option<i64> = one(
-                &conn,
+                conn,
                 "SELECT row FROM messages WHERE direction = ?1 AND message_id = ?2",
                 params![direction.as_str(), message_id],
                 |r| r.get(0),
@@ -755,7 +755,7 @@ impl MessageStore for SqliteStore {
         let detail = detail.to_owned();
         self.with(move |conn| {
             let changed = exec(
-                &conn,
+                conn,
                 "INSERT INTO history (message_row, at, state, detail)
                  SELECT row, MAX(?2, COALESCE((SELECT MAX(at) FROM history WHERE message_row = ?1), 0)), state, ?3
                  FROM messages WHERE row = ?1",
@@ -811,7 +811,7 @@ impl MessageStore for SqliteStore {
         let name = name.to_owned();
         self.with(move |conn| {
             Ok(one(
-                &conn,
+                conn,
                 "SELECT name, role, password_hash, failures, locked_until, created_at FROM users WHERE name = ?1",
                 params![name],
                 user,
@@ -835,7 +835,7 @@ impl MessageStore for SqliteStore {
         let u = u.clone();
         self.with(move |conn| {
             exec(
-                &conn,
+                conn,
                 "INSERT INTO users (name, role, password_hash, failures, locked_until, created_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)
                  ON CONFLICT (name) DO UPDATE SET role = ?2, password_hash = ?3, failures = ?4, locked_until = ?5",
@@ -848,14 +848,14 @@ impl MessageStore for SqliteStore {
 
     async fn delete_user(&self, name: &str) -> Result<bool, StoreError> {
         let name = name.to_owned();
-        self.with(move |conn| Ok(exec(&conn, "DELETE FROM users WHERE name = ?1", params![name])? > 0)).await
+        self.with(move |conn| Ok(exec(conn, "DELETE FROM users WHERE name = ?1", params![name])? > 0)).await
     }
 
     async fn append_audit(&self, e: &AuditEntry) -> Result<(), StoreError> {
         let e = e.clone();
         self.with(move |conn| {
             exec(
-                &conn,
+                conn,
                 "INSERT INTO audit (at, actor, action, target, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
                 params![e.at_ms, e.actor, e.action, e.target, e.detail],
             )?;
@@ -889,7 +889,7 @@ impl MessageStore for SqliteStore {
         let (key, rule, detail) = (key.to_owned(), rule.to_owned(), detail.to_owned());
         self.with(move |conn| {
             let raised = exec(
-                &conn,
+                conn,
                 "INSERT INTO alerts (key, rule, detail, raised_at) VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT (key) WHERE cleared_at IS NULL DO NOTHING",
                 params![key, rule, detail, at_ms],
@@ -903,7 +903,7 @@ impl MessageStore for SqliteStore {
         let key = key.to_owned();
         self.with(move |conn| {
             Ok(one(
-                &conn,
+                conn,
                 "UPDATE alerts SET cleared_at = ?2 WHERE key = ?1 AND cleared_at IS NULL
                      RETURNING key, rule, detail, raised_at, cleared_at, acknowledged_by, acknowledged_at",
                 params![key, at_ms],
@@ -925,7 +925,7 @@ impl MessageStore for SqliteStore {
         let (target, pmode, leg) = (target.to_owned(), pmode.map(str::to_owned), leg.map(str::to_owned));
         self.with(move |conn| {
             Ok(exec(
-                &conn,
+                conn,
                 "INSERT INTO deliveries (message_row, target, state, attempts, next_at, updated_at)
                  SELECT row, ?1, 'pending', 0, ?4, ?4 FROM messages m
                  WHERE direction = 'inbound' AND state = 'delivered'
@@ -974,7 +974,7 @@ impl MessageStore for SqliteStore {
                 DeliveryOutcome::Dead { error } => ("dead", None, Some(error)),
             };
             exec(
-                &conn,
+                conn,
                 "UPDATE deliveries SET state = ?3, attempts = attempts + 1, next_at = ?4,
                         last_error = COALESCE(?5, last_error), updated_at = ?6
                  WHERE message_row = ?1 AND target = ?2",
@@ -1018,7 +1018,7 @@ impl MessageStore for SqliteStore {
         let target = target.to_owned();
         self.with(move |conn| {
             Ok(exec(
-                &conn,
+                conn,
                 "UPDATE deliveries SET state = 'pending', attempts = 0, next_at = ?3, updated_at = ?3
                  WHERE message_row = ?1 AND target = ?2 AND state = 'dead'",
                 params![row, target, now_ms],
@@ -1031,7 +1031,7 @@ impl MessageStore for SqliteStore {
         let (key, by) = (key.to_owned(), by.to_owned());
         self.with(move |conn| {
             Ok(exec(
-                &conn,
+                conn,
                 "UPDATE alerts SET acknowledged_by = ?2, acknowledged_at = ?3
                  WHERE key = ?1 AND cleared_at IS NULL AND acknowledged_by IS NULL",
                 params![key, by, at_ms],
