@@ -132,9 +132,21 @@ pub fn restore(config: &Config, from: &Path) -> Result<Manifest, String> {
         let new = format!("{}/", config.data_dir.display());
         conn.execute(
             "UPDATE payloads SET path = ?2 || substr(path, length(?1) + 1) WHERE substr(path, 1, length(?1)) = ?1",
-            rusqlite::params![old, new],
+            rusqlite::params![&old, &new],
         )
         .map_err(err)?;
+        // Copies of files not yet synced when the backup was taken (schema 4 on): the first
+        // start checks them against the restored files, in the new place.
+        let has_copies: bool = conn
+            .query_row("SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE name = 'unsynced_files')", [], |r| r.get(0))
+            .map_err(err)?;
+        if has_copies {
+            conn.execute(
+                "UPDATE unsynced_files SET path = ?2 || substr(path, length(?1) + 1) WHERE substr(path, 1, length(?1)) = ?1",
+                rusqlite::params![&old, &new],
+            )
+            .map_err(err)?;
+        }
     }
     Ok(manifest)
 }

@@ -103,6 +103,19 @@ impl Node {
             Some(wrap) => (wrap.0)(store),
             None => store,
         };
+        // Payload files a power loss took before their checkpoint come back from their copies
+        // in the store, before anything reads them.
+        let file_sync = Arc::new(crate::store::durability::FileSync::new(&config.data_dir, config.store.file_sync));
+        match crate::store::durability::repair(store.as_ref(), &file_sync).await {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(count = n, "payload files written back from their copies in the store"),
+            Err(e) => {
+                return Err(StartError::Io {
+                    what: "cannot restore payload files from their copies in the store".into(),
+                    source: std::io::Error::other(e),
+                });
+            }
+        }
         // Folders named by no row: a crash (or an ambiguous store error) between the rename
         // and the commit. On a shared store other nodes may be mid-write: only old ones go.
         let grace = if store.shared() { std::time::Duration::from_secs(600) } else { std::time::Duration::ZERO };
@@ -186,6 +199,7 @@ impl Node {
             tokio::spawn(crate::msh::pull::run(ap.clone(), shutdown.clone())),
             tokio::spawn(crate::ops::alerts::run(ap.clone(), shutdown.clone())),
             tokio::spawn(crate::push::run(ap.clone(), shutdown.clone())),
+            tokio::spawn(crate::store::durability::run_checkpoints(ap.clone(), shutdown.clone())),
         ];
         let mut console_addr = None;
         if let Some((listener, tls, settings)) = console {

@@ -193,6 +193,7 @@ fn inbound(id: &str) -> NewMessage {
         payloads: Vec::new(),
         document: None,
         transport: ventanilla::pmode::Transport::As4,
+        unsynced: Vec::new(),
     }
 }
 

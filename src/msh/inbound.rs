@@ -687,29 +687,33 @@ fn receipt(
 
 /// Step: detect a duplicate, persist, and answer. The receipt is stored with the message in
 /// one transaction, so a duplicate gets the very same receipt and is not delivered twice.
-/// Moves a staging folder to its final place under `inbound/` and makes it durable: the files
-/// named (by file name inside the folder) and the folder's new entry, in one shared sync (see
-/// [`crate::store::durability`]); returns the new path. Off the async workers; a blocking job
-/// runs to its end whoever awaits it.
+/// Moves a staging folder to its final place under `inbound/` and makes the files named (by
+/// file name inside the folder) and the folder's new entry durable with the coming commit:
+/// copies for the row when small, else one shared sync now (see [`crate::store::durability`]).
+/// Returns the new path and the copies. Off the async workers; a blocking job runs to its end
+/// whoever awaits it.
 pub(crate) async fn commit_staging(
     ap: &AccessPoint,
     staging: &std::path::Path,
     files: Vec<std::ffi::OsString>,
-) -> Result<PathBuf, String> {
+) -> Result<(PathBuf, Vec<crate::store::UnsyncedFile>), String> {
     let root = ap.config.data_dir.join("inbound");
     let to = root.join(uuid::Uuid::new_v4().to_string());
     let (from, target) = (staging.to_owned(), to.clone());
     let file_sync = ap.file_sync.clone();
-    crate::blocking::spawn(move || {
+    let keeps_copies = ap.store.keeps_file_copies();
+    let unsynced = crate::blocking::spawn(move || {
         std::fs::create_dir_all(&root).map_err(|e| format!("cannot create the inbound folder: {e}"))?;
         std::fs::rename(&from, &target).map_err(|e| format!("cannot move received payloads: {e}"))?;
         let named: Vec<PathBuf> = files.iter().map(|name| target.join(name)).collect();
         let named: Vec<&std::path::Path> = named.iter().map(PathBuf::as_path).collect();
-        file_sync.sync(&named, &[&target, &root]).map_err(|e| format!("cannot make the payloads durable: {e}"))
+        file_sync
+            .secure(keeps_copies, &named, &[&target, &root])
+            .map_err(|e| format!("cannot make the payloads durable: {e}"))
     })
     .await
     .map_err(|e| format!("the file task failed: {e}"))??;
-    Ok(to)
+    Ok((to, unsynced))
 }
 
 async fn persist_and_answer(
@@ -727,13 +731,16 @@ async fn persist_and_answer(
         Rejection::Ebms(EbmsError::new(EbmsCode::DeliveryFailure, format!("{what}; try again later")).with_ref(id))
     };
     let mut final_dir = PathBuf::new();
+    let mut unsynced = Vec::new();
     if !payloads.is_empty() {
         // The files the row will name, with the staging folder's entries, durable in their final
         // place (the received parts and intermediates were only flushed).
         let named: Vec<std::ffi::OsString> =
             payloads.iter().filter_map(|p| p.path.file_name().map(ToOwned::to_owned)).collect();
-        final_dir =
+        let (moved_to, copies) =
             commit_staging(ap, &staging.dir, named).await.map_err(|e| failure("cannot keep the payloads", &e))?;
+        final_dir = moved_to;
+        unsynced = copies;
         staging.dir = final_dir.clone();
         // The folder may be named by a committed row from here on (see the module doc).
         staging.keep = true;
@@ -762,6 +769,7 @@ async fn persist_and_answer(
         payloads,
         document: answer.document,
         transport: crate::pmode::Transport::As4,
+        unsynced,
     };
     // From the rename on, the folder may be referenced by a committed row even if the insert
     // below reports an error (or never returns: a crash); it is removed only on a definite

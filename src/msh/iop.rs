@@ -161,6 +161,7 @@ pub async fn submit(
         payloads: vec![stored],
         document: serde_json::to_value(&document).ok(),
         transport: Transport::Iop,
+        unsynced: Vec::new(),
     };
     if let Inserted::Duplicate { .. } = ap.store.insert(message).await? {
         tracing::info!(message_id = %message_id, "submitted again; already accepted");
@@ -416,7 +417,7 @@ async fn process(ap: &Arc<AccessPoint>, body: &Bytes, seen: &mut Option<Cabecera
             ..with_partner(vec![Detalle::new(code::INTERNAL, "cannot store the message; try again later")])
         }
     };
-    let final_dir =
+    let (final_dir, unsynced) =
         super::inbound::commit_staging(ap, &guard.dir, vec![CERTIFICATE_FILE.into()]).await.map_err(internal)?;
     guard.dir = final_dir.clone();
     guard.keep = true;
@@ -436,6 +437,7 @@ async fn process(ap: &Arc<AccessPoint>, body: &Bytes, seen: &mut Option<Cabecera
         payloads: vec![StoredPayload { path: final_dir.join(CERTIFICATE_FILE), ..checked.payload }],
         document: serde_json::to_value(&checked.document).ok(),
         transport: Transport::Iop,
+        unsynced,
     };
     let size = message.payloads[0].size;
     match ap.store.insert(message).await {

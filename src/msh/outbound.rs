@@ -299,8 +299,9 @@ pub async fn submit(ap: &AccessPoint, sub: Submission) -> Result<MessageRecord, 
     let leg_name = leg.clone();
     let sizes: Vec<u64> = sub.payloads.iter().map(|p| p.size).collect();
     let file_sync = ap.file_sync.clone();
+    let keeps_copies = ap.store.keeps_file_copies();
     let payload_dir = sub.payloads.first().and_then(|p| p.path.parent()).map(std::path::Path::to_path_buf);
-    let (envelope, payloads, document, pull) = crate::blocking::spawn(move || {
+    let (envelope, payloads, document, pull, unsynced) = crate::blocking::spawn(move || {
         let leg = link.leg(&leg_name).ok_or_else(|| SubmitError::Refused(format!("leg {leg_name} was unloaded")))?;
         // Step: validate payload. The leading document must be valid and fit the link.
         let document = match sub.payloads.first() {
@@ -314,15 +315,17 @@ pub async fn submit(ap: &AccessPoint, sub: Submission) -> Result<MessageRecord, 
         };
         let originals: Vec<std::path::PathBuf> = sub.payloads.iter().map(|p| p.path.clone()).collect();
         let (envelope, payloads) = protect(&security, &link, leg.compression, &me, &um_for_protect, sub.payloads)?;
-        // Durable before the commit that names them: the submitted files (kept for a
-        // resubmission) and what goes on the wire, with their folder's entries; intermediates
-        // (the gzip before encryption) are not synced.
+        // Durable with the commit that names them (copied into it when small, else synced
+        // first): the submitted files (kept for a resubmission) and what goes on the wire;
+        // intermediates (the gzip before encryption) are neither.
         let named: Vec<&std::path::Path> =
             originals.iter().map(|p| p.as_path()).chain(payloads.iter().map(|p| p.path.as_path())).collect();
-        file_sync
-            .sync(&named, &[])
+        // The message folder's own entry too (it is new).
+        let roots: Vec<&std::path::Path> = named.iter().filter_map(|p| p.parent()?.parent()).collect();
+        let unsynced = file_sync
+            .secure(keeps_copies, &named, &roots)
             .map_err(|e| SubmitError::Refused(format!("cannot make the payloads durable: {e}")))?;
-        Ok::<_, SubmitError>((envelope, payloads, document, leg.pull))
+        Ok::<_, SubmitError>((envelope, payloads, document, leg.pull, unsynced))
     })
     .await
     .map_err(|e| SubmitError::Refused(format!("signing task failed: {e}")))??;
@@ -341,6 +344,7 @@ pub async fn submit(ap: &AccessPoint, sub: Submission) -> Result<MessageRecord, 
         payloads,
         document: document.and_then(|d| serde_json::to_value(d).ok()),
         transport: crate::pmode::Transport::As4,
+        unsynced,
     };
     if let crate::store::Inserted::Duplicate { .. } = ap.store.insert(message).await? {
         // A repeated submission (same MessageId): the first is the message; these files are not.

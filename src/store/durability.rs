@@ -12,6 +12,16 @@
 //!
 //! Errors: a failed `syncfs` fails every caller it was meant to cover (Linux ≥ 5.8 reports
 //! writeback errors to `syncfs`); nothing is answered for them and their rows never commit.
+//!
+//! # Small files: copies in the row, synced later
+//! With a store that keeps copies (SQLite) and `files` mode, the files of a message that are
+//! all small ([`COPY_MAX_FILE`], [`COPY_MAX_TOTAL`]) are not synced before the commit at all:
+//! their bytes go into the message's transaction ([`crate::store::UnsyncedFile`]), whose one
+//! grouped WAL fsync makes them durable with the row. A checkpoint every
+//! [`CHECKPOINT_EVERY`] syncs the data folder once and forgets the copies written before it;
+//! at start-up, before anything reads a payload, [`repair`] writes back any file a power loss
+//! took (missing or different from its copy). So a message costs no file sync of its own, and
+//! what was answered is still on disk whatever moment the machine stopped.
 
 use serde::Deserialize;
 use std::os::unix::fs::MetadataExt;
@@ -28,6 +38,13 @@ pub enum FileSyncMode {
     /// One `fsync` per file and per folder.
     Each,
 }
+
+/// A file above this is synced before the commit, not copied into the row.
+pub const COPY_MAX_FILE: u64 = 64 << 10;
+/// Nor are a message's files copied when together above this.
+pub const COPY_MAX_TOTAL: u64 = 256 << 10;
+/// How often kept copies are made redundant by one sync of the data folder.
+pub const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Shared by every message path of one access point.
 pub struct FileSync {
@@ -97,6 +114,57 @@ impl FileSync {
         self.shared_syncfs(root)
     }
 
+    /// Makes the files a new row names durable (blocking): when `keeps_copies` (the store's
+    /// [`crate::store::MessageStore::keeps_file_copies`]) and they are small and on the data
+    /// folder's filesystem, by returning copies for the row (see the module doc); otherwise by
+    /// syncing them and `folders` now, returning no copies.
+    pub fn secure(
+        &self,
+        keeps_copies: bool,
+        files: &[&Path],
+        folders: &[&Path],
+    ) -> std::io::Result<Vec<crate::store::UnsyncedFile>> {
+        if keeps_copies && let Some(sizes) = self.copyable(files) {
+            let mut copies = Vec::with_capacity(files.len());
+            for (path, size) in files.iter().zip(sizes) {
+                let content = std::fs::read(path)?;
+                if content.len() as u64 != size {
+                    return Err(std::io::Error::other(format!("{} changed while it was copied", path.display())));
+                }
+                copies.push(crate::store::UnsyncedFile { path: path.to_path_buf(), content });
+            }
+            return Ok(copies);
+        }
+        self.sync(files, folders)?;
+        Ok(Vec::new())
+    }
+
+    /// The files' sizes when they may be kept as copies: `files` mode on Linux, every file on
+    /// the data folder's filesystem, small enough.
+    fn copyable(&self, files: &[&Path]) -> Option<Vec<u64>> {
+        if self.mode != FileSyncMode::Filesystem || !cfg!(target_os = "linux") || files.is_empty() {
+            return None;
+        }
+        let (_, device) = self.root()?;
+        let mut sizes = Vec::with_capacity(files.len());
+        for path in files {
+            let meta = std::fs::metadata(path).ok()?;
+            if meta.dev() != *device || !meta.is_file() || meta.len() > COPY_MAX_FILE {
+                return None;
+            }
+            sizes.push(meta.len());
+        }
+        (sizes.iter().sum::<u64>() <= COPY_MAX_TOTAL).then_some(sizes)
+    }
+
+    /// One shared sync of the whole data folder's filesystem (blocking): a checkpoint.
+    pub fn sync_data_folder(&self) -> std::io::Result<()> {
+        match self.root() {
+            Some((root, _)) => self.shared_syncfs(root),
+            None => Err(std::io::Error::other(format!("cannot open the data folder {}", self.data_dir.display()))),
+        }
+    }
+
     fn root(&self) -> Option<&(std::fs::File, u64)> {
         self.root
             .get_or_init(|| {
@@ -139,6 +207,92 @@ impl FileSync {
     }
 }
 
+/// Makes the kept copies redundant: the data folder synced once, then the copies written
+/// before that forgotten. Returns how many were forgotten.
+pub async fn checkpoint(
+    store: &dyn crate::store::MessageStore,
+    file_sync: &std::sync::Arc<FileSync>,
+) -> Result<usize, String> {
+    let through = store.unsynced_watermark().await.map_err(|e| e.to_string())?;
+    if through == 0 {
+        return Ok(0);
+    }
+    let sync = file_sync.clone();
+    crate::blocking::spawn(move || sync.sync_data_folder())
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("cannot sync the data folder: {e}"))?;
+    store.forget_unsynced(through).await.map_err(|e| e.to_string())
+}
+
+/// Runs [`checkpoint`] every [`CHECKPOINT_EVERY`], and once more when stopping.
+pub async fn run_checkpoints(
+    ap: std::sync::Arc<crate::msh::AccessPoint>,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    if !ap.store.keeps_file_copies() {
+        return;
+    }
+    let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
+    loop {
+        let stopping = tokio::select! {
+            _ = shutdown.cancelled() => true,
+            _ = tick.tick() => false,
+        };
+        if let Err(e) = checkpoint(ap.store.as_ref(), &ap.file_sync).await {
+            tracing::error!(error = %e, "file checkpoint failed; payload copies stay in the store until one succeeds");
+        }
+        if stopping {
+            return;
+        }
+    }
+}
+
+/// At start-up, before anything reads a payload: every kept copy whose file is missing or
+/// differs (the machine stopped before a checkpoint) is written back; then the data folder is
+/// synced and the copies forgotten. Returns how many files were written back.
+pub async fn repair(
+    store: &dyn crate::store::MessageStore,
+    file_sync: &std::sync::Arc<FileSync>,
+) -> Result<usize, String> {
+    let through = store.unsynced_watermark().await.map_err(|e| e.to_string())?;
+    if through == 0 {
+        return Ok(0);
+    }
+    let copies = store.unsynced_files().await.map_err(|e| e.to_string())?;
+    let sync = file_sync.clone();
+    let written = crate::blocking::spawn(move || -> std::io::Result<usize> {
+        let mut written = 0;
+        for copy in &copies {
+            if std::fs::read(&copy.path).ok().as_deref() == Some(copy.content.as_slice()) {
+                continue;
+            }
+            if let Some(folder) = copy.path.parent() {
+                std::fs::create_dir_all(folder)?;
+            }
+            std::fs::write(&copy.path, &copy.content)?;
+            tracing::warn!(file = %copy.path.display(), "payload file written back from its copy in the store");
+            written += 1;
+        }
+        // Every copied file (written back or only in the page cache of a process that died),
+        // its folder and the folder's own entry (it may be new).
+        let files: Vec<&Path> = copies.iter().map(|c| c.path.as_path()).collect();
+        let folders: Vec<&Path> = files
+            .iter()
+            .filter_map(|f| f.parent())
+            .flat_map(|folder| [Some(folder), folder.parent()])
+            .flatten()
+            .collect();
+        sync.sync(&files, &folders)?;
+        Ok(written)
+    })
+    .await
+    .map_err(|e| e.to_string())?
+    .map_err(|e| format!("cannot write back payload files: {e}"))?;
+    store.forget_unsynced(through).await.map_err(|e| e.to_string())?;
+    Ok(written)
+}
+
 #[cfg(target_os = "linux")]
 fn syncfs(root: &std::fs::File) -> std::io::Result<()> {
     use std::os::fd::AsRawFd;
@@ -153,22 +307,17 @@ fn syncfs(root: &std::fs::File) -> std::io::Result<()> {
 
 /// One fsync per distinct file, then one per distinct folder (the files' own and `folders`).
 fn sync_each(files: &[&Path], folders: &[&Path]) -> std::io::Result<()> {
+    let mut synced_files = std::collections::HashSet::new();
     let mut all_folders: Vec<&Path> = folders.to_vec();
-    let mut synced: Vec<&Path> = Vec::new();
     for &path in files {
-        if synced.contains(&path) {
-            continue;
-        }
-        synced.push(path);
-        std::fs::File::open(path)?.sync_all()?;
-        if let Some(dir) = path.parent() {
-            all_folders.push(dir);
+        if synced_files.insert(path) {
+            std::fs::File::open(path)?.sync_all()?;
+            all_folders.extend(path.parent());
         }
     }
-    let mut done: Vec<&Path> = Vec::new();
+    let mut synced_folders = std::collections::HashSet::new();
     for dir in all_folders {
-        if !done.contains(&dir) {
-            done.push(dir);
+        if synced_folders.insert(dir) {
             std::fs::File::open(dir)?.sync_all()?;
         }
     }
@@ -216,6 +365,80 @@ mod tests {
         let shared = FileSync::new(dir.path(), FileSyncMode::Filesystem);
         assert!(shared.sync(&[&missing], &[]).is_err());
         shared.sync(&[], &[]).unwrap();
+    }
+
+    fn received(id: &str, unsynced: Vec<crate::store::UnsyncedFile>) -> crate::store::NewMessage {
+        crate::store::NewMessage {
+            message_id: id.into(),
+            conversation_id: "c".into(),
+            pmode: "cl-pe".into(),
+            leg: "ephyto".into(),
+            partner: "PE".into(),
+            service: "s".into(),
+            action: "a".into(),
+            creation: crate::store::Creation::Received,
+            envelope: b"<env/>".to_vec(),
+            response: None,
+            payloads: Vec::new(),
+            document: None,
+            transport: crate::pmode::Transport::As4,
+            unsynced,
+        }
+    }
+
+    /// A power loss before the checkpoint: the files the committed rows name are gone (or
+    /// truncated); the next start writes them back from the copies, then forgets the copies.
+    #[tokio::test]
+    async fn files_lost_before_a_checkpoint_come_back_from_their_copies() {
+        use crate::store::{MessageStore, UnsyncedFile};
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::sqlite::SqliteStore::open(&dir.path().join("messages.db")).unwrap();
+        assert!(store.keeps_file_copies());
+        let sync = std::sync::Arc::new(FileSync::new(dir.path(), FileSyncMode::Filesystem));
+        let folder = dir.path().join("inbound").join("m1");
+        std::fs::create_dir_all(&folder).unwrap();
+        let (a, b) = (folder.join("part-1"), folder.join("part-2"));
+        std::fs::write(&a, b"first payload").unwrap();
+        std::fs::write(&b, b"second payload").unwrap();
+        let copies = sync.secure(true, &[&a, &b], &[&folder]).unwrap();
+        assert_eq!(copies.len(), 2);
+        assert_eq!(copies[1], UnsyncedFile { path: b.clone(), content: b"second payload".to_vec() });
+        let message = received("m1", copies);
+        store.insert(message).await.unwrap();
+        // The machine stops: one file never reached the disk, the folder of the other did
+        // only in part.
+        std::fs::remove_dir_all(&folder).unwrap();
+        std::fs::create_dir_all(&folder).unwrap();
+        std::fs::write(&b, b"second").unwrap();
+        assert_eq!(repair(&store, &sync).await.unwrap(), 2);
+        assert_eq!(std::fs::read(&a).unwrap(), b"first payload");
+        assert_eq!(std::fs::read(&b).unwrap(), b"second payload");
+        assert_eq!(store.unsynced_watermark().await.unwrap(), 0, "copies forgotten once synced");
+        assert_eq!(repair(&store, &sync).await.unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_checkpoint_forgets_what_it_synced_and_large_files_are_synced_at_once() {
+        use crate::store::MessageStore;
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::sqlite::SqliteStore::open(&dir.path().join("messages.db")).unwrap();
+        let sync = std::sync::Arc::new(FileSync::new(dir.path(), FileSyncMode::Filesystem));
+        assert_eq!(checkpoint(&store, &sync).await.unwrap(), 0, "nothing to do");
+        let large = dir.path().join("large");
+        std::fs::write(&large, vec![7u8; COPY_MAX_FILE as usize + 1]).unwrap();
+        assert!(sync.secure(true, &[&large], &[]).unwrap().is_empty(), "synced, not copied");
+        let small = dir.path().join("small");
+        std::fs::write(&small, b"x").unwrap();
+        assert!(sync.secure(false, &[&small], &[]).unwrap().is_empty(), "a store without copies");
+        let each = FileSync::new(dir.path(), FileSyncMode::Each);
+        assert!(each.secure(true, &[&small], &[]).unwrap().is_empty(), "each mode syncs");
+        let copies = sync.secure(true, &[&small], &[]).unwrap();
+        assert_eq!(copies.len(), 1);
+        store.insert(received("m2", copies)).await.unwrap();
+        assert!(store.unsynced_watermark().await.unwrap() > 0);
+        assert_eq!(checkpoint(&store, &sync).await.unwrap(), 1);
+        assert_eq!(store.unsynced_watermark().await.unwrap(), 0);
+        assert!(store.unsynced_files().await.unwrap().is_empty());
     }
 
     #[test]

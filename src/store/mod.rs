@@ -56,6 +56,18 @@ pub struct NewMessage {
     pub document: Option<serde_json::Value>,
     /// AS4, or the legacy IOP service.
     pub transport: crate::pmode::Transport,
+    /// Payload files written but not synced, with their content: the row is their durable copy
+    /// until a checkpoint syncs the files (see [`durability`]). Empty when the caller synced
+    /// them (and always for a store that does not keep copies).
+    pub unsynced: Vec<UnsyncedFile>,
+}
+
+/// A small payload file and its bytes, kept with the row that names it until the file itself
+/// is known to be durable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnsyncedFile {
+    pub path: std::path::PathBuf,
+    pub content: Vec<u8>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -202,6 +214,24 @@ pub trait MessageStore: Send + Sync {
     fn shared(&self) -> bool {
         false
     }
+    /// Whether `insert` keeps [`NewMessage::unsynced`] copies (SQLite: they share the commit's
+    /// one WAL fsync); otherwise callers sync payload files before inserting.
+    fn keeps_file_copies(&self) -> bool {
+        false
+    }
+    /// The newest kept copy (0 when there is none). A checkpoint reads it, syncs the data
+    /// folder, then forgets the copies up to it: every one of them was written before.
+    async fn unsynced_watermark(&self) -> Result<i64, StoreError> {
+        Ok(0)
+    }
+    /// Forgets the kept copies up to `through`; returns how many.
+    async fn forget_unsynced(&self, _through: i64) -> Result<usize, StoreError> {
+        Ok(0)
+    }
+    /// Every kept copy (at start-up: files a power loss may have lost are written again).
+    async fn unsynced_files(&self) -> Result<Vec<UnsyncedFile>, StoreError> {
+        Ok(Vec::new())
+    }
     /// Pulled messages whose receipt is overdue (indexed; no content read).
     async fn pulled_overdue(&self, now_ms: i64, limit: usize) -> Result<Vec<Overdue>, StoreError>;
     /// Every payload file path the store names (the orphan sweep's reference list).
@@ -286,9 +316,10 @@ pub trait MessageStore: Send + Sync {
 }
 
 /// The store's schema version. 1: the first release's tables; 2: document numbers, refusals,
-/// users, audit, alerts and deliveries (the console and push delivery). A store at a higher
-/// version was made by a newer release and is refused rather than misread.
-pub const SCHEMA_VERSION: i64 = 3;
+/// users, audit, alerts and deliveries (the console and push delivery); 3: each message's
+/// transport; 4: copies of payload files not yet synced (SQLite). A store at a higher version
+/// was made by a newer release and is refused rather than misread.
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// The error for a store made by a newer release.
 pub fn newer_schema(found: i64) -> StoreError {

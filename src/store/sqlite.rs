@@ -118,6 +118,13 @@ CREATE TABLE IF NOT EXISTS deliveries (
     updated_at  INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (target, state, next_at);
+CREATE TABLE IF NOT EXISTS unsynced_files (
+    id          INTEGER PRIMARY KEY,
+    message_row INTEGER NOT NULL REFERENCES messages(row) ON DELETE CASCADE,
+    path        TEXT NOT NULL,
+    content     BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS unsynced_files_row ON unsynced_files (message_row);
 "#;
 
 #[derive(Clone)]
@@ -474,12 +481,44 @@ impl MessageStore for SqliteStore {
                     params![row, idx as i64, p.content_id, p.mime_type, p.path.to_string_lossy(), p.size as i64, p.sha256, p.filename, p.wire_type],
                 )?;
             }
+            for f in &m.unsynced {
+                exec(
+                    &tx,
+                    "INSERT INTO unsynced_files (message_row, path, content) VALUES (?1, ?2, ?3)",
+                    params![row, f.path.to_string_lossy(), f.content],
+                )?;
+            }
             exec(&tx,
                 "INSERT INTO history (message_row, at, state, detail, event) VALUES (?1, ?2, ?3, ?4, ?5)",
                 params![row, now, created.to.as_str(), created.detail, created.event],
             )?;
             tx.commit()?;
             Ok(Inserted::New(row))
+        })
+        .await
+    }
+
+    fn keeps_file_copies(&self) -> bool {
+        true
+    }
+
+    async fn unsynced_watermark(&self) -> Result<i64, StoreError> {
+        self.with(|conn| Ok(one(conn, "SELECT COALESCE(MAX(id), 0) FROM unsynced_files", [], |r| r.get(0))?)).await
+    }
+
+    async fn forget_unsynced(&self, through: i64) -> Result<usize, StoreError> {
+        self.with(move |conn| Ok(exec(conn, "DELETE FROM unsynced_files WHERE id <= ?1", params![through])?)).await
+    }
+
+    async fn unsynced_files(&self) -> Result<Vec<UnsyncedFile>, StoreError> {
+        self.with(|conn| {
+            let mut stmt = conn.prepare_cached("SELECT path, content FROM unsynced_files ORDER BY id")?;
+            let files = stmt
+                .query_map([], |r| {
+                    Ok(UnsyncedFile { path: std::path::PathBuf::from(r.get::<_, String>(0)?), content: r.get(1)? })
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(files)
         })
         .await
     }
@@ -619,6 +658,8 @@ impl MessageStore for SqliteStore {
                 for path in stmt.query_map(params![row], |r| r.get::<_, String>(0))? {
                     files.push(std::path::PathBuf::from(path?));
                 }
+                // Kept copies go with the files (a start-up must not write them back).
+                exec(&tx, "DELETE FROM unsynced_files WHERE message_row = ?1", params![row])?;
                 // The stored receipt stays: a duplicate within the window gets it again.
                 exec(&tx, "UPDATE messages SET envelope = x'', purged = 1 WHERE row = ?1", params![row])?;
                 exec(&tx,
@@ -1159,6 +1200,7 @@ mod tests {
             }],
             document: None,
             transport: crate::pmode::Transport::As4,
+            unsynced: Vec::new(),
         }
     }
 
