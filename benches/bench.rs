@@ -19,8 +19,12 @@
 //!   connection per message; the harness beside the conformance peer, built with Maven), and
 //!   the ratio of Ventanilla's rate to it.
 //!
+//! - a soak (2.0): half the measured rate for `BENCH_SOAK_MINUTES` (15), open loop: each
+//!   minute the messages acknowledged in it and both sides' RSS, then the RSS growth from the
+//!   second minute to the last and the slowest minute.
+//!
 //! The client runs in this process, the access points in their own. What is not measured
-//! here yet: phase4 with a pooled HTTP client, phase4 ↔ Ventanilla under load, a soak.
+//! here yet: phase4 with a pooled HTTP client, phase4 ↔ Ventanilla under load.
 //!
 //!     cargo bench --bench bench            (make bench builds the release binary first)
 
@@ -334,6 +338,77 @@ async fn latency(r: &mut Results, work: &Path, profile: &str, label: &str, rate:
     pe.stop();
 }
 
+/// Submits at `rate` (open loop) for `BENCH_SOAK_MINUTES`, reporting each minute.
+async fn soak(r: &mut Results, work: &Path, profile: &str, label: &str, rate: f64) {
+    let minutes = env_usize("BENCH_SOAK_MINUTES", 15).max(2);
+    let (cl, pe) = start_pair(work, profile, true).await;
+    let doc = work.join("ephyto.xml");
+    std::fs::write(&doc, ventanilla::payload::ephyto::testing::certificate("CL", "PE", "CL-2026-SOAK")).unwrap();
+    let mut cursor = 0;
+    run_batch(&cl, &doc, env_usize("BENCH_WARMUP", 200), 32, &mut cursor).await;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let refused = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let submitter = {
+        let (api, doc, stop, refused) = (cl.api.clone(), doc.clone(), stop.clone(), refused.clone());
+        tokio::spawn(async move {
+            let metadata = json!({"to": "PE-VUCE", "leg": "ephyto"});
+            let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut submitted = 0usize;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                ticker.tick().await;
+                let (api, metadata, doc, refused) = (api.clone(), metadata.clone(), doc.clone(), refused.clone());
+                tokio::spawn(async move {
+                    if api.submit(&metadata, &[Upload { path: &doc, mime_type: "application/xml" }]).await.is_err() {
+                        refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                });
+                submitted += 1;
+            }
+            submitted
+        })
+    };
+    let mut per_minute = Vec::new();
+    let mut acked_total = 0usize;
+    for minute in 1..=minutes {
+        let end = Instant::now() + Duration::from_secs(60);
+        let mut acked = 0usize;
+        while Instant::now() < end {
+            let page = cl.api.get_json(&format!("/api/v1/events?after={cursor}&limit=1000")).await.unwrap();
+            let events = page["events"].as_array().cloned().unwrap_or_default();
+            cursor = page["next"].as_i64().unwrap_or(cursor);
+            acked += events.iter().filter(|e| e["direction"] == "outbound" && e["state"] == "acknowledged").count();
+            let failed = events.iter().filter(|e| e["state"] == "failed").count();
+            assert_eq!(failed, 0, "messages failed during the soak");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let (sender, receiver) = (cl.status_kib("VmRSS:") / 1024.0, pe.status_kib("VmRSS:") / 1024.0);
+        println!(
+            "bench: soak-{label} minute {minute}: {:.1} msg/s acknowledged, RSS sender {sender:.1} MiB, receiver {receiver:.1} MiB",
+            acked as f64 / 60.0
+        );
+        acked_total += acked;
+        per_minute.push((acked as f64 / 60.0, sender, receiver));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let submitted = submitter.await.unwrap();
+    assert_eq!(refused.load(std::sync::atomic::Ordering::Relaxed), 0, "submissions refused during the soak");
+    // From the second minute (the first still fills caches and pools) to the last.
+    let (first, last) = (per_minute[usize::from(per_minute.len() > 2)], per_minute[per_minute.len() - 1]);
+    let slowest = per_minute.iter().map(|m| m.0).fold(f64::INFINITY, f64::min);
+    r.add(&format!("soak-{label}-minutes"), minutes as f64, "min");
+    r.add(&format!("soak-{label}-rate-offered"), rate, "msg/s");
+    r.add(&format!("soak-{label}-msg-per-s-slowest-minute"), slowest, "msg/s");
+    r.add(&format!("soak-{label}-acknowledged"), acked_total as f64, "msg");
+    r.add(&format!("soak-{label}-submitted"), submitted as f64, "msg");
+    r.add(&format!("soak-{label}-rss-mib-sender-last"), last.1, "MiB");
+    r.add(&format!("soak-{label}-rss-mib-receiver-last"), last.2, "MiB");
+    r.add(&format!("soak-{label}-rss-growth-mib-sender"), last.1 - first.1, "MiB");
+    r.add(&format!("soak-{label}-rss-growth-mib-receiver"), last.2 - first.2, "MiB");
+    cl.stop();
+    pe.stop();
+}
+
 fn sha256_file(path: &Path) -> String {
     ventanilla::store::files::sha256_file(path).unwrap()
 }
@@ -573,6 +648,10 @@ async fn main() {
     if wants("latency") {
         let rate = if rate_20 > 0.0 { rate_20 / 2.0 } else { 20.0 };
         latency(&mut r, &root.join("lat"), "edelivery-2.0", "2.0", rate).await;
+    }
+    if wants("soak") {
+        let rate = if rate_20 > 0.0 { rate_20 / 2.0 } else { 100.0 };
+        soak(&mut r, &root.join("soak"), "edelivery-2.0", "2.0", rate).await;
     }
     if wants("large") {
         let size = std::env::var("BENCH_LARGE").ok().and_then(|v| ventanilla::util::parse_size(&v)).unwrap_or(1 << 30);
