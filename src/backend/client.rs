@@ -1,7 +1,9 @@
 //! A client of the backend API, for `ventanilla send`, the demo and the tests.
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use futures_util::StreamExt;
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
@@ -23,8 +25,11 @@ pub enum ClientError {
 pub struct ApiClient {
     base: String,
     token: String,
-    http: Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
+    http: Client<hyper_util::client::legacy::connect::HttpConnector, RequestBody>,
 }
+
+/// A request body: whole bytes, or payload files streamed from disk (never held whole).
+type RequestBody = UnsyncBoxBody<Bytes, std::io::Error>;
 
 /// One payload to submit: its bytes' file, MIME type and file name.
 pub struct Upload<'a> {
@@ -69,6 +74,16 @@ impl ApiClient {
         content_type: Option<&str>,
         body: Bytes,
     ) -> Result<(u16, hyper::HeaderMap, Bytes), ClientError> {
+        self.send(method, path, content_type, Full::new(body).map_err(|never| match never {}).boxed_unsync()).await
+    }
+
+    async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        content_type: Option<&str>,
+        body: RequestBody,
+    ) -> Result<(u16, hyper::HeaderMap, Bytes), ClientError> {
         let mut req = hyper::Request::builder()
             .method(method)
             .uri(format!("{}{}", self.base, path))
@@ -76,7 +91,7 @@ impl ApiClient {
         if let Some(ct) = content_type {
             req = req.header("Content-Type", ct);
         }
-        let req = req.body(Full::new(body)).map_err(|e| ClientError::Connection(e.to_string()))?;
+        let req = req.body(body).map_err(|e| ClientError::Connection(e.to_string()))?;
         let resp = self.http.request(req).await.map_err(|e| ClientError::Connection(e.to_string()))?;
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
@@ -125,23 +140,35 @@ impl ApiClient {
     /// Submits a message; returns the message record (with its `message_id`).
     pub async fn submit(&self, metadata: &Value, uploads: &[Upload<'_>]) -> Result<Value, ClientError> {
         let boundary = format!("ventanilla-{}", uuid::Uuid::new_v4().simple());
-        let mut body = Vec::new();
-        body.extend(format!("--{boundary}\r\nContent-Disposition: form-data; name=\"metadata\"\r\nContent-Type: application/json\r\n\r\n").bytes());
-        body.extend(serde_json::to_vec(metadata)?);
+        let mut head = Vec::new();
+        head.extend(format!("--{boundary}\r\nContent-Disposition: form-data; name=\"metadata\"\r\nContent-Type: application/json\r\n\r\n").bytes());
+        head.extend(serde_json::to_vec(metadata)?);
+        // The files are opened first (a missing one is this call's error, before anything is
+        // sent), then streamed in order: a gigabyte costs the client no more memory than a
+        // kilobyte.
+        let mut pieces: Vec<futures_util::stream::BoxStream<'static, Result<Bytes, std::io::Error>>> =
+            vec![futures_util::stream::iter([Ok(Bytes::from(head))]).boxed()];
         for u in uploads {
-            let bytes = tokio::fs::read(u.path)
+            let file = tokio::fs::File::open(u.path)
                 .await
                 .map_err(|source| ClientError::File { path: u.path.display().to_string(), source })?;
             let name = u.path.file_name().map(|n| n.to_string_lossy().replace('"', "")).unwrap_or_default();
-            body.extend(
-                format!("\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"payload\"; filename=\"{name}\"\r\nContent-Type: {}\r\n\r\n", u.mime_type)
-                    .bytes(),
+            let part_head = format!(
+                "\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"payload\"; filename=\"{name}\"\r\nContent-Type: {}\r\n\r\n",
+                u.mime_type
             );
-            body.extend(bytes);
+            pieces.push(futures_util::stream::iter([Ok(Bytes::from(part_head))]).boxed());
+            pieces.push(tokio_util::io::ReaderStream::with_capacity(file, 64 << 10).boxed());
         }
-        body.extend(format!("\r\n--{boundary}--\r\n").bytes());
-        self.json("POST", "/api/v1/messages", Some(&format!("multipart/form-data; boundary={boundary}")), body.into())
-            .await
+        pieces.push(futures_util::stream::iter([Ok(Bytes::from(format!("\r\n--{boundary}--\r\n")))]).boxed());
+        let frames = futures_util::stream::iter(pieces).flatten().map(|chunk| chunk.map(hyper::body::Frame::data));
+        let content_type = format!("multipart/form-data; boundary={boundary}");
+        let (status, _, body) =
+            self.send("POST", "/api/v1/messages", Some(&content_type), StreamBody::new(frames).boxed_unsync()).await?;
+        if !(200..300).contains(&status) {
+            return Err(ClientError::Status { status, body: String::from_utf8_lossy(&body).into_owned() });
+        }
+        Ok(serde_json::from_slice(&body)?)
     }
 
     /// GET any API path returning JSON (e.g. `/api/v1/openapi.json`).

@@ -79,6 +79,10 @@ pub struct Run {
     /// shipped links, e.g. a required property); each distinct list gets its own APs.
     #[serde(default)]
     pub pmode_patches: Vec<(String, String)>,
+    /// The access points' `as4.max_message` for this case (default 8MiB); each distinct value
+    /// gets its own APs.
+    #[serde(default)]
+    pub max_message: Option<String>,
     /// For `exchange`: the payloads in submission order: `ephyto`, `cod`, `xml`, `text`,
     /// `binary`, or `<kind>*<count>`.
     #[serde(default)]

@@ -10,5 +10,5 @@ pub mod runner;
 pub mod scripted;
 
 // The runtime's and the test kit's modules under the names the runner uses.
-pub(crate) use ventanilla::{backend, config, demo, ebms, msh, node, pki, pmode, store, transport, wss};
+pub(crate) use ventanilla::{backend, config, demo, ebms, msh, node, pki, pmode, store, transport, util, wss};
 pub(crate) use ventanilla_testkit::{inject, wire};

@@ -48,7 +48,11 @@ impl std::fmt::Display for Summary {
 /// Two sets of Ventanilla access points on loopback: CL and PE on the unsigned test profile
 /// (for hand-made packaging cases), and CL, MX and PE on the shipped eDelivery links.
 /// Which set of access points: secure or not, and the P-Mode patches.
-type SetKey = (bool, Vec<(String, String)>);
+/// The access points' `as4.max_message` unless a case says otherwise.
+const MAX_MESSAGE: &str = "8MiB";
+
+/// Secure or not, the P-Mode patches, the message size limit.
+type SetKey = (bool, Vec<(String, String)>, String);
 
 pub struct SelfPeer {
     repo: PathBuf,
@@ -64,11 +68,16 @@ impl SelfPeer {
     /// The access points for `run` (started on first use): CL and PE on the test profile, or
     /// CL, MX and PE on the shipped eDelivery links; with the run's P-Mode patches.
     async fn nodes_for(&mut self, run: &Run) -> Result<&[Running], DemoError> {
-        self.nodes(run.profile != "none", &run.pmode_patches).await
+        self.nodes(run.profile != "none", &run.pmode_patches, run.max_message.as_deref().unwrap_or(MAX_MESSAGE)).await
     }
 
-    async fn nodes(&mut self, secure: bool, patches: &[(String, String)]) -> Result<&[Running], DemoError> {
-        let key = (secure, patches.to_vec());
+    async fn nodes(
+        &mut self,
+        secure: bool,
+        patches: &[(String, String)],
+        max_message: &str,
+    ) -> Result<&[Running], DemoError> {
+        let key = (secure, patches.to_vec(), max_message.to_owned());
         let index = match self.started.iter().position(|(k, _)| *k == key) {
             Some(i) => i,
             None => {
@@ -78,13 +87,13 @@ impl SelfPeer {
                     &[("cl", "CL-SICEX"), ("pe", "PE-VUCE")]
                 };
                 let name = if secure { "secure" } else { "plain" };
-                let work = match patches.is_empty() {
+                let work = match patches.is_empty() && max_message == MAX_MESSAGE {
                     true => self.work.join(name),
                     false => self.work.join(format!("{name}-variant-{}", self.started.len())),
                 };
                 let _ = std::fs::remove_dir_all(&work);
                 let options = Options {
-                    max_message: "8MiB".into(),
+                    max_message: max_message.into(),
                     insecure: !secure,
                     pmode_patches: patches.to_vec(),
                     ..Options::default()
@@ -238,16 +247,89 @@ fn payload(kind: &str, to: &str, index: usize) -> Result<(Vec<u8>, String, &'sta
     })
 }
 
+/// The payload kind of case 89: [`LARGE_BYTES`] of binary, never held in memory.
+const LARGE_KIND: &str = "binary100m";
+const LARGE_BYTES: usize = 100 << 20;
+/// How much the runner's peak RSS may grow while both access points (in this process) move a
+/// large payload: far below its size, so nothing held it whole.
+const LARGE_RSS_GROWTH_MIB: f64 = 64.0;
+
+fn write_large(path: &Path) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut chunk: Vec<u8> = (0..=255u8).cycle().take(1 << 20).collect();
+    let mut file = std::io::BufWriter::new(std::fs::File::create(path)?);
+    for i in 0..LARGE_BYTES >> 20 {
+        // Each MiB differs (a misplaced chunk changes the digest).
+        chunk[..8].copy_from_slice(&(i as u64).to_be_bytes());
+        file.write_all(&chunk)?;
+    }
+    file.flush()
+}
+
+/// This process's memory figure `key` (`VmRSS:`, `VmHWM:`) in MiB.
+fn own_memory_mib(key: &str) -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with(key))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0)
+        / 1024.0
+}
+
+fn sha256_of(path: &Path) -> Result<Vec<u8>, String> {
+    crate::util::sha256_file(path).map(|d| d.to_vec()).map_err(|e| format!("{}: {e}", path.display()))
+}
+
 /// Submits the run's payloads from CL and follows them to the receipt and the receiver's
-/// inbox; returns the message id.
+/// inbox; returns the message id. With a large payload, also checks the peak RSS stayed flat.
 async fn run_exchange(peer: &mut SelfPeer, run: &Run) -> Result<String, String> {
     let work = peer.work.join("exchange");
     let nodes = peer.nodes_for(run).await.map_err(|e| e.to_string())?;
     let (to, code) = if run.profile == "edelivery-1.15" { ("MX", "mx") } else { ("PE", "pe") };
     let (sender, receiver) = (node(nodes, "cl")?, node(nodes, code)?);
+    let large = run.payloads.iter().any(|p| p.starts_with(LARGE_KIND));
+    // Writing 5 resets the peak RSS (VmHWM) to the current RSS (proc(5), clear_refs).
+    let baseline = if large && std::fs::write("/proc/self/clear_refs", "5").is_ok() {
+        Some(own_memory_mib("VmRSS:"))
+    } else {
+        None
+    };
     let (id, files) = submit(sender, &receiver.party, to, &run.payloads, &work).await?;
-    await_state(sender, &id, "acknowledged").await?;
+    // A debug build moves 100 MiB through gzip, AES-GCM and two MIME streams in well under this.
+    let within = Duration::from_secs(if large { 600 } else { 60 });
+    await_state_within(sender, &id, "acknowledged", within).await?;
+    if let Some(baseline) = baseline {
+        let growth = own_memory_mib("VmHWM:") - baseline;
+        if growth > LARGE_RSS_GROWTH_MIB {
+            return Err(format!(
+                "peak RSS grew by {growth:.0} MiB moving a {} MiB payload (limit {LARGE_RSS_GROWTH_MIB} MiB)",
+                LARGE_BYTES >> 20
+            ));
+        }
+    }
+    let received = if large {
+        Some(
+            receiver
+                .node
+                .ap
+                .store
+                .get(crate::store::Direction::Inbound, &id)
+                .await
+                .map_err(|e| format!("{id} at the receiver: {e}"))?,
+        )
+    } else {
+        None
+    };
     for (index, (path, _, bytes)) in files.iter().enumerate() {
+        if let (true, Some(record)) = (bytes.is_empty(), &received) {
+            let stored = record.payloads.get(index).ok_or_else(|| format!("part {} missing", index + 1))?;
+            if sha256_of(path)? != sha256_of(&stored.path)? {
+                return Err(format!("part {} ({}) differs at the receiver", index + 1, path.display()));
+            }
+            continue;
+        }
         let got = receiver.api.download(&id, index + 1).await.map_err(|e| format!("part {}: {e}", index + 1))?;
         if got.as_ref() != bytes.as_slice() {
             return Err(format!("part {} ({}) differs at the receiver", index + 1, path.display()));
@@ -276,6 +358,13 @@ async fn submit(
             None => (spec.as_str(), 1),
         };
         for _ in 0..count {
+            if kind == LARGE_KIND {
+                // Written in chunks and compared by digest: the runner holds none of it.
+                let path = dir.join(format!("{}-large.bin", files.len() + 1));
+                write_large(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+                files.push((path, "application/octet-stream", Vec::new()));
+                continue;
+            }
             let (bytes, name, mime) = payload(kind, to, files.len() + 1)?;
             let path = dir.join(name);
             std::fs::write(&path, &bytes).map_err(|e| e.to_string())?;
@@ -291,11 +380,15 @@ async fn submit(
 
 /// Follows `id` at its sender until `want` (or failed, or a minute).
 async fn await_state(sender: &Running, id: &str, want: &str) -> Result<(), String> {
-    let status = sender.api.wait_settled(id, Duration::from_secs(60)).await.map_err(|e| e.to_string())?;
+    await_state_within(sender, id, want, Duration::from_secs(60)).await
+}
+
+async fn await_state_within(sender: &Running, id: &str, want: &str, within: Duration) -> Result<(), String> {
+    let status = sender.api.wait_settled(id, within).await.map_err(|e| e.to_string())?;
     match status["state"].as_str() {
         Some(state) if state == want => Ok(()),
         Some("failed") => Err(format!("{id} failed: {}", status["error"])),
-        _ => Err(format!("{id}: not {want} in 60 s ({})", status["state"])),
+        _ => Err(format!("{id}: not {want} in {} s ({})", within.as_secs(), status["state"])),
     }
 }
 
