@@ -207,16 +207,21 @@ impl FileSync {
     }
 }
 
+/// The id of the newest kept copy, if there is any.
+async fn newest_copy(store: &dyn crate::store::MessageStore) -> Result<Option<i64>, String> {
+    let through = store.unsynced_watermark().await.map_err(|e| e.to_string())?;
+    Ok((through > 0).then_some(through))
+}
+
 /// Makes the kept copies redundant: the data folder synced once, then the copies written
 /// before that forgotten. Returns how many were forgotten.
 pub async fn checkpoint(
     store: &dyn crate::store::MessageStore,
     file_sync: &std::sync::Arc<FileSync>,
 ) -> Result<usize, String> {
-    let through = store.unsynced_watermark().await.map_err(|e| e.to_string())?;
-    if through == 0 {
+    let Some(through) = newest_copy(store).await? else {
         return Ok(0);
-    }
+    };
     let sync = file_sync.clone();
     crate::blocking::spawn(move || sync.sync_data_folder())
         .await
@@ -255,10 +260,9 @@ pub async fn repair(
     store: &dyn crate::store::MessageStore,
     file_sync: &std::sync::Arc<FileSync>,
 ) -> Result<usize, String> {
-    let through = store.unsynced_watermark().await.map_err(|e| e.to_string())?;
-    if through == 0 {
+    let Some(through) = newest_copy(store).await? else {
         return Ok(0);
-    }
+    };
     let copies = store.unsynced_files().await.map_err(|e| e.to_string())?;
     let sync = file_sync.clone();
     let written = crate::blocking::spawn(move || -> std::io::Result<usize> {
