@@ -36,7 +36,8 @@ use tracing::Instrument;
 /// The part property that carries a payload's file name.
 pub const FILE_NAME: &str = "FileName";
 
-/// What the backend asks to send. Payload files are already on disk (fsync'ed).
+/// What the backend asks to send. Payload files are written; `submit` makes them durable with
+/// the row.
 #[derive(Debug, Clone)]
 pub struct Submission {
     pub to: String,

@@ -127,7 +127,7 @@ async fn resend_owned(
 }
 
 /// The plaintext of each stored payload (the files beside the compressed and encrypted ones),
-/// copied into a new message folder, fsync'ed.
+/// copied into a new message folder (made durable by the submission that names them).
 fn copy_plaintexts(ap: &AccessPoint, stored: &[StoredPayload]) -> Result<Vec<StoredPayload>, ResendError> {
     let dir = ap.config.data_dir.join("outbound").join(uuid::Uuid::new_v4().to_string());
     std::fs::create_dir_all(&dir).map_err(|e| ResendError::Refused(format!("cannot create {}: {e}", dir.display())))?;
@@ -138,11 +138,7 @@ fn copy_plaintexts(ap: &AccessPoint, stored: &[StoredPayload]) -> Result<Vec<Sto
             plain = plain.with_extension("");
         }
         let target = dir.join(format!("part-{}", index + 1));
-        let copied = std::fs::copy(&plain, &target).and_then(|size| {
-            std::fs::File::open(&target)?.sync_all()?;
-            Ok(size)
-        });
-        let size = copied.map_err(|e| {
+        let size = std::fs::copy(&plain, &target).map_err(|e| {
             let _ = std::fs::remove_dir_all(&dir);
             ResendError::Refused(format!(
                 "the payload {} cannot be copied (removed by retention?): {e}",
@@ -159,7 +155,5 @@ fn copy_plaintexts(ap: &AccessPoint, stored: &[StoredPayload]) -> Result<Vec<Sto
             wire_type: None,
         });
     }
-    crate::store::files::sync_dir(&dir)
-        .map_err(|e| ResendError::Refused(format!("cannot sync {}: {e}", dir.display())))?;
     Ok(out)
 }

@@ -1,6 +1,7 @@
 //! The durable message store (runtime): one trait, SQLite by default.
 //!
-//! Rule: a message is on disk (payload files fsync'ed, row committed with synchronous=FULL)
+//! Rule: a message is on disk (payload files durable — synced, or copied into the row's own
+//! transaction, see [`durability`] — and the row committed with synchronous=FULL)
 //! before anyone is told it was accepted: the backend on submit, the partner by a receipt.
 
 pub mod durability;
