@@ -685,8 +685,6 @@ fn receipt(
     write::receipt_envelope(&info, um)
 }
 
-/// Step: detect a duplicate, persist, and answer. The receipt is stored with the message in
-/// one transaction, so a duplicate gets the very same receipt and is not delivered twice.
 /// Moves a staging folder to its final place under `inbound/` and makes the files named (by
 /// file name inside the folder) and the folder's new entry durable with the coming commit:
 /// copies for the row when small, else one shared sync now (see [`crate::store::durability`]).
@@ -716,6 +714,8 @@ pub(crate) async fn commit_staging(
     Ok((to, unsynced))
 }
 
+/// Step: detect a duplicate, persist, and answer. The receipt is stored with the message in
+/// one transaction, so a duplicate gets the very same receipt and is not delivered twice.
 async fn persist_and_answer(
     ap: &AccessPoint,
     matched: &Matched,
