@@ -15,16 +15,19 @@
 //!   and not, with fresh processes each time: peak RSS of each side, seconds, byte-identical at
 //!   the receiver.
 //!
-//! - phase4 → phase4 with the same payload, concurrency and security (its default sender, a
-//!   connection per message; the harness beside the conformance peer, built with Maven), and
-//!   the ratio of Ventanilla's rate to it.
+//! - phase4 → phase4 with the same payload, concurrency and security (the harness beside the
+//!   conformance peer, built with Maven), with its default sender (a connection per message)
+//!   and with one pooled HTTP client, and the ratio of Ventanilla's rate to the faster of the
+//!   two;
+//! - interop under load: phase4 (pooled) → a Ventanilla receiver, and a Ventanilla sender → a
+//!   phase4 receiver, both profiles, the same load: rate, CPU per message of both processes,
+//!   messages delivered.
 //!
 //! - a soak (2.0): half the measured rate for `BENCH_SOAK_MINUTES` (15), open loop: each
 //!   minute the messages acknowledged in it and both sides' RSS, then the RSS growth from the
 //!   second minute to the last and the slowest minute.
 //!
-//! The client runs in this process, the access points in their own. What is not measured
-//! here yet: phase4 with a pooled HTTP client, phase4 ↔ Ventanilla under load.
+//! The client runs in this process, the access points in their own.
 //!
 //!     cargo bench --bench bench            (make bench builds the release binary first)
 
@@ -34,6 +37,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use ventanilla::backend::client::{ApiClient, Upload};
+use ventanilla_conformance::phase4::Harness;
 
 struct Results {
     lines: Vec<(String, f64, String)>,
@@ -64,6 +68,8 @@ fn env_usize(name: &str, default: usize) -> usize {
 struct Process {
     child: Child,
     api: ApiClient,
+    /// Where partners send it AS4 messages.
+    as4_url: String,
 }
 
 impl Process {
@@ -130,15 +136,33 @@ fn pmode(profile: &str, compression: bool) -> String {
 
 /// Two access points (Chile sends, Peru receives) as their own processes.
 async fn start_pair(work: &Path, profile: &str, compression: bool) -> (Process, Process) {
+    let mut started = start(work, profile, compression, &[("cl", "CL-SICEX"), ("pe", "PE-VUCE")], &[]).await;
+    let pe = started.pop().unwrap();
+    let cl = started.pop().unwrap();
+    (cl, pe)
+}
+
+/// Access points as their own processes, one per `(code, party)`, on the cl-pe link under
+/// `profile`; `extra_endpoints` sends a party's messages to another access point (phase4).
+async fn start(
+    work: &Path,
+    profile: &str,
+    compression: bool,
+    parties: &[(&str, &str)],
+    extra_endpoints: &[(&str, &str)],
+) -> Vec<Process> {
     let _ = std::fs::remove_dir_all(work);
     let source = work.join("pmodes-src");
     std::fs::create_dir_all(&source).unwrap();
     std::fs::write(source.join("cl-pe.toml"), pmode(profile, compression)).unwrap();
-    let options = ventanilla::demo::Options { max_message: "4GiB".into(), ..Default::default() };
+    let options = ventanilla::demo::Options {
+        max_message: "4GiB".into(),
+        extra_endpoints: extra_endpoints.iter().map(|(p, u)| (p.to_string(), u.to_string())).collect(),
+        ..Default::default()
+    };
     // The demo's launcher makes the PKI, the folders and the configs; its in-process access
     // points are stopped and the same configs served by separate processes.
-    let nodes =
-        ventanilla::demo::launch_with(work, &source, &[("cl", "CL-SICEX"), ("pe", "PE-VUCE")], &options).await.unwrap();
+    let nodes = ventanilla::demo::launch_with(work, &source, parties, &options).await.unwrap();
     let mut configs = Vec::new();
     for n in nodes {
         let text =
@@ -146,11 +170,12 @@ async fn start_pair(work: &Path, profile: &str, compression: bool) -> (Process, 
         let path = work.join(format!("{}.toml", n.code));
         std::fs::write(&path, text).unwrap();
         let (base, token) = (format!("http://{}", n.node.backend_addr), n.api.token().to_owned());
+        let as4_url = format!("https://127.0.0.1:{}/as4", n.node.as4_addr.port());
         n.node.stop().await;
-        configs.push((path, base, token, n.code.clone()));
+        configs.push((path, base, token, n.code.clone(), as4_url));
     }
     let mut started = Vec::new();
-    for (path, base, token, code) in configs {
+    for (path, base, token, code, as4_url) in configs {
         let log = std::fs::File::create(work.join(format!("{code}.log"))).unwrap();
         let child = Command::new(binary())
             .arg("serve")
@@ -162,7 +187,7 @@ async fn start_pair(work: &Path, profile: &str, compression: bool) -> (Process, 
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e} (make bench builds it)", binary().display()));
         let api = ApiClient::new(&base, &token);
-        started.push(Process { child, api });
+        started.push(Process { child, api, as4_url });
     }
     for p in &started {
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -171,9 +196,7 @@ async fn start_pair(work: &Path, profile: &str, compression: bool) -> (Process, 
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
-    let pe = started.pop().unwrap();
-    let cl = started.pop().unwrap();
-    (cl, pe)
+    started
 }
 
 /// Sends `count` messages keeping at most `in_flight` unacknowledged; returns when all are
@@ -491,41 +514,39 @@ fn proc_cpu_seconds(pid: u32) -> f64 {
     (ticks(11) + ticks(12)) / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
 }
 
-/// phase4 → phase4 with the same payload, concurrency and security (the harness beside the
-/// conformance peer, built with Maven): its default sender, a connection per message.
-/// Returns messages per second.
-fn phase4(r: &mut Results, work: &Path, profile: &str, label: &str) -> Option<f64> {
+/// The ePhyto link (cl → pe) as phase4's harness names it.
+const LINK: (&str, &str, &str, &str) =
+    ("urn:pacific-alliance:as4:service:ephyto", "SPSCertificate", "urn:pacific-alliance:as4:agreement:cl-pe", "cl-pe");
+
+/// What one phase4 load run reported: messages acknowledged and failed, seconds, and the CPU
+/// seconds of the sender and of the receiver in the measured part.
+struct Phase4Load {
+    ok: f64,
+    failed: f64,
+    seconds: f64,
+    cpu_seconds: f64,
+}
+
+/// phase4 sends `BENCH_MESSAGES` after `BENCH_WARMUP` to `endpoint` (cl → pe under `profile`,
+/// keys from `certs`), `BENCH_IN_FLIGHT` at a time, with its default sender or one pooled HTTP
+/// client; `receiver` is the receiving process, whose CPU is counted too.
+fn phase4_load(
+    harness: &Harness,
+    work: &Path,
+    certs: &Path,
+    endpoint: &str,
+    profile: &str,
+    pooled: bool,
+    receiver: u32,
+) -> Option<Phase4Load> {
     use std::io::BufRead;
-    let _ = std::fs::remove_dir_all(work);
-    std::fs::create_dir_all(work).unwrap();
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let harness = match ventanilla_conformance::phase4::Harness::build(repo, work) {
-        Ok(h) => h,
-        Err(e) => {
-            println!("bench: phase4 not measured: {e}");
-            return None;
-        }
-    };
-    let certs = work.join("certs");
-    ventanilla_testkit::demo_pki::write_demo_pki(&certs, &["cl", "pe"]).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let (service, action, agreement, pmode_id) = (
-        "urn:pacific-alliance:as4:service:ephyto",
-        "SPSCertificate",
-        "urn:pacific-alliance:as4:agreement:cl-pe",
-        "cl-pe",
-    );
-    let out = work.join("received");
-    std::fs::create_dir_all(&out).unwrap();
-    let receiver = harness
-        .receive(profile, &certs, port, ("CL-SICEX", "PE-VUCE", "pe"), (service, action, agreement, pmode_id), &out)
-        .ok()?;
     let doc = work.join("ephyto.xml");
     std::fs::write(&doc, ventanilla::payload::ephyto::testing::certificate("CL", "PE", "CL-2026-BENCH")).unwrap();
+    let (service, action, agreement, pmode_id) = LINK;
     let message = ventanilla_conformance::phase4::Phase4Message {
         profile,
-        endpoint: &receiver.url,
-        certs: &certs,
+        endpoint,
+        certs,
         from_code: "cl",
         to_code: "pe",
         from: "CL-SICEX",
@@ -541,7 +562,7 @@ fn phase4(r: &mut Results, work: &Path, profile: &str, label: &str) -> Option<f6
     let (messages, warmup, in_flight) =
         (env_usize("BENCH_MESSAGES", 2000), env_usize("BENCH_WARMUP", 200), env_usize("BENCH_IN_FLIGHT", 32));
     let mut load = harness
-        .load(&message, messages, warmup, in_flight)
+        .load(&message, messages, warmup, in_flight, pooled)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -551,9 +572,9 @@ fn phase4(r: &mut Results, work: &Path, profile: &str, label: &str) -> Option<f6
     let mut report = None;
     for line in lines.map_while(Result::ok) {
         if line == "MEASURING" {
-            receiver_cpu = proc_cpu_seconds(receiver.pid());
+            receiver_cpu = proc_cpu_seconds(receiver);
         } else if let Some(rest) = line.strip_prefix("LOAD ") {
-            receiver_cpu = proc_cpu_seconds(receiver.pid()) - receiver_cpu;
+            receiver_cpu = proc_cpu_seconds(receiver) - receiver_cpu;
             report = Some(rest.to_owned());
         }
     }
@@ -566,12 +587,102 @@ fn phase4(r: &mut Results, work: &Path, profile: &str, label: &str) -> Option<f6
             .and_then(|v| v.parse().ok())
             .unwrap_or(0.0)
     };
-    let (ok, failed, seconds, sender_cpu) = (field("ok"), field("failed"), field("seconds"), field("cpu-seconds"));
-    let rate = ok / seconds;
-    r.add(&format!("phase4-{label}-msg-per-s"), rate, "msg/s");
-    r.add(&format!("phase4-{label}-failed"), failed, "msg");
-    r.add(&format!("phase4-cpu-ms-per-msg-{label}"), (sender_cpu + receiver_cpu) * 1000.0 / ok.max(1.0), "ms");
-    Some(rate)
+    Some(Phase4Load {
+        ok: field("ok"),
+        failed: field("failed"),
+        seconds: field("seconds"),
+        cpu_seconds: field("cpu-seconds") + receiver_cpu,
+    })
+}
+
+fn report_load(r: &mut Results, name: &str, load: &Phase4Load) -> f64 {
+    let rate = load.ok / load.seconds.max(1e-9);
+    r.add(&format!("{name}-msg-per-s"), rate, "msg/s");
+    r.add(&format!("{name}-failed"), load.failed, "msg");
+    r.add(&format!("{name}-cpu-ms-per-msg"), load.cpu_seconds * 1000.0 / load.ok.max(1.0), "ms");
+    rate
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// phase4 → phase4 with the same payload, concurrency and security: its default sender (a
+/// connection per message) and one pooled HTTP client. Returns the faster rate.
+fn phase4_pair(r: &mut Results, harness: &Harness, work: &Path, profile: &str, label: &str) -> Option<f64> {
+    let _ = std::fs::remove_dir_all(work);
+    std::fs::create_dir_all(work).unwrap();
+    let certs = work.join("certs");
+    ventanilla_testkit::demo_pki::write_demo_pki(&certs, &["cl", "pe"]).unwrap();
+    let mut best: Option<f64> = None;
+    for (pooled, name) in [(false, format!("phase4-{label}")), (true, format!("phase4-pooled-{label}"))] {
+        let out = work.join("received");
+        let _ = std::fs::remove_dir_all(&out);
+        std::fs::create_dir_all(&out).unwrap();
+        let receiver = harness.receive(profile, &certs, free_port(), ("CL-SICEX", "PE-VUCE", "pe"), LINK, &out).ok()?;
+        let Some(load) = phase4_load(harness, work, &certs, &receiver.url, profile, pooled, receiver.pid()) else {
+            println!("bench: {name} not measured: the harness reported nothing");
+            continue;
+        };
+        let rate = report_load(r, &name, &load);
+        best = Some(best.map_or(rate, |b: f64| b.max(rate)));
+    }
+    best
+}
+
+/// phase4 (pooled) sends to a Ventanilla receiver: the same load, the other implementation
+/// answering.
+async fn phase4_to_ventanilla(r: &mut Results, harness: &Harness, work: &Path, profile: &str, label: &str) {
+    let (cl, pe) = start_pair(work, profile, true).await;
+    let certs = work.join("certs/demo");
+    let load = tokio::task::block_in_place(|| phase4_load(harness, work, &certs, &pe.as4_url, profile, true, pe.pid()));
+    match load {
+        Some(load) => {
+            report_load(r, &format!("phase4-to-ventanilla-{label}"), &load);
+            let delivered = pe.api.list_all("/api/v1/inbox").await.unwrap().len();
+            r.add(&format!("phase4-to-ventanilla-{label}-delivered"), delivered as f64, "msg");
+        }
+        None => println!("bench: phase4-to-ventanilla-{label} not measured: the harness reported nothing"),
+    }
+    cl.stop();
+    pe.stop();
+}
+
+/// Ventanilla sends to a phase4 receiver: the throughput run with phase4 answering.
+async fn ventanilla_to_phase4(r: &mut Results, harness: &Harness, work: &Path, profile: &str, label: &str) {
+    let (messages, warmup, in_flight) =
+        (env_usize("BENCH_MESSAGES", 2000), env_usize("BENCH_WARMUP", 200), env_usize("BENCH_IN_FLIGHT", 32));
+    let port = free_port();
+    let endpoint = format!("https://127.0.0.1:{port}/as4");
+    let mut started = start(work, profile, true, &[("cl", "CL-SICEX")], &[("PE-VUCE", &endpoint)]).await;
+    let cl = started.pop().unwrap();
+    let out = work.join("phase4-inbox");
+    std::fs::create_dir_all(&out).unwrap();
+    let receiver = tokio::task::block_in_place(|| {
+        harness.receive(profile, &work.join("certs/demo"), port, ("CL-SICEX", "PE-VUCE", "pe"), LINK, &out)
+    });
+    let receiver = match receiver {
+        Ok(receiver) => receiver,
+        Err(e) => {
+            println!("bench: ventanilla-to-phase4-{label} not measured: {e}");
+            cl.stop();
+            return;
+        }
+    };
+    let doc = work.join("ephyto.xml");
+    std::fs::write(&doc, ventanilla::payload::ephyto::testing::certificate("CL", "PE", "CL-2026-BENCH")).unwrap();
+    let mut cursor = 0;
+    run_batch(&cl, &doc, warmup, in_flight, &mut cursor).await;
+    let (cpu0, t0) = (cl.cpu_seconds() + proc_cpu_seconds(receiver.pid()), Instant::now());
+    run_batch(&cl, &doc, messages, in_flight, &mut cursor).await;
+    let elapsed = t0.elapsed().as_secs_f64();
+    let cpu = cl.cpu_seconds() + proc_cpu_seconds(receiver.pid()) - cpu0;
+    r.add(&format!("ventanilla-to-phase4-{label}-msg-per-s"), messages as f64 / elapsed, "msg/s");
+    r.add(&format!("ventanilla-to-phase4-{label}-cpu-ms-per-msg"), cpu * 1000.0 / messages as f64, "ms");
+    let delivered = std::fs::read_dir(&out).map(|d| d.count()).unwrap_or(0);
+    r.add(&format!("ventanilla-to-phase4-{label}-delivered"), delivered as f64, "files");
+    drop(receiver);
+    cl.stop();
 }
 
 /// `openssl speed`: the asymmetric operations of one exchange, both sides together.
@@ -634,11 +745,23 @@ async fn main() {
         rate_20 = throughput(&mut r, &root.join("t20"), "edelivery-2.0", "2.0").await;
         ours.push(("2.0", rate_20));
     }
-    if wants("phase4") {
-        for (profile, label) in [("edelivery-1.15", "1.15"), ("edelivery-2.0", "2.0")] {
-            let theirs = phase4(&mut r, &root.join("phase4"), profile, label);
-            if let (Some(theirs), Some((_, ours))) = (theirs, ours.iter().find(|(l, _)| *l == label)) {
-                r.add(&format!("ratio-{label}"), ours / theirs, "x");
+    if wants("phase4") || wants("interop") {
+        let harness = Harness::build(Path::new(env!("CARGO_MANIFEST_DIR")), &root.join("phase4-harness"));
+        match harness {
+            Err(e) => println!("bench: phase4 not measured: {e}"),
+            Ok(harness) => {
+                for (profile, label) in [("edelivery-1.15", "1.15"), ("edelivery-2.0", "2.0")] {
+                    if wants("phase4") {
+                        let theirs = phase4_pair(&mut r, &harness, &root.join("phase4"), profile, label);
+                        if let (Some(theirs), Some((_, ours))) = (theirs, ours.iter().find(|(l, _)| *l == label)) {
+                            r.add(&format!("ratio-{label}"), ours / theirs, "x");
+                        }
+                    }
+                    if wants("interop") {
+                        phase4_to_ventanilla(&mut r, &harness, &root.join("p4-to-v"), profile, label).await;
+                        ventanilla_to_phase4(&mut r, &harness, &root.join("v-to-p4"), profile, label).await;
+                    }
+                }
             }
         }
     }

@@ -84,12 +84,20 @@ impl Harness {
     }
 
     /// phase4 sending `count` messages after `warmup`, `concurrency` at a time, each with a
-    /// fresh MessageId, with its default sender (`make bench`). It prints `MEASURING` after the
+    /// fresh MessageId, with its default sender (a connection per message) or, `pooled`, one
+    /// HTTP client with a connection pool (`make bench`). It prints `MEASURING` after the
     /// warm-up, then `LOAD ok=K failed=F seconds=S cpu-seconds=T`.
-    pub fn load(&self, message: &Phase4Message<'_>, count: usize, warmup: usize, concurrency: usize) -> Command {
+    pub fn load(
+        &self,
+        message: &Phase4Message<'_>,
+        count: usize,
+        warmup: usize,
+        concurrency: usize,
+        pooled: bool,
+    ) -> Command {
         let mut command = self.sender("load", message);
         command.args(["--count", &count.to_string(), "--warmup", &warmup.to_string()]);
-        command.args(["--concurrency", &concurrency.to_string()]);
+        command.args(["--concurrency", &concurrency.to_string(), "--pooled", &pooled.to_string()]);
         command
     }
 

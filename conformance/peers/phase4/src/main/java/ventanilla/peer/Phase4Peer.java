@@ -56,7 +56,17 @@ import com.sun.net.httpserver.HttpsServer;
 
 import org.apache.wss4j.common.WSS4JConstants;
 
+import com.helger.httpclient.HttpClientFactory;
+import com.helger.httpclient.HttpClientManager;
 import com.helger.httpclient.HttpClientSettings;
+import com.helger.phase4.messaging.http.BasicHttpPoster;
+import com.helger.phase4.messaging.http.IHttpPoster;
+import org.apache.hc.client5.http.classic.methods.HttpPost;
+import org.apache.hc.client5.http.io.HttpClientConnectionManager;
+import org.apache.hc.client5.http.impl.io.PoolingHttpClientConnectionManager;
+import org.apache.hc.client5.http.ssl.TlsSocketStrategy;
+import org.apache.hc.core5.http.HttpEntity;
+import org.apache.hc.core5.http.io.HttpClientResponseHandler;
 import com.helger.phase4.CAS4;
 import com.helger.phase4.attachment.AS4OutgoingAttachment;
 import com.helger.phase4.crypto.AS4CryptoFactoryInMemoryKeyStore;
@@ -389,12 +399,57 @@ public final class Phase4Peer
     return ret;
   }
 
-  /** One user message with phase4's default sender (a connection per message). */
+  /**
+   * phase4's poster with one HTTP client (and its connection pool, keep-alive) shared by every
+   * message, instead of a client and a TLS connection per message as BasicHttpPoster makes: the
+   * faster of phase4's two ways to send under load, which make bench compares against.
+   */
+  private static final class PooledHttpPoster extends BasicHttpPoster
+  {
+    private final HttpClientManager client;
+
+    PooledHttpPoster (final SSLContext tls, final int connections)
+    {
+      client = new HttpClientManager (new HttpClientFactory (new HttpClientSettings ().setSSLContext (tls))
+      {
+        @Override
+        public HttpClientConnectionManager createConnectionManager (final TlsSocketStrategy strategy)
+        {
+          final HttpClientConnectionManager manager = super.createConnectionManager (strategy);
+          if (manager instanceof final PoolingHttpClientConnectionManager pool)
+          {
+            pool.setMaxTotal (connections);
+            pool.setDefaultMaxPerRoute (connections);
+          }
+          return manager;
+        }
+      });
+    }
+
+    @Override
+    public <T> T sendGenericMessage (final String url,
+                                     final HttpHeaderMap headers,
+                                     final HttpEntity entity,
+                                     final HttpClientResponseHandler <? extends T> handler) throws java.io.IOException
+    {
+      final HttpPost post = new HttpPost (url);
+      if (headers != null)
+        headers.forEachSingleHeader (post::addHeader, true, isQuoteHttpHeaders ());
+      post.setEntity (entity);
+      return client.execute (post, handler);
+    }
+  }
+
+  /**
+   * One user message with phase4's default sender (a connection per message), or through
+   * {@code pooled} when it is not null.
+   */
   private static EAS4UserMessageSendResult sendOne (final Map <String, String> o,
                                                     final IPMode pmode,
                                                     final KeyStore keys,
                                                     final KeyStore trust,
                                                     final SSLContext tls,
+                                                    final IHttpPoster pooled,
                                                     final String messageID,
                                                     final boolean printResponse) throws Exception
   {
@@ -403,6 +458,7 @@ public final class Phase4Peer
                     .as4ProfileID (PROFILE)
                     .pmode (pmode)
                     .httpClientFactory (new HttpClientSettings ().setSSLContext (tls))
+                    .customHttpPoster (pooled)
                     .cryptoFactory (new AS4CryptoFactoryInMemoryKeyStore (keys, "sign", PASSWORD, trust))
                     .withSigningParams (p -> p.setKeyIdentifierType (signingKeyReference (variant))
                                               .setAlgorithmSign (signatureAlgorithm (o))
@@ -437,8 +493,8 @@ public final class Phase4Peer
   }
 
   /**
-   * load ... --count N --warmup W --concurrency C: W messages, then N measured, C at a time,
-   * each with a fresh MessageId. Prints "MEASURING" after the warm-up and then
+   * load ... --count N --warmup W --concurrency C [--pooled true]: W messages, then N measured,
+   * C at a time, each with a fresh MessageId, with the default sender or one pooled HTTP client. Prints "MEASURING" after the warm-up and then
    * "LOAD ok=K failed=F seconds=S cpu-seconds=T" (this process's CPU in the measured part).
    */
   private static int load (final Map <String, String> o,
@@ -451,6 +507,7 @@ public final class Phase4Peer
     final int warmup = Integer.parseInt (o.getOrDefault ("warmup", "200"));
     final int concurrency = Integer.parseInt (o.getOrDefault ("concurrency", "32"));
     final java.util.concurrent.ExecutorService pool = java.util.concurrent.Executors.newFixedThreadPool (concurrency);
+    final IHttpPoster poster = "true".equals (o.get ("pooled")) ? new PooledHttpPoster (tls, concurrency) : null;
     final com.sun.management.OperatingSystemMXBean os = (com.sun.management.OperatingSystemMXBean) java.lang.management.ManagementFactory.getOperatingSystemMXBean ();
     final java.util.concurrent.atomic.AtomicInteger ok = new java.util.concurrent.atomic.AtomicInteger ();
     final java.util.concurrent.atomic.AtomicInteger failed = new java.util.concurrent.atomic.AtomicInteger ();
@@ -472,7 +529,7 @@ public final class Phase4Peer
         tasks.add (pool.submit ( () -> {
           try (final WebScoped scope = new WebScoped ())
           {
-            final EAS4UserMessageSendResult r = sendOne (o, pmode, keys, trust, tls, null, false);
+            final EAS4UserMessageSendResult r = sendOne (o, pmode, keys, trust, tls, poster, null, false);
             (r.isSuccess () ? ok : failed).incrementAndGet ();
           }
           catch (final Exception ex)
@@ -531,7 +588,7 @@ public final class Phase4Peer
         exit = load (o, pmode, keys, trust, tls);
       else
       {
-        final EAS4UserMessageSendResult result = sendOne (o, pmode, keys, trust, tls, o.get ("message-id"), true);
+        final EAS4UserMessageSendResult result = sendOne (o, pmode, keys, trust, tls, null, o.get ("message-id"), true);
         System.out.println ("RESULT " + result);
         if (result.isSuccess ())
           exit = 0;
