@@ -8,8 +8,8 @@
 //! pipeline is not. Its `.await`s, one by one:
 //! - reading the body (`read_mime`): nothing is committed yet; a closed connection ends the
 //!   stream with an error, the staging folder is removed, nothing is kept.
-//! - `spawn_blocking` for decrypt/verify, decompress and payload validation: work on the
-//!   staging folder only, no commit.
+//! - one `spawn_blocking` job for decrypt, verify, decompress, payload validation and the
+//!   signed answer ([`examine`]): work on the staging folder only, no commit.
 //! - `persist_and_answer`: the staging folder is renamed to its final place and the row is
 //!   inserted; from the rename on, the folder is never removed by a guard, only by an explicit
 //!   decision once the store has answered (a duplicate, or a definite refusal), and folders a
@@ -291,44 +291,70 @@ where
     seen.matched = Some(matched.clone());
     authorize_partner(ap, peer, pulled, &matched, &um, &envelope)?;
     check_freshness(&matched, &um)?;
-    let (parts, references) = if matched.link.profile.is_secure() {
-        let (ap2, matched2, um2, bytes2, parts2) =
-            (ap.clone(), matched.clone(), um.clone(), envelope_bytes.clone(), parts);
-        crate::blocking::spawn(move || unprotect(&ap2, &matched2, &um2, &bytes2, parts2)).await.map_err(|e| {
-            EbmsError::new(EbmsCode::DeliveryFailure, format!("security task failed: {e}"))
+    // The CPU-bound steps run as one job off the async workers: one hand-off per message,
+    // not one per step.
+    let (ap2, matched2, um2) = (ap.clone(), matched.clone(), um.clone());
+    let bytes = envelope_bytes.clone();
+    let examined = crate::blocking::spawn(move || examine(&ap2, &matched2, &um2, &envelope, &bytes, parts))
+        .await
+        .map_err(|e| {
+            EbmsError::new(EbmsCode::DeliveryFailure, format!("processing task failed: {e}"))
                 .with_ref(Some(&um.info.message_id))
-        })??
+        })??;
+    let (payloads, answer) = match examined {
+        Examined::TestService(reply) => {
+            tracing::info!("test service message answered with a receipt, not delivered");
+            if let Some(partner) = matched.link.partner_of(ap.me()) {
+                ap.ops.metrics.receipt("sent", &partner.id);
+            }
+            return Ok(reply);
+        }
+        Examined::Deliver(payloads, answer) => (payloads, answer),
+    };
+    persist_and_answer(ap, &matched, &um, envelope_bytes, payloads, answer, staging).await
+}
+
+/// What the examining job decided.
+enum Examined {
+    /// A test service message: answered with a receipt, not delivered.
+    TestService(Reply),
+    /// The payloads as they will be delivered, and the answer (a receipt, or an error for a
+    /// payload the handler refused).
+    Deliver(Vec<StoredPayload>, Answer),
+}
+
+/// Steps: decrypt → verify → check payloads → decompress → validate payload, and the signed
+/// answer. Blocking (files, libxml2, OpenSSL); works on the staging folder only, no commit.
+fn examine(
+    ap: &AccessPoint,
+    matched: &Matched,
+    um: &UserMessage,
+    envelope: &Envelope,
+    envelope_bytes: &[u8],
+    parts: Vec<SunkPart>,
+) -> Result<Examined, Rejection> {
+    let (parts, references) = if matched.link.profile.is_secure() {
+        unprotect(ap, matched, um, envelope_bytes, parts)?
     } else {
         (parts, Vec::new())
     };
-    let payloads = check_payloads(&matched, &um, &envelope, &parts)?;
-    let (matched2, um2) = (matched.clone(), um.clone());
-    let payloads = crate::blocking::spawn(move || decompress(&matched2, &um2, payloads))
-        .await
-        .map_err(|e| EbmsError::new(EbmsCode::DeliveryFailure, format!("decompression task failed: {e}")))??;
-    if matched.leg.is_none() {
-        tracing::info!("test service message answered with a receipt, not delivered");
-        if let Some(partner) = matched.link.partner_of(ap.me()) {
-            ap.ops.metrics.receipt("sent", &partner.id);
-        }
-        return Ok(Reply::soap(200, receipt(ap, &matched, &um, &references)));
-    }
+    let payloads = check_payloads(matched, um, envelope, &parts)?;
+    let payloads = decompress(matched, um, payloads)?;
+    let Some(leg) = matched.leg() else {
+        return Ok(Examined::TestService(Reply::soap(200, receipt(ap, matched, um, &references))));
+    };
     // Step: validate payload, before anything reaches the backend.
-    let (ap2, matched2, first) = (ap.clone(), matched.clone(), payloads.first().map(|p| p.path.clone()));
-    let verdict = crate::blocking::spawn(move || {
-        let (Some(leg), Some(first)) = (matched2.leg(), first) else { return Ok(None) };
-        let sender = matched2.link.partner_of(ap2.me()).map(|p| p.id.clone()).unwrap_or_default();
-        super::documents::inspect(&ap2.documents, &matched2.link, leg, &sender, ap2.me(), &first)
-    })
-    .await
-    .map_err(|e| {
-        EbmsError::new(EbmsCode::DeliveryFailure, format!("validation task failed: {e}"))
-            .with_ref(Some(&um.info.message_id))
-    })?;
+    let verdict = match payloads.first() {
+        Some(first) => {
+            let sender = matched.link.partner_of(ap.me()).map(|p| p.id.clone()).unwrap_or_default();
+            super::documents::inspect(&ap.documents, &matched.link, leg, &sender, ap.me(), &first.path)
+        }
+        None => Ok(None),
+    };
     let answer = match verdict {
         Ok(document) => Answer {
             creation: Creation::Received,
-            reply: Reply::soap(200, receipt(ap, &matched, &um, &references)),
+            reply: Reply::soap(200, receipt(ap, matched, um, &references)),
             document: document.and_then(|d| serde_json::to_value(d).ok()),
         },
         Err(super::documents::DocumentProblem::Unreadable(e)) => {
@@ -349,12 +375,12 @@ where
             let text = format!("{}: {}", code, error.detail);
             Answer {
                 creation: Creation::RefusedForContent { reason: text },
-                reply: error_reply(ap, error, Some(&matched)),
+                reply: error_reply(ap, error, Some(matched)),
                 document: None,
             }
         }
     };
-    persist_and_answer(ap, &matched, &um, envelope_bytes, payloads, answer, staging).await
+    Ok(Examined::Deliver(payloads, answer))
 }
 
 /// Steps: decrypt, then verify (docs/as4.md §4.2 items 6-8). The parts come back as their

@@ -64,7 +64,7 @@ pub fn encrypt_parts(
             let salt = cipher::random(32);
             let kek = cipher::hkdf_sha256(&z, &salt, b"", 16)?;
             let wrapped = cipher::aes_wrap(&kek, &cek)?;
-            let originator = ephemeral.public_key_to_der()?;
+            let originator = cipher::x25519_public_to_der(&ephemeral)?;
             let recipient_str = key_info.trim_start_matches("<ds:KeyInfo>").trim_end_matches("</ds:KeyInfo>");
             format!(
                 concat!(
