@@ -57,7 +57,7 @@ conformance: test-deps
 	./target/debug/ventanilla conformance run --peer python-as4
 
 # The performance figures of issue 11 (benches/bench.rs): `bench: NAME value UNIT` lines and
-# target/bench/results.json. Parts: make bench BENCH="crypto throughput fsync latency large".
+# target/bench/results.json. Parts: make bench BENCH="crypto throughput phase4 interop fsync latency soak large".
 BENCH ?=
 bench: test-deps
 	$(CARGO) build --release --locked -p ventanilla
