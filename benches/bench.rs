@@ -67,6 +67,18 @@ fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
+/// The measured load: messages, warm-up messages before them, and how many at most in flight.
+fn load_shape() -> (usize, usize, usize) {
+    (env_usize("BENCH_MESSAGES", 2000), env_usize("BENCH_WARMUP", 200), env_usize("BENCH_IN_FLIGHT", 32))
+}
+
+/// The 8 KB ePhyto every run sends, written into `work`.
+fn ephyto(work: &Path) -> PathBuf {
+    let doc = work.join("ephyto.xml");
+    std::fs::write(&doc, ventanilla::payload::ephyto::testing::certificate("CL", "PE", "CL-2026-BENCH")).unwrap();
+    doc
+}
+
 /// One `ventanilla serve` process.
 struct Process {
     child: Child,
@@ -245,11 +257,9 @@ async fn run_batch(cl: &Process, doc: &Path, count: usize, in_flight: usize, cur
 }
 
 async fn throughput(r: &mut Results, work: &Path, profile: &str, label: &str) -> f64 {
-    let (messages, warmup, in_flight) =
-        (env_usize("BENCH_MESSAGES", 2000), env_usize("BENCH_WARMUP", 200), env_usize("BENCH_IN_FLIGHT", 32));
+    let (messages, warmup, in_flight) = load_shape();
     let (cl, pe) = start_pair(work, profile, true).await;
-    let doc = work.join("ephyto.xml");
-    std::fs::write(&doc, ventanilla::payload::ephyto::testing::certificate("CL", "PE", "CL-2026-BENCH")).unwrap();
+    let doc = ephyto(work);
     let mut cursor = 0;
     run_batch(&cl, &doc, warmup, in_flight, &mut cursor).await;
     let (cpu0, t0) = (cl.cpu_seconds() + pe.cpu_seconds(), Instant::now());
@@ -276,8 +286,7 @@ async fn fsyncs(r: &mut Results, work: &Path, profile: &str, label: &str) {
     }
     let messages = env_usize("BENCH_FSYNC_MESSAGES", 500);
     let (cl, pe) = start_pair(work, profile, true).await;
-    let doc = work.join("ephyto.xml");
-    std::fs::write(&doc, ventanilla::payload::ephyto::testing::certificate("CL", "PE", "CL-2026-BENCH")).unwrap();
+    let doc = ephyto(work);
     let mut cursor = 0;
     run_batch(&cl, &doc, env_usize("BENCH_WARMUP", 200), 32, &mut cursor).await;
     // strace attached for the measured messages only; SIGINT makes it detach and report.
@@ -323,8 +332,7 @@ fn millis(at: &str) -> Option<i64> {
 async fn latency(r: &mut Results, work: &Path, profile: &str, label: &str, rate: f64) {
     let seconds = env_usize("BENCH_LATENCY_SECONDS", 20) as f64;
     let (cl, pe) = start_pair(work, profile, true).await;
-    let doc = work.join("ephyto.xml");
-    std::fs::write(&doc, ventanilla::payload::ephyto::testing::certificate("CL", "PE", "CL-2026-BENCH")).unwrap();
+    let doc = ephyto(work);
     let mut cursor = 0;
     run_batch(&cl, &doc, env_usize("BENCH_WARMUP", 200), 32, &mut cursor).await;
     let count = (rate * seconds).max(20.0) as usize;
@@ -543,8 +551,7 @@ fn phase4_load(
     receiver: u32,
 ) -> Option<Phase4Load> {
     use std::io::BufRead;
-    let doc = work.join("ephyto.xml");
-    std::fs::write(&doc, ventanilla::payload::ephyto::testing::certificate("CL", "PE", "CL-2026-BENCH")).unwrap();
+    let doc = ephyto(work);
     let (service, action, agreement, pmode_id) = LINK;
     let message = ventanilla_conformance::phase4::Phase4Message {
         profile,
@@ -562,8 +569,7 @@ fn phase4_load(
         payload: &doc,
         variant: "",
     };
-    let (messages, warmup, in_flight) =
-        (env_usize("BENCH_MESSAGES", 2000), env_usize("BENCH_WARMUP", 200), env_usize("BENCH_IN_FLIGHT", 32));
+    let (messages, warmup, in_flight) = load_shape();
     let mut load = harness
         .load(&message, messages, warmup, in_flight, pooled)
         .stdout(Stdio::piped())
@@ -653,8 +659,7 @@ async fn phase4_to_ventanilla(r: &mut Results, harness: &Harness, work: &Path, p
 
 /// Ventanilla sends to a phase4 receiver: the throughput run with phase4 answering.
 async fn ventanilla_to_phase4(r: &mut Results, harness: &Harness, work: &Path, profile: &str, label: &str) {
-    let (messages, warmup, in_flight) =
-        (env_usize("BENCH_MESSAGES", 2000), env_usize("BENCH_WARMUP", 200), env_usize("BENCH_IN_FLIGHT", 32));
+    let (messages, warmup, in_flight) = load_shape();
     let port = free_port();
     let endpoint = format!("https://127.0.0.1:{port}/as4");
     let mut started = start(work, profile, true, &[("cl", "CL-SICEX")], &[("PE-VUCE", &endpoint)]).await;
@@ -672,8 +677,7 @@ async fn ventanilla_to_phase4(r: &mut Results, harness: &Harness, work: &Path, p
             return;
         }
     };
-    let doc = work.join("ephyto.xml");
-    std::fs::write(&doc, ventanilla::payload::ephyto::testing::certificate("CL", "PE", "CL-2026-BENCH")).unwrap();
+    let doc = ephyto(work);
     let mut cursor = 0;
     run_batch(&cl, &doc, warmup, in_flight, &mut cursor).await;
     let (cpu0, t0) = (cl.cpu_seconds() + proc_cpu_seconds(receiver.pid()), Instant::now());

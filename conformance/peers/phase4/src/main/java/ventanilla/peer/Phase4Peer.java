@@ -494,7 +494,8 @@ public final class Phase4Peer
 
   /**
    * load ... --count N --warmup W --concurrency C [--pooled true]: W messages, then N measured,
-   * C at a time, each with a fresh MessageId, with the default sender or one pooled HTTP client. Prints "MEASURING" after the warm-up and then
+   * C at a time, each with a fresh MessageId, with the default sender or one pooled HTTP
+   * client. Prints "MEASURING" after the warm-up and then
    * "LOAD ok=K failed=F seconds=S cpu-seconds=T" (this process's CPU in the measured part).
    */
   private static int load (final Map <String, String> o,
