@@ -368,13 +368,27 @@ pub async fn events(
             .ok_or_else(|| bad(format!("wait '{w}' is not a duration of at most 60s (e.g. 30s)")))?,
     };
     let deadline = tokio::time::Instant::now() + wait;
+    let mut changes = if wait.is_zero() { None } else { api.ap.store.changes() };
     loop {
+        // Marked seen before the look, so a commit during it wakes the wait below.
+        if let Some(c) = changes.as_mut() {
+            c.borrow_and_update();
+        }
         let events = api.ap.store.events(q.after, limit).await?;
-        // Polled, not pushed: every node of a cluster sees the events any node commits.
         if !events.is_empty() || tokio::time::Instant::now() >= deadline {
             let next = events.last().map(|e| e.id).unwrap_or(q.after);
             return Ok(Json(serde_json::json!({ "events": events, "next": next })));
         }
-        tokio::time::sleep(std::time::Duration::from_millis(200).min(deadline - tokio::time::Instant::now())).await;
+        // Woken by this process's commits; looked at every 200 ms regardless, because every
+        // node of a cluster sees the events any node commits only by looking.
+        let nap = std::time::Duration::from_millis(200).min(deadline - tokio::time::Instant::now());
+        match changes.as_mut() {
+            Some(c) => {
+                if let Ok(Err(_)) = tokio::time::timeout(nap, c.changed()).await {
+                    changes = None; // the store has closed: nothing will tick again
+                }
+            }
+            None => tokio::time::sleep(nap).await,
+        }
     }
 }

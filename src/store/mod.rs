@@ -215,6 +215,12 @@ pub trait MessageStore: Send + Sync {
     fn shared(&self) -> bool {
         false
     }
+    /// Ticks after every commit of this process that changed something, so that a long poll
+    /// of the events answers at once instead of at its next look. None where other nodes
+    /// commit too (PostgreSQL): their events are only seen by looking.
+    fn changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        None
+    }
     /// Whether `insert` keeps [`NewMessage::unsynced`] copies (SQLite: they share the commit's
     /// one WAL fsync); otherwise callers sync payload files before inserting.
     fn keeps_file_copies(&self) -> bool {

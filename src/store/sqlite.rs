@@ -133,6 +133,8 @@ pub struct SqliteStore {
     #[cfg_attr(not(test), allow(dead_code))]
     conn: Arc<Mutex<Connection>>,
     jobs: std::sync::mpsc::Sender<Job>,
+    /// Counts the writer's commits that changed something (see [`MessageStore::changes`]).
+    changes: tokio::sync::watch::Receiver<u64>,
 }
 
 /// What a job hands back to the writer: the caller's answer, sent once the group's commit is
@@ -144,7 +146,20 @@ type Job = Box<dyn FnOnce(&mut Connection) -> Finish + Send>;
 const MAX_GROUP: usize = 64;
 
 /// The writer thread: groups of jobs, one commit each (see the module doc).
-fn writer(conn: Arc<Mutex<Connection>>, jobs: std::sync::mpsc::Receiver<Job>) {
+fn writer(
+    conn: Arc<Mutex<Connection>>,
+    jobs: std::sync::mpsc::Receiver<Job>,
+    changed: tokio::sync::watch::Sender<u64>,
+) {
+    // Told after the callers, once per group whose jobs changed a row (reads tell nobody).
+    let mut changes_seen = conn.lock().map(|c| c.total_changes()).unwrap_or(0);
+    let mut tell = |conn: &Connection| {
+        let now = conn.total_changes();
+        if now != changes_seen {
+            changes_seen = now;
+            changed.send_modify(|n| *n += 1);
+        }
+    };
     while let Ok(first) = jobs.recv() {
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
@@ -168,6 +183,7 @@ fn writer(conn: Arc<Mutex<Connection>>, jobs: std::sync::mpsc::Receiver<Job>) {
             if let Some(finish) = group.pop().and_then(|job| run(job, conn)) {
                 finish(None);
             }
+            tell(conn);
             continue;
         }
         if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
@@ -178,6 +194,7 @@ fn writer(conn: Arc<Mutex<Connection>>, jobs: std::sync::mpsc::Receiver<Job>) {
                     finish(None);
                 }
             }
+            tell(conn);
             continue;
         }
         let finishers: Vec<Finish> = group.into_iter().filter_map(|job| run(job, conn)).collect();
@@ -188,6 +205,7 @@ fn writer(conn: Arc<Mutex<Connection>>, jobs: std::sync::mpsc::Receiver<Job>) {
         for finish in finishers {
             finish(committed.clone());
         }
+        tell(conn);
     }
 }
 
@@ -213,12 +231,13 @@ impl SqliteStore {
         tx.commit()?;
         let conn = Arc::new(Mutex::new(conn));
         let (jobs, queue) = std::sync::mpsc::channel::<Job>();
+        let (changed, changes) = tokio::sync::watch::channel(0);
         let owned = conn.clone();
         std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || writer(owned, queue))
+            .spawn(move || writer(owned, queue, changed))
             .map_err(|e| StoreError::Task(format!("cannot start the store's writer thread: {e}")))?;
-        Ok(SqliteStore { conn, jobs })
+        Ok(SqliteStore { conn, jobs, changes })
     }
 
     /// Runs `f` on the writer thread; its answer comes once its changes are durable.
@@ -496,6 +515,10 @@ impl MessageStore for SqliteStore {
             Ok(Inserted::New(row))
         })
         .await
+    }
+
+    fn changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        Some(self.changes.clone())
     }
 
     fn keeps_file_copies(&self) -> bool {
@@ -1202,6 +1225,21 @@ mod tests {
             transport: crate::pmode::Transport::As4,
             unsynced: Vec::new(),
         }
+    }
+
+    #[tokio::test]
+    async fn commits_that_change_rows_tick_and_reads_do_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("s.db")).unwrap();
+        let mut changes = store.changes().unwrap();
+        changes.borrow_and_update();
+        store.events(0, 10).await.unwrap();
+        store.claim_due(now_ms(), 10).await.unwrap();
+        assert!(!changes.has_changed().unwrap(), "a read, and a claim that found nothing, change nothing");
+        store.insert(message(Creation::Submitted { pull: false }, "m1")).await.unwrap();
+        // The tick follows the caller's answer, on the writer thread.
+        tokio::time::timeout(std::time::Duration::from_secs(30), changes.changed()).await.unwrap().unwrap();
+        assert_eq!(store.events(0, 10).await.unwrap().len(), 1, "what woke the waiter is there to read");
     }
 
     #[tokio::test]
