@@ -157,6 +157,27 @@ async fn start_pair(work: &Path, profile: &str, compression: bool) -> (Process, 
     (cl, pe)
 }
 
+/// Where earlier runs' folders go until the bench ends. Deleting them right before a run made
+/// every file the run creates slower: on ext4 without a journal (this VM's disk), allocating an
+/// inode skips, one block lookup each, every inode freed in the last 1–6 minutes; deleting a
+/// throughput run's 20,000 files cost the next run 8–10% of its CPU and much of its spread.
+fn trash() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench-trash")
+}
+
+/// Moves `dir` (if any) out of the way, to be deleted when every figure has been taken.
+fn set_aside(dir: &Path) {
+    if !dir.exists() {
+        return;
+    }
+    let _ = std::fs::create_dir_all(trash());
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
+    let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    if std::fs::rename(dir, trash().join(format!("{name}-{nanos}"))).is_err() {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
 /// Access points as their own processes, one per `(code, party)`, on the cl-pe link under
 /// `profile`; `extra_endpoints` sends a party's messages to another access point (phase4).
 async fn start(
@@ -166,7 +187,7 @@ async fn start(
     parties: &[(&str, &str)],
     extra_endpoints: &[(&str, &str)],
 ) -> Vec<Process> {
-    let _ = std::fs::remove_dir_all(work);
+    set_aside(work);
     let source = work.join("pmodes-src");
     std::fs::create_dir_all(&source).unwrap();
     std::fs::write(source.join("cl-pe.toml"), pmode(profile, compression)).unwrap();
@@ -617,14 +638,14 @@ fn free_port() -> u16 {
 /// phase4 → phase4 with the same payload, concurrency and security: its default sender (a
 /// connection per message) and one pooled HTTP client. Returns the faster rate.
 fn phase4_pair(r: &mut Results, harness: &Harness, work: &Path, profile: &str, label: &str) -> Option<f64> {
-    let _ = std::fs::remove_dir_all(work);
+    set_aside(work);
     std::fs::create_dir_all(work).unwrap();
     let certs = work.join("certs");
     ventanilla_testkit::demo_pki::write_demo_pki(&certs, &["cl", "pe"]).unwrap();
     let mut best: Option<f64> = None;
     for (pooled, name) in [(false, format!("phase4-{label}")), (true, format!("phase4-pooled-{label}"))] {
         let out = work.join("received");
-        let _ = std::fs::remove_dir_all(&out);
+        set_aside(&out);
         std::fs::create_dir_all(&out).unwrap();
         let receiver = harness.receive(profile, &certs, free_port(), ("CL-SICEX", "PE-VUCE", "pe"), LINK, &out).ok()?;
         let Some(load) = phase4_load(harness, work, &certs, &receiver.url, profile, pooled, receiver.pid()) else {
@@ -804,4 +825,8 @@ async fn main() {
     let path = root.join("results.json");
     std::fs::write(&path, serde_json::to_vec_pretty(&json!({"results": json})).unwrap()).unwrap();
     println!("bench: results written to {}", path.display());
+    // BENCH_KEEP_TRASH=1 for runs back to back (then `rm -rf target/bench-trash` after).
+    if std::env::var_os("BENCH_KEEP_TRASH").is_none() {
+        let _ = std::fs::remove_dir_all(trash());
+    }
 }

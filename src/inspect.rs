@@ -112,7 +112,11 @@ pub async fn verify_file(path: &Path, options: &VerifyOptions) -> Result<Report,
                 };
                 let files: Vec<crate::wss::decrypt::EncryptedFile> = parts
                     .iter()
-                    .map(|(cid, _, p)| crate::wss::decrypt::EncryptedFile { content_id: cid, path: p })
+                    .map(|(cid, _, p)| crate::wss::decrypt::EncryptedFile {
+                        content_id: cid,
+                        path: p,
+                        overwrite: false, // the operator's files
+                    })
                     .collect();
                 let decrypted = crate::wss::decrypt::decrypt_parts(&xml, &files, transport, &[credential])
                     .map_err(|e| format!("{}: {}", e.code, e.detail))?;

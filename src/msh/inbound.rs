@@ -411,7 +411,7 @@ fn unprotect(
     let xml = crate::wss::xml::Xml::parse(envelope)
         .map_err(|e| with_ref(EbmsError::new(EbmsCode::InvalidHeader, e.to_string())))?;
     let files: Vec<EncryptedFile> =
-        parts.iter().map(|p| EncryptedFile { content_id: &p.content_id, path: &p.path }).collect();
+        parts.iter().map(|p| EncryptedFile { content_id: &p.content_id, path: &p.path, overwrite: true }).collect();
     let decrypted = decrypt_parts(&xml, &files, suite.key_transport, &keys.enc).map_err(with_ref)?;
     let content_type = |cid: &str, from_ed: &Option<String>| -> String {
         from_ed
@@ -437,7 +437,9 @@ fn unprotect(
     tracing::info!(signer = %crate::pki::trust::subject_of(&verified.signer), "decrypted and verified");
     let mut plain = Vec::new();
     for (part, d) in parts.into_iter().zip(decrypted) {
-        let _ = std::fs::remove_file(&part.path);
+        if part.path != d.path {
+            let _ = std::fs::remove_file(&part.path);
+        }
         let sha256 = crate::store::files::sha256_file(&d.path)
             .map_err(|e| with_ref(EbmsError::new(EbmsCode::DeliveryFailure, e.to_string())))?;
         plain.push(SunkPart {
@@ -675,13 +677,22 @@ fn decompress(
             out.push(p);
             continue;
         }
-        let target = p.path.with_extension("dec");
-        let size = crate::compress::gunzip_file(&p.path, &target, limit).map_err(|e| {
+        // A small part in place (see IN_PLACE_MAX): no second file, no unlink.
+        let small = p.size <= crate::wss::cipher::IN_PLACE_MAX;
+        let target = if small { p.path.clone() } else { p.path.with_extension("dec") };
+        let size = if small {
+            crate::compress::gunzip_in_place(&p.path, limit)
+        } else {
+            crate::compress::gunzip_file(&p.path, &target, limit)
+        }
+        .map_err(|e| {
             Rejection::Ebms(
                 EbmsError::new(EbmsCode::DecompressionFailure, format!("part cid:{}: {e}", p.content_id)).with_ref(id),
             )
         })?;
-        let _ = std::fs::remove_file(&p.path);
+        if !small {
+            let _ = std::fs::remove_file(&p.path);
+        }
         let sha256 = crate::store::files::sha256_file(&target)
             .map_err(|e| Rejection::Ebms(EbmsError::new(EbmsCode::DeliveryFailure, e.to_string()).with_ref(id)))?;
         out.push(StoredPayload { path: target, size, sha256, ..p });

@@ -45,8 +45,23 @@ pub fn gunzip_file(input: &Path, output: &Path, limit: u64) -> Result<u64, Compr
     result
 }
 
+/// Gunzips the file at `path` into itself: read whole first (the caller keeps it small, see
+/// `IN_PLACE_MAX` in the cipher module), so no second file is created and none unlinked.
+/// Bounded like [`gunzip_file`]; on any error the file is removed.
+pub fn gunzip_in_place(path: &Path, limit: u64) -> Result<u64, CompressError> {
+    let compressed = std::fs::read(path)?;
+    let result = gunzip_into(GzDecoder::new(compressed.as_slice()), path, limit);
+    if result.is_err() {
+        let _ = std::fs::remove_file(path);
+    }
+    result
+}
+
 fn gunzip_inner(input: &Path, output: &Path, limit: u64) -> Result<u64, CompressError> {
-    let decoder = GzDecoder::new(std::io::BufReader::new(std::fs::File::open(input)?));
+    gunzip_into(GzDecoder::new(std::io::BufReader::new(std::fs::File::open(input)?)), output, limit)
+}
+
+fn gunzip_into(decoder: impl Read, output: &Path, limit: u64) -> Result<u64, CompressError> {
     let mut bounded = decoder.take(limit + 1);
     let mut writer = std::io::BufWriter::new(std::fs::File::create(output)?);
     let mut buf = vec![0u8; 64 * 1024];
@@ -87,5 +102,13 @@ mod tests {
             gunzip_file(&dir.path().join("bad.gz"), &dir.path().join("x"), 1000),
             Err(CompressError::Corrupt(_))
         ));
+        // In place: the same bytes, the same bound.
+        let copy = dir.path().join("copy.gz");
+        std::fs::copy(&gz, &copy).unwrap();
+        assert_eq!(gunzip_in_place(&copy, 1 << 20).unwrap(), 70_000);
+        assert_eq!(std::fs::read(&copy).unwrap(), std::fs::read(&plain).unwrap());
+        std::fs::copy(&gz, &copy).unwrap();
+        assert!(matches!(gunzip_in_place(&copy, 1000), Err(CompressError::TooLarge(1000))));
+        assert!(!copy.exists());
     }
 }

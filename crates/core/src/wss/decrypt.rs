@@ -27,6 +27,9 @@ pub enum KeyTransport {
 pub struct EncryptedFile<'a> {
     pub content_id: &'a str,
     pub path: &'a Path,
+    /// The file is ours to overwrite (a staging copy): when small
+    /// ([`cipher::IN_PLACE_MAX`]) it is decrypted into itself, else into `<path>.plain`.
+    pub overwrite: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -87,9 +90,16 @@ pub fn decrypt_parts(
                 k
             }
         };
-        let plain = part.path.with_extension("plain");
-        let size = cipher::gcm_decrypt_file(&cek, part.path, &plain)
-            .map_err(|e| failed(format!("cid:{}: {e}", part.content_id)))?;
+        let small =
+            part.overwrite && std::fs::metadata(part.path).map(|m| m.len() <= cipher::IN_PLACE_MAX).unwrap_or(false);
+        let (plain, size) = if small {
+            (part.path.to_path_buf(), cipher::gcm_decrypt_in_place(&cek, part.path))
+        } else {
+            let plain = part.path.with_extension("plain");
+            let size = cipher::gcm_decrypt_file(&cek, part.path, &plain);
+            (plain, size)
+        };
+        let size = size.map_err(|e| failed(format!("cid:{}: {e}", part.content_id)))?;
         out.push(DecryptedPart {
             content_id: part.content_id.to_owned(),
             content_type: ed.get_property_no_ns("MimeType"),

@@ -225,7 +225,7 @@ mod encryption {
                 let xml = Xml::parse(envelope.as_bytes()).unwrap();
                 let decrypted = decrypt_parts(
                     &xml,
-                    &[EncryptedFile { content_id: "part1@ap.cl.example", path: &cipher_path }],
+                    &[EncryptedFile { content_id: "part1@ap.cl.example", path: &cipher_path, overwrite: false }],
                     transport,
                     std::slice::from_ref(&recipient),
                 )
@@ -250,7 +250,7 @@ mod encryption {
         let recipient = enc_credential(&ca, false);
         let (envelope, cipher_path) = protect(&f, &signer, &recipient.cert, TokenReference::Bst);
         let xml = Xml::parse(envelope.as_bytes()).unwrap();
-        let files = [EncryptedFile { content_id: "part1@ap.cl.example", path: &cipher_path }];
+        let files = [EncryptedFile { content_id: "part1@ap.cl.example", path: &cipher_path, overwrite: false }];
         // Not our key.
         let other = enc_credential(&ca, false);
         assert_eq!(
@@ -286,8 +286,8 @@ mod encryption {
         );
         // A part that is not encrypted at all.
         let extra = [
-            EncryptedFile { content_id: "part1@ap.cl.example", path: &cipher_path },
-            EncryptedFile { content_id: "plain@x", path: &f.bin_part },
+            EncryptedFile { content_id: "part1@ap.cl.example", path: &cipher_path, overwrite: false },
+            EncryptedFile { content_id: "plain@x", path: &f.bin_part, overwrite: false },
         ];
         assert_eq!(
             decrypt_parts(&xml, &extra, KeyTransport::RsaOaep, std::slice::from_ref(&recipient)).unwrap_err().code,
@@ -352,7 +352,7 @@ mod tolerance {
         let xml = Xml::parse(envelope.as_bytes()).unwrap();
         let out = decrypt_parts(
             &xml,
-            &[EncryptedFile { content_id: "p@x", path: cipher_path }],
+            &[EncryptedFile { content_id: "p@x", path: cipher_path, overwrite: false }],
             transport,
             std::slice::from_ref(key),
         )?;
