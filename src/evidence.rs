@@ -222,7 +222,9 @@ pub fn check(bundle: &Bundle) -> Check {
             Err(e) => fail(&mut lines, format!("INVALID: signal signature: {} {}", e.code, e.detail)),
         }
         if signed.is_ok() {
-            match crate::wss::receipt::check_nrr(&xml, &crate::wss::receipt::signed_references(&sent)) {
+            let nrr = crate::wss::receipt::signed_references(&envelope)
+                .and_then(|references| crate::wss::receipt::check_nrr(&xml, &references));
+            match nrr {
                 Ok(()) => lines.push(
                     "signal: its non-repudiation information repeats every signed reference of the envelope (header, Body and each attachment digest)"
                         .into(),

@@ -617,8 +617,7 @@ pub(crate) fn check_signal(
     crate::wss::verify::verify_envelope(&xml, &[], suite.signature_method, &|r| ap.security.partner_signer(partner, r))
         .map_err(|e| format!("{}: {}", e.code, e.detail))?;
     if is_receipt {
-        let ours = Xml::parse(sent).map_err(|e| e.to_string())?;
-        crate::wss::receipt::check_nrr(&xml, &crate::wss::receipt::signed_references(&ours))?;
+        crate::wss::receipt::check_nrr(&xml, &crate::wss::receipt::signed_references(sent)?)?;
     }
     Ok(())
 }

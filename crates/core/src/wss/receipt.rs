@@ -18,13 +18,31 @@ pub fn nrr_content(references: &[VerifiedReference]) -> String {
     out
 }
 
-/// (URI, DigestValue) of every reference in the SignedInfo of an envelope we signed.
-pub fn signed_references(envelope: &Xml) -> Vec<(String, String)> {
-    let Some(security) = super::verify::security_header(envelope) else { return Vec::new() };
-    let Some(signed_info) = child(&security, ns::DS, "Signature").and_then(|s| child(&s, ns::DS, "SignedInfo")) else {
-        return Vec::new();
+/// (URI, DigestValue) of every reference in the SignedInfo of an envelope we signed (none
+/// when it has no signature for the ultimate receiver). Read with the small element tree, not
+/// libxml2: it runs for every receipt, on an envelope that is already trusted (ours).
+pub fn signed_references(envelope: &[u8]) -> Result<Vec<(String, String)>, String> {
+    let root = crate::ebms::tree::parse(envelope, crate::ebms::tree::Limits::default())
+        .map_err(|e| format!("the envelope sent: {e}"))?;
+    let security = root.child(ns::SOAP12, "Header").and_then(|h| {
+        h.children_named(ns::WSSE, "Security").find(|s| {
+            let role = s.attr(ns::SOAP12, "role");
+            role.is_none() || role == Some("http://www.w3.org/2003/05/soap-envelope/role/ultimateReceiver")
+        })
+    });
+    let Some(signed_info) =
+        security.and_then(|s| s.child(ns::DS, "Signature")).and_then(|s| s.child(ns::DS, "SignedInfo"))
+    else {
+        return Ok(Vec::new());
     };
-    reference_pairs(&children(&signed_info, ns::DS, "Reference"))
+    Ok(signed_info
+        .children_named(ns::DS, "Reference")
+        .map(|r| {
+            let digest =
+                r.child(ns::DS, "DigestValue").map(|d| d.text.split_whitespace().collect()).unwrap_or_default();
+            (r.attr("", "URI").unwrap_or_default().to_owned(), digest)
+        })
+        .collect())
 }
 
 fn reference_pairs(references: &[libxml::tree::Node]) -> Vec<(String, String)> {

@@ -86,6 +86,26 @@ fn rsa_and_ed25519_round_trip_with_every_token_reference() {
 }
 
 #[test]
+fn the_references_read_back_from_a_signed_envelope_are_the_ones_the_receiver_verifies() {
+    let ca = Authority::new("test CA").unwrap();
+    let f = fixture();
+    let cred = credential(&ca, true);
+    let env = sign(&f, &cred, TokenReference::Bst);
+    let verified = verify(&f, &env, &cred.cert, ns::ED25519).unwrap();
+    let read = super::receipt::signed_references(env.as_bytes()).unwrap();
+    let expected: Vec<(String, String)> =
+        verified.references.iter().map(|r| (r.uri.clone(), r.digest_value.clone())).collect();
+    assert_eq!(read, expected);
+    // Unsigned: nothing to acknowledge; not XML: an error, never an empty (vacuous) list.
+    assert!(
+        super::receipt::signed_references(b"<S:Envelope xmlns:S='http://www.w3.org/2003/05/soap-envelope'/>")
+            .unwrap()
+            .is_empty()
+    );
+    assert!(super::receipt::signed_references(b"<a><b></a>").is_err());
+}
+
+#[test]
 fn tampering_is_detected() {
     let ca = Authority::new("test CA").unwrap();
     let f = fixture();
