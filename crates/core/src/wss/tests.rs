@@ -106,6 +106,23 @@ fn the_references_read_back_from_a_signed_envelope_are_the_ones_the_receiver_ver
 }
 
 #[test]
+fn a_content_id_that_needs_escaping_signs_and_verifies() {
+    // The SignedInfo is written in canonical form (sign.rs); the debug build checks it against
+    // libxml2's canonicalization, which escapes these characters in attributes.
+    let ca = Authority::new("test CA").unwrap();
+    let f = fixture();
+    let cred = credential(&ca, true);
+    let cid = "p&\"<\t>@x";
+    let um = crate::ebms::write::tests_support::sample();
+    let parts = [SignedPart { content_id: cid, content_type: "application/octet-stream", path: &f.bin_part }];
+    let env = sign_envelope(&user_message_builder(&um), &cred, TokenReference::Bst, &parts, "").unwrap();
+    let xml = Xml::parse(env.as_bytes()).unwrap();
+    let parts = [PartToVerify { content_id: cid, content_type: "application/octet-stream", path: &f.bin_part }];
+    let verified = verify_envelope(&xml, &parts, ns::ED25519, &resolver(cred.cert.clone())).unwrap();
+    assert_eq!(verified.references.last().unwrap().uri, format!("cid:{cid}"));
+}
+
+#[test]
 fn tampering_is_detected() {
     let ca = Authority::new("test CA").unwrap();
     let f = fixture();
