@@ -4,7 +4,7 @@
 use super::digest::{DigestError, attachment_digest, b64};
 use super::keyinfo::write_key_info;
 use super::ns;
-use super::xml::{Xml, XmlError, child};
+use super::xml::{Xml, XmlError};
 use crate::ebms::write::EnvelopeBuilder;
 use crate::pki::keys::{KeyKind, kind_of};
 use crate::pmode::model::TokenReference;
@@ -173,6 +173,7 @@ pub fn sign_envelope(
 
 #[cfg(debug_assertions)]
 fn find_signed_info(xml: &Xml) -> Option<libxml::tree::Node> {
+    use super::xml::child;
     let root = xml.root()?;
     let header = child(&root, ns::SOAP12, "Header")?;
     let security = child(&header, ns::WSSE, "Security")?;
