@@ -201,8 +201,11 @@ async fn start(
     let nodes = ventanilla::demo::launch_with(work, &source, parties, &options).await.unwrap();
     let mut configs = Vec::new();
     for n in nodes {
-        let text =
-            ventanilla::demo::toml_config(&n.node.ap.config).replacen("[as4]\n", "[as4]\nmax_message = \"4GiB\"\n", 1);
+        let mut as4 = "[as4]\nmax_message = \"4GiB\"\n".to_owned();
+        if let Ok(n) = std::env::var("BENCH_SEND_CONCURRENCY") {
+            as4.push_str(&format!("send_concurrency = {n}\n"));
+        }
+        let text = ventanilla::demo::toml_config(&n.node.ap.config).replacen("[as4]\n", &as4, 1);
         let path = work.join(format!("{}.toml", n.code));
         std::fs::write(&path, text).unwrap();
         let (base, token) = (format!("http://{}", n.node.backend_addr), n.api.token().to_owned());
@@ -372,6 +375,7 @@ async fn latency(r: &mut Results, work: &Path, profile: &str, label: &str, rate:
         ids.push(t.await.unwrap());
     }
     let mut latencies = Vec::new();
+    let mut waits = Vec::new();
     for id in &ids {
         let status = cl.api.wait_settled(id, Duration::from_secs(120)).await.unwrap();
         let history = status["history"].as_array().cloned().unwrap_or_default();
@@ -379,6 +383,9 @@ async fn latency(r: &mut Results, work: &Path, profile: &str, label: &str, rate:
             |state: &str| history.iter().find(|h| h["state"] == state).and_then(|h| h["at"].as_str().and_then(millis));
         if let (Some(a), Some(b)) = (at("submitted"), at("acknowledged")) {
             latencies.push(b - a);
+            if let Some(s) = at("sending") {
+                waits.push(s - a);
+            }
         }
     }
     latencies.sort_unstable();
@@ -387,6 +394,11 @@ async fn latency(r: &mut Results, work: &Path, profile: &str, label: &str, rate:
     r.add(&format!("p50-ms-{label}"), pct(0.50), "ms");
     r.add(&format!("p95-ms-{label}"), pct(0.95), "ms");
     r.add(&format!("p99-ms-{label}"), pct(0.99), "ms");
+    // Of which: from the commit of the submission to the sender's claim.
+    waits.sort_unstable();
+    if !waits.is_empty() {
+        r.add(&format!("p50-ms-claim-{label}"), waits[waits.len() / 2] as f64, "ms");
+    }
     cl.stop();
     pe.stop();
 }

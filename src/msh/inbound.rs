@@ -677,8 +677,8 @@ fn decompress(
             out.push(p);
             continue;
         }
-        // A small part in place (see IN_PLACE_MAX): no second file, no unlink.
-        let small = p.size <= crate::wss::cipher::IN_PLACE_MAX;
+        // A small part in place (see IN_MEMORY_MAX): no second file, no unlink.
+        let small = p.size <= crate::wss::content::IN_MEMORY_MAX;
         let target = if small { p.path.clone() } else { p.path.with_extension("dec") };
         let size = if small {
             crate::compress::gunzip_in_place(&p.path, limit)

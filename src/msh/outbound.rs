@@ -26,6 +26,7 @@ use crate::mime::{self, Packaging};
 use crate::pmode::Profile;
 use crate::store::{Direction, Happening, MessageRecord, NewMessage, State, StoreError, StoredPayload, now_ms};
 use crate::transport::{BodyStream, SendError};
+use crate::wss::content::Content;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use std::sync::Arc;
@@ -212,18 +213,24 @@ pub(crate) fn protect(
     um: &UserMessage,
     payloads: Vec<StoredPayload>,
 ) -> Result<(Vec<u8>, Vec<StoredPayload>), SubmitError> {
+    use crate::wss::content::IN_MEMORY_MAX;
     use crate::wss::encrypt::{PartToEncrypt, encrypt_parts};
     use crate::wss::sign::{SignedPart, sign_envelope};
     let refuse = |m: String| SubmitError::Refused(m);
-    // Compress: each part becomes application/gzip, its type stays in PartInfo's MimeType.
-    let mut working: Vec<(std::path::PathBuf, String)> = Vec::new();
+    let compressed = |e: compress::CompressError| refuse(format!("cannot compress: {e}"));
+    // Compress: each part becomes application/gzip, its type stays in PartInfo's MimeType. A
+    // small part that is encrypted next is compressed in memory: its gzip is never a file.
+    let mut working: Vec<(Working, String)> = Vec::new();
     for p in &payloads {
-        if compression {
-            let gz = p.path.with_extension("gz");
-            compress::gzip_file(&p.path, &gz).map_err(|e| refuse(format!("cannot compress: {e}")))?;
-            working.push((gz, compress::GZIP.to_owned()));
+        if !compression {
+            working.push((Working::File(p.path.clone()), p.mime_type.clone()));
+        } else if link.profile.is_secure() && p.size <= IN_MEMORY_MAX {
+            let plain = std::fs::read(&p.path).map_err(|e| refuse(format!("cannot read a payload: {e}")))?;
+            working.push((Working::Memory(compress::gzip_bytes(&plain).map_err(compressed)?), compress::GZIP.into()));
         } else {
-            working.push((p.path.clone(), p.mime_type.clone()));
+            let gz = p.path.with_extension("gz");
+            compress::gzip_file(&p.path, &gz).map_err(compressed)?;
+            working.push((Working::File(gz), compress::GZIP.to_owned()));
         }
     }
     let builder = write::user_message_builder(um);
@@ -231,9 +238,12 @@ pub(crate) fn protect(
         let wire = payloads
             .into_iter()
             .zip(working)
-            // `size` and `sha256` stay the original's: what the backend submitted.
-            .map(|(p, (path, kind))| StoredPayload { path, wire_type: Some(kind), ..p })
-            .collect();
+            .map(|(p, (working, kind))| match working {
+                // `size` and `sha256` stay the original's: what the backend submitted.
+                Working::File(path) => Ok(StoredPayload { path, wire_type: Some(kind), ..p }),
+                Working::Memory(_) => Err(refuse("a part in memory on an unprotected link".into())),
+            })
+            .collect::<Result<_, _>>()?;
         return Ok((builder.build("").into_bytes(), wire));
     }
     let keys =
@@ -249,10 +259,10 @@ pub(crate) fn protect(
         .iter()
         .zip(&working)
         .zip(&ciphertexts)
-        .map(|((p, (path, kind)), c)| PartToEncrypt {
+        .map(|((p, (working, kind)), c)| PartToEncrypt {
             content_id: &p.content_id,
             content_type: kind,
-            plaintext: path,
+            plaintext: working.content(),
             ciphertext: c.clone(),
         })
         .collect();
@@ -262,7 +272,11 @@ pub(crate) fn protect(
     let to_sign: Vec<SignedPart> = payloads
         .iter()
         .zip(&working)
-        .map(|(p, (path, kind))| SignedPart { content_id: &p.content_id, content_type: kind, path })
+        .map(|(p, (working, kind))| SignedPart {
+            content_id: &p.content_id,
+            content_type: kind,
+            content: working.content(),
+        })
         .collect();
     let envelope = sign_envelope(&builder, &keys.sign, link.token_reference, &to_sign, &encryption)
         .map_err(|e| refuse(format!("cannot sign: {e}")))?;
@@ -272,6 +286,22 @@ pub(crate) fn protect(
         .map(|(p, c)| StoredPayload { path: c, wire_type: Some("application/octet-stream".into()), ..p })
         .collect();
     Ok((envelope.into_bytes(), wire))
+}
+
+/// A part as it is signed and encrypted: a file (the submitted one, or its gzip), or the gzip
+/// of a small part in memory.
+enum Working {
+    File(std::path::PathBuf),
+    Memory(Vec<u8>),
+}
+
+impl Working {
+    fn content(&self) -> Content<'_> {
+        match self {
+            Working::File(path) => Content::File(path),
+            Working::Memory(bytes) => Content::Memory(bytes),
+        }
+    }
 }
 
 /// Accepts a submission: after this returns, the message is on disk and will be sent.

@@ -126,7 +126,12 @@ pub fn protected_message(
     let cipher = dir.path().join("doc.enc");
     let encryption = match protection.recipient {
         Some(cert) => encrypt_parts(
-            &[PartToEncrypt { content_id: "doc@test", content_type, plaintext: &sent, ciphertext: cipher.clone() }],
+            &[PartToEncrypt {
+                content_id: "doc@test",
+                content_type,
+                plaintext: (&sent).into(),
+                ciphertext: cipher.clone(),
+            }],
             &load_cert(cert)?,
             protection.token,
             "t",
@@ -135,7 +140,7 @@ pub fn protected_message(
     };
     let envelope = match protection.signer {
         Some(signer) => {
-            let parts = [SignedPart { content_id: "doc@test", content_type, path: &plain }];
+            let parts = [SignedPart { content_id: "doc@test", content_type, content: (&plain).into() }];
             let signed: &[SignedPart<'_>] = if protection.unsigned_part { &[] } else { &parts };
             sign_envelope(&write::user_message_builder(um), signer, protection.token, signed, &encryption)?
         }

@@ -34,6 +34,13 @@ pub fn gzip_file(input: &Path, output: &Path) -> Result<u64, CompressError> {
     Ok(std::fs::metadata(output)?.len())
 }
 
+/// [`gzip_file`] in memory, for a small part that is encrypted next (no intermediate file).
+pub fn gzip_bytes(input: &[u8]) -> Result<Vec<u8>, CompressError> {
+    let mut encoder = GzEncoder::new(Vec::with_capacity(input.len() / 2 + 64), flate2::Compression::fast());
+    encoder.write_all(input)?;
+    Ok(encoder.finish()?)
+}
+
 /// Gunzips `input` into `output`, refusing more than `limit` bytes of output (a bound on
 /// decompression bombs); the output is removed on any error, and not synced (the caller
 /// makes durable what a commit names).
@@ -46,7 +53,7 @@ pub fn gunzip_file(input: &Path, output: &Path, limit: u64) -> Result<u64, Compr
 }
 
 /// Gunzips the file at `path` into itself: read whole first (the caller keeps it small, see
-/// `IN_PLACE_MAX` in the cipher module), so no second file is created and none unlinked.
+/// `wss::content::IN_MEMORY_MAX`), so no second file is created and none unlinked.
 /// Bounded like [`gunzip_file`]; on any error the file is removed.
 pub fn gunzip_in_place(path: &Path, limit: u64) -> Result<u64, CompressError> {
     let compressed = std::fs::read(path)?;
@@ -84,6 +91,17 @@ fn gunzip_into(decoder: impl Read, output: &Path, limit: u64) -> Result<u64, Com
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gzip_in_memory_reads_back_like_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = "ePhyto ".repeat(10_000);
+        let gz = dir.path().join("m.gz");
+        std::fs::write(&gz, gzip_bytes(text.as_bytes()).unwrap()).unwrap();
+        let back = dir.path().join("back");
+        assert_eq!(gunzip_file(&gz, &back, 1 << 20).unwrap(), text.len() as u64);
+        assert_eq!(std::fs::read(&back).unwrap(), text.as_bytes());
+    }
 
     #[test]
     fn round_trip_bound_and_corruption() {

@@ -28,7 +28,7 @@ pub struct EncryptedFile<'a> {
     pub content_id: &'a str,
     pub path: &'a Path,
     /// The file is ours to overwrite (a staging copy): when small
-    /// ([`cipher::IN_PLACE_MAX`]) it is decrypted into itself, else into `<path>.plain`.
+    /// ([`super::content::IN_MEMORY_MAX`]) it is decrypted into itself, else into `<path>.plain`.
     pub overwrite: bool,
 }
 
@@ -90,8 +90,8 @@ pub fn decrypt_parts(
                 k
             }
         };
-        let small =
-            part.overwrite && std::fs::metadata(part.path).map(|m| m.len() <= cipher::IN_PLACE_MAX).unwrap_or(false);
+        let small = part.overwrite
+            && std::fs::metadata(part.path).map(|m| m.len() <= super::content::IN_MEMORY_MAX).unwrap_or(false);
         let (plain, size) = if small {
             (part.path.to_path_buf(), cipher::gcm_decrypt_in_place(&cek, part.path))
         } else {

@@ -1,10 +1,10 @@
 //! Reference digests: exclusive c14n for XML references, the SwA Attachment-Content-
 //! Signature-Transform for MIME parts (docs/as4.md §2.3).
 
+use super::content::Content;
 use super::xml::{Xml, XmlError};
 use base64::Engine as _;
 use sha2::{Digest, Sha256};
-use std::path::Path;
 
 pub fn b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
@@ -46,20 +46,18 @@ pub enum DigestError {
     Xml(#[from] XmlError),
 }
 
-/// SHA-256 of an attachment file after its transform. Octet parts stream; XML and text
-/// parts are read whole (their size is bounded by the leg's max_payload).
-pub fn attachment_digest(content_type: &str, path: &Path) -> Result<Vec<u8>, DigestError> {
-    match attachment_form(content_type) {
-        AttachmentForm::Octets => Ok(crate::util::sha256_file(path)?.to_vec()),
-        AttachmentForm::Xml => {
-            let bytes = std::fs::read(path)?;
-            let xml = Xml::parse(&bytes)?;
+/// SHA-256 of an attachment after its transform. Octet files stream; XML and text parts
+/// are read whole (their size is bounded by the leg's max_payload).
+pub fn attachment_digest<'a>(content_type: &str, content: impl Into<Content<'a>>) -> Result<Vec<u8>, DigestError> {
+    let content = content.into();
+    match (attachment_form(content_type), content) {
+        (AttachmentForm::Octets, Content::File(path)) => Ok(crate::util::sha256_file(path)?.to_vec()),
+        (AttachmentForm::Octets, Content::Memory(bytes)) => Ok(Sha256::digest(bytes).to_vec()),
+        (AttachmentForm::Xml, _) => {
+            let xml = Xml::parse(&content.read()?)?;
             Ok(Sha256::digest(xml.c14n_document()?).to_vec())
         }
-        AttachmentForm::Text => {
-            let bytes = std::fs::read(path)?;
-            Ok(Sha256::digest(crlf(&bytes)).to_vec())
-        }
+        (AttachmentForm::Text, _) => Ok(Sha256::digest(crlf(&content.read()?)).to_vec()),
     }
 }
 
@@ -108,5 +106,14 @@ mod tests {
             attachment_digest("application/octet-stream", &a).unwrap(),
             attachment_digest("application/octet-stream", &b).unwrap()
         );
+        // A part in memory digests as its file would, in every form.
+        let bytes = std::fs::read(&a).unwrap();
+        for kind in ["application/xml", "text/plain", "application/gzip"] {
+            assert_eq!(
+                attachment_digest(kind, Content::Memory(&bytes)).unwrap(),
+                attachment_digest(kind, &a).unwrap(),
+                "{kind}"
+            );
+        }
     }
 }

@@ -3,6 +3,7 @@
 //! EncryptedData per MIME part. The part bodies become IV ‖ ciphertext ‖ tag.
 
 use super::cipher::{self, CipherError};
+use super::content::Content;
 use super::digest::b64;
 use super::keyinfo::write_key_info;
 use super::ns;
@@ -10,13 +11,13 @@ use crate::ebms::tree::escape;
 use crate::pki::keys::{KeyKind, kind_of};
 use crate::pmode::model::TokenReference;
 use openssl::x509::X509;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 pub struct PartToEncrypt<'a> {
     pub content_id: &'a str,
     /// The part's Content-Type before encryption (recorded as EncryptedData/@MimeType).
     pub content_type: &'a str,
-    pub plaintext: &'a Path,
+    pub plaintext: Content<'a>,
     pub ciphertext: PathBuf,
 }
 
@@ -40,7 +41,10 @@ pub fn encrypt_parts(
 ) -> Result<String, EncryptError> {
     let cek = cipher::random(16);
     for part in parts {
-        cipher::gcm_encrypt_file(&cek, part.plaintext, &part.ciphertext)?;
+        match part.plaintext {
+            Content::File(path) => cipher::gcm_encrypt_file(&cek, path, &part.ciphertext)?,
+            Content::Memory(bytes) => cipher::gcm_encrypt_into_file(&cek, bytes, &part.ciphertext)?,
+        };
     }
     let ek_id = format!("EK-{id_suffix}");
     let (bst, key_info) = write_key_info(recipient, token, &format!("G-{id_suffix}"))?;

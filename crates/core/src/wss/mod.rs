@@ -3,6 +3,7 @@
 //! non-repudiation receipts.
 
 pub mod cipher;
+pub mod content;
 pub mod decrypt;
 pub mod digest;
 pub mod encrypt;

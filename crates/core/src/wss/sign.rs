@@ -1,6 +1,7 @@
 //! XML Signature of an AS4 envelope: one detached `ds:Signature` in `wsse:Security` over
 //! eb:Messaging, the Body and every attachment (docs/as4.md §2.3).
 
+use super::content::Content;
 use super::digest::{DigestError, attachment_digest, b64};
 use super::keyinfo::write_key_info;
 use super::ns;
@@ -11,7 +12,6 @@ use crate::pmode::model::TokenReference;
 use openssl::pkey::{PKey, Private};
 use openssl::x509::X509;
 use sha2::{Digest, Sha256};
-use std::path::Path;
 
 /// A private key with its certificate.
 #[derive(Clone)]
@@ -46,7 +46,7 @@ pub enum SignError {
 pub struct SignedPart<'a> {
     pub content_id: &'a str,
     pub content_type: &'a str,
-    pub path: &'a Path,
+    pub content: Content<'a>,
 }
 
 pub fn signature_method(key: &PKey<Private>) -> Result<&'static str, SignError> {
@@ -149,7 +149,7 @@ pub fn sign_envelope(
         references.push_str(&reference(&format!("#{id}"), ns::EXC_C14N, &digest));
     }
     for part in parts {
-        let digest = attachment_digest(part.content_type, part.path)
+        let digest = attachment_digest(part.content_type, part.content)
             .map_err(|source| SignError::Attachment { cid: part.content_id.to_owned(), source })?;
         references.push_str(&reference(&format!("cid:{}", part.content_id), ns::ATTACHMENT_CONTENT_SIGNATURE, &digest));
     }

@@ -50,8 +50,16 @@ fn fixture() -> Fixture {
 fn sign(f: &Fixture, cred: &Credential, token: TokenReference) -> String {
     let um = crate::ebms::write::tests_support::sample();
     let parts = [
-        SignedPart { content_id: "part1@ap.cl.example", content_type: "application/xml", path: &f.xml_part },
-        SignedPart { content_id: "part2@ap.cl.example", content_type: "application/octet-stream", path: &f.bin_part },
+        SignedPart {
+            content_id: "part1@ap.cl.example",
+            content_type: "application/xml",
+            content: (&f.xml_part).into(),
+        },
+        SignedPart {
+            content_id: "part2@ap.cl.example",
+            content_type: "application/octet-stream",
+            content: (&f.bin_part).into(),
+        },
     ];
     sign_envelope(&user_message_builder(&um), cred, token, &parts, "").unwrap()
 }
@@ -114,7 +122,8 @@ fn a_content_id_that_needs_escaping_signs_and_verifies() {
     let cred = credential(&ca, true);
     let cid = "p&\"<\t>@x";
     let um = crate::ebms::write::tests_support::sample();
-    let parts = [SignedPart { content_id: cid, content_type: "application/octet-stream", path: &f.bin_part }];
+    let parts =
+        [SignedPart { content_id: cid, content_type: "application/octet-stream", content: (&f.bin_part).into() }];
     let env = sign_envelope(&user_message_builder(&um), &cred, TokenReference::Bst, &parts, "").unwrap();
     let xml = Xml::parse(env.as_bytes()).unwrap();
     let parts = [PartToVerify { content_id: cid, content_type: "application/octet-stream", path: &f.bin_part }];
@@ -235,14 +244,17 @@ mod encryption {
         let parts = [PartToEncrypt {
             content_id: "part1@ap.cl.example",
             content_type: "application/xml",
-            plaintext: &f.xml_part,
+            plaintext: (&f.xml_part).into(),
             ciphertext: cipher_path.clone(),
         }];
         let before = encrypt_parts(&parts, recipient, token, "t1").unwrap();
         let mut um = crate::ebms::write::tests_support::sample();
         um.parts.truncate(1);
-        let signed =
-            [SignedPart { content_id: "part1@ap.cl.example", content_type: "application/xml", path: &f.xml_part }];
+        let signed = [SignedPart {
+            content_id: "part1@ap.cl.example",
+            content_type: "application/xml",
+            content: (&f.xml_part).into(),
+        }];
         (sign_envelope(&user_message_builder(&um), signer, TokenReference::Bst, &signed, &before).unwrap(), cipher_path)
     }
 
@@ -367,7 +379,7 @@ mod tolerance {
         let parts = [PartToEncrypt {
             content_id: "p@x",
             content_type: "application/gzip",
-            plaintext: &plain,
+            plaintext: (&plain).into(),
             ciphertext: cipher_path.clone(),
         }];
         let xml = encrypt_parts(&parts, &recipient.cert, TokenReference::Bst, "t").unwrap();
