@@ -35,6 +35,10 @@ pub struct AccessPoint {
     pub ops: crate::ops::Operations,
     /// Makes payload files durable before their rows commit, sharing syncs between messages.
     pub file_sync: Arc<crate::store::durability::FileSync>,
+    /// The running sender's permits (`send_concurrency`), while it runs: a submission that
+    /// finds one free is claimed in its own commit and sent at once (see
+    /// [`outbound::submit`]).
+    pub(crate) send_permits: std::sync::Mutex<Option<Arc<tokio::sync::Semaphore>>>,
 }
 
 impl AccessPoint {
@@ -54,6 +58,7 @@ impl AccessPoint {
             tasks: tokio_util::task::TaskTracker::new(),
             ops: crate::ops::Operations::default(),
             file_sync: Arc::new(crate::store::durability::FileSync::new(&config.data_dir, config.store.file_sync)),
+            send_permits: std::sync::Mutex::new(None),
             config,
         })
     }
@@ -88,6 +93,12 @@ impl AccessPoint {
                 .tls_client_auth
                 .then(|| (self.config.as4.tls_cert.clone(), self.config.as4.tls_key.clone())),
         }
+    }
+
+    /// A free send permit of the running sender, if it runs and has one.
+    pub(crate) fn free_send_permit(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let permits = self.send_permits.lock().ok()?.clone()?;
+        permits.try_acquire_owned().ok()
     }
 
     pub fn tmp_dir(&self) -> std::path::PathBuf {

@@ -6,7 +6,8 @@
 //! [`submit`] runs inside an owned task (the backend API spawns it on `AccessPoint::tasks`),
 //! so none of its `.await`s is cancelled by the backend hanging up: the blocking job that
 //! validates, compresses, signs and encrypts writes only beside the staged payloads (no row
-//! names them yet); `store.insert` is the commit; `store.get` only reads.
+//! names them yet); `store.insert_submission` is the commit (and, when a send permit was
+//! free, the claim); after it only a task is spawned, nothing awaited.
 //! The sender ([`run_sender`]) is a task of the node; each claimed message is sent by
 //! `send_one` in a task of its own on `AccessPoint::tasks`, which a graceful stop waits for.
 //! In `send_one`: the POST may time out or fail (nothing is committed by it; the outcome is a
@@ -305,7 +306,7 @@ impl Working {
 }
 
 /// Accepts a submission: after this returns, the message is on disk and will be sent.
-pub async fn submit(ap: &AccessPoint, sub: Submission) -> Result<MessageRecord, SubmitError> {
+pub async fn submit(ap: &Arc<AccessPoint>, sub: Submission) -> Result<MessageRecord, SubmitError> {
     let iop_leg = ap
         .pmodes()
         .outbound(ap.me(), &sub.to, &sub.leg)
@@ -377,20 +378,28 @@ pub async fn submit(ap: &AccessPoint, sub: Submission) -> Result<MessageRecord, 
         transport: crate::pmode::Transport::As4,
         unsynced,
     };
-    if let crate::store::Inserted::Duplicate { .. } = ap.store.insert(message).await? {
+    // A free send permit: the commit that accepts the message also claims it, and it is sent
+    // now, without waiting for the sender to claim it (one store round trip less; the claim
+    // is durable with the message, so a crash leaves it in `sending`, resent at the start).
+    let permit = if pull { None } else { ap.free_send_permit() };
+    let accepted = ap.store.insert_submission(message, permit.is_some()).await?;
+    if let crate::store::Inserted::Duplicate { .. } = accepted.inserted {
         // A repeated submission (same MessageId): the first is the message; these files are not.
         tracing::info!(message_id = %um.info.message_id, "submitted again; already accepted");
         if let Some(dir) = payload_dir {
             let _ = std::fs::remove_dir_all(dir);
         }
-        return Ok(ap.store.get(Direction::Outbound, &um.info.message_id).await?);
+        return Ok(accepted.record);
     }
     for size in sizes {
         ap.ops.metrics.payload(Direction::Outbound, size);
     }
     tracing::info!(message_id = %um.info.message_id, partner = %sub.to, "submitted by the backend");
-    ap.outbox.notify_one();
-    Ok(ap.store.get(Direction::Outbound, &um.info.message_id).await?)
+    match permit {
+        Some(permit) if accepted.claimed => spawn_send(ap, accepted.record.clone(), permit),
+        _ => ap.outbox.notify_one(),
+    }
+    Ok(accepted.record)
 }
 
 /// Content-IDs for the payload parts of a new message.
@@ -406,6 +415,7 @@ pub async fn run_sender(ap: Arc<AccessPoint>, shutdown: CancellationToken) {
         Err(e) => tracing::error!(error = %e, "cannot recover interrupted messages"),
     }
     let permits = Arc::new(Semaphore::new(ap.config.as4.send_concurrency.max(1)));
+    let _registered = SendPermits::register(&ap, &permits);
     let mut last_recovery = std::time::Instant::now();
     loop {
         // On a shared store, take over messages whose sending node died (expired leases).
@@ -434,17 +444,7 @@ pub async fn run_sender(ap: Arc<AccessPoint>, shutdown: CancellationToken) {
             let Ok(permit) = permits.clone().acquire_owned().await else {
                 return;
             };
-            let ap = ap.clone();
-            let span = tracing::info_span!("outbound", message_id = %record.message_id, partner = %record.partner, pmode = %record.pmode);
-            let tasks = ap.tasks.clone();
-            tasks.spawn(
-                async move {
-                    send_one(&ap, record).await;
-                    drop(permit);
-                    ap.outbox.notify_one();
-                }
-                .instrument(span),
-            );
+            spawn_send(&ap, record, permit);
         }
         if idle {
             tokio::select! {
@@ -456,6 +456,46 @@ pub async fn run_sender(ap: Arc<AccessPoint>, shutdown: CancellationToken) {
             return;
         }
     }
+}
+
+/// The sender's permits, offered to submissions while the sender runs; withdrawn (and closed,
+/// so no submission hands a message over after the sender stopped) when it returns.
+struct SendPermits<'a> {
+    ap: &'a AccessPoint,
+    permits: Arc<Semaphore>,
+}
+
+impl<'a> SendPermits<'a> {
+    fn register(ap: &'a AccessPoint, permits: &Arc<Semaphore>) -> SendPermits<'a> {
+        if let Ok(mut slot) = ap.send_permits.lock() {
+            *slot = Some(permits.clone());
+        }
+        SendPermits { ap, permits: permits.clone() }
+    }
+}
+
+impl Drop for SendPermits<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut slot) = self.ap.send_permits.lock() {
+            *slot = None;
+        }
+        self.permits.close();
+    }
+}
+
+/// Sends a claimed message in an owned task holding one of the sender's permits.
+fn spawn_send(ap: &Arc<AccessPoint>, record: MessageRecord, permit: tokio::sync::OwnedSemaphorePermit) {
+    let ap = ap.clone();
+    let span = tracing::info_span!("outbound", message_id = %record.message_id, partner = %record.partner, pmode = %record.pmode);
+    let tasks = ap.tasks.clone();
+    tasks.spawn(
+        async move {
+            send_one(&ap, record).await;
+            drop(permit);
+            ap.outbox.notify_one();
+        }
+        .instrument(span),
+    );
 }
 
 /// What the partner's answer means for the message.

@@ -48,7 +48,7 @@ pub async fn resend(
 }
 
 async fn resend_owned(
-    ap: &AccessPoint,
+    ap: &Arc<AccessPoint>,
     actor: &str,
     message_id: &str,
     mode: ResendMode,

@@ -159,6 +159,15 @@ pub enum Inserted {
     },
 }
 
+/// A submission as the store took it: inserted (or a repeat of an earlier one), its record as
+/// stored, and whether it was also claimed for sending in the same commit.
+#[derive(Debug)]
+pub struct Accepted {
+    pub inserted: Inserted,
+    pub record: MessageRecord,
+    pub claimed: bool,
+}
+
 /// One transition, as the events feed shows it to the backend: exactly one per transition
 /// (notes such as a recognised duplicate are in the history, not in the feed).
 #[derive(Debug, Clone, Serialize)]
@@ -187,6 +196,17 @@ pub trait MessageStore: Send + Sync {
     /// Leases due outbound messages (submitted or waiting_retry, next attempt reached) with
     /// the `claimed` event, moving them to `sending`.
     async fn claim_due(&self, now_ms: i64, limit: usize) -> Result<Vec<MessageRecord>, StoreError>;
+    /// Inserts a submission (outbound) and reads it back; with `claim`, a message due now is
+    /// also leased with the `claimed` event in the same commit, to be handed straight to a
+    /// sender without a claim of its own. This default claims nothing (the sender's
+    /// [`MessageStore::claim_due`] will).
+    async fn insert_submission(&self, message: NewMessage, claim: bool) -> Result<Accepted, StoreError> {
+        let _ = claim;
+        let message_id = message.message_id.clone();
+        let inserted = self.insert(message).await?;
+        let record = self.get(Direction::Outbound, &message_id).await?;
+        Ok(Accepted { inserted, record, claimed: false })
+    }
     /// Applies `event` to the message at `row` if it is still in `expected` (compare-and-set):
     /// the new state, attempts, next attempt, error and partner error as the lifecycle says,
     /// `response` (the partner's signal) when given, and one history entry (one feed event).

@@ -377,6 +377,91 @@ fn apply(
     Ok(t.to)
 }
 
+/// Inserts a new message (its payloads, kept copies and first history entry) inside the
+/// caller's transaction; an inbound MessageId already present gets a history note and is
+/// answered as a duplicate, an outbound one only answered.
+fn insert_in(tx: &Connection, m: &NewMessage) -> Result<Inserted, StoreError> {
+    let now = now_ms();
+    let (direction, created) = crate::lifecycle::create(&m.creation, now);
+    let existing: Option<(i64, Option<Vec<u8>>, String)> = one(
+        tx,
+        "SELECT row, response, state FROM messages WHERE direction = ?1 AND message_id = ?2",
+        params![direction.as_str(), m.message_id],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+    )
+    .optional()?;
+    if let Some((row, response, state)) = existing {
+        if direction == Direction::Inbound {
+            // A note, not a transition: nothing changed, the feed shows nothing.
+            exec(tx,
+                "INSERT INTO history (message_row, at, state, detail)
+                 VALUES (?1, MAX(?2, (SELECT MAX(at) FROM history WHERE message_row = ?1)), ?3, 'duplicate received; answered with the stored answer')",
+                params![row, now, state],
+            )?;
+        }
+        return Ok(Inserted::Duplicate { response, state: state_of(&state)? });
+    }
+    let (_, next_attempt) = next_attempt_value(created.next_attempt);
+    exec(
+        tx,
+        "INSERT INTO messages (direction, message_id, conversation_id, pmode, leg, partner, service, action, state,
+                               next_attempt_at, created_at, updated_at, envelope, response, document, error,
+                               document_number, transport)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+        params![
+            direction.as_str(),
+            m.message_id,
+            m.conversation_id,
+            m.pmode,
+            m.leg,
+            m.partner,
+            m.service,
+            m.action,
+            created.to.as_str(),
+            next_attempt,
+            now,
+            m.envelope,
+            m.response,
+            m.document.as_ref().map(|d| d.to_string()),
+            created.error,
+            document_number(m.document.as_ref()),
+            m.transport.as_str(),
+        ],
+    )?;
+    let row = tx.last_insert_rowid();
+    for (idx, p) in m.payloads.iter().enumerate() {
+        exec(
+            tx,
+            "INSERT INTO payloads (message_row, idx, content_id, mime_type, path, size, sha256, filename, wire_type)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            params![
+                row,
+                idx as i64,
+                p.content_id,
+                p.mime_type,
+                p.path.to_string_lossy(),
+                p.size as i64,
+                p.sha256,
+                p.filename,
+                p.wire_type
+            ],
+        )?;
+    }
+    for f in &m.unsynced {
+        exec(
+            tx,
+            "INSERT INTO unsynced_files (message_row, path, content) VALUES (?1, ?2, ?3)",
+            params![row, f.path.to_string_lossy(), f.content],
+        )?;
+    }
+    exec(
+        tx,
+        "INSERT INTO history (message_row, at, state, detail, event) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![row, now, created.to.as_str(), created.detail, created.event],
+    )?;
+    Ok(Inserted::New(row))
+}
+
 fn load(conn: &Connection, row: i64) -> Result<MessageRecord, StoreError> {
     load_with(conn, row, true)
 }
@@ -449,73 +534,34 @@ impl MessageStore for SqliteStore {
     async fn insert(&self, m: NewMessage) -> Result<Inserted, StoreError> {
         self.with(move |conn| {
             let tx = conn.savepoint()?;
-            let now = now_ms();
-            let (direction, created) = crate::lifecycle::create(&m.creation, now);
-            let existing: Option<(i64, Option<Vec<u8>>, String)> = one(&tx,
-                    "SELECT row, response, state FROM messages WHERE direction = ?1 AND message_id = ?2",
-                    params![direction.as_str(), m.message_id],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-                )
-                .optional()?;
-            if let Some((row, response, state)) = existing {
-                if direction == Direction::Inbound {
-                    // A note, not a transition: nothing changed, the feed shows nothing.
-                    exec(&tx,
-                        "INSERT INTO history (message_row, at, state, detail)
-                         VALUES (?1, MAX(?2, (SELECT MAX(at) FROM history WHERE message_row = ?1)), ?3, 'duplicate received; answered with the stored answer')",
-                        params![row, now, state],
-                    )?;
-                    tx.commit()?;
-                }
-                return Ok(Inserted::Duplicate { response, state: state_of(&state)? });
-            }
-            let (_, next_attempt) = next_attempt_value(created.next_attempt);
-            exec(&tx,
-                "INSERT INTO messages (direction, message_id, conversation_id, pmode, leg, partner, service, action, state,
-                                       next_attempt_at, created_at, updated_at, envelope, response, document, error,
-                                       document_number, transport)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
-                params![
-                    direction.as_str(),
-                    m.message_id,
-                    m.conversation_id,
-                    m.pmode,
-                    m.leg,
-                    m.partner,
-                    m.service,
-                    m.action,
-                    created.to.as_str(),
-                    next_attempt,
-                    now,
-                    m.envelope,
-                    m.response,
-                    m.document.as_ref().map(|d| d.to_string()),
-                    created.error,
-                    document_number(m.document.as_ref()),
-                    m.transport.as_str(),
-                ],
-            )?;
-            let row = tx.last_insert_rowid();
-            for (idx, p) in m.payloads.iter().enumerate() {
-                exec(&tx,
-                    "INSERT INTO payloads (message_row, idx, content_id, mime_type, path, size, sha256, filename, wire_type)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-                    params![row, idx as i64, p.content_id, p.mime_type, p.path.to_string_lossy(), p.size as i64, p.sha256, p.filename, p.wire_type],
-                )?;
-            }
-            for f in &m.unsynced {
-                exec(
-                    &tx,
-                    "INSERT INTO unsynced_files (message_row, path, content) VALUES (?1, ?2, ?3)",
-                    params![row, f.path.to_string_lossy(), f.content],
-                )?;
-            }
-            exec(&tx,
-                "INSERT INTO history (message_row, at, state, detail, event) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![row, now, created.to.as_str(), created.detail, created.event],
-            )?;
+            let inserted = insert_in(&tx, &m)?;
             tx.commit()?;
-            Ok(Inserted::New(row))
+            Ok(inserted)
+        })
+        .await
+    }
+
+    async fn insert_submission(&self, m: NewMessage, claim: bool) -> Result<Accepted, StoreError> {
+        self.with(move |conn| {
+            let tx = conn.savepoint()?;
+            let inserted = insert_in(&tx, &m)?;
+            let row = match &inserted {
+                Inserted::New(row) => *row,
+                Inserted::Duplicate { .. } => one(
+                    &tx,
+                    "SELECT row FROM messages WHERE direction = 'outbound' AND message_id = ?1",
+                    params![m.message_id],
+                    |r| r.get(0),
+                )?,
+            };
+            let due = matches!(m.creation, Creation::Submitted { pull: false });
+            let claimed = claim && due && matches!(inserted, Inserted::New(_));
+            if claimed {
+                apply(&tx, row, State::Submitted, &Happening::Claimed, None)?;
+            }
+            let record = load(&tx, row)?;
+            tx.commit()?;
+            Ok(Accepted { inserted, record, claimed })
         })
         .await
     }
@@ -1228,6 +1274,37 @@ mod tests {
             transport: crate::pmode::Transport::As4,
             unsynced: Vec::new(),
         }
+    }
+
+    #[tokio::test]
+    async fn a_submission_is_claimed_in_its_own_commit_only_when_asked_and_due() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("s.db")).unwrap();
+        let submitted = || Creation::Submitted { pull: false };
+        let handed = store.insert_submission(message(submitted(), "o1"), true).await.unwrap();
+        assert!(handed.claimed && matches!(handed.inserted, Inserted::New(_)));
+        assert_eq!((handed.record.state, handed.record.attempts), (State::Sending, 1));
+        let states: Vec<&str> = handed.record.history.iter().map(|h| h.state.as_str()).collect();
+        assert_eq!(states, ["submitted", "sending"], "both steps recorded, as a claim by the sender would");
+        assert!(store.claim_due(now_ms() + 1, 10).await.unwrap().is_empty(), "not claimed a second time");
+        // The stored record is what the submission was answered with.
+        let stored = store.get(Direction::Outbound, "o1").await.unwrap();
+        assert_eq!((stored.state, stored.attempts), (State::Sending, 1));
+
+        let left = store.insert_submission(message(submitted(), "o2"), false).await.unwrap();
+        assert!(!left.claimed);
+        assert_eq!(left.record.state, State::Submitted, "no permit: the sender claims it");
+        let pulled = store.insert_submission(message(Creation::Submitted { pull: true }, "o3"), true).await.unwrap();
+        assert!(!pulled.claimed, "a message held for pulling is never handed to the sender");
+        assert_ne!(pulled.record.state, State::Sending);
+        let again = store.insert_submission(message(submitted(), "o1"), true).await.unwrap();
+        assert!(!again.claimed && matches!(again.inserted, Inserted::Duplicate { .. }));
+        assert_eq!((again.record.message_id.as_str(), again.record.attempts), ("o1", 1), "the first submission");
+        let due: Vec<String> =
+            store.claim_due(now_ms() + 1, 10).await.unwrap().into_iter().map(|r| r.message_id).collect();
+        assert_eq!(due, ["o2"]);
+        // After a crash, a handed-over message is resent like any claimed one.
+        assert_eq!(store.recover(now_ms()).await.unwrap(), 2);
     }
 
     #[tokio::test]
