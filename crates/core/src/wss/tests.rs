@@ -111,6 +111,33 @@ fn the_references_read_back_from_a_signed_envelope_are_the_ones_the_receiver_ver
             .is_empty()
     );
     assert!(super::receipt::signed_references(b"<a><b></a>").is_err());
+    assert!(super::receipt::signed_references(b"<a>").is_err(), "truncated");
+    assert!(super::receipt::signed_references(b"<a/><b/>").is_err(), "two roots");
+}
+
+#[test]
+fn signed_references_come_from_the_ultimate_receivers_security_header_only() {
+    let (s, w, d) = (ns::SOAP12, ns::WSSE, ns::DS);
+    let signature = |uri: &str, digest: &str| {
+        format!(
+            r##"<ds:Signature><ds:SignedInfo><ds:Reference URI="{uri}"><ds:DigestValue>{digest}</ds:DigestValue></ds:Reference></ds:SignedInfo></ds:Signature>"##
+        )
+    };
+    let ours = r##"<ds:Signature><ds:SignedInfo><ds:Reference URI="cid:a&amp;b"><ds:Transforms/><ds:DigestValue> QUJD
+ REVG </ds:DigestValue></ds:Reference><ds:Reference URI="#m"><ds:DigestValue>R0hJ</ds:DigestValue><ds:DigestValue>extra</ds:DigestValue></ds:Reference></ds:SignedInfo><ds:SignedInfo><ds:Reference URI="#second-signedinfo"/></ds:SignedInfo></ds:Signature>"##;
+    let envelope = format!(
+        r##"<S:Envelope xmlns:S="{s}" xmlns:wsse="{w}" xmlns:ds="{d}"><S:Header><wsse:Security S:role="urn:other">{}</wsse:Security><wsse:Security><x:Signature xmlns:x="urn:not-ds"><ds:SignedInfo/></x:Signature>{}{}</wsse:Security><wsse:Security>{}</wsse:Security></S:Header><S:Body><ds:SignedInfo><ds:Reference URI="#body"/></ds:SignedInfo></S:Body></S:Envelope>"##,
+        signature("#other", "AAAA"),
+        ours,
+        signature("#second-signature", "BBBB"),
+        signature("#third-security", "CCCC"),
+    );
+    let read = super::receipt::signed_references(envelope.as_bytes()).unwrap();
+    assert_eq!(
+        read,
+        [("cid:a&b".to_owned(), "QUJDREVG".to_owned()), ("#m".to_owned(), "R0hJ".to_owned())],
+        "the first Security for the ultimate receiver, its first ds:Signature and ds:SignedInfo, each reference's first digest"
+    );
 }
 
 #[test]
