@@ -440,8 +440,13 @@ fn unprotect(
         if part.path != d.path {
             let _ = std::fs::remove_file(&part.path);
         }
-        let sha256 = crate::store::files::sha256_file(&d.path)
-            .map_err(|e| with_ref(EbmsError::new(EbmsCode::DeliveryFailure, e.to_string())))?;
+        // A compressed part is hashed as it is decompressed, next; hashing its gzip is wasted.
+        let sha256 = if is_compressed(um, &d.content_id) {
+            String::new()
+        } else {
+            crate::store::files::sha256_file(&d.path)
+                .map_err(|e| with_ref(EbmsError::new(EbmsCode::DeliveryFailure, e.to_string())))?
+        };
         plain.push(SunkPart {
             content_id: d.content_id,
             content_type: content_type(&part.content_id, &d.content_type),
@@ -669,18 +674,14 @@ fn decompress(
     let limit = matched.leg().map(|l| l.max_payload).unwrap_or(crate::pmode::model::DEFAULT_MAX_PAYLOAD);
     let mut out = Vec::with_capacity(payloads.len());
     for p in payloads {
-        let compressed = um
-            .parts
-            .iter()
-            .any(|pi| pi.content_id() == Some(&p.content_id) && pi.property("CompressionType").is_some());
-        if !compressed {
+        if !is_compressed(um, &p.content_id) {
             out.push(p);
             continue;
         }
         // A small part in place (see IN_MEMORY_MAX): no second file, no unlink.
         let small = p.size <= crate::wss::content::IN_MEMORY_MAX;
         let target = if small { p.path.clone() } else { p.path.with_extension("dec") };
-        let size = if small {
+        let gunzipped = if small {
             crate::compress::gunzip_in_place(&p.path, limit)
         } else {
             crate::compress::gunzip_file(&p.path, &target, limit)
@@ -693,11 +694,15 @@ fn decompress(
         if !small {
             let _ = std::fs::remove_file(&p.path);
         }
-        let sha256 = crate::store::files::sha256_file(&target)
-            .map_err(|e| Rejection::Ebms(EbmsError::new(EbmsCode::DeliveryFailure, e.to_string()).with_ref(id)))?;
-        out.push(StoredPayload { path: target, size, sha256, ..p });
+        let sha256 = hex::encode(gunzipped.sha256);
+        out.push(StoredPayload { path: target, size: gunzipped.size, sha256, ..p });
     }
     Ok(out)
+}
+
+/// Whether the part's PartInfo says CompressionType (it is decompressed, and hashed then).
+fn is_compressed(um: &UserMessage, content_id: &str) -> bool {
+    um.parts.iter().any(|pi| pi.content_id() == Some(content_id) && pi.property("CompressionType").is_some())
 }
 
 /// The receipt: on a signing link a signed non-repudiation receipt copying the references

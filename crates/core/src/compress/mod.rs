@@ -44,7 +44,7 @@ pub fn gzip_bytes(input: &[u8]) -> Result<Vec<u8>, CompressError> {
 /// Gunzips `input` into `output`, refusing more than `limit` bytes of output (a bound on
 /// decompression bombs); the output is removed on any error, and not synced (the caller
 /// makes durable what a commit names).
-pub fn gunzip_file(input: &Path, output: &Path, limit: u64) -> Result<u64, CompressError> {
+pub fn gunzip_file(input: &Path, output: &Path, limit: u64) -> Result<Gunzipped, CompressError> {
     let result = gunzip_inner(input, output, limit);
     if result.is_err() {
         let _ = std::fs::remove_file(output);
@@ -55,7 +55,7 @@ pub fn gunzip_file(input: &Path, output: &Path, limit: u64) -> Result<u64, Compr
 /// Gunzips the file at `path` into itself: read whole first (the caller keeps it small, see
 /// `wss::content::IN_MEMORY_MAX`), so no second file is created and none unlinked.
 /// Bounded like [`gunzip_file`]; on any error the file is removed.
-pub fn gunzip_in_place(path: &Path, limit: u64) -> Result<u64, CompressError> {
+pub fn gunzip_in_place(path: &Path, limit: u64) -> Result<Gunzipped, CompressError> {
     let compressed = std::fs::read(path)?;
     let result = gunzip_into(GzDecoder::new(compressed.as_slice()), path, limit);
     if result.is_err() {
@@ -64,13 +64,26 @@ pub fn gunzip_in_place(path: &Path, limit: u64) -> Result<u64, CompressError> {
     result
 }
 
-fn gunzip_inner(input: &Path, output: &Path, limit: u64) -> Result<u64, CompressError> {
+fn gunzip_inner(input: &Path, output: &Path, limit: u64) -> Result<Gunzipped, CompressError> {
     gunzip_into(GzDecoder::new(std::io::BufReader::new(std::fs::File::open(input)?)), output, limit)
 }
 
-fn gunzip_into(decoder: impl Read, output: &Path, limit: u64) -> Result<u64, CompressError> {
+/// What a gunzip wrote: its size and SHA-256, hashed on the way (the file is not read again).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Gunzipped {
+    pub size: u64,
+    pub sha256: [u8; 32],
+}
+
+fn gunzip_into(decoder: impl Read, output: &Path, limit: u64) -> Result<Gunzipped, CompressError> {
+    use sha2::Digest as _;
     let mut bounded = decoder.take(limit + 1);
-    let mut writer = std::io::BufWriter::new(std::fs::File::create(output)?);
+    // Not truncated first: a file decompressed in place is overwritten (it only grows, as a
+    // rule) and cut to size at the end; freeing its blocks only to take them again cost the
+    // receiver a truncate per part.
+    let file = std::fs::OpenOptions::new().write(true).create(true).truncate(false).open(output)?;
+    let mut writer = std::io::BufWriter::new(file);
+    let mut hasher = sha2::Sha256::new();
     let mut buf = vec![0u8; 64 * 1024];
     let mut total = 0u64;
     loop {
@@ -82,10 +95,12 @@ fn gunzip_into(decoder: impl Read, output: &Path, limit: u64) -> Result<u64, Com
         if total > limit {
             return Err(CompressError::TooLarge(limit));
         }
+        hasher.update(&buf[..n]);
         writer.write_all(&buf[..n])?;
     }
-    writer.into_inner().map_err(|e| e.into_error())?;
-    Ok(total)
+    let file = writer.into_inner().map_err(|e| e.into_error())?;
+    file.set_len(total)?;
+    Ok(Gunzipped { size: total, sha256: hasher.finalize().into() })
 }
 
 #[cfg(test)]
@@ -99,8 +114,15 @@ mod tests {
         let gz = dir.path().join("m.gz");
         std::fs::write(&gz, gzip_bytes(text.as_bytes()).unwrap()).unwrap();
         let back = dir.path().join("back");
-        assert_eq!(gunzip_file(&gz, &back, 1 << 20).unwrap(), text.len() as u64);
+        let gunzipped = gunzip_file(&gz, &back, 1 << 20).unwrap();
+        assert_eq!(gunzipped.size, text.len() as u64);
         assert_eq!(std::fs::read(&back).unwrap(), text.as_bytes());
+        assert_eq!(gunzipped.sha256, crate::util::sha256_file(&back).unwrap(), "hashed on the way");
+        // In place, an output shorter than the gzip it replaces is cut to size.
+        let empty = dir.path().join("empty.gz");
+        std::fs::write(&empty, gzip_bytes(b"").unwrap()).unwrap();
+        assert_eq!(gunzip_in_place(&empty, 10).unwrap().size, 0);
+        assert_eq!(std::fs::metadata(&empty).unwrap().len(), 0);
     }
 
     #[test]
@@ -111,7 +133,7 @@ mod tests {
         let gz = dir.path().join("p.gz");
         let size = gzip_file(&plain, &gz).unwrap();
         assert!(size < 1000);
-        assert_eq!(gunzip_file(&gz, &dir.path().join("out"), 1 << 20).unwrap(), 70_000);
+        assert_eq!(gunzip_file(&gz, &dir.path().join("out"), 1 << 20).unwrap().size, 70_000);
         assert_eq!(std::fs::read(dir.path().join("out")).unwrap(), std::fs::read(&plain).unwrap());
         assert!(matches!(gunzip_file(&gz, &dir.path().join("small"), 1000), Err(CompressError::TooLarge(1000))));
         assert!(!dir.path().join("small").exists());
@@ -123,7 +145,7 @@ mod tests {
         // In place: the same bytes, the same bound.
         let copy = dir.path().join("copy.gz");
         std::fs::copy(&gz, &copy).unwrap();
-        assert_eq!(gunzip_in_place(&copy, 1 << 20).unwrap(), 70_000);
+        assert_eq!(gunzip_in_place(&copy, 1 << 20).unwrap().size, 70_000);
         assert_eq!(std::fs::read(&copy).unwrap(), std::fs::read(&plain).unwrap());
         std::fs::copy(&gz, &copy).unwrap();
         assert!(matches!(gunzip_in_place(&copy, 1000), Err(CompressError::TooLarge(1000))));

@@ -283,10 +283,6 @@ unsafe fn collect_ids(root: bindings::xmlNodePtr, id: &[u8], found: &mut Vec<bin
 
 /// Whether the element carries `id` as `wsu:Id`, or as `Id` or `id` without a namespace.
 unsafe fn has_id(element: bindings::xmlNodePtr, id: &[u8], wsu: &[u8]) -> bool {
-    let c_bytes = |p: *const bindings::xmlChar| -> &[u8] {
-        // SAFETY: libxml2's names and hrefs are NUL-terminated.
-        if p.is_null() { &[] } else { unsafe { std::ffi::CStr::from_ptr(p as *const std::ffi::c_char) }.to_bytes() }
-    };
     // SAFETY: the caller's element is live; its attribute list and their namespaces too.
     unsafe {
         let mut attr = (*element).properties;
@@ -348,9 +344,27 @@ pub fn qname(node: &Node) -> (String, String) {
     (node.get_namespace().map(|n| n.get_href()).unwrap_or_default(), node.get_name())
 }
 
+/// Whether the element is `{ns}local`, read in place (no copies of the name and namespace:
+/// this runs for every child looked at on the message path).
 pub fn is(node: &Node, ns: &str, local: &str) -> bool {
-    let (n, l) = qname(node);
-    n == ns && l == local
+    let ptr = node.node_ptr();
+    // SAFETY: a wrapped node's pointer is live while `node` is; its name and its namespace's
+    // href are NUL-terminated strings libxml2 owns (or null).
+    unsafe {
+        if ptr.is_null() {
+            return false;
+        }
+        let href = if (*ptr).ns.is_null() { &[][..] } else { c_bytes((*(*ptr).ns).href) };
+        c_bytes((*ptr).name) == local.as_bytes() && href == ns.as_bytes()
+    }
+}
+
+/// The bytes of a libxml2 string, empty for null.
+///
+/// # Safety
+/// `p` is null or a NUL-terminated string that outlives the returned slice.
+unsafe fn c_bytes<'a>(p: *const bindings::xmlChar) -> &'a [u8] {
+    if p.is_null() { &[] } else { unsafe { std::ffi::CStr::from_ptr(p as *const std::ffi::c_char) }.to_bytes() }
 }
 
 pub fn child(node: &Node, ns: &str, local: &str) -> Option<Node> {
@@ -420,6 +434,19 @@ mod tests {
             Some(XmlError::Doctype)
         );
         assert!(Xml::parse(b"<a>&undefined;</a>").is_err());
+    }
+
+    #[test]
+    fn an_element_is_its_namespace_and_local_name_whatever_the_prefix() {
+        let xml =
+            Xml::parse(br#"<a:r xmlns:a="urn:x" xmlns="urn:d"><b:r xmlns:b="urn:x"/><r/><r xmlns=""/></a:r>"#).unwrap();
+        let root = xml.root().unwrap();
+        assert!(is(&root, "urn:x", "r") && !is(&root, "urn:x", "a:r") && !is(&root, "", "r"));
+        let kids = root.get_child_elements();
+        assert!(is(&kids[0], "urn:x", "r"), "another prefix, same namespace");
+        assert!(is(&kids[1], "urn:d", "r") && !is(&kids[1], "urn:x", "r"), "the default namespace");
+        assert!(is(&kids[2], "", "r") && !is(&kids[2], "urn:d", "r"), "no namespace");
+        assert!(!is(&kids[2], "", "rr") && !is(&kids[2], "", ""));
     }
 
     #[test]
