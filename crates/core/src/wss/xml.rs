@@ -100,7 +100,7 @@ impl Xml {
         let mut found = Vec::new();
         // SAFETY: the walk reads the live tree of `self.doc`, which it does not change.
         unsafe { collect_ids(root.node_ptr(), id.as_bytes(), &mut found) };
-        found.iter().filter_map(|target| wrapped(&root, *target)).collect()
+        wrapped(&root, &found)
     }
 
     /// Exclusive XML canonicalization (without comments) of `node` and its subtree.
@@ -311,26 +311,41 @@ unsafe fn has_id(element: bindings::xmlNodePtr, id: &[u8], wsu: &[u8]) -> bool {
     false
 }
 
-/// The wrapped node for `target`, found from `root` by its chain of ancestors (only the
-/// children along that path are wrapped).
-fn wrapped(root: &Node, target: bindings::xmlNodePtr) -> Option<Node> {
-    let mut chain = Vec::new();
-    let mut current = target;
-    // SAFETY: parent links of the live tree `root` belongs to.
-    unsafe {
-        while !current.is_null() && current != root.node_ptr() {
-            chain.push(current);
-            current = (*current).parent;
+/// The wrapped nodes for `targets`, found from `root` by their chains of ancestors. Each
+/// parent on a path has its children wrapped once, whatever the number of targets under it,
+/// so many elements with the same Id stay linear (a wrapping attempt is refused by the caller).
+fn wrapped(root: &Node, targets: &[bindings::xmlNodePtr]) -> Vec<Node> {
+    let mut by_pointer: std::collections::HashMap<bindings::xmlNodePtr, Node> =
+        std::collections::HashMap::from([(root.node_ptr(), root.clone())]);
+    let mut expanded = std::collections::HashSet::new();
+    let mut found = Vec::with_capacity(targets.len());
+    for &target in targets {
+        let mut chain = Vec::new();
+        let mut current = target;
+        // SAFETY: parent links of the live tree `root` belongs to.
+        unsafe {
+            while !current.is_null() && current != root.node_ptr() {
+                chain.push(current);
+                current = (*current).parent;
+            }
+        }
+        if current.is_null() {
+            continue;
+        }
+        let mut parent = root.node_ptr();
+        for step in chain.into_iter().rev() {
+            if expanded.insert(parent)
+                && let Some(node) = by_pointer.get(&parent).cloned()
+            {
+                by_pointer.extend(node.get_child_elements().into_iter().map(|c| (c.node_ptr(), c)));
+            }
+            parent = step;
+        }
+        if let Some(node) = by_pointer.get(&target) {
+            found.push(node.clone());
         }
     }
-    if current.is_null() {
-        return None;
-    }
-    let mut node = root.clone();
-    for step in chain.into_iter().rev() {
-        node = node.get_child_elements().into_iter().find(|c| c.node_ptr() == step)?;
-    }
-    Some(node)
+    found
 }
 
 /// The line an element starts on.
@@ -470,6 +485,9 @@ mod tests {
             "the root, unescaped"
         );
         assert!(xml.elements_with_id("a&amp;b").is_empty() && xml.elements_with_id("").is_empty());
+        // Many elements with one Id under one parent: all found, each parent's children wrapped once.
+        let many = format!(r#"<r xmlns:wsu="{WSU}"><p>{}</p></r>"#, r#"<e wsu:Id="d"/>"#.repeat(20_000));
+        assert_eq!(Xml::parse(many.as_bytes()).unwrap().elements_with_id("d").len(), 20_000);
         // A found node is the document's own: c14n of it works as before.
         let q = &xml.elements_with_id("x")[0];
         assert!(String::from_utf8(xml.c14n_subtree(q, &[]).unwrap()).unwrap().starts_with("<q "));
