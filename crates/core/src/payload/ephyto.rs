@@ -379,8 +379,8 @@ fn envelope_with_content(root: &Node, context: &Context) -> Result<Document, Vec
     Ok(document)
 }
 
-/// The hub schema set, embedded in the binary and written out once for libxml2 to resolve
-/// its imports. Compiled contexts are pooled per process: a validation borrows one and gives it
+/// The hub schema set, embedded in the binary and written to a private folder for each
+/// compilation (libxml2 resolves its imports from files), removed right after. Compiled contexts are pooled per process: a validation borrows one and gives it
 /// back, so there are as many as validations ever ran at once (a few), not one per thread (a
 /// compiled set per blocking thread was much of an access point's memory under load).
 mod schema {
@@ -389,7 +389,7 @@ mod schema {
     use libxml::schemas::{SchemaParserContext, SchemaValidationContext};
     use std::collections::HashMap;
     use std::path::PathBuf;
-    use std::sync::{Mutex, OnceLock};
+    use std::sync::Mutex;
 
     pub const CERTIFICATE: &str = "hub_SPSCertificate_17.xsd";
     pub const ENVELOPE: &str = "hub_ephyto.ippc.int.xsd";
@@ -404,20 +404,34 @@ mod schema {
         ("hub_ephyto.ippc.int.xsd", include_bytes!("../../../../schemas/ephyto/hub_ephyto.ippc.int.xsd")),
     ];
 
-    fn directory() -> Result<&'static PathBuf, String> {
-        static DIR: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-        DIR.get_or_init(|| {
-            let digest =
-                crate::util::short_hash(&FILES.iter().flat_map(|(_, b)| b.iter().copied()).collect::<Vec<u8>>());
-            let dir = std::env::temp_dir().join(format!("ventanilla-schemas-{digest}-{}", std::process::id()));
-            std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    /// A private folder holding the schema set for the length of one compilation: libxml2
+    /// resolves `xsd:import` against files, and a folder left behind would pile up in the
+    /// temporary directory (one per process start, hundreds under a test suite). Created
+    /// afresh (0700, a random name) so another local user cannot plant a schema in it.
+    struct SchemaFolder(PathBuf);
+
+    impl SchemaFolder {
+        fn write() -> Result<Self, String> {
+            let name =
+                format!("ventanilla-schemas-{}-{}", std::process::id(), hex::encode(crate::wss::cipher::random(8)));
+            let dir = std::env::temp_dir().join(name);
+            let mut builder = std::fs::DirBuilder::new();
+            #[cfg(unix)]
+            std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+            builder.create(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+            let folder = SchemaFolder(dir);
             for (name, bytes) in FILES {
-                std::fs::write(dir.join(name), bytes).map_err(|e| e.to_string())?;
+                let path = folder.0.join(name);
+                std::fs::write(&path, bytes).map_err(|e| format!("{}: {e}", path.display()))?;
             }
-            Ok(dir)
-        })
-        .as_ref()
-        .map_err(Clone::clone)
+            Ok(folder)
+        }
+    }
+
+    impl Drop for SchemaFolder {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
     }
 
     /// A compiled context, used by one thread at a time.
@@ -447,9 +461,10 @@ mod schema {
         }
     }
 
-    fn compile(dir: &std::path::Path, entry: &'static str) -> Result<Compiled, Vec<Finding>> {
-        let path = dir.join(entry);
-        let mut parser = SchemaParserContext::from_file(&path.to_string_lossy());
+    fn compile(entry: &'static str) -> Result<Compiled, Vec<Finding>> {
+        let folder = SchemaFolder::write()
+            .map_err(|e| vec![finding("EPHYTO-XSD", "schema", format!("cannot prepare the schema set: {e}"))])?;
+        let mut parser = SchemaParserContext::from_file(&folder.0.join(entry).to_string_lossy());
         SchemaValidationContext::from_parser(&mut parser).map(Compiled).map_err(|errors| {
             vec![finding(
                 "EPHYTO-XSD",
@@ -460,11 +475,9 @@ mod schema {
     }
 
     pub fn validate(xml: &Xml, entry: &'static str) -> Result<(), Vec<Finding>> {
-        let dir = directory()
-            .map_err(|e| vec![finding("EPHYTO-XSD", "schema", format!("cannot prepare the schema set: {e}"))])?;
         let mut compiled = match take(entry) {
             Some(c) => c,
-            None => compile(dir, entry)?,
+            None => compile(entry)?,
         };
         let outcome = compiled.0.validate_document(xml.document()).map_err(|errors| {
             errors
@@ -485,6 +498,21 @@ mod schema {
     #[cfg(test)]
     mod tests {
         use super::*;
+
+        #[test]
+        fn the_schema_folder_is_private_and_removed_after_use() {
+            let folder = SchemaFolder::write().unwrap();
+            let path = folder.0.clone();
+            assert_eq!(std::fs::read_dir(&path).unwrap().count(), FILES.len());
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o700);
+            }
+            assert!(compile(CERTIFICATE).is_ok());
+            drop(folder);
+            assert!(!path.exists(), "{} left behind", path.display());
+        }
 
         #[test]
         fn contexts_are_reused_across_threads_and_errors_do_not_leak_between_documents() {
