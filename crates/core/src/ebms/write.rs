@@ -30,11 +30,32 @@ pub struct EnvelopeBuilder {
     pub body_inner: String,
 }
 
+/// The namespaces [`ENVELOPE_OPEN`] declares, in scope for eb:Messaging and the Body.
+pub const ENVELOPE_NAMESPACES: [(&str, &str); 3] = [
+    ("S12", "http://www.w3.org/2003/05/soap-envelope"),
+    ("wsu", "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-utility-1.0.xsd"),
+    ("eb", "http://docs.oasis-open.org/ebxml-msg/ebms/v3.0/ns/core/200704/"),
+];
+
 impl EnvelopeBuilder {
     /// The envelope with `security` (a complete `wsse:Security` element, or "") first in the
     /// Header.
     pub fn build(&self, security: &str) -> String {
         envelope_with(security, &self.messaging_id, &self.body_id, &self.messaging_inner, &self.body_inner)
+    }
+
+    /// The `eb:Messaging` element exactly as [`Self::build`] writes it.
+    pub fn messaging_element(&self) -> String {
+        let mut out = String::with_capacity(self.messaging_inner.len() + 200);
+        write_messaging(&mut out, &self.messaging_id, &self.messaging_inner);
+        out
+    }
+
+    /// The `S12:Body` element exactly as [`Self::build`] writes it.
+    pub fn body_element(&self) -> String {
+        let mut out = String::with_capacity(self.body_inner.len() + 100);
+        write_body(&mut out, &self.body_id, &self.body_inner);
+        out
     }
 }
 
@@ -47,13 +68,23 @@ fn envelope_with(security: &str, messaging_id: &str, body_id: &str, messaging_in
     out.push_str(ENVELOPE_OPEN);
     out.push_str("<S12:Header>");
     out.push_str(security);
-    let _ = write!(out, r#"<eb:Messaging S12:mustUnderstand="true" wsu:Id="{}">"#, escape(messaging_id));
-    out.push_str(messaging_inner);
-    out.push_str("</eb:Messaging></S12:Header>");
-    let _ = write!(out, r#"<S12:Body wsu:Id="{}">"#, escape(body_id));
-    out.push_str(body_inner);
-    out.push_str("</S12:Body></S12:Envelope>");
+    write_messaging(&mut out, messaging_id, messaging_inner);
+    out.push_str("</S12:Header>");
+    write_body(&mut out, body_id, body_inner);
+    out.push_str("</S12:Envelope>");
     out
+}
+
+fn write_messaging(out: &mut String, id: &str, inner: &str) {
+    let _ = write!(out, r#"<eb:Messaging S12:mustUnderstand="true" wsu:Id="{}">"#, escape(id));
+    out.push_str(inner);
+    out.push_str("</eb:Messaging>");
+}
+
+fn write_body(out: &mut String, id: &str, inner: &str) {
+    let _ = write!(out, r#"<S12:Body wsu:Id="{}">"#, escape(id));
+    out.push_str(inner);
+    out.push_str("</S12:Body>");
 }
 
 fn opt_attr(out: &mut String, name: &str, value: Option<&str>) {
@@ -253,6 +284,17 @@ pub(crate) mod tests {
     use super::super::tree::Limits;
     use super::*;
     use crate::ebms::error::EbmsCode;
+
+    #[test]
+    fn envelope_namespaces_are_the_ones_the_envelope_declares() {
+        assert_eq!(ENVELOPE_OPEN.matches("xmlns:").count(), ENVELOPE_NAMESPACES.len());
+        for (prefix, uri) in ENVELOPE_NAMESPACES {
+            assert!(ENVELOPE_OPEN.contains(&format!(r#"xmlns:{prefix}="{uri}""#)), "{prefix}");
+        }
+        let builder = user_message_builder(&sample());
+        let whole = builder.build("");
+        assert!(whole.contains(&builder.messaging_element()) && whole.contains(&builder.body_element()));
+    }
 
     pub(crate) fn sample() -> UserMessage {
         UserMessage {

@@ -1,7 +1,9 @@
-//! WS-Security for AS4 (protocol core): exclusive c14n through libxml2, XML Signature with
+//! WS-Security for AS4 (protocol core): exclusive c14n through libxml2 (and streamed for
+//! what we sign), XML Signature with
 //! the SwA attachment transforms, XML Encryption of attachments, the eDelivery profiles, and
 //! non-repudiation receipts.
 
+pub mod canonical;
 pub mod cipher;
 pub mod content;
 pub mod decrypt;

@@ -1,12 +1,13 @@
 //! XML Signature of an AS4 envelope: one detached `ds:Signature` in `wsse:Security` over
 //! eb:Messaging, the Body and every attachment (docs/as4.md §2.3).
 
+use super::canonical;
 use super::content::Content;
 use super::digest::{DigestError, attachment_digest, b64};
 use super::keyinfo::write_key_info;
 use super::ns;
 use super::xml::{Xml, XmlError};
-use crate::ebms::write::EnvelopeBuilder;
+use crate::ebms::write::{ENVELOPE_NAMESPACES, EnvelopeBuilder};
 use crate::pki::keys::{KeyKind, kind_of};
 use crate::pmode::model::TokenReference;
 use openssl::pkey::{PKey, Private};
@@ -100,17 +101,7 @@ fn reference(uri: &str, transform: &str, digest: &[u8]) -> String {
 /// canonicalizing it gives back these bytes.
 fn c14n_attribute(value: &str) -> String {
     let mut out = String::with_capacity(value.len());
-    for c in value.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '"' => out.push_str("&quot;"),
-            '\t' => out.push_str("&#x9;"),
-            '\n' => out.push_str("&#xA;"),
-            '\r' => out.push_str("&#xD;"),
-            c => out.push(c),
-        }
-    }
+    value.chars().for_each(|c| canonical::escape_attribute(c, &mut out));
     out
 }
 
@@ -140,13 +131,22 @@ pub fn sign_envelope(
     before_signature: &str,
 ) -> Result<String, SignError> {
     let method = signature_method(&credential.key)?;
-    let unsigned = Xml::parse(envelope.build("").as_bytes())?;
     let mut references = String::new();
-    for id in [&envelope.messaging_id, &envelope.body_id] {
-        let nodes = unsigned.elements_with_id(id);
-        let node = nodes.first().ok_or(SignError::Structure("signature target"))?;
-        let digest = Sha256::digest(unsigned.c14n_subtree(node, &[])?);
-        references.push_str(&reference(&format!("#{id}"), ns::EXC_C14N, &digest));
+    // Parsed only if a target is beyond what the streamed canonicalization covers.
+    let mut unsigned: Option<Xml> = None;
+    for (id, element) in
+        [(&envelope.messaging_id, envelope.messaging_element()), (&envelope.body_id, envelope.body_element())]
+    {
+        let canonical = match canonical::exclusive(&element, &ENVELOPE_NAMESPACES) {
+            Some(text) => {
+                // Every test build checks the streamed form against libxml2's.
+                #[cfg(debug_assertions)]
+                assert_eq!(text.as_bytes(), libxml2_c14n(envelope, &mut unsigned, id)?, "canonical {id}");
+                text.into_bytes()
+            }
+            None => libxml2_c14n(envelope, &mut unsigned, id)?,
+        };
+        references.push_str(&reference(&format!("#{id}"), ns::EXC_C14N, &Sha256::digest(canonical)));
     }
     for part in parts {
         let digest = attachment_digest(part.content_type, part.content)
@@ -169,6 +169,17 @@ pub fn sign_envelope(
     }
     let value = sign_bytes(&credential.key, canonical.as_bytes())?;
     Ok(envelope.build(&security.replace(PLACEHOLDER, &b64(&value))))
+}
+
+/// The exclusive canonical form of the element `id` of the unsigned envelope, by libxml2.
+fn libxml2_c14n(envelope: &EnvelopeBuilder, unsigned: &mut Option<Xml>, id: &str) -> Result<Vec<u8>, SignError> {
+    let xml = match unsigned {
+        Some(xml) => xml,
+        None => unsigned.insert(Xml::parse(envelope.build("").as_bytes())?),
+    };
+    let nodes = xml.elements_with_id(id);
+    let node = nodes.first().ok_or(SignError::Structure("signature target"))?;
+    Ok(xml.c14n_subtree(node, &[])?)
 }
 
 #[cfg(debug_assertions)]
