@@ -18,6 +18,43 @@ const XML_NS: &str = "http://www.w3.org/XML/1998/namespace";
 /// The exclusive canonical form of `element` (one element, nothing around it), whose
 /// ancestors declare `inherited` (prefix, namespace URI; "" is the default namespace).
 pub fn exclusive(element: &str, inherited: &[(&str, &str)]) -> Option<String> {
+    walk(element, inherited, |_, _, _| Some(()))
+}
+
+/// A child element of a canonicalized element, canonicalized on its own.
+#[derive(Debug, PartialEq)]
+pub struct Child {
+    pub namespace: String,
+    pub local: String,
+    pub canonical: String,
+}
+
+/// Each child element of `parent` (one element that declares every namespace it uses, as a
+/// canonical form does), canonicalized on its own: the children of a `ds:SignedInfo` already
+/// canonicalized are its `ds:Reference`s as an NRR receipt copies them, without asking
+/// libxml2 to canonicalize each one over the whole document again.
+pub fn children(parent: &str) -> Option<Vec<Child>> {
+    let mut found = Vec::new();
+    walk(parent, &[], |state, child, range| {
+        let inherited: Vec<(&str, &str)> = state.declared.iter().map(|(p, u)| (p.as_str(), u.as_str())).collect();
+        let local = split(&child.name).1.to_owned();
+        found.push(Child {
+            namespace: child.namespace.clone(),
+            local,
+            canonical: exclusive(&parent[range], &inherited)?,
+        });
+        Some(())
+    })?;
+    Some(found)
+}
+
+/// Canonicalizes `element`; `on_child` sees each child of the apex once it is closed, with
+/// the state back at the apex's scope and the child's byte range in `element`.
+fn walk(
+    element: &str,
+    inherited: &[(&str, &str)],
+    mut on_child: impl FnMut(&State, &Open, std::ops::Range<usize>) -> Option<()>,
+) -> Option<String> {
     let mut reader = Reader::from_str(element);
     reader.config_mut().check_end_names = true;
     let mut state = State {
@@ -27,16 +64,29 @@ pub fn exclusive(element: &str, inherited: &[(&str, &str)]) -> Option<String> {
         open: Vec::new(),
     };
     let mut finished = false;
+    let mut child_start = 0;
     loop {
+        let before = usize::try_from(reader.buffer_position()).ok()?;
         match reader.read_event().ok()? {
-            Event::Start(start) if !finished => state.open(&start)?,
+            Event::Start(start) if !finished => {
+                if state.open.len() == 1 {
+                    child_start = before;
+                }
+                state.open(&start)?;
+            }
             Event::Empty(start) if !finished => {
                 state.open(&start)?;
-                state.close();
+                let closed = state.close()?;
+                if state.open.len() == 1 {
+                    on_child(&state, &closed, before..usize::try_from(reader.buffer_position()).ok()?)?;
+                }
                 finished = state.open.is_empty();
             }
             Event::End(_) => {
-                state.close();
+                let closed = state.close()?;
+                if state.open.len() == 1 {
+                    on_child(&state, &closed, child_start..usize::try_from(reader.buffer_position()).ok()?)?;
+                }
                 finished = state.open.is_empty();
             }
             Event::Text(text) if !state.open.is_empty() => {
@@ -66,6 +116,7 @@ pub fn exclusive(element: &str, inherited: &[(&str, &str)]) -> Option<String> {
 /// namespaces were in scope before it.
 struct Open {
     name: String,
+    namespace: String,
     declared: usize,
     rendered: usize,
 }
@@ -82,7 +133,8 @@ struct State {
 impl State {
     fn open(&mut self, start: &BytesStart<'_>) -> Option<()> {
         let name = std::str::from_utf8(start.name().into_inner()).ok()?.to_owned();
-        let scope = Open { name, declared: self.declared.len(), rendered: self.rendered.len() };
+        let mut scope =
+            Open { name, namespace: String::new(), declared: self.declared.len(), rendered: self.rendered.len() };
         let mut attributes: Vec<(String, String)> = Vec::new();
         for attribute in start.attributes() {
             let attribute = attribute.ok()?;
@@ -114,6 +166,7 @@ impl State {
         };
         // Namespaces the element visibly uses (its own, its attributes' prefixes), and its
         // attributes keyed as c14n sorts them: namespace URI, then local name.
+        scope.namespace.clone_from(&element_namespace);
         let mut used: Vec<(String, String)> = vec![(prefix.to_owned(), element_namespace)];
         let mut sorted: Vec<(String, &str, &str, &str)> = Vec::with_capacity(attributes.len());
         for (key, value) in &attributes {
@@ -158,14 +211,15 @@ impl State {
         Some(())
     }
 
-    fn close(&mut self) {
-        if let Some(scope) = self.open.pop() {
-            self.out.push_str("</");
-            self.out.push_str(&scope.name);
-            self.out.push('>');
-            self.declared.truncate(scope.declared);
-            self.rendered.truncate(scope.rendered);
-        }
+    /// Closes the innermost open element (None when there is none).
+    fn close(&mut self) -> Option<Open> {
+        let scope = self.open.pop()?;
+        self.out.push_str("</");
+        self.out.push_str(&scope.name);
+        self.out.push('>');
+        self.declared.truncate(scope.declared);
+        self.rendered.truncate(scope.rendered);
+        Some(scope)
     }
 
     fn lookup(&self, prefix: &str) -> Option<&str> {
@@ -279,6 +333,39 @@ mod tests {
             "<a:x xmlns:d=\"\"/>",
         ] {
             assert_eq!(exclusive(element, &CONTEXT), None, "{element}");
+        }
+    }
+
+    #[test]
+    fn children_of_a_canonical_element_are_canonical_on_their_own() {
+        let document = concat!(
+            r#"<S:E xmlns:S="urn:s" xmlns:ds="urn:ds" xmlns:ec="urn:ec" xmlns:u="urn:u"><S:H>"#,
+            r#"<ds:SignedInfo><ds:CanonicalizationMethod Algorithm="c"><ec:InclusiveNamespaces PrefixList="S u"/>"#,
+            r##"</ds:CanonicalizationMethod><ds:Reference URI="#m" u:x="1"><ds:Transforms><ds:Transform Algorithm="t">"##,
+            r#"<ec:InclusiveNamespaces PrefixList="S"/></ds:Transform></ds:Transforms><ds:DigestValue>ab&#13;c=</ds:DigestValue>"#,
+            r#"</ds:Reference>  <ds:Reference URI="cid:p" xmlns:ds="urn:ds"/><other xmlns="urn:o">x</other></ds:SignedInfo>"#,
+            r#"</S:H></S:E>"#
+        );
+        let xml = Xml::parse(document.as_bytes()).unwrap();
+        let signed_info = crate::wss::xml::child(
+            &crate::wss::xml::child(&xml.root().unwrap(), "urn:s", "H").unwrap(),
+            "urn:ds",
+            "SignedInfo",
+        )
+        .unwrap();
+        for prefixes in [vec![], vec!["S".to_owned(), "u".to_owned()]] {
+            let parent = String::from_utf8(xml.c14n_subtree(&signed_info, &prefixes).unwrap()).unwrap();
+            let found = children(&parent).unwrap();
+            let expected: Vec<Child> = signed_info
+                .get_child_elements()
+                .iter()
+                .map(|c| Child {
+                    namespace: c.get_namespace().map(|n| n.get_href()).unwrap_or_default(),
+                    local: c.get_name(),
+                    canonical: String::from_utf8(xml.c14n_subtree(c, &[]).unwrap()).unwrap(),
+                })
+                .collect();
+            assert_eq!(found, expected);
         }
     }
 

@@ -2,10 +2,11 @@
 //! eb:Messaging header, the Body and every attachment, each reference resolving to exactly
 //! one element (no signature wrapping), with the profile's algorithms only.
 
+use super::canonical;
 use super::digest::{attachment_digest, unb64};
 use super::keyinfo::{KeyReference, read_key_info};
 use super::ns;
-use super::xml::{Xml, child, children, is};
+use super::xml::{Xml, child, children};
 use crate::ebms::{EbmsCode, EbmsError};
 use crate::pki::keys::{KeyKind, kind_of};
 use libxml::tree::Node;
@@ -52,11 +53,6 @@ pub fn security_header(xml: &Xml) -> Option<Node> {
         let role = s.get_property_ns("role", ns::SOAP12);
         role.is_none() || role.as_deref() == Some("http://www.w3.org/2003/05/soap-envelope/role/ultimateReceiver")
     })
-}
-
-fn count_elements(node: &Node, ns_uri: &str, local: &str) -> usize {
-    let own = usize::from(is(node, ns_uri, local));
-    own + node.get_child_elements().iter().map(|c| count_elements(c, ns_uri, local)).sum::<usize>()
 }
 
 fn inclusive_prefixes(transform_or_method: &Node) -> Vec<String> {
@@ -111,7 +107,7 @@ fn verify(
     };
     let messaging_headers = children(&header, ns::EB, "Messaging");
     let [messaging] = messaging_headers.as_slice() else { return Err(policy("not exactly one eb:Messaging header")) };
-    if count_elements(&root, ns::EB, "Messaging") != 1 {
+    if xml.count_elements(ns::EB, "Messaging") != 1 {
         return Err(auth("a second eb:Messaging element appears in the envelope (signature wrapping)"));
     }
     let signed_info = child(signature, ns::DS, "SignedInfo").ok_or_else(|| policy("ds:Signature has no SignedInfo"))?;
@@ -130,11 +126,28 @@ fn verify(
         return Err(policy(format!("SignatureMethod '{method}' is not the profile's {expected_method}")));
     }
 
+    let signed_info_canonical =
+        xml.c14n_subtree(&signed_info, &inclusive_prefixes(&c14n)).map_err(|e| auth(e.to_string()))?;
+    let reference_nodes = children(&signed_info, ns::DS, "Reference");
+    // The references as an NRR receipt copies them, taken from the canonical SignedInfo
+    // (libxml2 would walk the whole envelope again for each one); each from libxml2 when
+    // that form is not available.
+    let mut copies = std::str::from_utf8(&signed_info_canonical)
+        .ok()
+        .and_then(canonical::children)
+        .map(|all| {
+            all.into_iter()
+                .filter(|c| c.namespace == ns::DS && c.local == "Reference")
+                .map(|c| c.canonical.into_bytes())
+                .collect::<Vec<_>>()
+        })
+        .filter(|copies| copies.len() == reference_nodes.len());
+
     let mut references = Vec::new();
     let mut covered_messaging = false;
     let mut covered_body = false;
     let mut covered_parts = vec![false; parts.len()];
-    for reference in children(&signed_info, ns::DS, "Reference") {
+    for (index, reference) in reference_nodes.into_iter().enumerate() {
         let uri = reference.get_property_no_ns("URI").unwrap_or_default();
         let digest_method = child(&reference, ns::DS, "DigestMethod")
             .and_then(|d| d.get_property_no_ns("Algorithm"))
@@ -194,7 +207,15 @@ fn verify(
         if actual != expected {
             return Err(auth(format!("digest mismatch for reference {uri}")));
         }
-        let xml_copy = xml.c14n_subtree(&reference, &[]).map_err(|e| auth(e.to_string()))?;
+        let xml_copy = match copies.as_mut().map(|copies| std::mem::take(&mut copies[index])) {
+            Some(copy) => {
+                // Every test build checks the copy against libxml2's.
+                #[cfg(debug_assertions)]
+                assert_eq!(copy, xml.c14n_subtree(&reference, &[]).map_err(|e| auth(e.to_string()))?, "copy of {uri}");
+                copy
+            }
+            None => xml.c14n_subtree(&reference, &[]).map_err(|e| auth(e.to_string()))?,
+        };
         references.push(VerifiedReference {
             uri,
             digest_value: digest_value.split_whitespace().collect(),
@@ -222,8 +243,7 @@ fn verify(
         .map(|v| v.get_content())
         .and_then(|v| unb64(&v))
         .ok_or_else(|| auth("SignatureValue missing or not base64"))?;
-    let canonical = xml.c14n_subtree(&signed_info, &inclusive_prefixes(&c14n)).map_err(|e| auth(e.to_string()))?;
-    if !verify_bytes(&signer, &canonical, &value) {
+    if !verify_bytes(&signer, &signed_info_canonical, &value) {
         return Err(auth("the signature value does not verify with the signer's certificate"));
     }
     Ok(VerifiedSignature { signer, intermediates, references })

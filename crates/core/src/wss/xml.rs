@@ -103,6 +103,23 @@ impl Xml {
         wrapped(&root, &found)
     }
 
+    /// How many elements named {`ns`}`local` the document holds, counted without allocating.
+    pub fn count_elements(&self, ns: &str, local: &str) -> usize {
+        let Some(root) = self.root() else { return 0 };
+        let mut count = 0;
+        // SAFETY: the walk reads the live tree of `self.doc`, which it does not change; names
+        // and namespace hrefs are NUL-terminated strings libxml2 owns.
+        unsafe {
+            each_element(root.node_ptr(), |node| {
+                let href = if (*node).ns.is_null() { &[][..] } else { c_bytes((*(*node).ns).href) };
+                if c_bytes((*node).name) == local.as_bytes() && href == ns.as_bytes() {
+                    count += 1;
+                }
+            })
+        };
+        count
+    }
+
     /// Exclusive XML canonicalization (without comments) of `node` and its subtree.
     pub fn c14n_subtree(&self, node: &Node, inclusive_prefixes: &[String]) -> Result<Vec<u8>, XmlError> {
         self.c14n_of(node, None, 1, false, inclusive_prefixes)
@@ -254,15 +271,28 @@ unsafe extern "C" fn in_subtree(
 /// `root` is a live element of a document that is not changed during the call.
 unsafe fn collect_ids(root: bindings::xmlNodePtr, id: &[u8], found: &mut Vec<bindings::xmlNodePtr>) {
     let wsu = super::ns::WSU.as_bytes();
+    // SAFETY: the caller's promise; `has_id` reads only the live element it is given.
+    unsafe {
+        each_element(root, |node| {
+            if has_id(node, id, wsu) {
+                found.push(node);
+            }
+        })
+    }
+}
+
+/// Calls `visit` for every element under `root` (itself included), in document order,
+/// following libxml2's own links.
+///
+/// # Safety
+/// `root` is a live element of a document that is not changed during the call.
+unsafe fn each_element(root: bindings::xmlNodePtr, mut visit: impl FnMut(bindings::xmlNodePtr)) {
     let mut node = root;
-    // SAFETY (whole walk): child, sibling and parent links of a live tree; names, namespace
-    // hrefs and attribute values are NUL-terminated strings libxml2 owns.
+    // SAFETY (whole walk): child, sibling and parent links of a live tree.
     unsafe {
         while !node.is_null() {
             if (*node).type_ == bindings::xmlElementType_XML_ELEMENT_NODE {
-                if has_id(node, id, wsu) {
-                    found.push(node);
-                }
+                visit(node);
                 if !(*node).children.is_null() {
                     node = (*node).children;
                     continue;
@@ -462,6 +492,18 @@ mod tests {
         assert!(is(&kids[1], "urn:d", "r") && !is(&kids[1], "urn:x", "r"), "the default namespace");
         assert!(is(&kids[2], "", "r") && !is(&kids[2], "urn:d", "r"), "no namespace");
         assert!(!is(&kids[2], "", "rr") && !is(&kids[2], "", ""));
+    }
+
+    #[test]
+    fn elements_are_counted_by_namespace_and_local_name_at_any_depth() {
+        let xml = Xml::parse(
+            br#"<e:r xmlns:e="urn:e" xmlns:f="urn:e"><e:m/><x><f:m><e:m>t</e:m></f:m></x><m/><g:m xmlns:g="urn:g"/></e:r>"#,
+        )
+        .unwrap();
+        assert_eq!(xml.count_elements("urn:e", "m"), 3);
+        assert_eq!(xml.count_elements("", "m"), 1);
+        assert_eq!(xml.count_elements("urn:e", "r"), 1);
+        assert_eq!(xml.count_elements("urn:g", "x"), 0);
     }
 
     #[test]
