@@ -97,16 +97,7 @@ fn all(node: &Node, name: &str) -> Vec<Node> {
 }
 
 fn text(node: &Node, names: &[&str]) -> Option<String> {
-    path(node, names).map(|n| n.get_content().trim().to_owned()).filter(|t| !t.is_empty())
-}
-
-fn descendants(node: &Node, name: &str, out: &mut Vec<Node>) {
-    for c in children(node) {
-        if c.get_name() == name {
-            out.push(c.clone());
-        }
-        descendants(&c, name, out);
-    }
+    crate::wss::xml::text_at(node, names)
 }
 
 fn is_country(code: &str) -> bool {
@@ -197,8 +188,7 @@ fn certificate_rules(root: &Node, version: &str) -> Result<Document, Vec<Finding
             _ => {}
         }
     }
-    let mut lines = Vec::new();
-    descendants(&consignment, "IncludedSPSTradeLineItem", &mut lines);
+    let lines = crate::wss::xml::descendants_named(&consignment, "IncludedSPSTradeLineItem");
     if lines.is_empty() {
         errors.push(finding(
             "EPHYTO-MISSING",

@@ -421,6 +421,56 @@ pub fn children(node: &Node, ns: &str, local: &str) -> Vec<Node> {
 }
 
 /// Text content with whitespace removed (base64 values are often wrapped).
+/// The trimmed text of the element reached from `node` through the first child element of
+/// each name in `path` (any namespace); None when one is missing or the text is blank. Read
+/// through libxml2's links: no node on the way is wrapped (wrapping registers each one with
+/// the document, and document checks read dozens of such paths).
+pub fn text_at(node: &Node, path: &[&str]) -> Option<String> {
+    // SAFETY: child and sibling links of the live tree `node` belongs to, which is not
+    // changed; names are NUL-terminated strings libxml2 owns; the content is freed once.
+    unsafe {
+        let mut current = node.node_ptr();
+        for name in path {
+            let mut child = (*current).children;
+            loop {
+                if child.is_null() {
+                    return None;
+                }
+                if (*child).type_ == bindings::xmlElementType_XML_ELEMENT_NODE
+                    && c_bytes((*child).name) == name.as_bytes()
+                {
+                    break;
+                }
+                child = (*child).next;
+            }
+            current = child;
+        }
+        let content = bindings::xmlNodeGetContent(current);
+        if content.is_null() {
+            return None;
+        }
+        let text = String::from_utf8_lossy(c_bytes(content)).trim().to_owned();
+        bindings::xmlFree.expect("libxml2 sets xmlFree")(content as *mut std::ffi::c_void);
+        Some(text).filter(|t| !t.is_empty())
+    }
+}
+
+/// Every element under `node` (not itself) named `local` in any namespace, in document
+/// order; only the elements on the paths to them are wrapped.
+pub fn descendants_named(node: &Node, local: &str) -> Vec<Node> {
+    let root = node.node_ptr();
+    let mut found = Vec::new();
+    // SAFETY: the walk reads the live tree `node` belongs to, which it does not change.
+    unsafe {
+        each_element(root, |element| {
+            if element != root && c_bytes((*element).name) == local.as_bytes() {
+                found.push(element);
+            }
+        })
+    };
+    wrapped(node, &found)
+}
+
 pub fn compact_text(node: &Node) -> String {
     node.get_content().chars().filter(|c| !c.is_whitespace()).collect()
 }
@@ -504,6 +554,25 @@ mod tests {
         assert_eq!(xml.count_elements("", "m"), 1);
         assert_eq!(xml.count_elements("urn:e", "r"), 1);
         assert_eq!(xml.count_elements("urn:g", "x"), 0);
+    }
+
+    #[test]
+    fn text_and_descendants_by_local_name() {
+        let xml = Xml::parse(
+            br#"<r xmlns:p="urn:p"><a><p:b> one &amp; two </p:b><b>second</b></a><c/><a><b>  </b></a><x><b>deep<b>deeper</b></b></x></r>"#,
+        )
+        .unwrap();
+        let root = xml.root().unwrap();
+        assert_eq!(text_at(&root, &["a", "b"]).as_deref(), Some("one & two"));
+        assert_eq!(text_at(&root, &["c"]), None);
+        assert_eq!(text_at(&root, &["a", "z"]), None);
+        assert_eq!(text_at(&root, &[]).as_deref(), Some("one & two second  deepdeeper"));
+        let found: Vec<String> = descendants_named(&root, "b").iter().map(|b| b.get_content()).collect();
+        assert_eq!(found, [" one & two ", "second", "  ", "deepdeeper", "deeper"]);
+        let a = crate::wss::xml::descendants_named(&root, "a");
+        assert_eq!(a.len(), 2);
+        assert_eq!(text_at(&a[1], &["b"]), None);
+        assert!(descendants_named(&a[0], "a").is_empty());
     }
 
     #[test]
