@@ -12,6 +12,7 @@
 
 use quick_xml::Reader;
 use quick_xml::events::{BytesStart, Event};
+use std::borrow::Cow;
 
 const XML_NS: &str = "http://www.w3.org/XML/1998/namespace";
 
@@ -35,25 +36,24 @@ pub struct Child {
 /// libxml2 to canonicalize each one over the whole document again.
 pub fn children(parent: &str) -> Option<Vec<Child>> {
     let mut found = Vec::new();
-    walk(parent, &[], |state, child, range| {
-        let inherited: Vec<(&str, &str)> = state.declared.iter().map(|(p, u)| (p.as_str(), u.as_str())).collect();
-        let local = split(&child.name).1.to_owned();
-        found.push(Child {
-            namespace: child.namespace.clone(),
-            local,
-            canonical: exclusive(&parent[range], &inherited)?,
-        });
+    walk(parent, &[], |declared, child, range| {
+        let inherited: Vec<(&str, &str)> = declared.iter().map(|(p, u)| (p.as_str(), u.as_str())).collect();
+        let (namespace, local) = child.clone()?;
+        found.push(Child { namespace, local, canonical: exclusive(&parent[range], &inherited)? });
         Some(())
     })?;
     Some(found)
 }
 
+/// An apex child's namespace and local name (only those are kept: nothing else needs them).
+type ChildName = Option<(String, String)>;
+
 /// Canonicalizes `element`; `on_child` sees each child of the apex once it is closed, with
-/// the state back at the apex's scope and the child's byte range in `element`.
+/// the declarations in scope at the apex, its name, and its byte range in `element`.
 fn walk(
     element: &str,
     inherited: &[(&str, &str)],
-    mut on_child: impl FnMut(&State, &Open, std::ops::Range<usize>) -> Option<()>,
+    mut on_child: impl FnMut(&[(String, String)], &ChildName, std::ops::Range<usize>) -> Option<()>,
 ) -> Option<String> {
     let mut reader = Reader::from_str(element);
     reader.config_mut().check_end_names = true;
@@ -72,29 +72,28 @@ fn walk(
                 if state.open.len() == 1 {
                     child_start = before;
                 }
-                state.open(&start)?;
+                state.open(element, &start)?;
             }
             Event::Empty(start) if !finished => {
-                state.open(&start)?;
-                let closed = state.close()?;
+                state.open(element, &start)?;
+                let closed = state.close(element, start.name().into_inner())?;
                 if state.open.len() == 1 {
-                    on_child(&state, &closed, before..usize::try_from(reader.buffer_position()).ok()?)?;
+                    on_child(&state.declared, &closed, before..usize::try_from(reader.buffer_position()).ok()?)?;
                 }
                 finished = state.open.is_empty();
             }
-            Event::End(_) => {
-                let closed = state.close()?;
+            Event::End(end) => {
+                let closed = state.close(element, end.name().into_inner())?;
                 if state.open.len() == 1 {
-                    on_child(&state, &closed, child_start..usize::try_from(reader.buffer_position()).ok()?)?;
+                    on_child(&state.declared, &closed, child_start..usize::try_from(reader.buffer_position()).ok()?)?;
                 }
                 finished = state.open.is_empty();
             }
             Event::Text(text) if !state.open.is_empty() => {
-                let text = text.decode().ok()?;
-                if text.contains('\r') || text.contains("]]>") || !text.chars().all(is_xml_char) {
+                let text = within(element, &text)?;
+                if !push_checked(&mut state.out, text, text_escape, |b| b == b'\r') || text.contains("]]>") {
                     return None;
                 }
-                text.chars().for_each(|c| escape_text(c, &mut state.out));
             }
             Event::GeneralRef(reference) if !state.open.is_empty() => {
                 let c = match reference.resolve_char_ref().ok()? {
@@ -104,7 +103,7 @@ fn walk(
                 if !is_xml_char(c) {
                     return None;
                 }
-                escape_text(c, &mut state.out);
+                push_checked(&mut state.out, c.encode_utf8(&mut [0; 4]), text_escape, |_| false);
             }
             Event::Eof if finished => return Some(state.out),
             _ => return None,
@@ -112,13 +111,12 @@ fn walk(
     }
 }
 
-/// An element open in the output: its name, and how many declarations and rendered
-/// namespaces were in scope before it.
+/// An element open in the output: how many declarations and rendered namespaces were in
+/// scope before it, and (for a child of the apex) its name.
 struct Open {
-    name: String,
-    namespace: String,
     declared: usize,
     rendered: usize,
+    name: ChildName,
 }
 
 struct State {
@@ -131,103 +129,129 @@ struct State {
 }
 
 impl State {
-    fn open(&mut self, start: &BytesStart<'_>) -> Option<()> {
-        let name = std::str::from_utf8(start.name().into_inner()).ok()?.to_owned();
-        let mut scope =
-            Open { name, namespace: String::new(), declared: self.declared.len(), rendered: self.rendered.len() };
-        let mut attributes: Vec<(String, String)> = Vec::new();
-        for attribute in start.attributes() {
-            let attribute = attribute.ok()?;
-            let key = std::str::from_utf8(attribute.key.into_inner()).ok()?;
-            let raw = std::str::from_utf8(&attribute.value).ok()?;
-            if raw.contains(['\t', '\n', '\r', '<']) {
-                return None;
-            }
-            let value = quick_xml::escape::unescape(raw).ok()?;
-            if !value.chars().all(is_xml_char) {
-                return None;
-            }
-            if key == "xmlns" {
-                self.declared.push((String::new(), value.into_owned()));
-            } else if let Some(prefix) = key.strip_prefix("xmlns:") {
-                if prefix == "xml" || prefix == "xmlns" || value.is_empty() {
+    /// Writes the start tag of `start`, a tag read from `input`.
+    fn open(&mut self, input: &str, start: &BytesStart<'_>) -> Option<()> {
+        let name = within(input, start.name().into_inner())?;
+        let mut scope = Open { declared: self.declared.len(), rendered: self.rendered.len(), name: None };
+        // The attributes, read once: (qualified name, raw value). Kept on the stack: a tag
+        // with more is left to libxml2 (ours have at most three).
+        let mut attributes = [("", ""); MAX_ATTRIBUTES];
+        let mut count = 0;
+        if !start.attributes_raw().iter().all(u8::is_ascii_whitespace) {
+            for attribute in start.attributes() {
+                let attribute = attribute.ok()?;
+                if count == MAX_ATTRIBUTES {
                     return None;
                 }
-                self.declared.push((prefix.to_owned(), value.into_owned()));
-            } else {
-                attributes.push((key.to_owned(), value.into_owned()));
+                attributes[count] = (within(input, attribute.key.into_inner())?, within(input, &attribute.value)?);
+                count += 1;
             }
         }
-        let (prefix, _) = split(&scope.name);
-        let element_namespace = match self.lookup(prefix) {
-            Some(uri) => uri.to_owned(),
-            None if prefix.is_empty() => String::new(),
+        let attributes = &attributes[..count];
+        // Declarations first: they bind the prefixes of this very tag.
+        for &(key, raw) in attributes {
+            let prefix = match key.strip_prefix("xmlns") {
+                Some("") => "",
+                Some(rest) => match rest.strip_prefix(':') {
+                    Some(prefix) => prefix,
+                    None => continue,
+                },
+                None => continue,
+            };
+            let value = attribute_value(raw)?;
+            if prefix == "xml" || prefix == "xmlns" || (value.is_empty() && !prefix.is_empty()) {
+                return None;
+            }
+            self.declared.push((prefix.to_owned(), value.into_owned()));
+        }
+        let declared = &self.declared;
+        let (prefix, local) = split(name);
+        let element_namespace = match lookup(declared, prefix) {
+            Some(uri) => uri,
+            None if prefix.is_empty() => "",
             None => return None,
         };
+        if self.open.len() == 1 {
+            scope.name = Some((element_namespace.to_owned(), local.to_owned()));
+        }
         // Namespaces the element visibly uses (its own, its attributes' prefixes), and its
         // attributes keyed as c14n sorts them: namespace URI, then local name.
-        scope.namespace.clone_from(&element_namespace);
-        let mut used: Vec<(String, String)> = vec![(prefix.to_owned(), element_namespace)];
-        let mut sorted: Vec<(String, &str, &str, &str)> = Vec::with_capacity(attributes.len());
-        for (key, value) in &attributes {
-            let (prefix, local) = split(key);
-            let namespace = if prefix.is_empty() { String::new() } else { self.lookup(prefix)?.to_owned() };
-            if !prefix.is_empty() && prefix != "xml" {
-                used.push((prefix.to_owned(), namespace.clone()));
+        let mut used = [("", ""); MAX_ATTRIBUTES + 1];
+        used[0] = (prefix, element_namespace);
+        let mut used_count = 1;
+        let mut sorted = [("", "", "", ""); MAX_ATTRIBUTES];
+        let mut sorted_count = 0;
+        for &(key, raw) in attributes {
+            if key == "xmlns" || key.starts_with("xmlns:") {
+                continue;
             }
-            sorted.push((namespace, local, key, value));
+            let (prefix, local) = split(key);
+            let namespace = if prefix.is_empty() { "" } else { lookup(declared, prefix)? };
+            if !prefix.is_empty() && prefix != "xml" {
+                used[used_count] = (prefix, namespace);
+                used_count += 1;
+            }
+            sorted[sorted_count] = (namespace, local, key, raw);
+            sorted_count += 1;
         }
-        sorted.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+        let sorted = &mut sorted[..sorted_count];
+        sorted.sort_unstable_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
         if sorted.windows(2).any(|w| w[0].0 == w[1].0 && w[0].1 == w[1].1) {
             return None;
         }
-        used.sort();
-        used.dedup_by(|a, b| a.0 == b.0);
-        self.out.push('<');
-        self.out.push_str(&scope.name);
-        for (prefix, uri) in used {
-            let shown = self.rendered.iter().rev().find(|(p, _)| *p == prefix).map(|(_, u)| u.as_str());
+        let used = &mut used[..used_count];
+        used.sort_unstable();
+        let out = &mut self.out;
+        out.push('<');
+        out.push_str(name);
+        let mut previous: Option<&str> = None;
+        for &(prefix, uri) in used.iter() {
+            if previous.replace(prefix) == Some(prefix) {
+                continue;
+            }
+            let shown = self.rendered.iter().rev().find(|(p, _)| p == prefix).map(|(_, u)| u.as_str());
             // Not repeated when an output ancestor wrote the same; the default namespace
             // counts as "" until one is written (then `xmlns=""` undoes it).
             if shown.unwrap_or("") == uri && (shown.is_some() || prefix.is_empty()) {
                 continue;
             }
-            self.out.push_str(if prefix.is_empty() { " xmlns" } else { " xmlns:" });
-            self.out.push_str(&prefix);
-            self.out.push_str("=\"");
-            uri.chars().for_each(|c| escape_attribute(c, &mut self.out));
-            self.out.push('"');
-            self.rendered.push((prefix, uri));
+            out.push_str(if prefix.is_empty() { " xmlns" } else { " xmlns:" });
+            out.push_str(prefix);
+            out.push_str("=\"");
+            push_checked(out, uri, attribute_escape, |_| false);
+            out.push('"');
+            self.rendered.push((prefix.to_owned(), uri.to_owned()));
         }
-        for (_, _, key, value) in sorted {
-            self.out.push(' ');
-            self.out.push_str(key);
-            self.out.push_str("=\"");
-            value.chars().for_each(|c| escape_attribute(c, &mut self.out));
-            self.out.push('"');
+        for &(_, _, key, raw) in sorted.iter() {
+            out.push(' ');
+            out.push_str(key);
+            out.push_str("=\"");
+            push_checked(out, &attribute_value(raw)?, attribute_escape, |_| false);
+            out.push('"');
         }
-        self.out.push('>');
+        out.push('>');
         self.open.push(scope);
         Some(())
     }
 
-    /// Closes the innermost open element (None when there is none).
-    fn close(&mut self) -> Option<Open> {
+    /// Closes the innermost open element, named `name` (None when there is none).
+    fn close(&mut self, input: &str, name: &[u8]) -> Option<ChildName> {
         let scope = self.open.pop()?;
         self.out.push_str("</");
-        self.out.push_str(&scope.name);
+        self.out.push_str(within(input, name)?);
         self.out.push('>');
         self.declared.truncate(scope.declared);
         self.rendered.truncate(scope.rendered);
-        Some(scope)
+        Some(scope.name)
     }
+}
 
-    fn lookup(&self, prefix: &str) -> Option<&str> {
-        if prefix == "xml" {
-            return Some(XML_NS);
-        }
-        self.declared.iter().rev().find(|(p, _)| p == prefix).map(|(_, u)| u.as_str()).filter(|u| !u.is_empty())
+/// The namespace bound to `prefix` (`xml` is always bound; an empty binding is none).
+fn lookup<'d>(declared: &'d [(String, String)], prefix: &str) -> Option<&'d str> {
+    if prefix == "xml" {
+        return Some(XML_NS);
     }
+    declared.iter().rev().find(|(p, _)| p == prefix).map(|(_, u)| u.as_str()).filter(|u| !u.is_empty())
 }
 
 fn split(name: &str) -> (&str, &str) {
@@ -245,33 +269,110 @@ fn predefined(name: &str) -> Option<char> {
     })
 }
 
+/// Elements with more attributes are left to libxml2 (ours have at most three).
+const MAX_ATTRIBUTES: usize = 8;
+
+/// `part`, a slice the reader took from `input`, as the `str` it is in `input` (no second
+/// UTF-8 check; `get` only checks the two ends fall between characters).
+fn within<'a>(input: &'a str, part: &[u8]) -> Option<&'a str> {
+    let offset = (part.as_ptr() as usize).checked_sub(input.as_ptr() as usize)?;
+    input.get(offset..offset.checked_add(part.len())?)
+}
+
+/// An attribute's value, unescaped, when it holds only what the streamed form covers: no
+/// whitespace character written literally (attribute-value normalization would turn it into
+/// a space), no `<`, only characters XML allows.
+fn attribute_value(raw: &str) -> Option<Cow<'_, str>> {
+    if !raw.bytes().all(|b| b >= 0x20 && b != b'<') || !(raw.is_ascii() || raw.chars().all(is_xml_char)) {
+        return None;
+    }
+    let value = quick_xml::escape::unescape(raw).ok()?;
+    // A character reference may name a character XML does not allow.
+    if let Cow::Owned(unescaped) = &value
+        && !unescaped.chars().all(is_xml_char)
+    {
+        return None;
+    }
+    Some(value)
+}
+
+/// Appends `text` with each byte `escape` names replaced by its reference (all ASCII, so the
+/// slices between stay whole characters), checking on the way that every character is one
+/// XML 1.0 allows and no byte is one `refused` names; false (output unusable) when one is.
+#[inline]
+fn push_checked(
+    out: &mut String,
+    text: &str,
+    escape: impl Fn(u8) -> Option<&'static str>,
+    refused: impl Fn(u8) -> bool,
+) -> bool {
+    let bytes = text.as_bytes();
+    let mut from = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        // Most bytes are plain: skip them in a tight loop.
+        if PLAIN[usize::from(bytes[i])] {
+            i += 1;
+            continue;
+        }
+        let byte = bytes[i];
+        if (byte < 0x20 && !matches!(byte, b'\t' | b'\n' | b'\r')) || refused(byte) {
+            return false;
+        }
+        if let Some(reference) = escape(byte) {
+            out.push_str(&text[from..i]);
+            out.push_str(reference);
+            from = i + 1;
+        }
+        i += 1;
+    }
+    out.push_str(&text[from..]);
+    text.is_ascii() || text.chars().all(is_xml_char)
+}
+
+/// Bytes that are never escaped, refused or checked further: printable ASCII other than the
+/// characters some escape names. (Bytes of multi-byte characters are looked at, then passed.)
+static PLAIN: [bool; 256] = {
+    let mut plain = [false; 256];
+    let mut byte = 0x20;
+    while byte < 0x7F {
+        plain[byte] = !matches!(byte as u8, b'&' | b'<' | b'>' | b'"');
+        byte += 1;
+    }
+    plain
+};
+
 /// XML 1.0's `Char` production.
 fn is_xml_char(c: char) -> bool {
     matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..)
 }
 
-fn escape_text(c: char, out: &mut String) {
-    match c {
-        '&' => out.push_str("&amp;"),
-        '<' => out.push_str("&lt;"),
-        '>' => out.push_str("&gt;"),
-        '\r' => out.push_str("&#xD;"),
-        c => out.push(c),
+fn text_escape(byte: u8) -> Option<&'static str> {
+    match byte {
+        b'&' => Some("&amp;"),
+        b'<' => Some("&lt;"),
+        b'>' => Some("&gt;"),
+        b'\r' => Some("&#xD;"),
+        _ => None,
     }
 }
 
-/// An attribute value's character as canonical XML writes it, so that parsing and
-/// canonicalizing it gives back the same bytes.
-pub fn escape_attribute(c: char, out: &mut String) {
-    match c {
-        '&' => out.push_str("&amp;"),
-        '<' => out.push_str("&lt;"),
-        '"' => out.push_str("&quot;"),
-        '\t' => out.push_str("&#x9;"),
-        '\n' => out.push_str("&#xA;"),
-        '\r' => out.push_str("&#xD;"),
-        c => out.push(c),
+fn attribute_escape(byte: u8) -> Option<&'static str> {
+    match byte {
+        b'&' => Some("&amp;"),
+        b'<' => Some("&lt;"),
+        b'"' => Some("&quot;"),
+        b'\t' => Some("&#x9;"),
+        b'\n' => Some("&#xA;"),
+        b'\r' => Some("&#xD;"),
+        _ => None,
     }
+}
+
+/// `value` as canonical XML writes an attribute value, so that parsing and canonicalizing it
+/// gives back the same bytes.
+pub fn push_attribute_value(out: &mut String, value: &str) {
+    push_checked(out, value, attribute_escape, |_| false);
 }
 
 #[cfg(test)]
@@ -306,6 +407,7 @@ mod tests {
             r#"<a:x><a:x><a:x/></a:x></a:x>"#,
             "<a:x>\n  line\ttab\n</a:x>",
             r#"<y xmlns="urn:y"><a:x><z/></a:x></y>"#,
+            r#"<a:x h="2" g="3" f="4" e="5" d="6" c="7" b="8" a="9"/>"#,
         ] {
             assert_eq!(exclusive(element, &CONTEXT).as_deref(), Some(libxml2(element).as_str()), "{element}");
         }
@@ -331,6 +433,7 @@ mod tests {
             "text<a:x/>",
             "<a:x/>text",
             "<a:x xmlns:d=\"\"/>",
+            r#"<a:x i="1" h="2" g="3" f="4" e="5" d="6" c="7" b="8" a="9"/>"#,
         ] {
             assert_eq!(exclusive(element, &CONTEXT), None, "{element}");
         }

@@ -101,7 +101,7 @@ fn reference(uri: &str, transform: &str, digest: &[u8]) -> String {
 /// canonicalizing it gives back these bytes.
 fn c14n_attribute(value: &str) -> String {
     let mut out = String::with_capacity(value.len());
-    value.chars().for_each(|c| canonical::escape_attribute(c, &mut out));
+    canonical::push_attribute_value(&mut out, value);
     out
 }
 
