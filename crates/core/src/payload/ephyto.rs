@@ -27,7 +27,7 @@ impl PayloadHandler for Ephyto {
     }
 
     fn inspect(&self, bytes: &[u8], context: &Context) -> Result<Document, Vec<Finding>> {
-        let xml = Xml::parse_located(bytes).map_err(|e| parse_findings("EPHYTO-XML", e))?;
+        let xml = Xml::parse_data_located(bytes).map_err(|e| parse_findings("EPHYTO-XML", e))?;
         let root = xml.root().ok_or_else(|| vec![finding("EPHYTO-XML", "document", "no root element")])?;
         if is(&root, HUB, "Envelope") {
             return envelope_with_content(&root, context);
@@ -370,9 +370,10 @@ fn envelope_with_content(root: &Node, context: &Context) -> Result<Document, Vec
 }
 
 /// The hub schema set, embedded in the binary and written to a private folder for each
-/// compilation (libxml2 resolves its imports from files), removed right after. Compiled contexts are pooled per process: a validation borrows one and gives it
-/// back, so there are as many as validations ever ran at once (a few), not one per thread (a
-/// compiled set per blocking thread was much of an access point's memory under load).
+/// compilation (libxml2 resolves its imports from files), removed right after. Compiled
+/// contexts are pooled per process: a validation borrows one and gives it back, so there are
+/// as many as validations ever ran at once (a few), not one per thread (a compiled set per
+/// blocking thread was much of an access point's memory under load).
 mod schema {
     use super::super::{Finding, finding};
     use crate::wss::xml::Xml;
