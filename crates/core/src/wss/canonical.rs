@@ -14,8 +14,6 @@ use quick_xml::Reader;
 use quick_xml::events::{BytesStart, Event};
 use std::borrow::Cow;
 
-const XML_NS: &str = "http://www.w3.org/XML/1998/namespace";
-
 /// The exclusive canonical form of `element` (one element, nothing around it), whose
 /// ancestors declare `inherited` (prefix, namespace URI; "" is the default namespace).
 pub fn exclusive(element: &str, inherited: &[(&str, &str)]) -> Option<String> {
@@ -249,7 +247,7 @@ impl State {
 /// The namespace bound to `prefix` (`xml` is always bound; an empty binding is none).
 fn lookup<'d>(declared: &'d [(String, String)], prefix: &str) -> Option<&'d str> {
     if prefix == "xml" {
-        return Some(XML_NS);
+        return Some(crate::ebms::ns::XML);
     }
     declared.iter().rev().find(|(p, _)| p == prefix).map(|(_, u)| u.as_str()).filter(|u| !u.is_empty())
 }
