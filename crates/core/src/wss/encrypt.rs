@@ -63,12 +63,10 @@ pub fn encrypt_parts(
             )
         }
         KeyKind::X25519 => {
-            let ephemeral = cipher::generate_x25519()?;
-            let z = cipher::x25519(&ephemeral, &recipient_key)?;
+            let (z, originator) = cipher::x25519_ephemeral(&recipient_key)?;
             let salt = cipher::random(32);
             let kek = cipher::hkdf_sha256(&z, &salt, b"", 16)?;
             let wrapped = cipher::aes_wrap(&kek, &cek)?;
-            let originator = cipher::x25519_public_to_der(&ephemeral)?;
             let recipient_str = key_info.trim_start_matches("<ds:KeyInfo>").trim_end_matches("</ds:KeyInfo>");
             format!(
                 concat!(

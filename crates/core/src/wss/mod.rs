@@ -8,6 +8,7 @@ pub mod cipher;
 pub mod content;
 pub mod decrypt;
 pub mod digest;
+pub mod ed25519;
 pub mod encrypt;
 pub mod keyinfo;
 pub mod ns;

@@ -36,6 +36,8 @@ pub enum SignError {
     Attachment { cid: String, source: DigestError },
     #[error("crypto: {0}")]
     Crypto(#[from] openssl::error::ErrorStack),
+    #[error("{0}")]
+    Ed25519(#[from] super::ed25519::SignKeyError),
     #[error("signing keys of type {0:?} are not supported")]
     KeyType(KeyKind),
     #[error("the envelope lost its {0}")]
@@ -65,10 +67,7 @@ pub fn sign_bytes(key: &PKey<Private>, data: &[u8]) -> Result<Vec<u8>, SignError
             signer.update(data)?;
             Ok(signer.sign_to_vec()?)
         }
-        KeyKind::Ed25519 => {
-            let mut signer = openssl::sign::Signer::new_without_digest(key)?;
-            Ok(signer.sign_oneshot_to_vec(data)?)
-        }
+        KeyKind::Ed25519 => Ok(super::ed25519::sign(key, data)?),
         other => Err(SignError::KeyType(other)),
     }
 }

@@ -311,9 +311,7 @@ pub fn verify_bytes(cert: &X509, data: &[u8], signature: &[u8]) -> bool {
             v.update(data)?;
             v.verify(signature)
         }),
-        KeyKind::Ed25519 => {
-            openssl::sign::Verifier::new_without_digest(&key).and_then(|mut v| v.verify_oneshot(signature, data))
-        }
+        KeyKind::Ed25519 => return super::ed25519::verify(&key, data, signature),
         _ => return false,
     };
     result.unwrap_or(false)
