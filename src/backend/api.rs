@@ -21,7 +21,6 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
-use tokio::io::AsyncWriteExt;
 use tracing::Instrument;
 
 #[derive(Clone)]
@@ -249,12 +248,11 @@ async fn submit_message(
                         pmodes.outbound(api.ap.me(), &m.to, &m.leg).ok().map(|(link, i)| link.legs[i].max_payload)
                     })
                     .unwrap_or(api.ap.config.max_message_bytes());
-                tokio::fs::create_dir_all(&dir).await.map_err(|e| internal(&e))?;
                 let index = payloads.len();
                 let path = dir.join(format!("part-{}", index + 1));
                 let mime_type = field.content_type().unwrap_or("application/octet-stream").to_owned();
                 let filename = field.file_name().map(str::to_owned);
-                let mut file = tokio::fs::File::create(&path).await.map_err(|e| internal(&e))?;
+                let mut file = crate::store::files::SpooledFile::new(path.clone());
                 let mut hasher = Sha256::new();
                 let mut size = 0u64;
                 while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
@@ -266,10 +264,10 @@ async fn submit_message(
                         )));
                     }
                     hasher.update(&chunk);
-                    file.write_all(&chunk).await.map_err(|e| internal(&e))?;
+                    file.write(&chunk).await.map_err(|e| internal(&e))?;
                 }
                 // Made durable by `submit`, with the files it derives, before its commit.
-                file.flush().await.map_err(|e| internal(&e))?;
+                file.finish().await.map_err(|e| internal(&e))?;
                 payloads.push(StoredPayload {
                     content_id: new_content_id(&api.ap, index),
                     mime_type,

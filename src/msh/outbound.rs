@@ -701,14 +701,7 @@ pub fn package(boundary: &str, root_id: &str, envelope: Vec<u8>, payloads: &[Sto
         let part_type = p.wire_type.as_deref().unwrap_or(&p.mime_type);
         let head = mime::writer::part_head(boundary, part_type, &p.content_id, false);
         pieces.push(Box::pin(futures_util::stream::once(async move { Ok(Bytes::from(head)) })));
-        let path = p.path.clone();
-        let file = futures_util::stream::once(async move { tokio::fs::File::open(path).await })
-            .map(|opened| match opened {
-                Ok(f) => tokio_util::io::ReaderStream::with_capacity(f, 64 * 1024).boxed(),
-                Err(e) => futures_util::stream::once(async move { Err(e) }).boxed(),
-            })
-            .flatten();
-        pieces.push(Box::pin(file));
+        pieces.push(crate::store::files::stream_file(p.path.clone()));
     }
     let closing = mime::writer::closing(boundary);
     pieces.push(Box::pin(futures_util::stream::once(async move { Ok(Bytes::from(closing)) })));

@@ -55,13 +55,7 @@ async fn sign(secret: &[u8], pieces: &[Piece]) -> Result<String, String> {
 fn stream(pieces: Vec<Piece>) -> crate::transport::BodyStream {
     let parts = pieces.into_iter().map(|piece| match piece {
         Piece::Bytes(b) => futures_util::stream::once(async move { Ok(b) }).boxed(),
-        Piece::File(path) => futures_util::stream::once(async move { tokio::fs::File::open(path).await })
-            .map(|opened| match opened {
-                Ok(f) => tokio_util::io::ReaderStream::with_capacity(f, 64 * 1024).boxed(),
-                Err(e) => futures_util::stream::once(async move { Err(e) }).boxed(),
-            })
-            .flatten()
-            .boxed(),
+        Piece::File(path) => crate::store::files::stream_file(path),
     });
     Box::pin(futures_util::stream::iter(parts).flatten())
 }

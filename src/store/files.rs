@@ -6,10 +6,111 @@ use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use tokio::io::AsyncWriteExt;
 
+/// A part at most this large is gathered in memory and written to its file in one blocking job
+/// when complete; a larger one goes to its file as it streams. Through tokio's file type each
+/// step (folder, create, every write, the flush) is a hand-off to the blocking pool and back,
+/// four or more per part, and a fifth of a small message's file cost was those hand-offs.
+pub const SPOOL_IN_MEMORY: usize = 256 << 10;
+
+/// A file being written from a stream: in memory while small (see [`SPOOL_IN_MEMORY`]), then
+/// in its file. Its folder is created when the file is.
+pub struct SpooledFile {
+    path: PathBuf,
+    state: Spool,
+}
+
+enum Spool {
+    Memory(Vec<u8>),
+    File(tokio::fs::File),
+}
+
+impl SpooledFile {
+    pub fn new(path: PathBuf) -> Self {
+        SpooledFile { path, state: Spool::Memory(Vec::new()) }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub async fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        match &mut self.state {
+            Spool::Memory(gathered) if gathered.len() + bytes.len() <= SPOOL_IN_MEMORY => {
+                gathered.extend_from_slice(bytes);
+            }
+            Spool::Memory(gathered) => {
+                let mut head = std::mem::take(gathered);
+                head.extend_from_slice(bytes);
+                let path = self.path.clone();
+                let file =
+                    crate::blocking::spawn(move || write_new(&path, &head)).await.map_err(std::io::Error::other)??;
+                self.state = Spool::File(tokio::fs::File::from_std(file));
+            }
+            Spool::File(file) => file.write_all(bytes).await?,
+        }
+        Ok(())
+    }
+
+    /// Writes what is still in memory, or flushes the file. Not synced: what a commit names is
+    /// made durable then ([`super::durability::FileSync`]).
+    pub async fn finish(self) -> std::io::Result<()> {
+        match self.state {
+            Spool::Memory(gathered) => {
+                let path = self.path;
+                crate::blocking::spawn(move || write_new(&path, &gathered).map(drop))
+                    .await
+                    .map_err(std::io::Error::other)?
+            }
+            Spool::File(mut file) => file.flush().await,
+        }
+    }
+}
+
+/// Creates (or truncates) `path`, and its folder if needed, with `content` in it.
+fn write_new(path: &Path, content: &[u8]) -> std::io::Result<std::fs::File> {
+    use std::io::Write;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut file = std::fs::File::create(path)?;
+    file.write_all(content)?;
+    Ok(file)
+}
+
+/// A stored file as a stream of chunks, to send: a small one (see [`SPOOL_IN_MEMORY`]) is
+/// opened and read whole in one blocking job, a larger one streams in 64 KiB chunks. An error
+/// opening it is the stream's first item.
+pub fn stream_file(path: PathBuf) -> futures_util::stream::BoxStream<'static, std::io::Result<bytes::Bytes>> {
+    use futures_util::StreamExt;
+    enum Opened {
+        Whole(bytes::Bytes),
+        Streamed(tokio::fs::File),
+    }
+    let opened = crate::blocking::spawn(move || -> std::io::Result<Opened> {
+        use std::io::Read;
+        let mut file = std::fs::File::open(&path)?;
+        let len = file.metadata()?.len();
+        if len > SPOOL_IN_MEMORY as u64 {
+            return Ok(Opened::Streamed(tokio::fs::File::from_std(file)));
+        }
+        let mut whole = Vec::with_capacity(len as usize);
+        file.read_to_end(&mut whole)?;
+        Ok(Opened::Whole(whole.into()))
+    });
+    futures_util::stream::once(opened)
+        .map(|opened| match opened.map_err(std::io::Error::other).and_then(|o| o) {
+            Ok(Opened::Whole(whole)) => futures_util::stream::iter([Ok(whole)]).boxed(),
+            Ok(Opened::Streamed(file)) => tokio_util::io::ReaderStream::with_capacity(file, 64 * 1024).boxed(),
+            Err(e) => futures_util::stream::iter([Err(e)]).boxed(),
+        })
+        .flatten()
+        .boxed()
+}
+
 /// Streams received MIME parts into files under `dir`, hashing as it goes.
 pub struct FileSink {
     dir: PathBuf,
-    current: Option<(tokio::fs::File, Sha256)>,
+    current: Option<(SpooledFile, Sha256)>,
     max_part_bytes: u64,
     written: u64,
     pub parts: Vec<SunkPart>,
@@ -37,10 +138,8 @@ impl FileSink {
 #[async_trait::async_trait]
 impl PartSink for FileSink {
     async fn begin(&mut self, content_id: &str, content_type: &str) -> std::io::Result<()> {
-        tokio::fs::create_dir_all(&self.dir).await?;
         let path = self.dir.join(format!("part-{}", self.parts.len() + 1));
-        let file = tokio::fs::File::create(&path).await?;
-        self.current = Some((file, Sha256::new()));
+        self.current = Some((SpooledFile::new(path.clone()), Sha256::new()));
         self.written = 0;
         self.parts.push(SunkPart {
             content_id: content_id.to_owned(),
@@ -59,17 +158,17 @@ impl PartSink for FileSink {
         }
         if let Some((file, hasher)) = self.current.as_mut() {
             hasher.update(bytes);
-            file.write_all(bytes).await?;
+            file.write(bytes).await?;
         }
         Ok(())
     }
 
     async fn finish(&mut self) -> std::io::Result<()> {
-        if let Some((mut file, hasher)) = self.current.take() {
-            // Flushed, not synced: a received part is often decrypted or decompressed into
+        if let Some((file, hasher)) = self.current.take() {
+            // Written, not synced: a received part is often decrypted or decompressed into
             // another file; what the commit names is synced then
             // ([`super::durability::FileSync`]).
-            file.flush().await?;
+            file.finish().await?;
             if let Some(part) = self.parts.last_mut() {
                 part.size = self.written;
                 part.sha256 = hex::encode(hasher.finalize());
@@ -132,4 +231,60 @@ pub async fn sweep_orphans(
     .await
     .map_err(|e| super::StoreError::Task(e.to_string()))?;
     Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::StreamExt;
+
+    #[tokio::test]
+    async fn a_small_file_is_written_once_when_finished_and_a_large_one_as_it_streams() {
+        let dir = tempfile::tempdir().unwrap();
+        let small = dir.path().join("new/folder/part-1");
+        let mut file = SpooledFile::new(small.clone());
+        file.write(b"<SPS").await.unwrap();
+        file.write(b"Certificate/>").await.unwrap();
+        assert!(!small.exists(), "nothing written before the end");
+        file.finish().await.unwrap();
+        assert_eq!(std::fs::read(&small).unwrap(), b"<SPSCertificate/>");
+
+        let large = dir.path().join("other/part-1");
+        let chunk: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        let mut file = SpooledFile::new(large.clone());
+        let mut expected = Vec::new();
+        for _ in 0..5 {
+            file.write(&chunk).await.unwrap();
+            expected.extend_from_slice(&chunk);
+        }
+        assert!(large.exists(), "past the in-memory limit the file is written as it streams");
+        file.finish().await.unwrap();
+        assert_eq!(std::fs::read(&large).unwrap(), expected);
+
+        let empty = dir.path().join("empty/part-1");
+        SpooledFile::new(empty.clone()).finish().await.unwrap();
+        assert_eq!(std::fs::read(&empty).unwrap(), b"");
+    }
+
+    #[tokio::test]
+    async fn a_stored_file_streams_whole_when_small_in_chunks_when_large_and_a_missing_one_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let small = dir.path().join("small");
+        std::fs::write(&small, b"payload").unwrap();
+        let chunks: Vec<_> = stream_file(small).collect().await;
+        assert_eq!(chunks.len(), 1);
+        assert_eq!(chunks[0].as_ref().unwrap().as_ref(), b"payload");
+
+        let large = dir.path().join("large");
+        let content: Vec<u8> = (0..(SPOOL_IN_MEMORY as u32 + 70_000)).map(|i| (i % 253) as u8).collect();
+        std::fs::write(&large, &content).unwrap();
+        let chunks: Vec<_> = stream_file(large).collect().await;
+        assert!(chunks.len() > 1);
+        let joined: Vec<u8> = chunks.into_iter().flat_map(|c| c.unwrap().to_vec()).collect();
+        assert_eq!(joined, content);
+
+        let missing: Vec<_> = stream_file(dir.path().join("missing")).collect().await;
+        assert_eq!(missing.len(), 1);
+        assert_eq!(missing[0].as_ref().unwrap_err().kind(), std::io::ErrorKind::NotFound);
+    }
 }
