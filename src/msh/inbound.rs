@@ -9,9 +9,10 @@
 //! - reading the body (`read_mime`): nothing is committed yet; a closed connection ends the
 //!   stream with an error, the staging folder is removed, nothing is kept.
 //! - one `spawn_blocking` job for decrypt, verify, decompress, payload validation and the
-//!   signed answer ([`examine`]): work on the staging folder only, no commit.
-//! - `persist_and_answer`: the staging folder is renamed to its final place and the row is
-//!   inserted; from the rename on, the folder is never removed by a guard, only by an explicit
+//!   signed answer ([`examine`]), then the rename of the staging folder to its final place
+//!   ([`keep_staging`]); no commit. A blocking job runs to its end even if nothing awaits it.
+//! - `persist_and_answer`: the row is inserted; from the rename on, the folder is never
+//!   removed by a guard, only by an explicit
 //!   decision once the store has answered (a duplicate, or a definite refusal), and folders a
 //!   crash left unreferenced are swept at start ([`crate::store::files::sweep_orphans`]).
 //! - pull signals (`handle_signals`): store reads and compare-and-set transitions, inside the
@@ -291,16 +292,30 @@ where
     seen.matched = Some(matched.clone());
     authorize_partner(ap, peer, pulled, &matched, &um, &envelope)?;
     check_freshness(&matched, &um)?;
-    // The CPU-bound steps run as one job off the async workers: one hand-off per message,
-    // not one per step.
+    // The CPU-bound steps and the move of the payloads to their final place run as one job off
+    // the async workers: one hand-off per message, not one per step.
     let (ap2, matched2, um2) = (ap.clone(), matched.clone(), um.clone());
     let bytes = envelope_bytes.clone();
-    let examined = crate::blocking::spawn(move || examine(&ap2, &matched2, &um2, &envelope, &bytes, parts))
-        .await
-        .map_err(|e| {
-            EbmsError::new(EbmsCode::DeliveryFailure, format!("processing task failed: {e}"))
-                .with_ref(Some(&um.info.message_id))
-        })??;
+    let staging_dir = staging.dir.clone();
+    let (examined, kept) = crate::blocking::spawn(move || {
+        let examined = examine(&ap2, &matched2, &um2, &envelope, &bytes, parts)?;
+        // The files the row will name, with the staging folder's entries, durable in their
+        // final place (the received parts and intermediates were only written).
+        let kept = match &examined {
+            Examined::Deliver(payloads, _) if !payloads.is_empty() => {
+                let named: Vec<std::ffi::OsString> =
+                    payloads.iter().filter_map(|p| p.path.file_name().map(ToOwned::to_owned)).collect();
+                Some(keep_staging(&ap2, &staging_dir, &named))
+            }
+            _ => None,
+        };
+        Ok::<_, Rejection>((examined, kept))
+    })
+    .await
+    .map_err(|e| {
+        EbmsError::new(EbmsCode::DeliveryFailure, format!("processing task failed: {e}"))
+            .with_ref(Some(&um.info.message_id))
+    })??;
     let (payloads, answer) = match examined {
         Examined::TestService(reply) => {
             tracing::info!("test service message answered with a receipt, not delivered");
@@ -311,7 +326,7 @@ where
         }
         Examined::Deliver(payloads, answer) => (payloads, answer),
     };
-    persist_and_answer(ap, &matched, &um, envelope_bytes, payloads, answer, staging).await
+    persist_and_answer(ap, &matched, &um, envelope_bytes, Received { payloads, kept }, answer, staging).await
 }
 
 /// What the examining job decided.
@@ -730,30 +745,50 @@ fn receipt(
 /// Moves a staging folder to its final place under `inbound/` and makes the files named (by
 /// file name inside the folder) and the folder's new entry durable with the coming commit:
 /// copies for the row when small, else one shared sync now (see [`crate::store::durability`]).
-/// Returns the new path and the copies. Off the async workers; a blocking job runs to its end
-/// whoever awaits it.
-pub(crate) async fn commit_staging(
+/// Returns the new path and the copies. Blocking: call it from a blocking job, which runs to
+/// its end whoever awaits it.
+pub(crate) fn keep_staging(
     ap: &AccessPoint,
     staging: &std::path::Path,
-    files: Vec<std::ffi::OsString>,
-) -> Result<(PathBuf, Vec<crate::store::UnsyncedFile>), String> {
+    files: &[std::ffi::OsString],
+) -> Result<Kept, String> {
     let root = ap.config.data_dir.join("inbound");
-    let to = root.join(uuid::Uuid::new_v4().to_string());
-    let (from, target) = (staging.to_owned(), to.clone());
-    let file_sync = ap.file_sync.clone();
-    let keeps_copies = ap.store.keeps_file_copies();
-    let unsynced = crate::blocking::spawn(move || {
-        std::fs::create_dir_all(&root).map_err(|e| format!("cannot create the inbound folder: {e}"))?;
-        std::fs::rename(&from, &target).map_err(|e| format!("cannot move received payloads: {e}"))?;
-        let named: Vec<PathBuf> = files.iter().map(|name| target.join(name)).collect();
-        let named: Vec<&std::path::Path> = named.iter().map(PathBuf::as_path).collect();
-        file_sync
-            .secure(keeps_copies, &named, &[&target, &root])
-            .map_err(|e| format!("cannot make the payloads durable: {e}"))
-    })
-    .await
-    .map_err(|e| format!("the file task failed: {e}"))??;
-    Ok((to, unsynced))
+    let target = root.join(uuid::Uuid::new_v4().to_string());
+    std::fs::create_dir_all(&root).map_err(|e| format!("cannot create the inbound folder: {e}"))?;
+    std::fs::rename(staging, &target).map_err(|e| format!("cannot move received payloads: {e}"))?;
+    let named: Vec<PathBuf> = files.iter().map(|name| target.join(name)).collect();
+    let named: Vec<&std::path::Path> = named.iter().map(PathBuf::as_path).collect();
+    let copies = ap
+        .file_sync
+        .secure(ap.store.keeps_file_copies(), &named, &[&target, &root])
+        .map_err(|e| format!("cannot make the payloads durable: {e}"))?;
+    Ok(Kept { dir: target, copies })
+}
+
+/// A staging folder in its final place, with the copies that make its files durable with the
+/// row ([`keep_staging`]).
+pub(crate) struct Kept {
+    pub(crate) dir: PathBuf,
+    pub(crate) copies: Vec<crate::store::UnsyncedFile>,
+}
+
+/// A received message's payloads, and their folder once in its final place.
+struct Received {
+    payloads: Vec<StoredPayload>,
+    /// `None` when there are no payloads (nothing to move).
+    kept: Option<Result<Kept, String>>,
+}
+
+/// [`keep_staging`] as a blocking job.
+pub(crate) async fn commit_staging(
+    ap: &Arc<AccessPoint>,
+    staging: &std::path::Path,
+    files: Vec<std::ffi::OsString>,
+) -> Result<Kept, String> {
+    let (ap, staging) = (ap.clone(), staging.to_owned());
+    crate::blocking::spawn(move || keep_staging(&ap, &staging, &files))
+        .await
+        .map_err(|e| format!("the file task failed: {e}"))?
 }
 
 /// Step: detect a duplicate, persist, and answer. The receipt is stored with the message in
@@ -763,10 +798,11 @@ async fn persist_and_answer(
     matched: &Matched,
     um: &UserMessage,
     envelope: Vec<u8>,
-    mut payloads: Vec<StoredPayload>,
+    received: Received,
     answer: Answer,
     staging: &mut Staging,
 ) -> Result<Reply, Rejection> {
+    let Received { mut payloads, kept } = received;
     let id = Some(um.info.message_id.as_str());
     let failure = |what: &str, e: &dyn std::fmt::Display| {
         tracing::error!(error = %e, "{what}");
@@ -774,13 +810,8 @@ async fn persist_and_answer(
     };
     let mut final_dir = PathBuf::new();
     let mut unsynced = Vec::new();
-    if !payloads.is_empty() {
-        // The files the row will name, with the staging folder's entries, durable in their final
-        // place (the received parts and intermediates were only flushed).
-        let named: Vec<std::ffi::OsString> =
-            payloads.iter().filter_map(|p| p.path.file_name().map(ToOwned::to_owned)).collect();
-        let (moved_to, copies) =
-            commit_staging(ap, &staging.dir, named).await.map_err(|e| failure("cannot keep the payloads", &e))?;
+    if let Some(kept) = kept {
+        let Kept { dir: moved_to, copies } = kept.map_err(|e| failure("cannot keep the payloads", &e))?;
         final_dir = moved_to;
         unsynced = copies;
         staging.dir = final_dir.clone();

@@ -417,7 +417,7 @@ async fn process(ap: &Arc<AccessPoint>, body: &Bytes, seen: &mut Option<Cabecera
             ..with_partner(vec![Detalle::new(code::INTERNAL, "cannot store the message; try again later")])
         }
     };
-    let (final_dir, unsynced) =
+    let super::inbound::Kept { dir: final_dir, copies: unsynced } =
         super::inbound::commit_staging(ap, &guard.dir, vec![CERTIFICATE_FILE.into()]).await.map_err(internal)?;
     guard.dir = final_dir.clone();
     guard.keep = true;
