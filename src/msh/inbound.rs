@@ -11,10 +11,10 @@
 //! - one `spawn_blocking` job for decrypt, verify, decompress, payload validation and the
 //!   signed answer ([`examine`]), then the rename of the staging folder to its final place
 //!   ([`keep_staging`]); no commit. A blocking job runs to its end even if nothing awaits it.
-//! - `persist_and_answer`: the row is inserted; from the rename on, the folder is never
-//!   removed by a guard, only by an explicit
-//!   decision once the store has answered (a duplicate, or a definite refusal), and folders a
-//!   crash left unreferenced are swept at start ([`crate::store::files::sweep_orphans`]).
+//! - `persist_and_answer`: the row is inserted. From the rename on, the folder is never
+//!   removed by a guard, only by an explicit decision once the store has answered (a
+//!   duplicate, or a definite refusal), and folders a crash left unreferenced are swept at
+//!   start ([`crate::store::files::sweep_orphans`]).
 //! - pull signals (`handle_signals`): store reads and compare-and-set transitions, inside the
 //!   same owned task.
 

@@ -9,7 +9,8 @@ use tokio::io::AsyncWriteExt;
 /// A part at most this large is gathered in memory and written to its file in one blocking job
 /// when complete; a larger one goes to its file as it streams. Through tokio's file type each
 /// step (folder, create, every write, the flush) is a hand-off to the blocking pool and back,
-/// four or more per part, and a fifth of a small message's file cost was those hand-offs.
+/// four or more per part: `tokio::fs` was 5.4% of all CPU in a profile of the 2.0 throughput
+/// bench, and the change took 4-8% off the CPU per message.
 pub const SPOOL_IN_MEMORY: usize = 256 << 10;
 
 /// A file being written from a stream: in memory while small (see [`SPOOL_IN_MEMORY`]), then
