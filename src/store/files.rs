@@ -30,10 +30,6 @@ impl SpooledFile {
         SpooledFile { path, state: Spool::Memory(Vec::new()) }
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     pub async fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
         match &mut self.state {
             Spool::Memory(gathered) if gathered.len() + bytes.len() <= SPOOL_IN_MEMORY => {
@@ -87,17 +83,21 @@ pub fn stream_file(path: PathBuf) -> futures_util::stream::BoxStream<'static, st
         Whole(bytes::Bytes),
         Streamed(tokio::fs::File),
     }
-    let opened = crate::blocking::spawn(move || -> std::io::Result<Opened> {
-        use std::io::Read;
-        let mut file = std::fs::File::open(&path)?;
-        let len = file.metadata()?.len();
-        if len > SPOOL_IN_MEMORY as u64 {
-            return Ok(Opened::Streamed(tokio::fs::File::from_std(file)));
-        }
-        let mut whole = Vec::with_capacity(len as usize);
-        file.read_to_end(&mut whole)?;
-        Ok(Opened::Whole(whole.into()))
-    });
+    // Opened when the stream is first polled (when the body is sent), not when it is built.
+    let opened = async move {
+        crate::blocking::spawn(move || -> std::io::Result<Opened> {
+            use std::io::Read;
+            let mut file = std::fs::File::open(&path)?;
+            let len = file.metadata()?.len();
+            if len > SPOOL_IN_MEMORY as u64 {
+                return Ok(Opened::Streamed(tokio::fs::File::from_std(file)));
+            }
+            let mut whole = Vec::with_capacity(len as usize);
+            file.read_to_end(&mut whole)?;
+            Ok(Opened::Whole(whole.into()))
+        })
+        .await
+    };
     futures_util::stream::once(opened)
         .map(|opened| match opened.map_err(std::io::Error::other).and_then(|o| o) {
             Ok(Opened::Whole(whole)) => futures_util::stream::iter([Ok(whole)]).boxed(),
