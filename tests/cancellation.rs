@@ -11,6 +11,7 @@ use common::*;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::time::Duration;
 use tokio::sync::Notify;
 use ventanilla::demo::{Options, launch_with};
@@ -18,10 +19,12 @@ use ventanilla::node::StoreWrapper;
 use ventanilla::store::*;
 
 /// Commits, says so, then stalls: the window in which a dropped request used to lose files.
+/// Also fails the first `failing_transitions` transitions as a busy or lost database would.
 struct CommitThenStall {
     inner: Arc<dyn MessageStore>,
     committed: Arc<Notify>,
     stall: Duration,
+    failing_transitions: Arc<AtomicUsize>,
 }
 
 #[async_trait::async_trait]
@@ -46,6 +49,9 @@ impl MessageStore for CommitThenStall {
         event: Happening,
         response: Option<Vec<u8>>,
     ) -> Result<State, StoreError> {
+        if self.failing_transitions.fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1)).is_ok() {
+            return Err(StoreError::Task("injected: the database went away".into()));
+        }
         self.inner.transition(row, expected, event, response).await
     }
     async fn get(&self, direction: Direction, message_id: &str) -> Result<MessageRecord, StoreError> {
@@ -168,8 +174,25 @@ impl MessageStore for CommitThenStall {
 
 fn stalling(committed: Arc<Notify>) -> StoreWrapper {
     StoreWrapper(Arc::new(move |inner| {
-        Arc::new(CommitThenStall { inner, committed: committed.clone(), stall: Duration::from_millis(400) })
-            as Arc<dyn MessageStore>
+        Arc::new(CommitThenStall {
+            inner,
+            committed: committed.clone(),
+            stall: Duration::from_millis(400),
+            failing_transitions: Arc::default(),
+        }) as Arc<dyn MessageStore>
+    }))
+}
+
+/// A store whose first `failures` transitions fail (and whose inserts do not stall).
+fn failing_transitions(failures: usize) -> StoreWrapper {
+    let left = Arc::new(AtomicUsize::new(failures));
+    StoreWrapper(Arc::new(move |inner| {
+        Arc::new(CommitThenStall {
+            inner,
+            committed: Arc::default(),
+            stall: Duration::ZERO,
+            failing_transitions: left.clone(),
+        }) as Arc<dyn MessageStore>
     }))
 }
 
@@ -266,6 +289,42 @@ async fn a_submission_whose_client_hangs_up_while_the_store_commits_is_still_sen
     assert_eq!(payload.as_ref(), document.as_slice());
     let sent = cl.api.wait_settled(&id, Duration::from_secs(30)).await.unwrap();
     assert_eq!(sent["state"], "acknowledged");
+    for n in nodes {
+        n.node.stop().await;
+    }
+}
+
+/// The sender's store fails as it records the receipt: the outcome is recorded when the store
+/// comes back, without a restart (it used to stay `sending` until the next start).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_failure_while_recording_a_receipt_is_retried_without_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = Options {
+        insecure: true,
+        store_wrappers: BTreeMap::from([("cl".to_owned(), failing_transitions(2))]),
+        ..Options::default()
+    };
+    let nodes = launch_with(dir.path(), &repo().join("pmodes"), &[("cl", "CL-SICEX"), ("pe", "PE-VUCE")], &options)
+        .await
+        .unwrap();
+    let (cl, pe) = (&nodes[0], &nodes[1]);
+    let document = ephyto("CL", "PE");
+    let path = dir.path().join("c.xml");
+    std::fs::write(&path, &document).unwrap();
+    let submitted = cl
+        .api
+        .submit(
+            &serde_json::json!({"to": "PE-VUCE", "leg": "ephyto"}),
+            &[ventanilla::backend::client::Upload { path: &path, mime_type: "application/xml" }],
+        )
+        .await
+        .unwrap();
+    let id = submitted["message_id"].as_str().unwrap().to_owned();
+    let sent = cl.api.wait_settled(&id, Duration::from_secs(30)).await.unwrap();
+    assert_eq!(sent["state"], "acknowledged", "{sent}");
+    assert_eq!(sent["attempts"], 1, "sent once, recorded after two store failures: {sent}");
+    let received = pe.api.received(&id).await.unwrap();
+    assert_eq!(received["state"], "delivered");
     for n in nodes {
         n.node.stop().await;
     }

@@ -11,9 +11,10 @@
 //! The sender ([`run_sender`]) is a task of the node; each claimed message is sent by
 //! `send_one` in a task of its own on `AccessPoint::tasks`, which a graceful stop waits for.
 //! In `send_one`: the POST may time out or fail (nothing is committed by it; the outcome is a
-//! retry); `store.transition` commits the outcome. A stop or crash between the two leaves the
-//! message in `sending`, and [`crate::store::MessageStore::recover`] resends it at the next
-//! start (the partner answers a resend with its stored receipt).
+//! retry); `store.transition` commits the outcome, tried again for about a minute if the store
+//! fails ([`record_outcome`]). A stop or crash between the two leaves the message in `sending`,
+//! and [`crate::store::MessageStore::recover`] resends it at the next start (the partner
+//! answers a resend with its stored receipt).
 
 use super::AccessPoint;
 use crate::compress;
@@ -563,14 +564,14 @@ async fn send_one(ap: &AccessPoint, record: MessageRecord) {
         Err(e) => (Outcome::no_receipt(e.to_string()), None),
     };
     observe(ap, &record.partner, &outcome, started.elapsed());
-    let result = match outcome {
+    let (event, signal) = match outcome {
         Outcome::Receipt => {
             tracing::info!(attempt = record.attempts, "receipt received");
-            ap.store.transition(record.row, State::Sending, Happening::ReceiptReceived, body).await
+            (Happening::ReceiptReceived, body)
         }
         Outcome::Refused { reason, error } => {
             tracing::warn!(reason, "refused by the partner");
-            record_refusal(ap, &record, State::Sending, &reason, Some(error), body).await
+            (Happening::RefusedByPartner { reason, error: Some(error) }, body)
         }
         Outcome::NoReceipt { reason, error } => {
             let schedule =
@@ -585,13 +586,60 @@ async fn send_one(ap: &AccessPoint, record: MessageRecord) {
             if let Some(e) = &error {
                 tracing::warn!(code = %e.code, description = %e.description, "the partner answered with an error that is not trusted (unsigned or not a failure)");
             }
-            ap.store
-                .transition(record.row, State::Sending, Happening::NoReceipt { reason, retry_at, error }, None)
-                .await
+            (Happening::NoReceipt { reason, retry_at, error }, None)
         }
     };
-    if let Err(e) = result {
-        tracing::error!(error = %e, "cannot record the outcome; the message will be resent after a restart");
+    record_outcome(ap, record.row, event, signal).await;
+}
+
+/// The waits between attempts to record a send's outcome when the store fails in a way that may
+/// pass (a busy or full disk, a lost PostgreSQL connection): about a minute in all, during which
+/// the message keeps its send permit, so a failing store also slows the sender down.
+const RECORD_RETRIES: [std::time::Duration; 6] = [
+    std::time::Duration::from_millis(100),
+    std::time::Duration::from_millis(500),
+    std::time::Duration::from_secs(2),
+    std::time::Duration::from_secs(5),
+    std::time::Duration::from_secs(15),
+    std::time::Duration::from_secs(30),
+];
+
+/// Commits a send's outcome (`sending` → the event's state), retrying a store failure that may
+/// pass. Until it commits the message stays `sending`; past the last retry it is resent at the
+/// next start ([`crate::store::MessageStore::recover`]), which the partner answers with its
+/// stored receipt: at least once either way, never lost.
+async fn record_outcome(ap: &AccessPoint, row: i64, event: Happening, signal: Option<Vec<u8>>) {
+    let mut waits = RECORD_RETRIES.iter();
+    let mut retried = false;
+    loop {
+        match ap.store.transition(row, State::Sending, event.clone(), signal.clone()).await {
+            Ok(_) => {
+                if retried {
+                    tracing::info!("outcome recorded after a store failure");
+                }
+                return;
+            }
+            // An earlier attempt that reported a failure may have committed after all.
+            Err(StoreError::Conflict { actual, .. }) if retried => {
+                tracing::warn!(state = actual.as_str(), "after a store failure the message is already past sending");
+                return;
+            }
+            Err(e) if e.may_pass() => match waits.next() {
+                Some(wait) => {
+                    tracing::warn!(error = %e, retry_in = ?wait, "cannot record the outcome; retrying");
+                    retried = true;
+                    tokio::time::sleep(*wait).await;
+                }
+                None => {
+                    tracing::error!(error = %e, "cannot record the outcome; the message will be resent after a restart");
+                    return;
+                }
+            },
+            Err(e) => {
+                tracing::error!(error = %e, "cannot record the outcome");
+                return;
+            }
+        }
     }
 }
 

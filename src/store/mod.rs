@@ -137,6 +137,13 @@ impl StoreError {
     pub fn definitely_not_stored(&self) -> bool {
         matches!(self, StoreError::Database(_) | StoreError::Conflict { .. } | StoreError::Illegal(_))
     }
+
+    /// Whether the same write may succeed if tried again: the database or the disk failed (busy,
+    /// full, a lost connection), not the write itself (a lost compare-and-set, an illegal
+    /// transition, a missing row or unreadable data).
+    pub fn may_pass(&self) -> bool {
+        matches!(self, StoreError::Database(_) | StoreError::Io(_) | StoreError::Task(_))
+    }
 }
 
 /// A pulled message whose receipt did not come in time.
