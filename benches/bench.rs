@@ -837,7 +837,9 @@ async fn main() {
         fsyncs(&mut r, &root.join("fsync"), "edelivery-2.0", "2.0").await;
     }
     if wants("latency") {
-        let rate = if rate_20 > 0.0 { rate_20 / 2.0 } else { 20.0 };
+        // BENCH_LATENCY_RATE fixes the rate (msg/s), for runs compared without a throughput run.
+        let fixed = std::env::var("BENCH_LATENCY_RATE").ok().and_then(|v| v.parse::<f64>().ok());
+        let rate = fixed.unwrap_or(if rate_20 > 0.0 { rate_20 / 2.0 } else { 20.0 });
         latency(&mut r, &root.join("lat"), "edelivery-2.0", "2.0", rate).await;
     }
     if wants("soak") {
