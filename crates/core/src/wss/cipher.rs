@@ -180,16 +180,32 @@ pub fn rsa_oaep_decrypt(
 /// A fresh ephemeral X25519 key agreed with `recipient`: the shared secret and the ephemeral
 /// public key as DER. Through ring, whose key generation and agreement cost 118 µs here
 /// against OpenSSL's 147. The all-zero output (a low-order point) is refused (RFC 7748 §6.1).
+/// A key that Santuario-based receivers would misread ([`misread_by_santuario`]) is drawn again.
 pub fn x25519_ephemeral(recipient: &PKeyRef<impl HasPublic>) -> Result<(Vec<u8>, Vec<u8>), CipherError> {
     use ring::agreement::{EphemeralPrivateKey, UnparsedPublicKey, X25519, agree_ephemeral};
     if recipient.id() != Id::X25519 {
         return Err(CipherError::Invalid("the recipient's key is not an X25519 key".into()));
     }
     let peer = recipient.raw_public_key()?;
-    let ephemeral = EphemeralPrivateKey::generate(&X25519, &ring::rand::SystemRandom::new())
-        .map_err(|_| CipherError::Invalid("cannot generate an X25519 key".into()))?;
-    let public =
-        ephemeral.compute_public_key().map_err(|_| CipherError::Invalid("cannot generate an X25519 key".into()))?;
+    let random = ring::rand::SystemRandom::new();
+    let generate = || -> Result<_, CipherError> {
+        let ephemeral = EphemeralPrivateKey::generate(&X25519, &random)
+            .map_err(|_| CipherError::Invalid("cannot generate an X25519 key".into()))?;
+        let public =
+            ephemeral.compute_public_key().map_err(|_| CipherError::Invalid("cannot generate an X25519 key".into()))?;
+        Ok((ephemeral, public))
+    };
+    let (mut ephemeral, mut public) = generate()?;
+    // One key in 256 is drawn again; eight in a row is a broken random source, not chance.
+    for _ in 0..8 {
+        if !misread_by_santuario(public.as_ref()) {
+            break;
+        }
+        (ephemeral, public) = generate()?;
+    }
+    if misread_by_santuario(public.as_ref()) {
+        return Err(CipherError::Invalid("the random source keeps giving the same kind of X25519 key".into()));
+    }
     let z = agree_ephemeral(ephemeral, &UnparsedPublicKey::new(&X25519, peer), |z| z.to_vec())
         .map_err(|_| CipherError::Invalid("X25519 agreement with the recipient's key failed".into()))?;
     if z.iter().all(|b| *b == 0) {
@@ -199,6 +215,18 @@ pub fn x25519_ephemeral(recipient: &PKeyRef<impl HasPublic>) -> Result<(Vec<u8>,
     der.extend_from_slice(&SPKI_X25519);
     der.extend_from_slice(public.as_ref());
     Ok((z, der))
+}
+
+/// Whether an X25519 public key would be refused by receivers built on Apache Santuario
+/// (phase4, and WSS4J-based access points such as Domibus and Holodeck B2B): Santuario reads a
+/// `DEREncodedKeyValue` with the first of its key factories that accepts it, trying DSA before
+/// XDH, and the JDK's DSA factory accepts any SubjectPublicKeyInfo whose key bits start with a
+/// DER INTEGER, whatever its algorithm. A raw key beginning with 0x02 and a short length byte
+/// (about one in 2,100) thus becomes a "DSA" key and the message fails with EBMS:0102
+/// "Unsupported key type" (three such refusals by phase4 in our runs, each with such a key;
+/// phase4's own sender hits it as often). The key is valid; it is cheaper to draw another.
+pub fn misread_by_santuario(raw_public: &[u8]) -> bool {
+    raw_public.first() == Some(&0x02)
 }
 
 /// X25519 shared secret; the all-zero output (a low-order point) is refused (RFC 7748 §6.1).
@@ -343,6 +371,31 @@ mod tests {
         assert_eq!(decoded.public_key_to_der().unwrap(), originator, "the short encoding is OpenSSL's");
         assert_eq!(x25519(&recipient, &decoded).unwrap(), z);
         assert!(x25519_ephemeral(&PKey::generate_ed25519().unwrap()).is_err());
+    }
+
+    /// The three keys phase4 refused ("Unsupported key type"), and the JDK's DSA key factory
+    /// parsed, are recognised; our ephemeral keys never are (without the redraw, about 16 of
+    /// 4,000 would start with 0x02).
+    #[test]
+    fn no_ephemeral_key_is_one_santuario_reads_as_dsa() {
+        for refused in [
+            "02021b97d2adf5ae988bf7c1ac198d56d15befb8af8427804511020d585ff609",
+            "021804e258ec8a4623e6e2e15f84577a693150cde36a2b8418526af6a2be9921",
+            "0216d6b078460ea6830539d4b2ef248bbd899667b580e3cb5bc97400c10b5553",
+        ] {
+            assert!(misread_by_santuario(&hex(refused)));
+        }
+        assert!(!misread_by_santuario(&hex("7a021b97d2adf5ae988bf7c1ac198d56d15befb8af8427804511020d585ff609")));
+        let recipient = PKey::generate_x25519().unwrap();
+        let public = PKey::public_key_from_raw_bytes(&recipient.raw_public_key().unwrap(), Id::X25519).unwrap();
+        for _ in 0..4000 {
+            let (_, originator) = x25519_ephemeral(&public).unwrap();
+            assert!(
+                !misread_by_santuario(&originator[SPKI_X25519.len()..]),
+                "{}",
+                super::super::digest::b64(&originator)
+            );
+        }
     }
 
     /// The worked example of docs/as4.md §2.6.3 (RFC 7748 keys, HKDF, AES-KW).
