@@ -256,7 +256,12 @@ fn checkpointer(
     }) {
         Ok(c) => c,
         Err(e) => {
-            tracing::error!(path = %path.display(), error = %e, "cannot open the checkpoint connection; the WAL is checkpointed by the writer");
+            tracing::error!(path = %path.display(), error = %e, "cannot open the checkpoint connection; the writer checkpoints the WAL itself");
+            while committed.recv().is_ok() {
+                std::thread::sleep(CHECKPOINT_EVERY);
+                while committed.try_recv().is_ok() {}
+                catch_up.store(true, std::sync::atomic::Ordering::Release);
+            }
             return;
         }
     };
