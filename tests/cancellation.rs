@@ -196,6 +196,13 @@ fn failing_transitions(failures: usize) -> StoreWrapper {
     }))
 }
 
+/// Chile's access point with `store` around its store, and Peru's, on loopback.
+async fn sender_and_receiver(dir: &std::path::Path, store: StoreWrapper) -> Vec<ventanilla::demo::Running> {
+    let options =
+        Options { insecure: true, store_wrappers: BTreeMap::from([("cl".to_owned(), store)]), ..Options::default() };
+    launch_with(dir, &repo().join("pmodes"), &[("cl", "CL-SICEX"), ("pe", "PE-VUCE")], &options).await.unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_dropped_while_the_store_commits_loses_no_payload() {
     let dir = tempfile::tempdir().unwrap();
@@ -243,14 +250,7 @@ async fn a_request_dropped_while_the_store_commits_loses_no_payload() {
 async fn a_submission_whose_client_hangs_up_while_the_store_commits_is_still_sent() {
     let dir = tempfile::tempdir().unwrap();
     let committed = Arc::new(Notify::new());
-    let options = Options {
-        insecure: true,
-        store_wrappers: BTreeMap::from([("cl".to_owned(), stalling(committed.clone()))]),
-        ..Options::default()
-    };
-    let nodes = launch_with(dir.path(), &repo().join("pmodes"), &[("cl", "CL-SICEX"), ("pe", "PE-VUCE")], &options)
-        .await
-        .unwrap();
+    let nodes = sender_and_receiver(dir.path(), stalling(committed.clone())).await;
     let (cl, pe) = (&nodes[0], &nodes[1]);
     let document = ephyto("CL", "PE");
     // The backend's HTTP request, written by hand so that the test can close the socket.
@@ -299,14 +299,7 @@ async fn a_submission_whose_client_hangs_up_while_the_store_commits_is_still_sen
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_failure_while_recording_a_receipt_is_retried_without_a_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let options = Options {
-        insecure: true,
-        store_wrappers: BTreeMap::from([("cl".to_owned(), failing_transitions(2))]),
-        ..Options::default()
-    };
-    let nodes = launch_with(dir.path(), &repo().join("pmodes"), &[("cl", "CL-SICEX"), ("pe", "PE-VUCE")], &options)
-        .await
-        .unwrap();
+    let nodes = sender_and_receiver(dir.path(), failing_transitions(2)).await;
     let (cl, pe) = (&nodes[0], &nodes[1]);
     let document = ephyto("CL", "PE");
     let path = dir.path().join("c.xml");
