@@ -217,14 +217,14 @@ pub fn x25519_ephemeral(recipient: &PKeyRef<impl HasPublic>) -> Result<(Vec<u8>,
     Ok((z, der))
 }
 
-/// Whether an X25519 public key would be refused by receivers built on Apache Santuario
-/// (phase4, and WSS4J-based access points such as Domibus and Holodeck B2B): Santuario reads a
+/// Whether an X25519 public key would be refused by receivers that read it with Apache
+/// Santuario (phase4, seen; presumably other WSS4J-based access points): Santuario reads a
 /// `DEREncodedKeyValue` with the first of its key factories that accepts it, trying DSA before
 /// XDH, and the JDK's DSA factory accepts any SubjectPublicKeyInfo whose key bits start with a
 /// DER INTEGER, whatever its algorithm. A raw key beginning with 0x02 and a short length byte
 /// (about one in 2,100) thus becomes a "DSA" key and the message fails with EBMS:0102
 /// "Unsupported key type" (three such refusals by phase4 in our runs, each with such a key;
-/// phase4's own sender hits it as often). The key is valid; it is cheaper to draw another.
+/// phase4's own runs show refusals as often). The key is valid; it is cheaper to draw another.
 pub fn misread_by_santuario(raw_public: &[u8]) -> bool {
     raw_public.first() == Some(&0x02)
 }
