@@ -250,6 +250,16 @@ fn checkpointer(
     committed: std::sync::mpsc::Receiver<()>,
     catch_up: Arc<std::sync::atomic::AtomicBool>,
 ) {
+    // Returns once commits happened since the last call, at most every CHECKPOINT_EVERY;
+    // false when the writer has stopped.
+    let commits_happened = || {
+        let woken = committed.recv().is_ok();
+        if woken {
+            std::thread::sleep(CHECKPOINT_EVERY);
+            while committed.try_recv().is_ok() {}
+        }
+        woken
+    };
     let conn = match Connection::open(&path).and_then(|c| {
         c.pragma_update(None, "synchronous", "FULL")?;
         Ok(c)
@@ -257,17 +267,13 @@ fn checkpointer(
         Ok(c) => c,
         Err(e) => {
             tracing::error!(path = %path.display(), error = %e, "cannot open the checkpoint connection; the writer checkpoints the WAL itself");
-            while committed.recv().is_ok() {
-                std::thread::sleep(CHECKPOINT_EVERY);
-                while committed.try_recv().is_ok() {}
+            while commits_happened() {
                 catch_up.store(true, std::sync::atomic::Ordering::Release);
             }
             return;
         }
     };
-    while committed.recv().is_ok() {
-        std::thread::sleep(CHECKPOINT_EVERY);
-        while committed.try_recv().is_ok() {}
+    while commits_happened() {
         // (busy, frames in the WAL, frames copied): busy only if another checkpoint runs.
         match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))) {
             Ok((_, frames)) if frames >= RESTART_AFTER_FRAMES => {

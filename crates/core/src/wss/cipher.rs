@@ -195,17 +195,13 @@ pub fn x25519_ephemeral(recipient: &PKeyRef<impl HasPublic>) -> Result<(Vec<u8>,
             ephemeral.compute_public_key().map_err(|_| CipherError::Invalid("cannot generate an X25519 key".into()))?;
         Ok((ephemeral, public))
     };
-    let (mut ephemeral, mut public) = generate()?;
     // One key in 256 is drawn again; eight in a row is a broken random source, not chance.
-    for _ in 0..8 {
-        if !misread_by_santuario(public.as_ref()) {
-            break;
-        }
-        (ephemeral, public) = generate()?;
-    }
-    if misread_by_santuario(public.as_ref()) {
-        return Err(CipherError::Invalid("the random source keeps giving the same kind of X25519 key".into()));
-    }
+    let (ephemeral, public) = std::iter::repeat_with(generate)
+        .take(8)
+        .find(|drawn| !matches!(drawn, Ok((_, public)) if misread_by_santuario(public.as_ref())))
+        .unwrap_or_else(|| {
+            Err(CipherError::Invalid("the random source keeps giving the same kind of X25519 key".into()))
+        })?;
     let z = agree_ephemeral(ephemeral, &UnparsedPublicKey::new(&X25519, peer), |z| z.to_vec())
         .map_err(|_| CipherError::Invalid("X25519 agreement with the recipient's key failed".into()))?;
     if z.iter().all(|b| *b == 0) {
