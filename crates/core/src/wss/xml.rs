@@ -65,12 +65,14 @@ impl Xml {
     /// nothing (a certificate checked against its schema and rules; never signed XML, whose
     /// digests cover every character): such text nodes are left out of the tree, about a fifth
     /// of the parse and of every walk over a pretty-printed document. Whitespace that is an
-    /// element's whole content, or sits beside other text, is kept (libxml2's rule).
+    /// element's whole content, or sits beside other text, is kept (libxml2's rule). The tree
+    /// is read-only: short texts live inside their nodes (XML_PARSE_COMPACT, a tenth of the
+    /// parse of an 8 KB certificate), which libxml2 forbids changing afterwards.
     pub fn parse_data_located(bytes: &[u8]) -> Result<Xml, Vec<(Option<i32>, String)>> {
         Xml::parse_with(bytes, true)
     }
 
-    fn parse_with(bytes: &[u8], no_blanks: bool) -> Result<Xml, Vec<(Option<i32>, String)>> {
+    fn parse_with(bytes: &[u8], data: bool) -> Result<Xml, Vec<(Option<i32>, String)>> {
         init();
         if bytes.len() > MAX_XML_BYTES {
             return Err(vec![(None, format!("document exceeds {MAX_XML_BYTES} bytes"))]);
@@ -80,7 +82,8 @@ impl Xml {
             no_net: true,
             no_def_dtd: true,
             huge: false,
-            no_blanks,
+            no_blanks: data,
+            compact: data,
             ..ParserOptions::default()
         };
         let located = |errors: Vec<libxml::error::StructuredError>| -> Vec<(Option<i32>, String)> {
