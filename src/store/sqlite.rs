@@ -232,7 +232,8 @@ fn writer(
 /// groups, the few frames committed during the checkpoint: the next transaction then restarts
 /// the WAL, and its size stays bounded under any load.
 struct Checkpoints {
-    /// Woken (coalesced) after each commit that changed something.
+    /// Woken (coalesced) after each commit that changed something and left the WAL at
+    /// [`CHECKPOINT_AFTER_FRAMES`] or more.
     committed: std::sync::mpsc::SyncSender<()>,
     /// Set by the checkpointer: the writer runs a checkpoint after its current group.
     catch_up: Arc<std::sync::atomic::AtomicBool>,
@@ -275,8 +276,8 @@ fn checkpointer(
     committed: std::sync::mpsc::Receiver<()>,
     catch_up: Arc<std::sync::atomic::AtomicBool>,
 ) {
-    // Returns once commits happened since the last call, at most every CHECKPOINT_EVERY;
-    // false when the writer has stopped.
+    // Returns once the writer asked for a checkpoint (its WAL is long enough), at most every
+    // CHECKPOINT_EVERY; false when the writer has stopped.
     let commits_happened = || {
         let woken = committed.recv().is_ok();
         if woken {
