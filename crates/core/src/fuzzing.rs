@@ -6,7 +6,11 @@ use crate::ebms::{EbmsCode, EbmsError};
 
 /// The SOAP/ebMS header reader.
 pub fn envelope(data: &[u8]) {
-    let _ = crate::ebms::read::read_envelope(data, crate::ebms::tree::Limits::default());
+    let limits = crate::ebms::tree::Limits::default();
+    let read = crate::ebms::read::read_envelope(data, limits);
+    // Reading leaves out what it does not need (`tree::parse_pruned`); it must not change
+    // what is accepted or refused.
+    assert_eq!(read, crate::ebms::read::read_envelope_whole(data, limits), "pruned and whole readings differ");
 }
 
 /// The streaming SwA multipart reader, fed in 7-byte chunks.

@@ -34,7 +34,29 @@ fn inconsistent(detail: impl Into<String>) -> EbmsError {
 }
 
 pub fn read_envelope(bytes: &[u8], limits: Limits) -> Result<Envelope, EnvelopeError> {
-    let root = tree::parse(bytes, limits).map_err(|e| match e {
+    read_tree(tree::parse_pruned(bytes, limits, what_is_read), limits)
+}
+
+/// What [`read_envelope`] looks into: the Envelope, its Header and Body, and the
+/// `eb:Messaging` blocks. Of the other header blocks (`wsse:Security` above all) it needs their
+/// names and attributes, of the Body's children only how many there are.
+fn what_is_read(ancestors: &[Element], element: &Element) -> bool {
+    match ancestors {
+        [] => true,
+        [_] => element.is(ns::SOAP12, "Header") || element.is(ns::SOAP12, "Body"),
+        [_, parent] => parent.is(ns::SOAP12, "Header") && element.is(ns::EB, "Messaging"),
+        _ => true,
+    }
+}
+
+/// [`read_envelope`] from a tree with nothing left out: the fuzz target checks both agree.
+#[doc(hidden)]
+pub fn read_envelope_whole(bytes: &[u8], limits: Limits) -> Result<Envelope, EnvelopeError> {
+    read_tree(tree::parse(bytes, limits), limits)
+}
+
+fn read_tree(root: Result<Element, XmlError>, limits: Limits) -> Result<Envelope, EnvelopeError> {
+    let root = root.map_err(|e| match e {
         XmlError::LimitExceeded { .. } => invalid(format!("SOAP envelope refused: {e}")),
         _ => invalid(format!("SOAP envelope is not acceptable XML: {e}")),
     })?;
@@ -335,6 +357,42 @@ fn read_signal(el: &Element) -> Result<SignalMessage, EbmsError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A signed ebMS envelope with a `wsse:Security` header of 40-odd elements.
+    const SIGNED: &[u8] = include_bytes!("../../../../fuzz/seeds/envelope/WrongSigningAlgorithm.xml");
+
+    #[test]
+    fn the_security_header_is_read_only_for_its_name_and_attributes() {
+        let pruned = tree::parse_pruned(SIGNED, Limits::default(), what_is_read).unwrap();
+        let header = pruned.child(ns::SOAP12, "Header").unwrap();
+        let security = header.child(ns::WSSE, "Security").unwrap();
+        assert!(security.children.is_empty() && security.text.is_empty(), "nothing inside is kept");
+        assert!(!header.child(ns::EB, "Messaging").unwrap().children.is_empty(), "eb:Messaging is whole");
+        let whole = tree::parse(SIGNED, Limits::default()).unwrap();
+        assert!(!whole.child(ns::SOAP12, "Header").unwrap().child(ns::WSSE, "Security").unwrap().children.is_empty());
+        assert_eq!(read_envelope(SIGNED, Limits::default()), read_envelope_whole(SIGNED, Limits::default()));
+    }
+
+    proptest::proptest! {
+        /// Damage anywhere in a signed envelope (inside the Security header as well) is
+        /// accepted or refused, with the same error, whether or not that part is kept.
+        #[test]
+        fn leaving_out_what_is_not_read_changes_no_verdict(
+            at in 0..SIGNED.len(),
+            cut in 0usize..40,
+            insert in proptest::collection::vec(proptest::sample::select(b"<>&;#/=:\"' xa\xff".to_vec()), 0..6),
+        ) {
+            let mut bytes = SIGNED[..at].to_vec();
+            bytes.extend_from_slice(&insert);
+            bytes.extend_from_slice(&SIGNED[(at + cut).min(SIGNED.len())..]);
+            let limits = Limits { max_elements: 60, max_depth: 7, ..Limits::default() };
+            proptest::prop_assert_eq!(read_envelope(&bytes, limits), read_envelope_whole(&bytes, limits));
+            proptest::prop_assert_eq!(
+                read_envelope(&bytes, Limits::default()),
+                read_envelope_whole(&bytes, Limits::default())
+            );
+        }
+    }
 
     #[test]
     fn uri_detection() {

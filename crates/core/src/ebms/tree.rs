@@ -96,6 +96,20 @@ impl Element {
 
 /// Parses `bytes` into a tree, enforcing `limits`.
 pub fn parse(bytes: &[u8], limits: Limits) -> Result<Element, XmlError> {
+    parse_pruned(bytes, limits, |_, _| true)
+}
+
+/// [`parse`], keeping the content of an element only where `descend(ancestors, element)` says
+/// so (`ancestors` root first). An element not descended into keeps its name and attributes;
+/// its content is read, counted and checked as in [`parse`] (the same documents are refused,
+/// with the same errors) but not kept: the ebMS reader needs nothing inside `wsse:Security`,
+/// which is most of a signed envelope's elements, and building it was half of reading the
+/// envelope.
+pub fn parse_pruned(
+    bytes: &[u8],
+    limits: Limits,
+    descend: impl Fn(&[Element], &Element) -> bool,
+) -> Result<Element, XmlError> {
     if bytes.len() > limits.max_bytes {
         return Err(XmlError::LimitExceeded { limit: "size" });
     }
@@ -105,6 +119,9 @@ pub fn parse(bytes: &[u8], limits: Limits) -> Result<Element, XmlError> {
     reader.config_mut().check_end_names = true;
     reader.config_mut().trim_text(false);
     let mut stack: Vec<Element> = Vec::new();
+    // Elements open inside the top of `stack` when it is not descended into (0: keeping).
+    let mut skipped_open = 0usize;
+    let mut skipping = false;
     let mut root: Option<Element> = None;
     let mut elements = 0usize;
     let mut buf = Vec::new();
@@ -121,8 +138,17 @@ pub fn parse(bytes: &[u8], limits: Limits) -> Result<Element, XmlError> {
                 if elements > limits.max_elements {
                     return Err(XmlError::LimitExceeded { limit: "element count" });
                 }
-                if stack.len() >= limits.max_depth {
+                if stack.len() + skipped_open >= limits.max_depth {
                     return Err(XmlError::LimitExceeded { limit: "depth" });
+                }
+                if skipping {
+                    known_namespace(&resolved).map_err(|e| bad(&e))?;
+                    check_start(&reader, start).map_err(|e| bad(&e))?;
+                    if matches!(event, Event::Start(_)) {
+                        skipped_open += 1;
+                    }
+                    buf.clear();
+                    continue;
                 }
                 let ns = namespace_of(&resolved).map_err(|e| bad(&e))?;
                 let local = String::from_utf8(start.local_name().as_ref().to_vec()).map_err(|e| bad(&e))?;
@@ -146,16 +172,21 @@ pub fn parse(bytes: &[u8], limits: Limits) -> Result<Element, XmlError> {
                 if matches!(event, Event::Empty(_)) {
                     attach(&mut stack, &mut root, element);
                 } else {
+                    skipping = !descend(&stack, &element);
                     stack.push(element);
                 }
             }
+            Event::End(_) if skipped_open > 0 => skipped_open -= 1,
             Event::End(_) => {
+                skipping = false;
                 let element = stack.pop().ok_or_else(|| bad(&"unbalanced end tag"))?;
                 attach(&mut stack, &mut root, element);
             }
             Event::Text(text) => {
                 let value = text.decode().map_err(|e| bad(&e))?;
-                push_text(&mut stack, &value, position)?;
+                if !skipping {
+                    push_text(&mut stack, &value, position)?;
+                }
             }
             Event::GeneralRef(reference) => {
                 // Only character references and the five predefined entities exist without a DTD.
@@ -171,11 +202,17 @@ pub fn parse(bytes: &[u8], limits: Limits) -> Result<Element, XmlError> {
                         other => return Err(bad(&format!("unknown entity &{other};"))),
                     },
                 };
-                push_text(&mut stack, &decoded, position)?;
+                if !skipping {
+                    push_text(&mut stack, &decoded, position)?;
+                }
             }
             Event::CData(data) => {
-                let value = String::from_utf8(data.into_inner().into_owned()).map_err(|e| bad(&e))?;
-                push_text(&mut stack, &value, position)?;
+                if skipping {
+                    std::str::from_utf8(&data).map_err(|e| bad(&e))?;
+                } else {
+                    let value = String::from_utf8(data.into_inner().into_owned()).map_err(|e| bad(&e))?;
+                    push_text(&mut stack, &value, position)?;
+                }
             }
             Event::DocType(_) => return Err(XmlError::DoctypeRefused),
             Event::Decl(_) | Event::PI(_) | Event::Comment(_) => {}
@@ -190,6 +227,34 @@ pub fn parse(bytes: &[u8], limits: Limits) -> Result<Element, XmlError> {
         });
     }
     root.ok_or(XmlError::Empty)
+}
+
+/// The checks [`parse`] makes of a start tag it keeps (after its namespace), without keeping
+/// anything: its names are UTF-8, its attributes' namespaces resolve, their values unescape.
+fn check_start(reader: &NsReader<&[u8]>, start: &quick_xml::events::BytesStart<'_>) -> Result<(), String> {
+    std::str::from_utf8(start.local_name().as_ref()).map_err(|e| e.to_string())?;
+    for attr in start.attributes() {
+        let attr = attr.map_err(|e| e.to_string())?;
+        if attr.key.as_namespace_binding().is_some() {
+            continue;
+        }
+        let (res, local_name) = reader.resolver().resolve_attribute(attr.key);
+        known_namespace(&res)?;
+        attr.decode_and_unescape_value(reader.decoder()).map_err(|e| e.to_string())?;
+        std::str::from_utf8(local_name.as_ref()).map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// [`namespace_of`]'s check without the copy.
+fn known_namespace(resolved: &ResolveResult<'_>) -> Result<(), String> {
+    match resolved {
+        ResolveResult::Bound(ns) => std::str::from_utf8(ns.as_ref()).map(drop).map_err(|e| e.to_string()),
+        ResolveResult::Unbound => Ok(()),
+        ResolveResult::Unknown(prefix) => {
+            Err(format!("undeclared namespace prefix '{}'", String::from_utf8_lossy(prefix)))
+        }
+    }
 }
 
 fn push_text(stack: &mut [Element], value: &str, position: u64) -> Result<(), XmlError> {
