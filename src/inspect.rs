@@ -116,6 +116,7 @@ pub async fn verify_file(path: &Path, options: &VerifyOptions) -> Result<Report,
                         content_id: cid,
                         path: p,
                         overwrite: false, // the operator's files
+                        in_memory: None,
                     })
                     .collect();
                 let decrypted = crate::wss::decrypt::decrypt_parts(&xml, &files, transport, &[credential])
@@ -132,8 +133,10 @@ pub async fn verify_file(path: &Path, options: &VerifyOptions) -> Result<Report,
     }
     // Ciphertext cannot be checked against digests of the plaintext: say so, and judge the rest.
     let attachments_unchecked = encrypted && !parts.is_empty() && options.decrypt.is_none();
-    let to_verify: Vec<PartToVerify> =
-        parts.iter().map(|(cid, ct, p)| PartToVerify { content_id: cid, content_type: ct, path: p }).collect();
+    let to_verify: Vec<PartToVerify> = parts
+        .iter()
+        .map(|(cid, ct, p)| PartToVerify { content_id: cid, content_type: ct, content: p.into() })
+        .collect();
     for check in check_each_reference(&xml, &to_verify) {
         lines.push(match check.result {
             _ if attachments_unchecked && check.uri.starts_with("cid:") => {

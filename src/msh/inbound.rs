@@ -354,7 +354,7 @@ fn examine(
         (parts, Vec::new())
     };
     let payloads = check_payloads(matched, um, envelope, &parts)?;
-    let payloads = decompress(matched, um, payloads)?;
+    let payloads = decompress(matched, um, payloads, parts)?;
     let Some(leg) = matched.leg() else {
         return Ok(Examined::TestService(Reply::soap(200, receipt(ap, matched, um, &references))));
     };
@@ -425,8 +425,15 @@ fn unprotect(
         .ok_or_else(|| with_ref(EbmsError::new(EbmsCode::ProcessingModeMismatch, "no partner")))?;
     let xml = crate::wss::xml::Xml::parse(envelope)
         .map_err(|e| with_ref(EbmsError::new(EbmsCode::InvalidHeader, e.to_string())))?;
-    let files: Vec<EncryptedFile> =
-        parts.iter().map(|p| EncryptedFile { content_id: &p.content_id, path: &p.path, overwrite: true }).collect();
+    let files: Vec<EncryptedFile> = parts
+        .iter()
+        .map(|p| EncryptedFile {
+            content_id: &p.content_id,
+            path: &p.path,
+            overwrite: true,
+            in_memory: p.unwritten.as_deref(),
+        })
+        .collect();
     let decrypted = decrypt_parts(&xml, &files, suite.key_transport, &keys.enc).map_err(with_ref)?;
     let content_type = |cid: &str, from_ed: &Option<String>| -> String {
         from_ed
@@ -444,23 +451,32 @@ fn unprotect(
     let to_verify: Vec<PartToVerify> = decrypted
         .iter()
         .zip(&types)
-        .map(|(d, t)| PartToVerify { content_id: &d.content_id, content_type: t, path: &d.path })
+        .map(|(d, t)| PartToVerify {
+            content_id: &d.content_id,
+            content_type: t,
+            content: match &d.plain {
+                Some(plain) => crate::wss::content::Content::Memory(plain),
+                None => (&d.path).into(),
+            },
+        })
         .collect();
     let verified =
         verify_envelope(&xml, &to_verify, suite.signature_method, &|r| ap.security.partner_signer(partner, r))
             .map_err(with_ref)?;
     tracing::info!(signer = %crate::pki::trust::subject_of(&verified.signer), "decrypted and verified");
     let mut plain = Vec::new();
+    let disk = |e: std::io::Error| with_ref(EbmsError::new(EbmsCode::DeliveryFailure, e.to_string()));
     for (part, d) in parts.into_iter().zip(decrypted) {
         if part.path != d.path {
             let _ = std::fs::remove_file(&part.path);
         }
         // A compressed part is hashed as it is decompressed, next; hashing its gzip is wasted.
-        let sha256 = if is_compressed(um, &d.content_id) {
-            String::new()
-        } else {
-            crate::store::files::sha256_file(&d.path)
-                .map_err(|e| with_ref(EbmsError::new(EbmsCode::DeliveryFailure, e.to_string())))?
+        // It stays in memory for that if it was decrypted there.
+        let compressed = is_compressed(um, &d.content_id);
+        let sha256 = match (&d.plain, compressed) {
+            (_, true) => String::new(),
+            (Some(bytes), false) => hex::encode(<sha2::Sha256 as sha2::Digest>::digest(bytes)),
+            (None, false) => crate::store::files::sha256_file(&d.path).map_err(disk)?,
         };
         plain.push(SunkPart {
             content_id: d.content_id,
@@ -468,6 +484,7 @@ fn unprotect(
             path: d.path,
             size: d.size,
             sha256,
+            unwritten: d.plain,
         });
     }
     Ok((plain, verified.references))
@@ -684,19 +701,31 @@ fn decompress(
     matched: &Matched,
     um: &UserMessage,
     payloads: Vec<StoredPayload>,
+    parts: Vec<SunkPart>,
 ) -> Result<Vec<StoredPayload>, Rejection> {
     let id = Some(um.info.message_id.as_str());
     let limit = matched.leg().map(|l| l.max_payload).unwrap_or(crate::pmode::model::DEFAULT_MAX_PAYLOAD);
+    let mut unwritten: Vec<(String, Vec<u8>)> =
+        parts.into_iter().filter_map(|p| Some((p.content_id, p.unwritten?))).collect();
     let mut out = Vec::with_capacity(payloads.len());
     for p in payloads {
+        let in_memory = unwritten.iter().position(|(cid, _)| *cid == p.content_id).map(|i| unwritten.swap_remove(i).1);
         if !is_compressed(um, &p.content_id) {
+            if let Some(bytes) = in_memory {
+                crate::store::files::write_part(&p.path, &bytes).map_err(|e| {
+                    Rejection::Ebms(EbmsError::new(EbmsCode::DeliveryFailure, e.to_string()).with_ref(id))
+                })?;
+            }
             out.push(p);
             continue;
         }
-        // A small part in place (see IN_MEMORY_MAX): no second file, no unlink.
-        let small = p.size <= crate::wss::content::IN_MEMORY_MAX;
+        // A small part in place (see IN_MEMORY_MAX): no second file, no unlink; one held in
+        // memory straight into its file.
+        let small = in_memory.is_some() || p.size <= crate::wss::content::IN_MEMORY_MAX;
         let target = if small { p.path.clone() } else { p.path.with_extension("dec") };
-        let gunzipped = if small {
+        let gunzipped = if let Some(bytes) = in_memory {
+            gunzip_from_memory(&bytes, &target, limit)
+        } else if small {
             crate::compress::gunzip_in_place(&p.path, limit)
         } else {
             crate::compress::gunzip_file(&p.path, &target, limit)
@@ -713,6 +742,18 @@ fn decompress(
         out.push(StoredPayload { path: target, size: gunzipped.size, sha256, ..p });
     }
     Ok(out)
+}
+
+/// [`crate::compress::gunzip_bytes`] into a file whose folder may not exist yet.
+fn gunzip_from_memory(
+    compressed: &[u8],
+    target: &std::path::Path,
+    limit: u64,
+) -> Result<crate::compress::Gunzipped, crate::compress::CompressError> {
+    if let Some(folder) = target.parent() {
+        std::fs::create_dir_all(folder)?;
+    }
+    crate::compress::gunzip_bytes(compressed, target, limit)
 }
 
 /// Whether the part's PartInfo says CompressionType (it is decompressed, and hashed then).

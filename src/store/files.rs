@@ -48,6 +48,15 @@ impl SpooledFile {
         Ok(())
     }
 
+    /// Hands back what is still in memory without writing it (the caller writes it, or what
+    /// it becomes, in a blocking job of its own), or flushes the file and hands back nothing.
+    pub async fn finish_in_memory(self) -> std::io::Result<Option<Vec<u8>>> {
+        match self.state {
+            Spool::Memory(gathered) => Ok(Some(gathered)),
+            Spool::File(mut file) => file.flush().await.map(|()| None),
+        }
+    }
+
     /// Writes what is still in memory, or flushes the file. Not synced: what a commit names is
     /// made durable then ([`super::durability::FileSync`]).
     pub async fn finish(self) -> std::io::Result<()> {
@@ -108,7 +117,8 @@ pub fn stream_file(path: PathBuf) -> futures_util::stream::BoxStream<'static, st
         .boxed()
 }
 
-/// Streams received MIME parts into files under `dir`, hashing as it goes.
+/// Streams received MIME parts into files under `dir`, hashing as it goes; a small part is
+/// kept in memory instead ([`SunkPart::unwritten`]).
 pub struct FileSink {
     dir: PathBuf,
     current: Option<(SpooledFile, Sha256)>,
@@ -117,13 +127,35 @@ pub struct FileSink {
     pub parts: Vec<SunkPart>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct SunkPart {
     pub content_id: String,
     pub content_type: String,
+    /// Where the part is, or belongs while it is `unwritten`.
     pub path: PathBuf,
     pub size: u64,
     pub sha256: String,
+    /// The bytes of a part small enough to be gathered in memory ([`SPOOL_IN_MEMORY`]), whose
+    /// file is not written yet: the receiver decrypts and decompresses it from here and writes
+    /// only what it keeps, in the job that examines the message (no file written and read
+    /// back, no hand-off to the blocking pool of its own).
+    pub unwritten: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for SunkPart {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SunkPart")
+            .field("content_id", &self.content_id)
+            .field("path", &self.path)
+            .field("size", &self.size)
+            .field("unwritten", &self.unwritten.as_ref().map(Vec::len))
+            .finish()
+    }
+}
+
+/// Writes a part kept in memory to its file (and the file's folder, if new). Blocking.
+pub fn write_part(path: &Path, content: &[u8]) -> std::io::Result<()> {
+    write_new(path, content).map(drop)
 }
 
 impl FileSink {
@@ -148,6 +180,7 @@ impl PartSink for FileSink {
             path,
             size: 0,
             sha256: String::new(),
+            unwritten: None,
         });
         Ok(())
     }
@@ -166,13 +199,14 @@ impl PartSink for FileSink {
 
     async fn finish(&mut self) -> std::io::Result<()> {
         if let Some((file, hasher)) = self.current.take() {
-            // Written, not synced: a received part is often decrypted or decompressed into
-            // another file; what the commit names is synced then
-            // ([`super::durability::FileSync`]).
-            file.finish().await?;
+            // A small part stays in memory; a large one is written, not synced: a received
+            // part is often decrypted or decompressed into another file; what the commit
+            // names is synced then ([`super::durability::FileSync`]).
+            let unwritten = file.finish_in_memory().await?;
             if let Some(part) = self.parts.last_mut() {
                 part.size = self.written;
                 part.sha256 = hex::encode(hasher.finalize());
+                part.unwritten = unwritten;
             }
         }
         Ok(())

@@ -56,12 +56,17 @@ pub fn gunzip_file(input: &Path, output: &Path, limit: u64) -> Result<Gunzipped,
 /// `wss::content::IN_MEMORY_MAX`), so no second file is created and none unlinked.
 /// Bounded like [`gunzip_file`]; on any error the file is removed.
 pub fn gunzip_in_place(path: &Path, limit: u64) -> Result<Gunzipped, CompressError> {
-    let compressed = std::fs::read(path)?;
+    gunzip_bytes(&std::fs::read(path)?, path, limit)
+}
+
+/// Gunzips `compressed` (a small part held in memory) into the file `output`, bounded like
+/// [`gunzip_file`]; on any error the file is removed.
+pub fn gunzip_bytes(compressed: &[u8], output: &Path, limit: u64) -> Result<Gunzipped, CompressError> {
     // The slice is its own buffer (no reader copy) and a small part needs no 64 KiB one: a
     // zeroed 64 KiB allocation per part, freed again, was a quarter of the receiver's gunzip.
-    let result = gunzip_into(GzDecoder::new(compressed.as_slice()), path, limit, &mut [0u8; 16 << 10]);
+    let result = gunzip_into(GzDecoder::new(compressed), output, limit, &mut [0u8; 16 << 10]);
     if result.is_err() {
-        let _ = std::fs::remove_file(path);
+        let _ = std::fs::remove_file(output);
     }
     result
 }

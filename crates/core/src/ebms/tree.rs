@@ -124,11 +124,10 @@ pub fn parse_pruned(
     let mut skipping = false;
     let mut root: Option<Element> = None;
     let mut elements = 0usize;
-    let mut buf = Vec::new();
     loop {
         let position = reader.buffer_position();
         let bad = |e: &dyn std::fmt::Display| XmlError::NotWellFormed { position, reason: e.to_string() };
-        let (resolved, event) = reader.read_resolved_event_into(&mut buf).map_err(|e| bad(&e))?;
+        let (resolved, event) = reader.read_resolved_event().map_err(|e| bad(&e))?;
         match event {
             Event::Start(ref start) | Event::Empty(ref start) => {
                 if root.is_some() {
@@ -147,7 +146,6 @@ pub fn parse_pruned(
                     if matches!(event, Event::Start(_)) {
                         skipped_open += 1;
                     }
-                    buf.clear();
                     continue;
                 }
                 let ns = namespace_of(&resolved).map_err(|e| bad(&e))?;
@@ -218,7 +216,6 @@ pub fn parse_pruned(
             Event::Decl(_) | Event::PI(_) | Event::Comment(_) => {}
             Event::Eof => break,
         }
-        buf.clear();
     }
     if !stack.is_empty() {
         return Err(XmlError::NotWellFormed {

@@ -128,7 +128,20 @@ fn gcm_decrypt_inner(cek: &[u8], input: &Path, output: &Path) -> Result<u64, Cip
 /// Decrypts IV ‖ ciphertext ‖ tag at `path` (at most [`super::content::IN_MEMORY_MAX`], read whole) into the
 /// same file; the file is rewritten only once the tag has verified.
 pub fn gcm_decrypt_in_place(cek: &[u8], path: &Path) -> Result<u64, CipherError> {
-    let data = std::fs::read(path)?;
+    let out = gcm_decrypt_bytes(cek, &std::fs::read(path)?)?;
+    // Overwritten, then cut to size, never truncated to nothing first: ext4 takes a file
+    // emptied by its opening (O_TRUNC) and written again for a file being replaced, and starts
+    // writing it to disk on its close, a flush per received part (1.4% of all CPU measured).
+    // Not synced: the caller makes durable what a commit names.
+    let mut file = std::fs::OpenOptions::new().write(true).truncate(false).open(path)?;
+    std::io::Write::write_all(&mut file, &out)?;
+    file.set_len(out.len() as u64)?;
+    Ok(out.len() as u64)
+}
+
+/// Decrypts IV ‖ ciphertext ‖ tag in memory (a small part, see
+/// [`super::content::IN_MEMORY_MAX`]); nothing comes out unless the tag verifies.
+pub fn gcm_decrypt_bytes(cek: &[u8], data: &[u8]) -> Result<Vec<u8>, CipherError> {
     if data.len() < GCM_IV {
         return Err(CipherError::Invalid("ciphertext shorter than its IV".into()));
     }
@@ -143,14 +156,7 @@ pub fn gcm_decrypt_in_place(cek: &[u8], path: &Path) -> Result<u64, CipherError>
     crypter.set_tag(tag)?;
     n += crypter.finalize(&mut out[n..]).map_err(|_| CipherError::Tag)?;
     out.truncate(n);
-    // Overwritten, then cut to size, never truncated to nothing first: ext4 takes a file
-    // emptied by its opening (O_TRUNC) and written again for a file being replaced, and starts
-    // writing it to disk on its close, a flush per received part (1.4% of all CPU measured).
-    // Not synced: the caller makes durable what a commit names.
-    let mut file = std::fs::OpenOptions::new().write(true).truncate(false).open(path)?;
-    std::io::Write::write_all(&mut file, &out)?;
-    file.set_len(n as u64)?;
-    Ok(n as u64)
+    Ok(out)
 }
 
 /// RSA-OAEP key transport. `digest` is the OAEP digest, `mgf1` the MGF1 digest (both SHA-256

@@ -30,6 +30,9 @@ pub struct EncryptedFile<'a> {
     /// The file is ours to overwrite (a staging copy): when small
     /// ([`super::content::IN_MEMORY_MAX`]) it is decrypted into itself, else into `<path>.plain`.
     pub overwrite: bool,
+    /// The part's bytes when the receiver still holds them (a small part, its file not
+    /// written): decrypted in memory, and the plaintext handed back instead of written.
+    pub in_memory: Option<&'a [u8]>,
 }
 
 #[derive(Debug, Clone)]
@@ -37,8 +40,11 @@ pub struct DecryptedPart {
     pub content_id: String,
     /// EncryptedData/@MimeType: the part's type before encryption.
     pub content_type: Option<String>,
+    /// Where the plaintext is, or belongs when it is still in memory (`plain`).
     pub path: PathBuf,
     pub size: u64,
+    /// The plaintext of a part decrypted in memory; not written to `path`.
+    pub plain: Option<Vec<u8>>,
 }
 
 fn policy(detail: impl Into<String>) -> EbmsError {
@@ -90,21 +96,25 @@ pub fn decrypt_parts(
                 k
             }
         };
-        let small = part.overwrite
-            && std::fs::metadata(part.path).map(|m| m.len() <= super::content::IN_MEMORY_MAX).unwrap_or(false);
-        let (plain, size) = if small {
-            (part.path.to_path_buf(), cipher::gcm_decrypt_in_place(&cek, part.path))
+        let failed = |e: cipher::CipherError| failed(format!("cid:{}: {e}", part.content_id));
+        let (path, size, plain) = if let Some(bytes) = part.in_memory {
+            let plain = cipher::gcm_decrypt_bytes(&cek, bytes).map_err(failed)?;
+            (part.path.to_path_buf(), plain.len() as u64, Some(plain))
+        } else if part.overwrite
+            && std::fs::metadata(part.path).map(|m| m.len() <= super::content::IN_MEMORY_MAX).unwrap_or(false)
+        {
+            (part.path.to_path_buf(), cipher::gcm_decrypt_in_place(&cek, part.path).map_err(failed)?, None)
         } else {
             let plain = part.path.with_extension("plain");
-            let size = cipher::gcm_decrypt_file(&cek, part.path, &plain);
-            (plain, size)
+            let size = cipher::gcm_decrypt_file(&cek, part.path, &plain).map_err(failed)?;
+            (plain, size, None)
         };
-        let size = size.map_err(|e| failed(format!("cid:{}: {e}", part.content_id)))?;
         out.push(DecryptedPart {
             content_id: part.content_id.to_owned(),
             content_type: ed.get_property_no_ns("MimeType"),
-            path: plain,
+            path,
             size,
+            plain,
         });
     }
     Ok(out)

@@ -72,8 +72,16 @@ fn verify(
 ) -> Result<super::verify::VerifiedSignature, EbmsError> {
     let xml = Xml::parse(envelope.as_bytes()).unwrap();
     let parts = [
-        PartToVerify { content_id: "part1@ap.cl.example", content_type: "application/xml", path: &f.xml_part },
-        PartToVerify { content_id: "part2@ap.cl.example", content_type: "application/octet-stream", path: &f.bin_part },
+        PartToVerify {
+            content_id: "part1@ap.cl.example",
+            content_type: "application/xml",
+            content: (&f.xml_part).into(),
+        },
+        PartToVerify {
+            content_id: "part2@ap.cl.example",
+            content_type: "application/octet-stream",
+            content: (&f.bin_part).into(),
+        },
     ];
     verify_envelope(&xml, &parts, method, &resolver(cert.clone()))
 }
@@ -153,7 +161,8 @@ fn a_content_id_that_needs_escaping_signs_and_verifies() {
         [SignedPart { content_id: cid, content_type: "application/octet-stream", content: (&f.bin_part).into() }];
     let env = sign_envelope(&user_message_builder(&um), &cred, TokenReference::Bst, &parts, "").unwrap();
     let xml = Xml::parse(env.as_bytes()).unwrap();
-    let parts = [PartToVerify { content_id: cid, content_type: "application/octet-stream", path: &f.bin_part }];
+    let parts =
+        [PartToVerify { content_id: cid, content_type: "application/octet-stream", content: (&f.bin_part).into() }];
     let verified = verify_envelope(&xml, &parts, ns::ED25519, &resolver(cred.cert.clone())).unwrap();
     assert_eq!(verified.references.last().unwrap().uri, format!("cid:{cid}"));
 }
@@ -204,9 +213,21 @@ fn signature_wrapping_is_refused() {
     // A signature that leaves out an attachment.
     let xml = Xml::parse(env.as_bytes()).unwrap();
     let extra = [
-        PartToVerify { content_id: "part1@ap.cl.example", content_type: "application/xml", path: &f.xml_part },
-        PartToVerify { content_id: "part2@ap.cl.example", content_type: "application/octet-stream", path: &f.bin_part },
-        PartToVerify { content_id: "part3@ap.cl.example", content_type: "application/octet-stream", path: &f.bin_part },
+        PartToVerify {
+            content_id: "part1@ap.cl.example",
+            content_type: "application/xml",
+            content: (&f.xml_part).into(),
+        },
+        PartToVerify {
+            content_id: "part2@ap.cl.example",
+            content_type: "application/octet-stream",
+            content: (&f.bin_part).into(),
+        },
+        PartToVerify {
+            content_id: "part3@ap.cl.example",
+            content_type: "application/octet-stream",
+            content: (&f.bin_part).into(),
+        },
     ];
     let err = verify_envelope(&xml, &extra, ns::RSA_SHA256, &resolver(cred.cert.clone())).unwrap_err();
     assert_eq!(err.code, EbmsCode::PolicyNoncompliance);
@@ -301,7 +322,12 @@ mod encryption {
                 let xml = Xml::parse(envelope.as_bytes()).unwrap();
                 let decrypted = decrypt_parts(
                     &xml,
-                    &[EncryptedFile { content_id: "part1@ap.cl.example", path: &cipher_path, overwrite: false }],
+                    &[EncryptedFile {
+                        content_id: "part1@ap.cl.example",
+                        path: &cipher_path,
+                        overwrite: false,
+                        in_memory: None,
+                    }],
                     transport,
                     std::slice::from_ref(&recipient),
                 )
@@ -311,9 +337,35 @@ mod encryption {
                 let parts = [PartToVerify {
                     content_id: "part1@ap.cl.example",
                     content_type: "application/xml",
-                    path: &decrypted[0].path,
+                    content: (&decrypted[0].path).into(),
                 }];
                 verify_envelope(&xml, &parts, method, &resolver(signer.cert.clone())).unwrap();
+                // The same part held in memory: decrypted and verified there, no file written.
+                let ciphertext = std::fs::read(&cipher_path).unwrap();
+                let unwritten = f.xml_part.with_extension("never-written");
+                let in_memory = |bytes: &[u8]| {
+                    let part = EncryptedFile {
+                        content_id: "part1@ap.cl.example",
+                        path: &unwritten,
+                        overwrite: true,
+                        in_memory: Some(bytes),
+                    };
+                    decrypt_parts(&xml, &[part], transport, std::slice::from_ref(&recipient))
+                };
+                let decrypted = in_memory(&ciphertext).unwrap();
+                let plain = decrypted[0].plain.as_deref().expect("plaintext handed back");
+                assert_eq!((plain, decrypted[0].size), (original.as_slice(), original.len() as u64));
+                assert!(!unwritten.exists());
+                let parts = [PartToVerify {
+                    content_id: "part1@ap.cl.example",
+                    content_type: "application/xml",
+                    content: crate::wss::content::Content::Memory(plain),
+                }];
+                verify_envelope(&xml, &parts, method, &resolver(signer.cert.clone())).unwrap();
+                let mut tampered = ciphertext.clone();
+                *tampered.last_mut().unwrap() ^= 1;
+                let refused = in_memory(&tampered).unwrap_err();
+                assert_eq!(refused.code, EbmsCode::FailedDecryption, "{refused}");
             }
         }
     }
@@ -326,7 +378,12 @@ mod encryption {
         let recipient = enc_credential(&ca, false);
         let (envelope, cipher_path) = protect(&f, &signer, &recipient.cert, TokenReference::Bst);
         let xml = Xml::parse(envelope.as_bytes()).unwrap();
-        let files = [EncryptedFile { content_id: "part1@ap.cl.example", path: &cipher_path, overwrite: false }];
+        let files = [EncryptedFile {
+            content_id: "part1@ap.cl.example",
+            path: &cipher_path,
+            overwrite: false,
+            in_memory: None,
+        }];
         // Not our key.
         let other = enc_credential(&ca, false);
         assert_eq!(
@@ -362,8 +419,8 @@ mod encryption {
         );
         // A part that is not encrypted at all.
         let extra = [
-            EncryptedFile { content_id: "part1@ap.cl.example", path: &cipher_path, overwrite: false },
-            EncryptedFile { content_id: "plain@x", path: &f.bin_part, overwrite: false },
+            EncryptedFile { content_id: "part1@ap.cl.example", path: &cipher_path, overwrite: false, in_memory: None },
+            EncryptedFile { content_id: "plain@x", path: &f.bin_part, overwrite: false, in_memory: None },
         ];
         assert_eq!(
             decrypt_parts(&xml, &extra, KeyTransport::RsaOaep, std::slice::from_ref(&recipient)).unwrap_err().code,
@@ -428,7 +485,7 @@ mod tolerance {
         let xml = Xml::parse(envelope.as_bytes()).unwrap();
         let out = decrypt_parts(
             &xml,
-            &[EncryptedFile { content_id: "p@x", path: cipher_path, overwrite: false }],
+            &[EncryptedFile { content_id: "p@x", path: cipher_path, overwrite: false, in_memory: None }],
             transport,
             std::slice::from_ref(key),
         )?;

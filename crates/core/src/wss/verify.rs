@@ -3,6 +3,7 @@
 //! one element (no signature wrapping), with the profile's algorithms only.
 
 use super::canonical;
+use super::content::Content;
 use super::digest::{attachment_digest, unb64};
 use super::keyinfo::{KeyReference, read_key_info};
 use super::ns;
@@ -12,13 +13,13 @@ use crate::pki::keys::{KeyKind, kind_of};
 use libxml::tree::Node;
 use openssl::x509::X509;
 use sha2::{Digest, Sha256};
-use std::path::Path;
 
 /// An attachment as received (decrypted): the type that selects its transform and its file.
 pub struct PartToVerify<'a> {
     pub content_id: &'a str,
     pub content_type: &'a str,
-    pub path: &'a Path,
+    /// The part's bytes as they were signed: its file, or memory for a part decrypted there.
+    pub content: Content<'a>,
 }
 
 #[derive(Debug, Clone)]
@@ -200,7 +201,7 @@ fn verify(
                 .ok_or_else(|| auth(format!("reference {uri}: no such MIME part")))?;
             covered_parts[index] = true;
             let part = &parts[index];
-            attachment_digest(part.content_type, part.path).map_err(|e| auth(format!("reference {uri}: {e}")))?
+            attachment_digest(part.content_type, part.content).map_err(|e| auth(format!("reference {uri}: {e}")))?
         } else {
             return Err(policy(format!("reference URI '{uri}' is neither #id nor cid:")));
         };
@@ -287,7 +288,7 @@ pub fn check_each_reference(xml: &Xml, parts: &[PartToVerify<'_>]) -> Vec<Refere
                     Sha256::digest(xml.c14n_subtree(target, &prefixes).map_err(|e| e.to_string())?).to_vec()
                 } else if let Some(cid) = uri.strip_prefix("cid:") {
                     let part = parts.iter().find(|p| p.content_id == cid).ok_or("no such MIME part")?;
-                    attachment_digest(part.content_type, part.path).map_err(|e| e.to_string())?
+                    attachment_digest(part.content_type, part.content).map_err(|e| e.to_string())?
                 } else {
                     return Err("neither #id nor cid:".into());
                 };
