@@ -621,6 +621,7 @@ async fn run() -> anyhow::Result<()> {
                     conversation_id,
                     properties,
                     payloads,
+                    unwritten: Default::default(),
                     message_id: None,
                 };
                 let (um, _, _) = ventanilla::msh::outbound::build_user_message(&ap, &sub)?;

@@ -205,6 +205,7 @@ async fn submit_message(
     let cleanup = scopeguard(dir.clone());
     let mut metadata: Option<SubmitMetadata> = None;
     let mut payloads: Vec<StoredPayload> = Vec::new();
+    let mut unwritten: Vec<Option<Vec<u8>>> = Vec::new();
     let limits = api.ap.config.limits;
     let too_large = |m: String| ApiError(StatusCode::PAYLOAD_TOO_LARGE, m);
     let multipart_error = |e: axum::extract::multipart::MultipartError| {
@@ -266,8 +267,9 @@ async fn submit_message(
                     hasher.update(&chunk);
                     file.write(&chunk).await.map_err(|e| internal(&e))?;
                 }
-                // Made durable by `submit`, with the files it derives, before its commit.
-                file.finish().await.map_err(|e| internal(&e))?;
+                // Written (if still in memory) and made durable by `submit`, with the files it
+                // derives, before its commit.
+                unwritten.push(file.finish().await.map_err(|e| internal(&e))?);
                 payloads.push(StoredPayload {
                     content_id: new_content_id(&api.ap, index),
                     mime_type,
@@ -294,6 +296,7 @@ async fn submit_message(
         conversation_id: metadata.conversation_id,
         properties,
         payloads,
+        unwritten: crate::store::files::Unwritten(unwritten),
         message_id: None,
     };
     // Owned: once the row may commit, the backend hanging up must not drop the work (and with

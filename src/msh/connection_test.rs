@@ -119,11 +119,12 @@ async fn send(
         ..super::outbound::addressed(link, me, partner, message_id)
     };
     let (security, link2, me_id) = (ap.security.clone(), link.clone(), ap.me().to_owned());
-    let (envelope, payloads) =
-        crate::blocking::spawn(move || protect(&security, &link2, false, &me_id, &um, vec![payload]))
-            .await
-            .map_err(|e| format!("signing task failed: {e}"))?
-            .map_err(|e| format!("cannot build the test message: {e}"))?;
+    let (envelope, payloads) = crate::blocking::spawn(move || {
+        protect(&security, &link2, false, &me_id, &um, vec![payload], &Default::default())
+    })
+    .await
+    .map_err(|e| format!("signing task failed: {e}"))?
+    .map_err(|e| format!("cannot build the test message: {e}"))?;
     let boundary = mime::writer::new_boundary();
     let root_id = format!("root.{}@{}", crate::util::short_hash(message_id.as_bytes()), ap.config.host);
     let content_type = mime::writer::content_type(&boundary, &root_id);

@@ -4,7 +4,7 @@
 
 use crate::payload::{Context, Document, Finding, Registry};
 use crate::pmode::{Leg, Link};
-use std::path::Path;
+use crate::wss::content::Content;
 
 /// Why a document is refused: its own findings, or a disagreement with the link.
 #[derive(Debug)]
@@ -39,10 +39,13 @@ pub fn inspect(
     leg: &Leg,
     sender: &str,
     receiver: &str,
-    path: &Path,
+    content: Content<'_>,
 ) -> Result<Option<Document>, DocumentProblem> {
     let Some(kind) = leg.document.as_deref() else { return Ok(None) };
-    let size = std::fs::metadata(path).map_err(|e| DocumentProblem::Unreadable(e.to_string()))?.len();
+    let size = match content {
+        Content::File(path) => std::fs::metadata(path).map_err(|e| DocumentProblem::Unreadable(e.to_string()))?.len(),
+        Content::Memory(bytes) => bytes.len() as u64,
+    };
     if size > crate::payload::MAX_DOCUMENT_BYTES as u64 {
         return Err(DocumentProblem::Invalid(vec![crate::payload::finding(
             "DOC-SIZE",
@@ -50,7 +53,7 @@ pub fn inspect(
             format!("{size} bytes; documents above {} bytes are refused", crate::payload::MAX_DOCUMENT_BYTES),
         )]));
     }
-    let bytes = std::fs::read(path).map_err(|e| DocumentProblem::Unreadable(e.to_string()))?;
+    let bytes = content.read().map_err(|e| DocumentProblem::Unreadable(e.to_string()))?;
     let context = Context { allowed_versions: leg.versions.clone() };
     let document = registry.inspect(Some(kind), &bytes, &context).map_err(DocumentProblem::Invalid)?;
     let country = |party: &str| link.party(party).and_then(|p| p.country.clone());

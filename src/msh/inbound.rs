@@ -362,7 +362,7 @@ fn examine(
     let verdict = match payloads.first() {
         Some(first) => {
             let sender = matched.link.partner_of(ap.me()).map(|p| p.id.clone()).unwrap_or_default();
-            super::documents::inspect(&ap.documents, &matched.link, leg, &sender, ap.me(), &first.path)
+            super::documents::inspect(&ap.documents, &matched.link, leg, &sender, ap.me(), (&first.path).into())
         }
         None => Ok(None),
     };

@@ -93,9 +93,13 @@ pub async fn submit(
     let (registry, security) = (ap.documents.clone(), ap.security.clone());
     let (me_id, to) = (ap.me().to_owned(), sub.to.clone());
     let (path, algorithms, link2) = (payload.path.clone(), iop.signature, link.clone());
+    let unwritten = sub.unwritten.clone();
     // Step: validate payload, then sign it if the backend did not.
     let (document, signed) = crate::blocking::spawn(move || {
-        let document = super::documents::inspect(&registry, &link2, &leg, &me_id, &to, &path)
+        unwritten
+            .write(&[path.as_path()])
+            .map_err(|e| SubmitError::Refused(format!("cannot write the submitted certificate: {e}")))?;
+        let document = super::documents::inspect(&registry, &link2, &leg, &me_id, &to, (&path).into())
             .map_err(|p| SubmitError::Refused(format!("the ephyto document is refused: {p}")))?
             .ok_or_else(|| SubmitError::Refused("an IOP leg needs document = \"ephyto\"".into()))?;
         let bytes = std::fs::read(&path).map_err(|e| SubmitError::Refused(format!("cannot read the payload: {e}")))?;
@@ -515,7 +519,7 @@ fn check_certificate(
     }
     let leg = &link.legs[leg_index];
     let sender_id = link.partner_of(ap.me()).map(|p| p.id.clone()).unwrap_or_default();
-    let document_record = super::documents::inspect(&ap.documents, link, leg, &sender_id, ap.me(), &path)
+    let document_record = super::documents::inspect(&ap.documents, link, leg, &sender_id, ap.me(), (&path).into())
         .map_err(|problem| match problem {
             super::documents::DocumentProblem::Unreadable(e) => {
                 (vec![Detalle::new(code::INTERNAL, format!("cannot read the staged certificate: {e}"))], false)

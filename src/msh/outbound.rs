@@ -49,6 +49,8 @@ pub struct Submission {
     /// (name, value, type)
     pub properties: Vec<(String, String, Option<String>)>,
     pub payloads: Vec<StoredPayload>,
+    /// Payloads not written yet (the API keeps a small one in memory): `submit` writes them.
+    pub unwritten: crate::store::files::Unwritten,
     /// The MessageId to use, for a submission that may be repeated (a watched folder after a
     /// crash): the same id is accepted once; a repeat returns the stored message.
     pub message_id: Option<String>,
@@ -214,6 +216,7 @@ pub(crate) fn protect(
     me: &str,
     um: &UserMessage,
     payloads: Vec<StoredPayload>,
+    unwritten: &crate::store::files::Unwritten,
 ) -> Result<(Vec<u8>, Vec<StoredPayload>), SubmitError> {
     use crate::wss::content::IN_MEMORY_MAX;
     use crate::wss::encrypt::{PartToEncrypt, encrypt_parts};
@@ -223,11 +226,14 @@ pub(crate) fn protect(
     // Compress: each part becomes application/gzip, its type stays in PartInfo's MimeType. A
     // small part that is encrypted next is compressed in memory: its gzip is never a file.
     let mut working: Vec<(Working, String)> = Vec::new();
-    for p in &payloads {
+    for (index, p) in payloads.iter().enumerate() {
         if !compression {
             working.push((Working::File(p.path.clone()), p.mime_type.clone()));
         } else if link.profile.is_secure() && p.size <= IN_MEMORY_MAX {
-            let plain = std::fs::read(&p.path).map_err(|e| refuse(format!("cannot read a payload: {e}")))?;
+            let plain = match unwritten.get(index) {
+                Some(held) => std::borrow::Cow::Borrowed(held),
+                None => std::fs::read(&p.path).map_err(|e| refuse(format!("cannot read a payload: {e}")))?.into(),
+            };
             working.push((Working::Memory(compress::gzip_bytes(&plain).map_err(compressed)?), compress::GZIP.into()));
         } else {
             let gz = p.path.with_extension("gz");
@@ -336,9 +342,23 @@ pub async fn submit(ap: &Arc<AccessPoint>, sub: Submission) -> Result<MessageRec
     let payload_dir = sub.payloads.first().and_then(|p| p.path.parent()).map(std::path::Path::to_path_buf);
     let (envelope, payloads, document, pull, unsynced) = crate::blocking::spawn(move || {
         let leg = link.leg(&leg_name).ok_or_else(|| SubmitError::Refused(format!("leg {leg_name} was unloaded")))?;
+        // The submitted files are kept (a resubmission sends them again): those still in memory
+        // are written here, and read from memory below.
+        let paths: Vec<&std::path::Path> = sub.payloads.iter().map(|p| p.path.as_path()).collect();
+        sub.unwritten
+            .write(&paths)
+            .map_err(|e| SubmitError::Refused(format!("cannot write a submitted payload: {e}")))?;
         // Step: validate payload. The leading document must be valid and fit the link.
         let document = match sub.payloads.first() {
-            Some(first) => super::documents::inspect(&registry, &link, leg, &me, &to, &first.path).map_err(|p| {
+            Some(first) => super::documents::inspect(
+                &registry,
+                &link,
+                leg,
+                &me,
+                &to,
+                sub.unwritten.get(0).map_or(first.path.as_path().into(), Content::Memory),
+            )
+            .map_err(|p| {
                 SubmitError::Refused(format!(
                     "the {} document is refused: {p}",
                     leg.document.as_deref().unwrap_or("leading")
@@ -347,7 +367,8 @@ pub async fn submit(ap: &Arc<AccessPoint>, sub: Submission) -> Result<MessageRec
             None => None,
         };
         let originals: Vec<std::path::PathBuf> = sub.payloads.iter().map(|p| p.path.clone()).collect();
-        let (envelope, payloads) = protect(&security, &link, leg.compression, &me, &um_for_protect, sub.payloads)?;
+        let (envelope, payloads) =
+            protect(&security, &link, leg.compression, &me, &um_for_protect, sub.payloads, &sub.unwritten)?;
         // Durable with the commit that names them (copied into it when small, else synced
         // first): the submitted files (kept for a resubmission) and what goes on the wire;
         // intermediates (the gzip before encryption) are neither.

@@ -97,6 +97,7 @@ async fn resend_owned(
                 conversation_id: Some(record.conversation_id.clone()),
                 properties: um.properties.into_iter().map(|p| (p.name, p.value, p.kind)).collect(),
                 payloads,
+                unwritten: Default::default(),
                 message_id: None,
             };
             let new = submit(ap, submission).await.map_err(|e| match e {

@@ -233,6 +233,7 @@ async fn prepare_and_submit(ap: &Arc<AccessPoint>, c: &Claimed) -> Result<Messag
             filename: Some(c.name.clone()),
             wire_type: None,
         }],
+        unwritten: Default::default(),
         message_id: Some(format!("{}@{}", c.id, ap.config.host)),
     };
     // Owned: a stop does not cut a submission between its commit and the move to sent/.

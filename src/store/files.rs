@@ -6,15 +6,17 @@ use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use tokio::io::AsyncWriteExt;
 
-/// A part at most this large is gathered in memory and written to its file in one blocking job
-/// when complete; a larger one goes to its file as it streams. Through tokio's file type each
-/// step (folder, create, every write, the flush) is a hand-off to the blocking pool and back,
-/// four or more per part: `tokio::fs` was 5.4% of all CPU in a profile of the 2.0 throughput
-/// bench, and the change took 4-8% off the CPU per message.
+/// A part at most this large is gathered in memory and handed, complete, to the blocking job
+/// that processes its message, which writes it (or what it becomes) there; a larger one goes to
+/// its file as it streams. Through tokio's file type each step (folder, create, every write,
+/// the flush) is a hand-off to the blocking pool and back, four or more per part: `tokio::fs`
+/// was 5.4% of all CPU in a profile of the 2.0 throughput bench, and the change took 4-8% off
+/// the CPU per message; a job of its own for the write cost one more hand-off per message.
 pub const SPOOL_IN_MEMORY: usize = 256 << 10;
 
 /// A file being written from a stream: in memory while small (see [`SPOOL_IN_MEMORY`]), then
-/// in its file. Its folder is created when the file is.
+/// in its file. Its folder is created when the file is; a file still in memory at the end is
+/// the caller's to write.
 pub struct SpooledFile {
     path: PathBuf,
     state: Spool,
@@ -50,24 +52,10 @@ impl SpooledFile {
 
     /// Hands back what is still in memory without writing it (the caller writes it, or what
     /// it becomes, in a blocking job of its own), or flushes the file and hands back nothing.
-    pub async fn finish_in_memory(self) -> std::io::Result<Option<Vec<u8>>> {
+    pub async fn finish(self) -> std::io::Result<Option<Vec<u8>>> {
         match self.state {
             Spool::Memory(gathered) => Ok(Some(gathered)),
             Spool::File(mut file) => file.flush().await.map(|()| None),
-        }
-    }
-
-    /// Writes what is still in memory, or flushes the file. Not synced: what a commit names is
-    /// made durable then ([`super::durability::FileSync`]).
-    pub async fn finish(self) -> std::io::Result<()> {
-        match self.state {
-            Spool::Memory(gathered) => {
-                let path = self.path;
-                crate::blocking::spawn(move || write_new(&path, &gathered).map(drop))
-                    .await
-                    .map_err(std::io::Error::other)?
-            }
-            Spool::File(mut file) => file.flush().await,
         }
     }
 }
@@ -153,6 +141,36 @@ impl std::fmt::Debug for SunkPart {
     }
 }
 
+/// The bytes of submitted payloads still held in memory, one entry per payload in order
+/// (`None`: its file is written; no entries: all are). The job that protects the message writes
+/// them, reading them from here instead of their files, so a small submission costs no
+/// hand-off to the blocking pool of its own and is not read back.
+#[derive(Clone, Default)]
+pub struct Unwritten(pub Vec<Option<Vec<u8>>>);
+
+impl Unwritten {
+    /// The bytes of payload `index`, when held here.
+    pub fn get(&self, index: usize) -> Option<&[u8]> {
+        self.0.get(index).and_then(Option::as_deref)
+    }
+
+    /// Writes each held payload to its path (`paths` in payload order). Blocking.
+    pub fn write(&self, paths: &[&Path]) -> std::io::Result<()> {
+        for (content, path) in self.0.iter().zip(paths) {
+            if let Some(content) = content {
+                write_part(path, content)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for Unwritten {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.0.iter().map(|c| c.as_ref().map(Vec::len))).finish()
+    }
+}
+
 /// Writes a part kept in memory to its file (and the file's folder, if new). Blocking.
 pub fn write_part(path: &Path, content: &[u8]) -> std::io::Result<()> {
     write_new(path, content).map(drop)
@@ -202,7 +220,7 @@ impl PartSink for FileSink {
             // A small part stays in memory; a large one is written, not synced: a received
             // part is often decrypted or decompressed into another file; what the commit
             // names is synced then ([`super::durability::FileSync`]).
-            let unwritten = file.finish_in_memory().await?;
+            let unwritten = file.finish().await?;
             if let Some(part) = self.parts.last_mut() {
                 part.size = self.written;
                 part.sha256 = hex::encode(hasher.finalize());
@@ -274,15 +292,19 @@ mod tests {
     use futures_util::StreamExt;
 
     #[tokio::test]
-    async fn a_small_file_is_written_once_when_finished_and_a_large_one_as_it_streams() {
+    async fn a_small_file_is_handed_back_unwritten_and_a_large_one_written_as_it_streams() {
         let dir = tempfile::tempdir().unwrap();
         let small = dir.path().join("new/folder/part-1");
         let mut file = SpooledFile::new(small.clone());
         file.write(b"<SPS").await.unwrap();
         file.write(b"Certificate/>").await.unwrap();
-        assert!(!small.exists(), "nothing written before the end");
-        file.finish().await.unwrap();
+        assert_eq!(file.finish().await.unwrap().as_deref(), Some(&b"<SPSCertificate/>"[..]));
+        assert!(!small.exists(), "the caller writes it");
+        let held = Unwritten(vec![Some(b"<SPSCertificate/>".to_vec()), None]);
+        held.write(&[&small, &dir.path().join("not-held")]).unwrap();
         assert_eq!(std::fs::read(&small).unwrap(), b"<SPSCertificate/>");
+        assert!(!dir.path().join("not-held").exists());
+        assert_eq!(format!("{held:?}"), "[Some(17), None]", "lengths, not bytes, in logs");
 
         let large = dir.path().join("other/part-1");
         let chunk: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
@@ -293,12 +315,11 @@ mod tests {
             expected.extend_from_slice(&chunk);
         }
         assert!(large.exists(), "past the in-memory limit the file is written as it streams");
-        file.finish().await.unwrap();
+        assert_eq!(file.finish().await.unwrap(), None, "written, nothing handed back");
         assert_eq!(std::fs::read(&large).unwrap(), expected);
 
-        let empty = dir.path().join("empty/part-1");
-        SpooledFile::new(empty.clone()).finish().await.unwrap();
-        assert_eq!(std::fs::read(&empty).unwrap(), b"");
+        let empty = SpooledFile::new(dir.path().join("empty/part-1")).finish().await.unwrap();
+        assert_eq!(empty, Some(Vec::new()));
     }
 
     #[tokio::test]
