@@ -795,8 +795,15 @@ pub(crate) fn keep_staging(
 ) -> Result<Kept, String> {
     let root = ap.config.data_dir.join("inbound");
     let target = root.join(uuid::Uuid::new_v4().to_string());
-    std::fs::create_dir_all(&root).map_err(|e| format!("cannot create the inbound folder: {e}"))?;
-    std::fs::rename(staging, &target).map_err(|e| format!("cannot move received payloads: {e}"))?;
+    // The inbound folder exists but the first time: created then, not tried for every message.
+    let moved = match std::fs::rename(staging, &target) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !root.exists() => {
+            std::fs::create_dir_all(&root).map_err(|e| format!("cannot create the inbound folder: {e}"))?;
+            std::fs::rename(staging, &target)
+        }
+        moved => moved,
+    };
+    moved.map_err(|e| format!("cannot move received payloads: {e}"))?;
     let named: Vec<PathBuf> = files.iter().map(|name| target.join(name)).collect();
     let named: Vec<&std::path::Path> = named.iter().map(PathBuf::as_path).collect();
     let copies = ap
