@@ -71,7 +71,12 @@ fn verify(
     method: &str,
 ) -> Result<super::verify::VerifiedSignature, EbmsError> {
     let xml = Xml::parse(envelope.as_bytes()).unwrap();
-    let parts = [
+    verify_envelope(&xml, &fixture_parts(f), method, &resolver(cert.clone()))
+}
+
+/// The fixture's two attachments as the verifier reads them.
+fn fixture_parts(f: &Fixture) -> Vec<PartToVerify<'_>> {
+    vec![
         PartToVerify {
             content_id: "part1@ap.cl.example",
             content_type: "application/xml",
@@ -82,8 +87,7 @@ fn verify(
             content_type: "application/octet-stream",
             content: (&f.bin_part).into(),
         },
-    ];
-    verify_envelope(&xml, &parts, method, &resolver(cert.clone()))
+    ]
 }
 
 #[test]
@@ -212,23 +216,12 @@ fn signature_wrapping_is_refused() {
     assert_eq!(err.code, EbmsCode::FailedAuthentication, "{}", err.detail);
     // A signature that leaves out an attachment.
     let xml = Xml::parse(env.as_bytes()).unwrap();
-    let extra = [
-        PartToVerify {
-            content_id: "part1@ap.cl.example",
-            content_type: "application/xml",
-            content: (&f.xml_part).into(),
-        },
-        PartToVerify {
-            content_id: "part2@ap.cl.example",
-            content_type: "application/octet-stream",
-            content: (&f.bin_part).into(),
-        },
-        PartToVerify {
-            content_id: "part3@ap.cl.example",
-            content_type: "application/octet-stream",
-            content: (&f.bin_part).into(),
-        },
-    ];
+    let mut extra = fixture_parts(&f);
+    extra.push(PartToVerify {
+        content_id: "part3@ap.cl.example",
+        content_type: "application/octet-stream",
+        content: (&f.bin_part).into(),
+    });
     let err = verify_envelope(&xml, &extra, ns::RSA_SHA256, &resolver(cred.cert.clone())).unwrap_err();
     assert_eq!(err.code, EbmsCode::PolicyNoncompliance);
     assert!(err.detail.contains("part3"), "{}", err.detail);
