@@ -707,14 +707,17 @@ fn decompress(
     let limit = matched.leg().map(|l| l.max_payload).unwrap_or(crate::pmode::model::DEFAULT_MAX_PAYLOAD);
     let mut unwritten: Vec<(String, Vec<u8>)> =
         parts.into_iter().filter_map(|p| Some((p.content_id, p.unwritten?))).collect();
+    // Writing what was held in memory: our disk's trouble, not the sender's.
+    let disk = |e: std::io::Error| {
+        let detail = format!("cannot write a received part: {e}");
+        Rejection::Ebms(EbmsError::new(EbmsCode::DeliveryFailure, detail).with_ref(id))
+    };
     let mut out = Vec::with_capacity(payloads.len());
     for p in payloads {
         let in_memory = unwritten.iter().position(|(cid, _)| *cid == p.content_id).map(|i| unwritten.swap_remove(i).1);
         if !is_compressed(um, &p.content_id) {
             if let Some(bytes) = in_memory {
-                crate::store::files::write_part(&p.path, &bytes).map_err(|e| {
-                    Rejection::Ebms(EbmsError::new(EbmsCode::DeliveryFailure, e.to_string()).with_ref(id))
-                })?;
+                crate::store::files::write_part(&p.path, &bytes).map_err(disk)?;
             }
             out.push(p);
             continue;
@@ -723,8 +726,14 @@ fn decompress(
         // memory straight into its file.
         let small = in_memory.is_some() || p.size <= crate::wss::content::IN_MEMORY_MAX;
         let target = if small { p.path.clone() } else { p.path.with_extension("dec") };
+        if in_memory.is_some()
+            && let Some(folder) = target.parent()
+        {
+            // The staging folder: created with the first file written in it (ours to fail).
+            std::fs::create_dir_all(folder).map_err(disk)?;
+        }
         let gunzipped = if let Some(bytes) = in_memory {
-            gunzip_from_memory(&bytes, &target, limit)
+            crate::compress::gunzip_bytes(&bytes, &target, limit)
         } else if small {
             crate::compress::gunzip_in_place(&p.path, limit)
         } else {
@@ -742,18 +751,6 @@ fn decompress(
         out.push(StoredPayload { path: target, size: gunzipped.size, sha256, ..p });
     }
     Ok(out)
-}
-
-/// [`crate::compress::gunzip_bytes`] into a file whose folder may not exist yet.
-fn gunzip_from_memory(
-    compressed: &[u8],
-    target: &std::path::Path,
-    limit: u64,
-) -> Result<crate::compress::Gunzipped, crate::compress::CompressError> {
-    if let Some(folder) = target.parent() {
-        std::fs::create_dir_all(folder)?;
-    }
-    crate::compress::gunzip_bytes(compressed, target, limit)
 }
 
 /// Whether the part's PartInfo says CompressionType (it is decompressed, and hashed then).
