@@ -206,6 +206,7 @@ async fn submit_message(
     let mut metadata: Option<SubmitMetadata> = None;
     let mut payloads: Vec<StoredPayload> = Vec::new();
     let mut unwritten: Vec<Option<Vec<u8>>> = Vec::new();
+    let mut held = 0;
     let limits = api.ap.config.limits;
     let too_large = |m: String| ApiError(StatusCode::PAYLOAD_TOO_LARGE, m);
     let multipart_error = |e: axum::extract::multipart::MultipartError| {
@@ -269,7 +270,13 @@ async fn submit_message(
                 }
                 // Written (if still in memory) and made durable by `submit`, with the files it
                 // derives, before its commit.
-                unwritten.push(file.finish().await.map_err(|e| internal(&e))?);
+                let finished = match file.finish().await.map_err(|e| internal(&e))? {
+                    Some(bytes) => {
+                        crate::store::files::hold_or_write(&path, bytes, &mut held).await.map_err(|e| internal(&e))?
+                    }
+                    None => None,
+                };
+                unwritten.push(finished);
                 payloads.push(StoredPayload {
                     content_id: new_content_id(&api.ap, index),
                     mime_type,

@@ -112,6 +112,8 @@ pub struct FileSink {
     current: Option<(SpooledFile, Sha256)>,
     max_part_bytes: u64,
     written: u64,
+    /// Bytes of this message's parts kept in memory (see [`hold_or_write`]).
+    held: usize,
     pub parts: Vec<SunkPart>,
 }
 
@@ -171,6 +173,19 @@ impl std::fmt::Debug for Unwritten {
     }
 }
 
+/// Keeps a finished small file's `bytes` for the caller while the files of the same message
+/// held so far (`held`) stay within [`SPOOL_IN_MEMORY`] together; past that, writes it now (one
+/// hand-off), so a message of many small parts holds no more memory than one large part.
+pub async fn hold_or_write(path: &Path, bytes: Vec<u8>, held: &mut usize) -> std::io::Result<Option<Vec<u8>>> {
+    if *held + bytes.len() <= SPOOL_IN_MEMORY {
+        *held += bytes.len();
+        return Ok(Some(bytes));
+    }
+    let path = path.to_path_buf();
+    crate::blocking::spawn(move || write_part(&path, &bytes)).await.map_err(std::io::Error::other)??;
+    Ok(None)
+}
+
 /// Writes a part kept in memory to its file (and the file's folder, if new). Blocking.
 pub fn write_part(path: &Path, content: &[u8]) -> std::io::Result<()> {
     write_new(path, content).map(drop)
@@ -178,7 +193,7 @@ pub fn write_part(path: &Path, content: &[u8]) -> std::io::Result<()> {
 
 impl FileSink {
     pub fn new(dir: PathBuf, max_part_bytes: u64) -> Self {
-        FileSink { dir, current: None, max_part_bytes, written: 0, parts: Vec::new() }
+        FileSink { dir, current: None, max_part_bytes, written: 0, held: 0, parts: Vec::new() }
     }
 
     pub fn dir(&self) -> &Path {
@@ -220,7 +235,10 @@ impl PartSink for FileSink {
             // A small part stays in memory; a large one is written, not synced: a received
             // part is often decrypted or decompressed into another file; what the commit
             // names is synced then ([`super::durability::FileSync`]).
-            let unwritten = file.finish().await?;
+            let unwritten = match (file.finish().await?, self.parts.last()) {
+                (Some(bytes), Some(part)) => hold_or_write(&part.path, bytes, &mut self.held).await?,
+                _ => None,
+            };
             if let Some(part) = self.parts.last_mut() {
                 part.size = self.written;
                 part.sha256 = hex::encode(hasher.finalize());
@@ -320,6 +338,26 @@ mod tests {
 
         let empty = SpooledFile::new(dir.path().join("empty/part-1")).finish().await.unwrap();
         assert_eq!(empty, Some(Vec::new()));
+    }
+
+    #[tokio::test]
+    async fn a_message_holds_at_most_one_large_part_worth_of_small_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut held = 0;
+        let part = vec![7u8; SPOOL_IN_MEMORY / 3];
+        let mut kept = 0;
+        for i in 0..5 {
+            let path = dir.path().join(format!("m/part-{i}"));
+            match hold_or_write(&path, part.clone(), &mut held).await.unwrap() {
+                Some(bytes) => {
+                    assert_eq!(bytes, part);
+                    assert!(!path.exists());
+                    kept += 1;
+                }
+                None => assert_eq!(std::fs::read(&path).unwrap(), part, "written once past the bound"),
+            }
+        }
+        assert_eq!((kept, held), (3, 3 * part.len()), "three fit in {SPOOL_IN_MEMORY} bytes, two are written");
     }
 
     #[tokio::test]
