@@ -30,6 +30,7 @@ use crate::store::{Inserted, NewMessage, StoredPayload};
 use crate::transport::PeerCertificates;
 use bytes::Bytes;
 use futures_util::Stream;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use tracing::Instrument;
@@ -466,13 +467,14 @@ fn unprotect(
     tracing::info!(signer = %crate::pki::trust::subject_of(&verified.signer), "decrypted and verified");
     let mut plain = Vec::new();
     let disk = |e: std::io::Error| with_ref(EbmsError::new(EbmsCode::DeliveryFailure, e.to_string()));
+    let compressed_ids = compressed_parts(um);
     for (part, d) in parts.into_iter().zip(decrypted) {
         if part.path != d.path {
             let _ = std::fs::remove_file(&part.path);
         }
         // A compressed part is hashed as it is decompressed, next; hashing its gzip is wasted.
         // It stays in memory for that if it was decrypted there.
-        let compressed = is_compressed(um, &d.content_id);
+        let compressed = compressed_ids.contains(d.content_id.as_str());
         let sha256 = match (&d.plain, compressed) {
             (_, true) => String::new(),
             (Some(bytes), false) => hex::encode(<sha2::Sha256 as sha2::Digest>::digest(bytes)),
@@ -615,6 +617,9 @@ fn check_payloads(
 ) -> Result<Vec<StoredPayload>, Rejection> {
     let id = Some(um.info.message_id.as_str());
     let err = |code, detail: String| Rejection::Ebms(EbmsError::new(code, detail).with_ref(id));
+    // Looked up by Content-ID (unique: the MIME reader refuses a repeated one), so the step
+    // stays linear in the number of parts.
+    let by_content_id: HashMap<&str, &SunkPart> = parts.iter().map(|p| (p.content_id.as_str(), p)).collect();
     let mut payloads = Vec::new();
     for part_info in &um.parts {
         let Some(cid) = part_info.content_id() else {
@@ -632,9 +637,8 @@ fn check_payloads(
                 }
             });
         };
-        let part = parts
-            .iter()
-            .find(|p| p.content_id == cid)
+        let part = by_content_id
+            .get(cid)
             .ok_or_else(|| err(EbmsCode::ExternalPayloadError, format!("PartInfo cid:{cid} matches no MIME part")))?;
         if let Some(kind) = part_info.property("CompressionType") {
             if kind != crate::compress::GZIP {
@@ -673,7 +677,8 @@ fn check_payloads(
             wire_type: None,
         });
     }
-    if let Some(extra) = parts.iter().find(|p| !um.parts.iter().any(|pi| pi.content_id() == Some(&p.content_id))) {
+    let referenced: HashSet<&str> = um.parts.iter().filter_map(|pi| pi.content_id()).collect();
+    if let Some(extra) = parts.iter().find(|p| !referenced.contains(p.content_id.as_str())) {
         return Err(err(
             EbmsCode::ExternalPayloadError,
             format!("MIME part <{}> is not referenced by any PartInfo", extra.content_id),
@@ -705,8 +710,9 @@ fn decompress(
 ) -> Result<Vec<StoredPayload>, Rejection> {
     let id = Some(um.info.message_id.as_str());
     let limit = matched.leg().map(|l| l.max_payload).unwrap_or(crate::pmode::model::DEFAULT_MAX_PAYLOAD);
-    let mut unwritten: Vec<(String, Vec<u8>)> =
+    let mut unwritten: HashMap<String, Vec<u8>> =
         parts.into_iter().filter_map(|p| Some((p.content_id, p.unwritten?))).collect();
+    let compressed = compressed_parts(um);
     // Writing what was held in memory: our disk's trouble, not the sender's.
     let disk = |e: std::io::Error| {
         let detail = format!("cannot write a received part: {e}");
@@ -714,8 +720,8 @@ fn decompress(
     };
     let mut out = Vec::with_capacity(payloads.len());
     for p in payloads {
-        let in_memory = unwritten.iter().position(|(cid, _)| *cid == p.content_id).map(|i| unwritten.swap_remove(i).1);
-        if !is_compressed(um, &p.content_id) {
+        let in_memory = unwritten.remove(&p.content_id);
+        if !compressed.contains(p.content_id.as_str()) {
             if let Some(bytes) = in_memory {
                 crate::store::files::write_part(&p.path, &bytes).map_err(disk)?;
             }
@@ -753,9 +759,10 @@ fn decompress(
     Ok(out)
 }
 
-/// Whether the part's PartInfo says CompressionType (it is decompressed, and hashed then).
-fn is_compressed(um: &UserMessage, content_id: &str) -> bool {
-    um.parts.iter().any(|pi| pi.content_id() == Some(content_id) && pi.property("CompressionType").is_some())
+/// The Content-IDs whose PartInfo says CompressionType (decompressed, and hashed then),
+/// gathered once per message so that looking a part up stays linear in the number of parts.
+fn compressed_parts(um: &UserMessage) -> HashSet<&str> {
+    um.parts.iter().filter(|pi| pi.property("CompressionType").is_some()).filter_map(|pi| pi.content_id()).collect()
 }
 
 /// The receipt: on a signing link a signed non-repudiation receipt copying the references

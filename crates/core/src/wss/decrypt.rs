@@ -13,6 +13,7 @@ use crate::ebms::{EbmsCode, EbmsError};
 use crate::pki::keys::{KeyKind, kind_of};
 use libxml::tree::Node;
 use openssl::hash::MessageDigest;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 /// The key transport the link's profile requires.
@@ -68,13 +69,19 @@ pub fn decrypt_parts(
 ) -> Result<Vec<DecryptedPart>, EbmsError> {
     let security =
         security_header(xml).ok_or_else(|| policy("the message is not encrypted: no wsse:Security header"))?;
-    let encrypted_data = children(&security, ns::XENC, "EncryptedData");
+    // By the part they name (the first, if two name one), so finding each part's stays
+    // linear in the parts.
+    let mut encrypted_data: HashMap<String, Node> = HashMap::new();
+    for ed in children(&security, ns::XENC, "EncryptedData") {
+        if let Some(reference) = cipher_reference(&ed) {
+            encrypted_data.entry(reference).or_insert(ed);
+        }
+    }
     let mut out = Vec::new();
-    let mut content_keys: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut content_keys: HashMap<String, Vec<u8>> = HashMap::new();
     for part in parts {
         let ed = encrypted_data
-            .iter()
-            .find(|ed| cipher_reference(ed).as_deref() == Some(&format!("cid:{}", part.content_id)))
+            .get(&format!("cid:{}", part.content_id))
             .ok_or_else(|| policy(format!("attachment cid:{} is not encrypted", part.content_id)))?;
         if ed.get_property_no_ns("Type").as_deref() != Some(ns::ATTACHMENT_CONTENT_ONLY) {
             return Err(policy(format!(
@@ -88,11 +95,11 @@ pub fn decrypt_parts(
         }
         let ek = encrypted_key_for(xml, &security, ed)?;
         let ek_key = ek.get_property_no_ns("Id").or_else(|| ek.get_property_ns("Id", ns::WSU)).unwrap_or_default();
-        let cek = match content_keys.iter().find(|(id, _)| *id == ek_key) {
-            Some((_, k)) => k.clone(),
+        let cek = match content_keys.get(&ek_key) {
+            Some(k) => k.clone(),
             None => {
                 let k = unwrap_content_key(xml, &security, &ek, transport, keys)?;
-                content_keys.push((ek_key, k.clone()));
+                content_keys.insert(ek_key, k.clone());
                 k
             }
         };

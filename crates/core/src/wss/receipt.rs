@@ -143,11 +143,15 @@ pub fn check_nrr(receipt: &Xml, sent: &[(String, String)]) -> Result<(), String>
         .iter()
         .flat_map(|p| children(p, ns::DS, "Reference"))
         .collect();
-    let returned = reference_pairs(&returned);
+    // By URI (the first, if the receipt repeats one): linear in what was sent and returned.
+    let mut by_uri: std::collections::HashMap<String, String> = std::collections::HashMap::new();
+    for (uri, digest) in reference_pairs(&returned) {
+        by_uri.entry(uri).or_insert(digest);
+    }
     for (uri, digest) in sent {
-        match returned.iter().find(|(u, _)| u == uri) {
+        match by_uri.get(uri) {
             None => return Err(format!("the receipt does not acknowledge {uri}")),
-            Some((_, d)) if d != digest => {
+            Some(d) if d != digest => {
                 return Err(format!("the receipt's digest for {uri} differs from the one sent"));
             }
             Some(_) => {}

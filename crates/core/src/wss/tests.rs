@@ -227,6 +227,21 @@ fn signature_wrapping_is_refused() {
     assert!(err.detail.contains("part3"), "{}", err.detail);
 }
 
+#[test]
+fn a_reference_repeated_in_signed_info_is_refused_before_any_digest() {
+    let ca = Authority::new("test CA").unwrap();
+    let f = fixture();
+    let cred = credential(&ca, false);
+    let env = sign(&f, &cred, TokenReference::Bst);
+    let start = env.find("<ds:Reference").unwrap();
+    let end = env[start..].find("</ds:Reference>").unwrap() + start + "</ds:Reference>".len();
+    // The same reference a thousand times: refused as such, not digested a thousand times.
+    let repeated = format!("{}{}{}", &env[..end], env[start..end].repeat(1000), &env[end..]);
+    let err = verify(&f, &repeated, &cred.cert, ns::RSA_SHA256).unwrap_err();
+    assert_eq!(err.code, EbmsCode::PolicyNoncompliance, "{}", err.detail);
+    assert!(err.detail.contains("more than once"), "{}", err.detail);
+}
+
 /// Debian's xmlsec1 (an independent implementation) verifies an RSA-signed envelope of ours.
 /// xmlsec1 1.2 cannot resolve `cid:` references or WS-Security token references, so the
 /// envelope has no attachments and the key is given on the command line.

@@ -13,6 +13,7 @@ use crate::pki::keys::{KeyKind, kind_of};
 use libxml::tree::Node;
 use openssl::x509::X509;
 use sha2::{Digest, Sha256};
+use std::collections::{HashMap, HashSet};
 
 /// An attachment as received (decrypted): the type that selects its transform and its file.
 pub struct PartToVerify<'a> {
@@ -144,12 +145,24 @@ fn verify(
         })
         .filter(|copies| copies.len() == reference_nodes.len());
 
+    let uris: Vec<String> = reference_nodes.iter().map(|r| r.get_property_no_ns("URI").unwrap_or_default()).collect();
+    // A reference names something of its own; the same one twice would only make us digest
+    // the same bytes again, which a crafted SignedInfo could repeat at will.
+    let mut distinct = HashSet::with_capacity(uris.len());
+    if let Some(repeated) = uris.iter().find(|uri| !distinct.insert(uri.as_str())) {
+        return Err(policy(format!("reference {repeated} appears more than once in SignedInfo")));
+    }
+    // The targets of all `#id` references in one walk of the envelope, and the parts by
+    // Content-ID: the check stays linear in the envelope and the number of parts.
+    let ids: Vec<&str> = uris.iter().filter_map(|uri| uri.strip_prefix('#')).collect();
+    let mut targets_by_id: HashMap<&str, Vec<Node>> = ids.iter().copied().zip(xml.elements_with_ids(&ids)).collect();
+    let part_index: HashMap<&str, usize> = parts.iter().enumerate().map(|(i, p)| (p.content_id, i)).collect();
+
     let mut references = Vec::new();
     let mut covered_messaging = false;
     let mut covered_body = false;
     let mut covered_parts = vec![false; parts.len()];
-    for (index, reference) in reference_nodes.into_iter().enumerate() {
-        let uri = reference.get_property_no_ns("URI").unwrap_or_default();
+    for (index, (reference, uri)) in reference_nodes.into_iter().zip(uris.iter().cloned()).enumerate() {
         let digest_method = child(&reference, ns::DS, "DigestMethod")
             .and_then(|d| d.get_property_no_ns("Algorithm"))
             .unwrap_or_default();
@@ -168,7 +181,7 @@ fn verify(
             if transform.get_property_no_ns("Algorithm").as_deref() != Some(ns::EXC_C14N) {
                 return Err(policy(format!("reference {uri}: transform is not exclusive c14n")));
             }
-            let targets = xml.elements_with_id(id);
+            let targets = targets_by_id.remove(id).unwrap_or_default();
             let [target] = targets.as_slice() else {
                 return Err(auth(format!(
                     "reference {uri} resolves to {} elements (signature wrapping?)",
@@ -195,10 +208,7 @@ fn verify(
             if !check_attachments {
                 continue;
             }
-            let index = parts
-                .iter()
-                .position(|p| p.content_id == cid)
-                .ok_or_else(|| auth(format!("reference {uri}: no such MIME part")))?;
+            let index = *part_index.get(cid).ok_or_else(|| auth(format!("reference {uri}: no such MIME part")))?;
             covered_parts[index] = true;
             let part = &parts[index];
             attachment_digest(part.content_type, part.content).map_err(|e| auth(format!("reference {uri}: {e}")))?
@@ -264,10 +274,16 @@ pub fn check_each_reference(xml: &Xml, parts: &[PartToVerify<'_>]) -> Vec<Refere
     else {
         return Vec::new();
     };
-    children(&signed_info, ns::DS, "Reference")
+    let reference_nodes = children(&signed_info, ns::DS, "Reference");
+    let uris: Vec<String> = reference_nodes.iter().map(|r| r.get_property_no_ns("URI").unwrap_or_default()).collect();
+    // One walk for every `#id` target, parts by Content-ID: linear, as in the check itself.
+    let ids: Vec<&str> = uris.iter().filter_map(|uri| uri.strip_prefix('#')).collect();
+    let targets_by_id: HashMap<&str, Vec<Node>> = ids.iter().copied().zip(xml.elements_with_ids(&ids)).collect();
+    let parts_by_id: HashMap<&str, &PartToVerify<'_>> = parts.iter().map(|p| (p.content_id, p)).collect();
+    reference_nodes
         .iter()
-        .map(|reference| {
-            let uri = reference.get_property_no_ns("URI").unwrap_or_default();
+        .zip(uris.iter().cloned())
+        .map(|(reference, uri)| {
             let result = (|| {
                 let method = child(reference, ns::DS, "DigestMethod")
                     .and_then(|d| d.get_property_no_ns("Algorithm"))
@@ -279,15 +295,15 @@ pub fn check_each_reference(xml: &Xml, parts: &[PartToVerify<'_>]) -> Vec<Refere
                     .and_then(|d| unb64(&d.get_content()))
                     .ok_or("no base64 DigestValue")?;
                 let actual = if let Some(id) = uri.strip_prefix('#') {
-                    let targets = xml.elements_with_id(id);
-                    let [target] = targets.as_slice() else {
+                    let targets = targets_by_id.get(id).map(Vec::as_slice).unwrap_or_default();
+                    let [target] = targets else {
                         return Err(format!("resolves to {} elements", targets.len()));
                     };
                     let transform = child(reference, ns::DS, "Transforms").and_then(|t| child(&t, ns::DS, "Transform"));
                     let prefixes = transform.as_ref().map(inclusive_prefixes).unwrap_or_default();
                     Sha256::digest(xml.c14n_subtree(target, &prefixes).map_err(|e| e.to_string())?).to_vec()
                 } else if let Some(cid) = uri.strip_prefix("cid:") {
-                    let part = parts.iter().find(|p| p.content_id == cid).ok_or("no such MIME part")?;
+                    let part = parts_by_id.get(cid).ok_or("no such MIME part")?;
                     attachment_digest(part.content_type, part.content).map_err(|e| e.to_string())?
                 } else {
                     return Err("neither #id nor cid:".into());

@@ -118,11 +118,22 @@ impl Xml {
     /// Every element whose `wsu:Id`, `Id` or `id` equals `id`. Signature references must
     /// resolve to exactly one; a second element with the same Id is a wrapping attempt.
     pub fn elements_with_id(&self, id: &str) -> Vec<Node> {
-        let Some(root) = self.root() else { return Vec::new() };
-        let mut found = Vec::new();
+        self.elements_with_ids(&[id]).pop().unwrap_or_default()
+    }
+
+    /// [`Xml::elements_with_id`] for several ids in one walk of the tree: the elements for
+    /// `ids[i]` are at `[i]`. A signature's references cost one walk together, not one each.
+    pub fn elements_with_ids(&self, ids: &[&str]) -> Vec<Vec<Node>> {
+        let Some(root) = self.root() else { return vec![Vec::new(); ids.len()] };
+        // Each id's first place in `ids`: a repeated id is looked for once.
+        let mut wanted: std::collections::HashMap<&[u8], usize> = std::collections::HashMap::new();
+        for (i, id) in ids.iter().enumerate() {
+            wanted.entry(id.as_bytes()).or_insert(i);
+        }
+        let mut found = vec![Vec::new(); ids.len()];
         // SAFETY: the walk reads the live tree of `self.doc`, which it does not change.
-        unsafe { collect_ids(root.node_ptr(), id.as_bytes(), &mut found) };
-        wrapped(&root, &found)
+        unsafe { collect_ids(root.node_ptr(), &wanted, &mut found) };
+        ids.iter().map(|id| wrapped(&root, &found[wanted[id.as_bytes()]])).collect()
     }
 
     /// How many elements named {`ns`}`local` the document holds, counted without allocating.
@@ -291,14 +302,23 @@ unsafe extern "C" fn in_subtree(
 ///
 /// # Safety
 /// `root` is a live element of a document that is not changed during the call.
-unsafe fn collect_ids(root: bindings::xmlNodePtr, id: &[u8], found: &mut Vec<bindings::xmlNodePtr>) {
+unsafe fn collect_ids(
+    root: bindings::xmlNodePtr,
+    wanted: &std::collections::HashMap<&[u8], usize>,
+    found: &mut [Vec<bindings::xmlNodePtr>],
+) {
     let wsu = super::ns::WSU.as_bytes();
-    // SAFETY: the caller's promise; `has_id` reads only the live element it is given.
+    // SAFETY: the caller's promise; `each_id` reads only the live element it is given.
     unsafe {
         each_element(root, |node| {
-            if has_id(node, id, wsu) {
-                found.push(node);
-            }
+            each_id(node, wsu, |value| {
+                if let Some(&i) = wanted.get(value) {
+                    // An element carrying the same id twice (Id and wsu:Id) is one target.
+                    if found[i].last() != Some(&node) {
+                        found[i].push(node);
+                    }
+                }
+            })
         })
     }
 }
@@ -333,8 +353,9 @@ unsafe fn each_element(root: bindings::xmlNodePtr, mut visit: impl FnMut(binding
     }
 }
 
-/// Whether the element carries `id` as `wsu:Id`, or as `Id` or `id` without a namespace.
-unsafe fn has_id(element: bindings::xmlNodePtr, id: &[u8], wsu: &[u8]) -> bool {
+/// Calls `visit` with the value of each id the element carries: `wsu:Id`, or `Id` or `id`
+/// without a namespace.
+unsafe fn each_id(element: bindings::xmlNodePtr, wsu: &[u8], mut visit: impl FnMut(&[u8])) {
     // SAFETY: the caller's element is live; its attribute list and their namespaces too.
     unsafe {
         let mut attr = (*element).properties;
@@ -349,18 +370,14 @@ unsafe fn has_id(element: bindings::xmlNodePtr, id: &[u8], wsu: &[u8]) -> bool {
             // Only an Id attribute's value is read (a copy, as libxml2 joins its text).
             if named {
                 let value = bindings::xmlNodeListGetString((*element).doc, (*attr).children, 1);
-                let equal = !value.is_null() && c_bytes(value) == id;
                 if !value.is_null() {
+                    visit(c_bytes(value));
                     bindings::xmlFree.expect("libxml2 sets xmlFree")(value as *mut std::ffi::c_void);
-                }
-                if equal {
-                    return true;
                 }
             }
             attr = (*attr).next;
         }
     }
-    false
 }
 
 /// The wrapped nodes for `targets`, found from `root` by their chains of ancestors. Each
@@ -608,6 +625,19 @@ mod tests {
         let kept = Xml::parse_located(text).unwrap();
         assert_eq!(kept.root().unwrap().get_child_nodes().len(), 5);
         assert_eq!(line_of(&child(&root, "", "b").unwrap()), 3);
+    }
+
+    #[test]
+    fn several_ids_in_one_walk_find_what_each_alone_finds() {
+        let doc = format!(r#"<r xmlns:wsu="{WSU}"><a wsu:Id="x" Id="x"/><b Id="y"><c id="x"/></b><d wsu:Id="z"/></r>"#);
+        let xml = Xml::parse(doc.as_bytes()).unwrap();
+        let ids = ["x", "y", "none", "x", "z"];
+        let names = |nodes: &[Node]| nodes.iter().map(|n| n.get_name()).collect::<Vec<_>>();
+        let together: Vec<Vec<String>> = xml.elements_with_ids(&ids).iter().map(|n| names(n)).collect();
+        let alone: Vec<Vec<String>> = ids.iter().map(|id| names(&xml.elements_with_id(id))).collect();
+        assert_eq!(together, alone);
+        assert_eq!(together[0], ["a", "c"], "an element with Id and wsu:Id alike is found once");
+        assert!(Xml::parse(b"<r/>").unwrap().elements_with_ids(&["a", "b"]).iter().all(Vec::is_empty));
     }
 
     #[test]
