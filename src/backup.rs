@@ -8,6 +8,7 @@
 //! PostgreSQL stores are backed up with `pg_dump` plus the shared folder (README).
 
 use crate::config::{Config, StoreKind};
+use crate::store::files;
 use rusqlite::{Connection, OpenFlags};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
@@ -22,7 +23,11 @@ pub struct Manifest {
     pub data_dir: PathBuf,
     pub schema_version: i64,
     pub messages: i64,
+    /// Message folders copied whole (messages stored before the flat layout).
     pub folders: usize,
+    /// Payload files copied one by one (newer messages; a backup made before has none).
+    #[serde(default)]
+    pub files: usize,
 }
 
 const FORMAT: &str = "ventanilla-backup/1";
@@ -72,14 +77,29 @@ pub fn backup(config: &Config, to: &Path) -> Result<Manifest, String> {
     let messages: i64 = dst.query_row("SELECT COUNT(*) FROM messages", [], |r| r.get(0)).map_err(err)?;
     let schema_version: i64 =
         dst.query_row("SELECT COALESCE(MAX(version), 1) FROM schema_version", [], |r| r.get(0)).unwrap_or(1);
+    // A message stored before the flat layout has a folder of its own, copied whole; a newer
+    // one has its files side by side with every other message's: those the rows name, and the
+    // originals they were made from (see `store::files::MessageFiles`).
     let mut folders = BTreeSet::new();
+    let mut files = BTreeSet::new();
     {
         let mut stmt = dst.prepare("SELECT path FROM payloads").map_err(err)?;
         let paths = stmt.query_map([], |r| r.get::<_, String>(0)).map_err(err)?;
         for path in paths {
             let path = PathBuf::from(path.map_err(err)?);
-            if let Some(folder) = path.parent().and_then(|f| f.strip_prefix(&config.data_dir).ok()) {
-                folders.insert(folder.to_path_buf());
+            match path.parent() {
+                Some(folder) if folder.file_name().is_some_and(files::is_message_folder) => {
+                    if let Ok(relative) = folder.strip_prefix(&config.data_dir) {
+                        folders.insert(relative.to_path_buf());
+                    }
+                }
+                _ => {
+                    for file in [files::plaintext_of(&path), path] {
+                        if let Ok(relative) = file.strip_prefix(&config.data_dir) {
+                            files.insert(relative.to_path_buf());
+                        }
+                    }
+                }
             }
         }
     }
@@ -87,6 +107,16 @@ pub fn backup(config: &Config, to: &Path) -> Result<Manifest, String> {
         let from = config.data_dir.join(folder);
         if from.exists() {
             copy_tree(&from, &to.join("data").join(folder)).map_err(|e| format!("{}: {e}", from.display()))?;
+        }
+    }
+    for file in &files {
+        let (from, target) = (config.data_dir.join(file), to.join("data").join(file));
+        if from.exists() {
+            let copied = target
+                .parent()
+                .map_or(Ok(()), std::fs::create_dir_all)
+                .and_then(|()| std::fs::copy(&from, &target).map(drop));
+            copied.map_err(|e| format!("{}: {e}", from.display()))?;
         }
     }
     let manifest = Manifest {
@@ -97,6 +127,7 @@ pub fn backup(config: &Config, to: &Path) -> Result<Manifest, String> {
         schema_version,
         messages,
         folders: folders.len(),
+        files: files.len(),
     };
     std::fs::write(to.join("backup.json"), serde_json::to_vec_pretty(&manifest).map_err(err)?).map_err(err)?;
     Ok(manifest)

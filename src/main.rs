@@ -27,7 +27,7 @@ enum Command {
         #[arg(long, value_enum)]
         log_format: Option<ventanilla::ops::settings::LogFormat>,
     },
-    /// A consistent copy of a running access point's SQLite store and the message folders it
+    /// A consistent copy of a running access point's SQLite store and the payload files it
     /// names, into an empty folder.
     Backup {
         #[arg(long)]
@@ -389,11 +389,12 @@ async fn run() -> anyhow::Result<()> {
             unsafe { libc::umask(0o077) };
             let m = ventanilla::backup::backup(&Config::load(&config)?, &to).map_err(|e| anyhow::anyhow!(e))?;
             println!(
-                "backup of {} in {}: {} messages, {} message folders (schema {})",
+                "backup of {} in {}: {} messages, {} message folders and {} payload files (schema {})",
                 m.party_id,
                 to.display(),
                 m.messages,
                 m.folders,
+                m.files,
                 m.schema_version
             );
         }

@@ -116,13 +116,13 @@ impl Node {
                 });
             }
         }
-        // Folders named by no row: a crash (or an ambiguous store error) between the rename
-        // and the commit. On a shared store other nodes may be mid-write: only old ones go.
+        // Payload files named by no row: a crash (or an ambiguous store error) between the
+        // rename and the commit. On a shared store other nodes may be mid-write: only old ones go.
         let grace = if store.shared() { std::time::Duration::from_secs(600) } else { std::time::Duration::ZERO };
         match crate::store::files::sweep_orphans(store.as_ref(), &config.data_dir, grace).await {
             Ok(0) => {}
-            Ok(n) => tracing::warn!(count = n, "removed message folders left by an interrupted write"),
-            Err(e) => tracing::error!(error = %e, "cannot check for orphaned message folders"),
+            Ok(n) => tracing::warn!(count = n, "removed payload files left by an interrupted write"),
+            Err(e) => tracing::error!(error = %e, "cannot check for orphaned payload files"),
         }
         let tls = {
             let (cert, key, trust) =

@@ -323,4 +323,65 @@ async fn a_store_failure_while_recording_a_receipt_is_retried_without_a_restart(
     }
 }
 
+/// Peru pulls what Chile holds, and Chile's store fails as it records Peru's receipt: the
+/// outcome is recorded when the store comes back, without waiting for the receipt to be
+/// overdue and the message to be offered (and pulled) a second time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_failure_while_recording_a_pulled_messages_receipt_is_retried() {
+    let dir = tempfile::tempdir().unwrap();
+    // Chile holds pulled messages only: its first transitions are the receipt's.
+    let nodes = sender_and_receiver(dir.path(), failing_transitions(2)).await;
+    let (cl, pe) = (&nodes[0], &nodes[1]);
+    let pmode = dir.path().join("pmodes/cl-pe.toml");
+    let text = std::fs::read_to_string(&pmode).unwrap();
+    let at = text.find("[reliability]").unwrap();
+    let pull_leg = r#"
+[[leg]]
+name          = "ephyto-pull"
+service       = "urn:pacific-alliance:as4:service:ephyto-pull"
+action        = "SPSCertificate"
+document      = "ephyto"
+mpc           = "urn:pacific-alliance:mpc:cl-to-pe"
+from          = "CL-SICEX"
+pull          = true
+pull_interval = "300ms"
+"#;
+    std::fs::write(&pmode, format!("{}{pull_leg}\n{}", &text[..at], &text[at..])).unwrap();
+    let loaded =
+        |n: &ventanilla::demo::Running| n.node.ap.pmodes().links().iter().any(|l| l.legs.iter().any(|g| g.pull));
+    for _ in 0..100 {
+        if nodes.iter().all(loaded) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(nodes.iter().all(loaded), "the pull leg was loaded");
+    let path = dir.path().join("c.xml");
+    std::fs::write(&path, ephyto("CL", "PE")).unwrap();
+    let submitted = cl
+        .api
+        .submit(
+            &serde_json::json!({"to": "PE-VUCE", "leg": "ephyto-pull"}),
+            &[ventanilla::backend::client::Upload { path: &path, mime_type: "application/xml" }],
+        )
+        .await
+        .unwrap();
+    assert_eq!(submitted["state"], "pullable", "{submitted}");
+    let id = submitted["message_id"].as_str().unwrap().to_owned();
+    let mut record = serde_json::Value::Null;
+    for _ in 0..150 {
+        record = cl.api.status(&id).await.unwrap();
+        if record["state"] == "acknowledged" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(record["state"], "acknowledged", "{record}");
+    assert_eq!(record["attempts"], 1, "pulled once, its receipt recorded after two store failures: {record}");
+    assert_eq!(pe.api.received(&id).await.unwrap()["state"], "delivered");
+    for n in nodes {
+        n.node.stop().await;
+    }
+}
+
 use sha2::Digest;

@@ -168,6 +168,13 @@ async fn retention_purges_content_then_records_but_not_within_the_duplicate_wind
 
     assert_eq!(purged.contents, 5, "content removed in batches of 2: {purged:?}");
     assert_eq!(purged.messages, 0, "records stay inside the 30 day duplicate window");
+    // The files as sent and the submitted originals beside them.
+    let left: Vec<_> = std::fs::read_dir(cluster.dir.path().join("cl/data/outbound"))
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.file_name())
+        .collect();
+    assert!(left.is_empty(), "no payload file stays: {left:?} ({purged:?})");
     let after = cluster.node("cl").api.status(&ids[0]).await.unwrap();
     assert!(
         after["history"].as_array().unwrap().iter().any(|h| h["detail"] == "content removed by retention"),

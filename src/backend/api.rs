@@ -201,8 +201,8 @@ async fn submit_message(
 ) -> Result<Response, ApiError> {
     let bad = |m: String| ApiError(StatusCode::BAD_REQUEST, m);
     let mut form = form.map_err(|e| bad(format!("the body must be multipart/form-data: {}", e.body_text())))?;
-    let dir = api.ap.config.data_dir.join("outbound").join(uuid::Uuid::new_v4().to_string());
-    let cleanup = scopeguard(dir.clone());
+    let files = crate::store::files::MessageFiles::new(api.ap.config.data_dir.join("outbound"));
+    let mut cleanup = Cleanup { files: Some(files.clone()), parts: 0 };
     let mut metadata: Option<SubmitMetadata> = None;
     let mut payloads: Vec<StoredPayload> = Vec::new();
     let mut unwritten: Vec<Option<Vec<u8>>> = Vec::new();
@@ -251,7 +251,8 @@ async fn submit_message(
                     })
                     .unwrap_or(api.ap.config.max_message_bytes());
                 let index = payloads.len();
-                let path = dir.join(format!("part-{}", index + 1));
+                let path = files.part(index);
+                cleanup.parts = index + 1;
                 let mime_type = field.content_type().unwrap_or("application/octet-stream").to_owned();
                 let filename = field.file_name().map(str::to_owned);
                 let mut file = crate::store::files::SpooledFile::new(path.clone());
@@ -313,8 +314,8 @@ async fn submit_message(
     let persist = api.ap.tasks.spawn(
         async move {
             let result = submit(&ap, submission).await;
-            // Accepted, or maybe committed: keep the files (the orphan sweep checks a folder
-            // no row names). Refused, or certainly not stored: the guard removes them.
+            // Accepted, or maybe committed: keep the files (the orphan sweep checks files no
+            // row names). Refused, or certainly not stored: the guard removes them.
             let keep_files = match &result {
                 Ok(_) => true,
                 Err(SubmitError::Store(e)) => !e.definitely_not_stored(),
@@ -339,23 +340,23 @@ fn internal(e: &dyn std::fmt::Display) -> ApiError {
     ApiError(StatusCode::SERVICE_UNAVAILABLE, "cannot store the payload; retry later".into())
 }
 
-/// Removes a staging folder unless told to keep it.
-struct Cleanup(Option<std::path::PathBuf>);
+/// Removes a submission's files (its first `parts` payloads and what they gave) unless told
+/// to keep them.
+struct Cleanup {
+    files: Option<crate::store::files::MessageFiles>,
+    parts: usize,
+}
 
 impl Cleanup {
     fn keep(mut self) {
-        self.0 = None;
+        self.files = None;
     }
 }
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
-        if let Some(dir) = self.0.take() {
-            let _ = std::fs::remove_dir_all(dir);
+        if let Some(files) = self.files.take() {
+            files.remove_parts(self.parts);
         }
     }
-}
-
-fn scopeguard(dir: std::path::PathBuf) -> Cleanup {
-    Cleanup(Some(dir))
 }

@@ -178,10 +178,7 @@ async fn stream_payload(record: &MessageRecord, index: usize) -> Result<Response
         ApiError(StatusCode::NOT_FOUND, format!("message {id} has {} payloads", record.payloads.len()))
     })?;
     // Outbound rows name the files as sent (compressed, encrypted); the original is beside them.
-    let mut file_path = payload.path.clone();
-    while matches!(file_path.extension().and_then(|e| e.to_str()), Some("enc" | "gz")) {
-        file_path = file_path.with_extension("");
-    }
+    let file_path = crate::store::files::plaintext_of(&payload.path);
     let file = tokio::fs::File::open(&file_path).await.map_err(|e| {
         tracing::warn!(message_id = %id, file = %file_path.display(), error = %e, "a stored payload cannot be read");
         ApiError(StatusCode::GONE, format!("payload {index} of message {id} is no longer stored (retention): {e}"))

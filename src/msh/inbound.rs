@@ -7,13 +7,13 @@
 //! answer): when the partner's connection closes, the HTTP request future is dropped, but the
 //! pipeline is not. Its `.await`s, one by one:
 //! - reading the body (`read_mime`): nothing is committed yet; a closed connection ends the
-//!   stream with an error, the staging folder is removed, nothing is kept.
+//!   stream with an error, the staged files are removed, nothing is kept.
 //! - one `spawn_blocking` job for decrypt, verify, decompress, payload validation and the
-//!   signed answer ([`examine`]), then the rename of the staging folder to its final place
+//!   signed answer ([`examine`]), then the rename of the staged files to their final place
 //!   ([`keep_staging`]); no commit. A blocking job runs to its end even if nothing awaits it.
-//! - `persist_and_answer`: the row is inserted. From the rename on, the folder is never
+//! - `persist_and_answer`: the row is inserted. From the rename on, the files are never
 //!   removed by a guard, only by an explicit decision once the store has answered (a
-//!   duplicate, or a definite refusal), and folders a crash left unreferenced are swept at
+//!   duplicate, or a definite refusal), and files a crash left unreferenced are swept at
 //!   start ([`crate::store::files::sweep_orphans`]).
 //! - pull signals (`handle_signals`): store reads and compare-and-set transitions, inside the
 //!   same owned task.
@@ -25,7 +25,7 @@ use crate::ebms::{EbmsCode, EbmsError, MessageInfo, Signal, UserMessage, write};
 use crate::lifecycle::Creation;
 use crate::mime::{self, Packaging};
 use crate::pmode::{Matched, Profile};
-use crate::store::files::{FileSink, SunkPart};
+use crate::store::files::{FileSink, MessageFiles, SunkPart};
 use crate::store::{Inserted, NewMessage, StoredPayload};
 use crate::transport::PeerCertificates;
 use bytes::Bytes;
@@ -61,16 +61,28 @@ impl Reply {
     }
 }
 
-/// A temporary folder for the parts of one request, removed unless the message is kept.
+/// The files of one request in the staging folder (see [`MessageFiles`]), removed unless the
+/// message is kept.
 pub(crate) struct Staging {
-    pub(crate) dir: PathBuf,
-    pub(crate) keep: bool,
+    pub(crate) files: MessageFiles,
+    /// Whether any file may have been written: only then does a request that is not kept look
+    /// for its files (a signal has none).
+    pub(crate) may_hold_files: bool,
+    /// The files in their final place once kept ([`keep_staging`]); from then on removed only
+    /// by an explicit decision (see the module doc).
+    pub(crate) kept: Option<Vec<PathBuf>>,
+}
+
+impl Staging {
+    pub(crate) fn new(folder: PathBuf) -> Self {
+        Staging { files: MessageFiles::new(folder), may_hold_files: false, kept: None }
+    }
 }
 
 impl Drop for Staging {
     fn drop(&mut self) {
-        if !self.keep {
-            let _ = std::fs::remove_dir_all(&self.dir);
+        if self.kept.is_none() && self.may_hold_files {
+            self.files.remove_listed();
         }
     }
 }
@@ -125,7 +137,7 @@ where
     let tasks = ap.tasks.clone();
     let pipeline = async move {
         let started = std::time::Instant::now();
-        let mut staging = Staging { dir: ap.tmp_dir().join(uuid::Uuid::new_v4().to_string()), keep: false };
+        let mut staging = Staging::new(ap.tmp_dir());
         let mut seen = Seen::default();
         let outcome = process(&ap, &peer, pulled, content_type.as_deref(), body, &mut staging, &mut seen).await;
         ap.ops.metrics.inbound_seconds.observe(started.elapsed().as_secs_f64());
@@ -297,16 +309,16 @@ where
     // the async workers: one hand-off per message, not one per step.
     let (ap2, matched2, um2) = (ap.clone(), matched.clone(), um.clone());
     let bytes = envelope_bytes.clone();
-    let staging_dir = staging.dir.clone();
+    let staging_folder = staging.files.folder().to_path_buf();
     let (examined, kept) = crate::blocking::spawn(move || {
         let examined = examine(&ap2, &matched2, &um2, &envelope, &bytes, parts)?;
-        // The files the row will name, with the staging folder's entries, durable in their
-        // final place (the received parts and intermediates were only written).
+        // The files the row will name, durable in their final place (the received parts and
+        // intermediates were only written).
         let kept = match &examined {
             Examined::Deliver(payloads, _) if !payloads.is_empty() => {
                 let named: Vec<std::ffi::OsString> =
                     payloads.iter().filter_map(|p| p.path.file_name().map(ToOwned::to_owned)).collect();
-                Some(keep_staging(&ap2, &staging_dir, &named))
+                Some(keep_staging(&ap2, &staging_folder, &named))
             }
             _ => None,
         };
@@ -340,7 +352,7 @@ enum Examined {
 }
 
 /// Steps: decrypt → verify → check payloads → decompress → validate payload, and the signed
-/// answer. Blocking (files, libxml2, OpenSSL); works on the staging folder only, no commit.
+/// answer. Blocking (files, libxml2, OpenSSL); works on the staged files only, no commit.
 fn examine(
     ap: &AccessPoint,
     matched: &Matched,
@@ -492,12 +504,12 @@ fn unprotect(
     Ok((plain, verified.references))
 }
 
-/// Step: read MIME. Payload parts stream to the staging folder.
+/// Step: read MIME. Payload parts stream to their staging files.
 async fn read_mime<S, E>(
     ap: &AccessPoint,
     content_type: Option<&str>,
     body: S,
-    staging: &Staging,
+    staging: &mut Staging,
 ) -> Result<(Vec<u8>, Vec<SunkPart>), Rejection>
 where
     S: Stream<Item = Result<Bytes, E>> + Send + Unpin + 'static,
@@ -521,8 +533,11 @@ where
             Ok((bytes, Vec::new()))
         }
         Packaging::Multipart { boundary, start } => {
-            let mut sink = FileSink::new(staging.dir.clone(), max_total);
-            let multipart = mime::read_multipart(body, &boundary, start.as_deref(), limits, &mut sink).await?;
+            let mut sink = FileSink::new(staging.files.clone(), max_total);
+            let read = mime::read_multipart(body, &boundary, start.as_deref(), limits, &mut sink).await;
+            // A part begun may have a file (a large one streams to it), even if the read failed.
+            staging.may_hold_files = !sink.parts.is_empty();
+            let multipart = read?;
             debug_assert_eq!(multipart.parts.len(), sink.parts.len());
             Ok((multipart.envelope, sink.parts))
         }
@@ -735,7 +750,8 @@ fn decompress(
         if in_memory.is_some()
             && let Some(folder) = target.parent()
         {
-            // The staging folder: created with the first file written in it (ours to fail).
+            // The staging folder exists (made at start); should it not, that is ours to fail,
+            // not the sender's gzip.
             std::fs::create_dir_all(folder).map_err(disk)?;
         }
         let gunzipped = if let Some(bytes) = in_memory {
@@ -787,44 +803,53 @@ fn receipt(
     write::receipt_envelope(&info, um)
 }
 
-/// Moves a staging folder to its final place under `inbound/` and makes the files named (by
-/// file name inside the folder) and the folder's new entry durable with the coming commit:
-/// copies for the row when small, else one shared sync now (see [`crate::store::durability`]).
-/// Returns the new path and the copies. Blocking: call it from a blocking job, which runs to
-/// its end whoever awaits it.
+/// Moves the files named (by file name) from the staging folder to `inbound/` and makes them
+/// and their new entries durable with the coming commit: copies for the row when small, else
+/// one shared sync now (see [`crate::store::durability`]). Returns where they are and the
+/// copies; on an error none of them is in `inbound/`. Blocking: call it from a blocking job,
+/// which runs to its end whoever awaits it.
 pub(crate) fn keep_staging(
     ap: &AccessPoint,
     staging: &std::path::Path,
     files: &[std::ffi::OsString],
 ) -> Result<Kept, String> {
     let root = ap.config.data_dir.join("inbound");
-    let target = root.join(uuid::Uuid::new_v4().to_string());
-    // The inbound folder exists but the first time: created then, not tried for every message.
-    let moved = match std::fs::rename(staging, &target) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !root.exists() => {
-            std::fs::create_dir_all(&root).map_err(|e| format!("cannot create the inbound folder: {e}"))?;
-            std::fs::rename(staging, &target)
+    let mut moved: Vec<PathBuf> = Vec::with_capacity(files.len());
+    for name in files {
+        let (from, to) = (staging.join(name), root.join(name));
+        // The inbound folder exists but the first time: created then, not tried for every file.
+        let result = match std::fs::rename(&from, &to) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !root.exists() => std::fs::create_dir_all(&root)
+                .map_err(|e| format!("cannot create the inbound folder: {e}"))
+                .and_then(|()| std::fs::rename(&from, &to).map_err(|e| e.to_string())),
+            other => other.map_err(|e| e.to_string()),
+        };
+        if let Err(e) = result {
+            // No row will name these: back out of `inbound/` (the staging guard takes the rest).
+            for done in &moved {
+                let _ = std::fs::remove_file(done);
+            }
+            return Err(format!("cannot move received payloads: {e}"));
         }
-        moved => moved,
-    };
-    moved.map_err(|e| format!("cannot move received payloads: {e}"))?;
-    let named: Vec<PathBuf> = files.iter().map(|name| target.join(name)).collect();
-    let named: Vec<&std::path::Path> = named.iter().map(PathBuf::as_path).collect();
+        moved.push(to);
+    }
+    let named: Vec<&std::path::Path> = moved.iter().map(PathBuf::as_path).collect();
     let copies = ap
         .file_sync
-        .secure(ap.store.keeps_file_copies(), &named, &[&target, &root])
+        .secure(ap.store.keeps_file_copies(), &named, &[&root])
         .map_err(|e| format!("cannot make the payloads durable: {e}"))?;
-    Ok(Kept { dir: target, copies })
+    Ok(Kept { folder: root, files: moved, copies })
 }
 
-/// A staging folder in its final place, with the copies that make its files durable with the
-/// row ([`keep_staging`]).
+/// A message's files in their final place, with the copies that make them durable with the row
+/// ([`keep_staging`]).
 pub(crate) struct Kept {
-    pub(crate) dir: PathBuf,
+    pub(crate) folder: PathBuf,
+    pub(crate) files: Vec<PathBuf>,
     pub(crate) copies: Vec<crate::store::UnsyncedFile>,
 }
 
-/// A received message's payloads, and their folder once in its final place.
+/// A received message's payloads, and their files once in their final place.
 struct Received {
     payloads: Vec<StoredPayload>,
     /// `None` when there are no payloads (nothing to move).
@@ -860,18 +885,15 @@ async fn persist_and_answer(
         tracing::error!(error = %e, "{what}");
         Rejection::Ebms(EbmsError::new(EbmsCode::DeliveryFailure, format!("{what}; try again later")).with_ref(id))
     };
-    let mut final_dir = PathBuf::new();
     let mut unsynced = Vec::new();
     if let Some(kept) = kept {
-        let Kept { dir: moved_to, copies } = kept.map_err(|e| failure("cannot keep the payloads", &e))?;
-        final_dir = moved_to;
+        let Kept { folder, files, copies } = kept.map_err(|e| failure("cannot keep the payloads", &e))?;
         unsynced = copies;
-        staging.dir = final_dir.clone();
-        // The folder may be named by a committed row from here on (see the module doc).
-        staging.keep = true;
+        // The files may be named by a committed row from here on (see the module doc).
+        staging.kept = Some(files);
         for p in &mut payloads {
             if let Some(name) = p.path.file_name() {
-                p.path = final_dir.join(name);
+                p.path = folder.join(name);
             }
         }
     }
@@ -896,13 +918,13 @@ async fn persist_and_answer(
         transport: crate::pmode::Transport::As4,
         unsynced,
     };
-    // From the rename on, the folder may be referenced by a committed row even if the insert
-    // below reports an error (or never returns: a crash); it is removed only on a definite
+    // From the rename on, the files may be referenced by a committed row even if the insert
+    // below reports an error (or never returns: a crash); they are removed only on a definite
     // "not stored" and otherwise left for the orphan sweep, which checks the store.
     let outcome = ap.store.insert(message).await;
     let remove_final = || {
-        if staging.keep {
-            let _ = std::fs::remove_dir_all(&final_dir);
+        for file in staging.kept.iter().flatten() {
+            let _ = std::fs::remove_file(file);
         }
     };
     match outcome {

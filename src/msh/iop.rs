@@ -13,8 +13,8 @@
 //! # Cancellation
 //! [`submit`] runs in the backend's owned submission task, like AS4's. [`receive`] runs the
 //! whole pipeline as an owned task (it spawns it and only awaits the answer), so a legacy
-//! node hanging up cancels nothing: its `.await`s are a blocking job that writes only the
-//! staging folder, the rename into the inbound folder (a blocking job, which runs to its end
+//! node hanging up cancels nothing: its `.await`s are a blocking job that writes only its
+//! staging file, the rename into the inbound folder (a blocking job, which runs to its end
 //! whoever awaits it), `store.insert` (the commit), and recording a refusal. [`attempt`] is
 //! awaited by the sender's `send_one`, inside its own task; the POST commits nothing.
 
@@ -385,12 +385,14 @@ async fn process(ap: &Arc<AccessPoint>, body: &Bytes, seen: &mut Option<Cabecera
         return Err(with_partner(findings));
     }
     // Steps: verify the SPS signature, run the ePhyto handler (off the async workers).
-    let staging = ap.tmp_dir().join(uuid::Uuid::new_v4().to_string());
-    let mut guard = super::inbound::Staging { dir: staging.clone(), keep: false };
+    let mut guard = super::inbound::Staging::new(ap.tmp_dir());
+    guard.may_hold_files = true;
+    let staging = guard.files.path(CERTIFICATE_FILE);
+    let staged = staging.clone();
     let (ap2, link2, document_text) = (ap.clone(), link.clone(), request.envio.signed_sps_cert.clone());
     let id_documento = cabecera.id_documento.clone();
     let checked = crate::blocking::spawn(move || {
-        check_certificate(&ap2, &link2, leg_index, &staging, document_text.as_bytes(), &id_documento)
+        check_certificate(&ap2, &link2, leg_index, &staged, document_text.as_bytes(), &id_documento)
     })
     .await
     .map_err(|e| Refusal {
@@ -421,10 +423,11 @@ async fn process(ap: &Arc<AccessPoint>, body: &Bytes, seen: &mut Option<Cabecera
             ..with_partner(vec![Detalle::new(code::INTERNAL, "cannot store the message; try again later")])
         }
     };
-    let super::inbound::Kept { dir: final_dir, copies: unsynced } =
-        super::inbound::commit_staging(ap, &guard.dir, vec![CERTIFICATE_FILE.into()]).await.map_err(internal)?;
-    guard.dir = final_dir.clone();
-    guard.keep = true;
+    let name = staging.file_name().map(ToOwned::to_owned).unwrap_or_default();
+    let super::inbound::Kept { files: kept, copies: unsynced, .. } =
+        super::inbound::commit_staging(ap, guard.files.folder(), vec![name]).await.map_err(internal)?;
+    let certificate = kept.first().cloned().unwrap_or_default();
+    guard.kept = Some(kept);
     let leg = &link.legs[leg_index];
     let message = NewMessage {
         message_id: cabecera.id_transaccion.clone(),
@@ -438,7 +441,7 @@ async fn process(ap: &Arc<AccessPoint>, body: &Bytes, seen: &mut Option<Cabecera
         // The body only: the request's header holds the partner's password.
         envelope: soap::envio_body(&request.envio).into_bytes(),
         response: Some(answer.clone()),
-        payloads: vec![StoredPayload { path: final_dir.join(CERTIFICATE_FILE), ..checked.payload }],
+        payloads: vec![StoredPayload { path: certificate.clone(), ..checked.payload }],
         document: serde_json::to_value(&checked.document).ok(),
         transport: Transport::Iop,
         unsynced,
@@ -452,12 +455,12 @@ async fn process(ap: &Arc<AccessPoint>, body: &Bytes, seen: &mut Option<Cabecera
             Ok(IopReply { status: 200, body: answer })
         }
         Ok(Inserted::Duplicate { response, .. }) => {
-            let _ = std::fs::remove_dir_all(&final_dir);
+            let _ = std::fs::remove_file(&certificate);
             ap.ops.metrics.duplicates.get_or_create(&crate::ops::metrics::PartnerLabels { partner: partner_id }).inc();
             tracing::info!("duplicate IDdeTransaccion: answered with the stored AcuseRecibo, not delivered again");
             Ok(IopReply { status: 200, body: response.unwrap_or(answer) })
         }
-        // The folder may be named by a committed row if the insert's outcome is unknown: left
+        // The file may be named by a committed row if the insert's outcome is unknown: left
         // for the orphan sweep, which checks the store.
         Err(e) => Err(internal(e.to_string())),
     }
@@ -471,13 +474,13 @@ struct Checked {
     legacy: bool,
 }
 
-/// Verifies the certificate's signature and signer, writes it to the staging folder and runs
-/// the leg's ePhyto handler. Errors are findings and whether the sender is at fault.
+/// Verifies the certificate's signature and signer, writes it to its staging file (`path`)
+/// and runs the leg's ePhyto handler. Errors are findings and whether the sender is at fault.
 fn check_certificate(
     ap: &AccessPoint,
     link: &Link,
     leg_index: usize,
-    staging: &std::path::Path,
+    path: &std::path::Path,
     document: &[u8],
     id_documento: &str,
 ) -> Result<Checked, (Vec<Detalle>, bool)> {
@@ -509,17 +512,15 @@ fn check_certificate(
             })?;
         }
     }
-    std::fs::create_dir_all(staging).map_err(ours)?;
-    let path = staging.join(CERTIFICATE_FILE);
     {
         use std::io::Write;
-        let mut file = std::fs::File::create(&path).map_err(ours)?;
-        // Synced with the folder when it moves into place (`commit_staging`).
+        let mut file = crate::store::files::create_in_place(path).map_err(ours)?;
+        // Synced when it moves into place (`commit_staging`).
         file.write_all(document).map_err(ours)?;
     }
     let leg = &link.legs[leg_index];
     let sender_id = link.partner_of(ap.me()).map(|p| p.id.clone()).unwrap_or_default();
-    let document_record = super::documents::inspect(&ap.documents, link, leg, &sender_id, ap.me(), (&path).into())
+    let document_record = super::documents::inspect(&ap.documents, link, leg, &sender_id, ap.me(), path.into())
         .map_err(|problem| match problem {
             super::documents::DocumentProblem::Unreadable(e) => {
                 (vec![Detalle::new(code::INTERNAL, format!("cannot read the staged certificate: {e}"))], false)
@@ -545,7 +546,7 @@ fn check_certificate(
         payload: StoredPayload {
             content_id: "certificate@iop".into(),
             mime_type: "application/xml".into(),
-            path,
+            path: path.to_path_buf(),
             size: document.len() as u64,
             sha256: hex::encode(openssl::sha::sha256(document)),
             filename: Some(format!("{}.xml", crate::backend::safe_file_name(id_documento))),

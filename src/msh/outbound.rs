@@ -339,7 +339,7 @@ pub async fn submit(ap: &Arc<AccessPoint>, sub: Submission) -> Result<MessageRec
     let sizes: Vec<u64> = sub.payloads.iter().map(|p| p.size).collect();
     let file_sync = ap.file_sync.clone();
     let keeps_copies = ap.store.keeps_file_copies();
-    let payload_dir = sub.payloads.first().and_then(|p| p.path.parent()).map(std::path::Path::to_path_buf);
+    let submitted: Vec<std::path::PathBuf> = sub.payloads.iter().map(|p| p.path.clone()).collect();
     let (envelope, payloads, document, pull, unsynced) = crate::blocking::spawn(move || {
         let leg = link.leg(&leg_name).ok_or_else(|| SubmitError::Refused(format!("leg {leg_name} was unloaded")))?;
         // The submitted files are kept (a resubmission sends them again): those still in memory
@@ -374,10 +374,9 @@ pub async fn submit(ap: &Arc<AccessPoint>, sub: Submission) -> Result<MessageRec
         // intermediates (the gzip before encryption) are neither.
         let named: Vec<&std::path::Path> =
             originals.iter().map(|p| p.as_path()).chain(payloads.iter().map(|p| p.path.as_path())).collect();
-        // The message folder's own entry too (it is new).
-        let roots: Vec<&std::path::Path> = named.iter().filter_map(|p| p.parent()?.parent()).collect();
+        // Their folders' new entries with them (`secure` syncs each file's folder).
         let unsynced = file_sync
-            .secure(keeps_copies, &named, &roots)
+            .secure(keeps_copies, &named, &[])
             .map_err(|e| SubmitError::Refused(format!("cannot make the payloads durable: {e}")))?;
         Ok::<_, SubmitError>((envelope, payloads, document, leg.pull, unsynced))
     })
@@ -404,12 +403,13 @@ pub async fn submit(ap: &Arc<AccessPoint>, sub: Submission) -> Result<MessageRec
     // now, without waiting for the sender to claim it (one store round trip less; the claim
     // is durable with the message, so a crash leaves it in `sending`, resent at the start).
     let permit = if pull { None } else { ap.free_send_permit() };
+    let on_the_wire: Vec<std::path::PathBuf> = message.payloads.iter().map(|p| p.path.clone()).collect();
     let accepted = ap.store.insert_submission(message, permit.is_some()).await?;
     if let crate::store::Inserted::Duplicate { .. } = accepted.inserted {
         // A repeated submission (same MessageId): the first is the message; these files are not.
         tracing::info!(message_id = %um.info.message_id, "submitted again; already accepted");
-        if let Some(dir) = payload_dir {
-            let _ = std::fs::remove_dir_all(dir);
+        for file in submitted.iter().chain(&on_the_wire) {
+            let _ = std::fs::remove_file(file);
         }
         return Ok(accepted.record);
     }
@@ -564,20 +564,6 @@ pub(crate) fn partner_error(errors: &[crate::ebms::ErrorDetail], verified: bool)
     })
 }
 
-/// The partner answered with a verified ebMS failure: the message is failed for good, with
-/// its reason and the partner's signal kept.
-pub(crate) async fn record_refusal(
-    ap: &AccessPoint,
-    record: &MessageRecord,
-    expected: State,
-    reason: &str,
-    error: Option<PartnerError>,
-    signal: Option<Vec<u8>>,
-) -> Result<State, StoreError> {
-    let event = Happening::RefusedByPartner { reason: reason.to_owned(), error };
-    ap.store.transition(record.row, expected, event, signal).await
-}
-
 async fn send_one(ap: &AccessPoint, record: MessageRecord) {
     let started = std::time::Instant::now();
     let (outcome, body) = match attempt(ap, &record).await {
@@ -610,7 +596,10 @@ async fn send_one(ap: &AccessPoint, record: MessageRecord) {
             (Happening::NoReceipt { reason, retry_at, error }, None)
         }
     };
-    record_outcome(ap, record.row, event, signal).await;
+    // Other failures are logged where they happen.
+    if let Err(e @ StoreError::Conflict { .. }) = record_outcome(ap, record.row, State::Sending, event, signal).await {
+        tracing::error!(error = %e, "cannot record the outcome");
+    }
 }
 
 /// The waits between attempts to record a send's outcome when the store fails in a way that may
@@ -625,25 +614,39 @@ const RECORD_RETRIES: [std::time::Duration; 6] = [
     std::time::Duration::from_secs(30),
 ];
 
-/// Commits a send's outcome (`sending` → the event's state), retrying a store failure that may
-/// pass. Until it commits the message stays `sending`; past the last retry it is resent at the
-/// next start ([`crate::store::MessageStore::recover`]), which the partner answers with its
-/// stored receipt: at least once either way, never lost.
-async fn record_outcome(ap: &AccessPoint, row: i64, event: Happening, signal: Option<Vec<u8>>) {
+/// Commits the outcome of a send or of a pull (`from`, `sending` or `pulled`, → the event's
+/// state), retrying a store failure that may pass. Until it commits the message stays where it
+/// was: past the last retry, a message `sending` is resent at the next start
+/// ([`crate::store::MessageStore::recover`]) and one `pulled` is offered again when its
+/// receipt is overdue ([`super::pull::requeue_expired`]); the partner answers either with its
+/// stored receipt: at least once, never lost. A conflict on the first try (the message moved
+/// on meanwhile) and a failure that will not pass are the caller's to report; the rest is
+/// logged here.
+pub(crate) async fn record_outcome(
+    ap: &AccessPoint,
+    row: i64,
+    from: State,
+    event: Happening,
+    signal: Option<Vec<u8>>,
+) -> Result<(), StoreError> {
     let mut waits = RECORD_RETRIES.iter();
     let mut retried = false;
     loop {
-        match ap.store.transition(row, State::Sending, event.clone(), signal.clone()).await {
+        match ap.store.transition(row, from, event.clone(), signal.clone()).await {
             Ok(_) => {
                 if retried {
                     tracing::info!("outcome recorded after a store failure");
                 }
-                return;
+                return Ok(());
             }
             // An earlier attempt that reported a failure may have committed after all.
             Err(StoreError::Conflict { actual, .. }) if retried => {
-                tracing::warn!(state = actual.as_str(), "after a store failure the message is already past sending");
-                return;
+                tracing::warn!(
+                    state = actual.as_str(),
+                    "after a store failure the message is already past {}",
+                    from.as_str()
+                );
+                return Ok(());
             }
             Err(e) if e.may_pass() => match waits.next() {
                 Some(wait) => {
@@ -652,13 +655,19 @@ async fn record_outcome(ap: &AccessPoint, row: i64, event: Happening, signal: Op
                     tokio::time::sleep(*wait).await;
                 }
                 None => {
-                    tracing::error!(error = %e, "cannot record the outcome; the message will be resent after a restart");
-                    return;
+                    let then = if from == State::Pulled {
+                        "offered again when its receipt is overdue"
+                    } else {
+                        "resent after a restart"
+                    };
+                    tracing::error!(error = %e, "cannot record the outcome; the message will be {then}");
+                    return Err(e);
                 }
             },
+            Err(e @ StoreError::Conflict { .. }) => return Err(e),
             Err(e) => {
                 tracing::error!(error = %e, "cannot record the outcome");
-                return;
+                return Err(e);
             }
         }
     }

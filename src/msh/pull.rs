@@ -155,25 +155,21 @@ async fn settle_pulled(ap: &AccessPoint, signal: &SignalMessage, raw: &[u8]) {
         tracing::warn!(ref_to = ref_id, reason, "signal for a pulled message fails its security check; ignored");
         return;
     }
-    // Compare-and-set from `pulled`: a second signal for the same message (or a requeue that
-    // came first) finds it moved on and changes nothing.
-    let result = match &signal.signal {
-        Signal::Receipt { .. } => {
-            ap.store.transition(record.row, State::Pulled, Happening::ReceiptReceived, Some(raw.to_vec())).await
-        }
+    let event = match &signal.signal {
+        Signal::Receipt { .. } => Happening::ReceiptReceived,
         Signal::Errors(errors) => {
             let error = super::outbound::partner_error(errors, link.profile.is_secure());
             let reason = error.as_ref().map(|e| e.description.clone()).unwrap_or_default();
-            super::outbound::record_refusal(ap, &record, State::Pulled, &reason, error, Some(raw.to_vec())).await
+            Happening::RefusedByPartner { reason, error }
         }
         Signal::PullRequest { .. } => return,
     };
-    match result {
-        Ok(_) => {}
-        Err(StoreError::Conflict { actual, .. }) => {
-            tracing::info!(ref_to = ref_id, state = actual.as_str(), "the pulled message was settled meanwhile")
-        }
-        Err(e) => tracing::error!(error = %e, "cannot record the outcome of a pulled message"),
+    // Compare-and-set from `pulled`, retried while the store fails in a way that may pass: a
+    // second signal for the same message (or a requeue that came first) finds it moved on and
+    // changes nothing. Other failures are logged where they happen.
+    let outcome = super::outbound::record_outcome(ap, record.row, State::Pulled, event, Some(raw.to_vec())).await;
+    if let Err(StoreError::Conflict { actual, .. }) = outcome {
+        tracing::info!(ref_to = ref_id, state = actual.as_str(), "the pulled message was settled meanwhile");
     }
 }
 

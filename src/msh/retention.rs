@@ -79,8 +79,16 @@ async fn remove(files: Vec<std::path::PathBuf>) -> usize {
         if tokio::fs::remove_file(&f).await.is_ok() {
             removed += 1;
         }
-        // The message's folder goes once empty.
-        if let Some(dir) = f.parent() {
+        // An outbound row names the file as sent; the submitted original beside it goes too.
+        let original = crate::store::files::plaintext_of(&f);
+        if original != f && tokio::fs::remove_file(&original).await.is_ok() {
+            removed += 1;
+        }
+        // A message's own folder (the layout before flat files) goes once empty; `inbound/`
+        // and `outbound/` stay.
+        if let Some(dir) = f.parent()
+            && dir.file_name().is_some_and(crate::store::files::is_message_folder)
+        {
             let _ = tokio::fs::remove_dir(dir).await;
         }
     }

@@ -13,6 +13,7 @@
 
 use crate::msh::AccessPoint;
 use crate::msh::outbound::{Submission, SubmitError, submit};
+use crate::store::files::MessageFiles;
 use crate::store::{Direction, Happening, State, StoreError, StoredPayload, now_ms};
 use std::sync::Arc;
 
@@ -89,8 +90,8 @@ async fn resend_owned(
                 .messaging
                 .user_message
                 .ok_or_else(|| ResendError::Refused(format!("{message_id} has no user message")))?;
-            let payloads = copy_plaintexts(ap, &record.payloads)?;
-            let folder = payloads.first().and_then(|p| p.path.parent()).map(std::path::Path::to_path_buf);
+            let (files, payloads) = copy_plaintexts(ap, &record.payloads)?;
+            let count = payloads.len();
             let submission = Submission {
                 to: record.partner.clone(),
                 leg: record.leg.clone(),
@@ -104,9 +105,7 @@ async fn resend_owned(
                 SubmitError::Refused(m) => {
                     // Nothing names the copies: remove them. (A store error may have committed;
                     // then the orphan sweep decides at the next start.)
-                    if let Some(folder) = &folder {
-                        let _ = std::fs::remove_dir_all(folder);
-                    }
+                    files.remove_parts(count);
                     ResendError::Refused(format!("cannot resubmit {message_id}: {m}"))
                 }
                 SubmitError::Store(e) => ResendError::Store(e),
@@ -128,19 +127,18 @@ async fn resend_owned(
 }
 
 /// The plaintext of each stored payload (the files beside the compressed and encrypted ones),
-/// copied into a new message folder (made durable by the submission that names them).
-fn copy_plaintexts(ap: &AccessPoint, stored: &[StoredPayload]) -> Result<Vec<StoredPayload>, ResendError> {
-    let dir = ap.config.data_dir.join("outbound").join(uuid::Uuid::new_v4().to_string());
-    std::fs::create_dir_all(&dir).map_err(|e| ResendError::Refused(format!("cannot create {}: {e}", dir.display())))?;
+/// copied as a new message's files (made durable by the submission that names them).
+fn copy_plaintexts(
+    ap: &AccessPoint,
+    stored: &[StoredPayload],
+) -> Result<(MessageFiles, Vec<StoredPayload>), ResendError> {
+    let files = MessageFiles::new(ap.config.data_dir.join("outbound"));
     let mut out = Vec::new();
     for (index, p) in stored.iter().enumerate() {
-        let mut plain = p.path.clone();
-        while matches!(plain.extension().and_then(|e| e.to_str()), Some("enc" | "gz")) {
-            plain = plain.with_extension("");
-        }
-        let target = dir.join(format!("part-{}", index + 1));
+        let plain = crate::store::files::plaintext_of(&p.path);
+        let target = files.part(index);
         let size = std::fs::copy(&plain, &target).map_err(|e| {
-            let _ = std::fs::remove_dir_all(&dir);
+            files.remove_parts(index + 1);
             ResendError::Refused(format!(
                 "the payload {} cannot be copied (removed by retention?): {e}",
                 plain.display()
@@ -156,5 +154,5 @@ fn copy_plaintexts(ap: &AccessPoint, stored: &[StoredPayload]) -> Result<Vec<Sto
             wire_type: None,
         });
     }
-    Ok(out)
+    Ok((files, out))
 }

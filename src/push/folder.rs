@@ -206,8 +206,8 @@ async fn prepare_and_submit(ap: &Arc<AccessPoint>, c: &Claimed) -> Result<Messag
     let metadata = crate::backend::api::parse_metadata(&bytes)
         .map_err(|(_, m)| Failure::Refused(format!("{}.json: {m}", c.name)))?;
     // The document is copied into the data folder (the drop folder may be another file system).
-    let staged = ap.config.data_dir.join("outbound").join(uuid::Uuid::new_v4().to_string());
-    let (from, to) = (c.dir.join(&c.name), staged.join("part-1"));
+    let staged = crate::store::files::MessageFiles::new(ap.config.data_dir.join("outbound"));
+    let (from, to) = (c.dir.join(&c.name), staged.part(0));
     let copied = crate::blocking::spawn(move || -> std::io::Result<(u64, String)> {
         std::fs::create_dir_all(to.parent().unwrap_or(Path::new(".")))?;
         let size = copy_synced(&from, &to)?;
@@ -227,7 +227,7 @@ async fn prepare_and_submit(ap: &Arc<AccessPoint>, c: &Claimed) -> Result<Messag
         payloads: vec![StoredPayload {
             content_id: new_content_id(ap, 0),
             mime_type,
-            path: staged.join("part-1"),
+            path: staged.part(0),
             size,
             sha256,
             filename: Some(c.name.clone()),
@@ -246,7 +246,7 @@ async fn prepare_and_submit(ap: &Arc<AccessPoint>, c: &Claimed) -> Result<Messag
     match result {
         Ok(record) => Ok(record),
         Err(SubmitError::Refused(m)) => {
-            let _ = std::fs::remove_dir_all(&staged);
+            staged.remove_parts(1);
             Err(Failure::Refused(m))
         }
         Err(SubmitError::Store(e)) => Err(Failure::Retry(e.to_string())),

@@ -243,10 +243,7 @@ pub async fn payload(AxState(console): AxState<Console>, Query(r): Query<Message
         return error_page(StatusCode::NOT_FOUND, "No such payload.");
     };
     // Outbound rows name the files as sent (compressed, encrypted); the original is beside them.
-    let mut path = p.path.clone();
-    while matches!(path.extension().and_then(|e| e.to_str()), Some("enc" | "gz")) {
-        path = path.with_extension("");
-    }
+    let path = crate::store::files::plaintext_of(&p.path);
     match tokio::fs::File::open(&path).await {
         Ok(file) => {
             let name = p.filename.clone().unwrap_or_else(|| format!("payload-{}", r.n.unwrap_or(1)));
