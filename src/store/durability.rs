@@ -381,20 +381,10 @@ mod tests {
 
     fn received(id: &str, unsynced: Vec<crate::store::UnsyncedFile>) -> crate::store::NewMessage {
         crate::store::NewMessage {
-            message_id: id.into(),
-            conversation_id: "c".into(),
-            pmode: "cl-pe".into(),
-            leg: "ephyto".into(),
-            partner: "PE".into(),
-            service: "s".into(),
-            action: "a".into(),
-            creation: crate::store::Creation::Received,
-            envelope: b"<env/>".to_vec(),
             response: None,
             payloads: Vec::new(),
-            document: None,
-            transport: crate::pmode::Transport::As4,
             unsynced,
+            ..crate::store::NewMessage::for_tests(id, crate::store::Creation::Received)
         }
     }
 

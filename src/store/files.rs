@@ -423,34 +423,17 @@ mod tests {
     use futures_util::StreamExt;
 
     fn stored_naming(paths: &[&Path]) -> crate::store::NewMessage {
-        crate::store::NewMessage {
-            message_id: "m@x".into(),
-            conversation_id: "c".into(),
-            pmode: "cl-pe".into(),
-            leg: "ephyto".into(),
-            partner: "PE".into(),
-            service: "s".into(),
-            action: "a".into(),
-            creation: crate::lifecycle::Creation::Received,
-            envelope: b"<env/>".to_vec(),
-            response: None,
-            payloads: paths
-                .iter()
-                .enumerate()
-                .map(|(i, path)| crate::store::StoredPayload {
-                    content_id: format!("p{i}@x"),
-                    mime_type: "application/xml".into(),
-                    path: path.to_path_buf(),
-                    size: 1,
-                    sha256: String::new(),
-                    filename: None,
-                    wire_type: None,
-                })
-                .collect(),
-            document: None,
-            transport: crate::pmode::Transport::As4,
-            unsynced: Vec::new(),
-        }
+        let message = crate::store::NewMessage::for_tests("m@x", crate::lifecycle::Creation::Received);
+        let payloads = paths
+            .iter()
+            .enumerate()
+            .map(|(i, path)| crate::store::StoredPayload {
+                content_id: format!("p{i}@x"),
+                path: path.to_path_buf(),
+                ..message.payloads[0].clone()
+            })
+            .collect();
+        crate::store::NewMessage { payloads, ..message }
     }
 
     #[tokio::test]

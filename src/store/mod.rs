@@ -63,6 +63,38 @@ pub struct NewMessage {
     pub unsynced: Vec<UnsyncedFile>,
 }
 
+#[cfg(test)]
+impl NewMessage {
+    /// A small message for the store's own tests: one payload named `/tmp/p`, a stored answer,
+    /// no copies; each test changes what it needs.
+    pub(crate) fn for_tests(id: &str, creation: Creation) -> NewMessage {
+        NewMessage {
+            message_id: id.into(),
+            conversation_id: "c".into(),
+            pmode: "cl-pe".into(),
+            leg: "ephyto".into(),
+            partner: "PE".into(),
+            service: "s".into(),
+            action: "a".into(),
+            creation,
+            envelope: b"<env/>".to_vec(),
+            response: Some(b"<receipt/>".to_vec()),
+            payloads: vec![StoredPayload {
+                content_id: "p@x".into(),
+                mime_type: "application/xml".into(),
+                path: "/tmp/p".into(),
+                size: 3,
+                sha256: "ab".into(),
+                filename: Some("doc.xml".into()),
+                wire_type: None,
+            }],
+            document: None,
+            transport: crate::pmode::Transport::As4,
+            unsynced: Vec::new(),
+        }
+    }
+}
+
 /// A small payload file and its bytes, kept with the row that names it until the file itself
 /// is known to be durable.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1390,30 +1390,7 @@ mod tests {
     use super::*;
 
     fn message(creation: Creation, id: &str) -> NewMessage {
-        NewMessage {
-            message_id: id.into(),
-            conversation_id: "c".into(),
-            pmode: "cl-pe".into(),
-            leg: "ephyto".into(),
-            partner: "PE".into(),
-            service: "s".into(),
-            action: "a".into(),
-            creation,
-            envelope: b"<env/>".to_vec(),
-            response: Some(b"<receipt/>".to_vec()),
-            payloads: vec![StoredPayload {
-                content_id: "p@x".into(),
-                mime_type: "application/xml".into(),
-                path: "/tmp/p".into(),
-                size: 3,
-                sha256: "ab".into(),
-                filename: Some("doc.xml".into()),
-                wire_type: None,
-            }],
-            document: None,
-            transport: crate::pmode::Transport::As4,
-            unsynced: Vec::new(),
-        }
+        NewMessage::for_tests(id, creation)
     }
 
     #[tokio::test]
