@@ -15,8 +15,8 @@
 //!   removed by a guard, only by an explicit decision once the store has answered (a
 //!   duplicate, or a definite refusal), and files a crash left unreferenced are swept at
 //!   start ([`crate::store::files::sweep_orphans`]).
-//! - pull signals (`handle_signals`): store reads and compare-and-set transitions, inside the
-//!   same owned task.
+//! - pull signals (`handle_signals`): store reads and compare-and-set transitions (a receipt's
+//!   retried for about a minute while the store fails), inside the same owned task.
 
 use super::AccessPoint;
 use crate::ebms::read::{Envelope, EnvelopeError, read_envelope};

@@ -620,8 +620,7 @@ const RECORD_RETRIES: [std::time::Duration; 6] = [
 /// ([`crate::store::MessageStore::recover`]) and one `pulled` is offered again when its
 /// receipt is overdue ([`super::pull::requeue_expired`]); the partner answers either with its
 /// stored receipt: at least once, never lost. A conflict on the first try (the message moved
-/// on meanwhile) and a failure that will not pass are the caller's to report; the rest is
-/// logged here.
+/// on meanwhile) is the caller's to report; every other failure is logged here.
 pub(crate) async fn record_outcome(
     ap: &AccessPoint,
     row: i64,

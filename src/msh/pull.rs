@@ -9,7 +9,8 @@
 //! one commit of serving is `take_pullable` (pullable → pulled); if the puller disconnects
 //! while the message streams out, it stays `pulled` until its receipt is due and is then
 //! offered again. Receipts and errors for pulled messages are compare-and-set transitions from
-//! `pulled`, so a late or repeated signal changes nothing.
+//! `pulled`, so a late or repeated signal changes nothing; one the store fails to record is
+//! tried again for about a minute (`outbound::record_outcome`), the signal's sender waiting.
 //! Pulling ([`run`]) is a task of the node: the PullRequest's POST commits nothing; the
 //! pulled message goes through the inbound pipeline as it streams in (its own owned task, the
 //! commit inside); if returning the receipt fails, the holder offers the message again and

@@ -121,11 +121,6 @@ impl MessageFiles {
         }
     }
 
-    /// The same message's files in another folder (a move keeps the names).
-    pub fn moved_to(&self, folder: PathBuf) -> Self {
-        MessageFiles { folder, key: self.key.clone() }
-    }
-
     pub fn folder(&self) -> &Path {
         &self.folder
     }
