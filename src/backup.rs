@@ -81,7 +81,7 @@ pub fn backup(config: &Config, to: &Path) -> Result<Manifest, String> {
     // one has its files side by side with every other message's: those the rows name, and the
     // originals they were made from (see `store::files::MessageFiles`).
     let mut folders = BTreeSet::new();
-    let mut files = BTreeSet::new();
+    let mut loose_files = BTreeSet::new();
     {
         let mut stmt = dst.prepare("SELECT path FROM payloads").map_err(err)?;
         let paths = stmt.query_map([], |r| r.get::<_, String>(0)).map_err(err)?;
@@ -96,7 +96,7 @@ pub fn backup(config: &Config, to: &Path) -> Result<Manifest, String> {
                 _ => {
                     for file in [files::plaintext_of(&path), path] {
                         if let Ok(relative) = file.strip_prefix(&config.data_dir) {
-                            files.insert(relative.to_path_buf());
+                            loose_files.insert(relative.to_path_buf());
                         }
                     }
                 }
@@ -109,7 +109,7 @@ pub fn backup(config: &Config, to: &Path) -> Result<Manifest, String> {
             copy_tree(&from, &to.join("data").join(folder)).map_err(|e| format!("{}: {e}", from.display()))?;
         }
     }
-    for file in &files {
+    for file in &loose_files {
         let (from, target) = (config.data_dir.join(file), to.join("data").join(file));
         if from.exists() {
             let copied = target
@@ -127,7 +127,7 @@ pub fn backup(config: &Config, to: &Path) -> Result<Manifest, String> {
         schema_version,
         messages,
         folders: folders.len(),
-        files: files.len(),
+        files: loose_files.len(),
     };
     std::fs::write(to.join("backup.json"), serde_json::to_vec_pretty(&manifest).map_err(err)?).map_err(err)?;
     Ok(manifest)
