@@ -1,7 +1,8 @@
 //! `ventanilla backup --to DIR` and `ventanilla restore --from DIR`, for the SQLite store: a
 //! consistent copy of a running access point. The database is copied with SQLite's online
-//! backup (a snapshot, taken while the access point keeps working), then every message folder
-//! a row of that snapshot names is copied (the files are written before their row commits and
+//! backup (a snapshot, taken while the access point keeps working), then every payload file a
+//! row of that snapshot names, with the original beside it (or, for a message stored before
+//! the flat layout, its folder), is copied (the files are written before their row commits and
 //! never changed after, so the snapshot's files are all there). Restore puts both into an
 //! empty data folder, rewriting the stored paths when the data folder moved.
 //!
