@@ -76,7 +76,20 @@ pub(super) struct ApiError(pub(super) StatusCode, pub(super) String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.0, Json(serde_json::json!({ "error": self.1 }))).into_response()
+        let refused_mid_body = matches!(
+            self.0,
+            StatusCode::BAD_REQUEST | StatusCode::PAYLOAD_TOO_LARGE | StatusCode::UNPROCESSABLE_ENTITY
+        );
+        let mut response = (self.0, Json(serde_json::json!({ "error": self.1 }))).into_response();
+        // A submission refused while its body streams in leaves the rest unread, so the
+        // connection cannot carry another request: saying so keeps a client from reusing it and
+        // failing its next request (seen in tests/hardening.rs on a fast machine).
+        if refused_mid_body {
+            response
+                .headers_mut()
+                .insert(axum::http::header::CONNECTION, axum::http::HeaderValue::from_static("close"));
+        }
+        response
     }
 }
 
