@@ -78,8 +78,15 @@ async fn oversized_metadata_and_payloads_are_refused_as_they_stream() {
         }
         other => panic!("{other:?}"),
     }
+    // A refusal read from the metadata is answered after the rest of the request is read, so a
+    // client still sending a large payload gets the answer, not a reset connection.
     let long = "x".repeat(2000);
-    match api.submit(&serde_json::json!({"to": "PE-VUCE", "leg": "ephyto", "conversation_id": long}), &upload).await {
+    let four_mib = file(cluster.dir.path(), "four.bin", &vec![b'a'; 4 << 20]);
+    let four_mib_upload = [Upload { path: &four_mib, mime_type: "application/xml" }];
+    match api
+        .submit(&serde_json::json!({"to": "PE-VUCE", "leg": "ephyto", "conversation_id": long}), &four_mib_upload)
+        .await
+    {
         Err(ClientError::Status { status: 422, body }) => {
             assert!(body.contains("conversation_id has 2000 bytes"), "{body}")
         }

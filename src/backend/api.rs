@@ -6,6 +6,8 @@
 //! multipart body only stages files (a guard removes them if the request goes away); the
 //! persist step (validate, protect, insert the row) is an owned task on `AccessPoint::tasks`
 //! that owns the guard, so a commit is never followed by the removal of the files it names.
+//! A refused submission's body is drained before the answer (nothing is stored by then, so
+//! the drain may be dropped at any point).
 //! `acknowledge` is one compare-and-set transition (a SQLite blocking job or one PostgreSQL
 //! transaction: it commits whole or not at all, and names no files).
 
@@ -81,9 +83,9 @@ impl IntoResponse for ApiError {
             StatusCode::BAD_REQUEST | StatusCode::PAYLOAD_TOO_LARGE | StatusCode::UNPROCESSABLE_ENTITY
         );
         let mut response = (self.0, Json(serde_json::json!({ "error": self.1 }))).into_response();
-        // A submission refused while its body streams in leaves the rest unread, so the
-        // connection cannot carry another request: saying so keeps a client from reusing it and
-        // failing its next request (seen in tests/hardening.rs on a fast machine).
+        // A submission refused while its body streams in may leave the rest unread (a payload
+        // cut off at its limit, a malformed body; other refusals are drained first), so the
+        // connection cannot carry another request: saying so keeps a client from reusing it.
         if refused_mid_body {
             response
                 .headers_mut()
@@ -230,81 +232,93 @@ async fn submit_message(
             bad(format!("malformed multipart body: {}", e.body_text()))
         }
     };
-    while let Some(mut field) = form.next_field().await.map_err(multipart_error)? {
-        match field.name() {
-            Some("metadata") if metadata.is_some() => return Err(bad("a second 'metadata' part".into())),
-            Some("metadata") => {
-                // Bounded: the metadata is a small JSON object, never read whole if it is not.
-                let mut text = Vec::new();
-                while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
-                    if text.len() + chunk.len() > MAX_METADATA_BYTES {
-                        return Err(too_large(format!("the 'metadata' part exceeds {MAX_METADATA_BYTES} bytes")));
+    // Set when a payload passes its size limit: the rest of that request is not read.
+    let mut cut_off = false;
+    let read = async {
+        while let Some(mut field) = form.next_field().await.map_err(multipart_error)? {
+            match field.name() {
+                Some("metadata") if metadata.is_some() => return Err(bad("a second 'metadata' part".into())),
+                Some("metadata") => {
+                    // Bounded: the metadata is a small JSON object, never read whole if it is not.
+                    let mut text = Vec::new();
+                    while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
+                        if text.len() + chunk.len() > MAX_METADATA_BYTES {
+                            return Err(too_large(format!("the 'metadata' part exceeds {MAX_METADATA_BYTES} bytes")));
+                        }
+                        text.extend_from_slice(&chunk);
                     }
-                    text.extend_from_slice(&chunk);
+                    metadata = Some(parse_metadata(&text).map_err(|(status, m)| ApiError(status, m))?);
                 }
-                metadata = Some(parse_metadata(&text).map_err(|(status, m)| ApiError(status, m))?);
-            }
-            Some("payload") => {
-                if payloads.len() >= limits.max_parts {
-                    return Err(ApiError(
-                        StatusCode::UNPROCESSABLE_ENTITY,
-                        format!(
-                            "more than {} payloads; a message may carry at most that (limits.max_parts)",
-                            limits.max_parts
-                        ),
-                    ));
-                }
-                // The leg's max_payload when the metadata came first (as the API asks), else the
-                // request limit: a payload too large is cut off as it streams, not after.
-                let max_payload = metadata
-                    .as_ref()
-                    .and_then(|m| {
-                        let pmodes = api.ap.pmodes();
-                        pmodes.outbound(api.ap.me(), &m.to, &m.leg).ok().map(|(link, i)| link.legs[i].max_payload)
-                    })
-                    .unwrap_or(api.ap.config.max_message_bytes());
-                let index = payloads.len();
-                let path = files.part(index);
-                cleanup.parts = index + 1;
-                let mime_type = field.content_type().unwrap_or("application/octet-stream").to_owned();
-                let filename = field.file_name().map(str::to_owned);
-                let mut file = crate::store::files::SpooledFile::new(path.clone());
-                let mut hasher = Sha256::new();
-                let mut size = 0u64;
-                while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
-                    size += chunk.len() as u64;
-                    if size > max_payload {
-                        return Err(too_large(format!(
-                            "payload {} exceeds {max_payload} bytes (the leg's max_payload, or as4.max_message)",
-                            index + 1
-                        )));
+                Some("payload") => {
+                    if payloads.len() >= limits.max_parts {
+                        return Err(ApiError(
+                            StatusCode::UNPROCESSABLE_ENTITY,
+                            format!(
+                                "more than {} payloads; a message may carry at most that (limits.max_parts)",
+                                limits.max_parts
+                            ),
+                        ));
                     }
-                    hasher.update(&chunk);
-                    file.write(&chunk).await.map_err(|e| internal(&e))?;
-                }
-                // Written (if still in memory) and made durable by `submit`, with the files it
-                // derives, before its commit.
-                let finished = match file.finish().await.map_err(|e| internal(&e))? {
-                    Some(bytes) => {
-                        crate::store::files::hold_or_write(&path, bytes, &mut held).await.map_err(|e| internal(&e))?
+                    // The leg's max_payload when the metadata came first (as the API asks), else the
+                    // request limit: a payload too large is cut off as it streams, not after.
+                    let max_payload = metadata
+                        .as_ref()
+                        .and_then(|m| {
+                            let pmodes = api.ap.pmodes();
+                            pmodes.outbound(api.ap.me(), &m.to, &m.leg).ok().map(|(link, i)| link.legs[i].max_payload)
+                        })
+                        .unwrap_or(api.ap.config.max_message_bytes());
+                    let index = payloads.len();
+                    let path = files.part(index);
+                    cleanup.parts = index + 1;
+                    let mime_type = field.content_type().unwrap_or("application/octet-stream").to_owned();
+                    let filename = field.file_name().map(str::to_owned);
+                    let mut file = crate::store::files::SpooledFile::new(path.clone());
+                    let mut hasher = Sha256::new();
+                    let mut size = 0u64;
+                    while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
+                        size += chunk.len() as u64;
+                        if size > max_payload {
+                            cut_off = true;
+                            return Err(too_large(format!(
+                                "payload {} exceeds {max_payload} bytes (the leg's max_payload, or as4.max_message)",
+                                index + 1
+                            )));
+                        }
+                        hasher.update(&chunk);
+                        file.write(&chunk).await.map_err(|e| internal(&e))?;
                     }
-                    None => None,
-                };
-                unwritten.push(finished);
-                payloads.push(StoredPayload {
-                    content_id: new_content_id(&api.ap, index),
-                    mime_type,
-                    path,
-                    size,
-                    sha256: hex::encode(hasher.finalize()),
-                    filename,
-                    wire_type: None,
-                });
-            }
-            other => {
-                return Err(bad(format!("unexpected form field {other:?}: send 'metadata' and 'payload' parts")));
+                    // Written (if still in memory) and made durable by `submit`, with the files it
+                    // derives, before its commit.
+                    let finished = match file.finish().await.map_err(|e| internal(&e))? {
+                        Some(bytes) => crate::store::files::hold_or_write(&path, bytes, &mut held)
+                            .await
+                            .map_err(|e| internal(&e))?,
+                        None => None,
+                    };
+                    unwritten.push(finished);
+                    payloads.push(StoredPayload {
+                        content_id: new_content_id(&api.ap, index),
+                        mime_type,
+                        path,
+                        size,
+                        sha256: hex::encode(hasher.finalize()),
+                        filename,
+                        wire_type: None,
+                    });
+                }
+                other => {
+                    return Err(bad(format!("unexpected form field {other:?}: send 'metadata' and 'payload' parts")));
+                }
             }
         }
+        Ok(())
+    };
+    if let Err(refusal) = read.await {
+        if !cut_off {
+            drain(&mut form).await;
+        }
+        return Err(refusal);
     }
     let metadata = metadata.ok_or_else(|| bad("the 'metadata' part is missing".into()))?;
     if payloads.is_empty() {
@@ -345,6 +359,16 @@ async fn submit_message(
         Ok(record) => Ok((StatusCode::ACCEPTED, Json(record)).into_response()),
         Err(SubmitError::Refused(m)) => Err(ApiError(StatusCode::UNPROCESSABLE_ENTITY, m)),
         Err(SubmitError::Store(e)) => Err(e.into()),
+    }
+}
+
+/// Reads and discards the rest of a refused request, so that a client still sending it reads
+/// the answer: a server that closes with unread bytes resets the connection, and the client
+/// may then lose the answer too. Bounded by the request limit (`DefaultBodyLimit`, past which
+/// the stream fails) and the server's body timeouts; a malformed stream ends it at once.
+async fn drain(form: &mut Multipart) {
+    while let Ok(Some(mut field)) = form.next_field().await {
+        while let Ok(Some(_)) = field.chunk().await {}
     }
 }
 
