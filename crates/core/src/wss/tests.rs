@@ -242,6 +242,24 @@ fn a_reference_repeated_in_signed_info_is_refused_before_any_digest() {
     assert!(err.detail.contains("more than once"), "{}", err.detail);
 }
 
+#[test]
+fn many_same_document_references_are_refused_before_any_digest() {
+    let ca = Authority::new("test CA").unwrap();
+    let f = fixture();
+    let cred = credential(&ca, false);
+    let env = sign(&f, &cred, TokenReference::Bst);
+    let start = env.find("<ds:Reference").unwrap();
+    let end = env[start..].find("</ds:Reference>").unwrap() + start + "</ds:Reference>".len();
+    let reference = &env[start..end];
+    let uri = reference.split("URI=\"").nth(1).and_then(|r| r.split('"').next()).unwrap().to_owned();
+    // Each one would be canonicalized by a walk of the whole envelope: bounded, not walked.
+    let distinct: String = (0..1000).map(|i| reference.replace(&uri, &format!("#signed-{i}"))).collect();
+    let many = format!("{}{}{}", &env[..end], distinct, &env[end..]);
+    let err = verify(&f, &many, &cred.cert, ns::RSA_SHA256).unwrap_err();
+    assert_eq!(err.code, EbmsCode::PolicyNoncompliance, "{}", err.detail);
+    assert!(err.detail.contains("at most 16 are accepted"), "{}", err.detail);
+}
+
 /// Debian's xmlsec1 (an independent implementation) verifies an RSA-signed envelope of ours.
 /// xmlsec1 1.2 cannot resolve `cid:` references or WS-Security token references, so the
 /// envelope has no attachments and the key is given on the command line.

@@ -64,6 +64,10 @@ fn inclusive_prefixes(transform_or_method: &Node) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// Same-document references a signature may carry. AS4 signs eb:Messaging and the Body; some
+/// senders add wsu:Timestamp or a token: a handful, never near this.
+pub const MAX_ID_REFERENCES: usize = 16;
+
 /// Verifies the signature. `expected_method` is the profile's SignatureMethod URI;
 /// `resolve` turns the KeyInfo into the certificate to verify with (and refuses
 /// certificates not bound to the partner).
@@ -152,9 +156,19 @@ fn verify(
     if let Some(repeated) = uris.iter().find(|uri| !distinct.insert(uri.as_str())) {
         return Err(policy(format!("reference {repeated} appears more than once in SignedInfo")));
     }
+    // Each `#id` reference is canonicalized by a walk of the whole envelope (libxml2's c14n
+    // asks about every node), so their number is bounded before any digest: otherwise a
+    // sender, before its signature is checked, could make us walk the envelope once for each
+    // of thousands of signed elements.
+    let ids: Vec<&str> = uris.iter().filter_map(|uri| uri.strip_prefix('#')).collect();
+    if ids.len() > MAX_ID_REFERENCES {
+        return Err(policy(format!(
+            "SignedInfo has {} same-document (#id) references; at most {MAX_ID_REFERENCES} are accepted",
+            ids.len()
+        )));
+    }
     // The targets of all `#id` references in one walk of the envelope, and the parts by
     // Content-ID: the check stays linear in the envelope and the number of parts.
-    let ids: Vec<&str> = uris.iter().filter_map(|uri| uri.strip_prefix('#')).collect();
     let mut targets_by_id: HashMap<&str, Vec<Node>> = ids.iter().copied().zip(xml.elements_with_ids(&ids)).collect();
     let part_index: HashMap<&str, usize> = parts.iter().enumerate().map(|(i, p)| (p.content_id, i)).collect();
 
