@@ -23,7 +23,7 @@
 //!   phase4 receiver, both profiles, the same load: rate, CPU per message of both processes,
 //!   messages delivered.
 //!
-//! - a soak (2.0): half the measured rate for `BENCH_SOAK_MINUTES` (15), open loop: each
+//! - a soak (2.0): half the measured rate (or `BENCH_SOAK_RATE`) for `BENCH_SOAK_MINUTES` (15), open loop: each
 //!   minute the messages acknowledged in it and both sides' RSS, then the RSS growth from the
 //!   second minute to the last and the slowest minute.
 //!
@@ -843,7 +843,9 @@ async fn main() {
         latency(&mut r, &root.join("lat"), "edelivery-2.0", "2.0", rate).await;
     }
     if wants("soak") {
-        let rate = if rate_20 > 0.0 { rate_20 / 2.0 } else { 100.0 };
+        // BENCH_SOAK_RATE fixes the rate (msg/s), for soaks compared without a throughput run.
+        let fixed = std::env::var("BENCH_SOAK_RATE").ok().and_then(|v| v.parse::<f64>().ok());
+        let rate = fixed.unwrap_or(if rate_20 > 0.0 { rate_20 / 2.0 } else { 100.0 });
         soak(&mut r, &root.join("soak"), "edelivery-2.0", "2.0", rate).await;
     }
     if wants("large") {
