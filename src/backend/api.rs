@@ -365,7 +365,8 @@ async fn submit_message(
 /// Reads and discards the rest of a refused request, so that a client still sending it reads
 /// the answer: a server that closes with unread bytes resets the connection, and the client
 /// may then lose the answer too. Bounded by the request limit (`DefaultBodyLimit`, past which
-/// the stream fails) and the server's body timeouts; a malformed stream ends it at once.
+/// the stream fails), like the read it replaces, and only for the authenticated backend (the
+/// token is checked before the body is read); a malformed stream ends it at once.
 async fn drain(form: &mut Multipart) {
     while let Ok(Some(mut field)) = form.next_field().await {
         while let Ok(Some(_)) = field.chunk().await {}
