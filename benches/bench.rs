@@ -23,9 +23,9 @@
 //!   phase4 receiver, both profiles, the same load: rate, CPU per message of both processes,
 //!   messages delivered.
 //!
-//! - a soak (2.0): half the measured rate (or `BENCH_SOAK_RATE`) for `BENCH_SOAK_MINUTES` (15), open loop: each
-//!   minute the messages acknowledged in it and both sides' RSS, then the RSS growth from the
-//!   second minute to the last and the slowest minute.
+//! - a soak (2.0): half the measured rate (or `BENCH_SOAK_RATE`) for `BENCH_SOAK_MINUTES` (15),
+//!   open loop: each minute the messages acknowledged in it and both sides' RSS, then the RSS
+//!   growth from the second minute to the last and the slowest minute.
 //!
 //! The client runs in this process, the access points in their own.
 //!
