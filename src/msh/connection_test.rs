@@ -119,7 +119,7 @@ async fn send(
         ..super::outbound::addressed(link, me, partner, message_id)
     };
     let (security, link2, me_id) = (ap.security.clone(), link.clone(), ap.me().to_owned());
-    let (envelope, payloads) = crate::blocking::spawn(move || {
+    let super::outbound::Protected { envelope, wire: payloads, written } = crate::blocking::spawn(move || {
         protect(&security, &link2, false, &me_id, &um, vec![payload], &Default::default())
     })
     .await
@@ -128,7 +128,8 @@ async fn send(
     let boundary = mime::writer::new_boundary();
     let root_id = format!("root.{}@{}", crate::util::short_hash(message_id.as_bytes()), ap.config.host);
     let content_type = mime::writer::content_type(&boundary, &root_id);
-    let body = package(&boundary, &root_id, envelope.clone(), &payloads);
+    let written = written.into_iter().map(|w| w.map(bytes::Bytes::from)).collect();
+    let body = package(&boundary, &root_id, envelope.clone(), &payloads, written);
     let started = std::time::Instant::now();
     let response = ap
         .client

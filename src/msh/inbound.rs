@@ -311,14 +311,14 @@ where
     let bytes = envelope_bytes.clone();
     let staging_folder = staging.files.folder().to_path_buf();
     let (examined, kept) = crate::blocking::spawn(move || {
-        let examined = examine(&ap2, &matched2, &um2, &envelope, &bytes, parts)?;
+        let mut examined = examine(&ap2, &matched2, &um2, &envelope, &bytes, parts)?;
         // The files the row will name, durable in their final place (the received parts and
         // intermediates were only written).
-        let kept = match &examined {
-            Examined::Deliver(payloads, _) if !payloads.is_empty() => {
+        let kept = match &mut examined {
+            Examined::Deliver(payloads, _, held) if !payloads.is_empty() => {
                 let named: Vec<std::ffi::OsString> =
                     payloads.iter().filter_map(|p| p.path.file_name().map(ToOwned::to_owned)).collect();
-                Some(keep_staging(&ap2, &staging_folder, &named))
+                Some(keep_staging(&ap2, &staging_folder, &named, std::mem::take(held)))
             }
             _ => None,
         };
@@ -337,7 +337,7 @@ where
             }
             return Ok(reply);
         }
-        Examined::Deliver(payloads, answer) => (payloads, answer),
+        Examined::Deliver(payloads, answer, _) => (payloads, answer),
     };
     persist_and_answer(ap, &matched, &um, envelope_bytes, Received { payloads, kept }, answer, staging).await
 }
@@ -346,9 +346,9 @@ where
 enum Examined {
     /// A test service message: answered with a receipt, not delivered.
     TestService(Reply),
-    /// The payloads as they will be delivered, and the answer (a receipt, or an error for a
-    /// payload the handler refused).
-    Deliver(Vec<StoredPayload>, Answer),
+    /// The payloads as they will be delivered, the answer (a receipt, or an error for a
+    /// payload the handler refused), and the payloads' bytes that were held in memory.
+    Deliver(Vec<StoredPayload>, Answer, Held),
 }
 
 /// Steps: decrypt → verify → check payloads → decompress → validate payload, and the signed
@@ -367,7 +367,7 @@ fn examine(
         (parts, Vec::new())
     };
     let payloads = check_payloads(matched, um, envelope, &parts)?;
-    let payloads = decompress(matched, um, payloads, parts)?;
+    let (payloads, held) = decompress(matched, um, payloads, parts)?;
     let Some(leg) = matched.leg() else {
         return Ok(Examined::TestService(Reply::soap(200, receipt(ap, matched, um, &references))));
     };
@@ -375,7 +375,11 @@ fn examine(
     let verdict = match payloads.first() {
         Some(first) => {
             let sender = matched.link.partner_of(ap.me()).map(|p| p.id.clone()).unwrap_or_default();
-            super::documents::inspect(&ap.documents, &matched.link, leg, &sender, ap.me(), (&first.path).into())
+            let content = held
+                .first()
+                .and_then(Option::as_deref)
+                .map_or((&first.path).into(), crate::wss::content::Content::Memory);
+            super::documents::inspect(&ap.documents, &matched.link, leg, &sender, ap.me(), content)
         }
         None => Ok(None),
     };
@@ -408,7 +412,7 @@ fn examine(
             }
         }
     };
-    Ok(Examined::Deliver(payloads, answer))
+    Ok(Examined::Deliver(payloads, answer, held))
 }
 
 /// Steps: decrypt, then verify (docs/as4.md §4.2 items 6-8). The parts come back as their
@@ -722,7 +726,7 @@ fn decompress(
     um: &UserMessage,
     payloads: Vec<StoredPayload>,
     parts: Vec<SunkPart>,
-) -> Result<Vec<StoredPayload>, Rejection> {
+) -> Result<(Vec<StoredPayload>, Held), Rejection> {
     let id = Some(um.info.message_id.as_str());
     let limit = matched.leg().map(|l| l.max_payload).unwrap_or(crate::pmode::model::DEFAULT_MAX_PAYLOAD);
     let mut unwritten: HashMap<String, Vec<u8>> =
@@ -734,13 +738,15 @@ fn decompress(
         Rejection::Ebms(EbmsError::new(EbmsCode::DeliveryFailure, detail).with_ref(id))
     };
     let mut out = Vec::with_capacity(payloads.len());
+    let mut held = Vec::with_capacity(payloads.len());
     for p in payloads {
         let in_memory = unwritten.remove(&p.content_id);
         if !compressed.contains(p.content_id.as_str()) {
-            if let Some(bytes) = in_memory {
-                crate::store::files::write_part(&p.path, &bytes).map_err(disk)?;
+            if let Some(bytes) = &in_memory {
+                crate::store::files::write_part(&p.path, bytes).map_err(disk)?;
             }
             out.push(p);
+            held.push(in_memory);
             continue;
         }
         // A small part in place (see IN_MEMORY_MAX): no second file, no unlink; one held in
@@ -754,26 +760,33 @@ fn decompress(
             // not the sender's gzip.
             std::fs::create_dir_all(folder).map_err(disk)?;
         }
-        let gunzipped = if let Some(bytes) = in_memory {
-            crate::compress::gunzip_bytes(&bytes, &target, limit)
-        } else if small {
-            crate::compress::gunzip_in_place(&p.path, limit)
-        } else {
-            crate::compress::gunzip_file(&p.path, &target, limit)
-        }
-        .map_err(|e| {
+        let refused = |e: crate::compress::CompressError| {
             Rejection::Ebms(
                 EbmsError::new(EbmsCode::DecompressionFailure, format!("part cid:{}: {e}", p.content_id)).with_ref(id),
             )
-        })?;
-        if !small {
+        };
+        // Held in memory: gunzipped there, written once and kept for the checks that follow.
+        let (gunzipped, plain) = if let Some(bytes) = in_memory {
+            let (plain, gunzipped) = crate::compress::gunzip_to_memory(&bytes, limit).map_err(refused)?;
+            crate::store::files::write_part(&target, &plain).map_err(disk)?;
+            (gunzipped, Some(plain))
+        } else if small {
+            (crate::compress::gunzip_in_place(&p.path, limit).map_err(refused)?, None)
+        } else {
+            let gunzipped = crate::compress::gunzip_file(&p.path, &target, limit).map_err(refused)?;
             let _ = std::fs::remove_file(&p.path);
-        }
+            (gunzipped, None)
+        };
         let sha256 = hex::encode(gunzipped.sha256);
         out.push(StoredPayload { path: target, size: gunzipped.size, sha256, ..p });
+        held.push(plain);
     }
-    Ok(out)
+    Ok((out, held))
 }
+
+/// The bytes of each payload's file (by index) when the receiver held them in memory: the
+/// payload check and the row's copy take them from here instead of reading the file back.
+type Held = Vec<Option<Vec<u8>>>;
 
 /// The Content-IDs whose PartInfo says CompressionType (decompressed, and hashed then),
 /// gathered once per message so that looking a part up stays linear in the number of parts.
@@ -812,6 +825,7 @@ pub(crate) fn keep_staging(
     ap: &AccessPoint,
     staging: &std::path::Path,
     files: &[std::ffi::OsString],
+    held: Held,
 ) -> Result<Kept, String> {
     let root = ap.config.data_dir.join("inbound");
     let mut moved: Vec<PathBuf> = Vec::with_capacity(files.len());
@@ -836,7 +850,7 @@ pub(crate) fn keep_staging(
     let named: Vec<&std::path::Path> = moved.iter().map(PathBuf::as_path).collect();
     let copies = ap
         .file_sync
-        .secure(ap.store.keeps_file_copies(), &named, &[&root])
+        .secure(ap.store.keeps_file_copies(), &named, held, &[&root])
         .map_err(|e| format!("cannot make the payloads durable: {e}"))?;
     Ok(Kept { folder: root, files: moved, copies })
 }
@@ -863,7 +877,7 @@ pub(crate) async fn commit_staging(
     files: Vec<std::ffi::OsString>,
 ) -> Result<Kept, String> {
     let (ap, staging) = (ap.clone(), staging.to_owned());
-    crate::blocking::spawn(move || keep_staging(&ap, &staging, &files))
+    crate::blocking::spawn(move || keep_staging(&ap, &staging, &files, Vec::new()))
         .await
         .map_err(|e| format!("the file task failed: {e}"))?
 }

@@ -217,9 +217,9 @@ pub(crate) fn protect(
     um: &UserMessage,
     payloads: Vec<StoredPayload>,
     unwritten: &crate::store::files::Unwritten,
-) -> Result<(Vec<u8>, Vec<StoredPayload>), SubmitError> {
+) -> Result<Protected, SubmitError> {
     use crate::wss::content::IN_MEMORY_MAX;
-    use crate::wss::encrypt::{PartToEncrypt, encrypt_parts};
+    use crate::wss::encrypt::{PartToEncrypt, encrypt_parts_keeping};
     use crate::wss::sign::{SignedPart, sign_envelope};
     let refuse = |m: String| SubmitError::Refused(m);
     let compressed = |e: compress::CompressError| refuse(format!("cannot compress: {e}"));
@@ -252,7 +252,7 @@ pub(crate) fn protect(
                 Working::Memory(_) => Err(refuse("a part in memory on an unprotected link".into())),
             })
             .collect::<Result<_, _>>()?;
-        return Ok((builder.build("").into_bytes(), wire));
+        return Ok(Protected { envelope: builder.build("").into_bytes(), wire, written: Vec::new() });
     }
     let keys =
         security.for_profile(link.profile).ok_or_else(|| refuse(format!("no keys for {}", link.profile.as_str())))?;
@@ -275,7 +275,7 @@ pub(crate) fn protect(
         })
         .collect();
     let suffix = crate::util::short_hash(um.info.message_id.as_bytes());
-    let encryption = encrypt_parts(&to_encrypt, &enc_cert, link.token_reference, &suffix)
+    let (encryption, written) = encrypt_parts_keeping(&to_encrypt, &enc_cert, link.token_reference, &suffix)
         .map_err(|e| refuse(format!("cannot encrypt: {e}")))?;
     let to_sign: Vec<SignedPart> = payloads
         .iter()
@@ -293,7 +293,16 @@ pub(crate) fn protect(
         .zip(ciphertexts)
         .map(|(p, c)| StoredPayload { path: c, wire_type: Some("application/octet-stream".into()), ..p })
         .collect();
-    Ok((envelope.into_bytes(), wire))
+    Ok(Protected { envelope: envelope.into_bytes(), wire, written })
+}
+
+/// A protected message: its envelope, its payloads as they go on the wire, and (by payload)
+/// the bytes of each wire file that was written from memory, kept so that nothing reads the
+/// file back before the first send.
+pub(crate) struct Protected {
+    pub(crate) envelope: Vec<u8>,
+    pub(crate) wire: Vec<StoredPayload>,
+    pub(crate) written: Vec<Option<Vec<u8>>>,
 }
 
 /// A part as it is signed and encrypted: a file (the submitted one, or its gzip), or the gzip
@@ -340,7 +349,7 @@ pub async fn submit(ap: &Arc<AccessPoint>, sub: Submission) -> Result<MessageRec
     let file_sync = ap.file_sync.clone();
     let keeps_copies = ap.store.keeps_file_copies();
     let submitted: Vec<std::path::PathBuf> = sub.payloads.iter().map(|p| p.path.clone()).collect();
-    let (envelope, payloads, document, pull, unsynced) = crate::blocking::spawn(move || {
+    let (envelope, payloads, document, pull, unsynced, on_the_wire_held) = crate::blocking::spawn(move || {
         let leg = link.leg(&leg_name).ok_or_else(|| SubmitError::Refused(format!("leg {leg_name} was unloaded")))?;
         // The submitted files are kept (a resubmission sends them again): those still in memory
         // are written here, and read from memory below.
@@ -367,18 +376,33 @@ pub async fn submit(ap: &Arc<AccessPoint>, sub: Submission) -> Result<MessageRec
             None => None,
         };
         let originals: Vec<std::path::PathBuf> = sub.payloads.iter().map(|p| p.path.clone()).collect();
-        let (envelope, payloads) =
+        let Protected { envelope, wire: payloads, written } =
             protect(&security, &link, leg.compression, &me, &um_for_protect, sub.payloads, &sub.unwritten)?;
         // Durable with the commit that names them (copied into it when small, else synced
         // first): the submitted files (kept for a resubmission) and what goes on the wire;
         // intermediates (the gzip before encryption) are neither.
         let named: Vec<&std::path::Path> =
             originals.iter().map(|p| p.as_path()).chain(payloads.iter().map(|p| p.path.as_path())).collect();
+        // The copies come from the bytes just written, where they are still in memory.
+        let mut held = sub.unwritten.0;
+        held.resize(originals.len(), None);
+        held.extend(written.iter().cloned());
         // Their folders' new entries with them (`secure` syncs each file's folder).
         let unsynced = file_sync
-            .secure(keeps_copies, &named, &[])
+            .secure(keeps_copies, &named, held, &[])
             .map_err(|e| SubmitError::Refused(format!("cannot make the payloads durable: {e}")))?;
-        Ok::<_, SubmitError>((envelope, payloads, document, leg.pull, unsynced))
+        // Kept for the first send while the message's together stay within what a received
+        // message may hold in memory; the rest is read from its file then.
+        let mut kept = 0usize;
+        let written: Vec<Option<Bytes>> = written
+            .into_iter()
+            .map(|w| {
+                let w = w.filter(|w| kept + w.len() <= crate::store::files::SPOOL_IN_MEMORY)?;
+                kept += w.len();
+                Some(Bytes::from(w))
+            })
+            .collect();
+        Ok::<_, SubmitError>((envelope, payloads, document, leg.pull, unsynced, written))
     })
     .await
     .map_err(|e| SubmitError::Refused(format!("signing task failed: {e}")))??;
@@ -418,7 +442,8 @@ pub async fn submit(ap: &Arc<AccessPoint>, sub: Submission) -> Result<MessageRec
     }
     tracing::info!(message_id = %um.info.message_id, partner = %sub.to, "submitted by the backend");
     match permit {
-        Some(permit) if accepted.claimed => spawn_send(ap, accepted.record.clone(), permit),
+        // Sent now: its wire files' bytes are still here, so the send reads no file.
+        Some(permit) if accepted.claimed => spawn_send(ap, accepted.record.clone(), on_the_wire_held, permit),
         _ => ap.outbox.notify_one(),
     }
     Ok(accepted.record)
@@ -466,7 +491,7 @@ pub async fn run_sender(ap: Arc<AccessPoint>, shutdown: CancellationToken) {
             let Ok(permit) = permits.clone().acquire_owned().await else {
                 return;
             };
-            spawn_send(&ap, record, permit);
+            spawn_send(&ap, record, Vec::new(), permit);
         }
         if idle {
             tokio::select! {
@@ -505,14 +530,20 @@ impl Drop for SendPermits<'_> {
     }
 }
 
-/// Sends a claimed message in an owned task holding one of the sender's permits.
-fn spawn_send(ap: &Arc<AccessPoint>, record: MessageRecord, permit: tokio::sync::OwnedSemaphorePermit) {
+/// Sends a claimed message in an owned task holding one of the sender's permits. `held`: by
+/// payload, the bytes of its wire file when still in memory (a message sent as it is accepted).
+fn spawn_send(
+    ap: &Arc<AccessPoint>,
+    record: MessageRecord,
+    held: Vec<Option<Bytes>>,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) {
     let ap = ap.clone();
     let span = tracing::info_span!("outbound", message_id = %record.message_id, partner = %record.partner, pmode = %record.pmode);
     let tasks = ap.tasks.clone();
     tasks.spawn(
         async move {
-            send_one(&ap, record).await;
+            send_one(&ap, record, held).await;
             drop(permit);
             ap.outbox.notify_one();
         }
@@ -564,9 +595,9 @@ pub(crate) fn partner_error(errors: &[crate::ebms::ErrorDetail], verified: bool)
     })
 }
 
-async fn send_one(ap: &AccessPoint, record: MessageRecord) {
+async fn send_one(ap: &AccessPoint, record: MessageRecord, held: Vec<Option<Bytes>>) {
     let started = std::time::Instant::now();
-    let (outcome, body) = match attempt(ap, &record).await {
+    let (outcome, body) = match attempt(ap, &record, held).await {
         Ok((outcome, body)) => (outcome, Some(body)),
         Err(e) => (Outcome::no_receipt(e.to_string()), None),
     };
@@ -706,7 +737,11 @@ fn observe(ap: &AccessPoint, partner: &str, outcome: &Outcome, took: std::time::
 }
 
 /// One attempt: package, POST, interpret the answer.
-async fn attempt(ap: &AccessPoint, record: &MessageRecord) -> Result<(Outcome, Vec<u8>), SendError> {
+async fn attempt(
+    ap: &AccessPoint,
+    record: &MessageRecord,
+    held: Vec<Option<Bytes>>,
+) -> Result<(Outcome, Vec<u8>), SendError> {
     let pmodes = ap.pmodes();
     let link = pmodes
         .links()
@@ -723,7 +758,7 @@ async fn attempt(ap: &AccessPoint, record: &MessageRecord) -> Result<(Outcome, V
     let boundary = mime::writer::new_boundary();
     let root_id = format!("root.{}@{}", crate::util::short_hash(record.message_id.as_bytes()), ap.config.host);
     let content_type = mime::writer::content_type(&boundary, &root_id);
-    let body = package(&boundary, &root_id, record.envelope.clone(), &record.payloads);
+    let body = package(&boundary, &root_id, record.envelope.clone(), &record.payloads, held);
     let response = ap.client.post(&identity, &url, &content_type, body, link.timeout).await?;
     let (outcome, envelope) =
         interpret(&record.message_id, response.status, response.content_type.as_deref(), &response.body).await;
@@ -769,16 +804,27 @@ pub(crate) fn check_signal(
     Ok(())
 }
 
-/// Step: package. The envelope and each payload file stream as MIME parts.
-pub fn package(boundary: &str, root_id: &str, envelope: Vec<u8>, payloads: &[StoredPayload]) -> BodyStream {
+/// Step: package. The envelope and each payload file stream as MIME parts; a payload whose
+/// file's bytes are `held` (by index) is sent from them.
+pub fn package(
+    boundary: &str,
+    root_id: &str,
+    envelope: Vec<u8>,
+    payloads: &[StoredPayload],
+    mut held: Vec<Option<Bytes>>,
+) -> BodyStream {
     let mut pieces: Vec<BodyStream> = Vec::new();
     let head = mime::writer::part_head(boundary, "application/soap+xml; charset=UTF-8", root_id, true);
     pieces.push(Box::pin(futures_util::stream::iter([Ok(Bytes::from(head)), Ok(Bytes::from(envelope))])));
-    for p in payloads {
+    held.resize(payloads.len(), None);
+    for (p, held) in payloads.iter().zip(held) {
         let part_type = p.wire_type.as_deref().unwrap_or(&p.mime_type);
         let head = mime::writer::part_head(boundary, part_type, &p.content_id, false);
         pieces.push(Box::pin(futures_util::stream::once(async move { Ok(Bytes::from(head)) })));
-        pieces.push(crate::store::files::stream_file(p.path.clone()));
+        pieces.push(match held {
+            Some(bytes) => Box::pin(futures_util::stream::iter([Ok(bytes)])),
+            None => crate::store::files::stream_file(p.path.clone()),
+        });
     }
     let closing = mime::writer::closing(boundary);
     pieces.push(Box::pin(futures_util::stream::once(async move { Ok(Bytes::from(closing)) })));

@@ -109,7 +109,7 @@ async fn serve_pull(ap: &Arc<AccessPoint>, signal: &SignalMessage, mpc: &str, ra
             let boundary = mime::writer::new_boundary();
             let root = format!("root.{}@{}", crate::util::short_hash(record.message_id.as_bytes()), ap.config.host);
             let stream: BodyStream =
-                super::outbound::package(&boundary, &root, record.envelope.clone(), &record.payloads);
+                super::outbound::package(&boundary, &root, record.envelope.clone(), &record.payloads, Vec::new());
             Reply {
                 status: 200,
                 body: Vec::new(),

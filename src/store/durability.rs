@@ -123,17 +123,24 @@ impl FileSync {
     /// Makes the files a new row names durable (blocking): when `keeps_copies` (the store's
     /// [`crate::store::MessageStore::keeps_file_copies`]) and they are small and on the data
     /// folder's filesystem, by returning copies for the row (see the module doc); otherwise by
-    /// syncing them and `folders` now, returning no copies.
+    /// syncing them and `folders` now, returning no copies. `written` holds, by index of
+    /// `files`, the bytes the caller just wrote to a file (still in memory): that file's copy
+    /// is taken from them instead of reading the file back.
     pub fn secure(
         &self,
         keeps_copies: bool,
         files: &[&Path],
+        mut written: Vec<Option<Vec<u8>>>,
         folders: &[&Path],
     ) -> std::io::Result<Vec<crate::store::UnsyncedFile>> {
         if keeps_copies && let Some(sizes) = self.copyable(files) {
+            written.resize(files.len(), None);
             let mut copies = Vec::with_capacity(files.len());
-            for (path, size) in files.iter().zip(sizes) {
-                let content = std::fs::read(path)?;
+            for ((path, size), held) in files.iter().zip(sizes).zip(written) {
+                let content = match held {
+                    Some(held) => held,
+                    None => std::fs::read(path)?,
+                };
                 if content.len() as u64 != size {
                     return Err(std::io::Error::other(format!("{} changed while it was copied", path.display())));
                 }
@@ -402,8 +409,13 @@ mod tests {
         let (a, b) = (folder.join("part-1"), folder.join("part-2"));
         std::fs::write(&a, b"first payload").unwrap();
         std::fs::write(&b, b"second payload").unwrap();
-        let copies = sync.secure(true, &[&a, &b], &[&folder]).unwrap();
+        // The first file's bytes are still in memory (its copy is taken from them), the
+        // second's are read back; bytes that are not what the file holds are refused.
+        let stale = Some(b"first".to_vec());
+        assert!(sync.secure(true, &[&a, &b], vec![stale], &[&folder]).is_err(), "a copy unlike its file");
+        let copies = sync.secure(true, &[&a, &b], vec![Some(b"first payload".to_vec())], &[&folder]).unwrap();
         assert_eq!(copies.len(), 2);
+        assert_eq!(copies[0], UnsyncedFile { path: a.clone(), content: b"first payload".to_vec() });
         assert_eq!(copies[1], UnsyncedFile { path: b.clone(), content: b"second payload".to_vec() });
         let message = received("m1", copies);
         store.insert(message).await.unwrap();
@@ -428,13 +440,13 @@ mod tests {
         assert_eq!(checkpoint(&store, &sync).await.unwrap(), 0, "nothing to do");
         let large = dir.path().join("large");
         std::fs::write(&large, vec![7u8; COPY_MAX_FILE as usize + 1]).unwrap();
-        assert!(sync.secure(true, &[&large], &[]).unwrap().is_empty(), "synced, not copied");
+        assert!(sync.secure(true, &[&large], Vec::new(), &[]).unwrap().is_empty(), "synced, not copied");
         let small = dir.path().join("small");
         std::fs::write(&small, b"x").unwrap();
-        assert!(sync.secure(false, &[&small], &[]).unwrap().is_empty(), "a store without copies");
+        assert!(sync.secure(false, &[&small], Vec::new(), &[]).unwrap().is_empty(), "a store without copies");
         let each = FileSync::new(dir.path(), FileSyncMode::Each);
-        assert!(each.secure(true, &[&small], &[]).unwrap().is_empty(), "each mode syncs");
-        let copies = sync.secure(true, &[&small], &[]).unwrap();
+        assert!(each.secure(true, &[&small], Vec::new(), &[]).unwrap().is_empty(), "each mode syncs");
+        let copies = sync.secure(true, &[&small], Vec::new(), &[]).unwrap();
         assert_eq!(copies.len(), 1);
         store.insert(received("m2", copies)).await.unwrap();
         assert!(store.unsynced_watermark().await.unwrap() > 0);

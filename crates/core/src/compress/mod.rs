@@ -73,6 +73,25 @@ pub fn gunzip_bytes(compressed: &[u8], output: &Path, limit: u64) -> Result<Gunz
     result
 }
 
+/// Gunzips `compressed` (a small part held in memory) into memory, bounded like
+/// [`gunzip_file`]: the receiver writes the bytes to their file once and keeps them for the
+/// checks and the row's copy that follow, instead of reading the file back.
+pub fn gunzip_to_memory(compressed: &[u8], limit: u64) -> Result<(Vec<u8>, Gunzipped), CompressError> {
+    use sha2::Digest as _;
+    // A trade document deflates 3-5 times; the bound caps the first allocation too.
+    let guess = (compressed.len() as u64).saturating_mul(4).min(limit) as usize;
+    let mut out = Vec::with_capacity(guess);
+    GzDecoder::new(compressed)
+        .take(limit + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| CompressError::Corrupt(e.to_string()))?;
+    if out.len() as u64 > limit {
+        return Err(CompressError::TooLarge(limit));
+    }
+    let gunzipped = Gunzipped { size: out.len() as u64, sha256: sha2::Sha256::digest(&out).into() };
+    Ok((out, gunzipped))
+}
+
 fn gunzip_inner(input: &Path, output: &Path, limit: u64) -> Result<Gunzipped, CompressError> {
     let input = std::io::BufReader::with_capacity(64 << 10, std::fs::File::open(input)?);
     gunzip_into(GzDecoder::new(input), output, limit, &mut vec![0u8; 64 << 10])
@@ -132,6 +151,21 @@ mod tests {
         std::fs::write(&empty, gzip_bytes(b"").unwrap()).unwrap();
         assert_eq!(gunzip_in_place(&empty, 10).unwrap().size, 0);
         assert_eq!(std::fs::metadata(&empty).unwrap().len(), 0);
+    }
+
+    #[test]
+    fn gunzip_in_memory_agrees_with_the_file_and_keeps_the_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = "ePhyto ".repeat(10_000);
+        let gz = gzip_bytes(text.as_bytes()).unwrap();
+        let (bytes, gunzipped) = gunzip_to_memory(&gz, 1 << 20).unwrap();
+        assert_eq!(bytes, text.as_bytes());
+        let file = dir.path().join("f");
+        assert_eq!(gunzipped, gunzip_bytes(&gz, &file, 1 << 20).unwrap(), "same size and hash as into a file");
+        assert!(matches!(gunzip_to_memory(&gz, 69_999), Err(CompressError::TooLarge(69_999))));
+        assert_eq!(gunzip_to_memory(&gz, 70_000).unwrap().1.size, 70_000, "exactly the bound is allowed");
+        assert!(matches!(gunzip_to_memory(b"\x1f\x8b\x08\x00garbage", 1000), Err(CompressError::Corrupt(_))));
+        assert_eq!(gunzip_to_memory(&gzip_bytes(b"").unwrap(), 10).unwrap().0, b"");
     }
 
     #[test]

@@ -62,8 +62,10 @@ pub fn gcm_encrypt_file(cek: &[u8], input: &Path, output: &Path) -> Result<u64, 
 }
 
 /// Encrypts `plaintext` (a small part, in memory) into `output` as IV ‖ ciphertext ‖ tag,
-/// the same bytes [`gcm_encrypt_file`] writes, in one write. Not synced either.
-pub fn gcm_encrypt_into_file(cek: &[u8], plaintext: &[u8], output: &Path) -> Result<u64, CipherError> {
+/// the same bytes [`gcm_encrypt_file`] writes, in one write. Not synced either. Returns the
+/// bytes written, which the sender keeps (the row's copy, the first send) instead of reading
+/// the file back.
+pub fn gcm_encrypt_into_file(cek: &[u8], plaintext: &[u8], output: &Path) -> Result<Vec<u8>, CipherError> {
     let iv = random(GCM_IV);
     let mut crypter = Crypter::new(Cipher::aes_128_gcm(), Mode::Encrypt, cek, Some(&iv))?;
     let mut out = Vec::with_capacity(GCM_IV + plaintext.len() + 16 + GCM_TAG);
@@ -76,7 +78,7 @@ pub fn gcm_encrypt_into_file(cek: &[u8], plaintext: &[u8], output: &Path) -> Res
     crypter.get_tag(&mut tag)?;
     out.extend_from_slice(&tag);
     std::fs::write(output, &out)?;
-    Ok(out.len() as u64)
+    Ok(out)
 }
 
 /// Decrypts IV ‖ ciphertext ‖ tag from `input` into `output`, streaming; the output is
@@ -344,8 +346,12 @@ mod tests {
         std::fs::write(&plain, &text).unwrap();
         let cek = random(16);
         let written = gcm_encrypt_into_file(&cek, text.as_bytes(), &from_memory).unwrap();
-        assert_eq!(written, gcm_encrypt_file(&cek, &plain, &from_file).unwrap(), "same layout, IV ‖ ciphertext ‖ tag");
-        assert_eq!(written, std::fs::metadata(&from_memory).unwrap().len());
+        assert_eq!(
+            written.len() as u64,
+            gcm_encrypt_file(&cek, &plain, &from_file).unwrap(),
+            "same layout, IV ‖ ciphertext ‖ tag"
+        );
+        assert_eq!(written, std::fs::read(&from_memory).unwrap(), "the bytes returned are the file's");
         let back = dir.path().join("b");
         gcm_decrypt_file(&cek, &from_memory, &back).unwrap();
         assert_eq!(std::fs::read(&back).unwrap(), text.as_bytes());

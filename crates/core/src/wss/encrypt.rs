@@ -39,12 +39,24 @@ pub fn encrypt_parts(
     token: TokenReference,
     id_suffix: &str,
 ) -> Result<String, EncryptError> {
+    encrypt_parts_keeping(parts, recipient, token, id_suffix).map(|(xml, _)| xml)
+}
+
+/// [`encrypt_parts`], also returning, by part, the ciphertext file's bytes of each part
+/// encrypted from memory (`None` for a part streamed from its file).
+pub fn encrypt_parts_keeping(
+    parts: &[PartToEncrypt<'_>],
+    recipient: &X509,
+    token: TokenReference,
+    id_suffix: &str,
+) -> Result<(String, Vec<Option<Vec<u8>>>), EncryptError> {
     let cek = cipher::random(16);
+    let mut written = Vec::with_capacity(parts.len());
     for part in parts {
-        match part.plaintext {
-            Content::File(path) => cipher::gcm_encrypt_file(&cek, path, &part.ciphertext)?,
-            Content::Memory(bytes) => cipher::gcm_encrypt_into_file(&cek, bytes, &part.ciphertext)?,
-        };
+        written.push(match part.plaintext {
+            Content::File(path) => cipher::gcm_encrypt_file(&cek, path, &part.ciphertext).map(|_| None)?,
+            Content::Memory(bytes) => Some(cipher::gcm_encrypt_into_file(&cek, bytes, &part.ciphertext)?),
+        });
     }
     let ek_id = format!("EK-{id_suffix}");
     let (bst, key_info) = write_key_info(recipient, token, &format!("G-{id_suffix}"))?;
@@ -111,5 +123,5 @@ pub fn encrypt_parts(
             ct = ns::ATTACHMENT_CIPHERTEXT,
         ));
     }
-    Ok(xml)
+    Ok((xml, written))
 }
