@@ -42,6 +42,9 @@ pub fn encrypt_parts(
     encrypt_parts_keeping(parts, recipient, token, id_suffix).map(|(xml, _)| xml)
 }
 
+/// By part, the bytes of a ciphertext file written from memory.
+pub type Written = Vec<Option<Vec<u8>>>;
+
 /// [`encrypt_parts`], also returning, by part, the ciphertext file's bytes of each part
 /// encrypted from memory (`None` for a part streamed from its file).
 pub fn encrypt_parts_keeping(
@@ -49,7 +52,7 @@ pub fn encrypt_parts_keeping(
     recipient: &X509,
     token: TokenReference,
     id_suffix: &str,
-) -> Result<(String, Vec<Option<Vec<u8>>>), EncryptError> {
+) -> Result<(String, Written), EncryptError> {
     let cek = cipher::random(16);
     let mut written = Vec::with_capacity(parts.len());
     for part in parts {
