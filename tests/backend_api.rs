@@ -10,17 +10,17 @@ use std::time::Duration;
 use ventanilla::backend::client::Upload;
 use ventanilla::demo::Options;
 
-async fn submit(cluster: &Cluster, doc: &std::path::Path) -> String {
-    let r = cluster
-        .node("cl")
-        .api
-        .submit(
-            &serde_json::json!({"to": "PE-VUCE", "leg": "ephyto", "conversation_id": "conv-api"}),
-            &[Upload { path: doc, mime_type: "application/xml" }],
-        )
-        .await
-        .unwrap();
-    r["message_id"].as_str().unwrap().to_owned()
+/// Submits `doc` streamed from its file, or (`from_memory`) its bytes held by the client.
+async fn submit(cluster: &Cluster, doc: &std::path::Path, from_memory: bool) -> String {
+    let api = &cluster.node("cl").api;
+    let metadata = serde_json::json!({"to": "PE-VUCE", "leg": "ephyto", "conversation_id": "conv-api"});
+    let r = if from_memory {
+        let bytes = Bytes::from(std::fs::read(doc).unwrap());
+        api.submit_bytes(&metadata, "certificate.xml", "application/xml", bytes).await
+    } else {
+        api.submit(&metadata, &[Upload { path: doc, mime_type: "application/xml" }]).await
+    };
+    r.unwrap()["message_id"].as_str().unwrap().to_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -30,8 +30,8 @@ async fn a_national_system_pages_filters_downloads_and_resends_through_the_api()
     let document = ephyto("CL", "PE");
     let doc = file(cluster.dir.path(), "certificate.xml", &document);
     let mut ids = Vec::new();
-    for _ in 0..5 {
-        ids.push(submit(&cluster, &doc).await);
+    for i in 0..5 {
+        ids.push(submit(&cluster, &doc, i % 2 == 1).await);
     }
     for id in &ids {
         let status = cluster.node("cl").api.wait_settled(id, Duration::from_secs(60)).await.unwrap();
@@ -146,7 +146,7 @@ async fn a_national_system_pages_filters_downloads_and_resends_through_the_api()
         cl.call_with_headers("POST", &resend(&ids[0]), Some("application/json"), body.clone()).await.unwrap();
     assert_eq!(status, 409, "{}", String::from_utf8_lossy(&answer));
     let saved = cluster.take_down("pe").await;
-    let failed = submit(&cluster, &doc).await;
+    let failed = submit(&cluster, &doc, false).await;
     let cl = &cluster.node("cl").api;
     assert_eq!(cl.wait_settled(&failed, Duration::from_secs(60)).await.unwrap()["state"], "failed");
     cluster.restart("pe", saved, |_| {}).await;
@@ -196,7 +196,7 @@ async fn a_national_system_pages_filters_downloads_and_resends_through_the_api()
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
     let started = std::time::Instant::now();
-    let new = submit(&cluster, &doc).await;
+    let new = submit(&cluster, &doc, true).await;
     let woke = waiting.await.unwrap();
     assert!(started.elapsed() < Duration::from_secs(20), "answered when the event came, not at the deadline");
     assert_eq!(woke["events"][0]["message_id"], new.as_str());

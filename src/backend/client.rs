@@ -31,6 +31,9 @@ pub struct ApiClient {
 /// A request body: whole bytes, or payload files streamed from disk (never held whole).
 type RequestBody = UnsyncBoxBody<Bytes, std::io::Error>;
 
+/// A piece of a request body as it streams.
+type ContentStream = futures_util::stream::BoxStream<'static, Result<Bytes, std::io::Error>>;
+
 /// One payload to submit: its bytes' file, MIME type and file name.
 pub struct Upload<'a> {
     pub path: &'a Path,
@@ -139,26 +142,51 @@ impl ApiClient {
 
     /// Submits a message; returns the message record (with its `message_id`).
     pub async fn submit(&self, metadata: &Value, uploads: &[Upload<'_>]) -> Result<Value, ClientError> {
-        let boundary = format!("ventanilla-{}", uuid::Uuid::new_v4().simple());
-        let mut head = Vec::new();
-        head.extend(format!("--{boundary}\r\nContent-Disposition: form-data; name=\"metadata\"\r\nContent-Type: application/json\r\n\r\n").bytes());
-        head.extend(serde_json::to_vec(metadata)?);
         // The files are opened first (a missing one is this call's error, before anything is
         // sent), then streamed in order: a gigabyte costs the client no more memory than a
         // kilobyte.
-        let mut pieces: Vec<futures_util::stream::BoxStream<'static, Result<Bytes, std::io::Error>>> =
-            vec![futures_util::stream::iter([Ok(Bytes::from(head))]).boxed()];
+        let mut payloads = Vec::with_capacity(uploads.len());
         for u in uploads {
             let file = tokio::fs::File::open(u.path)
                 .await
                 .map_err(|source| ClientError::File { path: u.path.display().to_string(), source })?;
-            let name = u.path.file_name().map(|n| n.to_string_lossy().replace('"', "")).unwrap_or_default();
+            let name = u.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            payloads.push((name, u.mime_type, tokio_util::io::ReaderStream::with_capacity(file, 64 << 10).boxed()));
+        }
+        self.submit_parts(metadata, payloads).await
+    }
+
+    /// [`submit`](Self::submit) with one payload's bytes already in memory (a backend that
+    /// built the document itself; the benchmark's load, whose client must not be the one
+    /// waiting on its disk).
+    pub async fn submit_bytes(
+        &self,
+        metadata: &Value,
+        name: &str,
+        mime_type: &str,
+        content: Bytes,
+    ) -> Result<Value, ClientError> {
+        let payload = futures_util::stream::iter([Ok(content)]).boxed();
+        self.submit_parts(metadata, vec![(name.to_owned(), mime_type, payload)]).await
+    }
+
+    async fn submit_parts(
+        &self,
+        metadata: &Value,
+        payloads: Vec<(String, &str, ContentStream)>,
+    ) -> Result<Value, ClientError> {
+        let boundary = format!("ventanilla-{}", uuid::Uuid::new_v4().simple());
+        let mut head = Vec::new();
+        head.extend(format!("--{boundary}\r\nContent-Disposition: form-data; name=\"metadata\"\r\nContent-Type: application/json\r\n\r\n").bytes());
+        head.extend(serde_json::to_vec(metadata)?);
+        let mut pieces: Vec<ContentStream> = vec![futures_util::stream::iter([Ok(Bytes::from(head))]).boxed()];
+        for (name, mime_type, content) in payloads {
+            let name = name.replace('"', "");
             let part_head = format!(
-                "\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"payload\"; filename=\"{name}\"\r\nContent-Type: {}\r\n\r\n",
-                u.mime_type
+                "\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"payload\"; filename=\"{name}\"\r\nContent-Type: {mime_type}\r\n\r\n"
             );
             pieces.push(futures_util::stream::iter([Ok(Bytes::from(part_head))]).boxed());
-            pieces.push(tokio_util::io::ReaderStream::with_capacity(file, 64 << 10).boxed());
+            pieces.push(content);
         }
         pieces.push(futures_util::stream::iter([Ok(Bytes::from(format!("\r\n--{boundary}--\r\n")))]).boxed());
         let frames = futures_util::stream::iter(pieces).flatten().map(|chunk| chunk.map(hyper::body::Frame::data));

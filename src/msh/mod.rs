@@ -23,8 +23,11 @@ pub struct AccessPoint {
     pub store: Arc<dyn MessageStore>,
     pmodes: RwLock<Arc<PmodeSet>>,
     pub client: As4Client,
-    /// Wakes the sender when a message is submitted.
+    /// Wakes the sender when a message may be due (submitted without a send permit, queued
+    /// for a resend).
     pub outbox: Notify,
+    /// Wakes the sender when a send ends and frees its permit.
+    pub(crate) permit_freed: Notify,
     pub security: Arc<security::SecurityContext>,
     /// The payload handlers (one per document type).
     pub documents: Arc<crate::payload::Registry>,
@@ -53,6 +56,7 @@ impl AccessPoint {
             pmodes: RwLock::new(Arc::new(pmodes)),
             client: As4Client::default(),
             outbox: Notify::new(),
+            permit_freed: Notify::new(),
             security: Arc::new(security),
             documents: Arc::new(crate::payload::Registry::standard()),
             tasks: tokio_util::task::TaskTracker::new(),

@@ -464,6 +464,16 @@ pub async fn run_sender(ap: Arc<AccessPoint>, shutdown: CancellationToken) {
     let permits = Arc::new(Semaphore::new(ap.config.as4.send_concurrency.max(1)));
     let _registered = SendPermits::register(&ap, &permits);
     let mut last_recovery = std::time::Instant::now();
+    // Whether messages may be due beyond what the last claim took: then a freed permit is
+    // worth a claim. Otherwise it is not (a message accepted with a free permit is sent at
+    // once, unclaimed ones wake the sender through `outbox`), and a claim per finished send
+    // would be a store round trip on the writer thread per message for nothing.
+    let mut backlog = true;
+    let mut claim = true;
+    // Retries coming due and other nodes' messages (a shared store) are found by a claim at
+    // least every half second, however often sends end in between.
+    const SWEEP: std::time::Duration = std::time::Duration::from_millis(500);
+    let mut next_sweep = tokio::time::Instant::now() + SWEEP;
     loop {
         // On a shared store, take over messages whose sending node died (expired leases).
         if ap.store.shared() && last_recovery.elapsed() > std::time::Duration::from_secs(2) {
@@ -475,13 +485,24 @@ pub async fn run_sender(ap: Arc<AccessPoint>, shutdown: CancellationToken) {
             }
         }
         let free = permits.available_permits();
-        let due = if free == 0 {
+        if claim {
+            next_sweep = tokio::time::Instant::now() + SWEEP;
+        }
+        let due = if !claim {
+            Vec::new()
+        } else if free == 0 {
+            backlog = true;
             Vec::new()
         } else {
             match ap.store.claim_due(now_ms(), free).await {
-                Ok(d) => d,
+                Ok(d) => {
+                    // A full claim may have left more behind.
+                    backlog = d.len() >= free;
+                    d
+                }
                 Err(e) => {
                     tracing::error!(error = %e, "cannot read the outbox");
+                    backlog = true;
                     Vec::new()
                 }
             }
@@ -494,13 +515,16 @@ pub async fn run_sender(ap: Arc<AccessPoint>, shutdown: CancellationToken) {
             spawn_send(&ap, record, Vec::new(), permit);
         }
         if idle {
-            tokio::select! {
+            claim = tokio::select! {
                 _ = shutdown.cancelled() => return,
-                _ = ap.outbox.notified() => {}
-                _ = tokio::time::sleep(std::time::Duration::from_millis(500)) => {}
-            }
+                _ = ap.outbox.notified() => true,
+                _ = ap.permit_freed.notified() => backlog,
+                _ = tokio::time::sleep_until(next_sweep) => true,
+            };
         } else if shutdown.is_cancelled() {
             return;
+        } else {
+            claim = true;
         }
     }
 }
@@ -545,7 +569,7 @@ fn spawn_send(
         async move {
             send_one(&ap, record, held).await;
             drop(permit);
-            ap.outbox.notify_one();
+            ap.permit_freed.notify_one();
         }
         .instrument(span),
     );
