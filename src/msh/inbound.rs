@@ -765,11 +765,15 @@ fn decompress(
                 EbmsError::new(EbmsCode::DecompressionFailure, format!("part cid:{}: {e}", p.content_id)).with_ref(id),
             )
         };
-        // Held in memory: gunzipped there, written once and kept for the checks that follow.
+        // Held in memory: gunzipped there, written once and kept for the checks that follow,
+        // unless it inflates past what a message may hold in memory (then it streams to its
+        // file as before).
         let (gunzipped, plain) = if let Some(bytes) = in_memory {
-            let (plain, gunzipped) = crate::compress::gunzip_to_memory(&bytes, limit).map_err(refused)?;
-            crate::store::files::write_part(&target, &plain).map_err(disk)?;
-            (gunzipped, Some(plain))
+            let cap = crate::store::files::SPOOL_IN_MEMORY as u64;
+            crate::compress::gunzip_held(&bytes, &target, limit, cap).map_err(|e| match e {
+                crate::compress::CompressError::Io(e) => disk(e),
+                e => refused(e),
+            })?
         } else if small {
             (crate::compress::gunzip_in_place(&p.path, limit).map_err(refused)?, None)
         } else {

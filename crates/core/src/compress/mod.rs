@@ -92,6 +92,29 @@ pub fn gunzip_to_memory(compressed: &[u8], limit: u64) -> Result<(Vec<u8>, Gunzi
     Ok((out, gunzipped))
 }
 
+/// Gunzips `compressed` (a small part held in memory) into the file `output`, bounded by
+/// `limit` like [`gunzip_file`], and returns the bytes as well while they fit in `cap`: a
+/// part that inflates past `cap` is written as it inflates, never held whole (a few hundred
+/// KiB of gzip may inflate to the leg's whole payload limit). On any error the file is removed.
+pub fn gunzip_held(
+    compressed: &[u8],
+    output: &Path,
+    limit: u64,
+    cap: u64,
+) -> Result<(Gunzipped, Option<Vec<u8>>), CompressError> {
+    match gunzip_to_memory(compressed, limit.min(cap)) {
+        Ok((plain, gunzipped)) => {
+            if let Err(e) = std::fs::write(output, &plain) {
+                let _ = std::fs::remove_file(output);
+                return Err(e.into());
+            }
+            Ok((gunzipped, Some(plain)))
+        }
+        Err(CompressError::TooLarge(_)) if limit > cap => Ok((gunzip_bytes(compressed, output, limit)?, None)),
+        Err(e) => Err(e),
+    }
+}
+
 fn gunzip_inner(input: &Path, output: &Path, limit: u64) -> Result<Gunzipped, CompressError> {
     let input = std::io::BufReader::with_capacity(64 << 10, std::fs::File::open(input)?);
     gunzip_into(GzDecoder::new(input), output, limit, &mut vec![0u8; 64 << 10])
@@ -166,6 +189,29 @@ mod tests {
         assert_eq!(gunzip_to_memory(&gz, 70_000).unwrap().1.size, 70_000, "exactly the bound is allowed");
         assert!(matches!(gunzip_to_memory(b"\x1f\x8b\x08\x00garbage", 1000), Err(CompressError::Corrupt(_))));
         assert_eq!(gunzip_to_memory(&gzip_bytes(b"").unwrap(), 10).unwrap().0, b"");
+    }
+
+    #[test]
+    fn a_part_that_inflates_past_the_cap_is_written_as_it_inflates_not_held() {
+        let dir = tempfile::tempdir().unwrap();
+        let (small, large) = ("ePhyto ".repeat(100), vec![0u8; 1 << 20]);
+        let out = dir.path().join("small");
+        let (gunzipped, held) = gunzip_held(&gzip_bytes(small.as_bytes()).unwrap(), &out, 1 << 30, 4096).unwrap();
+        assert_eq!(held.as_deref(), Some(small.as_bytes()), "within the cap: held");
+        assert_eq!(std::fs::read(&out).unwrap(), small.as_bytes());
+        assert_eq!(gunzipped.size, small.len() as u64);
+        // A megabyte of zeros gzips to a few kilobytes: it inflates past the cap, streamed to its file.
+        let gz = gzip_bytes(&large).unwrap();
+        assert!(gz.len() < large.len() / 100);
+        let out = dir.path().join("large");
+        let (gunzipped, held) = gunzip_held(&gz, &out, 1 << 30, 4096).unwrap();
+        assert!(held.is_none(), "past the cap: not held");
+        assert_eq!(gunzipped, gunzip_bytes(&gz, &dir.path().join("again"), 1 << 30).unwrap());
+        assert_eq!(std::fs::read(&out).unwrap(), large);
+        // The leg's limit still refuses it, under or over the cap.
+        assert!(matches!(gunzip_held(&gz, &out, 1000, 4096), Err(CompressError::TooLarge(1000))));
+        assert!(matches!(gunzip_held(&gz, &out, 100_000, 4096), Err(CompressError::TooLarge(100_000))));
+        assert!(!out.exists(), "removed on refusal");
     }
 
     #[test]
