@@ -302,7 +302,7 @@ pub(crate) fn protect(
 pub(crate) struct Protected {
     pub(crate) envelope: Vec<u8>,
     pub(crate) wire: Vec<StoredPayload>,
-    pub(crate) written: Vec<Option<Vec<u8>>>,
+    pub(crate) written: crate::wss::encrypt::Written,
 }
 
 /// A part as it is signed and encrypted: a file (the submitted one, or its gzip), or the gzip
