@@ -135,7 +135,7 @@ pub fn build_user_message(ap: &AccessPoint, sub: &Submission) -> Result<(UserMes
         mpc: leg.mpc.clone(),
         service: Service { value: leg.service.clone(), kind: leg.service_type.clone() },
         action: leg.action.clone(),
-        conversation_id: sub.conversation_id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+        conversation_id: sub.conversation_id.clone().unwrap_or_else(crate::clock::new_conversation_id),
         ..addressed(&link, me, partner, &message_id)
     };
     let um = UserMessage {
