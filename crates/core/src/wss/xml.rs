@@ -3,6 +3,7 @@
 //! UTF-8 across its 4 KB chunks, docs/crates.md §1.3). The bytes that arrive are parsed once
 //! and canonicalized from that tree; they are never re-serialized before being checked.
 
+use super::canonical_tree;
 use libxml::bindings;
 use libxml::parser::{Parser, ParserOptions};
 use libxml::tree::{Document, Node};
@@ -153,9 +154,29 @@ impl Xml {
         count
     }
 
-    /// Exclusive XML canonicalization (without comments) of `node` and its subtree.
+    /// Exclusive XML canonicalization (without comments) of `node` and its subtree: by one walk
+    /// of the subtree ([`canonical_tree`]), or by libxml2 for what that walk declines and
+    /// whenever inclusive prefixes are asked for.
     pub fn c14n_subtree(&self, node: &Node, inclusive_prefixes: &[String]) -> Result<Vec<u8>, XmlError> {
+        if inclusive_prefixes.is_empty() {
+            // SAFETY: `node` belongs to this document, which the call does not change.
+            if let Some(canonical) = unsafe { canonical_tree::exclusive(node.node_ptr()) } {
+                #[cfg(debug_assertions)]
+                assert_eq!(
+                    String::from_utf8_lossy(&canonical),
+                    String::from_utf8_lossy(&self.c14n_by_libxml2(node)?),
+                    "the subtree walk disagrees with libxml2"
+                );
+                return Ok(canonical);
+            }
+        }
         self.c14n_of(node, None, 1, false, inclusive_prefixes)
+    }
+
+    /// libxml2's exclusive canonical form of `node` (what the subtree walk is checked against).
+    #[cfg(any(test, debug_assertions))]
+    pub(super) fn c14n_by_libxml2(&self, node: &Node) -> Result<Vec<u8>, XmlError> {
+        self.c14n_of(node, None, 1, false, &[])
     }
 
     /// Canonicalization of a subtree in any mode: 0 = C14N 1.0, 1 = exclusive, 2 = C14N 1.1
