@@ -17,42 +17,6 @@ use std::borrow::Cow;
 /// The exclusive canonical form of `element` (one element, nothing around it), whose
 /// ancestors declare `inherited` (prefix, namespace URI; "" is the default namespace).
 pub fn exclusive(element: &str, inherited: &[(&str, &str)]) -> Option<String> {
-    walk(element, inherited, |_, _, _| Some(()))
-}
-
-/// A child element of a canonicalized element, canonicalized on its own.
-#[derive(Debug, PartialEq)]
-pub struct Child {
-    pub namespace: String,
-    pub local: String,
-    pub canonical: String,
-}
-
-/// Each child element of `parent` (one element that declares every namespace it uses, as a
-/// canonical form does), canonicalized on its own: the children of a `ds:SignedInfo` already
-/// canonicalized are its `ds:Reference`s as an NRR receipt copies them, without asking
-/// libxml2 to canonicalize each one over the whole document again.
-pub fn children(parent: &str) -> Option<Vec<Child>> {
-    let mut found = Vec::new();
-    walk(parent, &[], |declared, child, range| {
-        let inherited: Vec<(&str, &str)> = declared.iter().map(|(p, u)| (p.as_str(), u.as_str())).collect();
-        let (namespace, local) = child.clone()?;
-        found.push(Child { namespace, local, canonical: exclusive(&parent[range], &inherited)? });
-        Some(())
-    })?;
-    Some(found)
-}
-
-/// An apex child's namespace and local name (only those are kept: nothing else needs them).
-type ChildName = Option<(String, String)>;
-
-/// Canonicalizes `element`; `on_child` sees each child of the apex once it is closed, with
-/// the declarations in scope at the apex, its name, and its byte range in `element`.
-fn walk(
-    element: &str,
-    inherited: &[(&str, &str)],
-    mut on_child: impl FnMut(&[(String, String)], &ChildName, std::ops::Range<usize>) -> Option<()>,
-) -> Option<String> {
     let mut reader = Reader::from_str(element);
     reader.config_mut().check_end_names = true;
     let mut state = State {
@@ -62,29 +26,16 @@ fn walk(
         open: Vec::new(),
     };
     let mut finished = false;
-    let mut child_start = 0;
     loop {
-        let before = usize::try_from(reader.buffer_position()).ok()?;
         match reader.read_event().ok()? {
-            Event::Start(start) if !finished => {
-                if state.open.len() == 1 {
-                    child_start = before;
-                }
-                state.open(element, &start)?;
-            }
+            Event::Start(start) if !finished => state.open(element, &start)?,
             Event::Empty(start) if !finished => {
                 state.open(element, &start)?;
-                let closed = state.close(element, start.name().into_inner())?;
-                if state.open.len() == 1 {
-                    on_child(&state.declared, &closed, before..usize::try_from(reader.buffer_position()).ok()?)?;
-                }
+                state.close(element, start.name().into_inner())?;
                 finished = state.open.is_empty();
             }
             Event::End(end) => {
-                let closed = state.close(element, end.name().into_inner())?;
-                if state.open.len() == 1 {
-                    on_child(&state.declared, &closed, child_start..usize::try_from(reader.buffer_position()).ok()?)?;
-                }
+                state.close(element, end.name().into_inner())?;
                 finished = state.open.is_empty();
             }
             Event::Text(text) if !state.open.is_empty() => {
@@ -110,11 +61,10 @@ fn walk(
 }
 
 /// An element open in the output: how many declarations and rendered namespaces were in
-/// scope before it, and (for a child of the apex) its name.
+/// scope before it.
 struct Open {
     declared: usize,
     rendered: usize,
-    name: ChildName,
 }
 
 struct State {
@@ -130,7 +80,7 @@ impl State {
     /// Writes the start tag of `start`, a tag read from `input`.
     fn open(&mut self, input: &str, start: &BytesStart<'_>) -> Option<()> {
         let name = within(input, start.name().into_inner())?;
-        let mut scope = Open { declared: self.declared.len(), rendered: self.rendered.len(), name: None };
+        let scope = Open { declared: self.declared.len(), rendered: self.rendered.len() };
         // The attributes, read once: (qualified name, raw value). Kept on the stack: a tag
         // with more is left to libxml2 (ours have at most three).
         let mut attributes = [("", ""); MAX_ATTRIBUTES];
@@ -163,15 +113,12 @@ impl State {
             self.declared.push((prefix.to_owned(), value.into_owned()));
         }
         let declared = &self.declared;
-        let (prefix, local) = split(name);
+        let (prefix, _) = split(name);
         let element_namespace = match lookup(declared, prefix) {
             Some(uri) => uri,
             None if prefix.is_empty() => "",
             None => return None,
         };
-        if self.open.len() == 1 {
-            scope.name = Some((element_namespace.to_owned(), local.to_owned()));
-        }
         // Namespaces the element visibly uses (its own, its attributes' prefixes), and its
         // attributes keyed as c14n sorts them: namespace URI, then local name.
         let mut used = [("", ""); MAX_ATTRIBUTES + 1];
@@ -233,14 +180,14 @@ impl State {
     }
 
     /// Closes the innermost open element, named `name` (None when there is none).
-    fn close(&mut self, input: &str, name: &[u8]) -> Option<ChildName> {
+    fn close(&mut self, input: &str, name: &[u8]) -> Option<()> {
         let scope = self.open.pop()?;
         self.out.push_str("</");
         self.out.push_str(within(input, name)?);
         self.out.push('>');
         self.declared.truncate(scope.declared);
         self.rendered.truncate(scope.rendered);
-        Some(scope.name)
+        Some(())
     }
 }
 
@@ -434,39 +381,6 @@ mod tests {
             r#"<a:x i="1" h="2" g="3" f="4" e="5" d="6" c="7" b="8" a="9"/>"#,
         ] {
             assert_eq!(exclusive(element, &CONTEXT), None, "{element}");
-        }
-    }
-
-    #[test]
-    fn children_of_a_canonical_element_are_canonical_on_their_own() {
-        let document = concat!(
-            r#"<S:E xmlns:S="urn:s" xmlns:ds="urn:ds" xmlns:ec="urn:ec" xmlns:u="urn:u"><S:H>"#,
-            r#"<ds:SignedInfo><ds:CanonicalizationMethod Algorithm="c"><ec:InclusiveNamespaces PrefixList="S u"/>"#,
-            r##"</ds:CanonicalizationMethod><ds:Reference URI="#m" u:x="1"><ds:Transforms><ds:Transform Algorithm="t">"##,
-            r#"<ec:InclusiveNamespaces PrefixList="S"/></ds:Transform></ds:Transforms><ds:DigestValue>ab&#13;c=</ds:DigestValue>"#,
-            r#"</ds:Reference>  <ds:Reference URI="cid:p" xmlns:ds="urn:ds"/><other xmlns="urn:o">x</other></ds:SignedInfo>"#,
-            r#"</S:H></S:E>"#
-        );
-        let xml = Xml::parse(document.as_bytes()).unwrap();
-        let signed_info = crate::wss::xml::child(
-            &crate::wss::xml::child(&xml.root().unwrap(), "urn:s", "H").unwrap(),
-            "urn:ds",
-            "SignedInfo",
-        )
-        .unwrap();
-        for prefixes in [vec![], vec!["S".to_owned(), "u".to_owned()]] {
-            let parent = String::from_utf8(xml.c14n_subtree(&signed_info, &prefixes).unwrap()).unwrap();
-            let found = children(&parent).unwrap();
-            let expected: Vec<Child> = signed_info
-                .get_child_elements()
-                .iter()
-                .map(|c| Child {
-                    namespace: c.get_namespace().map(|n| n.get_href()).unwrap_or_default(),
-                    local: c.get_name(),
-                    canonical: String::from_utf8(xml.c14n_subtree(c, &[]).unwrap()).unwrap(),
-                })
-                .collect();
-            assert_eq!(found, expected);
         }
     }
 

@@ -26,7 +26,9 @@ impl KeyReference {
     /// Whether `cert` is the certificate this reference designates.
     pub fn matches(&self, cert: &X509) -> bool {
         match self {
-            KeyReference::Certificate(chain) => chain.first().and_then(|c| c.to_der().ok()) == cert.to_der().ok(),
+            // X509_cmp: the digests OpenSSL keeps from parsing, then the kept encodings (not a
+            // fresh DER encoding of both per message).
+            KeyReference::Certificate(chain) => chain.first().is_some_and(|c| c.as_ref() == cert.as_ref()),
             KeyReference::Ski(ski) => &subject_key_identifier(cert) == ski,
             KeyReference::IssuerSerial { issuer, serial } => {
                 let ours = cert.serial_number().to_bn().ok().and_then(|b| b.to_dec_str().ok()).map(|s| s.to_string());

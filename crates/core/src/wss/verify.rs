@@ -2,7 +2,6 @@
 //! eb:Messaging header, the Body and every attachment, each reference resolving to exactly
 //! one element (no signature wrapping), with the profile's algorithms only.
 
-use super::canonical;
 use super::content::Content;
 use super::digest::{attachment_digest, unb64};
 use super::keyinfo::{KeyReference, read_key_info};
@@ -135,19 +134,6 @@ fn verify(
     let signed_info_canonical =
         xml.c14n_subtree(&signed_info, &inclusive_prefixes(&c14n)).map_err(|e| auth(e.to_string()))?;
     let reference_nodes = children(&signed_info, ns::DS, "Reference");
-    // The references as an NRR receipt copies them, taken from the canonical SignedInfo
-    // (libxml2 would walk the whole envelope again for each one); each from libxml2 when
-    // that form is not available.
-    let mut copies = std::str::from_utf8(&signed_info_canonical)
-        .ok()
-        .and_then(canonical::children)
-        .map(|all| {
-            all.into_iter()
-                .filter(|c| c.namespace == ns::DS && c.local == "Reference")
-                .map(|c| c.canonical.into_bytes())
-                .collect::<Vec<_>>()
-        })
-        .filter(|copies| copies.len() == reference_nodes.len());
 
     let uris: Vec<String> = reference_nodes.iter().map(|r| r.get_property_no_ns("URI").unwrap_or_default()).collect();
     // A reference names something of its own; the same one twice would only make us digest
@@ -156,10 +142,10 @@ fn verify(
     if let Some(repeated) = uris.iter().find(|uri| !distinct.insert(uri.as_str())) {
         return Err(policy(format!("reference {repeated} appears more than once in SignedInfo")));
     }
-    // Each `#id` reference is canonicalized by a walk of the whole envelope (libxml2's c14n
-    // asks about every node), so their number is bounded before any digest: otherwise a
-    // sender, before its signature is checked, could make us walk the envelope once for each
-    // of thousands of signed elements.
+    // An `#id` reference that the subtree walk declines (or one with inclusive prefixes) is
+    // canonicalized by libxml2, which walks the whole envelope, so their number is bounded
+    // before any digest: otherwise a sender, before its signature is checked, could make us
+    // walk the envelope once for each of thousands of signed elements.
     let ids: Vec<&str> = uris.iter().filter_map(|uri| uri.strip_prefix('#')).collect();
     if ids.len() > MAX_ID_REFERENCES {
         return Err(policy(format!(
@@ -176,7 +162,7 @@ fn verify(
     let mut covered_messaging = false;
     let mut covered_body = false;
     let mut covered_parts = vec![false; parts.len()];
-    for (index, (reference, uri)) in reference_nodes.into_iter().zip(uris.iter().cloned()).enumerate() {
+    for (reference, uri) in reference_nodes.into_iter().zip(uris.iter().cloned()) {
         let digest_method = child(&reference, ns::DS, "DigestMethod")
             .and_then(|d| d.get_property_no_ns("Algorithm"))
             .unwrap_or_default();
@@ -232,15 +218,8 @@ fn verify(
         if actual != expected {
             return Err(auth(format!("digest mismatch for reference {uri}")));
         }
-        let xml_copy = match copies.as_mut().map(|copies| std::mem::take(&mut copies[index])) {
-            Some(copy) => {
-                // Every test build checks the copy against libxml2's.
-                #[cfg(debug_assertions)]
-                assert_eq!(copy, xml.c14n_subtree(&reference, &[]).map_err(|e| auth(e.to_string()))?, "copy of {uri}");
-                copy
-            }
-            None => xml.c14n_subtree(&reference, &[]).map_err(|e| auth(e.to_string()))?,
-        };
+        // The reference as an NRR receipt copies it (a walk of its own subtree).
+        let xml_copy = xml.c14n_subtree(&reference, &[]).map_err(|e| auth(e.to_string()))?;
         references.push(VerifiedReference {
             uri,
             digest_value: digest_value.split_whitespace().collect(),
