@@ -753,13 +753,6 @@ fn decompress(
         // memory straight into its file.
         let small = in_memory.is_some() || p.size <= crate::wss::content::IN_MEMORY_MAX;
         let target = if small { p.path.clone() } else { p.path.with_extension("dec") };
-        if in_memory.is_some()
-            && let Some(folder) = target.parent()
-        {
-            // The staging folder exists (made at start); should it not, that is ours to fail,
-            // not the sender's gzip.
-            std::fs::create_dir_all(folder).map_err(disk)?;
-        }
         let refused = |e: crate::compress::CompressError| {
             Rejection::Ebms(
                 EbmsError::new(EbmsCode::DecompressionFailure, format!("part cid:{}: {e}", p.content_id)).with_ref(id),
@@ -770,7 +763,19 @@ fn decompress(
         // file as before).
         let (gunzipped, plain) = if let Some(bytes) = in_memory {
             let cap = crate::store::files::SPOOL_IN_MEMORY as u64;
-            crate::compress::gunzip_held(&bytes, &target, limit, cap).map_err(|e| match e {
+            let gunzip = || crate::compress::gunzip_held(&bytes, &target, limit, cap);
+            // The staging folder is made at start; should it be gone, it is made again (a
+            // failure to is ours, not the sender's gzip) rather than asked after each message.
+            let result = match gunzip() {
+                Err(crate::compress::CompressError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {
+                    if let Some(folder) = target.parent() {
+                        std::fs::create_dir_all(folder).map_err(disk)?;
+                    }
+                    gunzip()
+                }
+                other => other,
+            };
+            result.map_err(|e| match e {
                 crate::compress::CompressError::Io(e) => disk(e),
                 e => refused(e),
             })?
