@@ -292,7 +292,8 @@ fn is_xml_char(c: char) -> bool {
     matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..)
 }
 
-fn text_escape(byte: u8) -> Option<&'static str> {
+/// C14N §2.3, text nodes (also the subtree walk's, `canonical_tree`).
+pub(super) fn text_escape(byte: u8) -> Option<&'static str> {
     match byte {
         b'&' => Some("&amp;"),
         b'<' => Some("&lt;"),
@@ -302,7 +303,8 @@ fn text_escape(byte: u8) -> Option<&'static str> {
     }
 }
 
-fn attribute_escape(byte: u8) -> Option<&'static str> {
+/// C14N §2.3, attribute values and namespace URIs (also the subtree walk's).
+pub(super) fn attribute_escape(byte: u8) -> Option<&'static str> {
     match byte {
         b'&' => Some("&amp;"),
         b'<' => Some("&lt;"),

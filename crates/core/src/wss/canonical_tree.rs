@@ -12,6 +12,7 @@
 //! holds a character c14n escapes — and the caller then asks libxml2. Debug builds compare
 //! every result with libxml2's.
 
+use super::xml::c_bytes;
 use libxml::bindings;
 use std::collections::HashMap;
 
@@ -221,18 +222,6 @@ fn push_qname(out: &mut Vec<u8>, prefix: &[u8], local: &[u8]) {
     out.extend_from_slice(local);
 }
 
-/// The bytes of a NUL-terminated libxml2 string; empty for null.
-///
-/// # Safety
-/// `p` is null or points to a NUL-terminated string that outlives `'a`.
-unsafe fn c_bytes<'a>(p: *const bindings::xmlChar) -> &'a [u8] {
-    if p.is_null() {
-        return b"";
-    }
-    // SAFETY: the caller's promise.
-    unsafe { std::ffi::CStr::from_ptr(p as *const std::ffi::c_char).to_bytes() }
-}
-
 /// Copies `bytes` to `out`, replacing each byte `escape` names.
 fn escape_into(out: &mut Vec<u8>, bytes: &[u8], escape: fn(u8) -> Option<&'static [u8]>) {
     let mut start = 0;
@@ -246,28 +235,14 @@ fn escape_into(out: &mut Vec<u8>, bytes: &[u8], escape: fn(u8) -> Option<&'stati
     out.extend_from_slice(&bytes[start..]);
 }
 
-/// C14N §2.3, text nodes.
+/// The text escapes of C14N §2.3, shared with the streamed canonicalizer.
 fn text_escape(b: u8) -> Option<&'static [u8]> {
-    match b {
-        b'&' => Some(b"&amp;"),
-        b'<' => Some(b"&lt;"),
-        b'>' => Some(b"&gt;"),
-        b'\r' => Some(b"&#xD;"),
-        _ => None,
-    }
+    super::canonical::text_escape(b).map(str::as_bytes)
 }
 
-/// C14N §2.3, attribute values (and namespace URIs, written as attribute values).
+/// The attribute-value escapes of C14N §2.3, shared with the streamed canonicalizer.
 fn attribute_escape(b: u8) -> Option<&'static [u8]> {
-    match b {
-        b'&' => Some(b"&amp;"),
-        b'<' => Some(b"&lt;"),
-        b'"' => Some(b"&quot;"),
-        b'\t' => Some(b"&#x9;"),
-        b'\n' => Some(b"&#xA;"),
-        b'\r' => Some(b"&#xD;"),
-        _ => None,
-    }
+    super::canonical::attribute_escape(b).map(str::as_bytes)
 }
 
 #[cfg(test)]

@@ -468,7 +468,7 @@ pub fn is(node: &Node, ns: &str, local: &str) -> bool {
 ///
 /// # Safety
 /// `p` is null or a NUL-terminated string that outlives the returned slice.
-unsafe fn c_bytes<'a>(p: *const bindings::xmlChar) -> &'a [u8] {
+pub(super) unsafe fn c_bytes<'a>(p: *const bindings::xmlChar) -> &'a [u8] {
     if p.is_null() { &[] } else { unsafe { std::ffi::CStr::from_ptr(p as *const std::ffi::c_char) }.to_bytes() }
 }
 
