@@ -83,6 +83,8 @@ fn ephyto(work: &Path) -> PathBuf {
 struct Process {
     child: Child,
     api: ApiClient,
+    /// Its console's listener, for `/metrics`.
+    console: Option<ApiClient>,
     /// Where partners send it AS4 messages.
     as4_url: String,
 }
@@ -103,6 +105,22 @@ impl Process {
             .and_then(|l| l.split_whitespace().nth(1))
             .and_then(|v| v.parse().ok())
             .unwrap_or(0.0)
+    }
+    /// Its memory by part (`ventanilla_memory_bytes` of `/metrics`), in MiB, as `part value …`.
+    async fn memory_parts(&self) -> String {
+        let Some(console) = &self.console else { return String::new() };
+        let Ok((200, _, body)) = console.call_with_headers("GET", "/metrics", None, Default::default()).await else {
+            return String::new();
+        };
+        let text = String::from_utf8_lossy(&body);
+        let mut parts: Vec<(&str, f64)> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("ventanilla_memory_bytes{part=\""))
+            .filter_map(|l| l.split_once("\"} "))
+            .map(|(part, v)| (part, v.parse::<f64>().unwrap_or(0.0) / 1048576.0))
+            .collect();
+        parts.sort_by(|a, b| a.0.cmp(b.0));
+        parts.iter().map(|(part, mib)| format!(" {part} {mib:.1}")).collect()
     }
     fn peak_rss_mib(&self) -> f64 {
         self.status_kib("VmHWM:") / 1024.0
@@ -205,16 +223,21 @@ async fn start(
         if let Ok(n) = std::env::var("BENCH_SEND_CONCURRENCY") {
             as4.push_str(&format!("send_concurrency = {n}\n"));
         }
-        let text = ventanilla::demo::toml_config(&n.node.ap.config).replacen("[as4]\n", &as4, 1);
+        let mut text = ventanilla::demo::toml_config(&n.node.ap.config).replacen("[as4]\n", &as4, 1);
+        // The console (for `/metrics`) on the port the in-process node had.
+        if let Some(addr) = n.node.console_addr {
+            text.push_str(&format!("\n[console]\nlisten = \"{addr}\"\n"));
+        }
         let path = work.join(format!("{}.toml", n.code));
         std::fs::write(&path, text).unwrap();
         let (base, token) = (format!("http://{}", n.node.backend_addr), n.api.token().to_owned());
         let as4_url = format!("https://127.0.0.1:{}/as4", n.node.as4_addr.port());
+        let console = n.node.console_addr.map(|a| ApiClient::new(&format!("http://{a}"), ""));
         n.node.stop().await;
-        configs.push((path, base, token, n.code.clone(), as4_url));
+        configs.push((path, base, token, n.code.clone(), as4_url, console));
     }
     let mut started = Vec::new();
-    for (path, base, token, code, as4_url) in configs {
+    for (path, base, token, code, as4_url, console) in configs {
         let log = std::fs::File::create(work.join(format!("{code}.log"))).unwrap();
         let child = Command::new(binary())
             .arg("serve")
@@ -226,7 +249,7 @@ async fn start(
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e} (make bench builds it)", binary().display()));
         let api = ApiClient::new(&base, &token);
-        started.push(Process { child, api, as4_url });
+        started.push(Process { child, api, console, as4_url });
     }
     for p in &started {
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -471,6 +494,8 @@ async fn soak(r: &mut Results, work: &Path, profile: &str, label: &str, rate: f6
             "bench: soak-{label} minute {minute}: {:.1} msg/s acknowledged, RSS sender {sender:.1} MiB, receiver {receiver:.1} MiB",
             acked as f64 / 60.0
         );
+        // Where the memory is (MiB): resident, heap in use, heap freed but kept, SQLite's.
+        println!("  sender  {}\n  receiver{}", cl.memory_parts().await, pe.memory_parts().await);
         acked_total += acked;
         per_minute.push((acked as f64 / 60.0, sender, receiver));
     }

@@ -625,8 +625,8 @@ async fn iop_exchanges(
     (Some(peer), vec![out, back])
 }
 
-/// A config file equivalent to a running node's config (for `--keep-running`).
-/// The config file of a running demo access point.
+/// The config file of a running demo access point (for `--keep-running`), without its console
+/// (a second process on the same config would find the console's port taken).
 pub fn toml_config(c: &Config) -> String {
     let endpoints: String = c.endpoints.iter().map(|(p, e)| format!("\"{p}\" = \"{e}\"\n")).collect();
     format!(

@@ -221,6 +221,9 @@ async fn a_failed_message_alerts_shows_in_metrics_and_an_operator_resends_it() {
     assert!(value("ventanilla_crl_next_update_days", &[]).is_some());
     assert!(value("ventanilla_payload_size_bytes", &[("direction", "outbound")]).unwrap() >= 2.0);
     assert_eq!(value("ventanilla_ready", &[]), Some(1.0));
+    // The memory parts (of this test process, which runs the access point).
+    let memory = |part: &str| value("ventanilla_memory_bytes", &[("part", part)]).unwrap_or(0.0);
+    assert!(memory("resident") > 1e6 && memory("heap_in_use") > 1e6 && memory("sqlite") > 0.0, "{text}");
     let (status, ready) = get(&format!("{console}/health/ready")).await;
     let ready: serde_json::Value = serde_json::from_str(&ready).unwrap();
     assert_eq!((status, &ready["ready"]), (200, &serde_json::json!(true)), "{ready}");

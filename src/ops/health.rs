@@ -82,7 +82,7 @@ pub async fn readiness(ap: &AccessPoint) -> Readiness {
 }
 
 /// Sets the gauges read at scrape time: messages by state and partner, the oldest waiting
-/// outbound message per partner, days to certificate and CRL expiry.
+/// outbound message per partner, days to certificate and CRL expiry, the process's memory.
 pub async fn refresh_gauges(ap: &AccessPoint) {
     let m = &ap.ops.metrics;
     match ap.store.queue_stats().await {
@@ -122,6 +122,11 @@ pub async fn refresh_gauges(ap: &AccessPoint) {
                 subject: c.subject,
             })
             .set(c.days_left);
+    }
+    for part in crate::ops::memory::parts() {
+        m.memory
+            .get_or_create(&crate::ops::metrics::MemoryLabels { part: part.name.into() })
+            .set(i64::try_from(part.bytes).unwrap_or(i64::MAX));
     }
     m.crl_days.clear();
     for crl in crate::ops::inventory::crls(ap) {

@@ -54,6 +54,12 @@ pub struct CertificateLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MemoryLabels {
+    /// See [`crate::ops::memory::Part`].
+    pub part: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CrlLabels {
     pub issuer: String,
 }
@@ -90,6 +96,7 @@ pub struct Metrics {
     pub oldest_waiting_seconds: Family<PartnerLabels, FloatGauge>,
     pub certificate_days: Family<CertificateLabels, FloatGauge>,
     pub crl_days: Family<CrlLabels, FloatGauge>,
+    pub memory: Family<MemoryLabels, Gauge>,
     pub ready: Gauge,
 }
 
@@ -118,6 +125,7 @@ impl Metrics {
             oldest_waiting_seconds: Family::default(),
             certificate_days: Family::default(),
             crl_days: Family::default(),
+            memory: Family::default(),
             ready: Gauge::default(),
             registry: Registry::default(),
         };
@@ -183,6 +191,12 @@ impl Metrics {
             "crl_next_update_days",
             "Days until a CRL's next update (negative: stale)",
             m.crl_days.clone(),
+        );
+        registry.register_with_unit(
+            "memory",
+            "The process's memory: resident, heap in use, heap freed but kept by malloc, SQLite's",
+            prometheus_client::registry::Unit::Bytes,
+            m.memory.clone(),
         );
         registry.register("ready", "1 when the access point is ready (see /health/ready)", m.ready.clone());
         Metrics { registry, ..m }

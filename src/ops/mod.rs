@@ -7,6 +7,7 @@ pub mod console;
 pub mod filters;
 pub mod health;
 pub mod inventory;
+pub mod memory;
 pub mod metrics;
 pub mod partner_check;
 pub mod resend;
