@@ -2,9 +2,10 @@
 //! sees it, and SQLite's share of it. Read at scrape time.
 //!
 //! Resident memory alone cannot tell a leak from an allocator that keeps freed memory or a cache
-//! that is still filling; these parts can. `heap_in_use` growing without end is a leak;
-//! `heap_free` growing is fragmentation (memory freed but kept by malloc); `sqlite` is bounded by
-//! the page caches of the store's connections.
+//! that is still filling; these parts can. `heap_in_use` growing without end is a leak (it also
+//! counts chunk headers and each thread's cache of freed chunks, so it moves by a MiB or two
+//! from one scrape to the next); `heap_free` growing is fragmentation (memory freed but kept by
+//! malloc); `sqlite` is bounded by the page caches of the store's connections.
 
 /// One part of the process's memory, in bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,7 +47,7 @@ fn heap() -> Vec<Part> {
         Part { name: "heap_in_use", bytes: (info.uordblks + info.hblkhd) as u64 },
         // Freed by the program but kept by malloc, in bins and fastbins.
         Part { name: "heap_free", bytes: info.fordblks as u64 },
-        // Of the above, held in blocks mmapped one per allocation.
+        // Of the heap in use, the blocks mmapped one per allocation (large ones).
         Part { name: "heap_mapped", bytes: info.hblkhd as u64 },
     ]
 }
