@@ -371,16 +371,21 @@ fn envelope_with_content(root: &Node, context: &Context) -> Result<Document, Vec
 
 /// The hub schema set, embedded in the binary and written to a private folder for each
 /// compilation (libxml2 resolves its imports from files), removed right after. Compiled
-/// contexts are pooled per process: a validation borrows one and gives it back, so there are
-/// as many as validations ever ran at once (a few), not one per thread (a compiled set per
-/// blocking thread was much of an access point's memory under load).
+/// contexts are pooled per process: a validation borrows one and gives it back, and there are
+/// at most [`max_contexts`] per schema entry; a validation that finds them all in use waits
+/// for one. Not one per thread (a compiled set per blocking thread was much of an access
+/// point's memory under load), and not as many as validations ever ran at once either: a
+/// context is about 0.8 MiB of heap, and a pool that grew with each new peak of concurrency
+/// made the sender's heap in use climb through a 25-minute soak (13.5 to 17.6 MiB), a step
+/// each time the load's jitter set a new peak. Validation is CPU work, so more at once than
+/// the machine has cores would not finish sooner.
 mod schema {
     use super::super::{Finding, finding};
     use crate::wss::xml::Xml;
     use libxml::schemas::{SchemaParserContext, SchemaValidationContext};
     use std::collections::HashMap;
     use std::path::PathBuf;
-    use std::sync::Mutex;
+    use std::sync::{Condvar, Mutex};
 
     pub const CERTIFICATE: &str = "hub_SPSCertificate_17.xsd";
     pub const ENVELOPE: &str = "hub_ephyto.ippc.int.xsd";
@@ -433,23 +438,57 @@ mod schema {
     // mutex-guarded pool, put back after use), so it is never used concurrently.
     unsafe impl Send for Compiled {}
 
-    /// Idle contexts kept per schema entry; more are compiled when more validations run at
-    /// once, and dropped on return beyond this.
-    const IDLE_KEPT: usize = 8;
-
-    static POOL: Mutex<Option<HashMap<&'static str, Vec<Compiled>>>> = Mutex::new(None);
-
-    fn take(entry: &'static str) -> Option<Compiled> {
-        POOL.lock().ok()?.get_or_insert_with(HashMap::new).get_mut(entry)?.pop()
+    /// Contexts compiled per schema entry at most: one per core (at least two), so the pool
+    /// reaches its size in the first seconds of load and stays there.
+    fn max_contexts() -> usize {
+        static MAX: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+        *MAX.get_or_init(|| std::thread::available_parallelism().map_or(2, |n| n.get()).max(2))
     }
 
-    fn give_back(entry: &'static str, compiled: Compiled) {
-        if let Ok(mut pool) = POOL.lock() {
-            let idle = pool.get_or_insert_with(HashMap::new).entry(entry).or_default();
-            if idle.len() < IDLE_KEPT {
-                idle.push(compiled);
+    /// Per schema entry: the idle contexts and how many exist (idle or borrowed).
+    #[derive(Default)]
+    struct Entry {
+        idle: Vec<Compiled>,
+        compiled: usize,
+    }
+
+    static POOL: Mutex<Option<HashMap<&'static str, Entry>>> = Mutex::new(None);
+    /// Signalled when a context is given back (or a compilation failed and freed its place).
+    static RETURNED: Condvar = Condvar::new();
+
+    /// What [`take`] hands out: an idle context, or the right to compile one more.
+    enum Borrowed {
+        Idle(Compiled),
+        CompileOne,
+    }
+
+    /// An idle context of `entry`, or the right to compile one while fewer than
+    /// [`max_contexts`] exist; otherwise waits until one is given back.
+    fn take(entry: &'static str) -> Borrowed {
+        let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            let slot = pool.get_or_insert_with(HashMap::new).entry(entry).or_default();
+            if let Some(compiled) = slot.idle.pop() {
+                return Borrowed::Idle(compiled);
             }
+            if slot.compiled < max_contexts() {
+                slot.compiled += 1;
+                return Borrowed::CompileOne;
+            }
+            pool = RETURNED.wait(pool).unwrap_or_else(|e| e.into_inner());
         }
+    }
+
+    /// Returns a borrowed context (`Some`), or the place of one that failed to compile.
+    fn give_back(entry: &'static str, compiled: Option<Compiled>) {
+        let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
+        let slot = pool.get_or_insert_with(HashMap::new).entry(entry).or_default();
+        match compiled {
+            Some(compiled) => slot.idle.push(compiled),
+            None => slot.compiled -= 1,
+        }
+        drop(pool);
+        RETURNED.notify_one();
     }
 
     fn compile(entry: &'static str) -> Result<Compiled, Vec<Finding>> {
@@ -467,8 +506,8 @@ mod schema {
 
     pub fn validate(xml: &Xml, entry: &'static str) -> Result<(), Vec<Finding>> {
         let mut compiled = match take(entry) {
-            Some(c) => c,
-            None => compile(entry)?,
+            Borrowed::Idle(compiled) => compiled,
+            Borrowed::CompileOne => compile(entry).inspect_err(|_| give_back(entry, None))?,
         };
         let outcome = compiled.0.validate_document(xml.document()).map_err(|errors| {
             errors
@@ -482,7 +521,7 @@ mod schema {
                 })
                 .collect()
         });
-        give_back(entry, compiled);
+        give_back(entry, Some(compiled));
         outcome
     }
 
@@ -525,8 +564,11 @@ mod schema {
             for t in threads {
                 t.join().unwrap();
             }
-            let idle = POOL.lock().unwrap().as_ref().unwrap().get(CERTIFICATE).map_or(0, Vec::len);
-            assert!((1..=IDLE_KEPT).contains(&idle), "{idle} idle contexts");
+            let (idle, compiled) =
+                POOL.lock().unwrap().as_ref().unwrap().get(CERTIFICATE).map_or((0, 0), |e| (e.idle.len(), e.compiled));
+            // Four threads at once, yet no more contexts than the cap, and all of them back.
+            assert!((1..=max_contexts()).contains(&compiled), "{compiled} contexts compiled");
+            assert_eq!(idle, compiled, "every context given back");
             assert!(check(&valid).is_ok());
         }
     }
