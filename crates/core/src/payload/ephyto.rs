@@ -438,11 +438,12 @@ mod schema {
     // mutex-guarded pool, put back after use), so it is never used concurrently.
     unsafe impl Send for Compiled {}
 
-    /// Contexts compiled per schema entry at most: one per core (at least two), so the pool
-    /// reaches its size in the first seconds of load and stays there.
+    /// Contexts compiled per schema entry at most: one per core, at least two and at most
+    /// eight (6-7 MiB), so the pool reaches its size in the first seconds of load and stays
+    /// there.
     fn max_contexts() -> usize {
         static MAX: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-        *MAX.get_or_init(|| std::thread::available_parallelism().map_or(2, |n| n.get()).max(2))
+        *MAX.get_or_init(|| std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(2, 8))
     }
 
     /// Per schema entry: the idle contexts and how many exist (idle or borrowed).
