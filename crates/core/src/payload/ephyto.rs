@@ -457,39 +457,42 @@ mod schema {
     /// Signalled when a context is given back (or a compilation failed and freed its place).
     static RETURNED: Condvar = Condvar::new();
 
-    /// What [`take`] hands out: an idle context, or the right to compile one more.
-    enum Borrowed {
-        Idle(Compiled),
-        CompileOne,
-    }
-
-    /// An idle context of `entry`, or the right to compile one while fewer than
-    /// [`max_contexts`] exist; otherwise waits until one is given back.
-    fn take(entry: &'static str) -> Borrowed {
+    /// An idle context of `entry` (`Some`), or the right to compile one (`None`) while fewer
+    /// than [`max_contexts`] exist; otherwise waits until one is given back.
+    fn take(entry: &'static str) -> Option<Compiled> {
         let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
         loop {
             let slot = pool.get_or_insert_with(HashMap::new).entry(entry).or_default();
             if let Some(compiled) = slot.idle.pop() {
-                return Borrowed::Idle(compiled);
+                return Some(compiled);
             }
             if slot.compiled < max_contexts() {
                 slot.compiled += 1;
-                return Borrowed::CompileOne;
+                return None;
             }
             pool = RETURNED.wait(pool).unwrap_or_else(|e| e.into_inner());
         }
     }
 
-    /// Returns a borrowed context (`Some`), or the place of one that failed to compile.
-    fn give_back(entry: &'static str, compiled: Option<Compiled>) {
-        let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
-        let slot = pool.get_or_insert_with(HashMap::new).entry(entry).or_default();
-        match compiled {
-            Some(compiled) => slot.idle.push(compiled),
-            None => slot.compiled -= 1,
+    /// A place in the pool taken by [`take`]: given back when dropped, with its context or,
+    /// when none was compiled, as room for another. So neither a failed compilation nor a
+    /// panic while validating can shrink the pool and leave validations waiting for good.
+    struct Lease {
+        entry: &'static str,
+        compiled: Option<Compiled>,
+    }
+
+    impl Drop for Lease {
+        fn drop(&mut self) {
+            let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
+            let slot = pool.get_or_insert_with(HashMap::new).entry(self.entry).or_default();
+            match self.compiled.take() {
+                Some(compiled) => slot.idle.push(compiled),
+                None => slot.compiled -= 1,
+            }
+            drop(pool);
+            RETURNED.notify_one();
         }
-        drop(pool);
-        RETURNED.notify_one();
     }
 
     fn compile(entry: &'static str) -> Result<Compiled, Vec<Finding>> {
@@ -506,11 +509,12 @@ mod schema {
     }
 
     pub fn validate(xml: &Xml, entry: &'static str) -> Result<(), Vec<Finding>> {
-        let mut compiled = match take(entry) {
-            Borrowed::Idle(compiled) => compiled,
-            Borrowed::CompileOne => compile(entry).inspect_err(|_| give_back(entry, None))?,
+        let mut lease = Lease { entry, compiled: take(entry) };
+        let compiled = match &mut lease.compiled {
+            Some(compiled) => compiled,
+            none => none.insert(compile(entry)?),
         };
-        let outcome = compiled.0.validate_document(xml.document()).map_err(|errors| {
+        compiled.0.validate_document(xml.document()).map_err(|errors| {
             errors
                 .into_iter()
                 .map(|e| {
@@ -521,9 +525,7 @@ mod schema {
                     )
                 })
                 .collect()
-        });
-        give_back(entry, Some(compiled));
-        outcome
+        })
     }
 
     #[cfg(test)]
@@ -543,6 +545,26 @@ mod schema {
             assert!(compile(CERTIFICATE).is_ok());
             drop(folder);
             assert!(!path.exists(), "{} left behind", path.display());
+        }
+
+        #[test]
+        fn a_panic_while_a_place_is_taken_gives_it_back() {
+            // More panics than places: were a place lost with each, the validation after them
+            // would wait for good.
+            for _ in 0..=max_contexts() {
+                let outcome = std::panic::catch_unwind(|| {
+                    let _lease = Lease { entry: CERTIFICATE, compiled: take(CERTIFICATE) };
+                    panic!("while validating");
+                });
+                assert!(outcome.is_err());
+            }
+            let (done, finished) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                let document = super::super::testing::certificate("CL", "PE", "CL-2026-POOL-2");
+                let _ = done.send(validate(&Xml::parse(document.as_bytes()).unwrap(), CERTIFICATE).is_ok());
+            });
+            let outcome = finished.recv_timeout(std::time::Duration::from_secs(60));
+            assert_eq!(outcome, Ok(true), "the validation after the panics got no context");
         }
 
         #[test]
@@ -568,9 +590,10 @@ mod schema {
             }
             let (idle, compiled) =
                 POOL.lock().unwrap().as_ref().unwrap().get(CERTIFICATE).map_or((0, 0), |e| (e.idle.len(), e.compiled));
-            // More threads than the cap at once, yet no more contexts than it, all of them back.
+            // More threads than the cap at once, yet no more contexts than it. (Other tests may
+            // hold some now: only the bounds are certain.)
             assert!((1..=max_contexts()).contains(&compiled), "{compiled} contexts compiled");
-            assert_eq!(idle, compiled, "every context given back");
+            assert!(idle <= compiled, "{idle} idle of {compiled}");
             assert!(check(&valid).is_ok());
         }
     }
