@@ -457,12 +457,17 @@ mod schema {
     /// Signalled when a context is given back (or a compilation failed and freed its place).
     static RETURNED: Condvar = Condvar::new();
 
+    /// The pool's record of `entry`, made on first use.
+    fn slot<'a>(pool: &'a mut Option<HashMap<&'static str, Entry>>, entry: &'static str) -> &'a mut Entry {
+        pool.get_or_insert_with(HashMap::new).entry(entry).or_default()
+    }
+
     /// An idle context of `entry` (`Some`), or the right to compile one (`None`) while fewer
     /// than [`max_contexts`] exist; otherwise waits until one is given back.
     fn take(entry: &'static str) -> Option<Compiled> {
         let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
         loop {
-            let slot = pool.get_or_insert_with(HashMap::new).entry(entry).or_default();
+            let slot = slot(&mut pool, entry);
             if let Some(compiled) = slot.idle.pop() {
                 return Some(compiled);
             }
@@ -485,7 +490,7 @@ mod schema {
     impl Drop for Lease {
         fn drop(&mut self) {
             let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
-            let slot = pool.get_or_insert_with(HashMap::new).entry(self.entry).or_default();
+            let slot = slot(&mut pool, self.entry);
             match self.compiled.take() {
                 Some(compiled) => slot.idle.push(compiled),
                 None => slot.compiled -= 1,
