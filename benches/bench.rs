@@ -455,7 +455,10 @@ async fn soak(r: &mut Results, work: &Path, profile: &str, label: &str, rate: f6
     let doc = bytes::Bytes::from(std::fs::read(&doc).unwrap());
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let refused = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    // Submissions in progress now, and the most this minute: how far the open loop ran ahead.
+    let in_progress = Arc::new((std::sync::atomic::AtomicUsize::new(0), std::sync::atomic::AtomicUsize::new(0)));
     let submitter = {
+        let in_progress = in_progress.clone();
         let (api, doc, stop, refused) = (cl.api.clone(), doc.clone(), stop.clone(), refused.clone());
         tokio::spawn(async move {
             let metadata = json!({"to": "PE-VUCE", "leg": "ephyto"});
@@ -465,10 +468,14 @@ async fn soak(r: &mut Results, work: &Path, profile: &str, label: &str, rate: f6
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 ticker.tick().await;
                 let (api, metadata, doc, refused) = (api.clone(), metadata.clone(), doc.clone(), refused.clone());
+                let in_progress = in_progress.clone();
                 tokio::spawn(async move {
+                    let now = in_progress.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                    in_progress.1.fetch_max(now, std::sync::atomic::Ordering::Relaxed);
                     if api.submit_bytes(&metadata, "ephyto.xml", "application/xml", doc).await.is_err() {
                         refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     }
+                    in_progress.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
                 });
                 submitted += 1;
             }
@@ -494,8 +501,10 @@ async fn soak(r: &mut Results, work: &Path, profile: &str, label: &str, rate: f6
             "bench: soak-{label} minute {minute}: {:.1} msg/s acknowledged, RSS sender {sender:.1} MiB, receiver {receiver:.1} MiB",
             acked as f64 / 60.0
         );
-        // Where the memory is (MiB): resident, heap in use, heap freed but kept, SQLite's.
+        // Where the memory is (MiB): resident, heap in use, heap freed but kept, the allocator's
+        // bookkeeping, SQLite's.
         println!("  sender  {}\n  receiver{}", cl.memory_parts().await, pe.memory_parts().await);
+        println!("  submissions in progress, at most {}", in_progress.1.swap(0, std::sync::atomic::Ordering::Relaxed));
         acked_total += acked;
         per_minute.push((acked as f64 / 60.0, sender, receiver));
     }

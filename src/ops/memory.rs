@@ -2,15 +2,18 @@
 //! sees it, and SQLite's share of it. Read at scrape time.
 //!
 //! Resident memory alone cannot tell a leak from an allocator that keeps freed memory or a cache
-//! that is still filling; these parts can. `heap_in_use` growing without end is a leak (it also
-//! counts chunk headers and each thread's cache of freed chunks, so it moves by a MiB or two
-//! from one scrape to the next); `heap_free` growing is fragmentation (memory freed but kept by
-//! malloc); `sqlite` is bounded by the page caches of the store's connections.
+//! that is still filling; these parts can. `heap_in_use` growing without end is a leak;
+//! `heap_free` growing is fragmentation (memory freed but kept by the allocator, in pages still
+//! partly used or not yet given back); `heap_metadata` is the allocator's own bookkeeping;
+//! `sqlite` is bounded by the page caches of the store's connections.
+//!
+//! The heap is jemalloc's (see `main.rs`): every allocation of the process, the C libraries'
+//! included, goes through it, so its counters are the whole heap.
 
 /// One part of the process's memory, in bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Part {
-    /// The `part` label: `resident`, `heap_in_use`, `heap_free`, `heap_mapped`, `sqlite`.
+    /// The `part` label: `resident`, `heap_in_use`, `heap_free`, `heap_metadata`, `sqlite`.
     pub name: &'static str,
     pub bytes: u64,
 }
@@ -39,16 +42,25 @@ fn resident_bytes() -> Option<u64> {
 
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn heap() -> Vec<Part> {
-    // SAFETY: mallinfo2 has no preconditions; it locks each arena while it counts. Its cost
-    // grows with the number of free chunks, which is why it runs at scrape time only.
-    let info = unsafe { libc::mallinfo2() };
+    use tikv_jemalloc_ctl::{epoch, stats};
+    // jemalloc's counters are a snapshot taken when the epoch advances.
+    if epoch::advance().is_err() {
+        return Vec::new();
+    }
+    let (Ok(allocated), Ok(resident), Ok(metadata)) =
+        (stats::allocated::read(), stats::resident::read(), stats::metadata::read())
+    else {
+        return Vec::new();
+    };
+    let (allocated, resident, metadata) = (allocated as u64, resident as u64, metadata as u64);
     vec![
-        // Allocated by the program: chunks handed out from the arenas and large mmapped blocks.
-        Part { name: "heap_in_use", bytes: (info.uordblks + info.hblkhd) as u64 },
-        // Freed by the program but kept by malloc, in bins and fastbins.
-        Part { name: "heap_free", bytes: info.fordblks as u64 },
-        // Of the heap in use, the blocks mmapped one per allocation (large ones).
-        Part { name: "heap_mapped", bytes: info.hblkhd as u64 },
+        // Allocated by the program and not freed yet.
+        Part { name: "heap_in_use", bytes: allocated },
+        // Resident for the heap but not handed out: freed space in pages still partly used, and
+        // freed pages jemalloc has not given back yet (it does after a few seconds unused).
+        Part { name: "heap_free", bytes: resident.saturating_sub(allocated + metadata) },
+        // jemalloc's own bookkeeping.
+        Part { name: "heap_metadata", bytes: metadata },
     ]
 }
 
@@ -78,8 +90,23 @@ mod tests {
         let during = part("heap_in_use").unwrap();
         // Other tests allocate at the same time; 64 MiB stands out from them.
         assert!(during >= before + (32 << 20), "before {before}, with 64 MiB held {during}");
-        assert!(part("heap_mapped").unwrap() >= 64 << 20);
+        assert!(part("heap_metadata").is_some_and(|b| b > 0), "{:?}", parts());
         drop(block);
+    }
+
+    /// The C libraries allocate through the same allocator: what libc's `malloc` hands out
+    /// shows in jemalloc's counters.
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    #[test]
+    fn the_c_libraries_allocate_from_the_same_heap() {
+        let before = part("heap_in_use").unwrap();
+        // SAFETY: a plain malloc, freed below.
+        let block = unsafe { libc::malloc(64 << 20) };
+        assert!(!block.is_null());
+        let during = part("heap_in_use").unwrap();
+        // SAFETY: `block` came from malloc above and is freed once.
+        unsafe { libc::free(block) };
+        assert!(during >= before + (32 << 20), "before {before}, with 64 MiB from malloc {during}");
     }
 
     #[test]
