@@ -11,7 +11,7 @@ use ventanilla::config::Config;
 /// [`ventanilla::ops::memory`]. Its default settings: one arena per CPU (`percpu_arena`) was
 /// measured too, and in a 15-minute soak the sender's heap in use rose 4.4 MiB where with the
 /// defaults it stayed flat (README, nineteenth session).
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[cfg(all(feature = "jemalloc", target_os = "linux", target_env = "gnu"))]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 

@@ -8,7 +8,8 @@
 //! `sqlite` is bounded by the page caches of the store's connections.
 //!
 //! The heap is jemalloc's (see `main.rs`): every allocation of the process, the C libraries'
-//! included, goes through it, so its counters are the whole heap.
+//! included, goes through it, so its counters are the whole heap. A build without the
+//! `jemalloc` feature reads glibc's `mallinfo2` instead (no `heap_metadata` there).
 
 /// One part of the process's memory, in bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,7 +41,7 @@ fn resident_bytes() -> Option<u64> {
     Some(pages * u64::try_from(page).ok()?)
 }
 
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[cfg(all(feature = "jemalloc", target_os = "linux", target_env = "gnu"))]
 fn heap() -> Vec<Part> {
     use tikv_jemalloc_ctl::{epoch, stats};
     // jemalloc's counters are a snapshot taken when the epoch advances.
@@ -61,6 +62,18 @@ fn heap() -> Vec<Part> {
         Part { name: "heap_free", bytes: resident.saturating_sub(allocated + metadata) },
         // jemalloc's own bookkeeping.
         Part { name: "heap_metadata", bytes: metadata },
+    ]
+}
+
+#[cfg(all(not(feature = "jemalloc"), target_os = "linux", target_env = "gnu"))]
+fn heap() -> Vec<Part> {
+    // SAFETY: mallinfo2 has no preconditions; it locks each arena while it counts.
+    let info = unsafe { libc::mallinfo2() };
+    vec![
+        // Allocated by the program (glibc counts its per-thread caches of freed chunks here).
+        Part { name: "heap_in_use", bytes: (info.uordblks + info.hblkhd) as u64 },
+        // Freed by the program but kept by malloc, in bins and fastbins.
+        Part { name: "heap_free", bytes: info.fordblks as u64 },
     ]
 }
 
@@ -90,13 +103,14 @@ mod tests {
         let during = part("heap_in_use").unwrap();
         // Other tests allocate at the same time; 64 MiB stands out from them.
         assert!(during >= before + (32 << 20), "before {before}, with 64 MiB held {during}");
+        #[cfg(feature = "jemalloc")]
         assert!(part("heap_metadata").is_some_and(|b| b > 0), "{:?}", parts());
         drop(block);
     }
 
     /// The C libraries allocate through the same allocator: what libc's `malloc` hands out
     /// shows in jemalloc's counters.
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    #[cfg(all(feature = "jemalloc", target_os = "linux", target_env = "gnu"))]
     #[test]
     fn the_c_libraries_allocate_from_the_same_heap() {
         let before = part("heap_in_use").unwrap();
