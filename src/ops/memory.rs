@@ -67,7 +67,8 @@ fn heap() -> Vec<Part> {
 
 #[cfg(all(not(feature = "jemalloc"), target_os = "linux", target_env = "gnu"))]
 fn heap() -> Vec<Part> {
-    // SAFETY: mallinfo2 has no preconditions; it locks each arena while it counts.
+    // SAFETY: mallinfo2 has no preconditions; it locks each arena while it counts. Its cost
+    // grows with the number of free chunks, which is why it runs at scrape time only.
     let info = unsafe { libc::mallinfo2() };
     vec![
         // Allocated by the program (glibc counts its per-thread caches of freed chunks here).
