@@ -109,9 +109,12 @@ impl Process {
     /// Its memory by part (`ventanilla_memory_bytes` of `/metrics`), in MiB, as `part value …`.
     async fn memory_parts(&self) -> String {
         let Some(console) = &self.console else { return String::new() };
+        let asked = Instant::now();
         let Ok((200, _, body)) = console.call_with_headers("GET", "/metrics", None, Default::default()).await else {
             return String::new();
         };
+        // A scrape must stay cheap however many messages are stored (it once counted them all).
+        let scrape_ms = asked.elapsed().as_secs_f64() * 1000.0;
         let text = String::from_utf8_lossy(&body);
         let mut parts: Vec<(&str, f64)> = text
             .lines()
@@ -120,7 +123,8 @@ impl Process {
             .map(|(part, v)| (part, v.parse::<f64>().unwrap_or(0.0) / 1048576.0))
             .collect();
         parts.sort_by(|a, b| a.0.cmp(b.0));
-        parts.iter().map(|(part, mib)| format!(" {part} {mib:.1}")).collect()
+        let parts: String = parts.iter().map(|(part, mib)| format!(" {part} {mib:.1}")).collect();
+        format!("{parts}; /metrics answered in {scrape_ms:.0} ms")
     }
     fn peak_rss_mib(&self) -> f64 {
         self.status_kib("VmHWM:") / 1024.0

@@ -76,7 +76,8 @@ pub struct QueueStat {
     pub count: u64,
     /// The oldest message's creation (ms).
     pub oldest_created_ms: i64,
-    /// The latest change (ms): for `acknowledged`, the last success.
+    /// The latest change that brought a message into the group (ms): for `acknowledged`, the
+    /// last success.
     pub latest_updated_ms: i64,
 }
 
