@@ -349,4 +349,14 @@ async fn operations_queries_work_across_nodes_on_postgresql() {
     two.note(row, "resubmitted by ana as x").await.unwrap();
     let record = one.get(Direction::Outbound, "resend@test").await.unwrap();
     assert_eq!(record.history.last().unwrap().detail, "resubmitted by ana as x");
+
+    // Retention, in batches from both nodes: content first, then the records.
+    let received = two.get(Direction::Inbound, "ops-0@test").await.unwrap().state;
+    let later = ventanilla::store::now_ms() + 1;
+    let (a, b) = tokio::join!(one.purge_content(received, later, 10), two.purge_content(received, later, 10));
+    assert_eq!(a.unwrap().0 + b.unwrap().0, 20);
+    assert_eq!(one.purge_content(received, later, 10).await.unwrap().0, 5);
+    assert_eq!(two.purge_content(received, later, 10).await.unwrap().0, 0, "each content removed once");
+    assert_eq!(one.purge_messages(received, None, later, 100).await.unwrap().0, 25);
+    assert!(two.queue_stats().await.unwrap().iter().all(|s| s.direction != Direction::Inbound));
 }

@@ -36,7 +36,9 @@ CREATE TABLE IF NOT EXISTS messages (
     UNIQUE (direction, message_id)
 );
 CREATE INDEX IF NOT EXISTS messages_due ON messages (state, next_attempt_at);
-CREATE INDEX IF NOT EXISTS messages_age ON messages (state, updated_at);
+-- Retention's index (see the SQLite store's): purged or not before the age.
+CREATE INDEX IF NOT EXISTS messages_retention ON messages (state, purged, updated_at);
+DROP INDEX IF EXISTS messages_age;
 CREATE INDEX IF NOT EXISTS messages_listing ON messages (direction, state, id);
 CREATE TABLE IF NOT EXISTS payloads (
     message_id  BIGINT NOT NULL REFERENCES messages(id) ON DELETE CASCADE,
@@ -552,7 +554,7 @@ impl MessageStore for PostgresStore {
         let ids: Vec<i64> = tx
             .query(
                 "UPDATE messages SET envelope = '\\x', purged = TRUE WHERE id IN
-                 (SELECT id FROM messages WHERE state = $1 AND updated_at < $2 AND NOT purged LIMIT $3 FOR UPDATE SKIP LOCKED) RETURNING id",
+                 (SELECT id FROM messages WHERE state = $1 AND purged = FALSE AND updated_at < $2 LIMIT $3 FOR UPDATE SKIP LOCKED) RETURNING id",
                 &[&state.as_str(), &before_ms, &(limit as i64)],
             )
             .await
@@ -584,7 +586,8 @@ impl MessageStore for PostgresStore {
         let tx = client.transaction().await.map_err(pg)?;
         let ids: Vec<i64> = tx
             .query(
-                "SELECT id FROM messages WHERE state = $1 AND updated_at < $2 AND ($4::TEXT IS NULL OR pmode = $4) LIMIT $3 FOR UPDATE SKIP LOCKED",
+                "SELECT id FROM messages WHERE state = $1 AND purged IN (FALSE, TRUE) AND updated_at < $2
+                 AND ($4::TEXT IS NULL OR pmode = $4) LIMIT $3 FOR UPDATE SKIP LOCKED",
                 &[&state.as_str(), &before_ms, &(limit as i64), &pmode],
             )
             .await
