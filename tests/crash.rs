@@ -243,6 +243,28 @@ async fn nothing_acknowledged_is_lost_or_delivered_twice_across_sigkills() {
                 .unwrap_or(0)
         })
         .sum();
+    // The queue's counts (kept by triggers in each change's transaction) still equal a count
+    // of the messages on both sides, after every kill.
+    for code in ["cl", "pe"] {
+        let db = rusqlite::Connection::open(dir.path().join(code).join("messages.db")).unwrap();
+        let groups = |sql: &str| -> Vec<(String, String, String, String, i64)> {
+            let mut stmt = db.prepare(sql).unwrap();
+            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap()
+        };
+        assert_eq!(
+            groups(
+                "SELECT direction, state, partner, leg, count FROM queue_counts WHERE count > 0 ORDER BY 1, 2, 3, 4"
+            ),
+            groups(
+                "SELECT direction, state, partner, leg, COUNT(*) FROM messages
+                 GROUP BY direction, state, partner, leg ORDER BY 1, 2, 3, 4"
+            ),
+            "{code}: the queue counts differ from the messages stored"
+        );
+    }
     eprintln!(
         "crash test: {} accepted, {} submissions cut off or refused while an access point was down, {} delivered once each, {resent_after_commit} resends of already committed messages answered with the stored receipt, 0 lost files, 0 duplicates, all byte-identical; {kills} SIGKILLs and {} SIGTERM (exit 0), submitted in {:.1?}, all acknowledged after {:.1?}",
         accepted.len(),
