@@ -1476,6 +1476,13 @@ mod tests {
         NewMessage::for_tests(id, creation)
     }
 
+    /// SQLite's plan for `sql` with `params` bound, its steps joined by "; ".
+    fn query_plan(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> String {
+        let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+        let steps = stmt.query_map(params, |r| r.get::<_, String>(3)).unwrap();
+        steps.collect::<Result<Vec<_>, _>>().unwrap().join("; ")
+    }
+
     #[tokio::test]
     async fn claiming_with_a_new_limit_does_not_compile_the_query_again() {
         let dir = tempfile::tempdir().unwrap();
@@ -1533,15 +1540,7 @@ mod tests {
         stats.sort();
         assert_eq!(stats, counted(&store));
         assert_eq!(stats.iter().map(|s| s.2).sum::<u64>(), 26);
-        let conn = store.conn.lock().unwrap();
-        let plan = conn
-            .prepare(&format!("EXPLAIN QUERY PLAN {QUEUE_STATS}"))
-            .unwrap()
-            .query_map([], |r| r.get::<_, String>(3))
-            .unwrap()
-            .collect::<Result<Vec<_>, _>>()
-            .unwrap()
-            .join("; ");
+        let plan = query_plan(&store.conn.lock().unwrap(), QUEUE_STATS, []);
         assert!(
             !plan.contains("SCAN m") && plan.contains("SEARCH m USING COVERING INDEX messages_queue_leg"),
             "{plan}"
@@ -1555,15 +1554,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(&dir.path().join("s.db")).unwrap();
         let conn = store.conn.lock().unwrap();
-        for sql in [PURGE_CONTENT, PURGE_MESSAGES] {
-            let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
-            let unbound = vec![rusqlite::types::Null; stmt.parameter_count()];
-            let plan = stmt
-                .query_map(rusqlite::params_from_iter(unbound), |r| r.get::<_, String>(3))
-                .unwrap()
-                .collect::<Result<Vec<_>, _>>()
-                .unwrap()
-                .join("; ");
+        for (sql, parameters) in [(PURGE_CONTENT, 3), (PURGE_MESSAGES, 4)] {
+            let unbound = vec![rusqlite::types::Null; parameters];
+            let plan = query_plan(&conn, sql, rusqlite::params_from_iter(unbound));
             assert!(plan.contains("messages_retention (state=? AND purged=? AND updated_at<?)"), "{sql}: {plan}");
         }
     }
@@ -1751,16 +1744,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(&dir.path().join("s.db")).unwrap();
         let conn = store.conn.lock().unwrap();
-        let plan = |sql: &str, n: usize| -> String {
-            let explain = format!("EXPLAIN QUERY PLAN {sql}");
-            let mut stmt = conn.prepare(&explain).unwrap();
-            let params: Vec<&str> = vec!["x"; n];
-            stmt.query_map(rusqlite::params_from_iter(params), |r| r.get::<_, String>(3))
-                .unwrap()
-                .collect::<Result<Vec<_>, _>>()
-                .unwrap()
-                .join("; ")
-        };
+        let plan = |sql: &str, n: usize| query_plan(&conn, sql, rusqlite::params_from_iter(vec!["x"; n]));
         let overdue = plan(PULLED_OVERDUE, 2);
         assert!(overdue.contains("USING INDEX"), "{overdue}");
     }
@@ -1841,13 +1825,7 @@ mod tests {
             Search { direction: Some(Direction::Outbound), state: Some(State::Failed), ..Default::default() },
         ] {
             let (sql, values) = search_query(&Search { limit: 50, ..search.clone() });
-            let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
-            let plan = stmt
-                .query_map(rusqlite::params_from_iter(values.iter()), |r| r.get::<_, String>(3))
-                .unwrap()
-                .collect::<Result<Vec<_>, _>>()
-                .unwrap()
-                .join("; ");
+            let plan = query_plan(&conn, &sql, rusqlite::params_from_iter(values.iter()));
             assert!(plan.contains("INDEX"), "{search:?}: {plan}");
         }
     }
