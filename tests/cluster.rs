@@ -360,3 +360,113 @@ async fn operations_queries_work_across_nodes_on_postgresql() {
     assert_eq!(one.purge_messages(received, None, later, 100).await.unwrap().0, 25);
     assert!(two.queue_stats().await.unwrap().iter().all(|s| s.direction != Direction::Inbound));
 }
+
+/// The queue's counts as `queue_stats` gives them, and as a count of every stored message.
+async fn counted(
+    store: &PostgresStore,
+    db: &tokio_postgres::Client,
+) -> (Vec<(String, String, u64)>, Vec<(String, String, u64)>) {
+    let mut kept: Vec<_> = store
+        .queue_stats()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| (s.direction.as_str().to_string(), s.state.as_str().to_string(), s.count))
+        .collect();
+    let mut full: Vec<_> = db
+        .query("SELECT direction, state, COUNT(*) FROM messages GROUP BY direction, state", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get::<_, String>(0), r.get::<_, String>(1), r.get::<_, i64>(2) as u64))
+        .collect();
+    kept.sort();
+    full.sort();
+    (kept, full)
+}
+
+/// On PostgreSQL the queue's counts are kept from the changes each write of a message appends
+/// (a read no longer counts every stored message): they equal a count of the messages while two
+/// nodes insert, claim and read at once, after retention removes messages, and for messages
+/// stored before the counts existed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_counts_stay_exact_while_two_nodes_write_and_read() {
+    let pg = Postgres::start();
+    let (db, connection) = tokio_postgres::connect(&pg.url(), tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    // A store of an earlier release: messages, no counts.
+    let old = PostgresStore::connect(&pg.url(), 4, Duration::from_secs(60)).await.unwrap();
+    for i in 0..30 {
+        old.insert(inbound(&format!("before-{i}@test"))).await.unwrap();
+    }
+    drop(old);
+    db.batch_execute(
+        "DROP TRIGGER queue_counts_insert_delete ON messages; DROP TRIGGER queue_counts_update ON messages;
+         DROP TABLE queue_counts; DROP TABLE queue_count_changes;",
+    )
+    .await
+    .unwrap();
+    for i in 30..40 {
+        db.execute(
+            "INSERT INTO messages (direction, message_id, conversation_id, pmode, leg, partner, service, action, state,
+             created_at, updated_at, envelope) VALUES ('inbound', $1, 'c', 'cl-pe', 'ephyto', 'CL-SICEX', 's', 'a',
+             'delivered', 1, 1, '\\x00')",
+            &[&format!("before-{i}@test")],
+        )
+        .await
+        .unwrap();
+    }
+    let one = std::sync::Arc::new(PostgresStore::connect(&pg.url(), 4, Duration::from_secs(60)).await.unwrap());
+    let two = std::sync::Arc::new(PostgresStore::connect(&pg.url(), 4, Duration::from_secs(60)).await.unwrap());
+    let (kept, full) = counted(&one, &db).await;
+    assert_eq!(kept, full, "an earlier store's messages are counted when it opens");
+    assert_eq!(full, vec![("inbound".to_string(), "delivered".to_string(), 40)]);
+
+    // Two nodes writing while both read (and so fold) the counts.
+    let mut writers = Vec::new();
+    for (n, store) in [one.clone(), two.clone()].into_iter().enumerate() {
+        writers.push(tokio::spawn(async move {
+            for i in 0..60 {
+                let mut m = inbound(&format!("n{n}-{i}@test"));
+                if i % 2 == 0 {
+                    m.creation = Creation::Submitted { pull: false };
+                }
+                store.insert(m).await.unwrap();
+                if i % 10 == 9 {
+                    store.claim_due(ventanilla::store::now_ms(), 3).await.unwrap();
+                }
+            }
+        }));
+    }
+    let readers: Vec<_> = [one.clone(), two.clone()]
+        .into_iter()
+        .map(|store| {
+            tokio::spawn(async move {
+                for _ in 0..40 {
+                    store.queue_stats().await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for task in writers.into_iter().chain(readers) {
+        task.await.unwrap();
+    }
+    for store in [&one, &two] {
+        let (kept, full) = counted(store, &db).await;
+        assert_eq!(kept, full, "while two nodes wrote and read");
+    }
+    let total: u64 = counted(&two, &db).await.0.iter().map(|c| c.2).sum();
+    assert_eq!(total, 160);
+
+    // Retention from both nodes at once.
+    let later = ventanilla::store::now_ms() + 1;
+    let (a, b) = tokio::join!(
+        one.purge_messages(State::Delivered, None, later, 7),
+        two.purge_messages(State::Delivered, None, later, 7)
+    );
+    assert_eq!(a.unwrap().0 + b.unwrap().0, 14);
+    let (kept, full) = counted(&one, &db).await;
+    assert_eq!(kept, full, "after retention");
+    let pending: i64 = db.query_one("SELECT COUNT(*) FROM queue_count_changes", &[]).await.unwrap().get(0);
+    assert_eq!(pending, 0, "a read folds the changes");
+}
