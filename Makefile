@@ -13,7 +13,7 @@ CARGO ?= cargo
 # Two cores: keep the test harness parallel but bounded.
 TEST_THREADS ?= 2
 
-.PHONY: bench demo demo-deps test conformance crash fuzz deps test-deps build lint fmt clean package
+.PHONY: bench bench-postgres demo demo-deps test conformance crash fuzz deps test-deps build lint fmt clean package
 
 deps:
 	@missing=""; for p in $(BUILD_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -62,6 +62,11 @@ BENCH ?=
 bench: test-deps
 	$(CARGO) build --release --locked -p ventanilla
 	$(CARGO) bench --locked --bench bench -- $(BENCH)
+
+# The PostgreSQL store's queue counts at PG_MESSAGES stored messages (benches/pg_queue_counts.sh).
+PG_MESSAGES ?= 1000000
+bench-postgres: test-deps
+	benches/pg_queue_counts.sh $(PG_MESSAGES)
 
 # The crash test N times in a row (release build), stopping at the first failure:
 #   make crash RUNS=10 CRASH_MESSAGES=600
