@@ -124,11 +124,11 @@ CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (target, state, next_at)
 
 /// Messages counted by group (direction, state, partner, leg), for
 /// [`PostgresStore::queue_stats`]: `/metrics`, the alerts and the partners page read the queue
-/// often, and counting the stored messages each time read all of them (210–340 ms of both
-/// cores at 1,000,000 messages, more as they grow). A counter row per group, updated by every
-/// transaction, would make the nodes' writers queue on the same few rows, so each change of a
-/// message appends a change of its group's count (+1, −1) to `queue_count_changes` instead: an
-/// insert, nothing shared. Reading the queue folds the changes into `queue_counts` and adds the
+/// often, and counting the stored messages each time read all of them (~280 ms of both cores
+/// at 1,000,000 messages, more as they grow; 4 ms now: `make bench-postgres`). A counter row
+/// per group, updated by every transaction, would make the nodes' writers queue on the same
+/// few rows, so each change of a message appends a change of its group's count (+1, −1) to
+/// `queue_count_changes` instead: an insert, nothing shared. Reading the queue folds the changes into `queue_counts` and adds the
 /// ones not folded yet. Run in the schema transaction, under the schema lock: the first time,
 /// `messages` is locked against writes from the fill until the triggers exist.
 const QUEUE_COUNTS: &str = r#"
