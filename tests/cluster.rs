@@ -171,6 +171,13 @@ async fn two_nodes_share_the_work_and_one_finishes_what_the_killed_one_started()
         .filter(|e| e["detail"].as_str().unwrap().starts_with("duplicate received"))
         .count();
     assert!(duplicates <= takeovers, "{duplicates} duplicates at the partner, {takeovers} takeovers");
+    // The kill cut node a's transactions, and their count changes with them: the queue's counts
+    // still equal a count of the stored messages.
+    let (db, connection) = tokio_postgres::connect(&pg.url(), tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    let reader = PostgresStore::connect(&pg.url(), 2, Duration::from_secs(60)).await.unwrap();
+    let (kept, full) = counted(&reader, &db).await;
+    assert_eq!(kept, full, "the queue counts after a node was killed mid-run");
     eprintln!(
         "cluster: {} messages via two nodes on PostgreSQL in {:.1?}; {takeovers} taken over after node a was killed",
         accepted.len(),
